@@ -1,0 +1,75 @@
+"""Payloads that cross the wire, as frozen standard-library dataclasses.
+
+Every write is idempotent: runs are created with a client-chosen id (``PUT``), point batches carry
+a client-chosen ``batch_id`` and points are keyed by (run, series, step). That is what makes
+retries and journal replays safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+WIRE_VERSION = 1
+"""Bumped on any incompatible change; the server rejects versions it does not speak."""
+
+RUN_STATUSES = ("running", "finished", "failed", "crashed")
+FINAL_STATUSES = ("finished", "failed", "crashed")
+
+
+@dataclass(frozen=True)
+class RunCreate:
+    """``PUT /api/v1/runs/{run_id}``: create a run, or update its metadata (idempotent)."""
+
+    project: str
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    system: dict[str, Any] = field(default_factory=dict)
+    started_at: float | None = None  # Unix seconds, stamped by the agent
+    wire_version: int = WIRE_VERSION
+
+
+@dataclass(frozen=True)
+class SeriesColumns:
+    """Points of one series: three packed columns of equal length (see ``columns``)."""
+
+    name: str
+    steps: str  # encode_i64
+    values: str  # encode_f64: NaN and ±Inf carried exactly
+    times: str  # encode_f64: Unix seconds when the value was produced on the training thread
+
+
+@dataclass(frozen=True)
+class PointBatch:
+    """``POST /api/v1/runs/{run_id}/points``: one transaction on the server."""
+
+    batch_id: str
+    series: list[SeriesColumns]
+    wire_version: int = WIRE_VERSION
+
+
+@dataclass(frozen=True)
+class LayersDeclare:
+    """``PUT /api/v1/runs/{run_id}/layers``: parameter names in model order (for heatmaps)."""
+
+    layers: list[str]
+    wire_version: int = WIRE_VERSION
+
+
+@dataclass(frozen=True)
+class RunFinish:
+    """``POST /api/v1/runs/{run_id}/finish``: the run's final status."""
+
+    status: str = "finished"
+    ended_at: float | None = None
+    wire_version: int = WIRE_VERSION
+
+
+def dumps(payload: Any) -> bytes:
+    """Serialise a payload dataclass to compact UTF-8 JSON (strictly valid: no NaN literals)."""
+    return json.dumps(
+        dataclasses.asdict(payload), separators=(",", ":"), allow_nan=False, default=str
+    ).encode()
