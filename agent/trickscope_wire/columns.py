@@ -66,7 +66,7 @@ def decode_i64(text: str) -> array:
 
 
 def finite_or_token(value: float) -> float | str:
-    """A JSON-safe form of ``value``: the float itself, or ``"NaN"``/``"Infinity"``/``"-Infinity"``."""
+    """A JSON-safe form of ``value``: itself, or ``"NaN"``/``"Infinity"``/``"-Infinity"``."""
     if math.isfinite(value):
         return value
     if math.isnan(value):

@@ -1,0 +1,3 @@
+from trickscope_cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""``trickscope sync``: upload runs recorded offline (the agent's journal) to a server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from trickscope_cli.errors import CliError
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "sync",
+        help="upload journals written while the server was unreachable",
+        description="Replay the agent's on-disk journal(s) to a server. Uploads are idempotent: "
+        "syncing twice stores every point once.",
+    )
+    parser.add_argument("journal", nargs="+", type=Path, help="journal file(s) or folder(s)")
+    parser.add_argument("--url", help="server to upload to (default: TRICKSCOPE_URL)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trickscope.journal import replay
+
+    url = args.url or os.environ.get("TRICKSCOPE_URL")
+    if not url:
+        raise CliError("no server given: pass --url or set TRICKSCOPE_URL")
+    for path in args.journal:
+        if not path.exists():
+            raise CliError(f"no such journal: {path}")
+        summary = replay(path, url)
+        print(f"trickscope: synced {path}: {summary}", flush=True)
+    return 0

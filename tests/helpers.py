@@ -1,0 +1,111 @@
+"""Helpers shared by every test layer: free ports, polling, a real server process, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_URL_ENV = "TRICKSCOPE_TEST_PG_URL"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def postgres_url() -> str | None:
+    """The test PostgreSQL URL; under CI=true its absence fails the run instead of skipping."""
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        if IN_CI:
+            pytest.fail(f"CI=true but {PG_URL_ENV} is not set: PostgreSQL tests must run in CI")
+        pytest.skip(f"{PG_URL_ENV} not set")
+    return url
+
+
+@dataclass
+class LiveServer:
+    """A real ``trickscope serve`` process on a free loopback port."""
+
+    url: str
+    database_url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_server(
+    database_url: str, log_path: Path, *, port: int | None = None, env: dict[str, str] | None = None
+) -> LiveServer:
+    """Start ``trickscope serve`` on ``port`` (default: a free one) and wait until it answers."""
+    port = port or free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "trickscope_cli",
+        "serve",
+        "--db",
+        database_url,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
+    url = f"http://127.0.0.1:{port}"
+    server = LiveServer(url=url, database_url=database_url, process=process, log_path=log_path)
+    try:
+        wait_until(
+            lambda: process.poll() is not None or _healthy(url), timeout=30, what=f"server at {url}"
+        )
+    except TimeoutError:
+        stop_server(server)
+        raise
+    if process.poll() is not None:
+        raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+    return server
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(timeout=10)
