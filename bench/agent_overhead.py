@@ -1,0 +1,217 @@
+"""Training-loop overhead of per-layer statistics: trickscope against its peers, side by side.
+
+    python bench/agent_overhead.py [--models resnet18 vit_tiny] [--rounds 3] [--steps 20]
+
+Every variant runs in a fresh process; variants are interleaved in rounds so machine drift hits
+all alike. Reported: median step time after warm-up and overhead against plain training. Peers
+(wandb offline, TensorBoard) come from the ``bench`` extra: pip install -e '.[bench]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = (
+    "plain",
+    "trickscope_default",
+    "trickscope_every10",
+    "trickscope_every1",
+    "wandb_all_freq10",
+    "wandb_all_freq1",
+    "tensorboard_scalars_hist",
+)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One variant in this process: prints one JSON line of per-step seconds."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from models import build
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build(args.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(args.batch, 3, 64, 64)
+    y = torch.randint(0, 10, (args.batch,))
+    after_step = _attach(args, model, optimizer)
+
+    times = []
+    for step in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        after_step(step, loss)
+        times.append(time.perf_counter() - start)
+    _detach(args)
+    print(json.dumps({"variant": args.variant, "times": times[args.warmup :]}), flush=True)
+
+
+_finishers: list = []
+
+
+def _attach(args: argparse.Namespace, model, optimizer):
+    variant = args.variant
+    if variant == "plain":
+        return lambda step, loss: None
+    if variant.startswith("trickscope"):
+        import trickscope
+
+        run = trickscope.init(project="bench", name=variant, url=args.url)
+        every = {"trickscope_every1": 1, "trickscope_every10": 10}.get(variant)
+        run.watch(model, optimizer, **({} if every is None else {"every": every}))
+        _finishers.append(run.finish)
+        return lambda step, loss: run.log({"loss": loss.detach()}, step=step)
+    if variant.startswith("wandb"):
+        import wandb
+
+        run = wandb.init(mode="offline", project="bench", dir=args.scratch, reinit=True)
+        wandb.watch(model, log="all", log_freq=1 if variant.endswith("freq1") else 10)
+        _finishers.append(run.finish)
+        return lambda step, loss: run.log({"loss": loss.item()}, step=step)
+    if variant == "tensorboard_scalars_hist":
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=args.scratch)
+        _finishers.append(writer.close)
+        named = list(model.named_parameters())
+
+        def log(step: int, loss) -> None:
+            writer.add_scalar("loss", loss.item(), step)
+            for name, param in named:
+                writer.add_scalar(f"grad_norm/{name}", param.grad.norm().item(), step)
+                writer.add_scalar(f"weight_norm/{name}", param.norm().item(), step)
+                writer.add_histogram(f"grad/{name}", param.grad, step)
+                writer.add_histogram(f"weight/{name}", param, step)
+
+        return log
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def _detach(args: argparse.Namespace) -> None:
+    for finish in _finishers:
+        finish()
+
+
+def start_server(scratch: str) -> tuple[subprocess.Popen, str]:
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db = f"sqlite:///{scratch}/bench.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trickscope_cli", "serve", "--db", db, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1)
+            return process, url
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the trickscope server did not start")
+
+
+def available(variant: str) -> bool:
+    module = {"wandb": "wandb", "tensorboard": "tensorboard"}.get(variant.split("_")[0])
+    if module is None:
+        return True
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def driver(args: argparse.Namespace) -> None:
+    variants = [v for v in args.variants if available(v)]
+    skipped = sorted(set(args.variants) - set(variants))
+    with tempfile.TemporaryDirectory() as scratch:
+        server, url = start_server(scratch)
+        env = {**os.environ, "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+        try:
+            for model in args.models:
+                samples: dict[str, list[float]] = {v: [] for v in variants}
+                for round_index in range(args.rounds):
+                    # Rotate the order each round so no variant always runs first or last.
+                    order = (
+                        variants[round_index % len(variants) :]
+                        + variants[: round_index % len(variants)]
+                    )
+                    for variant in order:
+                        command = [
+                            sys.executable, __file__, "--worker", "--variant", variant,
+                            "--model", model, "--steps", str(args.steps),
+                            "--warmup", str(args.warmup), "--batch", str(args.batch),
+                            "--threads", str(args.threads), "--url", url, "--scratch", scratch,
+                        ]  # fmt: skip
+                        out = subprocess.run(
+                            command, capture_output=True, text=True, env=env, check=True
+                        ).stdout
+                        result = json.loads(out.strip().splitlines()[-1])
+                        samples[variant] += result["times"]
+                        print(f"# {model} round {round_index + 1} {variant} done", file=sys.stderr)
+                report(model, args, samples)
+        finally:
+            server.terminate()
+    if skipped:
+        print(f"\nnot measured (peer not installed, pip install -e '.[bench]'): {skipped}")
+
+
+def report(model: str, args: argparse.Namespace, samples: dict[str, list[float]]) -> None:
+    base = statistics.median(samples["plain"])
+    print(
+        f"\n{model}, batch {args.batch}, 64x64, {args.threads} threads, {args.rounds} rounds x "
+        f"{args.steps} steps (median after {args.warmup} warm-up steps)\n"
+    )
+    print("| variant | median step (ms) | overhead vs plain |")
+    print("|---|---:|---:|")
+    for variant, times in samples.items():
+        median = statistics.median(times)
+        print(f"| {variant} | {1000 * median:.1f} | {100 * (median / base - 1):+.1f} % |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["resnet18", "vit_tiny"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+    else:
+        print(
+            f"machine: {platform.platform()}, {platform.processor() or 'cpu'}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}"
+        )
+        driver(args)
+
+
+if __name__ == "__main__":
+    main()
