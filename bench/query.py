@@ -1,0 +1,205 @@
+"""Read latency: a downsampled 1M-point series and a 2,000-layer heatmap from trickscope, against
+MLflow's ``get_metric_history`` of a 100k-point metric, both servers on loopback.
+
+    python bench/query.py [--pg postgresql+psycopg://...] [--mlflow-pg postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peers import Client, mlflow_executable, start_mlflow, start_trickscope  # noqa: E402
+
+from trickscope_wire import (
+    LayersDeclare,
+    PointBatch,
+    RunCreate,
+    SeriesColumns,
+    dumps,
+    encode_f64,
+    encode_i64,
+)
+
+
+def fill_long_series(client: Client, points: int, chunk: int) -> str:
+    """One run with one ``points``-long series arriving ``chunk`` points per batch, one spike."""
+    import random
+
+    rng = random.Random(0)
+    run_id = uuid.uuid4().hex
+    client.request("PUT", f"/api/v1/runs/{run_id}", dumps(RunCreate(project="bench", name="long")))
+    spike = points // 3
+    for start in range(0, points, chunk):
+        steps = range(start, min(points, start + chunk))
+        values = [1e3 if s == spike else rng.random() for s in steps]
+        batch = PointBatch(
+            batch_id=uuid.uuid4().hex,
+            series=[
+                SeriesColumns(
+                    "loss/train",
+                    encode_i64(steps),
+                    encode_f64(values),
+                    encode_f64([0.0] * len(values)),
+                )
+            ],
+        )
+        client.request("POST", f"/api/v1/runs/{run_id}/points", dumps(batch))
+    return run_id
+
+
+def fill_heatmap(client: Client, layers: int, steps: int, chunk: int) -> str:
+    run_id = uuid.uuid4().hex
+    client.request("PUT", f"/api/v1/runs/{run_id}", dumps(RunCreate(project="bench", name="wide")))
+    names = [f"blocks.{i}.weight" for i in range(layers)]
+    client.request("PUT", f"/api/v1/runs/{run_id}/layers", dumps(LayersDeclare(layers=names)))
+    for start in range(0, steps, chunk):
+        step_range = range(start, min(steps, start + chunk))
+        steps_col = encode_i64(step_range)
+        times = encode_f64([0.0] * len(step_range))
+        series = [
+            SeriesColumns(
+                f"grad_norm/{name}",
+                steps_col,
+                encode_f64([(i + 1) * 1e-3] * len(step_range)),
+                times,
+            )
+            for i, name in enumerate(names)
+        ]
+        batch = PointBatch(batch_id=uuid.uuid4().hex, series=series)
+        client.request("POST", f"/api/v1/runs/{run_id}/points", dumps(batch))
+    return run_id
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    samples, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), result
+
+
+def bench_trickscope(url: str, args: argparse.Namespace, store: str) -> list[tuple]:
+    import json
+
+    server = start_trickscope(url)
+    try:
+        client = Client(server.url)
+        long_run = fill_long_series(client, args.points, args.chunk)
+        wide_run = fill_heatmap(client, args.layers, args.heatmap_steps, args.chunk)
+        path = f"/api/v1/runs/{long_run}/points?name=loss/train&points=1000"
+        seconds, body = timed(lambda: client.request("GET", path), args.repeats)
+        answer = json.loads(body)
+        spike_kept = (args.points // 3) in answer["step"]
+        heat_path = f"/api/v1/runs/{wide_run}/heatmap?stat=grad_norm&points=1000"
+        heat_seconds, heat_body = timed(lambda: client.request("GET", heat_path), args.repeats)
+        heat = json.loads(heat_body)
+        return [
+            (
+                "trickscope",
+                store,
+                f"{args.points:,}-point series → {len(answer['step'])} points"
+                f" (spike kept: {spike_kept})",
+                seconds,
+            ),
+            (
+                "trickscope",
+                store,
+                f"heatmap {len(heat['layers'])} layers × "
+                f"{args.heatmap_steps} steps → {len(heat['step'])} columns",
+                heat_seconds,
+            ),
+        ]
+    finally:
+        server.stop()
+
+
+def bench_mlflow(backend: str, artifacts: Path, args: argparse.Namespace, store: str) -> tuple:
+    server = start_mlflow(backend, artifacts)
+    try:
+        client = Client(server.url)
+        run_id = client.json("POST", "/api/2.0/mlflow/runs/create", {"experiment_id": "0"})["run"][
+            "info"
+        ]["run_id"]
+        metrics = [
+            {"key": "loss", "value": 0.5, "timestamp": 0, "step": s}
+            for s in range(args.mlflow_points)
+        ]
+        for start in range(0, len(metrics), 1000):
+            client.json(
+                "POST",
+                "/api/2.0/mlflow/runs/log-batch",
+                {"run_id": run_id, "metrics": metrics[start : start + 1000]},
+            )
+
+        def history() -> int:
+            import json
+
+            count, token = 0, None
+            while True:
+                query = {"run_id": run_id, "metric_key": "loss", "max_results": 25000}
+                if token:
+                    query["page_token"] = token
+                page = json.loads(
+                    client.request(
+                        "GET",
+                        "/api/2.0/mlflow/metrics/get-history?" + urllib.parse.urlencode(query),
+                    )
+                )
+                count += len(page.get("metrics", []))
+                token = page.get("next_page_token")
+                if not token:
+                    return count
+
+        seconds, count = timed(history, max(1, args.repeats // 5))
+        return ("mlflow", store, f"get_metric_history, {count:,} points (no downsampling)", seconds)
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=1_000_000)
+    parser.add_argument("--chunk", type=int, default=1000, help="points per ingested batch")
+    parser.add_argument("--layers", type=int, default=2000)
+    parser.add_argument("--heatmap-steps", type=int, default=1000)
+    parser.add_argument("--mlflow-points", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--pg", default=os.environ.get("TRICKSCOPE_TEST_PG_URL"))
+    parser.add_argument("--mlflow-pg")
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        stores = [("sqlite", f"sqlite:///{scratch}/trickscope.db")]
+        if args.pg:
+            stores.append(("postgresql", args.pg))
+        for store, url in stores:
+            rows += bench_trickscope(url, args, store)
+        if mlflow_executable():
+            backends = [("sqlite", f"sqlite:///{scratch}/mlflow.db")]
+            if args.mlflow_pg:
+                backends.append(("postgresql", args.mlflow_pg))
+            for store, backend in backends:
+                rows.append(bench_mlflow(backend, Path(scratch) / "artifacts", args, store))
+    print("\n| server | store | read | median latency |")
+    print("|---|---|---|---:|")
+    for name, store, what, seconds in rows:
+        print(f"| {name} | {store} | {what} | {1000 * seconds:,.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
