@@ -1,0 +1,136 @@
+"""Agent settings: one frozen object built from ``init`` kwargs, falling back to the environment.
+
+Each field ``<field>`` reads ``TRICKSCOPE_<FIELD>`` when the caller leaves it ``None``. The
+environment is read once, in :meth:`AgentConfig.from_env`, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no")
+
+
+def _default_journal_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "trickscope" / "journal"
+
+
+def parse_bool(variable: str, text: str) -> bool:
+    """Parse a boolean setting; only ``1/true/yes`` and ``0/false/no`` are accepted."""
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(
+        f"{variable}={text!r} is not a boolean; use one of {', '.join(_TRUE + _FALSE)}"
+    )
+
+
+def _parse_number(variable: str, text: str, kind: type[int] | type[float]) -> float:
+    try:
+        value = kind(text.strip())
+    except ValueError:
+        raise ValueError(f"{variable}={text!r} is not a valid {kind.__name__}") from None
+    return value
+
+
+def _check_url(variable: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{variable}={url!r} is not a server URL; expected e.g. {DEFAULT_URL!r}")
+    return url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """How the agent talks to the server and how much it may buffer.
+
+    Attributes:
+        url: Base URL of the trickscope server (``TRICKSCOPE_URL``).
+        disabled: Make every call a no-op (``TRICKSCOPE_DISABLED``).
+        offline: Never touch the network; write everything to the journal for
+            ``trickscope sync`` (``TRICKSCOPE_OFFLINE``).
+        journal_dir: Where unsent requests spill (``TRICKSCOPE_JOURNAL_DIR``).
+        flush_secs: Longest time a point waits before it is sent.
+        max_buffer_bytes: Cap on unsent data held in memory; the rest spills to the journal.
+        queue_size: Samples waiting for the sender thread; more are dropped and counted.
+        http_timeout: Socket timeout of one request, in seconds.
+        finish_timeout: How long ``finish`` (and exit) waits for the sender to drain.
+    """
+
+    url: str = DEFAULT_URL
+    disabled: bool = False
+    offline: bool = False
+    journal_dir: Path = Path(".")
+    flush_secs: float = 0.5
+    max_buffer_bytes: int = 64 * 2**20
+    queue_size: int = 1024
+    http_timeout: float = 10.0
+    finish_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check_url("url", self.url)
+        for name in ("disabled", "offline"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}={getattr(self, name)!r} must be True or False")
+        positive = {
+            "flush_secs": self.flush_secs,
+            "max_buffer_bytes": self.max_buffer_bytes,
+            "queue_size": self.queue_size,
+            "http_timeout": self.http_timeout,
+        }
+        for name, value in positive.items():
+            if isinstance(value, bool) or not value > 0:
+                raise ValueError(f"{name}={value!r} must be a positive number")
+        if isinstance(self.finish_timeout, bool) or not self.finish_timeout >= 0:
+            raise ValueError(f"finish_timeout={self.finish_timeout!r} must be >= 0")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> AgentConfig:
+        """Build from keyword overrides, then ``TRICKSCOPE_*`` variables, then defaults.
+
+        Raises:
+            ValueError: a variable or override does not parse; the message names it.
+            TypeError: an override is not a field of :class:`AgentConfig`.
+        """
+        env = os.environ if environ is None else environ
+        fields = cls.__dataclass_fields__
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise TypeError(f"unknown agent setting(s) {unknown}; accepted: {sorted(fields)}")
+        values: dict[str, Any] = {}
+        for name in fields:
+            given = overrides.get(name)
+            if given is not None:
+                values[name] = given
+                continue
+            variable = f"TRICKSCOPE_{name.upper()}"
+            text = env.get(variable)
+            if text is None or text == "":
+                continue
+            values[name] = _from_text(name, variable, text)
+        if "url" in values:
+            values["url"] = _check_url("url", str(values["url"]))
+        values["journal_dir"] = Path(values.get("journal_dir") or _default_journal_dir())
+        return cls(**values)
+
+
+def _from_text(name: str, variable: str, text: str) -> Any:
+    if name in ("disabled", "offline"):
+        return parse_bool(variable, text)
+    if name in ("max_buffer_bytes", "queue_size"):
+        return _parse_number(variable, text, int)
+    if name in ("flush_secs", "http_timeout", "finish_timeout"):
+        return _parse_number(variable, text, float)
+    if name == "url":
+        return _check_url(variable, text)
+    return text

@@ -1,0 +1,275 @@
+"""A run: what ``trickscope.init`` returns and the training script talks to."""
+
+from __future__ import annotations
+
+import atexit
+import numbers
+import os
+import platform
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import PurePath
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from trickscope._incidents import Incidents
+from trickscope.config import AgentConfig
+from trickscope.journal import Request
+from trickscope.sender import Sample, Sender
+from trickscope.transfer import Handoff
+from trickscope.watch import Watcher
+from trickscope_wire import LayersDeclare, RunCreate, RunFinish, dumps, finite_or_token
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-encodable copy of a config value: tensors via ``repr``, paths and other objects
+    via ``str``, non-finite floats as ``"NaN"``/``"Infinity"``/``"-Infinity"``."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, Tensor):
+        return repr(value)
+    if isinstance(value, numbers.Real):
+        return finite_or_token(float(value))
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    return str(value)
+
+
+def system_info() -> dict[str, Any]:
+    """Versions and hardware of this process, stored with the run."""
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "pid": os.getpid(),
+        "cuda_available": cuda,
+        "device": torch.cuda.get_device_name(0) if cuda else (platform.processor() or "cpu"),
+    }
+
+
+class Run:
+    """One training run streaming to a trickscope server.
+
+    Built by :func:`trickscope.init`. After setup no method raises into the training loop:
+    failures are logged once per kind and counted in :attr:`incidents`.
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        name: str | None,
+        config: Mapping[str, Any] | None,
+        tags: Sequence[str] | None,
+        agent: AgentConfig,
+    ) -> None:
+        if not isinstance(project, str) or not project.strip():
+            raise ValueError(f"project={project!r} must be a non-empty string")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name={name!r} must be a string or None")
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping (e.g. a dict), got {type(config).__name__}")
+        if isinstance(tags, str) or (
+            tags is not None and not all(isinstance(tag, str) for tag in tags)
+        ):
+            raise TypeError(f"tags={tags!r} must be a list of strings")
+        self.id = uuid.uuid4().hex
+        self.project = project
+        self.name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{self.id[:6]}"
+        self.url = f"{agent.url}/runs/{self.id}"
+        self.agent = agent
+        self.incidents = Incidents()
+        self.status: str | None = None
+        self._watcher: Watcher | None = None
+        self._log_count = 0
+        self._handoff = Handoff()
+        self._sender: Sender | None = None
+        self._active = not agent.disabled
+        if not self._active:
+            return
+        self._sender = Sender(agent, self.id, self.incidents)
+        create = RunCreate(
+            project=project,
+            name=self.name,
+            config=json_safe(dict(config or {})),
+            tags=list(tags or []),
+            system=system_info(),
+            started_at=time.time(),
+        )
+        self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}", dumps(create)))
+        atexit.register(self._at_exit)
+
+    @property
+    def sender(self) -> Sender | None:
+        """The background sender (``None`` when disabled)."""
+        return self._sender
+
+    def watch(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        every: int = 10,
+        start_step: int = 0,
+    ) -> None:
+        """Report per-layer gradient and weight statistics every ``every`` optimizer steps.
+
+        Hooks ``optimizer.step()`` (pre and post hooks, no patching). Each due step reports
+        ``grad_norm``, ``grad_max``, ``grad_mean``, ``grad_std``, ``grad_zero_frac``,
+        ``grad_nan``, ``grad_inf``, ``weight_norm``, ``weight_mean``, ``weight_std`` and
+        ``update_ratio`` per parameter, ``grad_norm/total`` and ``lr/group<i>``. A parameter
+        without a gradient has no gradient points that step. Calling ``watch`` again replaces
+        the previous hooks.
+
+        Args:
+            model: Its ``named_parameters()`` names the series.
+            optimizer: Its ``step()`` calls define the step.
+            every: Sampling period in optimizer steps.
+            start_step: The step of the first ``optimizer.step()`` call (when resuming).
+
+        Raises:
+            TypeError: ``model`` or ``optimizer`` has the wrong type.
+            ValueError: ``every`` or ``start_step`` is out of range.
+        """
+        watcher = Watcher(
+            model,
+            optimizer,
+            every=every,
+            start_step=start_step,
+            emit=self._emit,
+            incidents=self.incidents,
+        )
+        if not self._active or self._sender is None:
+            watcher.close()
+            return
+        if self._watcher is not None:
+            self._watcher.close()
+        self._watcher = watcher
+        layers = dumps(LayersDeclare(layers=list(watcher.names)))
+        self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}/layers", layers))
+
+    def log(self, metrics: Mapping[str, float | Tensor], step: int | None = None) -> None:
+        """Record scalar metrics at ``step`` without waiting for the device.
+
+        Values are Python numbers or one-element tensors (e.g. a loss): tensors are stacked and
+        copied asynchronously with the per-layer statistics, never read on this thread.
+
+        Args:
+            metrics: ``{"loss/train": loss, "lr": 0.1}``; names are ``/``-separated.
+            step: Defaults to the watched optimizer's current step (call ``log`` after
+                ``optimizer.step()``), or to the number of earlier ``log`` calls without
+                ``watch``.
+        """
+        if not self._active:
+            return
+        try:
+            self._log(metrics, step)
+        except Exception as exc:
+            self.incidents.error("log", exc)
+
+    def _log(self, metrics: Mapping[str, float | Tensor], step: int | None) -> None:
+        if step is None:
+            step = self._watcher.step if self._watcher is not None else self._log_count
+        elif isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError(f"step={step!r} must be an int or None")
+        self._log_count += 1
+        keys: list[str] = []
+        tensors: list[Tensor] = []
+        host: list[tuple[str, float]] = []
+        for key, value in metrics.items():
+            if not isinstance(key, str):
+                raise TypeError(f"metric name {key!r} must be a string")
+            if isinstance(value, Tensor):
+                if value.numel() != 1:
+                    raise ValueError(
+                        f"metric {key!r} is a tensor of shape {tuple(value.shape)}; log one value"
+                    )
+                keys.append(key)
+                tensors.append(value.detach().reshape(()))
+            elif isinstance(value, numbers.Real):
+                host.append((key, float(value)))
+            else:
+                raise TypeError(f"metric {key!r} has type {type(value).__name__}; log numbers")
+        wall = time.time()
+        if tensors:
+            device = tensors[0].device
+            stacked = torch.stack([t.to(device, torch.float32, non_blocking=True) for t in tensors])
+            self._emit(step, keys, stacked, host, wall)
+        elif host:
+            self._submit(Sample(step, wall, host=host))
+
+    def _emit(
+        self,
+        step: int,
+        keys: Sequence[str],
+        values: Tensor,
+        host: list[tuple[str, float]],
+        wall: float | None = None,
+    ) -> None:
+        wall = time.time() if wall is None else wall
+        parcel = self._handoff.ship(values)
+        if parcel is None:
+            self.incidents.drop("all pinned buffers in flight")
+            if host:
+                self._submit(Sample(step, wall, host=host))
+            return
+        self._submit(Sample(step, wall, keys, parcel, host))
+
+    def _submit(self, sample: Sample) -> None:
+        if self._sender is not None:
+            self._sender.submit(sample)
+
+    def finish(self, status: str = "finished", timeout: float | None = None) -> None:
+        """Stop watching, flush everything and mark the run ``status``; later calls do nothing.
+
+        Args:
+            status: ``"finished"``, ``"failed"`` or ``"crashed"``.
+            timeout: Seconds to wait for the server before spilling the rest to the journal
+                (default: ``AgentConfig.finish_timeout``).
+        """
+        if status not in ("finished", "failed", "crashed"):
+            raise ValueError(f"status={status!r}; use 'finished', 'failed' or 'crashed'")
+        if self.status is not None:
+            return
+        self.status = status
+        if self._watcher is not None:
+            self._watcher.close()
+        if not self._active or self._sender is None:
+            return
+        atexit.unregister(self._at_exit)
+        timeout = self.agent.finish_timeout if timeout is None else timeout
+        body = dumps(RunFinish(status=status, ended_at=time.time()))
+        self._sender.request(Request("POST", f"/api/v1/runs/{self.id}/finish", body), timeout)
+        self._sender.close(timeout)
+
+    def _at_exit(self) -> None:
+        # sys.last_value is set when an uncaught exception ended the program.
+        self.finish("crashed" if hasattr(sys, "last_value") else "finished")
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.finish("finished" if exc_type is None else "failed")
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, project={self.project!r}, url={self.url!r})"

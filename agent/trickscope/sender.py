@@ -1,0 +1,273 @@
+"""The background thread that turns samples into point batches and delivers them.
+
+The training thread only calls :meth:`Sender.submit` (``put_nowait``; a full queue drops the
+sample). The sender thread waits on each sample's device copy, groups points per series, flushes
+a batch by size or every ``flush_secs``, and sends requests in order over one keep-alive
+connection. Unsent requests live in a bounded in-memory outbox; past ``max_buffer_bytes`` the
+oldest spill to the run's :class:`~trickscope.journal.Journal`, which is delivered first once the
+server answers again, so the server sees requests in the order they were made.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trickscope._incidents import Incidents
+from trickscope.config import AgentConfig
+from trickscope.journal import Journal, Request
+from trickscope.transfer import Parcel
+from trickscope.transport import Connection, Rejected, Unavailable, backoff
+from trickscope_wire import PointBatch, SeriesColumns, dumps, encode_f64, encode_i64
+
+logger = logging.getLogger("trickscope")
+
+DROPPED = "agent/dropped_samples"
+FLUSH_POINTS = 50_000
+_POINT_BYTES = 96  # estimated memory of one buffered point (three list slots and their floats)
+_STOP = object()
+
+
+@dataclass(eq=False)
+class Sample:
+    """Values of one step, stamped on the training thread."""
+
+    step: int
+    time: float
+    keys: Sequence[str] = ()  # names of ``parcel``'s values, in order
+    parcel: Parcel | None = None
+    host: list[tuple[str, float]] = field(default_factory=list)  # already-host numbers
+
+
+class Sender:
+    """A daemon thread with a bounded queue; see the module docstring."""
+
+    def __init__(self, config: AgentConfig, run_id: str, incidents: Incidents) -> None:
+        self._config = config
+        self._incidents = incidents
+        self._points_path = f"/api/v1/runs/{run_id}/points"
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=config.queue_size)
+        self._connection = Connection(config.url, timeout=config.http_timeout)
+        self.journal = Journal(config.journal_dir / f"{run_id}.jsonl")
+        self._series: dict[str, tuple[list[int], list[float], list[float]]] = {}
+        self._pending_points = 0
+        self._last_step = 0
+        self._reported_drops = 0
+        self._outbox: deque[Request] = deque()
+        self.outbox_bytes = 0
+        self.peak_buffer_bytes = 0
+        self.delivered = 0
+        self._failures = 0
+        self._retry_at = 0.0
+        self._deadline: float | None = None
+        self.journal_path: Path | None = None
+        self._thread = threading.Thread(target=self._main, name="trickscope-sender", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # -- training thread ---------------------------------------------------------------------
+
+    def submit(self, sample: Sample) -> bool:
+        """Enqueue without blocking; drops (and counts) the sample when the queue is full."""
+        try:
+            self._queue.put_nowait(sample)
+            return True
+        except queue.Full:
+            if sample.parcel is not None:
+                sample.parcel.release()
+            self._incidents.drop("sender queue full")
+            return False
+
+    def request(self, request: Request, timeout: float = 5.0) -> None:
+        """Enqueue a control request (run, layers, finish), in order with the samples.
+
+        Only setup and shutdown call this, so a short blocking wait is acceptable.
+        """
+        try:
+            self._queue.put(request, timeout=timeout)
+        except queue.Full:
+            self._incidents.error("request", TimeoutError(f"queue full: {request.path}"))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, deliver what the server takes within ``timeout`` seconds, journal the rest."""
+        if not self._thread.is_alive():
+            return
+        timeout = self._config.finish_timeout if timeout is None else timeout
+        self._deadline = time.monotonic() + timeout
+        try:
+            self._queue.put(_STOP, timeout=max(timeout, 0.01))
+        except queue.Full:
+            # The thread is stuck on the network; it will see the deadline after this request.
+            pass
+        self._thread.join(max(timeout, 0.0) + 1.0)
+        atexit.unregister(self.close)
+        if self._thread.is_alive():
+            logger.warning("trickscope: sender did not stop within %.1f s", timeout)
+
+    # -- sender thread -----------------------------------------------------------------------
+
+    def _main(self) -> None:
+        next_flush = time.monotonic() + self._config.flush_secs
+        while True:
+            now = time.monotonic()
+            wake = next_flush if self._pending_points else now + 0.5
+            if self._outbox or self.journal.pending:
+                wake = min(wake, max(self._retry_at, now))
+            try:
+                item = self._queue.get(timeout=max(0.0, wake - now))
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                break
+            try:
+                if isinstance(item, Sample):
+                    self._add(item)
+                elif isinstance(item, Request):
+                    self._flush()
+                    self._enqueue(item)
+                now = time.monotonic()
+                if self._pending_points >= FLUSH_POINTS or now >= next_flush:
+                    self._flush()
+                    next_flush = now + self._config.flush_secs
+                self._deliver()
+            except Exception as exc:  # the sender must outlive any single bad item
+                self._incidents.error("sender", exc)
+        self._shutdown()
+
+    def _add(self, sample: Sample) -> None:
+        self._last_step = sample.step
+        if sample.parcel is not None:
+            values = sample.parcel.values()
+            if len(values) != len(sample.keys):
+                raise ValueError(f"{len(values)} values for {len(sample.keys)} keys")
+            for key, value in zip(sample.keys, values, strict=True):
+                self._point(key, sample.step, value, sample.time)
+        for key, value in sample.host:
+            self._point(key, sample.step, value, sample.time)
+
+    def _point(self, key: str, step: int, value: float, wall: float) -> None:
+        columns = self._series.get(key)
+        if columns is None:
+            columns = self._series[key] = ([], [], [])
+        columns[0].append(step)
+        columns[1].append(value)
+        columns[2].append(wall)
+        self._pending_points += 1
+
+    def _flush(self) -> None:
+        drops = self._incidents.drops
+        if drops != self._reported_drops:
+            self._reported_drops = drops
+            self._point(DROPPED, self._last_step, float(drops), time.time())
+        if not self._series:
+            return
+        series = [
+            SeriesColumns(name, encode_i64(steps), encode_f64(values), encode_f64(times))
+            for name, (steps, values, times) in self._series.items()
+        ]
+        self._series = {}
+        self._pending_points = 0
+        batch = PointBatch(batch_id=uuid.uuid4().hex, series=series)
+        self._enqueue(Request("POST", self._points_path, dumps(batch)))
+
+    def _enqueue(self, request: Request) -> None:
+        self._outbox.append(request)
+        self.outbox_bytes += len(request.body)
+        buffered = self.outbox_bytes + self._pending_points * _POINT_BYTES
+        self.peak_buffer_bytes = max(self.peak_buffer_bytes, buffered)
+        if self._config.offline:
+            self._spill(0)
+        elif self.outbox_bytes > self._config.max_buffer_bytes:
+            self._spill(self._config.max_buffer_bytes // 2)
+
+    def _spill(self, keep_bytes: int) -> None:
+        """Move the oldest outbox requests to the journal until at most ``keep_bytes`` remain."""
+        while self._outbox and self.outbox_bytes > keep_bytes:
+            request = self._outbox.popleft()
+            self.outbox_bytes -= len(request.body)
+            self.journal.append(request)
+
+    def _deliver(self, deadline: float | None = None) -> None:
+        """Send journal entries, then outbox requests, until done, backing off, or past
+        ``deadline``."""
+        if self._config.offline:
+            return
+        while self.journal.pending or self._outbox:
+            now = time.monotonic()
+            if now < self._retry_at or (deadline is not None and now >= deadline):
+                return
+            from_journal = self.journal.pending
+            if from_journal:
+                request, size = self.journal.peek()
+            else:
+                request, size = self._outbox[0], 0
+            timeout = None if deadline is None else deadline - now
+            try:
+                self._connection.send(request.method, request.path, request.body, timeout=timeout)
+            except Unavailable as exc:
+                self._failures += 1
+                self._retry_at = time.monotonic() + backoff(self._failures)
+                self._incidents.throttled(
+                    "network",
+                    "trickscope: server %s unreachable (%s); buffering, %d failed attempts so far",
+                    self._config.url,
+                    exc,
+                    self._failures,
+                )
+                return
+            except Rejected as exc:
+                # Retrying a request the server refuses would block everything behind it.
+                self._incidents.error(f"rejected {exc.status}", exc)
+            self._failures = 0
+            self.delivered += 1
+            if from_journal:
+                self.journal.advance(size)
+            else:
+                self._outbox.popleft()
+                self.outbox_bytes -= len(request.body)
+
+    def _shutdown(self) -> None:
+        try:
+            while True:  # samples that arrived before the stop sentinel
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, Sample):
+                    self._add(item)
+                elif isinstance(item, Request):
+                    self._flush()
+                    self._enqueue(item)
+            self._flush()
+            deadline = self._deadline if self._deadline is not None else time.monotonic()
+            self._retry_at = 0.0
+            while (
+                not self._config.offline
+                and (self.journal.pending or self._outbox)
+                and time.monotonic() < deadline
+            ):
+                self._deliver(deadline)
+                if self._retry_at > deadline:
+                    break
+                time.sleep(max(0.0, min(self._retry_at, deadline) - time.monotonic()))
+            self._spill(0)
+            self.journal_path = self.journal.close()
+            if self.journal_path is not None:
+                logger.warning(
+                    "trickscope: %s holds data the server has not received; upload it with "
+                    "`trickscope sync %s`",
+                    self.journal_path,
+                    self.journal_path,
+                )
+        except Exception as exc:
+            self._incidents.error("sender shutdown", exc)
+        finally:
+            self._connection.close()

@@ -1,0 +1,102 @@
+"""One HTTP/1.1 keep-alive connection to the server (standard library ``http.client``)."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import random
+import time
+from urllib.parse import urlsplit
+
+GZIP_ABOVE = 4096  # bytes; smaller bodies are not worth the CPU
+_RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class Rejected(ConnectionError):
+    """The server answered with a status that retrying cannot fix (4xx)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"server answered {status}: {detail}")
+        self.status = status
+
+
+class Unavailable(ConnectionError):
+    """The server did not answer, or answered with a status worth retrying."""
+
+
+def backoff(attempt: int, *, base: float = 0.25, cap: float = 10.0) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): exponential, capped, jittered."""
+    return min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+class Connection:
+    """A reusable connection; reconnects after any failure."""
+
+    def __init__(self, url: str, *, timeout: float) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url={url!r} is not an http(s) URL")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        if self._conn is None:
+            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = kind(self._host, self._port, timeout=timeout)
+        elif self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)
+        self._conn.timeout = timeout
+        return self._conn
+
+    def send(self, method: str, path: str, body: bytes, *, timeout: float | None = None) -> int:
+        """Send one JSON request and read the whole answer.
+
+        Raises:
+            Unavailable: network error, timeout, or a retryable status.
+            Rejected: a status that a retry cannot fix.
+        """
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if len(body) > GZIP_ABOVE:
+            body = gzip.compress(body, compresslevel=5)
+            headers["Content-Encoding"] = "gzip"
+        conn = self._connect(self.timeout if timeout is None else max(timeout, 0.05))
+        try:
+            conn.request(method, self._prefix + path, body=body, headers=headers)
+            response = conn.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise Unavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if response.will_close:
+            self.close()
+        status = response.status
+        if 200 <= status < 300:
+            return status
+        detail = answer[:300].decode("utf-8", "replace")
+        if status in _RETRYABLE:
+            raise Unavailable(f"{method} {path}: server answered {status}: {detail}")
+        raise Rejected(status, f"{method} {path}: {detail}")
+
+    def send_with_retries(self, method: str, path: str, body: bytes, retries: int) -> int:
+        """:meth:`send`, retrying :class:`Unavailable` with backoff (blocking; not for the
+        training thread)."""
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
+            raise ValueError(f"retries={retries!r} must be an int >= 1")
+        for attempt in range(1, retries + 1):
+            try:
+                return self.send(method, path, body)
+            except Unavailable:
+                if attempt == retries:
+                    raise
+                time.sleep(backoff(attempt))
+        raise Unavailable(f"{method} {path}: no attempt made")
+
+    def close(self) -> None:
+        """Drop the connection (the next send reconnects)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

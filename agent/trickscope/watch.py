@@ -1,0 +1,203 @@
+"""Optimizer hooks that sample per-layer statistics every ``every`` optimizer steps.
+
+``step`` is the global optimizer step: the watcher counts ``optimizer.step()`` calls from
+``start_step``. The pre hook snapshots the weights on due steps (for the update ratio); the post
+hook computes every statistic as device ops and hands one vector to ``emit``. On other steps each
+hook costs an integer comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from trickscope import _foreach, stats
+from trickscope._incidents import Incidents
+
+Emit = Callable[[int, Sequence[str], Tensor, list[tuple[str, float]]], None]
+
+
+@dataclass
+class _Group:
+    """Parameters of one (device, dtype), by index into the watched list."""
+
+    every: list[int]
+    with_grad: list[int]
+    n_every: Tensor
+    n_with_grad: Tensor | None
+
+
+@dataclass
+class _Layout:
+    """What a due step computes, for one pattern of devices, dtypes and missing gradients."""
+
+    groups: list[_Group]
+    keys: list[str]
+    device: torch.device
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
+    return value
+
+
+class Watcher:
+    """Hooks on one optimizer reporting on one model's parameters."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        every: int,
+        start_step: int,
+        emit: Emit,
+        incidents: Incidents,
+        fused: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"watch() needs model to be a torch.nn.Module, got {type(model).__name__} "
+                f"{model!r:.80}"
+            )
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"watch() needs optimizer to be a torch.optim.Optimizer, got "
+                f"{type(optimizer).__name__} {optimizer!r:.80}"
+            )
+        self._every = _check_int("every", every, 1)
+        start = _check_int("start_step", start_step, 0)
+        named = list(model.named_parameters())
+        if not named:
+            raise ValueError(f"watch() got a model without parameters: {type(model).__name__}")
+        self.names = [name for name, _ in named]
+        self._params = [param for _, param in named]
+        self._optimizer = optimizer
+        self._emit = emit
+        self._incidents = incidents
+        self._fused = fused
+        self._layouts: dict[tuple[Any, ...], _Layout] = {}
+        self._snapshots: dict[int, Tensor] = {}
+        self._pending: _Layout | None = None
+        self.step = start
+        self._next = start
+        self._due = -(-start // self._every) * self._every  # first multiple of every >= start
+        self._handles = [
+            optimizer.register_step_pre_hook(self._pre),
+            optimizer.register_step_post_hook(self._post),
+        ]
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    # The hooks run on the training thread: no host syncs, nothing raised.
+
+    def _pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.step = self._next
+        if self._next != self._due:
+            return
+        try:
+            self._pending = None
+            self._pending = self._snapshot()
+        except Exception as exc:
+            self._incidents.error("watch pre-step hook", exc)
+
+    def _post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._next += 1
+        if self.step != self._due:
+            return
+        self._due += self._every
+        layout, self._pending = self._pending, None
+        if layout is None:
+            return
+        try:
+            self._report(layout)
+        except Exception as exc:
+            self._incidents.error("watch post-step hook", exc)
+
+    def _layout(self) -> _Layout:
+        # `p.grad is None` is a Python check, not a device read: the pattern of missing
+        # gradients is known on the host and selects a cached layout.
+        signature = tuple((p.device, p.dtype, p.grad is not None) for p in self._params)
+        layout = self._layouts.get(signature)
+        if layout is None:
+            layout = self._layouts[signature] = self._build(signature)
+        return layout
+
+    def _build(self, signature: tuple[Any, ...]) -> _Layout:
+        by_kind: dict[tuple[Any, Any], list[int]] = {}
+        for index, (device, dtype, _) in enumerate(signature):
+            by_kind.setdefault((device, dtype), []).append(index)
+        groups: list[_Group] = []
+        keys: list[str] = []
+        for members in by_kind.values():
+            with_grad = [i for i in members if signature[i][2]]
+            n_every = stats.numels([self._params[i] for i in members])
+            n_grad = stats.numels([self._params[i] for i in with_grad]) if with_grad else None
+            groups.append(_Group(members, with_grad, n_every, n_grad))
+            for stat in stats.GRAD_STATS:
+                keys.extend(f"{stat}/{self.names[i]}" for i in with_grad)
+            for stat in stats.WEIGHT_STATS:
+                keys.extend(f"{stat}/{self.names[i]}" for i in members)
+            keys.extend(f"{stats.UPDATE_STAT}/{self.names[i]}" for i in with_grad)
+        if any(signature[i][2] for i in range(len(signature))):
+            keys.append(stats.TOTAL_GRAD_NORM)
+        return _Layout(groups, keys, self._params[0].device)
+
+    def _snapshot(self) -> _Layout:
+        layout = self._layout()
+        for group in layout.groups:
+            if not group.with_grad:
+                continue
+            params = [self._params[i].detach() for i in group.with_grad]
+            buffers = []
+            for index, param in zip(group.with_grad, params, strict=True):
+                buffer = self._snapshots.get(index)
+                if buffer is None or buffer.shape != param.shape or buffer.dtype != param.dtype:
+                    buffer = self._snapshots[index] = torch.empty_like(param)
+                buffers.append(buffer)
+            _foreach.copy_(buffers, params, fused=self._fused)
+        return layout
+
+    def _report(self, layout: _Layout) -> None:
+        fused = self._fused
+        pieces: list[Tensor] = []
+        norms: list[Tensor] = []
+        for group in layout.groups:
+            if group.n_with_grad is not None:
+                grads: list[Tensor] = [self._params[i].grad for i in group.with_grad]  # type: ignore[misc]
+                block = stats.grad_stats(grads, group.n_with_grad, fused=fused)
+                norms.append(block[0])
+                pieces.append(block.reshape(-1))
+            weights = [self._params[i] for i in group.every]
+            pieces.append(stats.weight_stats(weights, group.n_every, fused=fused).reshape(-1))
+            if group.with_grad:
+                after = [self._params[i] for i in group.with_grad]
+                before = [self._snapshots[i] for i in group.with_grad]
+                pieces.append(stats.update_ratio(after, before, fused=fused))
+        device = layout.device
+        pieces = [piece.to(device, non_blocking=True) for piece in pieces]
+        if norms:
+            pieces.append(stats.total_norm(torch.cat([n.to(device) for n in norms])))
+        keys: Sequence[str] = layout.keys
+        host: list[tuple[str, float]] = []
+        extra_keys: list[str] = []
+        for index, group in enumerate(self._optimizer.param_groups):
+            lr = group.get("lr")
+            key = f"lr/group{index}"
+            if isinstance(lr, Tensor):
+                pieces.append(lr.detach().reshape(1).to(device, torch.float32, non_blocking=True))
+                extra_keys.append(key)
+            elif isinstance(lr, (int, float)):
+                host.append((key, float(lr)))
+        if extra_keys:
+            keys = [*keys, *extra_keys]
+        self._emit(self.step, keys, torch.cat(pieces), host)

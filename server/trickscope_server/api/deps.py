@@ -1,0 +1,41 @@
+"""Dependencies as ``Annotated`` aliases: the settings, database and broadcaster of the app."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from trickscope_server.config import Settings
+from trickscope_server.live import Broadcaster
+from trickscope_server.storage import Database
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_database(request: Request) -> Database:
+    """The app's database."""
+    db: Database = request.app.state.db
+    return db
+
+
+def get_broadcaster(request: Request) -> Broadcaster:
+    """The app's live-update broadcaster."""
+    broadcaster: Broadcaster = request.app.state.broadcaster
+    return broadcaster
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+BroadcasterDep = Annotated[Broadcaster, Depends(get_broadcaster)]
+RunId = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Client-chosen run id (the agent uses uuid4().hex).",
+    ),
+]

@@ -1,0 +1,111 @@
+"""Server-Sent Events: live points of a run, resumable from any ingest cursor."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from trickscope_server.api.deps import BroadcasterDep, DatabaseDep, RunId, SettingsDep
+from trickscope_server.errors import InvalidPayloadError
+from trickscope_server.live import Broadcaster
+from trickscope_server.services import query, runs
+from trickscope_server.storage import Database
+
+router = APIRouter(prefix="/api/v1", tags=["live"])
+
+# Chunks per message: bounds one message's size when a client resumes far behind.
+CHUNKS_PER_MESSAGE = 500
+
+
+def _message(event: str, data: object, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
+async def stream_events(
+    request: Request,
+    *,
+    db: Database,
+    live: Broadcaster,
+    run_id: str,
+    after: int,
+    poll_seconds: float,
+    keepalive_seconds: float,
+) -> AsyncIterator[bytes]:
+    """The SSE byte stream of a run from cursor ``after`` until the client goes away."""
+    cursor = after
+    sent_status = "running"  # a running run needs no status message; any other status does
+    last_write = time.monotonic()
+    with live.subscribe(run_id) as subscription:
+        while not await request.is_disconnected():
+            # Cleared before reading, so a commit landing during the read still wakes us.
+            subscription.clear()
+            result = await run_in_threadpool(
+                query.read_events, db, run_id=run_id, after=cursor, limit=CHUNKS_PER_MESSAGE
+            )
+            if result is None:
+                yield _message("status", {"status": "deleted"})
+                return
+            new_cursor, series, status = result
+            if series:
+                yield _message("points", {"series": series, "status": status}, new_cursor)
+                cursor = new_cursor
+                last_write = time.monotonic()
+                continue  # there may be more behind this page: read again before waiting
+            if status != sent_status:
+                yield _message("status", {"status": status}, cursor)
+                sent_status = status
+                last_write = time.monotonic()
+            if time.monotonic() - last_write >= keepalive_seconds:
+                yield b": keepalive\n\n"
+                last_write = time.monotonic()
+            # The timeout doubles as a poll, which keeps workers sharing PostgreSQL live.
+            await subscription.wait(poll_seconds)
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def get_events(
+    run_id: RunId,
+    request: Request,
+    db: DatabaseDep,
+    live: BroadcasterDep,
+    settings: SettingsDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Live points of a run; ``Last-Event-ID`` (a reconnecting browser) overrides ``after``."""
+    if last_event_id:
+        try:
+            after = int(last_event_id)
+            if after < 0:
+                raise ValueError
+        except ValueError:
+            raise InvalidPayloadError(
+                f"Last-Event-ID must be a non-negative ingest cursor, got {last_event_id!r:.40}",
+                errors=[{"loc": ["header", "last-event-id"], "msg": "must be an integer >= 0"}],
+            ) from None
+    await run_in_threadpool(runs.get_run, db, run_id=run_id)  # 404 before the stream starts
+    return StreamingResponse(
+        stream_events(
+            request,
+            db=db,
+            live=live,
+            run_id=run_id,
+            after=after,
+            poll_seconds=settings.sse_poll_seconds,
+            keepalive_seconds=settings.sse_keepalive_seconds,
+        ),
+        media_type="text/event-stream",
+        # no-transform and X-Accel-Buffering keep proxies from buffering the stream.
+        headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,99 @@
+"""Point ingest: the hot write path, parsed by hand (see ``services/ingest.py`` for why)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from trickscope_server.api.deps import BroadcasterDep, DatabaseDep, RunId, SettingsDep
+from trickscope_server.api.responses import OrjsonResponse
+from trickscope_server.config import Settings
+from trickscope_server.errors import InvalidPayloadError, PayloadTooLargeError
+from trickscope_server.schemas import IngestResult
+from trickscope_server.services import ingest
+from trickscope_server.storage import Database
+
+router = APIRouter(prefix="/api/v1", tags=["ingest"])
+
+_BATCH_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "trickscope_wire.PointBatch: base64 little-endian int64/float64 columns.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["batch_id", "series"],
+                    "properties": {
+                        "wire_version": {"type": "integer"},
+                        "batch_id": {"type": "string"},
+                        "series": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "steps", "values", "times"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "steps": {"type": "string", "format": "byte"},
+                                    "values": {"type": "string", "format": "byte"},
+                                    "times": {"type": "string", "format": "byte"},
+                                },
+                            },
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+async def _read_body(request: Request, *, max_bytes: int) -> bytes:
+    too_large = PayloadTooLargeError(
+        f"body is larger than the server's limit of {max_bytes} bytes "
+        "(TRICKSCOPE_MAX_BODY_BYTES): send smaller batches"
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise InvalidPayloadError(f"Content-Length {declared!r:.40} is not a number") from None
+        if length > max_bytes:
+            raise too_large
+    # The header can lie (or be absent with chunked encoding): count what actually arrives.
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > max_bytes:
+            raise too_large
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _decode_and_store(
+    db: Database, settings: Settings, run_id: str, body: bytes, encoding: str | None
+) -> tuple[int, bool]:
+    raw = ingest.decompress(body, encoding=encoding, max_bytes=settings.max_body_bytes)
+    batch = ingest.parse_batch(raw, max_points=settings.max_batch_points)
+    return ingest.ingest_batch(db, run_id=run_id, batch=batch)
+
+
+@router.post("/runs/{run_id}/points", response_model=IngestResult, openapi_extra=_BATCH_DOC)
+async def post_points(
+    run_id: RunId,
+    request: Request,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    live: BroadcasterDep,
+) -> OrjsonResponse:
+    """Store a point batch in one transaction; a re-sent ``batch_id`` changes nothing."""
+    body = await _read_body(request, max_bytes=settings.max_body_bytes)
+    # Decoding and the database work leave the event loop free for SSE streams.
+    accepted, duplicate = await run_in_threadpool(
+        _decode_and_store, db, settings, run_id, body, request.headers.get("content-encoding")
+    )
+    if not duplicate:
+        live.publish(run_id)  # after the commit, so listeners find the points
+    return OrjsonResponse({"accepted": accepted, "duplicate": duplicate})

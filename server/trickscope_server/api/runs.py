@@ -1,0 +1,106 @@
+"""Run resources: create/update, layers, finish, read, list, delete, series and chart reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from trickscope_server.api.deps import DatabaseDep, RunId, SettingsDep
+from trickscope_server.api.responses import OrjsonResponse
+from trickscope_server.schemas import Heatmap, RunOut, RunPage, SeriesList, SeriesPoints
+from trickscope_server.services import query, runs
+from trickscope_wire import LayersDeclare, RunCreate, RunFinish
+
+router = APIRouter(prefix="/api/v1", tags=["runs"])
+
+
+@router.put("/runs/{run_id}", response_model=RunOut)
+def put_run(run_id: RunId, payload: RunCreate, db: DatabaseDep) -> RunOut:
+    """Create a run, or update its metadata (idempotent)."""
+    return runs.upsert_run(db, run_id=run_id, payload=payload)
+
+
+@router.put("/runs/{run_id}/layers", response_model=RunOut)
+def put_layers(run_id: RunId, payload: LayersDeclare, db: DatabaseDep) -> RunOut:
+    """Declare the model's parameter names in model order."""
+    return runs.declare_layers(db, run_id=run_id, payload=payload)
+
+
+@router.post("/runs/{run_id}/finish", response_model=RunOut)
+def post_finish(run_id: RunId, payload: RunFinish, db: DatabaseDep) -> RunOut:
+    """Set the run's final status."""
+    return runs.finish_run(db, run_id=run_id, payload=payload)
+
+
+@router.get("/runs", response_model=RunPage)
+def get_runs(
+    db: DatabaseDep,
+    project: str | None = None,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=runs.MAX_PAGE)] = 50,
+    cursor: str | None = None,
+) -> RunPage:
+    """Runs newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+    return runs.list_runs(db, project=project, status=status, limit=limit, cursor=cursor)
+
+
+@router.get("/runs/{run_id}", response_model=RunOut)
+def get_run(run_id: RunId, db: DatabaseDep) -> RunOut:
+    """One run with the latest value of each of its (non-per-layer) series."""
+    return runs.get_run(db, run_id=run_id)
+
+
+@router.delete("/runs/{run_id}", status_code=204, response_class=Response)
+def delete_run(run_id: RunId, db: DatabaseDep) -> Response:
+    """Delete a run and everything it owns."""
+    runs.delete_run(db, run_id=run_id)
+    return Response(status_code=204)
+
+
+@router.get("/runs/{run_id}/series", response_model=SeriesList)
+def get_series(run_id: RunId, db: DatabaseDep) -> SeriesList:
+    """The run's series with their summaries."""
+    return runs.list_series(db, run_id=run_id)
+
+
+@router.get("/runs/{run_id}/points", response_model=SeriesPoints)
+def get_points(
+    run_id: RunId,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    name: Annotated[str, Query(min_length=1, max_length=512)],
+    start: int | None = None,
+    end: int | None = None,
+    points: int | None = None,
+) -> Response:
+    """One series in a step window, downsampled to ``points`` (exact when it fits)."""
+    body = query.read_points(
+        db,
+        run_id=run_id,
+        name=name,
+        start=start,
+        end=end,
+        points=points if points is not None else settings.default_points,
+        max_points=settings.max_points,
+    )
+    return OrjsonResponse(body)
+
+
+@router.get("/runs/{run_id}/heatmap", response_model=Heatmap)
+def get_heatmap(
+    run_id: RunId,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    stat: Annotated[str, Query(min_length=1, max_length=256)],
+    points: int | None = None,
+) -> Response:
+    """One statistic over all layers (model order) and steps."""
+    body = query.read_heatmap(
+        db,
+        run_id=run_id,
+        stat=stat,
+        points=points if points is not None else settings.default_points,
+        max_points=settings.max_points,
+    )
+    return OrjsonResponse(body)

@@ -1,0 +1,57 @@
+"""The application factory: settings in, a ready FastAPI app out (schema migrated)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import metadata
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from trickscope_server.api import events, ingest, pages, runs
+from trickscope_server.api.problems import install_problem_handlers
+from trickscope_server.config import Settings
+from trickscope_server.live import Broadcaster
+from trickscope_server.storage import Database
+
+
+def _version() -> str:
+    try:
+        return metadata.version("trickscope")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+checkout"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the server: database (migrated to head), broadcaster, routes and error handlers."""
+    db = Database(settings.database_url)
+    if settings.migrate_on_start:
+        db.upgrade()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="trickscope",
+        version=_version(),
+        summary="Training diagnostics for PyTorch: ingest, storage, live charts.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.broadcaster = Broadcaster()
+    install_problem_handlers(app)
+    app.include_router(runs.router)
+    app.include_router(ingest.router)
+    app.include_router(events.router)
+    # Pages before the static mount: /static/vendor/plotly.min.js is served from the package.
+    app.include_router(pages.router)
+    app.mount(
+        "/static",
+        StaticFiles(directory=settings.web_dir, check_dir=False),
+        name="static",
+    )
+    return app

@@ -1,0 +1,43 @@
+"""Server settings: one object, from ``TRICKSCOPE_*`` environment variables or keyword arguments."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_database_url() -> str:
+    """A SQLite file under the user's data directory (created if missing): zero set-up."""
+    data_dir = Path(platformdirs.user_data_dir("trickscope"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir / 'trickscope.db'}"
+
+
+def default_web_dir() -> Path:
+    """The dashboard shipped in the wheel, else the checkout's ``web/`` (editable installs)."""
+    packaged = Path(str(resources.files("trickscope_server").joinpath("web")))
+    if (packaged / "index.html").is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "web"
+
+
+class Settings(BaseSettings):
+    """Everything the server can be configured with; CLI flags pass the same names as kwargs."""
+
+    model_config = SettingsConfigDict(env_prefix="TRICKSCOPE_", extra="ignore")
+
+    database_url: str = Field(default_factory=default_database_url)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    web_dir: Path = Field(default_factory=default_web_dir)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_batch_points: int = Field(default=5_000_000, gt=0)
+    default_points: int = Field(default=2000, ge=3)
+    max_points: int = Field(default=100_000, ge=3)
+    migrate_on_start: bool = True
+    sse_poll_seconds: float = Field(default=1.0, gt=0)
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0)

@@ -1,0 +1,82 @@
+"""Response models of the REST API (the wire package holds the request payloads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+FloatOrToken = float | str  # non-finite floats travel as "NaN", "Infinity", "-Infinity"
+
+
+class RunOut(BaseModel):
+    """A run with the last value of each of its non-per-layer series."""
+
+    id: str
+    project: str
+    name: str
+    status: str
+    config: dict[str, Any]
+    tags: list[str]
+    system: dict[str, Any]
+    layers: list[str]
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
+    updated_at: str
+    latest: dict[str, FloatOrToken | None]
+
+
+class RunPage(BaseModel):
+    """One page of runs, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+
+    runs: list[RunOut]
+    next_cursor: str | None
+
+
+class SeriesOut(BaseModel):
+    """A series and its summary (min/max over finite values)."""
+
+    name: str
+    count: int
+    first_step: int | None
+    last_step: int | None
+    last_value: FloatOrToken | None
+    min_value: float | None
+    max_value: float | None
+    first_nonfinite_step: int | None
+
+
+class SeriesList(BaseModel):
+    """All series of a run, by name."""
+
+    series: list[SeriesOut]
+
+
+class SeriesPoints(BaseModel):
+    """Columns of one series in a step window, downsampled to the requested budget."""
+
+    name: str
+    step: list[int]
+    value: list[FloatOrToken]
+    wall_time: list[float]
+    downsampled: bool
+    total: int
+    cursor: int
+
+
+class Heatmap(BaseModel):
+    """One statistic over layers (model order) and steps: ``z[layer_index][step_index]``."""
+
+    stat: str
+    layers: list[str]
+    step: list[int]
+    z: list[list[FloatOrToken | None]]
+    downsampled: bool
+
+
+class IngestResult(BaseModel):
+    """The answer to a point batch."""
+
+    accepted: int
+    duplicate: bool

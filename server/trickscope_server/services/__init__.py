@@ -1,0 +1,1 @@
+"""Use cases: transactions, validation of payloads and domain errors, framework-free."""

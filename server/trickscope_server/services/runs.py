@@ -1,0 +1,231 @@
+"""Run use cases: create/update, declare layers, finish, read, list, delete."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import time
+
+import orjson
+
+from trickscope_server.errors import (
+    InvalidPayloadError,
+    RunNotFoundError,
+    UnsupportedWireVersionError,
+)
+from trickscope_server.schemas import RunOut, RunPage, SeriesList, SeriesOut
+from trickscope_server.services._convert import finite_or_none, run_out_dict, stored_last_value
+from trickscope_server.storage import Database, RunRow, Session
+from trickscope_server.storage import runs as store
+from trickscope_wire import WIRE_VERSION, LayersDeclare, RunCreate, RunFinish
+from trickscope_wire.payloads import FINAL_STATUSES, RUN_STATUSES
+
+MAX_PAGE = 200
+_MAX_TEXT = 256
+
+
+def check_wire_version(version: object) -> None:
+    """Reject payloads in a wire version this server does not speak, naming both versions."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidPayloadError(
+            f"wire_version must be an integer, got {version!r}",
+            errors=[{"loc": ["body", "wire_version"], "msg": "must be an integer"}],
+        )
+    if version != WIRE_VERSION:
+        raise UnsupportedWireVersionError(
+            f"this server speaks wire version {WIRE_VERSION}, the request uses version {version}: "
+            "install matching trickscope versions on the agent and the server"
+        )
+
+
+def _check_text(field: str, value: str, *, allow_empty: bool = False) -> None:
+    if (not value and not allow_empty) or len(value) > _MAX_TEXT:
+        raise InvalidPayloadError(
+            f"{field} must be 1 to {_MAX_TEXT} characters, got {value!r:.80}",
+            errors=[{"loc": ["body", field], "msg": f"must be 1 to {_MAX_TEXT} characters"}],
+        )
+
+
+def _unix(field: str, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise InvalidPayloadError(
+            f"{field} must be finite Unix seconds, got {value!r}",
+            errors=[{"loc": ["body", field], "msg": "must be finite Unix seconds"}],
+        )
+    return value
+
+
+def _run_out(session: Session, run: RunRow) -> RunOut:
+    series = store.series_of_runs(session, [run.id])
+    return RunOut.model_validate(run_out_dict(run, series))
+
+
+def require_run(session: Session, run_id: str, *, for_update: bool = False) -> RunRow:
+    """The run, or a 404 problem that says how to create it."""
+    run = store.get_run(session, run_id, for_update=for_update)
+    if run is None:
+        raise RunNotFoundError(
+            f"run {run_id!r} does not exist: create it with PUT /api/v1/runs/{run_id} first"
+        )
+    return run
+
+
+def upsert_run(db: Database, *, run_id: str, payload: RunCreate) -> RunOut:
+    """Create the run, or update its metadata; idempotent, so retries are safe."""
+    check_wire_version(payload.wire_version)
+    _check_text("project", payload.project)
+    _check_text("name", payload.name, allow_empty=True)
+    started_at = _unix("started_at", payload.started_at)
+    now = time.time()
+    with db.transaction() as session:
+        run = store.get_run(session, run_id, for_update=True)
+        if run is None:
+            run = RunRow(
+                id=run_id,
+                project=payload.project,
+                name=payload.name or run_id,
+                status="running",
+                config=payload.config,
+                tags=list(payload.tags),
+                system=payload.system,
+                layers=[],
+                created_at=now,
+                started_at=started_at if started_at is not None else now,
+                ended_at=None,
+                updated_at=now,
+            )
+            store.add_run(session, run)
+            session.flush()
+        else:
+            run.project = payload.project
+            run.name = payload.name or run.name
+            run.config = payload.config
+            run.tags = list(payload.tags)
+            run.system = payload.system
+            if started_at is not None:
+                run.started_at = started_at
+            run.updated_at = now
+        return _run_out(session, run)
+
+
+def declare_layers(db: Database, *, run_id: str, payload: LayersDeclare) -> RunOut:
+    """Record the model's parameter names in model order (heatmap rows, per-layer series)."""
+    check_wire_version(payload.wire_version)
+    for i, layer in enumerate(payload.layers):
+        if not layer or len(layer) > 512:
+            raise InvalidPayloadError(
+                f"layers[{i}] must be 1 to 512 characters, got {layer!r:.80}",
+                errors=[{"loc": ["body", "layers", i], "msg": "must be 1 to 512 characters"}],
+            )
+    with db.transaction() as session:
+        run = require_run(session, run_id, for_update=True)
+        run.layers = list(dict.fromkeys(payload.layers))
+        run.updated_at = time.time()
+        return _run_out(session, run)
+
+
+def finish_run(db: Database, *, run_id: str, payload: RunFinish) -> RunOut:
+    """Set the run's final status and end time."""
+    check_wire_version(payload.wire_version)
+    if payload.status not in FINAL_STATUSES:
+        raise InvalidPayloadError(
+            f"status must be one of {', '.join(FINAL_STATUSES)}, got {payload.status!r}",
+            errors=[{"loc": ["body", "status"], "msg": f"must be one of {FINAL_STATUSES}"}],
+        )
+    ended_at = _unix("ended_at", payload.ended_at)
+    now = time.time()
+    with db.transaction() as session:
+        run = require_run(session, run_id, for_update=True)
+        run.status = payload.status
+        run.ended_at = ended_at if ended_at is not None else now
+        run.updated_at = now
+        return _run_out(session, run)
+
+
+def get_run(db: Database, *, run_id: str) -> RunOut:
+    """One run."""
+    with db.reader() as session:
+        return _run_out(session, require_run(session, run_id))
+
+
+def _encode_cursor(run: RunRow) -> str:
+    raw = orjson.dumps([run.created_at, run.id])
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, run_id = orjson.loads(raw)
+        if not isinstance(created, (int, float)) or not isinstance(run_id, str):
+            raise ValueError("cursor fields have the wrong types")
+        return float(created), run_id
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidPayloadError(
+            f"cursor {cursor!r:.80} is not one this server issued: pass next_cursor unchanged",
+            errors=[{"loc": ["query", "cursor"], "msg": "not a cursor issued by this server"}],
+        ) from None
+
+
+def list_runs(
+    db: Database,
+    *,
+    project: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> RunPage:
+    """Runs newest first, one page at a time."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidPayloadError(
+            f"limit must be between 1 and {MAX_PAGE}, got {limit}",
+            errors=[{"loc": ["query", "limit"], "msg": f"must be between 1 and {MAX_PAGE}"}],
+        )
+    if status is not None and status not in RUN_STATUSES:
+        raise InvalidPayloadError(
+            f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r:.40}",
+            errors=[{"loc": ["query", "status"], "msg": f"must be one of {RUN_STATUSES}"}],
+        )
+    before = _decode_cursor(cursor) if cursor else None
+    with db.reader() as session:
+        rows = store.list_runs(
+            session, project=project, status=status, before=before, limit=limit + 1
+        )
+        page = rows[:limit]
+        series = store.series_of_runs(session, [r.id for r in page])
+    by_run: dict[str, list] = {r.id: [] for r in page}  # type: ignore[type-arg]
+    for s in series:
+        by_run[s.run_id].append(s)
+    runs = [RunOut.model_validate(run_out_dict(r, by_run[r.id])) for r in page]
+    next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+    return RunPage(runs=runs, next_cursor=next_cursor)
+
+
+def delete_run(db: Database, *, run_id: str) -> None:
+    """Delete the run and everything it owns."""
+    with db.transaction() as session:
+        if not store.delete_run(session, run_id):
+            raise RunNotFoundError(f"run {run_id!r} does not exist")
+
+
+def list_series(db: Database, *, run_id: str) -> SeriesList:
+    """Every series of the run with its summary, by name."""
+    with db.reader() as session:
+        require_run(session, run_id)
+        rows = store.series_of_runs(session, [run_id])
+    return SeriesList(
+        series=[
+            SeriesOut(
+                name=r.name,
+                count=r.count,
+                first_step=r.first_step,
+                last_step=r.last_step,
+                last_value=stored_last_value(r),
+                min_value=finite_or_none(r.min_value),
+                max_value=finite_or_none(r.max_value),
+                first_nonfinite_step=r.first_nonfinite_step,
+            )
+            for r in rows
+        ]
+    )

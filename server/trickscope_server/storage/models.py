@@ -1,0 +1,108 @@
+"""Database rows: runs, the series dictionary with its summaries, point chunks and batch ids.
+
+Points are stored in chunks (one row per series per batch, packed arrays) because one row per
+point cannot reach the ingest target; see docs/architecture.md, Storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias); PostgreSQL gets BIGINT so
+# the ingest sequence never wraps.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class RunRow(Base):
+    """One training run. Times are Unix seconds (float): exact, portable and cheap to page on."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project: Mapped[str] = mapped_column(String(256), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    system: Mapped[dict[str, Any]] = mapped_column(JSON)
+    layers: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_runs_created", "created_at", "id"),)
+
+
+class SeriesRow(Base):
+    """A series of a run, with the summary kept at ingest so listings never decode chunks.
+
+    ``min_value``/``max_value`` are over finite values. SQLite stores a NaN as NULL, so a NULL
+    ``last_value`` on a series with points means NaN.
+    """
+
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(512))
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_step: Mapped[int | None] = mapped_column(BigInteger)
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+    last_value: Mapped[float | None] = mapped_column(Float)
+    min_value: Mapped[float | None] = mapped_column(Float)
+    max_value: Mapped[float | None] = mapped_column(Float)
+    first_nonfinite_step: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_series_run_name"),)
+
+
+class ChunkRow(Base):
+    """Points of one series from one batch; the id is the run's ingest sequence (SSE cursor)."""
+
+    __tablename__ = "chunks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
+    step_min: Mapped[int] = mapped_column(BigInteger)
+    step_max: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer)
+    vmin: Mapped[float | None] = mapped_column(Float)
+    vmax: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian int64
+    values: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float64, NaN/±Inf exact
+    times: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float64, Unix seconds
+
+    __table_args__ = (
+        Index("ix_chunks_run_id", "run_id", "id"),
+        Index("ix_chunks_series_steps", "series_id", "step_min", "step_max"),
+    )
+
+
+class BatchRow(Base):
+    """A batch id seen for a run: written in the same transaction as its points."""
+
+    __tablename__ = "batches"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    points: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,106 @@
+"""Fixtures for the agent's unit tests: a real HTTP peer that records requests, and helpers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from trickscope_wire import decode_f64, decode_i64
+
+
+@dataclass
+class Captured:
+    """Requests received by :class:`CaptureServer`, bodies decoded from JSON."""
+
+    requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    gzipped: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def snapshot(self) -> list[tuple[str, str, dict[str, Any]]]:
+        with self.lock:
+            return list(self.requests)
+
+    def points(self) -> dict[str, dict[int, float]]:
+        """Every point received, ``{series: {step: value}}`` (later batches win)."""
+        out: dict[str, dict[int, float]] = {}
+        for method, path, body in self.snapshot():
+            if method == "POST" and path.endswith("/points"):
+                for series in body["series"]:
+                    steps = decode_i64(series["steps"])
+                    values = decode_f64(series["values"])
+                    out.setdefault(series["name"], {}).update(zip(steps, values, strict=True))
+        return out
+
+
+class CaptureServer:
+    """A stdlib HTTP/1.1 server in a thread answering 200 ``{}`` to every PUT and POST."""
+
+    def __init__(self) -> None:
+        captured = self.captured = Captured()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the agent expects
+
+            def _record(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    raw = gzip.decompress(raw)
+                    captured.gzipped += 1
+                with captured.lock:
+                    captured.requests.append((self.command, self.path, json.loads(raw)))
+                answer = b"{}"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_PUT = do_POST = _record
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def capture() -> Iterator[CaptureServer]:
+    server = CaptureServer()
+    yield server
+    server.close()
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., None]:
+    """Poll a predicate until true, failing after ``timeout`` seconds (default 10)."""
+    return _wait_for
+
+
+@pytest.fixture
+def settings(tmp_path: Any) -> dict[str, Any]:
+    """Agent settings isolated from the environment: journal under ``tmp_path``, fast flush."""
+    return {"journal_dir": tmp_path / "journal", "flush_secs": 0.05, "finish_timeout": 5.0}

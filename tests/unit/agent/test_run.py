@@ -1,0 +1,186 @@
+"""A real run against a real HTTP peer (the capture server): what the sender would send."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import trickscope
+from trickscope.run import json_safe
+from trickscope_wire import decode_f64, encode_f64
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4 * 6 * 6, 3)
+        self.frozen = nn.Linear(3, 3)
+        self.frozen.requires_grad_(False)
+        self.unused = nn.Parameter(torch.zeros(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv(x)))
+        return self.frozen(self.head(h.flatten(1)))
+
+
+def test_watch_sends_statistics_that_match_a_per_parameter_reference(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(
+        [
+            {"params": [*model.conv.parameters(), *model.bn.parameters()], "lr": 0.1},
+            {"params": [*model.head.parameters(), model.unused], "lr": torch.tensor(0.05)},
+        ],
+        momentum=0.9,
+    )
+    expected: dict[str, float] = {}
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=2)
+        for step in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            model(torch.randn(4, 1, 8, 8)).pow(2).mean().backward()
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            optimizer.step()
+            if step == 2:
+                for name, p in model.named_parameters():
+                    w = p.detach()
+                    expected[f"weight_norm/{name}"] = torch.linalg.vector_norm(w).item()
+                    expected[f"weight_std/{name}"] = w.std().item()
+                    if p.grad is not None:
+                        g = p.grad
+                        expected[f"grad_norm/{name}"] = torch.linalg.vector_norm(g).item()
+                        expected[f"grad_mean/{name}"] = g.mean().item()
+                        expected[f"grad_max/{name}"] = g.abs().max().item()
+                        delta = torch.linalg.vector_norm(w - before[name])
+                        expected[f"update_ratio/{name}"] = (
+                            delta / torch.linalg.vector_norm(before[name])
+                        ).item()
+            run.log({"loss": torch.tensor(float(step)), "acc/ema": 0.5})
+    assert run.incidents.errors == 0
+    points = capture.captured.points()
+    for key, value in expected.items():
+        assert points[key][2] == pytest.approx(value, rel=1e-4, abs=1e-7), key
+    assert set(points["grad_norm/conv.weight"]) == {0, 2}  # every=2
+    assert "grad_norm/unused" not in points  # no gradient: missing, not zero
+    assert "grad_norm/frozen.weight" not in points
+    assert "weight_norm/frozen.weight" in points
+    assert points["lr/group0"][2] == pytest.approx(0.1)
+    assert points["lr/group1"][2] == pytest.approx(0.05)
+    assert "grad_norm/total" in points
+    assert points["loss"] == {0: 0.0, 1: 1.0, 2: 2.0}  # log follows the optimizer step
+    assert points["acc/ema"][1] == 0.5
+
+
+def test_requests_arrive_in_order(capture: Any, settings: dict[str, Any]) -> None:
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    run = trickscope.init(project="p", url=capture.url, config={"lr": 1e-3}, tags=["a"], **settings)
+    run.watch(model, optimizer, every=1)
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    run.finish()
+    requests = capture.captured.snapshot()
+    paths = [(method, path.removeprefix(f"/api/v1/runs/{run.id}")) for method, path, _ in requests]
+    assert paths[0] == ("PUT", "")
+    assert paths[1] == ("PUT", "/layers")
+    assert paths[-1] == ("POST", "/finish")
+    assert all(p == ("POST", "/points") for p in paths[2:-1]) and len(paths) > 3
+    create = requests[0][2]
+    assert create["project"] == "p" and create["config"] == {"lr": 1e-3}
+    assert create["tags"] == ["a"] and "torch" in create["system"]
+    assert requests[1][2]["layers"] == ["weight", "bias"]
+    assert requests[-1][2]["status"] == "finished"
+    assert run.url == f"{capture.url}/runs/{run.id}"
+    assert len({body["batch_id"] for _, p, body in requests if p.endswith("/points")}) == len(
+        paths[2:-1]
+    )
+
+
+def test_context_manager_marks_a_run_failed_on_exception(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    with pytest.raises(RuntimeError):
+        with trickscope.init(project="p", url=capture.url, **settings):
+            raise RuntimeError("boom")
+    assert capture.captured.snapshot()[-1][2]["status"] == "failed"
+
+
+def test_nan_and_inf_survive_to_the_wire(
+    capture: Any, settings: dict[str, Any], wait_for: Callable[..., None]
+) -> None:
+    assert list(decode_f64(encode_f64([math.nan, math.inf, -math.inf, -0.0])))[1:] == [
+        math.inf,
+        -math.inf,
+        -0.0,
+    ]
+    model = nn.Linear(3, 1, bias=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=1)
+        model.weight.grad = torch.tensor([[math.nan, math.inf, -math.inf]])
+        optimizer.step()
+        run.log({"loss": torch.tensor(math.inf), "x": math.nan})
+    points = capture.captured.points()
+    assert points["grad_nan/weight"][0] == 1.0
+    assert points["grad_inf/weight"][0] == 2.0
+    assert math.isnan(points["grad_norm/weight"][0])
+    assert points["loss"][0] == math.inf
+    assert math.isnan(points["x"][0])
+
+
+def test_large_batches_are_gzipped_and_still_decoded(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    with trickscope.init(project="p", url=capture.url, queue_size=4096, **settings) as run:
+        for step in range(2000):
+            run.log({f"m{i}": float(i) for i in range(5)}, step=step)
+    assert len(capture.captured.points()["m4"]) == 2000
+    assert capture.captured.gzipped >= 1
+    assert run.incidents.drops == 0
+
+
+def test_a_full_queue_drops_and_reports_the_drop_count(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    with trickscope.init(project="p", url=capture.url, queue_size=1, **settings) as run:
+        for step in range(500):
+            run.log({"m": 1.0}, step=step)
+    assert run.incidents.drops > 0
+    assert max(capture.captured.points()["agent/dropped_samples"].values()) == run.incidents.drops
+
+
+def test_setup_mistakes_raise_at_once(capture: Any, settings: dict[str, Any]) -> None:
+    run = trickscope.init(project="p", url=capture.url, **settings)
+    model = nn.Linear(1, 1)
+    with pytest.raises(TypeError, match="torch.nn.Module, got str"):
+        run.watch("not a model", torch.optim.SGD(model.parameters()))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+        run.watch(model, "sgd")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="every=0"):
+        run.watch(model, torch.optim.SGD(model.parameters()), every=0)
+    with pytest.raises(ValueError, match="project=''"):
+        trickscope.init(project="", url=capture.url, **settings)
+    run.finish()
+
+
+def test_bad_log_values_are_counted_not_raised(capture: Any, settings: dict[str, Any]) -> None:
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.log({"v": torch.ones(3)})
+        run.log({"s": "text"})  # type: ignore[dict-item]
+    assert run.incidents.errors == 2
+
+
+def test_config_is_made_json_safe() -> None:
+    from pathlib import Path
+
+    safe = json_safe({"t": torch.tensor(1.0), "p": Path("/x"), "f": math.nan, 1: (2, math.inf)})
+    assert safe == {"t": "tensor(1.)", "p": "/x", "f": "NaN", "1": [2, "Infinity"]}
