@@ -23,14 +23,28 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trickscope.journal import replay
+    from trickscope import replay
 
     url = args.url or os.environ.get("TRICKSCOPE_URL")
     if not url:
         raise CliError("no server given: pass --url or set TRICKSCOPE_URL")
-    for path in args.journal:
-        if not path.exists():
-            raise CliError(f"no such journal: {path}")
-        summary = replay(path, url)
-        print(f"trickscope: synced {path}: {summary}", flush=True)
+    for path in journal_files(args.journal):
+        try:
+            requests = replay(path, url)
+        except ConnectionError as exc:
+            raise CliError(f"could not reach {url}: {exc}") from None
+        print(f"trickscope: synced {path} ({requests} requests)", flush=True)
     return 0
+
+
+def journal_files(paths: list[Path]) -> list[Path]:
+    """The journal files named, with each folder standing for the ``*.jsonl`` files inside it."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(path.glob("*.jsonl"))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise CliError(f"no such journal: {path}")
+    return files
