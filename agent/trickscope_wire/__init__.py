@@ -16,6 +16,7 @@ from trickscope_wire.columns import (
 )
 from trickscope_wire.payloads import (
     WIRE_VERSION,
+    HistogramColumns,
     LayersDeclare,
     PointBatch,
     RunCreate,
@@ -26,6 +27,7 @@ from trickscope_wire.payloads import (
 
 __all__ = [
     "WIRE_VERSION",
+    "HistogramColumns",
     "LayersDeclare",
     "PointBatch",
     "RunCreate",

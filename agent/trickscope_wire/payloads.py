@@ -43,11 +43,30 @@ class SeriesColumns:
 
 
 @dataclass(frozen=True)
+class HistogramColumns:
+    """Histograms of one tensor family (e.g. ``grad_hist/<param>``) at several steps.
+
+    Each step has ``bins`` equal-width bins over ``[lo, hi]`` (finite values only; the
+    non-finite count is kept apart so NaN and ±Inf are never silently binned).
+    """
+
+    name: str
+    bins: int
+    steps: str  # encode_i64, one per histogram
+    lo: str  # encode_f64, lower edge per histogram
+    hi: str  # encode_f64, upper edge per histogram
+    counts: str  # encode_f64, len(steps) * bins counts, row-major (histogram, bin)
+    nonfinite: str  # encode_f64, NaN/±Inf element count per histogram
+    times: str  # encode_f64, Unix seconds per histogram
+
+
+@dataclass(frozen=True)
 class PointBatch:
     """``POST /api/v1/runs/{run_id}/points``: one transaction on the server."""
 
     batch_id: str
     series: list[SeriesColumns]
+    histograms: list[HistogramColumns] = field(default_factory=list)
     wire_version: int = WIRE_VERSION
 
 
