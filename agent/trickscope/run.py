@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import numbers
 import os
 import platform
@@ -102,7 +103,7 @@ class Run:
         if not self._active:
             return
         self._sender = Sender(agent, self.id, self.incidents)
-        create = RunCreate(
+        self._create = RunCreate(
             project=project,
             name=self.name,
             config=json_safe(dict(config or {})),
@@ -110,8 +111,22 @@ class Run:
             system=system_info(),
             started_at=time.time(),
         )
-        self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}", dumps(create)))
+        self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}", dumps(self._create)))
         atexit.register(self._at_exit)
+
+    def update_config(self, values: Mapping[str, Any]) -> None:
+        """Merge ``values`` into the run's config (top-level keys replace) and send it.
+
+        For configuration known only after :func:`trickscope.init`, such as the ``describe()``
+        of the tricks built with this run.
+        """
+        if not isinstance(values, Mapping):
+            raise TypeError(f"values must be a mapping (e.g. a dict), got {type(values).__name__}")
+        if not self._active or self._sender is None:
+            return
+        config = {**self._create.config, **json_safe(dict(values))}
+        self._create = dataclasses.replace(self._create, config=config)
+        self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}", dumps(self._create)))
 
     @property
     def sender(self) -> Sender | None:
