@@ -10,6 +10,12 @@ from urllib.parse import urlsplit
 
 GZIP_ABOVE = 4096  # bytes; smaller bodies are not worth the CPU
 _RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+_STALE = (
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    http.client.RemoteDisconnected,
+)
 
 
 class Rejected(ConnectionError):
@@ -63,14 +69,24 @@ class Connection:
         if len(body) > GZIP_ABOVE:
             body = gzip.compress(body, compresslevel=5)
             headers["Content-Encoding"] = "gzip"
-        conn = self._connect(self.timeout if timeout is None else max(timeout, 0.05))
-        try:
-            conn.request(method, self._prefix + path, body=body, headers=headers)
-            response = conn.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise Unavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        timeout = self.timeout if timeout is None else max(timeout, 0.05)
+        while True:
+            reused = self._conn is not None and self._conn.sock is not None
+            conn = self._connect(timeout)
+            try:
+                conn.request(method, self._prefix + path, body=body, headers=headers)
+                response = conn.getresponse()
+                answer = response.read()
+                break
+            except _STALE as exc:
+                # The server closed an idle keep-alive connection (uvicorn does after 5 s):
+                # not an outage. Every request is idempotent, so resend once on a new one.
+                self.close()
+                if not reused:
+                    raise Unavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise Unavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if response.will_close:
             self.close()
         status = response.status

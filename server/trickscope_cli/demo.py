@@ -1,54 +1,78 @@
-"""The demo run: a small CNN on scikit-learn's digits, with the classic tricks, streamed live.
+"""The demo runs: a small residual CNN on scikit-learn's digits with all nine tricks, streamed live.
 
-Read top to bottom like a training script: everything trickscope adds is the ``run`` object.
+Read top to bottom like a training script; everything trickscope adds is the ``run`` object and
+the instrumented tricks from :mod:`trickscope.tricks`. Two runs train back to back, AdamW and
+SGD with Nesterov momentum, so the compare page has something to compare.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import trickscope
+from trickscope import tricks
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    epochs: int = 12
+    optimizer: str = "adamw"  # or "sgd" (Nesterov momentum)
+    epochs: int = 8
     batch_size: int = 32
+    accumulation: int = 2  # micro-batches per optimizer step: effective batch 64
     lr: float = 3e-3
+    sgd_lr: float = 0.05
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-8
     weight_decay: float = 0.05
-    warmup_steps: int = 60
+    warmup_steps: int = 40
+    min_lr: float = 1e-5
     clip_norm: float = 1.0
-    ema_decay: float = 0.98
+    drop_path: float = 0.1
+    ema_decay: float = 0.99
     seed: int = 0
 
 
-class DigitsNet(nn.Module):
-    """Two conv blocks with BatchNorm, then a classifier: small enough for a CPU minute."""
+class ResidualBlock(nn.Module):
+    """``x + drop_path(f(x))``: DropPath on the residual branch, never on the sum."""
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int, drop_rate: float) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1, bias=False),
+        self.branch = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(2 * width),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
         )
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * 16, 128), nn.ReLU(), nn.Linear(128, 10)
-        )
+        self.drop_path = tricks.DropPath(drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return torch.relu(x + self.drop_path(self.branch(x)))
+
+
+class DigitsNet(nn.Module):
+    """A stem, residual blocks with DropPath rates rising with depth, and a classifier."""
+
+    def __init__(self, width: int = 32, depth: int = 3, drop_path: float = 0.1) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
+        rates = tricks.drop_path_rates(depth, drop_path)
+        self.blocks = nn.Sequential(*(ResidualBlock(width, rate) for rate in rates))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * width, 64), nn.ReLU(),
+            nn.Linear(64, 10),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
 
 
 def load_digits_tensors(seed: int) -> tuple[torch.Tensor, ...]:
@@ -68,107 +92,106 @@ def load_digits_tensors(seed: int) -> tuple[torch.Tensor, ...]:
     return images[train], labels[train], images[test], labels[test]
 
 
-def warmup_cosine(step: int, *, warmup: int, total: int) -> float:
-    """LR multiplier: linear warmup to 1, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accuracy and mean loss as 0-d tensors (logged without a host sync)."""
-    model.eval()
+def eval_sums(
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Per-batch sums for :func:`trickscope.tricks.evaluate_raw_and_ema` (stay on the device)."""
+    images, labels = batch
     logits = model(images)
-    model.train()
-    accuracy = (logits.argmax(dim=1) == labels).float().mean()
-    return accuracy, F.cross_entropy(logits, labels)
+    return {
+        "correct": (logits.argmax(dim=1) == labels).sum(),
+        "loss_sum": F.cross_entropy(logits, labels, reduction="sum"),
+        "count": torch.tensor(len(labels)),
+    }
 
 
 def train(run: trickscope.Run, config: DemoConfig) -> dict[str, float]:
-    """Train and evaluate; returns the final raw and EMA accuracies."""
+    """Train and evaluate with every trick reporting to ``run``; returns final accuracies."""
     torch.manual_seed(config.seed)
     x_train, y_train, x_test, y_test = load_digits_tensors(config.seed)
-    model = DigitsNet()
-    # Decay only matrices and kernels: biases and norm gains are excluded (see TRICKS.md).
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-    )
-    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+    model = DigitsNet(drop_path=config.drop_path)
+    micro_batch = config.batch_size // config.accumulation
+    steps_per_epoch = len(y_train) // config.batch_size
     total_steps = config.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, warmup=config.warmup_steps, total=total_steps)
+
+    # 1. Weight decay, decoupled (AdamW) or coupled (SGD), never on biases or norm gains.
+    groups = tricks.param_groups_weight_decay(model, config.weight_decay)
+    # 5./6. SGD momentum (Nesterov) or AdamW betas and eps, reporting their hyperparameters.
+    if config.optimizer == "sgd":
+        optimizer = tricks.build_optimizer(
+            groups, "sgd", lr=config.sgd_lr, momentum=config.momentum, nesterov=True, run=run
+        )
+    else:
+        optimizer = tricks.build_optimizer(
+            groups, "adamw", lr=config.lr, betas=config.betas, eps=config.eps, run=run
+        )
+    reporter = tricks.OptimizerReporter(optimizer, run, every=10, model=model)
+    # 2. Linear warmup, then cosine decay to a floor, stepped per optimizer step.
+    scheduler = tricks.WarmupDecay(
+        optimizer, total_steps=total_steps, warmup_steps=config.warmup_steps,
+        min_lr=config.min_lr, run=run,
+    )  # fmt: skip
+    # 3. DropPath rates per block, configured vs realised.
+    drop_paths = tricks.DropPathMonitor(model, run, every=5)
+    # 4. EMA of the weights with a decay warm-up; BatchNorm statistics averaged too.
+    ema = tricks.ModelEma(model, config.ema_decay, warmup="ratio", run=run, report_every=5)
+    # 7. Gradient accumulation: loss / N, optimizer step on the last micro-batch.
+    accumulator = tricks.GradientAccumulator(
+        model, optimizer, config.accumulation, micro_batch_size=micro_batch, run=run
     )
-    # BatchNorm running statistics are averaged along with the weights (use_buffers=True).
-    ema = AveragedModel(
-        model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
-    )
+    # 9. Per-layer gradient and weight statistics at every step.
     run.watch(model, optimizer, every=1)
+    run.update_config({
+        "tricks": {
+            "param_groups": tricks.describe_param_groups(groups),
+            "optimizer": reporter.describe(),
+            "schedule": scheduler.describe(),
+            "drop_path": drop_paths.describe(),
+            "ema": ema.describe(),
+            "accumulation": accumulator.describe(),
+            "clip": {"max_norm": config.clip_norm, "norm_type": 2.0},
+        }
+    })  # fmt: skip
 
     step = 0
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(y_train))
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-            optimizer.step()
-            scheduler.step()
-            ema.update_parameters(model)
-            run.log(
-                {
-                    "loss/train": loss.detach(),
-                    "clip/pre_norm": grad_norm,
-                    "clip/threshold": config.clip_norm,
-                },
-                step=step,
-            )
+    for _ in range(config.epochs):
+        order = torch.randperm(len(y_train))[: steps_per_epoch * config.batch_size]
+        for batch in order.split(micro_batch):
+            with accumulator.micro_step():
+                loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
+                accumulator.backward(loss)
+            if not accumulator.should_step:
+                continue
+            # 8. Gradient clipping by global norm, reported before and after.
+            tricks.clip_grad_norm(model.parameters(), config.clip_norm, run=run, step=step)
+            scheduler.step(step)
+            accumulator.step(step)
+            ema.update(model, step)
+            drop_paths.report(step)
+            reporter.report(step)
+            tricks.report_weight_decay(optimizer, run, step)
+            run.log({"loss/train": loss.detach()}, step=step)
             step += 1
-        raw_acc, raw_loss = evaluate(model, x_test, y_test)
-        ema_acc, ema_loss = evaluate(ema.module, x_test, y_test)
-        run.log(
-            {
-                "eval/acc_raw": raw_acc,
-                "eval/acc_ema": ema_acc,
-                "eval/loss_raw": raw_loss,
-                "eval/loss_ema": ema_loss,
-                "epoch": epoch,
-            },
-            step=step,
-        )
+        test_batches = list(zip(x_test.split(256), y_test.split(256), strict=True))
+        metrics = tricks.evaluate_raw_and_ema(model, ema, test_batches, eval_sums, run, step)
     # The one deliberate host sync, after training: the summary printed to the user.
-    return {"acc_raw": raw_acc.item(), "acc_ema": ema_acc.item(), "steps": step}
+    return {
+        "acc_raw": float(metrics["eval/acc_raw"]),
+        "acc_ema": float(metrics["eval/acc_ema"]),
+        "steps": step,
+    }
 
 
 def run_demo(url: str, config: DemoConfig, name: str | None = None) -> tuple[str, dict[str, float]]:
-    """Train the demo model, streaming to ``url``; returns the run's URL and final accuracies."""
+    """Train one demo run streaming to ``url``; returns the run's URL and final accuracies."""
     started = time.perf_counter()
     with trickscope.init(
         project="digits",
         name=name,
         url=url,
-        config={
-            **config.__dict__,
-            "model": "DigitsNet",
-            "optimizer": "AdamW",
-            "schedule": "linear warmup + cosine",
-            "ema": "AveragedModel",
-        },
-        tags=["demo"],
+        config={**asdict(config), "model": "DigitsNet", "data": "sklearn digits"},
+        tags=["demo", config.optimizer],
     ) as run:
         result = train(run, config)
-        result["seconds"] = time.perf_counter() - started
+    result["seconds"] = time.perf_counter() - started
     return run.url, result
