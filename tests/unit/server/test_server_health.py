@@ -1,0 +1,182 @@
+"""Health checks on synthetic runs whose problems are known by construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from trickscope_server.services import health
+from trickscope_server.services.health import Finding, Summary
+
+
+@dataclass
+class Run:
+    """A RunView over in-memory columns, summarised exactly as the server does at ingest."""
+
+    layers: list[str] = field(default_factory=list)
+    columns: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    status: str = "finished"
+
+    def add(self, name: str, values: Any, steps: Any = None) -> Run:
+        values = np.asarray(values, dtype=np.float64)
+        steps = np.arange(values.size) if steps is None else np.asarray(steps)
+        self.columns[name] = (steps.astype(np.int64), values)
+        return self
+
+    @property
+    def summaries(self) -> dict[str, Summary]:
+        out = {}
+        for name, (steps, values) in self.columns.items():
+            bad = steps[~np.isfinite(values)]
+            out[name] = Summary(
+                count=int(steps.size),
+                last_step=int(steps[-1]),
+                last_value=float(values[-1]),
+                first_nonfinite_step=int(bad.min()) if bad.size else None,
+            )
+        return out
+
+    def series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.columns[name]
+
+
+def checks(run: Run, check: health.Check) -> list[Finding]:
+    return list(check(run))
+
+
+def healthy_run(steps: int = 400) -> Run:
+    rng = np.random.default_rng(0)
+    run = Run(layers=["conv.weight", "conv.bias", "head.weight"])
+    for layer in run.layers:
+        run.add(f"grad_norm/{layer}", 0.1 + 0.01 * rng.random(steps))
+        run.add(f"update_ratio/{layer}", 1e-3 * (1 + 0.1 * rng.random(steps)))
+    run.add("loss/train", 2.0 * np.exp(-np.arange(steps) / 200) + 0.01 * rng.random(steps))
+    warm = np.minimum(1.0, (np.arange(steps) + 1) / 100) * 1e-3
+    run.add("lr/group0", warm).add("opt/beta2/group0", [0.99] * steps)
+    run.add("clip/clipped", (rng.random(steps) < 0.1).astype(float))
+    run.add("eval/acc_raw", [0.9, 0.95]).add("eval/acc_ema", [0.91, 0.96])
+    return run
+
+
+def test_a_healthy_run_has_no_findings() -> None:
+    assert health.diagnose(healthy_run()) == []
+
+
+def test_the_first_layer_to_go_nan_is_named_with_its_step() -> None:
+    run = healthy_run()
+    head = run.columns["grad_norm/head.weight"][1]
+    conv = run.columns["grad_norm/conv.weight"][1]
+    head[120:] = math.nan
+    conv[150:] = math.inf
+    (finding,) = checks(run, health.nonfinite)
+    assert (finding.check, finding.layer, finding.step) == (
+        "nonfinite-gradient",
+        "head.weight",
+        120,
+    )
+    assert finding.severity == "error"
+
+
+def test_a_gradient_jump_is_reported_at_its_step_and_layer() -> None:
+    run = healthy_run()
+    run.columns["grad_norm/conv.bias"][1][300] = 1e3
+    (finding,) = checks(run, health.exploding)
+    assert (finding.layer, finding.step) == ("conv.bias", 300)
+
+
+def test_vanishing_and_spread_gradients_are_reported() -> None:
+    run = healthy_run()
+    run.columns["grad_norm/conv.weight"][1][:] = 1e-9
+    found = {f.check: f for f in checks(run, health.vanishing)}
+    assert found["vanishing-gradient"].layer == "conv.weight"
+    assert found["gradient-spread"].layer == "conv.weight"
+
+
+@pytest.mark.parametrize(
+    ("ratio", "check"), [(0.5, "update-ratio-high"), (1e-7, "update-ratio-low")]
+)
+def test_update_ratio_outside_the_band(ratio: float, check: str) -> None:
+    run = healthy_run()
+    run.columns["update_ratio/head.weight"][1][:] = ratio
+    (finding,) = checks(run, health.update_ratio)
+    assert (finding.check, finding.layer) == (check, "head.weight")
+
+
+def test_parameters_without_gradients_are_listed_as_frozen_not_dead() -> None:
+    run = healthy_run()
+    run.layers.append("frozen.weight")
+    (finding,) = checks(run, health.never_gradient)
+    assert finding.layer == "frozen.weight" and "frozen" in finding.detail
+
+
+def test_a_loss_spike_is_found_at_its_step() -> None:
+    run = healthy_run()
+    run.columns["loss/train"][1][250] = 50.0
+    (finding,) = checks(run, health.loss_spikes)
+    assert finding.step == 250
+
+
+def test_clipping_on_every_step_means_the_threshold_is_too_low() -> None:
+    run = healthy_run()
+    run.columns["clip/clipped"][1][:] = 1.0
+    run.add("clip/threshold", [0.01] * 400)
+    (finding,) = checks(run, health.clipping)
+    assert finding.check == "clipping-always" and "0.01" in finding.detail
+
+
+def test_adam_without_warmup_and_with_a_short_one() -> None:
+    run = healthy_run()
+    run.columns["lr/group0"][1][:] = 1e-3
+    run.columns["opt/beta2/group0"][1][:] = 0.999
+    (finding,) = checks(run, health.warmup)
+    assert finding.check == "no-warmup" and "2000" in finding.detail
+    run.columns["lr/group0"][1][:] = np.minimum(1.0, (np.arange(400) + 1) / 20) * 1e-3
+    (finding,) = checks(run, health.warmup)
+    assert finding.check == "short-warmup"
+
+
+def test_lr_reaching_zero_early_is_reported() -> None:
+    run = healthy_run()
+    run.columns["lr/group0"][1][200:] = 0.0
+    (finding,) = checks(run, health.lr_zero_early)
+    assert finding.step == 200
+
+
+def test_ema_worse_than_raw_and_a_long_horizon() -> None:
+    run = healthy_run()
+    run.add("eval/acc_ema", [0.5, 0.8]).add("ema/decay", [0.9999] * 400)
+    found = {f.check for f in checks(run, health.ema)}
+    assert found == {"ema-worse", "ema-horizon"}
+    run.status = "running"
+    assert {f.check for f in checks(run, health.ema)} == {"ema-horizon"}
+
+
+def test_eps_dominance_and_drop_path_order() -> None:
+    run = healthy_run()
+    run.add("opt/eps_dominance/head.weight", [0.9]).add("opt/eps_dominance/conv.weight", [0.1])
+    (finding,) = checks(run, health.eps_dominance)
+    assert finding.layer == "head.weight"
+    for block, rate in (
+        ("blocks.0", 0.0),
+        ("blocks.1", 0.1),
+        ("blocks.2", 0.05),
+        ("blocks.10", 0.2),
+    ):
+        run.add(f"drop_path/rate/{block}", [rate])
+    (finding,) = checks(run, health.drop_path)
+    assert finding.layer == "blocks.2"
+
+
+def test_findings_are_sorted_by_severity_then_step() -> None:
+    run = healthy_run()
+    run.columns["loss/train"][1][250] = 50.0
+    run.columns["grad_norm/head.weight"][1][300:] = math.nan
+    run.columns["loss/train"][1][320:] = math.nan
+    found = health.diagnose(run)
+    assert [f.severity for f in found][:2] == ["error", "error"]
+    assert [f.step for f in found][:2] == [300, 320]
