@@ -23,7 +23,7 @@ class DemoConfig:
     optimizer: str = "adamw"  # or "sgd" (Nesterov momentum)
     epochs: int = 8
     batch_size: int = 32
-    accumulation: int = 2  # micro-batches per optimizer step: effective batch 64
+    accumulation: int = 2  # two micro-batches of 16 per optimizer step: effective batch 32
     lr: float = 3e-3
     sgd_lr: float = 0.05
     momentum: float = 0.9
