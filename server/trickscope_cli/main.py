@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from trickscope_cli import demo_cmd, serve_cmd, sync_cmd
+from trickscope_cli import demo_cmd, report_cmd, serve_cmd, sync_cmd
 from trickscope_cli.errors import CliError
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_parser(commands)
     demo_cmd.add_parser(commands)
     sync_cmd.add_parser(commands)
+    report_cmd.add_parser(commands)
     return parser
 
 

@@ -16,6 +16,7 @@ from uuid import uuid4
 import pytest
 
 from trickscope_wire import (
+    HistogramColumns,
     LayersDeclare,
     PointBatch,
     RunCreate,
@@ -147,6 +148,30 @@ class Client:
             for name, (steps, values) in series.items()
         ]
         batch = PointBatch(batch_id=uuid4().hex, series=columns)
+        return self._send("POST", f"/runs/{run_id}/points", dumps(batch))
+
+    def post_histograms(
+        self,
+        run_id: str,
+        name: str,
+        steps: list[int],
+        lo: list[float],
+        hi: list[float],
+        counts: list[list[float]],
+        nonfinite: list[float] | None = None,
+    ) -> dict:
+        bins = len(counts[0])
+        column = HistogramColumns(
+            name=name,
+            bins=bins,
+            steps=encode_i64(steps),
+            lo=encode_f64(lo),
+            hi=encode_f64(hi),
+            counts=encode_f64([c for row in counts for c in row]),
+            nonfinite=encode_f64(nonfinite or [0.0] * len(steps)),
+            times=encode_f64([time.time()] * len(steps)),
+        )
+        batch = PointBatch(batch_id=uuid4().hex, series=[], histograms=[column])
         return self._send("POST", f"/runs/{run_id}/points", dumps(batch))
 
     def declare_layers(self, run_id: str, layers: list[str]) -> dict:

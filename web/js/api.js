@@ -15,8 +15,11 @@ export class ApiError extends Error {
 
 async function getJSON(path, params) {
   const query = new URLSearchParams();
+  // Array values repeat the parameter (tag=a&tag=b), as the run-history filters expect.
   for (const [key, value] of Object.entries(params || {})) {
-    if (value !== undefined && value !== null && value !== "") query.set(key, String(value));
+    for (const item of Array.isArray(value) ? value : [value]) {
+      if (item !== undefined && item !== null && item !== "") query.append(key, String(item));
+    }
   }
   const qs = query.toString();
   const url = `${BASE}${path}${qs ? `?${qs}` : ""}`;
@@ -39,8 +42,13 @@ export const api = {
   runs: (params) => getJSON("/runs", params),
   run: (runId) => getJSON(`/runs/${enc(runId)}`),
   series: (runId) => getJSON(`/runs/${enc(runId)}/series`),
-  points: (runId, name, points) => getJSON(`/runs/${enc(runId)}/points`, { name, points }),
+  points: (runId, name, points, start, end) =>
+    getJSON(`/runs/${enc(runId)}/points`, { name, points, start, end }),
   heatmap: (runId, stat, points) => getJSON(`/runs/${enc(runId)}/heatmap`, { stat, points }),
+  histogramNames: (runId) => getJSON(`/runs/${enc(runId)}/histograms/names`),
+  histograms: (runId, name, points) => getJSON(`/runs/${enc(runId)}/histograms`, { name, points }),
+  compare: (runIds, name, points, start, end) =>
+    getJSON("/compare/series", { runs: runIds.join(","), name, points, start, end }),
   eventsUrl: (runId, after) => `${BASE}/runs/${enc(runId)}/events?after=${enc(after)}`,
 };
 

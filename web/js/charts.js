@@ -1,9 +1,22 @@
 // Plotly helpers: line charts that extend in place, and a layer x step heatmap.
-// Plotly is loaded by a classic <script> before the modules, as window.Plotly.
+// Plotly is window.Plotly, read when drawing: pages may load it after the modules start
+// (see plotlyReady), so the data fetches overlap Plotly's parse.
 
 import { formatValue, nonFiniteLabel, toNumber } from "./api.js";
 
-const Plotly = window.Plotly;
+/** Resolves once window.Plotly exists (a deferred or late <script> may still be loading it). */
+export function plotlyReady() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  return new Promise((resolve, reject) => {
+    const script = document.querySelector("script[data-plotly]");
+    if (!script) {
+      reject(new Error("Plotly is not loaded on this page"));
+      return;
+    }
+    script.addEventListener("load", () => resolve(window.Plotly));
+    script.addEventListener("error", () => reject(new Error("Plotly failed to load")));
+  });
+}
 
 const PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 const NONFINITE_COLOR = "#d62728";
@@ -72,26 +85,38 @@ export function splitPoints(name, steps, values) {
 
 /**
  * A line chart of several series. The first trace holds the red markers of non-finite values;
- * every series gets its own line trace. Updates go through Plotly.extendTraces / addTraces and
- * never newPlot, so the user's zoom survives. After every draw the div carries
- * data-points (line points drawn, gaps included) and data-nonfinite (markers drawn).
+ * every series gets its own line trace. Live updates go through Plotly.extendTraces / addTraces
+ * and never newPlot, so the user's zoom survives. After every draw the div carries
+ * data-points (line points drawn, gaps included), data-nonfinite (markers drawn) and
+ * data-series (line traces).
+ *
+ * Options: ytitle, mode, logy (start on a log axis), shapes (Plotly layout shapes, e.g. a shaded
+ * warmup span), styleOf(name) (extra trace properties), onUpdate(chart) (after each draw), and
+ * fetchWindow(name, start, end) (a promise of a SeriesPoints read): with it, zooming the x axis
+ * re-reads the visible window at full resolution and a double-click (autorange) re-reads the
+ * whole series at the initial budget.
  */
 export class LineChart {
-  constructor(div, { title, ytitle = "", mode = "lines" }) {
+  constructor(div, options = {}) {
     this.div = div;
-    this.title = title;
-    this.ytitle = ytitle;
-    this.mode = mode;
+    this.options = options;
+    this.title = options.title;
+    this.ytitle = options.ytitle || "";
+    this.mode = options.mode || "lines";
     this.traceIndex = new Map();
     this.lastStep = new Map();
+    // Every series' points as drawn (x and raw values, tokens kept), for window re-reads.
+    this.store = new Map();
     this.points = 0;
     this.nonfinite = 0;
     this.started = false;
+    this.windowReads = 0;
     // Plotly calls are asynchronous; chaining them keeps trace indices and counts consistent.
     this.queue = Promise.resolve();
   }
 
   lineTrace(name, line) {
+    const style = this.options.styleOf ? this.options.styleOf(name) || {} : {};
     return {
       type: "scatter",
       mode: this.mode,
@@ -99,9 +124,10 @@ export class LineChart {
       x: line.x,
       y: line.y,
       connectgaps: false,
-      line: { width: 1.6 },
-      marker: { size: 5 },
       hovertemplate: "%{y:.4g}",
+      ...style,
+      line: { width: 1.6, ...(style.line || {}) },
+      marker: { size: 5, ...(style.marker || {}) },
     };
   }
 
@@ -124,6 +150,8 @@ export class LineChart {
     this.div.dataset.points = String(this.points);
     this.div.dataset.nonfinite = String(this.nonfinite);
     this.div.dataset.series = String(this.traceIndex.size);
+    this.div.dataset.windowReads = String(this.windowReads);
+    if (this.options.onUpdate) this.options.onUpdate(this);
   }
 
   enqueue(task) {
@@ -138,6 +166,11 @@ export class LineChart {
     return this.enqueue(() => this.draw(series));
   }
 
+  remember(name, steps, values) {
+    this.store.set(name, { x: steps.slice(), v: values.slice() });
+    this.lastStep.set(name, steps.reduce((a, b) => (b > a ? b : a), -Infinity));
+  }
+
   async draw(series) {
     const traces = [];
     const allMarks = { x: [], y: [], text: [] };
@@ -146,7 +179,7 @@ export class LineChart {
       const line = splitPoints(item.name, steps, item.value || []);
       traces.push(this.lineTrace(item.name, line));
       this.traceIndex.set(item.name, i + 1);
-      this.lastStep.set(item.name, steps.reduce((a, b) => (b > a ? b : a), -Infinity));
+      this.remember(item.name, steps, item.value || []);
       this.points += steps.length;
       this.nonfinite += line.marks.x.length;
       allMarks.x.push(...line.marks.x);
@@ -154,9 +187,14 @@ export class LineChart {
       allMarks.text.push(...line.marks.text);
     });
     const layout = baseLayout(this.title, this.ytitle);
+    if (this.options.logy) layout.yaxis.type = "log";
+    if (this.options.shapes) layout.shapes = this.options.shapes;
     if (!traces.length) layout.annotations = [EMPTY_NOTE];
-    await Plotly.newPlot(this.div, [this.markerTrace(allMarks), ...traces], layout, PLOT_CONFIG);
+    await window.Plotly.newPlot(this.div, [this.markerTrace(allMarks), ...traces], layout, PLOT_CONFIG);
     this.started = true;
+    if (this.options.fetchWindow) {
+      this.div.on("plotly_relayout", (event) => this.onRelayout(event || {}));
+    }
     this.publish();
   }
 
@@ -177,13 +215,18 @@ export class LineChart {
         await this.draw([{ name, step: keepSteps, value: keepValues }]);
         return;
       }
+      const Plotly = window.Plotly;
       const line = splitPoints(name, keepSteps, keepValues);
       if (this.traceIndex.has(name)) {
         await Plotly.extendTraces(this.div, { x: [line.x], y: [line.y] }, [this.traceIndex.get(name)]);
+        const stored = this.store.get(name);
+        stored.x.push(...keepSteps);
+        stored.v.push(...keepValues);
       } else {
         const index = this.div.data.length;
         await Plotly.addTraces(this.div, this.lineTrace(name, line));
         this.traceIndex.set(name, index);
+        this.store.set(name, { x: keepSteps.slice(), v: keepValues.slice() });
         if (this.traceIndex.size === 1) await Plotly.relayout(this.div, { annotations: [] });
       }
       if (line.marks.x.length) {
@@ -198,6 +241,92 @@ export class LineChart {
     });
   }
 
+  onRelayout(event) {
+    let lo = event["xaxis.range[0]"];
+    let hi = event["xaxis.range[1]"];
+    if (Array.isArray(event["xaxis.range"])) [lo, hi] = event["xaxis.range"];
+    if (lo !== undefined && hi !== undefined) {
+      const start = Math.max(0, Math.floor(Math.min(lo, hi)));
+      const end = Math.ceil(Math.max(lo, hi));
+      this.enqueue(() => this.readWindow(start, end));
+    } else if (event["xaxis.autorange"] === true) {
+      this.enqueue(() => this.readWindow(undefined, undefined));
+    }
+  }
+
+  /**
+   * Re-read every series in [start, end] (undefined: the whole series at the initial budget)
+   * and splice the answer into the drawn points: points outside the window stay as they were,
+   * the window's points are replaced by the server's (exact when the window fits the budget).
+   */
+  async readWindow(start, end) {
+    const names = [...this.traceIndex.keys()];
+    if (!names.length) return;
+    const reads = await Promise.all(names.map((name) => this.options.fetchWindow(name, start, end)));
+    const whole = start === undefined;
+    const xs = [];
+    const ys = [];
+    const indices = [];
+    const allMarks = { x: [], y: [], text: [] };
+    this.points = 0;
+    this.nonfinite = 0;
+    names.forEach((name, i) => {
+      const read = reads[i] || { step: [], value: [] };
+      const old = this.store.get(name) || { x: [], v: [] };
+      let x = read.step || [];
+      let v = read.value || [];
+      if (!whole) {
+        const beforeX = [];
+        const beforeV = [];
+        const afterX = [];
+        const afterV = [];
+        const lastRead = x.length ? x[x.length - 1] : -Infinity;
+        for (let k = 0; k < old.x.length; k += 1) {
+          if (old.x[k] < start) {
+            beforeX.push(old.x[k]);
+            beforeV.push(old.v[k]);
+          } else if (old.x[k] > end && old.x[k] > lastRead) {
+            afterX.push(old.x[k]);
+            afterV.push(old.v[k]);
+          }
+        }
+        x = [...beforeX, ...x, ...afterX];
+        v = [...beforeV, ...v, ...afterV];
+      }
+      // Points drawn live after the read's cursor stay; the read never loses a newer point.
+      const lastOld = this.lastStep.has(name) ? this.lastStep.get(name) : -Infinity;
+      const lastNew = x.length ? x[x.length - 1] : -Infinity;
+      if (lastOld > lastNew) {
+        for (let k = 0; k < old.x.length; k += 1) {
+          if (old.x[k] > lastNew) {
+            x.push(old.x[k]);
+            v.push(old.v[k]);
+          }
+        }
+      }
+      this.remember(name, x, v);
+      const line = splitPoints(name, x, v);
+      xs.push(line.x);
+      ys.push(line.y);
+      indices.push(this.traceIndex.get(name));
+      this.points += x.length;
+      this.nonfinite += line.marks.x.length;
+      allMarks.x.push(...line.marks.x);
+      allMarks.y.push(...line.marks.y);
+      allMarks.text.push(...line.marks.text);
+    });
+    const Plotly = window.Plotly;
+    await Plotly.restyle(this.div, { x: xs, y: ys }, indices);
+    await Plotly.restyle(
+      this.div,
+      { x: [allMarks.x], y: [allMarks.y], text: [allMarks.text], showlegend: allMarks.x.length > 0 },
+      [0],
+    );
+    this.windowReads += 1;
+    this.div.dataset.window = whole ? "" : `${start},${end}`;
+    this.publish();
+  }
+
   has(name) {
     return this.traceIndex.has(name);
   }
@@ -205,7 +334,7 @@ export class LineChart {
   toggleLogY() {
     return this.enqueue(async () => {
       const isLog = this.div.layout && this.div.layout.yaxis && this.div.layout.yaxis.type === "log";
-      await Plotly.relayout(this.div, { "yaxis.type": isLog ? "linear" : "log" });
+      await window.Plotly.relayout(this.div, { "yaxis.type": isLog ? "linear" : "log" });
     });
   }
 }
@@ -339,9 +468,9 @@ export class HeatmapChart {
       layout.annotations = [{ ...EMPTY_NOTE, text: "no per-layer statistics yet" }];
     }
     if (this.started) {
-      await Plotly.react(this.div, traces, layout, PLOT_CONFIG);
+      await window.Plotly.react(this.div, traces, layout, PLOT_CONFIG);
     } else {
-      await Plotly.newPlot(this.div, traces, layout, PLOT_CONFIG);
+      await window.Plotly.newPlot(this.div, traces, layout, PLOT_CONFIG);
       this.started = true;
     }
     this.div.dataset.points = String(cells);
@@ -349,5 +478,164 @@ export class HeatmapChart {
     this.div.dataset.steps = String((heatmap.step || []).length);
     this.div.dataset.nonfinite = String(nonfinite);
     this.div.dataset.stat = stat;
+  }
+}
+
+/**
+ * Shapes for the update-to-weight ratio: a shaded healthy band 1e-4 .. 1e-2 and a dashed line
+ * at the 1e-3 rule of thumb (CS231n). The chart's y axis is logarithmic.
+ */
+export function ratioBandShapes() {
+  return [
+    {
+      type: "rect",
+      xref: "paper",
+      x0: 0,
+      x1: 1,
+      yref: "y",
+      y0: 1e-4,
+      y1: 1e-2,
+      fillcolor: "rgba(21, 128, 61, 0.08)",
+      line: { width: 0 },
+      layer: "below",
+    },
+    {
+      type: "line",
+      xref: "paper",
+      x0: 0,
+      x1: 1,
+      yref: "y",
+      y0: 1e-3,
+      y1: 1e-3,
+      line: { color: "rgba(21, 128, 61, 0.7)", width: 1.2, dash: "dash" },
+    },
+  ];
+}
+
+/** A shaded x span (e.g. the warmup steps) over the whole plot height. */
+export function spanShape(x0, x1) {
+  return {
+    type: "rect",
+    xref: "x",
+    x0,
+    x1,
+    yref: "paper",
+    y0: 0,
+    y1: 1,
+    fillcolor: "rgba(37, 99, 235, 0.08)",
+    line: { width: 0 },
+    layer: "below",
+  };
+}
+
+/**
+ * Histograms over time as one heatmap: steps on x, bin centres on y, log10(1 + count) as colour.
+ * Every step has its own [lo, hi] range, so its bins are re-binned by centre onto one common grid
+ * of `rows` bins spanning all steps.
+ */
+export function histogramTraces(hist, rows = 64) {
+  const steps = hist.step || [];
+  const los = (hist.lo || []).map(toNumber);
+  const his = (hist.hi || []).map(toNumber);
+  let gLo = Infinity;
+  let gHi = -Infinity;
+  for (let j = 0; j < steps.length; j += 1) {
+    if (Number.isFinite(los[j]) && los[j] < gLo) gLo = los[j];
+    if (Number.isFinite(his[j]) && his[j] > gHi) gHi = his[j];
+  }
+  if (!Number.isFinite(gLo) || !Number.isFinite(gHi)) {
+    gLo = 0;
+    gHi = 1;
+  }
+  if (gHi <= gLo) gHi = gLo + 1;
+  const width = (gHi - gLo) / rows;
+  const centres = [];
+  for (let r = 0; r < rows; r += 1) centres.push(gLo + (r + 0.5) * width);
+  const counts = [];
+  for (let r = 0; r < rows; r += 1) counts.push(new Array(steps.length).fill(0));
+  let total = 0;
+  for (let j = 0; j < steps.length; j += 1) {
+    const row = (hist.counts && hist.counts[j]) || [];
+    const lo = los[j];
+    const hi = his[j];
+    if (!row.length || !Number.isFinite(lo) || !Number.isFinite(hi)) continue;
+    const binWidth = (hi - lo) / row.length;
+    for (let k = 0; k < row.length; k += 1) {
+      const count = toNumber(row[k]);
+      if (!count || !Number.isFinite(count)) continue;
+      const centre = lo + (k + 0.5) * binWidth;
+      const r = Math.min(rows - 1, Math.max(0, Math.floor((centre - gLo) / width)));
+      counts[r][j] += count;
+      total += count;
+    }
+  }
+  const z = counts.map((row) => row.map((count) => (count > 0 ? Math.log10(1 + count) : null)));
+  const name = plotlyText(hist.name || "");
+  const traces = [
+    {
+      type: "heatmap",
+      x: steps,
+      y: centres,
+      z,
+      customdata: counts,
+      colorscale: "Viridis",
+      hoverongaps: false,
+      colorbar: { title: { text: "log10(1+count)", side: "right" }, thickness: 12 },
+      hovertemplate: `step %{x}<br>value ≈ %{y:.3g}<br>count %{customdata}<extra>${name}</extra>`,
+    },
+  ];
+  const marks = { x: [], y: [], text: [] };
+  (hist.nonfinite || []).forEach((value, j) => {
+    const count = toNumber(value);
+    if (count) {
+      marks.x.push(steps[j]);
+      marks.y.push(gHi);
+      marks.text.push(`${formatValue(count)} non-finite values at step ${steps[j]}`);
+    }
+  });
+  if (marks.x.length) {
+    traces.push({
+      type: "scatter",
+      mode: "markers",
+      name: "non-finite",
+      ...marks,
+      marker: { symbol: "x", size: 9, color: NONFINITE_COLOR },
+      hovertemplate: "%{text}<extra></extra>",
+      showlegend: false,
+    });
+  }
+  return { traces, steps: steps.length, rows, total, nonfinite: marks.x.length };
+}
+
+/** Histograms of one tensor over time (see histogramTraces). */
+export class HistogramChart {
+  constructor(div) {
+    this.div = div;
+    this.started = false;
+  }
+
+  async render(hist) {
+    const { traces, steps, total, nonfinite } = histogramTraces(hist);
+    const layout = {
+      height: 320,
+      margin: { l: 64, r: 16, t: 16, b: 40 },
+      uirevision: `hist:${hist.name || ""}`,
+      xaxis: { title: { text: "step" }, zeroline: false },
+      yaxis: { title: { text: "value (bin centre)" }, zeroline: false, automargin: true },
+      paper_bgcolor: "#ffffff",
+      plot_bgcolor: "#f4f5f7",
+      font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12 },
+    };
+    if (!steps) layout.annotations = [{ ...EMPTY_NOTE, text: "no histograms for this layer" }];
+    if (this.started) {
+      await window.Plotly.react(this.div, traces, layout, PLOT_CONFIG);
+    } else {
+      await window.Plotly.newPlot(this.div, traces, layout, PLOT_CONFIG);
+      this.started = true;
+    }
+    this.div.dataset.points = String(steps);
+    this.div.dataset.total = String(total);
+    this.div.dataset.nonfinite = String(nonfinite);
+    this.div.dataset.name = hist.name || "";
   }
 }

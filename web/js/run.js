@@ -1,26 +1,168 @@
-// The run page: header, one chart per metric family, a layer x step heatmap, live over SSE.
+// The run page: header with trick summary, overview charts, one panel per trick (shown when its
+// series exist), per-layer heatmap + layer picker + histograms, live over SSE, zoom re-reads.
 
-import { FINAL_STATUSES, api, formatTime } from "./api.js";
-import { HeatmapChart, LineChart } from "./charts.js";
+import { FINAL_STATUSES, api, formatTime, toNumber } from "./api.js";
+import {
+  HeatmapChart,
+  HistogramChart,
+  LineChart,
+  plotlyReady,
+  ratioBandShapes,
+  spanShape,
+} from "./charts.js";
 import { clearError, el, setStatusBadge, showError } from "./dom.js";
 import { openLive } from "./live.js";
 
-const POINTS = 2000; // per-series budget of the initial read; the server downsamples to it
+const POINTS = 2000; // per-series budget of a read; the server downsamples to it
 const HEATMAP_POINTS = 400; // step columns of the heatmap
 const HEATMAP_REFRESH_MS = 2000; // live heatmap re-fetch at most this often
+const HIST_POINTS = 200; // histograms (steps) in the histogram-over-time view
+const HIST_REFRESH_MS = 5000;
+const EPS_DOMINANCE_TOP = 10; // layers drawn in the eps-dominance panel (highest last value)
+const CLIP_WINDOW = 100; // logged steps over which the share clipped is given
 
-/** The fixed charts: which series each one draws, in the order they are tried. */
-const CHARTS = [
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
+
+// Test and benchmark hooks (read-only observations plus a simulated network drop).
+const hooks = { firstChartAt: null, loadedAt: null };
+window.__trickscope = hooks;
+
+function markFirstChart() {
+  if (hooks.firstChartAt === null) {
+    hooks.firstChartAt = performance.now();
+    performance.mark("trickscope:first-chart");
+  }
+}
+
+/** The fixed overview charts (in the page's HTML). */
+const OVERVIEW = [
   { key: "loss", match: (name) => name.startsWith("loss"), ytitle: "loss" },
-  { key: "lr", match: (name) => name.startsWith("lr/"), ytitle: "learning rate" },
-  {
-    key: "acc",
-    match: (name) => name.startsWith("acc") || name.startsWith("eval/"),
-    ytitle: "value",
-    mode: "lines+markers",
-  },
   { key: "gradnorm", match: (name) => name === "grad_norm/total", ytitle: "‖g‖₂" },
 ];
+
+function blockStyle(state, name, kind) {
+  // DropPath: configured rate dashed, realised solid with markers, one colour per block.
+  const block = name.slice(`drop_path/${kind}/`.length);
+  if (!state.blockColour.has(block)) {
+    state.blockColour.set(block, PALETTE[state.blockColour.size % PALETTE.length]);
+  }
+  const color = state.blockColour.get(block);
+  return kind === "rate"
+    ? { line: { dash: "dash", color }, mode: "lines" }
+    : { line: { color }, marker: { color }, mode: "lines+markers" };
+}
+
+/**
+ * One panel per trick, in this order; each appears when its first series does. `match` picks
+ * the series, `title` names the card, `note` (optional) writes a line under the heading.
+ */
+const PANELS = [
+  {
+    key: "lr",
+    title: "Learning rate per param group (warmup shaded)",
+    match: (name) => name.startsWith("lr/"),
+    ytitle: "learning rate",
+    warmup: true,
+  },
+  {
+    key: "acc",
+    title: "Evaluation accuracy: raw vs EMA",
+    match: (name) => name.startsWith("acc") || (name.startsWith("eval/") && !name.startsWith("eval/loss")),
+    ytitle: "accuracy",
+    mode: "lines+markers",
+    style: (name) => (name.endsWith("_ema") ? { line: { dash: "dash" } } : {}),
+  },
+  {
+    key: "evalloss",
+    title: "Evaluation loss: raw vs EMA",
+    match: (name) => name.startsWith("eval/loss"),
+    ytitle: "loss",
+    mode: "lines+markers",
+    style: (name) => (name.endsWith("_ema") ? { line: { dash: "dash" } } : {}),
+  },
+  {
+    key: "ema",
+    title: "EMA distance ‖ν − θ‖ / ‖θ‖",
+    match: (name) => name === "ema/distance",
+    ytitle: "relative distance",
+    logy: true,
+  },
+  { key: "emadecay", title: "EMA decay per step", match: (name) => name.startsWith("ema/") && name !== "ema/distance", ytitle: "decay" },
+  {
+    key: "wd",
+    title: "Weight decay per group and per-step shrink lr·wd",
+    match: (name) => name.startsWith("wd/"),
+    ytitle: "decay",
+    logy: true,
+    style: (name) => (name.startsWith("wd/shrink/") ? { line: { dash: "dot" } } : {}),
+  },
+  {
+    key: "droppath",
+    title: "DropPath per block: configured rate (dashed) vs realised drop fraction",
+    match: (name) => name.startsWith("drop_path/"),
+    ytitle: "drop probability",
+    style: (name, state) => blockStyle(state, name, name.startsWith("drop_path/rate/") ? "rate" : "realised"),
+  },
+  {
+    key: "clip",
+    title: "Gradient clipping: pre- and post-clip norm, threshold",
+    match: (name) => ["clip/pre_norm", "clip/post_norm", "clip/threshold"].includes(name),
+    ytitle: "‖g‖₂",
+    style: (name) => (name === "clip/threshold" ? { line: { dash: "dash", color: "#6b7280" } } : {}),
+  },
+  {
+    key: "clipped",
+    title: "Clip coefficient and clipped steps",
+    match: (name) => name.startsWith("clip/"),
+    ytitle: "coefficient / clipped (0|1)",
+    style: (name) => (name === "clip/clipped" ? { mode: "markers", marker: { size: 4 } } : {}),
+    note: (chart) => clipNote(chart),
+  },
+  {
+    key: "accum",
+    title: "Gradient accumulation: micro-steps and effective batch",
+    match: (name) => name.startsWith("accum/"),
+    ytitle: "count",
+    logy: true,
+  },
+  {
+    key: "opt",
+    title: "Optimizer: momentum, Nesterov, betas per group",
+    match: (name) => /^opt\/(momentum|nesterov|beta1|beta2|dampening)\//.test(name),
+    ytitle: "value",
+  },
+  {
+    key: "optlr",
+    title: "Optimizer: effective step lr/(1−μ) and eps per group",
+    match: (name) => name.startsWith("opt/") && !name.startsWith("opt/eps_dominance/"),
+    ytitle: "value",
+    logy: true,
+  },
+  {
+    key: "epsdom",
+    title: `Adam ε dominance: share of elements where ε > √v̂ (top ${EPS_DOMINANCE_TOP} layers)`,
+    match: (name) => name.startsWith("opt/eps_dominance/"),
+    ytitle: "share",
+  },
+  { key: "amp", title: "AMP loss scale", match: (name) => name === "amp/scale", ytitle: "scale", logy: true },
+];
+
+/** Per-layer charts of the layer picker: which statistic goes where. */
+const LAYER_CHARTS = [
+  { key: "grad", id: "chart-layer-grad", logy: true, match: (stat) => stat.startsWith("grad_") && !/^grad_(nan|inf|zero_frac)$/.test(stat) },
+  { key: "weight", id: "chart-layer-weight", match: (stat) => stat.startsWith("weight_") },
+  { key: "ratio", id: "chart-update-ratio", logy: true, band: true, match: (stat) => stat === "update_ratio" },
+  { key: "health", id: "chart-layer-health", match: () => true },
+];
+
+function clipNote(chart) {
+  const stored = chart.store.get("clip/clipped");
+  if (!stored || !stored.x.length) return "";
+  const values = stored.v.slice(-CLIP_WINDOW).map(toNumber);
+  const clipped = values.filter((value) => value > 0).length;
+  const share = (100 * clipped) / values.length;
+  return `clipped on ${share.toFixed(0)}% of the last ${values.length} logged steps`;
+}
 
 function runIdFromPath() {
   const parts = window.location.pathname.split("/").filter(Boolean);
@@ -33,15 +175,26 @@ function familyOf(name) {
   return slash > 0 ? name.slice(0, slash) : name;
 }
 
-/** Where a series goes: {kind: "chart", key} | {kind: "layer", stat} | {kind: "other", family}. */
-function classify(name, state) {
-  const slash = name.indexOf("/");
-  if (slash > 0 && name !== "grad_norm/total") {
-    const stat = name.slice(0, slash);
-    const layer = name.slice(slash + 1);
-    if (state.layers.has(layer)) return { kind: "layer", stat };
+/** The declared layer a series name ends with, as {stat, layer}, or null. */
+function layerOf(name, state) {
+  if (name === "grad_norm/total") return null;
+  for (let at = name.indexOf("/"); at > 0; at = name.indexOf("/", at + 1)) {
+    const layer = name.slice(at + 1);
+    if (state.layers.has(layer)) return { stat: name.slice(0, at), layer };
   }
-  for (const chart of CHARTS) if (chart.match(name)) return { kind: "chart", key: chart.key };
+  return null;
+}
+
+/**
+ * Where a series goes: {kind: "overview", key} | {kind: "panel", key} | {kind: "layer", stat,
+ * layer} | {kind: "other", family}. ε dominance is per layer but has its own trick panel too.
+ */
+function classify(name, state) {
+  for (const chart of OVERVIEW) if (chart.match(name)) return { kind: "overview", key: chart.key };
+  if (name.startsWith("opt/eps_dominance/")) return { kind: "panel", key: "epsdom", ...layerOf(name, state) };
+  const layer = layerOf(name, state);
+  if (layer) return { kind: "layer", ...layer };
+  for (const panel of PANELS) if (panel.match(name)) return { kind: "panel", key: panel.key };
   return { kind: "other", family: familyOf(name) };
 }
 
@@ -66,6 +219,43 @@ function fillTable(table, object, emptyText) {
   }
 }
 
+/** The run's trick configuration (config.tricks) as one card per trick, all text. */
+function renderTricks(tricks) {
+  const box = document.getElementById("trick-summary");
+  box.replaceChildren();
+  const entries = tricks && typeof tricks === "object" ? Object.entries(tricks) : [];
+  if (!entries.length) {
+    box.append(el("p", { className: "muted", text: "no trick configuration recorded (config.tricks)" }));
+    return;
+  }
+  entries.sort(([a], [b]) => a.localeCompare(b));
+  for (const [trick, settings] of entries) {
+    const items = [];
+    if (settings && typeof settings === "object" && !Array.isArray(settings)) {
+      for (const [key, value] of Object.entries(settings)) {
+        items.push(el("li", {}, [el("span", { className: "k", text: key }), " ", el("span", { text: valueText(value) })]));
+      }
+    } else {
+      items.push(el("li", { text: valueText(settings) }));
+    }
+    box.append(el("div", { className: "trick", dataset: { trick } }, [el("h3", { text: trick }), el("ul", {}, items)]));
+  }
+}
+
+/** config.tricks.schedule.warmup_steps (or any warmup_steps under config.tricks), if positive. */
+function warmupSteps(config) {
+  const tricks = config && config.tricks;
+  if (!tricks || typeof tricks !== "object") return null;
+  const direct = tricks.schedule && tricks.schedule.warmup_steps;
+  if (typeof direct === "number" && direct > 0) return direct;
+  for (const value of Object.values(tricks)) {
+    if (value && typeof value === "object" && typeof value.warmup_steps === "number" && value.warmup_steps > 0) {
+      return value.warmup_steps;
+    }
+  }
+  return null;
+}
+
 function renderHeader(run) {
   document.title = `${run.name || run.id} · trickscope`;
   document.getElementById("run-name").textContent = run.name || run.id;
@@ -79,34 +269,92 @@ function renderHeader(run) {
   if (!(run.tags || []).length) tags.textContent = "\u2014";
   fillTable(document.getElementById("config-table"), run.config, "no config recorded");
   fillTable(document.getElementById("system-table"), run.system, "no system info recorded");
+  renderTricks(run.config && run.config.tricks);
 }
 
 function slug(text) {
   return text.replace(/[^A-Za-z0-9_-]/g, "_");
 }
 
+function windowReader(state) {
+  return (name, start, end) => api.points(state.runId, name, POINTS, start, end);
+}
+
+/** A card with a line chart, appended to `parent`; returns the chart. */
+function card(state, parent, { id, title, ytitle, mode, logy, shapes, style, note }) {
+  const div = el("div", { className: "chart", id });
+  const logButton = el("button", { className: "small", text: "log y", attrs: { type: "button" } });
+  const noteNode = el("p", { className: "note muted small-text" });
+  const section = el("section", { className: "card", id: `card-${id.slice("chart-".length)}` }, [
+    el("div", { className: "card-head" }, [el("h2", { text: title }), logButton]),
+    noteNode,
+    div,
+  ]);
+  parent.append(section);
+  const chart = new LineChart(div, {
+    ytitle,
+    mode,
+    logy,
+    shapes,
+    styleOf: style ? (name) => style(name, state) : undefined,
+    fetchWindow: windowReader(state),
+    onUpdate: (drawn) => {
+      markFirstChart();
+      if (note) noteNode.textContent = note(drawn);
+    },
+  });
+  logButton.addEventListener("click", () => chart.toggleLogY());
+  return chart;
+}
+
+/** The panel of a trick, created (and the Tricks section shown) on first need. */
+function panelChart(state, key) {
+  if (state.panels.has(key)) return state.panels.get(key);
+  const panel = PANELS.find((item) => item.key === key);
+  const container = document.getElementById("trick-panels");
+  const warmup = panel.warmup ? warmupSteps(state.run && state.run.config) : null;
+  const chart = card(state, container, {
+    id: `chart-${key}`,
+    title: panel.title,
+    ytitle: panel.ytitle,
+    mode: panel.mode,
+    logy: panel.logy,
+    style: panel.style,
+    note: panel.note || (warmup ? () => `warmup: steps 0…${warmup}` : undefined),
+    shapes: warmup ? [spanShape(0, warmup)] : undefined,
+  });
+  // Keep the cards in PANELS order whatever order their series arrive in.
+  const order = PANELS.map((item) => item.key);
+  const cards = [...container.children];
+  cards.sort((a, b) => order.indexOf(a.id.slice(5)) - order.indexOf(b.id.slice(5)));
+  container.replaceChildren(...cards);
+  document.getElementById("tricks-section").hidden = false;
+  state.panels.set(key, chart);
+  return chart;
+}
+
 /** A card for a family of "other" metrics, created on first need. */
 function otherChart(state, family) {
   if (state.other.has(family)) return state.other.get(family);
-  const div = el("div", { className: "chart", id: `chart-other-${slug(family)}` });
-  const logButton = el("button", { className: "small", text: "log y", attrs: { type: "button" } });
-  const card = el("section", { className: "card" }, [
-    el("div", { className: "card-head" }, [el("h2", { text: family }), logButton]),
-    div,
-  ]);
-  document.getElementById("other-charts").append(card);
   document.getElementById("other-section").hidden = false;
-  const chart = new LineChart(div, { ytitle: family, mode: "lines+markers" });
-  logButton.addEventListener("click", () => chart.toggleLogY());
+  const chart = card(state, document.getElementById("other-charts"), {
+    id: `chart-other-${slug(family)}`,
+    title: family,
+    ytitle: family,
+    mode: "lines+markers",
+  });
   state.other.set(family, chart);
   return chart;
 }
 
 function chartFor(where, state) {
-  if (where.kind === "chart") return state.charts.get(where.key);
+  if (where.kind === "overview") return state.charts.get(where.key);
+  if (where.kind === "panel") return panelChart(state, where.key);
   if (where.kind === "other") return otherChart(state, where.family);
   return null;
 }
+
+// ---- per-layer section ---------------------------------------------------------------------
 
 function updateStatOptions(state) {
   const select = document.getElementById("heatmap-stat");
@@ -121,7 +369,9 @@ async function refreshHeatmap(state) {
   try {
     const heatmap = await api.heatmap(state.runId, state.heatmapStat, HEATMAP_POINTS);
     for (const layer of heatmap.layers || []) state.layers.add(layer);
+    await plotlyReady();
     await state.heatmap.render(heatmap);
+    markFirstChart();
   } catch (error) {
     showError(`Could not load the ${state.heatmapStat} heatmap: ${error.message}`);
   }
@@ -136,6 +386,98 @@ function scheduleHeatmap(state) {
     state.heatmapTimer = null;
   }, wait);
 }
+
+/** Layers with per-layer series, in model order (declared first, then any others). */
+function pickableLayers(state) {
+  const declared = [...state.layers].filter((layer) => state.layerSeries.has(layer));
+  const rest = [...state.layerSeries.keys()].filter((layer) => !state.layers.has(layer)).sort();
+  return [...declared, ...rest];
+}
+
+function updateLayerOptions(state) {
+  const select = document.getElementById("layer-select");
+  const needle = document.getElementById("layer-filter").value.trim().toLowerCase();
+  const all = pickableLayers(state);
+  const shown = needle ? all.filter((layer) => layer.toLowerCase().includes(needle)) : all.slice();
+  const matches = shown.length;
+  // The selected layer stays listed (and selected) even when the filter hides it.
+  if (state.selectedLayer && !shown.includes(state.selectedLayer)) shown.unshift(state.selectedLayer);
+  const current = [...select.options].map((option) => option.value);
+  if (current.length !== shown.length || current.some((value, i) => value !== shown[i])) {
+    select.replaceChildren(...shown.map((layer) => el("option", { text: layer, attrs: { value: layer } })));
+  }
+  if (state.selectedLayer) select.value = state.selectedLayer;
+  document.getElementById("layer-count").textContent = needle
+    ? `${matches} of ${all.length} layers`
+    : `${all.length} layers`;
+}
+
+function layerChartKey(stat) {
+  return LAYER_CHARTS.find((chart) => chart.match(stat)).key;
+}
+
+/** Draw the line charts of one layer: fresh charts, one read per statistic of that layer. */
+function selectLayer(state, layer) {
+  state.selectedLayer = layer;
+  document.body.dataset.layer = layer || "";
+  updateLayerOptions(state);
+  for (const spec of LAYER_CHARTS) {
+    const old = state.layerCharts.get(spec.key);
+    const div = document.getElementById(spec.id);
+    if (old) {
+      old.retired = true;
+      if (window.Plotly) window.Plotly.purge(div);
+    }
+    div.dataset.points = "0";
+    const chart = new LineChart(div, {
+      ytitle: spec.key === "ratio" ? "‖Δw‖/‖w‖" : "value",
+      logy: spec.logy,
+      shapes: spec.band ? ratioBandShapes() : undefined,
+      fetchWindow: windowReader(state),
+      mode: "lines",
+    });
+    state.layerCharts.set(spec.key, chart);
+  }
+  const stats = layer ? [...(state.layerSeries.get(layer) || [])].sort() : [];
+  const byChart = new Map(LAYER_CHARTS.map((spec) => [spec.key, []]));
+  for (const stat of stats) byChart.get(layerChartKey(stat)).push(`${stat}/${layer}`);
+  for (const [key, names] of byChart) {
+    const chart = state.layerCharts.get(key);
+    // The reads start now; live points for this layer queue up behind the first draw.
+    const reads = Promise.all(names.map((name) => api.points(state.runId, name, POINTS)));
+    chart.enqueue(async () => {
+      const series = await reads;
+      await plotlyReady();
+      if (chart.retired) return; // another layer was picked meanwhile
+      await chart.draw(series);
+    });
+  }
+  refreshHistogram(state);
+}
+
+function histogramName(state) {
+  const kind = document.getElementById("hist-kind").value;
+  return state.selectedLayer ? `${kind}/${state.selectedLayer}` : null;
+}
+
+async function refreshHistogram(state) {
+  const name = histogramName(state);
+  state.histLastFetch = Date.now();
+  try {
+    await plotlyReady();
+    // Only names the run has: a speculative 404 would be noise in the console.
+    const hist =
+      name && state.histNames.has(name)
+        ? await api.histograms(state.runId, name, HIST_POINTS)
+        : { name: name || "", step: [], lo: [], hi: [], counts: [], nonfinite: [] };
+    if (name !== histogramName(state)) return; // the user moved on meanwhile
+    await state.hist.render(hist);
+  } catch (error) {
+    showError(`Could not load the histograms of ${name}: ${error.message}`);
+  }
+}
+
+// ---- live ----------------------------------------------------------------------------------
 
 function setLiveState(text) {
   const node = document.getElementById("live-state");
@@ -158,72 +500,145 @@ function onStatus(state, status) {
     state.live = null;
     setLiveState("ended");
     scheduleHeatmap(state);
+    if (state.histNames.size) refreshHistogram(state);
   }
+}
+
+function noteLayerSeries(state, stat, layer, name) {
+  if (stat.endsWith("_hist")) {
+    state.histNames.add(name);
+    return false;
+  }
+  if (!state.layerSeries.has(layer)) state.layerSeries.set(layer, new Set());
+  const stats = state.layerSeries.get(layer);
+  const isNew = !stats.has(stat);
+  stats.add(stat);
+  if (!state.layerStats.has(stat) && !stat.includes("/")) {
+    state.layerStats.add(stat);
+    updateStatOptions(state);
+  }
+  return isNew;
 }
 
 function onPoints(state, data) {
   const series = (data && data.series) || {};
+  let newLayers = false;
   for (const [name, columns] of Object.entries(series)) {
     const steps = columns.step || [];
     const values = columns.value || [];
     const where = classify(name, state);
-    if (where.kind === "layer") {
-      if (!state.layerStats.has(where.stat)) {
-        state.layerStats.add(where.stat);
-        updateStatOptions(state);
+    if (where.layer) {
+      const known = state.layerSeries.has(where.layer);
+      const isNew = noteLayerSeries(state, where.stat, where.layer, name);
+      newLayers = newLayers || !known;
+      if (where.layer === state.selectedLayer) {
+        if (isNew) {
+          selectLayer(state, where.layer); // a new statistic of the layer: redraw its charts
+        } else {
+          state.layerCharts.get(layerChartKey(where.stat)).extend(name, steps, values);
+        }
       }
       if (where.stat === state.heatmapStat) scheduleHeatmap(state);
-      continue;
+      if (where.kind === "layer") continue;
+      if (!state.epsShown.has(name)) {
+        if (state.epsShown.size >= EPS_DOMINANCE_TOP) continue;
+        state.epsShown.add(name);
+      }
     }
     chartFor(where, state).extend(name, steps, values);
+  }
+  if (newLayers) {
+    updateLayerOptions(state);
+    if (!state.selectedLayer) selectLayer(state, pickableLayers(state)[0]);
   }
   if (data && data.status) onStatus(state, data.status);
 }
 
+// ---- load ----------------------------------------------------------------------------------
+
 async function load() {
   const state = {
     runId: runIdFromPath(),
+    run: null,
     layers: new Set(),
     layerStats: new Set(),
+    layerSeries: new Map(),
+    histNames: new Set(),
+    epsShown: new Set(),
     charts: new Map(),
+    panels: new Map(),
     other: new Map(),
+    layerCharts: new Map(),
+    selectedLayer: null,
+    blockColour: new Map(),
     heatmap: new HeatmapChart(document.getElementById("chart-heatmap")),
+    hist: new HistogramChart(document.getElementById("chart-hist")),
     heatmapStat: "grad_norm",
     heatmapLastFetch: 0,
     heatmapTimer: null,
+    histLastFetch: 0,
     live: null,
   };
-  for (const chart of CHARTS) {
+  hooks.state = state;
+  hooks.dropLive = () => state.live && state.live.drop();
+  for (const chart of OVERVIEW) {
     const div = document.getElementById(`chart-${chart.key}`);
-    state.charts.set(chart.key, new LineChart(div, { ytitle: chart.ytitle, mode: chart.mode }));
+    state.charts.set(
+      chart.key,
+      new LineChart(div, {
+        ytitle: chart.ytitle,
+        fetchWindow: windowReader(state),
+        onUpdate: markFirstChart,
+      }),
+    );
   }
   for (const button of document.querySelectorAll("button[data-logy]")) {
     button.addEventListener("click", () => state.charts.get(button.dataset.logy).toggleLogY());
   }
+  for (const button of document.querySelectorAll("button[data-layer-logy]")) {
+    button.addEventListener("click", () => state.layerCharts.get(button.dataset.layerLogy).toggleLogY());
+  }
 
   let run;
   let seriesList;
+  let histNames;
   try {
-    [run, { series: seriesList }] = await Promise.all([api.run(state.runId), api.series(state.runId)]);
+    [run, { series: seriesList }, { names: histNames }] = await Promise.all([
+      api.run(state.runId),
+      api.series(state.runId),
+      api.histogramNames(state.runId),
+    ]);
   } catch (error) {
     document.getElementById("run-name").textContent = "Run not available";
     showError(error.status === 404 ? `No run with id ${state.runId}.` : error.message);
     return;
   }
+  state.run = run;
+  for (const name of histNames || []) state.histNames.add(name);
   renderHeader(run);
   for (const layer of run.layers || []) state.layers.add(layer);
 
-  // Group the series by chart; per-layer ones only feed the heatmap.
+  // Group the series by chart; per-layer ones feed the heatmap and the layer picker.
   const groups = new Map();
+  const epsCandidates = [];
   for (const item of seriesList || []) {
     const where = classify(item.name, state);
-    if (where.kind === "layer") {
-      state.layerStats.add(where.stat);
+    if (where.layer) noteLayerSeries(state, where.stat, where.layer, item.name);
+    if (where.kind === "layer") continue;
+    if (where.key === "epsdom") {
+      epsCandidates.push(item);
       continue;
     }
-    const key = where.kind === "chart" ? where.key : `other:${where.family}`;
+    const key = where.kind === "other" ? `other:${where.family}` : `${where.kind}:${where.key}`;
     if (!groups.has(key)) groups.set(key, { where, names: [] });
     groups.get(key).names.push(item.name);
+  }
+  if (epsCandidates.length) {
+    // ε dominance exists per layer: the panel shows the layers where it is highest.
+    epsCandidates.sort((a, b) => (toNumber(b.last_value) || 0) - (toNumber(a.last_value) || 0));
+    const top = epsCandidates.slice(0, EPS_DOMINANCE_TOP).map((item) => item.name);
+    for (const name of top) state.epsShown.add(name);
+    groups.set("panel:epsdom", { where: { kind: "panel", key: "epsdom" }, names: top });
   }
   if (!state.layerStats.has(state.heatmapStat) && state.layerStats.size) {
     state.heatmapStat = [...state.layerStats].sort()[0];
@@ -254,19 +669,36 @@ async function load() {
   }
   if (!Number.isFinite(cursor)) cursor = 0;
 
+  try {
+    await plotlyReady();
+  } catch (error) {
+    showError(error.message);
+    return;
+  }
   const draws = [];
-  for (const chart of CHARTS) {
-    const group = groups.get(chart.key);
+  for (const chart of OVERVIEW) {
+    const group = groups.get(`overview:${chart.key}`);
     const series = group ? group.names.map((name) => byName.get(name)).filter(Boolean) : [];
     draws.push(state.charts.get(chart.key).init(series));
   }
   for (const group of groups.values()) {
-    if (group.where.kind !== "other") continue;
+    if (group.where.kind === "overview") continue;
     const series = group.names.map((name) => byName.get(name)).filter(Boolean);
-    draws.push(otherChart(state, group.where.family).init(series));
+    draws.push(chartFor(group.where, state).init(series));
   }
+
+  // The layer picker: a filter box narrowing a select of the layers in model order.
+  document.getElementById("layer-filter").addEventListener("input", () => updateLayerOptions(state));
+  document.getElementById("layer-select").addEventListener("change", (event) => {
+    selectLayer(state, event.target.value);
+  });
+  document.getElementById("hist-kind").addEventListener("change", () => refreshHistogram(state));
+  const first = pickableLayers(state)[0] || null;
+  selectLayer(state, first);
+
   await Promise.all([...draws, heatmapLoad]);
   clearError();
+  hooks.loadedAt = performance.now();
   document.body.dataset.loaded = "true";
 
   if (FINAL_STATUSES.has(run.status)) {
@@ -274,7 +706,12 @@ async function load() {
     return;
   }
   state.live = openLive(state.runId, cursor, {
-    onPoints: (data) => onPoints(state, data),
+    onPoints: (data) => {
+      onPoints(state, data);
+      if (state.histNames.size && Date.now() - state.histLastFetch > HIST_REFRESH_MS) {
+        refreshHistogram(state);
+      }
+    },
     onStatus: (status) => onStatus(state, status),
     onState: (text) => setLiveState(text === "closed" && !state.live ? "ended" : text),
   });
