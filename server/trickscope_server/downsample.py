@@ -8,18 +8,18 @@ chart exists to show, so they are never left to chance: they are kept explicitly
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 from tsdownsample import MinMaxDownsampler, MinMaxLTTBDownsampler
 
 # tsdownsample panics (a BaseException, uncatchable as Exception) below these sizes.
 _MIN_LTTB = 3
-_MIN_MINMAX = 2
+_MIN_MINMAX = 4  # MinMaxDownsampler panics with fewer than 2 bins (n_out < 4)
 
 
-def dedupe_latest(
-    steps: NDArray[np.int64], *columns: NDArray[np.float64]
-) -> tuple[NDArray[np.int64], ...]:
+def dedupe_latest(steps: NDArray[np.int64], *columns: NDArray[Any]) -> tuple[NDArray[Any], ...]:
     """Sort by step and keep, for a step logged more than once, the latest write.
 
     ``steps`` and ``columns`` are in ingest order (chunk id, then position in the chunk).
@@ -70,8 +70,16 @@ def downsample(
         y = values[finite_idx]
         lttb_n = max(room // 2, _MIN_LTTB)
         minmax_n = max((room - lttb_n) // 2 * 2, _MIN_MINMAX)
-        parts = [MinMaxLTTBDownsampler().downsample(x, y, n_out=lttb_n)]
+        parts = [
+            MinMaxLTTBDownsampler().downsample(  # type: ignore[no-untyped-call]
+                x, y, n_out=lttb_n
+            )
+        ]
         if room - lttb_n >= _MIN_MINMAX:
-            parts.append(MinMaxDownsampler().downsample(x, y, n_out=minmax_n))
+            parts.append(
+                MinMaxDownsampler().downsample(  # type: ignore[no-untyped-call]
+                    x, y, n_out=minmax_n
+                )
+            )
         chosen = finite_idx[np.unique(np.concatenate(parts).astype(np.intp))]
     return np.unique(np.concatenate([chosen, keep_nonfinite]).astype(np.intp))

@@ -81,3 +81,11 @@ class UnsupportedEncodingError(TrickscopeError):
     status = 415
     title = "Unsupported content encoding"
     slug = "unsupported-content-encoding"
+
+
+class ExportUnavailableError(TrickscopeError):
+    """An export format whose optional dependency is not installed."""
+
+    status = 501
+    title = "Export format unavailable"
+    slug = "export-unavailable"

@@ -59,10 +59,41 @@ class SeriesPoints(BaseModel):
     name: str
     step: list[int]
     value: list[FloatOrToken]
-    wall_time: list[float]
+    wall_time: list[FloatOrToken] | None  # only with ``wall_time=true``
     downsampled: bool
     total: int
     cursor: int
+
+
+class RunSeriesPoints(SeriesPoints):
+    """``SeriesPoints`` of one run of a comparison."""
+
+    run_id: str
+
+
+class CompareSeries(BaseModel):
+    """The same series of several runs (``GET /compare/series``)."""
+
+    name: str
+    runs: list[RunSeriesPoints]
+
+
+class Histograms(BaseModel):
+    """Histograms of one name over steps: ``counts[step_index][bin]`` over ``[lo, hi]``."""
+
+    name: str
+    bins: int
+    step: list[int]
+    lo: list[FloatOrToken]
+    hi: list[FloatOrToken]
+    counts: list[list[float]]
+    nonfinite: list[float]
+
+
+class HistogramNames(BaseModel):
+    """Names of a run's histograms."""
+
+    names: list[str]
 
 
 class Heatmap(BaseModel):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from starlette.background import BackgroundTask
 
 from trickscope_server.api.deps import BroadcasterDep, DatabaseDep, RunId, SettingsDep
 from trickscope_server.api.responses import OrjsonResponse
 from trickscope_server.config import Settings
 from trickscope_server.errors import InvalidPayloadError, PayloadTooLargeError
 from trickscope_server.schemas import IngestResult
-from trickscope_server.services import ingest
+from trickscope_server.services import compact, ingest
 from trickscope_server.storage import Database
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
@@ -74,7 +75,7 @@ async def _read_body(request: Request, *, max_bytes: int) -> bytes:
 
 def _decode_and_store(
     db: Database, settings: Settings, run_id: str, body: bytes, encoding: str | None
-) -> tuple[int, bool]:
+) -> ingest.IngestOutcome:
     raw = ingest.decompress(body, encoding=encoding, max_bytes=settings.max_body_bytes)
     batch = ingest.parse_batch(raw, max_points=settings.max_batch_points)
     return ingest.ingest_batch(db, run_id=run_id, batch=batch)
@@ -91,9 +92,17 @@ async def post_points(
     """Store a point batch in one transaction; a re-sent ``batch_id`` changes nothing."""
     body = await _read_body(request, max_bytes=settings.max_body_bytes)
     # Decoding and the database work leave the event loop free for SSE streams.
-    accepted, duplicate = await run_in_threadpool(
+    outcome = await run_in_threadpool(
         _decode_and_store, db, settings, run_id, body, request.headers.get("content-encoding")
     )
-    if not duplicate:
+    if not outcome.duplicate:
         live.publish(run_id)  # after the commit, so listeners find the points
-    return OrjsonResponse({"accepted": accepted, "duplicate": duplicate})
+    # Compaction runs after the answer is sent, so it never delays an acknowledgement.
+    background = (
+        BackgroundTask(compact.compact_series, db, series_ids=outcome.compact)
+        if outcome.compact
+        else None
+    )
+    return OrjsonResponse(
+        {"accepted": outcome.accepted, "duplicate": outcome.duplicate}, background=background
+    )

@@ -45,6 +45,12 @@ def run_page(run_id: RunId, settings: SettingsDep) -> FileResponse:
     return _page(settings.web_dir, "run.html")
 
 
+@router.get("/compare")
+def compare_page(settings: SettingsDep) -> FileResponse:
+    """Several runs overlaid (the page reads ``runs=a,b,...`` from its URL)."""
+    return _page(settings.web_dir, "compare.html")
+
+
 @router.get("/static/vendor/plotly.min.js")
 def plotly_js() -> FileResponse:
     """The Plotly bundle, cached long: it changes only when the plotly package does."""

@@ -5,11 +5,21 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
 
 from trickscope_server.api.deps import DatabaseDep, RunId, SettingsDep
 from trickscope_server.api.responses import OrjsonResponse
-from trickscope_server.schemas import Heatmap, RunOut, RunPage, SeriesList, SeriesPoints
-from trickscope_server.services import query, runs
+from trickscope_server.schemas import (
+    CompareSeries,
+    Heatmap,
+    HistogramNames,
+    Histograms,
+    RunOut,
+    RunPage,
+    SeriesList,
+    SeriesPoints,
+)
+from trickscope_server.services import export, query, runs
 from trickscope_wire import LayersDeclare, RunCreate, RunFinish
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
@@ -39,10 +49,29 @@ def get_runs(
     project: str | None = None,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=runs.MAX_PAGE)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    tag: Annotated[list[str] | None, Query(max_length=256)] = None,
+    config: Annotated[list[str] | None, Query(max_length=1024)] = None,
+    metric: Annotated[list[str] | None, Query(max_length=1024)] = None,
+    sort: Annotated[str, Query(max_length=600)] = "-created_at",
 ) -> RunPage:
-    """Runs newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
-    return runs.list_runs(db, project=project, status=status, limit=limit, cursor=cursor)
+    """Runs filtered and sorted; pass ``next_cursor`` as ``cursor`` for the next page.
+
+    ``tag`` (all must match), ``config=<dotted.key>:<value>``, ``metric=<name><op><number>``
+    repeat; ``sort`` is created_at, name, status, config:<key> or metric:<name>, ``-`` for
+    descending.
+    """
+    return runs.list_runs(
+        db,
+        project=project,
+        status=status,
+        limit=limit,
+        cursor=cursor,
+        tags=tag,
+        config=config,
+        metrics=metric,
+        sort=sort,
+    )
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
@@ -73,11 +102,61 @@ def get_points(
     start: int | None = None,
     end: int | None = None,
     points: int | None = None,
+    wall_time: bool = False,
 ) -> Response:
     """One series in a step window, downsampled to ``points`` (exact when it fits)."""
     body = query.read_points(
         db,
         run_id=run_id,
+        name=name,
+        start=start,
+        end=end,
+        points=points if points is not None else settings.default_points,
+        max_points=settings.max_points,
+        wall_time=wall_time,
+    )
+    return OrjsonResponse(body)
+
+
+@router.get("/runs/{run_id}/histograms", response_model=Histograms)
+def get_histograms(
+    run_id: RunId,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    name: Annotated[str, Query(min_length=1, max_length=512)],
+    points: int | None = None,
+) -> Response:
+    """Histograms of one name (e.g. ``grad_hist/fc.weight``), thinned evenly over steps."""
+    body = query.read_histograms(
+        db,
+        run_id=run_id,
+        name=name,
+        points=points if points is not None else 100,
+        max_points=settings.max_points,
+    )
+    return OrjsonResponse(body)
+
+
+@router.get("/runs/{run_id}/histograms/names", response_model=HistogramNames)
+def get_histogram_names(run_id: RunId, db: DatabaseDep) -> HistogramNames:
+    """Names of the run's histograms."""
+    return HistogramNames(names=query.list_histograms(db, run_id=run_id))
+
+
+@router.get("/compare/series", response_model=CompareSeries)
+def get_compare_series(
+    db: DatabaseDep,
+    settings: SettingsDep,
+    runs_: Annotated[str, Query(alias="runs", min_length=1, max_length=4096)],
+    name: Annotated[str, Query(min_length=1, max_length=512)],
+    start: int | None = None,
+    end: int | None = None,
+    points: int | None = None,
+) -> Response:
+    """One series of several runs (``runs=a,b,...``), each downsampled to ``points``."""
+    body = query.read_compare(
+        db,
+        run_ids=[r.strip() for r in runs_.split(",")],
         name=name,
         start=start,
         end=end,
@@ -104,3 +183,31 @@ def get_heatmap(
         max_points=settings.max_points,
     )
     return OrjsonResponse(body)
+
+
+@router.get(
+    "/runs/{run_id}/export.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def get_export_csv(run_id: RunId, db: DatabaseDep) -> StreamingResponse:
+    """Every point of the run as CSV (``series,step,value,wall_time``), streamed."""
+    return StreamingResponse(
+        export.export_csv(db, run_id=run_id),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}.csv"'},
+    )
+
+
+@router.get(
+    "/runs/{run_id}/export.parquet",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/vnd.apache.parquet": {}}}},
+)
+def get_export_parquet(run_id: RunId, db: DatabaseDep) -> StreamingResponse:
+    """Every point of the run as Parquet (the CSV's columns), streamed in row groups."""
+    return StreamingResponse(
+        export.export_parquet(db, run_id=run_id),
+        media_type="application/vnd.apache.parquet",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}.parquet"'},
+    )

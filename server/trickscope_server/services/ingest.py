@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import time
 import zlib
 from dataclasses import dataclass
@@ -21,15 +22,22 @@ from numpy.typing import NDArray
 from trickscope_server.errors import (
     InvalidPayloadError,
     PayloadTooLargeError,
+    RunNotFoundError,
     UnsupportedEncodingError,
 )
+from trickscope_server.services._chunks import DIGEST_MIN, digest
 from trickscope_server.services._convert import F64, I64
-from trickscope_server.services.runs import check_wire_version, require_run
+from trickscope_server.services.runs import check_wire_version
 from trickscope_server.storage import Database
 from trickscope_server.storage import points as store
 
 _MAX_BATCH_ID = 128
 _MAX_NAME = 512
+MAX_HISTOGRAM_BINS = 4096
+
+# A series with this many chunks stored since its last compaction gets compacted after the batch
+# that crossed the bound is acknowledged (the agent flushes every 0.5 s: ~30 s of small chunks).
+COMPACT_AFTER_CHUNKS = 64
 
 
 @dataclass(frozen=True)
@@ -45,12 +53,36 @@ class DecodedSeries:
 
 
 @dataclass(frozen=True)
+class DecodedHistograms:
+    """Histograms of one name at several steps."""
+
+    name: str
+    bins: int
+    steps: NDArray[np.int64]
+    lo: NDArray[np.float64]
+    hi: NDArray[np.float64]
+    counts: NDArray[np.float64]  # (len(steps), bins)
+    nonfinite: NDArray[np.float64]
+    times: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
 class DecodedBatch:
     """A validated point batch."""
 
     batch_id: str
     series: list[DecodedSeries]
     points: int
+    histograms: list[DecodedHistograms] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What a stored batch did: points accepted, duplicate or not, series due for compaction."""
+
+    accepted: int
+    duplicate: bool
+    compact: list[int]
 
 
 def decompress(body: bytes, *, encoding: str | None, max_bytes: int) -> bytes:
@@ -144,11 +176,71 @@ def parse_batch(body: bytes, *, max_points: int) -> DecodedBatch:
                 values=np.frombuffer(values, dtype=F64),
             )
         )
-    return DecodedBatch(batch_id=batch_id, series=decoded, points=points)
+    histograms = _parse_histograms(data.get("histograms", []), points=points, max_points=max_points)
+    return DecodedBatch(batch_id=batch_id, series=decoded, points=points, histograms=histograms)
+
+
+def _parse_histograms(raw: Any, *, points: int, max_points: int) -> list[DecodedHistograms]:
+    if not isinstance(raw, list):
+        raise _fail(["body", "histograms"], "must be a list of histogram columns")
+    out: list[DecodedHistograms] = []
+    cells = points
+    for i, item in enumerate(raw):
+        loc: list[str | int] = ["body", "histograms", i]
+        if not isinstance(item, dict):
+            raise _fail(loc, f"must be an object, got {type(item).__name__}")
+        name = item.get("name")
+        if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME:
+            raise _fail([*loc, "name"], f"must be a string of 1 to {_MAX_NAME} characters")
+        bins = item.get("bins")
+        if (
+            isinstance(bins, bool)
+            or not isinstance(bins, int)
+            or not 1 <= bins <= MAX_HISTOGRAM_BINS
+        ):
+            raise _fail([*loc, "bins"], f"must be an integer from 1 to {MAX_HISTOGRAM_BINS}")
+        cols = {
+            key: _column(item.get(key), [*loc, key], name)
+            for key in ("steps", "lo", "hi", "counts", "nonfinite", "times")
+        }
+        n = len(cols["steps"]) // 8
+        for key in ("lo", "hi", "nonfinite", "times"):
+            if len(cols[key]) // 8 != n:
+                raise _fail([*loc, key], f"histograms {name!r}: needs {n} values, one per step")
+        if len(cols["counts"]) // 8 != n * bins:
+            raise _fail(
+                [*loc, "counts"], f"histograms {name!r}: needs {n} x {bins} counts (steps x bins)"
+            )
+        cells += n * bins
+        if cells > max_points:
+            raise PayloadTooLargeError(
+                f"batch holds more than the server's limit of {max_points} points and histogram "
+                "bins (TRICKSCOPE_MAX_BATCH_POINTS): send smaller batches"
+            )
+        counts = np.frombuffer(cols["counts"], dtype=F64).reshape(n, bins)
+        nonfinite = np.frombuffer(cols["nonfinite"], dtype=F64)
+        times = np.frombuffer(cols["times"], dtype=F64)
+        if not (np.isfinite(counts).all() and np.isfinite(nonfinite).all()):
+            raise _fail([*loc, "counts"], f"histograms {name!r}: counts must be finite")
+        if not np.isfinite(times).all():
+            raise _fail([*loc, "times"], f"histograms {name!r}: times must be finite")
+        out.append(
+            DecodedHistograms(
+                name=name,
+                bins=bins,
+                steps=np.frombuffer(cols["steps"], dtype=I64),
+                lo=np.frombuffer(cols["lo"], dtype=F64),
+                hi=np.frombuffer(cols["hi"], dtype=F64),
+                counts=counts,
+                nonfinite=nonfinite,
+                times=times,
+            )
+        )
+    return out
 
 
 def _summaries(
-    series: DecodedSeries, run_id: str, series_id: int
+    series: DecodedSeries, run_id: str, series_id: int, seq: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     steps, values = series.steps, series.values
     finite = np.isfinite(values)
@@ -159,6 +251,7 @@ def _summaries(
     # The last value is the one at the highest step; of equal steps, the later position wins.
     last = steps.size - 1 - int(np.argmax(steps[::-1]))
     step_min, step_max = int(steps.min()), int(steps.max())
+    dig = digest(steps, values)
     chunk = {
         "run_id": run_id,
         "series_id": series_id,
@@ -170,6 +263,11 @@ def _summaries(
         "steps": series.steps_raw,
         "values": series.values_raw,
         "times": series.times_raw,
+        "seq": seq,
+        "seq_lo": seq,
+        "origins": None,
+        "dsteps": None if dig is None else dig[0],
+        "dvalues": None if dig is None else dig[1],
     }
     summary = {
         "b_id": series_id,
@@ -184,27 +282,126 @@ def _summaries(
     return chunk, summary
 
 
-def ingest_batch(db: Database, *, run_id: str, batch: DecodedBatch) -> tuple[int, bool]:
-    """Store a batch in one transaction; returns (points accepted, whether it was a duplicate).
+def _all_summaries(
+    series: list[DecodedSeries], ids: dict[str, int], run_id: str, seq: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Chunk rows and summary rows of a batch's series.
+
+    The common batch (finite values, strictly increasing steps per series) is summarised with one
+    ``reduceat`` per statistic over all series at once instead of a dozen small numpy calls per
+    series; anything else takes the per-series path.
+    """
+    if len(series) < 8:
+        pairs = [_summaries(s, run_id, ids[s.name], seq) for s in series]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    sizes = np.fromiter((s.steps.size for s in series), dtype=np.intp, count=len(series))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    steps = np.concatenate([s.steps for s in series])
+    values = np.concatenate([s.values for s in series])
+    rising = np.diff(steps) > 0
+    rising[starts[1:] - 1] = True  # a series boundary is not a step back
+    if not (np.isfinite(values).all() and rising.all()):
+        pairs = [_summaries(s, run_id, ids[s.name], seq) for s in series]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    ends = starts + sizes - 1
+    first_steps = steps[starts].tolist()
+    last_steps = steps[ends].tolist()
+    last_values = values[ends].tolist()
+    vmins = np.minimum.reduceat(values, starts).tolist()
+    vmaxs = np.maximum.reduceat(values, starts).tolist()
+    counts = sizes.tolist()
+    chunks, summaries = [], []
+    for i, s in enumerate(series):
+        sid = ids[s.name]
+        dig = digest(s.steps, s.values) if counts[i] >= DIGEST_MIN else None
+        chunks.append(
+            {
+                "run_id": run_id,
+                "series_id": sid,
+                "step_min": first_steps[i],
+                "step_max": last_steps[i],
+                "count": counts[i],
+                "vmin": vmins[i],
+                "vmax": vmaxs[i],
+                "steps": s.steps_raw,
+                "values": s.values_raw,
+                "times": s.times_raw,
+                "seq": seq,
+                "seq_lo": seq,
+                "origins": None,
+                "dsteps": None if dig is None else dig[0],
+                "dvalues": None if dig is None else dig[1],
+            }
+        )
+        summaries.append(
+            {
+                "b_id": sid,
+                "b_count": counts[i],
+                "b_first": first_steps[i],
+                "b_last": last_steps[i],
+                "b_last_value": last_values[i],
+                "b_min": vmins[i],
+                "b_max": vmaxs[i],
+                "b_nonfinite": None,
+            }
+        )
+    return chunks, summaries
+
+
+def _histogram_rows(run_id: str, batch: DecodedBatch) -> list[dict[str, Any]]:
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for h in batch.histograms:
+        for i in range(h.steps.size):
+            # Later in the batch wins, as a later batch does (one row per (name, step)).
+            rows[(h.name, int(h.steps[i]))] = {
+                "run_id": run_id,
+                "name": h.name,
+                "step": int(h.steps[i]),
+                "bins": h.bins,
+                "lo": float(h.lo[i]),
+                "hi": float(h.hi[i]),
+                "counts": h.counts[i].astype(F64).tobytes(),
+                "nonfinite": float(h.nonfinite[i]),
+                "wall_time": float(h.times[i]),
+            }
+    return list(rows.values())
+
+
+def ingest_batch(db: Database, *, run_id: str, batch: DecodedBatch) -> IngestOutcome:
+    """Store a batch in one transaction, acknowledged only after the commit.
 
     A batch id the run has already seen changes nothing, which makes agent retries and journal
-    replays safe.
+    replays safe. The outcome names the series due for compaction (see ``services/compact.py``).
     """
     now = time.time()
+    try:
+        return _store_batch(db, run_id=run_id, batch=batch, now=now)
+    except _Duplicate:
+        return IngestOutcome(0, True, [])
+
+
+class _Duplicate(Exception):
+    """Raised inside the transaction to roll it back: the batch was stored before."""
+
+
+def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) -> IngestOutcome:
     with db.transaction() as session:
-        require_run(session, run_id)
+        seq = store.next_seq(session, run_id=run_id, now=now)
+        if seq is None:
+            raise RunNotFoundError(
+                f"run {run_id!r} does not exist: create it with PUT /api/v1/runs/{run_id} first"
+            )
         if not store.record_batch(
             session, run_id=run_id, batch_id=batch.batch_id, points=batch.points, now=now
         ):
-            return 0, True
+            raise _Duplicate  # roll back the sequence number taken above: nothing changes
         nonempty = [s for s in batch.series if s.steps.size]
         ids = store.ensure_series(session, run_id=run_id, names=[s.name for s in nonempty])
-        chunks, summaries = [], []
-        for s in nonempty:
-            chunk, summary = _summaries(s, run_id, ids[s.name])
-            chunks.append(chunk)
-            summaries.append(summary)
+        chunks, summaries = _all_summaries(nonempty, ids, run_id, seq)
         store.insert_chunks(session, chunks)
         store.update_summaries(session, summaries)
-        store.touch_run(session, run_id=run_id, now=now)
-    return batch.points, False
+        store.upsert_histograms(session, _histogram_rows(run_id, batch))
+        due = store.series_needing_compaction(
+            session, series_ids=list(ids.values()), bound=COMPACT_AFTER_CHUNKS
+        )
+    return IngestOutcome(batch.points, False, due)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,9 +11,10 @@ from numpy.typing import NDArray
 
 from trickscope_server.downsample import dedupe_latest, downsample
 from trickscope_server.errors import InvalidPayloadError, SeriesNotFoundError
+from trickscope_server.services._chunks import DIGEST_BLOCK, decode_origins
 from trickscope_server.services._convert import F64, I64, concat, json_values
 from trickscope_server.services.runs import require_run
-from trickscope_server.storage import Database
+from trickscope_server.storage import Database, Session
 from trickscope_server.storage import points as store
 from trickscope_server.storage import runs as run_store
 from trickscope_wire import finite_or_token
@@ -30,6 +32,150 @@ def check_budget(points: int, *, max_points: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    steps: NDArray[np.int64]
+    values: NDArray[np.float64]
+    times: NDArray[np.float64] | None
+    total: int  # points in the window (digests stand for more points than they hold)
+
+
+def _isolated(metas: list[store.ChunkMeta]) -> set[int]:
+    # Chunks whose step range overlaps no other chunk's: no re-logged step can hide in them.
+    order = sorted(metas, key=lambda m: (m.step_min, m.step_max))
+    out: set[int] = set()
+    reach = None
+    for i, m in enumerate(order):
+        after_ok = i + 1 == len(order) or order[i + 1].step_min > m.step_max
+        if (reach is None or reach < m.step_min) and after_ok:
+            out.add(m.id)
+        reach = m.step_max if reach is None else max(reach, m.step_max)
+    return out
+
+
+def _load(
+    session: Session,
+    *,
+    series_id: int,
+    start: int | None,
+    end: int | None,
+    cursor: int,
+    budget: int,
+    want_times: bool,
+) -> _Loaded:
+    """The series' points in [start, end] as of ``cursor``, deduplicated, sorted by step.
+
+    On a coarse read (``DIGEST_BLOCK`` or more points per requested point) chunks that lie wholly
+    inside the window, overlap no other chunk and have a digest contribute their digest instead of
+    their points: the extremes of every block survive, at 1/32 of the bytes.
+    """
+    metas = store.chunk_meta(session, series_id=series_id, start=start, end=end, cursor=cursor)
+    use_digest: list[store.ChunkMeta] = []
+    if not want_times and sum(m.count for m in metas) > budget * DIGEST_BLOCK:
+        isolated = _isolated(metas)
+        use_digest = [
+            m
+            for m in metas
+            if m.has_digest
+            and m.id in isolated
+            and m.seq <= cursor
+            and (start is None or m.step_min >= start)
+            and (end is None or m.step_max <= end)
+        ]
+        # Digests only where the points they stand for alone overflow the budget, so the answer
+        # is "downsampled" whatever the other chunks hold.
+        if sum(m.count for m in use_digest) <= 2 * budget:
+            use_digest = []
+    skip = {m.id for m in use_digest}
+    data = store.chunk_data(
+        session, ids=[m.id for m in metas if m.id not in skip], times=want_times
+    )
+    step_parts, value_parts, time_parts = [], [], []
+    for c in data:
+        steps = np.frombuffer(c.steps, dtype=I64)
+        values = np.frombuffer(c.values, dtype=F64)
+        times = np.frombuffer(c.times, dtype=F64) if c.times is not None else None
+        if c.seq > cursor:
+            # A chunk compacted after the cursor was read: keep only what the cursor covers.
+            keep = decode_origins(c.origins, seq=c.seq, count=steps.size) <= cursor
+            steps, values = steps[keep], values[keep]
+            times = times[keep] if times is not None else None
+        step_parts.append(steps)
+        value_parts.append(values)
+        if times is not None:
+            time_parts.append(times)
+    if step_parts:
+        steps = np.concatenate(step_parts)
+        values = np.concatenate(value_parts)
+        if want_times:
+            steps, values, times_all = dedupe_latest(steps, values, np.concatenate(time_parts))
+        else:
+            steps, values = dedupe_latest(steps, values)
+            times_all = None
+    else:
+        steps, values = np.empty(0, I64), np.empty(0, F64)
+        times_all = np.empty(0, F64) if want_times else None
+    lo = 0 if start is None else int(np.searchsorted(steps, start, "left"))
+    hi = steps.size if end is None else int(np.searchsorted(steps, end, "right"))
+    steps, values = steps[lo:hi], values[lo:hi]
+    times_all = times_all[lo:hi] if times_all is not None else None
+    total = int(steps.size)
+    if use_digest:
+        digests = store.chunk_digests(session, ids=[m.id for m in use_digest])
+        total += sum(m.count for m in use_digest)
+        steps = np.concatenate([steps, *(np.frombuffer(d[0], dtype=I64) for d in digests)])
+        values = np.concatenate([values, *(np.frombuffer(d[1], dtype=F64) for d in digests)])
+        order = np.argsort(steps, kind="stable")
+        steps, values = steps[order], values[order]
+    return _Loaded(steps, values, times_all, total)
+
+
+def _check_window(start: int | None, end: int | None) -> None:
+    if start is not None and end is not None and start > end:
+        raise InvalidPayloadError(
+            f"start ({start}) must not be greater than end ({end})",
+            errors=[{"loc": ["query", "start"], "msg": "must not be greater than end"}],
+        )
+
+
+def _series_points(
+    session: Session,
+    *,
+    run_id: str,
+    name: str,
+    start: int | None,
+    end: int | None,
+    points: int,
+    wall_time: bool,
+) -> dict[str, Any]:
+    series = store.get_series(session, run_id=run_id, name=name)
+    if series is None:
+        raise SeriesNotFoundError(
+            f"run {run_id!r} has no series {name!r}: GET /api/v1/runs/{run_id}/series lists them"
+        )
+    # The cursor is read first and bounds the points, so "after=cursor" resumes without a gap.
+    cursor = store.run_seq(session, run_id=run_id)
+    loaded = _load(
+        session,
+        series_id=series.id,
+        start=start,
+        end=end,
+        cursor=cursor,
+        budget=points,
+        want_times=wall_time,
+    )
+    idx = downsample(loaded.steps, loaded.values, points)
+    return {
+        "name": name,
+        "step": loaded.steps[idx].tolist(),
+        "value": json_values(loaded.values[idx]),
+        "wall_time": json_values(loaded.times[idx]) if loaded.times is not None else None,
+        "downsampled": bool(idx.size < loaded.total),
+        "total": loaded.total,
+        "cursor": cursor,
+    }
+
+
 def read_points(
     db: Database,
     *,
@@ -39,48 +185,119 @@ def read_points(
     end: int | None,
     points: int,
     max_points: int,
+    wall_time: bool = False,
 ) -> dict[str, Any]:
-    """``SeriesPoints`` of a series in [start, end]: exact when the window fits the budget."""
+    """``SeriesPoints`` of a series in [start, end]: exact when the window fits the budget.
+
+    Wall times cost a third of the bytes read and charts do not draw them: only on request.
+    """
     check_budget(points, max_points=max_points)
-    if start is not None and end is not None and start > end:
-        raise InvalidPayloadError(
-            f"start ({start}) must not be greater than end ({end})",
-            errors=[{"loc": ["query", "start"], "msg": "must not be greater than end"}],
-        )
+    _check_window(start, end)
     with db.reader() as session:
         require_run(session, run_id)
-        series = store.get_series(session, run_id=run_id, name=name)
-        if series is None:
-            raise SeriesNotFoundError(
-                f"run {run_id!r} has no series {name!r}: "
-                f"GET /api/v1/runs/{run_id}/series lists them"
-            )
-        # The cursor is read first and bounds the chunks, so "after=cursor" resumes without a gap.
-        cursor = store.max_chunk_id(session, run_id=run_id)
-        rows = store.series_chunks(
-            session, series_id=series.id, start=start, end=end, max_id=cursor
+        return _series_points(
+            session,
+            run_id=run_id,
+            name=name,
+            start=start,
+            end=end,
+            points=points,
+            wall_time=wall_time,
         )
-    if rows:
-        steps = concat([r[0] for r in rows], I64)
-        values = concat([r[1] for r in rows], F64)
-        times = concat([r[2] for r in rows], F64)
-        steps, values, times = dedupe_latest(steps, values, times)
-    else:
-        steps = np.empty(0, I64)
-        values = times = np.empty(0, F64)
-    lo = 0 if start is None else int(np.searchsorted(steps, start, "left"))
-    hi = steps.size if end is None else int(np.searchsorted(steps, end, "right"))
-    steps, values, times = steps[lo:hi], values[lo:hi], times[lo:hi]
-    idx = downsample(steps, values, points)
+
+
+MAX_COMPARE_RUNS = 20
+
+
+def read_compare(
+    db: Database,
+    *,
+    run_ids: list[str],
+    name: str,
+    start: int | None,
+    end: int | None,
+    points: int,
+    max_points: int,
+) -> dict[str, Any]:
+    """The same series of several runs, each like ``read_points``, in one request.
+
+    A run without the series comes back with empty columns (a comparison shows what exists).
+    """
+    check_budget(points, max_points=max_points)
+    _check_window(start, end)
+    ids = list(dict.fromkeys(r for r in run_ids if r))
+    if not 1 <= len(ids) <= MAX_COMPARE_RUNS:
+        raise InvalidPayloadError(
+            f"runs must name 1 to {MAX_COMPARE_RUNS} run ids separated by commas, got {len(ids)}",
+            errors=[{"loc": ["query", "runs"], "msg": f"must name 1 to {MAX_COMPARE_RUNS} runs"}],
+        )
+    out = []
+    with db.reader() as session:
+        for run_id in ids:
+            require_run(session, run_id)
+            try:
+                body = _series_points(
+                    session,
+                    run_id=run_id,
+                    name=name,
+                    start=start,
+                    end=end,
+                    points=points,
+                    wall_time=False,
+                )
+            except SeriesNotFoundError:
+                body = {
+                    "name": name,
+                    "step": [],
+                    "value": [],
+                    "wall_time": None,
+                    "downsampled": False,
+                    "total": 0,
+                    "cursor": store.run_seq(session, run_id=run_id),
+                }
+            out.append({"run_id": run_id, **body})
+    return {"name": name, "runs": out}
+
+
+def read_histograms(
+    db: Database, *, run_id: str, name: str, points: int, max_points: int
+) -> dict[str, Any]:
+    """``Histograms`` of one name, thinned to ``points`` histograms evenly over its steps."""
+    check_budget(points, max_points=max_points)
+    with db.reader() as session:
+        require_run(session, run_id)
+        steps = store.histogram_steps(session, run_id=run_id, name=name)
+        if not steps:
+            raise SeriesNotFoundError(
+                f"run {run_id!r} has no histograms {name!r}: "
+                f"GET /api/v1/runs/{run_id}/histograms/names lists them"
+            )
+        if len(steps) > points:
+            pick = np.unique(np.linspace(0, len(steps) - 1, points).round().astype(np.intp))
+            steps = [steps[i] for i in pick.tolist()]
+        rows = store.histogram_rows(session, run_id=run_id, name=name, steps=steps)
+    bins = max(r[1] for r in rows)
+    counts: list[list[float]] = []
+    for r in rows:
+        row = np.frombuffer(r[4], dtype=F64).tolist()
+        counts.append(row + [0.0] * (bins - len(row)))
     return {
         "name": name,
-        "step": steps[idx].tolist(),
-        "value": json_values(values[idx]),
-        "wall_time": json_values(times[idx]),
-        "downsampled": bool(idx.size < steps.size),
-        "total": int(steps.size),
-        "cursor": cursor,
+        "bins": bins,
+        "step": [r[0] for r in rows],
+        # SQLite stores NaN as NULL: an edge that was not finite comes back as "NaN".
+        "lo": ["NaN" if r[2] is None else finite_or_token(r[2]) for r in rows],
+        "hi": ["NaN" if r[3] is None else finite_or_token(r[3]) for r in rows],
+        "counts": counts,
+        "nonfinite": [r[5] for r in rows],
     }
+
+
+def list_histograms(db: Database, *, run_id: str) -> list[str]:
+    """Names of the run's histograms."""
+    with db.reader() as session:
+        require_run(session, run_id)
+        return store.histogram_names(session, run_id=run_id)
 
 
 def _bucket_extremes(
@@ -148,7 +365,7 @@ def read_heatmap(
         filled = np.zeros(grid.size, np.bool_)
         positions = np.searchsorted(grid, steps, "right" if downsampled else "left")
         if downsampled:
-            buckets, extremes = _bucket_extremes(positions - 1, values)  # type: ignore[arg-type]
+            buckets, extremes = _bucket_extremes(positions - 1, values)
             cells[buckets] = extremes
             filled[buckets] = True
         else:
@@ -167,26 +384,34 @@ def read_heatmap(
 def read_events(
     db: Database, *, run_id: str, after: int, limit: int
 ) -> tuple[int, dict[str, dict[str, list[Any]]], str] | None:
-    """Chunks after the cursor, grouped by series: (new cursor, series columns, run status).
+    """Points stored after the cursor, grouped by series: (new cursor, series columns, status).
 
-    None when the run no longer exists.
+    Each point is sent once, by the ingest sequence of the batch that brought it, whether it still
+    sits in its fresh chunk or was compacted since. None when the run no longer exists.
     """
     with db.reader() as session:
         run = run_store.get_run(session, run_id)
         if run is None:
             return None
         status = run.status
-        rows = store.chunks_after(session, run_id=run_id, after=after, limit=limit)
-    grouped: dict[str, tuple[list[bytes], list[bytes]]] = defaultdict(lambda: ([], []))
-    cursor = after
-    for chunk_id, name, steps_raw, values_raw in rows:
-        grouped[name][0].append(steps_raw)
-        grouped[name][1].append(values_raw)
-        cursor = chunk_id
+        cursor, rows = store.chunks_after(session, run_id=run_id, after=after, limit=limit)
+    grouped: dict[str, tuple[list[NDArray[np.int64]], list[NDArray[np.float64]]]] = defaultdict(
+        lambda: ([], [])
+    )
+    for name, steps_raw, values_raw, origins, seq in rows:
+        steps = np.frombuffer(steps_raw, dtype=I64)
+        values = np.frombuffer(values_raw, dtype=F64)
+        if origins is not None:
+            seqs = decode_origins(origins, seq=seq, count=steps.size)
+            keep = (seqs > after) & (seqs <= cursor)
+            steps, values = steps[keep], values[keep]
+        if steps.size:
+            grouped[name][0].append(steps)
+            grouped[name][1].append(values)
     series = {
         name: {
-            "step": concat(steps_parts, I64).tolist(),
-            "value": json_values(concat(values_parts, F64)),
+            "step": np.concatenate(steps_parts).tolist(),
+            "value": json_values(np.concatenate(values_parts)),
         }
         for name, (steps_parts, values_parts) in grouped.items()
     }

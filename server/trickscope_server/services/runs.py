@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import time
 
 import orjson
@@ -16,9 +17,9 @@ from trickscope_server.errors import (
 )
 from trickscope_server.schemas import RunOut, RunPage, SeriesList, SeriesOut
 from trickscope_server.services._convert import finite_or_none, run_out_dict, stored_last_value
-from trickscope_server.storage import Database, RunRow, Session
+from trickscope_server.storage import Database, RunRow, SeriesRow, Session
 from trickscope_server.storage import runs as store
-from trickscope_wire import WIRE_VERSION, LayersDeclare, RunCreate, RunFinish
+from trickscope_wire import WIRE_VERSION, LayersDeclare, RunCreate, RunFinish, finite_or_token
 from trickscope_wire.payloads import FINAL_STATUSES, RUN_STATUSES
 
 MAX_PAGE = 200
@@ -79,25 +80,28 @@ def upsert_run(db: Database, *, run_id: str, payload: RunCreate) -> RunOut:
     started_at = _unix("started_at", payload.started_at)
     now = time.time()
     with db.transaction() as session:
-        run = store.get_run(session, run_id, for_update=True)
-        if run is None:
-            run = RunRow(
-                id=run_id,
-                project=payload.project,
-                name=payload.name or run_id,
-                status="running",
-                config=payload.config,
-                tags=list(payload.tags),
-                system=payload.system,
-                layers=[],
-                created_at=now,
-                started_at=started_at if started_at is not None else now,
-                ended_at=None,
-                updated_at=now,
-            )
-            store.add_run(session, run)
-            session.flush()
-        else:
+        # Insert-if-absent first: two racing first PUTs of one run both succeed, one creating it
+        # and the other updating it, instead of one failing on the primary key.
+        created = store.insert_run_if_absent(
+            session,
+            {
+                "id": run_id,
+                "project": payload.project,
+                "name": payload.name or run_id,
+                "status": "running",
+                "config": payload.config,
+                "tags": list(payload.tags),
+                "system": payload.system,
+                "layers": [],
+                "created_at": now,
+                "started_at": started_at if started_at is not None else now,
+                "ended_at": None,
+                "updated_at": now,
+                "last_seq": 0,
+            },
+        )
+        run = require_run(session, run_id, for_update=True)
+        if not created:
             run.project = payload.project
             run.name = payload.name or run.name
             run.config = payload.config
@@ -149,22 +153,122 @@ def get_run(db: Database, *, run_id: str) -> RunOut:
         return _run_out(session, require_run(session, run_id))
 
 
-def _encode_cursor(run: RunRow) -> str:
-    raw = orjson.dumps([run.created_at, run.id])
+_SORTS = ("created_at", "name", "status")
+_METRIC = re.compile(r"^(?P<name>[^<>=]+)(?P<op><=|>=|<|>|=)(?P<value>[^<>=]+)$")
+
+
+def _bad(param: str, detail: str) -> InvalidPayloadError:
+    return InvalidPayloadError(detail, errors=[{"loc": ["query", param], "msg": detail}])
+
+
+def _json_scalar(text: str) -> object:
+    # A value that parses as a JSON scalar is that scalar (0.1, true, null, "quoted"); anything
+    # else is the string itself, so config=optimizer.name:adamw needs no quotes.
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return value if not isinstance(value, (dict, list)) else text
+
+
+def _dotted(param: str, key: str) -> tuple[str, ...]:
+    parts = tuple(key.split("."))
+    if not key or any(not p or len(p) > 128 or '"' in p for p in parts):
+        raise _bad(param, f"{param} key {key!r:.80} must be dotted names, e.g. optimizer.lr")
+    return parts
+
+
+def parse_run_query(
+    *,
+    project: str | None,
+    status: str | None,
+    tags: list[str],
+    config: list[str],
+    metrics: list[str],
+    sort: str,
+) -> store.RunQuery:
+    """A run listing's filters and order from query parameters (422 naming the parameter)."""
+    if status is not None and status not in RUN_STATUSES:
+        raise _bad("status", f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r:.40}")
+    config_filters = []
+    for item in config:
+        key, sep, value = item.partition(":")
+        if not sep:
+            raise _bad("config", f"config filter {item!r:.80} must be <dotted.key>:<value>")
+        config_filters.append((_dotted("config", key), _json_scalar(value)))
+    metric_filters: list[tuple[str, str, float]] = []
+    for item in metrics:
+        match = _METRIC.match(item)
+        number = math.nan
+        if match is not None:
+            try:
+                number = float(match["value"])
+            except ValueError:
+                pass
+        if match is None or math.isnan(number):
+            raise _bad(
+                "metric",
+                f"metric filter {item!r:.80} must be <name><op><number> with op one of "
+                "<, <=, >, >=, =; e.g. loss/train<0.5",
+            )
+        metric_filters.append((str(match["name"]), str(match["op"]), number))
+    descending = sort.startswith("-")
+    field = sort[1:] if descending else sort
+    kind, _, key = field.partition(":")
+    if field in _SORTS:
+        sort_key: tuple[str, ...] = ()
+    elif kind == "config" and key:
+        sort_key = _dotted("sort", key)
+    elif kind == "metric" and key:
+        sort_key = (key,)
+    else:
+        raise _bad(
+            "sort",
+            f"sort {sort!r:.80} must be one of created_at, name, status, config:<dotted.key>, "
+            "metric:<name>, optionally prefixed with - for descending",
+        )
+    return store.RunQuery(
+        project=project,
+        status=status,
+        tags=tuple(tags),
+        config=tuple(config_filters),
+        metrics=tuple(metric_filters),
+        sort=field if field in _SORTS else kind,
+        sort_key=sort_key,
+        descending=descending,
+    )
+
+
+def _cursor_value(value: object) -> object:
+    # Cursors are JSON: non-finite sort values (a NaN metric) travel as tokens.
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"f": finite_or_token(value)}
+    return value
+
+
+def _value_from_cursor(value: object) -> object:
+    if isinstance(value, dict) and set(value) == {"f"}:
+        return float(str(value["f"]).replace("Infinity", "inf"))
+    return value
+
+
+def _encode_cursor(sort: str, value: object, run_id: str) -> str:
+    raw = orjson.dumps([sort, value is None, _cursor_value(value), run_id])
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[float, str]:
+def _decode_cursor(cursor: str, sort: str) -> tuple[bool, object, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, run_id = orjson.loads(raw)
-        if not isinstance(created, (int, float)) or not isinstance(run_id, str):
-            raise ValueError("cursor fields have the wrong types")
-        return float(created), run_id
+        cursor_sort, missing, value, run_id = orjson.loads(raw)
+        if cursor_sort != sort or not isinstance(missing, bool) or not isinstance(run_id, str):
+            raise ValueError("cursor fields do not match this listing")
+        return missing, _value_from_cursor(value), run_id
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise InvalidPayloadError(
-            f"cursor {cursor!r:.80} is not one this server issued: pass next_cursor unchanged",
-            errors=[{"loc": ["query", "cursor"], "msg": "not a cursor issued by this server"}],
+        raise _bad(
+            "cursor",
+            f"cursor {cursor!r:.80} is not one this server issued for this sort: "
+            "pass next_cursor unchanged, with the same sort",
         ) from None
 
 
@@ -175,30 +279,35 @@ def list_runs(
     status: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    tags: list[str] | None = None,
+    config: list[str] | None = None,
+    metrics: list[str] | None = None,
+    sort: str = "-created_at",
 ) -> RunPage:
-    """Runs newest first, one page at a time."""
+    """Runs filtered and sorted (newest first by default), one page at a time."""
     if not 1 <= limit <= MAX_PAGE:
-        raise InvalidPayloadError(
-            f"limit must be between 1 and {MAX_PAGE}, got {limit}",
-            errors=[{"loc": ["query", "limit"], "msg": f"must be between 1 and {MAX_PAGE}"}],
-        )
-    if status is not None and status not in RUN_STATUSES:
-        raise InvalidPayloadError(
-            f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r:.40}",
-            errors=[{"loc": ["query", "status"], "msg": f"must be one of {RUN_STATUSES}"}],
-        )
-    before = _decode_cursor(cursor) if cursor else None
+        raise _bad("limit", f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+    query = parse_run_query(
+        project=project,
+        status=status,
+        tags=tags or [],
+        config=config or [],
+        metrics=metrics or [],
+        sort=sort,
+    )
+    after = _decode_cursor(cursor, sort) if cursor else None
     with db.reader() as session:
-        rows = store.list_runs(
-            session, project=project, status=status, before=before, limit=limit + 1
-        )
+        rows = store.list_runs(session, query, after=after, limit=limit + 1)
         page = rows[:limit]
-        series = store.series_of_runs(session, [r.id for r in page])
-    by_run: dict[str, list] = {r.id: [] for r in page}  # type: ignore[type-arg]
+        series = store.series_of_runs(session, [r.id for r, _ in page])
+    by_run: dict[str, list[SeriesRow]] = {r.id: [] for r, _ in page}
     for s in series:
         by_run[s.run_id].append(s)
-    runs = [RunOut.model_validate(run_out_dict(r, by_run[r.id])) for r in page]
-    next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+    runs = [RunOut.model_validate(run_out_dict(r, by_run[r.id])) for r, _ in page]
+    next_cursor = None
+    if len(rows) > limit:
+        last, value = page[-1]
+        next_cursor = _encode_cursor(sort, value, last.id)
     return RunPage(runs=runs, next_cursor=next_cursor)
 
 

@@ -47,6 +47,9 @@ class RunRow(Base):
     started_at: Mapped[float | None] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # The run's ingest sequence: bumped once per stored batch while the batch's transaction holds
+    # this row's lock, so per run the sequence commits in order (the SSE cursor relies on it).
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __table_args__ = (Index("ix_runs_created", "created_at", "id"),)
 
@@ -70,12 +73,21 @@ class SeriesRow(Base):
     min_value: Mapped[float | None] = mapped_column(Float)
     max_value: Mapped[float | None] = mapped_column(Float)
     first_nonfinite_step: Mapped[int | None] = mapped_column(BigInteger)
+    # Chunks stored since the series was last compacted: ingest triggers compaction past a bound.
+    pending_chunks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (UniqueConstraint("run_id", "name", name="uq_series_run_name"),)
 
 
 class ChunkRow(Base):
-    """Points of one series from one batch; the id is the run's ingest sequence (SSE cursor)."""
+    """Points of one series: from one batch (fresh) or merged from several (compacted).
+
+    ``seq`` is the run's ingest sequence of the batch that stored the chunk; a compacted chunk
+    spans ``seq_lo..seq`` and keeps each point's original sequence run-length encoded in
+    ``origins`` (NULL on fresh chunks), so live clients resume exactly across a compaction.
+    ``dsteps``/``dvalues`` hold a digest (per block of points, the minimum, the maximum and the
+    non-finite edges) that coarse reads use instead of the points.
+    """
 
     __tablename__ = "chunks"
 
@@ -90,9 +102,14 @@ class ChunkRow(Base):
     steps: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian int64
     values: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float64, NaN/±Inf exact
     times: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float64, Unix seconds
+    seq: Mapped[int] = mapped_column(BigInteger)
+    seq_lo: Mapped[int] = mapped_column(BigInteger)
+    origins: Mapped[bytes | None] = mapped_column(LargeBinary)  # int64 pairs (seq, run length)
+    dsteps: Mapped[bytes | None] = mapped_column(LargeBinary)
+    dvalues: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (
-        Index("ix_chunks_run_id", "run_id", "id"),
+        Index("ix_chunks_run_seq", "run_id", "seq"),
         Index("ix_chunks_series_steps", "series_id", "step_min", "step_max"),
     )
 
@@ -106,3 +123,24 @@ class BatchRow(Base):
     batch_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     points: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[float] = mapped_column(Float)
+
+
+class HistogramRow(Base):
+    """One histogram of a tensor family at one step; a re-logged (name, step) replaces it."""
+
+    __tablename__ = "histograms"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(512))
+    step: Mapped[int] = mapped_column(BigInteger)
+    bins: Mapped[int] = mapped_column(Integer)
+    lo: Mapped[float | None] = mapped_column(Float)
+    hi: Mapped[float | None] = mapped_column(Float)
+    counts: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float64, ``bins`` of them
+    nonfinite: Mapped[float] = mapped_column(Float)
+    wall_time: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "name", "step", name="uq_histograms_run_name_step"),
+    )

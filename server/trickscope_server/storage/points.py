@@ -1,15 +1,21 @@
-"""Writes and reads of point chunks: a batch is a handful of executemany statements."""
+"""Writes and reads of point chunks: a batch is a handful of executemany statements.
+
+See docs/architecture.md, Storage, for the ingest sequence, compaction and digests.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     Float,
+    Table,
     bindparam,
     case,
+    delete,
     func,
     insert,
     or_,
@@ -19,29 +25,40 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from trickscope_server.storage.models import BatchRow, ChunkRow, RunRow, SeriesRow
-from trickscope_server.storage.runs import IN_CHUNK
+from trickscope_server.storage.models import BatchRow, ChunkRow, HistogramRow, RunRow, SeriesRow
+from trickscope_server.storage.runs import IN_CHUNK, insert_ignore
 
-_series = SeriesRow.__table__
-_chunks = ChunkRow.__table__
+_series = cast(Table, SeriesRow.__table__)
+_chunks = cast(Table, ChunkRow.__table__)
 
 
-def _insert_ignore(session: Session, table: Any) -> Any:
-    # INSERT ... ON CONFLICT DO NOTHING: concurrent workers may race on the same key, and the loser
-    # must neither fail nor abort its transaction.
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    raise ValueError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
+def next_seq(session: Session, *, run_id: str, now: float) -> int | None:
+    """Take the run's next ingest sequence number (and record activity); None without the run.
+
+    The UPDATE locks the run's row until the transaction ends, so on PostgreSQL two batches of one
+    run commit in sequence order: a reader that sees sequence ``s`` sees every sequence below it.
+    """
+    stmt = (
+        update(RunRow)
+        .where(RunRow.id == run_id)
+        .values(last_seq=RunRow.last_seq + 1, updated_at=now)
+        .returning(RunRow.last_seq)
+    )
+    value = session.execute(stmt).scalar()
+    return None if value is None else int(value)
+
+
+def run_seq(session: Session, *, run_id: str) -> int:
+    """The run's ingest sequence: every batch at or below it is committed and visible."""
+    value = session.scalar(select(RunRow.last_seq).where(RunRow.id == run_id))
+    return int(value or 0)
 
 
 def record_batch(session: Session, *, run_id: str, batch_id: str, points: int, now: float) -> bool:
     """Record a batch id; False when the run already has it (the batch is a duplicate)."""
     # RETURNING rather than rowcount: psycopg reports -1 for this statement.
     stmt = (
-        _insert_ignore(session, BatchRow.__table__)
+        insert_ignore(session, BatchRow.__table__)
         .values(run_id=run_id, batch_id=batch_id, points=points, received_at=now)
         .returning(BatchRow.__table__.c.batch_id)
     )
@@ -63,7 +80,7 @@ def ensure_series(session: Session, *, run_id: str, names: Sequence[str]) -> dic
         missing = [name for name in part if name not in ids]
         if missing:
             session.execute(
-                _insert_ignore(session, _series),
+                insert_ignore(session, _series),
                 [{"run_id": run_id, "name": name, "count": 0} for name in missing],
             )
             created = session.execute(
@@ -75,9 +92,40 @@ def ensure_series(session: Session, *, run_id: str, names: Sequence[str]) -> dic
     return ids
 
 
+_CHUNK_COLUMNS = (
+    "run_id",
+    "series_id",
+    "step_min",
+    "step_max",
+    "count",
+    "vmin",
+    "vmax",
+    "steps",
+    "values",
+    "times",
+    "seq",
+    "seq_lo",
+    "origins",
+    "dsteps",
+    "dvalues",
+)
+_SQLITE_INSERT_CHUNKS = "INSERT INTO chunks ({}) VALUES ({})".format(
+    ", ".join('"' + c + '"' for c in _CHUNK_COLUMNS), ", ".join("?" for _ in _CHUNK_COLUMNS)
+)
+
+
 def insert_chunks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert chunk rows (keys are the ``chunks`` columns) in one executemany."""
-    if rows:
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "sqlite":
+        # The hot path: straight to the driver's executemany. SQLAlchemy's per-row parameter
+        # processing costs a third of a 1,000-series batch here, and every value is already in
+        # the driver's types.
+        session.connection().exec_driver_sql(
+            _SQLITE_INSERT_CHUNKS, [tuple(r[c] for c in _CHUNK_COLUMNS) for r in rows]
+        )
+    else:
         session.execute(insert(_chunks), list(rows))
 
 
@@ -109,19 +157,40 @@ _UPDATE_SUMMARY = (
             else_=_c.max_value,
         ),
         first_nonfinite_step=_lower(_c.first_nonfinite_step, "b_nonfinite", BigInteger),
+        pending_chunks=_c.pending_chunks + 1,
     )
+)
+
+
+def _lower_sql(column: str, param: str) -> str:
+    return f"CASE WHEN {column} IS NULL OR :{param} < {column} THEN :{param} ELSE {column} END"
+
+
+# The same statement as _UPDATE_SUMMARY in SQLite's own syntax, for the driver's executemany.
+_SQLITE_UPDATE_SUMMARY = (
+    "UPDATE series SET count = count + :b_count, "
+    f"first_step = {_lower_sql('first_step', 'b_first')}, "
+    "last_step = CASE WHEN last_step IS NULL OR :b_last >= last_step "
+    "THEN :b_last ELSE last_step END, "
+    "last_value = CASE WHEN last_step IS NULL OR :b_last >= last_step "
+    "THEN :b_last_value ELSE last_value END, "
+    f"min_value = {_lower_sql('min_value', 'b_min')}, "
+    "max_value = CASE WHEN max_value IS NULL OR :b_max > max_value "
+    "THEN :b_max ELSE max_value END, "
+    f"first_nonfinite_step = {_lower_sql('first_nonfinite_step', 'b_nonfinite')}, "
+    "pending_chunks = pending_chunks + 1 "
+    "WHERE id = :b_id"
 )
 
 
 def update_summaries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Merge per-batch summaries into the series rows (keys ``b_id``, ``b_count``, ...)."""
-    if rows:
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql(_SQLITE_UPDATE_SUMMARY, list(rows))
+    else:
         session.connection().execute(_UPDATE_SUMMARY, list(rows))
-
-
-def touch_run(session: Session, *, run_id: str, now: float) -> None:
-    """Record activity on a run."""
-    session.execute(update(RunRow).where(RunRow.id == run_id).values(updated_at=now))
 
 
 def get_series(session: Session, *, run_id: str, name: str) -> SeriesRow | None:
@@ -131,30 +200,118 @@ def get_series(session: Session, *, run_id: str, name: str) -> SeriesRow | None:
     ).first()
 
 
-def max_chunk_id(session: Session, *, run_id: str) -> int:
-    """The run's ingest sequence: the id of its newest chunk, 0 when it has none."""
-    value = session.scalar(select(func.max(ChunkRow.id)).where(ChunkRow.run_id == run_id))
-    return int(value or 0)
+def series_needing_compaction(
+    session: Session, *, series_ids: Sequence[int], bound: int
+) -> list[int]:
+    """Those of ``series_ids`` with at least ``bound`` chunks stored since their last compaction."""
+    found: list[int] = []
+    for start in range(0, len(series_ids), IN_CHUNK):
+        part = list(series_ids[start : start + IN_CHUNK])
+        stmt = select(_c.id).where(_c.id.in_(part), _c.pending_chunks >= bound)
+        found.extend(int(i) for i in session.execute(stmt).scalars())
+    return found
 
 
-def series_chunks(
-    session: Session,
-    *,
-    series_id: int,
-    start: int | None,
-    end: int | None,
-    max_id: int,
-) -> list[tuple[bytes, bytes, bytes]]:
-    """(steps, values, times) of a series' chunks overlapping [start, end], in ingest order."""
-    stmt = select(ChunkRow.steps, ChunkRow.values, ChunkRow.times).where(
-        ChunkRow.series_id == series_id, ChunkRow.id <= max_id
-    )
+@dataclass(frozen=True)
+class ChunkMeta:
+    """What a read needs to plan which chunks to decode, without their arrays."""
+
+    id: int
+    seq: int
+    seq_lo: int
+    step_min: int
+    step_max: int
+    count: int
+    has_digest: bool
+    compacted: bool
+
+
+_k = _chunks.c
+
+
+def chunk_meta(
+    session: Session, *, series_id: int, start: int | None, end: int | None, cursor: int
+) -> list[ChunkMeta]:
+    """The series' chunks overlapping [start, end] holding points at or below ``cursor``."""
+    stmt = select(
+        _k.id,
+        _k.seq,
+        _k.seq_lo,
+        _k.step_min,
+        _k.step_max,
+        _k.count,
+        _k.dsteps.is_not(None),
+        _k.origins.is_not(None),
+    ).where(_k.series_id == series_id, _k.seq_lo <= cursor)
     if start is not None:
-        stmt = stmt.where(ChunkRow.step_max >= start)
+        stmt = stmt.where(_k.step_max >= start)
     if end is not None:
-        stmt = stmt.where(ChunkRow.step_min <= end)
-    rows = session.execute(stmt.order_by(ChunkRow.id))
-    return [(bytes(s), bytes(v), bytes(t)) for s, v, t in rows]
+        stmt = stmt.where(_k.step_min <= end)
+    return [
+        ChunkMeta(int(a), int(b), int(c), int(d), int(e), int(f), bool(g), bool(h))
+        for a, b, c, d, e, f, g, h in session.execute(stmt.order_by(_k.seq, _k.id))
+    ]
+
+
+@dataclass(frozen=True)
+class ChunkData:
+    """Packed columns of one chunk (``times`` only when asked for)."""
+
+    id: int
+    seq: int
+    steps: bytes
+    values: bytes
+    times: bytes | None
+    origins: bytes | None
+
+
+def chunk_data(session: Session, *, ids: Sequence[int], times: bool) -> list[ChunkData]:
+    """Columns of the chunks with these ids, in ingest order."""
+    out: list[ChunkData] = []
+    times_col = _k.times if times else _k.id
+    for start in range(0, len(ids), IN_CHUNK):
+        part = list(ids[start : start + IN_CHUNK])
+        stmt = select(_k.id, _k.seq, _k.steps, _k["values"], times_col, _k.origins).where(
+            _k.id.in_(part)
+        )
+        for i, seq, s, v, t, o in session.execute(stmt):
+            out.append(
+                ChunkData(
+                    int(i),
+                    int(seq),
+                    bytes(s),
+                    bytes(v),
+                    bytes(t) if times else None,
+                    None if o is None else bytes(o),
+                )
+            )
+    out.sort(key=lambda c: (c.seq, c.id))
+    return out
+
+
+def chunk_digests(session: Session, *, ids: Sequence[int]) -> list[tuple[bytes, bytes]]:
+    """(digest steps, digest values) of the chunks with these ids."""
+    out: list[tuple[bytes, bytes]] = []
+    for start in range(0, len(ids), IN_CHUNK):
+        part = list(ids[start : start + IN_CHUNK])
+        stmt = select(_k.dsteps, _k.dvalues).where(_k.id.in_(part))
+        out.extend((bytes(s), bytes(v)) for s, v in session.execute(stmt))
+    return out
+
+
+def series_chunk_data(
+    session: Session, *, series_id: int, cursor: int | None = None
+) -> list[ChunkData]:
+    """Every chunk of a series with its wall times, in ingest order."""
+    stmt = select(_k.id, _k.seq, _k.steps, _k["values"], _k.times, _k.origins).where(
+        _k.series_id == series_id
+    )
+    if cursor is not None:
+        stmt = stmt.where(_k.seq_lo <= cursor)
+    return [
+        ChunkData(int(i), int(seq), bytes(s), bytes(v), bytes(t), None if o is None else bytes(o))
+        for i, seq, s, v, t, o in session.execute(stmt.order_by(_k.seq, _k.id))
+    ]
 
 
 def prefixed_chunks(
@@ -162,23 +319,123 @@ def prefixed_chunks(
 ) -> list[tuple[str, bytes, bytes]]:
     """(series name, steps, values) of every chunk of the run's series named ``prefix...``."""
     stmt = (
-        select(SeriesRow.name, ChunkRow.steps, ChunkRow.values)
-        .join(ChunkRow, ChunkRow.series_id == SeriesRow.id)
+        select(SeriesRow.name, _k.steps, _k["values"])
+        .join(_chunks, _k.series_id == SeriesRow.id)
         .where(SeriesRow.run_id == run_id, SeriesRow.name.startswith(prefix, autoescape=True))
-        .order_by(ChunkRow.id)
+        .order_by(_k.seq, _k.id)
     )
     return [(name, bytes(s), bytes(v)) for name, s, v in session.execute(stmt)]
 
 
 def chunks_after(
     session: Session, *, run_id: str, after: int, limit: int
-) -> list[tuple[int, str, bytes, bytes]]:
-    """(chunk id, series name, steps, values) of the run's chunks with id > ``after``."""
+) -> tuple[int, list[tuple[str, bytes, bytes, bytes | None, int]]]:
+    """Chunks with points of sequence in (after, hi]: (hi, [(name, steps, values, origins, seq)]).
+
+    ``hi`` is the sequence of the ``limit``-th chunk after ``after`` (or the newest), and every
+    chunk with a point in the range comes back, compacted ones included: the caller keeps only the
+    points whose origin lies in the range, so each point is sent exactly once.
+    """
+    newest = select(_k.seq).where(_k.run_id == run_id, _k.seq > after)
+    page = newest.order_by(_k.seq).limit(limit).subquery()
+    hi = session.scalar(select(func.max(page.c.seq)))
+    if hi is None:
+        return after, []
     stmt = (
-        select(ChunkRow.id, SeriesRow.name, ChunkRow.steps, ChunkRow.values)
-        .join(SeriesRow, SeriesRow.id == ChunkRow.series_id)
-        .where(ChunkRow.run_id == run_id, ChunkRow.id > after)
-        .order_by(ChunkRow.id)
-        .limit(limit)
+        select(SeriesRow.name, _k.steps, _k["values"], _k.origins, _k.seq)
+        .join(SeriesRow, SeriesRow.id == _k.series_id)
+        .where(_k.run_id == run_id, _k.seq > after, _k.seq_lo <= hi)
+        .order_by(_k.seq, _k.id)
     )
-    return [(int(i), name, bytes(s), bytes(v)) for i, name, s, v in session.execute(stmt)]
+    rows = [
+        (name, bytes(s), bytes(v), None if o is None else bytes(o), int(seq))
+        for name, s, v, o, seq in session.execute(stmt)
+    ]
+    return int(hi), rows
+
+
+def series_chunk_layout(session: Session, *, series_id: int) -> list[tuple[int, int, int, int]]:
+    """(id, seq, seq_lo, count) of every chunk of a series, in ingest order (compaction's plan)."""
+    stmt = select(_k.id, _k.seq, _k.seq_lo, _k.count).where(_k.series_id == series_id)
+    return [
+        (int(i), int(s), int(lo), int(c))
+        for i, s, lo, c in session.execute(stmt.order_by(_k.seq, _k.id))
+    ]
+
+
+def replace_chunks(session: Session, *, ids: Sequence[int], row: dict[str, Any]) -> bool:
+    """Delete the chunks ``ids`` and insert ``row`` in their place; False (and nothing done to
+    the merged row) when another compaction got to any of them first."""
+    result = session.execute(delete(_chunks).where(_k.id.in_(list(ids))))
+    if getattr(result, "rowcount", -1) != len(ids):
+        return False
+    session.execute(insert(_chunks), [row])
+    return True
+
+
+def set_pending(session: Session, *, series_id: int, pending: int) -> None:
+    """Reset the series' count of chunks stored since compaction."""
+    session.execute(update(_series).where(_c.id == series_id).values(pending_chunks=pending))
+
+
+def series_ids_of_run(session: Session, *, run_id: str) -> list[tuple[int, str]]:
+    """(id, name) of every series of the run, by name."""
+    stmt = select(_c.id, _c.name).where(_c.run_id == run_id).order_by(_c.name)
+    return [(int(i), str(n)) for i, n in session.execute(stmt)]
+
+
+_h = cast(Table, HistogramRow.__table__).c
+
+
+def upsert_histograms(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert histograms; a (run, name, step) already stored is replaced (the later write wins)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    table = cast(Table, HistogramRow.__table__)
+    base: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    stmt = base.on_conflict_do_update(
+        index_elements=["run_id", "name", "step"],
+        set_={
+            col: base.excluded[col]
+            for col in ("bins", "lo", "hi", "counts", "nonfinite", "wall_time")
+        },
+    )
+    session.execute(stmt, list(rows))
+
+
+def histogram_steps(session: Session, *, run_id: str, name: str) -> list[int]:
+    """Steps of the run's histograms named ``name``, ascending."""
+    stmt = select(_h.step).where(_h.run_id == run_id, _h.name == name).order_by(_h.step)
+    return [int(s) for s in session.execute(stmt).scalars()]
+
+
+def histogram_rows(
+    session: Session, *, run_id: str, name: str, steps: Iterable[int]
+) -> list[tuple[int, int, float | None, float | None, bytes, float]]:
+    """(step, bins, lo, hi, counts, nonfinite) of the run's ``name`` histograms at ``steps``."""
+    wanted = list(steps)
+    out: list[tuple[int, int, float | None, float | None, bytes, float]] = []
+    for start in range(0, len(wanted), IN_CHUNK):
+        part = wanted[start : start + IN_CHUNK]
+        stmt = select(_h.step, _h.bins, _h.lo, _h.hi, _h.counts, _h.nonfinite).where(
+            _h.run_id == run_id, _h.name == name, _h.step.in_(part)
+        )
+        out.extend(
+            (int(st), int(b), lo, hi, bytes(c), float(n))
+            for st, b, lo, hi, c, n in session.execute(stmt)
+        )
+    out.sort(key=lambda r: r[0])
+    return out
+
+
+def histogram_names(session: Session, *, run_id: str) -> list[str]:
+    """Distinct histogram names of the run."""
+    stmt = select(_h.name).where(_h.run_id == run_id).distinct().order_by(_h.name)
+    return [str(n) for n in session.execute(stmt).scalars()]
+
+
+def series_run(session: Session, *, series_id: int) -> str | None:
+    """The run a series belongs to, or None when it no longer exists."""
+    value = session.scalar(select(_c.run_id).where(_c.id == series_id))
+    return None if value is None else str(value)

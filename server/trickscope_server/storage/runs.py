@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, case, cast, delete, func, literal, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from trickscope_server.storage.models import BatchRow, ChunkRow, RunRow, SeriesRow
+from trickscope_server.storage.models import BatchRow, ChunkRow, HistogramRow, RunRow, SeriesRow
 
 # Keeps every IN list well under SQLite's bound-parameter limit and PostgreSQL's plan sizes.
 IN_CHUNK = 500
+
+
+def insert_ignore(session: Session, table: Any) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the session's dialect."""
+    # INSERT ... ON CONFLICT DO NOTHING: concurrent workers may race on the same key, and the loser
+    # must neither fail nor abort its transaction.
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise ValueError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
 
 
 def get_run(session: Session, run_id: str, *, for_update: bool = False) -> RunRow | None:
@@ -26,30 +43,143 @@ def add_run(session: Session, row: RunRow) -> None:
     session.add(row)
 
 
+def insert_run_if_absent(session: Session, values: dict[str, Any]) -> bool:
+    """Insert a run unless one with its id exists (a racing create); True when inserted."""
+    stmt = insert_ignore(session, RunRow.__table__).values(**values).returning(RunRow.id)
+    return session.execute(stmt).first() is not None
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Filters and order of a run listing (see docs/architecture.md, Run history)."""
+
+    project: str | None = None
+    status: str | None = None
+    tags: tuple[str, ...] = ()
+    config: tuple[tuple[tuple[str, ...], Any], ...] = ()  # (dotted key as parts, JSON scalar)
+    metrics: tuple[tuple[str, str, float], ...] = ()  # (series name, operator, value)
+    sort: str = "created_at"  # created_at | name | status | config | metric
+    sort_key: tuple[str, ...] = ()  # the config key parts or (metric name,)
+    descending: bool = True
+
+
+def _is_pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _config_value(session: Session, parts: tuple[str, ...]) -> Any:
+    if _is_pg(session):
+        return func.jsonb_extract_path(cast(RunRow.config, JSONB), *parts)
+    path = "$" + "".join(f'."{p}"' for p in parts)
+    return func.json_extract(RunRow.config, path)
+
+
+def _sqlite_json_type(parts: tuple[str, ...]) -> Any:
+    path = "$" + "".join(f'."{p}"' for p in parts)
+    return func.json_type(RunRow.config, path)
+
+
+def _config_equals(session: Session, parts: tuple[str, ...], value: Any) -> Any:
+    if _is_pg(session):
+        return _config_value(session, parts) == cast(literal(json.dumps(value)), JSONB)
+    kind = _sqlite_json_type(parts)
+    if value is None:
+        return kind == "null"
+    if isinstance(value, bool):
+        return kind == ("true" if value else "false")
+    if isinstance(value, (int, float)):
+        return and_(kind.in_(["integer", "real"]), _config_value(session, parts) == value)
+    return and_(kind == "text", _config_value(session, parts) == value)
+
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "=": lambda a, b: a == b,
+}
+
+
+def _metric_value(name: str) -> Any:
+    return (
+        select(SeriesRow.last_value)
+        .where(SeriesRow.run_id == RunRow.id, SeriesRow.name == name)
+        .scalar_subquery()
+    )
+
+
+def _sort_expr(session: Session, query: RunQuery) -> Any:
+    if query.sort == "created_at":
+        return RunRow.created_at
+    if query.sort == "name":
+        return RunRow.name
+    if query.sort == "status":
+        return RunRow.status
+    if query.sort == "config":
+        return _config_value(session, query.sort_key)
+    return _metric_value(query.sort_key[0])
+
+
+def _bind_sort_value(session: Session, query: RunQuery, value: Any) -> Any:
+    if query.sort == "config" and _is_pg(session):
+        return cast(literal(json.dumps(value)), JSONB)
+    return value
+
+
 def list_runs(
     session: Session,
+    query: RunQuery,
     *,
-    project: str | None,
-    status: str | None,
-    before: tuple[float, str] | None,
+    after: tuple[bool, Any, str] | None,
     limit: int,
-) -> list[RunRow]:
-    """Runs newest first, strictly after the (created_at, id) position ``before``."""
-    stmt = select(RunRow)
-    if project is not None:
-        stmt = stmt.where(RunRow.project == project)
-    if status is not None:
-        stmt = stmt.where(RunRow.status == status)
-    if before is not None:
-        created, run_id = before
-        stmt = stmt.where(
-            or_(
-                RunRow.created_at < created,
-                and_(RunRow.created_at == created, RunRow.id < run_id),
+) -> list[tuple[RunRow, Any]]:
+    """(run, sort value) pairs in the query's order, strictly after the position ``after``.
+
+    The order is (sort value missing last, sort value, id), so pages are stable and neither
+    repeat nor skip a run; ``after`` is (value missing, value, id) of the previous page's last.
+    """
+    key = _sort_expr(session, query)
+    stmt = select(RunRow, key.label("sort_value"))
+    if query.project is not None:
+        stmt = stmt.where(RunRow.project == query.project)
+    if query.status is not None:
+        stmt = stmt.where(RunRow.status == query.status)
+    for tag in query.tags:
+        if _is_pg(session):
+            stmt = stmt.where(
+                cast(RunRow.tags, JSONB).contains(cast(literal(json.dumps([tag])), JSONB))
             )
-        )
-    stmt = stmt.order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(limit)
-    return list(session.scalars(stmt))
+        else:
+            each = func.json_each(RunRow.tags).table_valued("value")
+            stmt = stmt.where(
+                select(literal(1)).select_from(each).where(each.c.value == tag).exists()
+            )
+    for parts, value in query.config:
+        stmt = stmt.where(_config_equals(session, parts, value))
+    for name, op, value in query.metrics:
+        stmt = stmt.where(_OPS[op](_metric_value(name), value))
+    forward: Callable[[Any, Any], Any] = (
+        (lambda a, b: a < b) if query.descending else (lambda a, b: a > b)
+    )
+    if after is not None:
+        missing, value, run_id = after
+        if missing:
+            stmt = stmt.where(key.is_(None), forward(RunRow.id, run_id))
+        else:
+            bound = _bind_sort_value(session, query, value)
+            stmt = stmt.where(
+                or_(
+                    key.is_(None),
+                    forward(key, bound),
+                    and_(key == bound, forward(RunRow.id, run_id)),
+                )
+            )
+    direction: Callable[[Any], Any] = (
+        (lambda c: c.desc()) if query.descending else (lambda c: c.asc())
+    )
+    stmt = stmt.order_by(case((key.is_(None), 1), else_=0), direction(key), direction(RunRow.id))
+    return [(row, value) for row, value in session.execute(stmt.limit(limit))]
 
 
 def series_of_runs(session: Session, run_ids: Sequence[str]) -> list[SeriesRow]:
@@ -70,6 +200,7 @@ def delete_run(session: Session, run_id: str) -> bool:
     """Delete a run and everything it owns; False when there was no such run."""
     # Children first and explicitly: correct even where foreign keys are not enforced.
     session.execute(delete(ChunkRow).where(ChunkRow.run_id == run_id))
+    session.execute(delete(HistogramRow).where(HistogramRow.run_id == run_id))
     session.execute(delete(BatchRow).where(BatchRow.run_id == run_id))
     session.execute(delete(SeriesRow).where(SeriesRow.run_id == run_id))
     result = session.execute(delete(RunRow).where(RunRow.id == run_id))

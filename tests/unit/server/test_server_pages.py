@@ -45,3 +45,16 @@ def test_settings_read_the_environment_and_default_to_a_checkout_web_dir(
     assert settings.database_url == "sqlite:///x.db"
     assert Settings(port=1).port == 1  # keyword arguments (CLI flags) win over the environment
     assert default_web_dir().name == "web"
+
+
+def test_the_compare_page_is_served_with_a_csp_and_is_a_problem_when_missing(
+    client: TestClient, settings: Settings
+) -> None:
+    missing = client.get("/compare", params={"runs": "a,b"})
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    (settings.web_dir / "compare.html").write_text("<!doctype html><title>compare</title>")
+    response = client.get("/compare", params={"runs": "a,b"})
+    assert response.status_code == 200
+    assert "<title>compare</title>" in response.text
+    assert "script-src 'self'" in response.headers["content-security-policy"]

@@ -33,11 +33,12 @@ def test_points_round_trip_exactly_with_non_finite_values(
     values = [0.1, NAN, INF, -INF, -0.0, 1e308, 5e-324]
     answer = post_batch("r1", "b1", {"loss": (list(range(7)), values)})
     assert answer == {"accepted": 7, "duplicate": False}
-    body = _points(client, "r1", "loss")
+    body = _points(client, "r1", "loss", wall_time="true")
     assert body["step"] == list(range(7))
     assert body["value"] == [0.1, "NaN", "Infinity", "-Infinity", -0.0, 1e308, 5e-324]
     assert math.copysign(1.0, body["value"][4]) == -1.0
     assert body["wall_time"] == [float(s) for s in range(7)]
+    assert _points(client, "r1", "loss")["wall_time"] is None
     assert body["downsampled"] is False
     assert body["total"] == 7
     assert body["cursor"] >= 1

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from trickscope_server.storage import BatchRow, ChunkRow, RunRow, SeriesRow
+from trickscope_server.storage.models import HistogramRow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,9 +94,133 @@ def test_delete_removes_everything_the_run_owns(
     assert client.get("/api/v1/runs/gone").status_code == 404
     assert client.delete("/api/v1/runs/gone").status_code == 404
     with app.state.db.reader() as session:
-        for row in (RunRow, SeriesRow, ChunkRow, BatchRow):
+        for row in (RunRow, SeriesRow, ChunkRow, BatchRow, HistogramRow):
             column = row.id if row is RunRow else row.run_id
             count = session.scalar(select(func.count()).select_from(row).where(column == "gone"))
             assert count == 0, row.__tablename__
         kept = session.scalar(select(func.count()).select_from(ChunkRow))
         assert kept == 1
+
+
+def _all_pages(client: TestClient, limit: int, **params: object) -> list[str]:
+    seen: list[str] = []
+    cursor = None
+    for _ in range(50):
+        query: dict[str, object] = {"limit": limit, **params}
+        if cursor:
+            query["cursor"] = cursor
+        response = client.get("/api/v1/runs", params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        seen += [r["id"] for r in page["runs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+    raise AssertionError("pagination did not end")
+
+
+def test_run_history_filters_by_tags_config_and_latest_metrics(
+    client: TestClient, make_run: Callable[..., dict], post_batch: Callable[..., dict]
+) -> None:
+    specs = [
+        ("a", ["base", "ema"], {"opt": {"name": "adamw", "lr": 0.001}, "ema": True}, 0.9),
+        ("b", ["base"], {"opt": {"name": "sgd", "lr": 0.1}, "ema": False}, 0.3),
+        ("c", ["ema"], {"opt": {"name": "adamw", "lr": 0.1}, "ema": True}, 0.5),
+        ("d", [], {"opt": {"name": "adamw", "lr": 2}}, None),
+    ]
+    for run_id, tags, config, loss in specs:
+        make_run(run_id, tags=tags, config=config)
+        if loss is not None:
+            post_batch(run_id, "b1", {"loss/train": ([1, 2], [10.0, loss])})
+
+    def ids(**params: object) -> list[str]:
+        response = client.get("/api/v1/runs", params={"sort": "name", **params})
+        assert response.status_code == 200, response.text
+        return [r["id"] for r in response.json()["runs"]]
+
+    assert ids(tag="ema") == ["a", "c"]
+    assert ids(tag=["ema", "base"]) == ["a"]
+    assert ids(config="opt.name:adamw") == ["a", "c", "d"]
+    assert ids(config=["opt.name:adamw", "opt.lr:0.1"]) == ["c"]
+    assert ids(config="opt.lr:2.0") == ["d"]
+    assert ids(config="ema:true") == ["a", "c"]
+    assert ids(config="opt.name:nope") == []
+    assert ids(metric="loss/train<0.6") == ["b", "c"]
+    assert ids(metric="loss/train>=0.5") == ["a", "c"]
+    assert ids(metric=["loss/train>0.2", "loss/train<=0.5"]) == ["b", "c"]
+    assert ids(metric="loss/train=0.3") == ["b"]
+    assert ids(metric="missing<1") == []
+
+
+@pytest.mark.parametrize(
+    ("sort", "expected"),
+    [
+        ("metric:loss", ["r3", "r0", "r6", "r4", "r1", "r5", "r2", "nometric"]),
+        ("-metric:loss", ["r2", "r5", "r1", "r4", "r6", "r0", "r3", "nometric"]),
+        ("config:width", ["nometric", "r0", "r1", "r2", "r3", "r4", "r5", "r6"]),
+        ("name", ["nometric", "r0", "r1", "r2", "r3", "r4", "r5", "r6"]),
+        ("-created_at", ["nometric", "r6", "r5", "r4", "r3", "r2", "r1", "r0"]),
+    ],
+)
+def test_run_history_sorts_with_stable_cursor_pages(
+    client: TestClient,
+    make_run: Callable[..., dict],
+    post_batch: Callable[..., dict],
+    sort: str,
+    expected: list[str],
+) -> None:
+    losses = [0.3, 0.7, 0.9, 0.1, 0.5, 0.7, 0.3]  # ties: pages must neither repeat nor skip
+    for i, loss in enumerate(losses):
+        make_run(f"r{i}", config={"width": i // 2 * 2 if i < 7 else 0})
+        post_batch(f"r{i}", "b", {"loss": ([1], [loss])})
+    make_run("nometric", config={"width": -1})
+    for limit in (1, 2, 3, 50):
+        got = _all_pages(client, limit, sort=sort)
+        assert len(got) == len(set(got)) == 8
+        if sort.startswith(("metric", "-metric")):
+            # Equal values may come in either id order, but always the same one.
+            key = {f"r{i}": v for i, v in enumerate(losses)}
+            values = [key.get(r) for r in got]
+            want = [key.get(r) for r in expected]
+            assert values == want
+            assert got == _all_pages(client, 50, sort=sort)
+        elif sort.startswith("config"):
+            widths = [-1, 0, 0, 2, 2, 4, 4, 6]
+            by_id = {"nometric": -1, **{f"r{i}": i // 2 * 2 for i in range(7)}}
+            assert [by_id[r] for r in got] == widths
+        else:
+            assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("params", "loc"),
+    [
+        ({"sort": "bogus"}, "sort"),
+        ({"sort": "config:"}, "sort"),
+        ({"sort": "config:a..b"}, "sort"),
+        ({"config": "novalue"}, "config"),
+        ({"config": ":x"}, "config"),
+        ({"metric": "loss~1"}, "metric"),
+        ({"metric": "loss<abc"}, "metric"),
+        ({"metric": "loss<nan"}, "metric"),
+        ({"cursor": "garbage!!"}, "cursor"),
+        ({"status": "sleeping"}, "status"),
+    ],
+)
+def test_malformed_run_history_parameters_are_422_problems_naming_them(
+    client: TestClient, params: dict[str, str], loc: str
+) -> None:
+    response = client.get("/api/v1/runs", params=params)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["errors"][0]["loc"] == ["query", loc]
+
+
+def test_a_cursor_from_another_sort_is_rejected(
+    client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    for i in range(3):
+        make_run(f"r{i}")
+    cursor = client.get("/api/v1/runs", params={"limit": 1}).json()["next_cursor"]
+    response = client.get("/api/v1/runs", params={"cursor": cursor, "sort": "name"})
+    assert response.status_code == 422
