@@ -111,3 +111,20 @@ class IngestResult(BaseModel):
 
     accepted: int
     duplicate: bool
+
+
+class FindingOut(BaseModel):
+    """One health finding: what went wrong, where and when, why it matters, what to try."""
+
+    check: str
+    severity: str  # "error", "warning" or "info"
+    title: str
+    detail: str
+    step: int | None
+    layer: str | None
+
+
+class HealthReport(BaseModel):
+    """A run's health findings, most severe first."""
+
+    findings: list[FindingOut]

@@ -11,6 +11,8 @@ from trickscope_server.api.deps import DatabaseDep, RunId, SettingsDep
 from trickscope_server.api.responses import OrjsonResponse
 from trickscope_server.schemas import (
     CompareSeries,
+    FindingOut,
+    HealthReport,
     Heatmap,
     HistogramNames,
     Histograms,
@@ -19,7 +21,7 @@ from trickscope_server.schemas import (
     SeriesList,
     SeriesPoints,
 )
-from trickscope_server.services import export, query, runs
+from trickscope_server.services import export, health, query, runs
 from trickscope_wire import LayersDeclare, RunCreate, RunFinish
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
@@ -41,6 +43,13 @@ def put_layers(run_id: RunId, payload: LayersDeclare, db: DatabaseDep) -> RunOut
 def post_finish(run_id: RunId, payload: RunFinish, db: DatabaseDep) -> RunOut:
     """Set the run's final status."""
     return runs.finish_run(db, run_id=run_id, payload=payload)
+
+
+@router.get("/runs/{run_id}/health", response_model=HealthReport)
+def get_health(run_id: RunId, db: DatabaseDep) -> HealthReport:
+    """Trick-aware health findings (first NaN layer, exploding gradients, warmup, EMA, ...)."""
+    findings = health.diagnose_run(db, run_id=run_id)
+    return HealthReport(findings=[FindingOut(**vars(f)) for f in findings])
 
 
 @router.get("/runs", response_model=RunPage)

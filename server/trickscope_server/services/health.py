@@ -20,6 +20,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
+from trickscope_server.services.query import load_series
+from trickscope_server.services.runs import require_run
+from trickscope_server.storage import Database, RunRow, SeriesRow, Session
+from trickscope_server.storage import points as points_store
+from trickscope_server.storage import runs as run_store
+
 Severity = str  # "error" | "warning" | "info"
 
 UPDATE_RATIO_BAND = (1e-5, 1e-1)  # persistently outside: steps too small or too large
@@ -59,10 +65,19 @@ class Summary:
 class RunView(Protocol):
     """What the checks read: everything but points comes from summaries (no scans)."""
 
-    status: str
-    config: Mapping[str, Any]
-    layers: Sequence[str]
-    summaries: Mapping[str, Summary]
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+
+    @property
+    def layers(self) -> Sequence[str]:
+        """Parameter names in model order."""
+        ...
+
+    @property
+    def summaries(self) -> Mapping[str, Summary]: ...
 
     def series(self, name: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """Steps and values of a series (spike-preserving downsampling is fine)."""
@@ -82,7 +97,7 @@ def _tail(steps: NDArray[np.int64], values: NDArray[np.float64]) -> NDArray[np.f
     if steps.size == 0:
         return values
     cut = steps[0] + (1 - TAIL) * (steps[-1] - steps[0])
-    tail = values[steps >= cut]
+    tail: NDArray[np.float64] = values[steps >= cut]
     return tail[np.isfinite(tail)]
 
 
@@ -121,14 +136,15 @@ def nonfinite(view: RunView) -> Iterable[Finding]:
             layer=layer,
         )
     loss = _first_loss(view)
-    if loss is not None and (step := view.summaries[loss].first_nonfinite_step) is not None:
+    loss_step = view.summaries[loss].first_nonfinite_step if loss is not None else None
+    if loss_step is not None:
         yield Finding(
             "nonfinite-loss",
             "error",
-            f"{loss} became NaN/Inf at step {step}",
+            f"{loss} became NaN/Inf at step {loss_step}",
             "Training diverged or a numerically unsafe operation produced NaN. Look at the "
             "gradient and LR charts just before this step.",
-            step=step,
+            step=loss_step,
         )
 
 
@@ -137,7 +153,8 @@ def _trailing_median(values: NDArray[np.float64]) -> NDArray[np.float64]:
     history = sliding_window_view(np.where(np.isfinite(values), values, np.nan), WINDOW)[:-1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window has no median
-        return np.nanmedian(history, axis=1)
+        median: NDArray[np.float64] = np.nanmedian(history, axis=1)
+    return median
 
 
 def _jumps(steps: NDArray[np.int64], values: NDArray[np.float64]) -> list[tuple[int, float]]:
@@ -213,15 +230,17 @@ def vanishing(view: RunView) -> Iterable[Finding]:
 
 
 def update_ratio(view: RunView) -> Iterable[Finding]:
-    """‖Δw‖/‖w‖ persistently outside ~1e-5 … 1e-1 (rule of thumb: around 1e-3)."""
+    """‖Δw‖/‖w‖ outside ~1e-5 … 1e-1 over the run (median; rule of thumb: around 1e-3)."""
     low_band, high_band = UPDATE_RATIO_BAND
     high: list[tuple[float, str]] = []
     low: list[tuple[float, str]] = []
     for layer in _per_layer(view, "update_ratio"):
-        tail = _tail(*view.series(f"update_ratio/{layer}"))
-        if not tail.size:
+        # The whole run, not its tail: a decayed LR shrinks every update at the end, as meant.
+        _, values = view.series(f"update_ratio/{layer}")
+        values = values[np.isfinite(values)]
+        if not values.size:
             continue
-        median = float(np.median(tail))
+        median = float(np.median(values))
         if median > high_band:
             high.append((median, layer))
         elif 0 < median < low_band:
@@ -317,8 +336,10 @@ def _beta2(view: RunView) -> float | None:
     value = _last(view, "opt/beta2/group0")
     if value is not None:
         return value
+    # Without the optimizer reporter, trust a config that names an Adam-family optimizer.
+    optimizer = str(view.config.get("optimizer", "")).lower()
     betas = view.config.get("betas")
-    if isinstance(betas, (list, tuple)) and len(betas) == 2:
+    if "adam" in optimizer and isinstance(betas, (list, tuple)) and len(betas) == 2:
         return float(betas[1])
     return None
 
@@ -482,3 +503,57 @@ def diagnose(view: RunView, checks: Sequence[Check] = CHECKS) -> list[Finding]:
         findings,
         key=lambda f: (_SEVERITY_ORDER[f.severity], f.step if f.step is not None else math.inf),
     )
+
+
+HEALTH_POINTS = 2000  # per series: enough for windows of WINDOW steps, extremes kept
+
+
+@dataclass
+class _StoredRun:
+    """A :class:`RunView` over the database, reading series lazily inside one session."""
+
+    session: Session
+    run: RunRow
+    rows: dict[str, SeriesRow]
+    cursor: int
+
+    @property
+    def status(self) -> str:
+        return self.run.status
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self.run.config
+
+    @property
+    def layers(self) -> Sequence[str]:
+        return list(self.run.layers)
+
+    @property
+    def summaries(self) -> Mapping[str, Summary]:
+        return {
+            name: Summary(
+                count=row.count,
+                last_step=row.last_step,
+                # SQLite stores NaN as NULL: a NULL last value of a series with points is NaN.
+                last_value=row.last_value
+                if row.last_value is not None or not row.count
+                else math.nan,
+                first_nonfinite_step=row.first_nonfinite_step,
+            )
+            for name, row in self.rows.items()
+        }
+
+    def series(self, name: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        return load_series(
+            self.session, series_id=self.rows[name].id, cursor=self.cursor, points=HEALTH_POINTS
+        )
+
+
+def diagnose_run(db: Database, *, run_id: str) -> list[Finding]:
+    """Every health finding of a stored run, most severe first."""
+    with db.reader() as session:
+        run = require_run(session, run_id)
+        rows = {row.name: row for row in run_store.series_of_runs(session, [run_id])}
+        view = _StoredRun(session, run, rows, points_store.run_seq(session, run_id=run_id))
+        return diagnose(view)

@@ -176,6 +176,23 @@ def _series_points(
     }
 
 
+def load_series(
+    session: Session, *, series_id: int, cursor: int, points: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """A whole series downsampled to ``points`` with its extremes kept, as arrays."""
+    loaded = _load(
+        session,
+        series_id=series_id,
+        start=None,
+        end=None,
+        cursor=cursor,
+        budget=points,
+        want_times=False,
+    )
+    idx = downsample(loaded.steps, loaded.values, points)
+    return loaded.steps[idx], loaded.values[idx]
+
+
 def read_points(
     db: Database,
     *,

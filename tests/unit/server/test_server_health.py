@@ -11,6 +11,7 @@ import pytest
 
 from trickscope_server.services import health
 from trickscope_server.services.health import Finding, Summary
+from trickscope_wire import LayersDeclare, dumps
 
 
 @dataclass
@@ -140,6 +141,22 @@ def test_adam_without_warmup_and_with_a_short_one() -> None:
     assert finding.check == "short-warmup"
 
 
+def test_warmup_is_judged_only_for_adam_family_optimizers() -> None:
+    run = healthy_run()
+    del run.columns["opt/beta2/group0"]
+    run.columns["lr/group0"][1][:] = 1e-3
+    run.config = {"optimizer": "sgd", "betas": [0.9, 0.999]}
+    assert checks(run, health.warmup) == []
+    run.config = {"optimizer": "AdamW", "betas": [0.9, 0.999]}
+    assert [f.check for f in checks(run, health.warmup)] == ["no-warmup"]
+
+
+def test_update_ratio_falling_with_a_decayed_lr_at_the_end_is_fine() -> None:
+    run = healthy_run()
+    run.columns["update_ratio/head.weight"][1][-60:] = 1e-7
+    assert checks(run, health.update_ratio) == []
+
+
 def test_lr_reaching_zero_early_is_reported() -> None:
     run = healthy_run()
     run.columns["lr/group0"][1][200:] = 0.0
@@ -180,3 +197,38 @@ def test_findings_are_sorted_by_severity_then_step() -> None:
     found = health.diagnose(run)
     assert [f.severity for f in found][:2] == ["error", "error"]
     assert [f.step for f in found][:2] == [300, 320]
+
+
+def test_the_health_endpoint_reads_stored_series(
+    client: Any, make_run: Any, post_batch: Any
+) -> None:
+    """Through the API and real storage: the first NaN layer and a frozen parameter are found."""
+    make_run("sick")
+    layers = ["stem.weight", "head.weight", "frozen.weight"]
+    response = client.put(
+        "/api/v1/runs/sick/layers",
+        content=dumps(LayersDeclare(layers=layers)),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    steps = list(range(100))
+    stem = [0.1] * 100
+    head = [0.2] * 60 + [math.nan] * 40
+    post_batch("sick", "b1", {"grad_norm/stem.weight": (steps, stem),
+                              "grad_norm/head.weight": (steps, head)})  # fmt: skip
+    response = client.get("/api/v1/runs/sick/health")
+    assert response.status_code == 200, response.text
+    findings = response.json()["findings"]
+    first = findings[0]
+    assert (first["check"], first["layer"], first["step"]) == (
+        "nonfinite-gradient",
+        "head.weight",
+        60,
+    )
+    assert any(f["check"] == "no-gradient" and f["layer"] == "frozen.weight" for f in findings)
+
+
+def test_the_health_of_an_unknown_run_is_a_404_problem(client: Any) -> None:
+    response = client.get("/api/v1/runs/nope/health")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
