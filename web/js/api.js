@@ -45,6 +45,7 @@ export const api = {
   points: (runId, name, points, start, end) =>
     getJSON(`/runs/${enc(runId)}/points`, { name, points, start, end }),
   heatmap: (runId, stat, points) => getJSON(`/runs/${enc(runId)}/heatmap`, { stat, points }),
+  health: (runId) => getJSON(`/runs/${enc(runId)}/health`),
   histogramNames: (runId) => getJSON(`/runs/${enc(runId)}/histograms/names`),
   histograms: (runId, name, points) => getJSON(`/runs/${enc(runId)}/histograms`, { name, points }),
   compare: (runIds, name, points, start, end) =>

@@ -1,5 +1,6 @@
-// The run page: header with trick summary, overview charts, one panel per trick (shown when its
-// series exist), per-layer heatmap + layer picker + histograms, live over SSE, zoom re-reads.
+// The run page: header with trick summary, health findings, overview charts, one panel per trick
+// (shown when its series exist), per-layer heatmap + layer picker + histograms, live over SSE,
+// zoom re-reads.
 
 import { FINAL_STATUSES, api, formatTime, toNumber } from "./api.js";
 import {
@@ -11,6 +12,7 @@ import {
   spanShape,
 } from "./charts.js";
 import { clearError, el, setStatusBadge, showError } from "./dom.js";
+import { HealthPanel } from "./health.js";
 import { openLive } from "./live.js";
 
 const POINTS = 2000; // per-series budget of a read; the server downsamples to it
@@ -20,6 +22,8 @@ const HIST_POINTS = 200; // histograms (steps) in the histogram-over-time view
 const HIST_REFRESH_MS = 5000;
 const EPS_DOMINANCE_TOP = 10; // layers drawn in the eps-dominance panel (highest last value)
 const CLIP_WINDOW = 100; // logged steps over which the share clipped is given
+const ZOOM_SHARE = 0.05; // a finding's step is shown with this share of the run on each side
+const ZOOM_MIN_HALF = 10; // ... but at least this many steps on each side
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
 
@@ -219,6 +223,46 @@ function fillTable(table, object, emptyText) {
   }
 }
 
+const INLINE_ITEMS = 6; // lists and objects up to this many plain entries are shown inline
+const NESTED_DEPTH = 4; // deeper settings are shown as JSON
+
+/** A setting for people: numbers to 6 significant digits (0.1 + 0.2 noise dropped). */
+function settingText(value) {
+  if (typeof value === "number" && Number.isFinite(value) && !Number.isInteger(value)) {
+    return String(Number(value.toPrecision(6)));
+  }
+  return valueText(value);
+}
+
+function isPlain(value) {
+  return value === null || typeof value !== "object";
+}
+
+/**
+ * A trick setting's value as nodes: plain values as text, short plain lists inline, objects and
+ * longer lists as a nested list, folded behind a <details> when long (an optimizer's param
+ * groups, the parameter names of a group).
+ */
+function settingNodes(value, depth = 0) {
+  if (isPlain(value)) return [el("span", { text: settingText(value) })];
+  const entries = Array.isArray(value) ? value.map((item, i) => [String(i), item]) : Object.entries(value);
+  if (depth >= NESTED_DEPTH) return [el("span", { text: valueText(value) })];
+  const plain = entries.every(([, item]) => isPlain(item));
+  if (Array.isArray(value) && plain && value.length <= INLINE_ITEMS) {
+    return [el("span", { text: `[${value.map(settingText).join(", ")}]` })];
+  }
+  const items = entries.map(([key, item]) =>
+    Array.isArray(value)
+      ? el("li", {}, settingNodes(item, depth + 1))
+      : el("li", {}, [el("span", { className: "k", text: key }), " ", ...settingNodes(item, depth + 1)]),
+  );
+  const list = el("ul", { className: "nested" }, items);
+  if (plain && entries.length <= INLINE_ITEMS) return [list];
+  const noun = Array.isArray(value) ? "item" : "key";
+  const label = `${entries.length} ${noun}${entries.length === 1 ? "" : "s"}`;
+  return [el("details", { className: "setting" }, [el("summary", { text: label }), list])];
+}
+
 /** The run's trick configuration (config.tricks) as one card per trick, all text. */
 function renderTricks(tricks) {
   const box = document.getElementById("trick-summary");
@@ -233,10 +277,10 @@ function renderTricks(tricks) {
     const items = [];
     if (settings && typeof settings === "object" && !Array.isArray(settings)) {
       for (const [key, value] of Object.entries(settings)) {
-        items.push(el("li", {}, [el("span", { className: "k", text: key }), " ", el("span", { text: valueText(value) })]));
+        items.push(el("li", {}, [el("span", { className: "k", text: key }), " ", ...settingNodes(value)]));
       }
     } else {
-      items.push(el("li", { text: valueText(settings) }));
+      items.push(el("li", {}, settingNodes(settings)));
     }
     box.append(el("div", { className: "trick", dataset: { trick } }, [el("h3", { text: trick }), el("ul", {}, items)]));
   }
@@ -267,7 +311,10 @@ function renderHeader(run) {
   const tags = document.getElementById("run-tags");
   tags.replaceChildren(...(run.tags || []).map((tag) => el("span", { className: "tag", text: tag })));
   if (!(run.tags || []).length) tags.textContent = "\u2014";
-  fillTable(document.getElementById("config-table"), run.config, "no config recorded");
+  // config.tricks has its own summary next to the table; as one JSON cell it would only repeat it.
+  const config = run.config && typeof run.config === "object" ? { ...run.config } : run.config;
+  if (config && typeof config === "object" && typeof config.tricks === "object") delete config.tricks;
+  fillTable(document.getElementById("config-table"), config, "no config recorded");
   fillTable(document.getElementById("system-table"), run.system, "no system info recorded");
   renderTricks(run.config && run.config.tricks);
 }
@@ -477,6 +524,71 @@ async function refreshHistogram(state) {
   }
 }
 
+// ---- health findings -----------------------------------------------------------------------
+
+/** Trick panels that show what a finding without a layer or step is about. */
+const PANEL_OF_CHECK = { "clipping-always": "clipped", "ema-worse": "acc", "ema-horizon": "emadecay", "drop-path-order": "droppath" };
+
+/**
+ * Zoom a line chart's x axis to a window around `step` (y rescaled); the chart's relayout
+ * handler then re-reads the window at full resolution. Runs in the chart's queue, so a chart
+ * still drawing its first read is zoomed once it has drawn.
+ */
+function zoomAround(chart, step) {
+  return chart.enqueue(async () => {
+    if (!chart.started || chart.retired || !chart.traceIndex.size) return;
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const stored of chart.store.values()) {
+      if (!stored.x.length) continue;
+      lo = Math.min(lo, stored.x[0]);
+      hi = Math.max(hi, stored.x[stored.x.length - 1]);
+    }
+    const span = Number.isFinite(lo) ? Math.max(hi, step) - Math.min(lo, step) : 0;
+    const half = Math.max(ZOOM_MIN_HALF, Math.ceil(span * ZOOM_SHARE));
+    await window.Plotly.relayout(chart.div, {
+      "xaxis.range": [Math.max(0, step - half), step + half],
+      "yaxis.autorange": true,
+    });
+  });
+}
+
+function scrollTo(node) {
+  node.scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+/** A finding that names a layer the page knows: pick it, zoom its charts to the step, go there. */
+function showFindingLayer(state, finding) {
+  if (finding.layer !== state.selectedLayer) selectLayer(state, finding.layer);
+  if (typeof finding.step === "number") {
+    for (const chart of state.layerCharts.values()) zoomAround(chart, finding.step);
+  }
+  scrollTo(document.getElementById("layer-picker"));
+  document.getElementById("layer-select").focus({ preventScroll: true });
+}
+
+/** A finding that names a step (and no known layer): zoom the overview charts around it. */
+function showFindingStep(state, finding) {
+  for (const chart of state.charts.values()) zoomAround(chart, finding.step);
+  scrollTo(document.getElementById("chart-loss").closest(".card"));
+}
+
+/** What clicking a finding does, or null: {kind, label, run(finding)}. */
+function healthAction(state, finding) {
+  const layer = typeof finding.layer === "string" ? finding.layer : "";
+  if (layer && (state.layers.has(layer) || state.layerSeries.has(layer))) {
+    return { kind: "layer", label: "show layer", run: (item) => showFindingLayer(state, item) };
+  }
+  if (typeof finding.step === "number" && Number.isInteger(finding.step)) {
+    return { kind: "step", label: "zoom to step", run: (item) => showFindingStep(state, item) };
+  }
+  const key = PANEL_OF_CHECK[finding.check];
+  if (key && state.panels.has(key)) {
+    return { kind: "panel", label: "show chart", run: () => scrollTo(document.getElementById(`card-${key}`)) };
+  }
+  return null;
+}
+
 // ---- live ----------------------------------------------------------------------------------
 
 function setLiveState(text) {
@@ -491,6 +603,7 @@ function onStatus(state, status) {
     if (state.live) state.live.close();
     state.live = null;
     setLiveState("ended");
+    state.health.stop();
     showError("This run was deleted.");
     return;
   }
@@ -501,6 +614,7 @@ function onStatus(state, status) {
     setLiveState("ended");
     scheduleHeatmap(state);
     if (state.histNames.size) refreshHistogram(state);
+    state.health.final(); // the final word: every point is in, and some checks wait for the end
   }
 }
 
@@ -551,6 +665,7 @@ function onPoints(state, data) {
     updateLayerOptions(state);
     if (!state.selectedLayer) selectLayer(state, pickableLayers(state)[0]);
   }
+  if (Object.keys(series).length) state.health.schedule();
   if (data && data.status) onStatus(state, data.status);
 }
 
@@ -578,8 +693,20 @@ async function load() {
     heatmapTimer: null,
     histLastFetch: 0,
     live: null,
+    health: null,
   };
   hooks.state = state;
+  // The findings are read at once, next to the run; they are drawn once the page has its layers,
+  // panels and charts (which rows can pick a layer, zoom a chart or show a panel depends on it).
+  let runKnown;
+  state.health = new HealthPanel(document.getElementById("health"), state.runId, {
+    actionOf: (finding) => healthAction(state, finding),
+    canFetch: () => !state.live || document.getElementById("live-state").dataset.state === "live",
+    ready: new Promise((resolve) => {
+      runKnown = resolve;
+    }),
+  });
+  state.health.refresh();
   hooks.dropLive = () => state.live && state.live.drop();
   for (const chart of OVERVIEW) {
     const div = document.getElementById(`chart-${chart.key}`);
@@ -611,6 +738,9 @@ async function load() {
   } catch (error) {
     document.getElementById("run-name").textContent = "Run not available";
     showError(error.status === 404 ? `No run with id ${state.runId}.` : error.message);
+    state.health.stop();
+    document.getElementById("health").hidden = true;
+    runKnown();
     return;
   }
   state.run = run;
@@ -657,6 +787,7 @@ async function load() {
     reads = await Promise.all(names.map((name) => api.points(state.runId, name, POINTS)));
   } catch (error) {
     showError(`Could not load the series: ${error.message}`);
+    runKnown();
     return;
   }
   // The smallest cursor any read saw: the stream resends from there and the charts drop steps
@@ -673,6 +804,7 @@ async function load() {
     await plotlyReady();
   } catch (error) {
     showError(error.message);
+    runKnown();
     return;
   }
   const draws = [];
@@ -695,6 +827,8 @@ async function load() {
   document.getElementById("hist-kind").addEventListener("change", () => refreshHistogram(state));
   const first = pickableLayers(state)[0] || null;
   selectLayer(state, first);
+  // Layers, panels and charts exist now (their draws queued): the findings can point at them.
+  runKnown();
 
   await Promise.all([...draws, heatmapLoad]);
   clearError();
@@ -713,7 +847,10 @@ async function load() {
       }
     },
     onStatus: (status) => onStatus(state, status),
-    onState: (text) => setLiveState(text === "closed" && !state.live ? "ended" : text),
+    onState: (text) => {
+      setLiveState(text === "closed" && !state.live ? "ended" : text);
+      if (text === "live") state.health.resume();
+    },
   });
 }
 
