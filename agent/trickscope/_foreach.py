@@ -1,12 +1,16 @@
-"""The only module that calls private ``torch._foreach_*`` APIs.
+"""The only module that calls private ``torch._foreach_*`` APIs (the agent's and the tricks').
 
 Each helper takes a list of same-device, same-dtype tensors and returns one result per tensor.
 The fused path launches one multi-tensor kernel per call; the fallback is a plain per-tensor loop
 kept for torch builds or devices without the fused op, and as the reference the tests hold the
-fused path to.
+fused path to. ``use_foreach(False)`` forces the fallback everywhere (the tricks' tests compare
+both paths); the statistics also take an explicit ``fused`` flag.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -15,13 +19,18 @@ _FUSED = all(
     hasattr(torch, name)
     for name in (
         "_foreach_norm",
-        "_foreach_clamp_min",
-        "_foreach_clamp_max",
         "_foreach_sub",
+        "_foreach_sub_",
         "_foreach_mul",
+        "_foreach_mul_",
+        "_foreach_pow_",
+        "_foreach_lerp_",
+        "_foreach_sign_",
+        "_foreach_clamp_max_",
         "_foreach_copy_",
     )
 )
+_enabled = _FUSED
 
 
 def fused_available() -> bool:
@@ -29,47 +38,199 @@ def fused_available() -> bool:
     return _FUSED
 
 
+@contextmanager
+def use_foreach(enabled: bool) -> Iterator[None]:
+    """Force the fused path on (where available) or off inside the block."""
+    global _enabled
+    previous, _enabled = _enabled, enabled and _FUSED
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def _on(fused: bool) -> bool:
+    return fused and _enabled
+
+
+def _segmented(device: torch.device) -> bool:
+    """Whether to use the whole-buffer (segmented) formulation rather than a per-tensor loop.
+
+    On CUDA a per-tensor loop would launch one kernel per parameter; on CPU the loop is what a
+    foreach op does anyway, and it is faster there. Tests force either on CPU.
+    """
+    return device.type == "cuda"
+
+
+def group_by_device_dtype(
+    tensors: list[Tensor],
+) -> dict[tuple[torch.device, torch.dtype], list[int]]:
+    """Indices of ``tensors`` grouped by (device, dtype), in first-seen order."""
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    return groups
+
+
 def norm(
-    tensors: list[Tensor], ord: float, *, dtype: torch.dtype | None = None, fused: bool = True
+    tensors: list[Tensor], ord: float = 2.0, *, dtype: torch.dtype | None = None, fused: bool = True
 ) -> list[Tensor]:
-    """Vector norm of each tensor (``ord`` 0 counts non-zeros, ``inf`` is max |x|)."""
-    if fused and _FUSED:
+    """Vector norm of each tensor, 0-d (``ord`` 0 counts non-zeros, ``inf`` is max |x|)."""
+    if not tensors:
+        return []
+    if _on(fused):
         return list(torch._foreach_norm(tensors, ord, dtype=dtype))
     return [torch.linalg.vector_norm(t, ord, dtype=dtype) for t in tensors]
 
 
-def clamp_min(tensors: list[Tensor], low: float, *, fused: bool = True) -> list[Tensor]:
-    """``max(x, low)`` per tensor; NaN stays NaN."""
-    if fused and _FUSED:
-        return list(torch._foreach_clamp_min(tensors, low))
-    return [torch.clamp_min(t, low) for t in tensors]
+def absmax(tensors: list[Tensor], *, fused: bool = True) -> Tensor:
+    """``max |x|`` of each tensor as one vector (NaN wherever a tensor holds a NaN).
+
+    On CUDA the fused ``inf``-norm; on CPU that op takes a slow scalar path, and a per-tensor
+    ``aminmax`` (vectorised, one pass for both ends) is several times faster.
+    """
+    if _on(fused) and _segmented(tensors[0].device):
+        return torch.stack(torch._foreach_norm(tensors, float("inf")))
+    # aminmax rejects empty tensors; their max |x| is 0, as the inf-norm says.
+    ends = [torch.aminmax(t) if t.numel() else (t.new_zeros(()),) * 2 for t in tensors]
+    low = torch.stack([end[0] for end in ends])
+    high = torch.stack([end[1] for end in ends])
+    return torch.maximum(high, -low)
 
 
-def clamp_max(tensors: list[Tensor], high: float, *, fused: bool = True) -> list[Tensor]:
-    """``min(x, high)`` per tensor; NaN stays NaN."""
-    if fused and _FUSED:
-        return list(torch._foreach_clamp_max(tensors, high))
-    return [torch.clamp_max(t, high) for t in tensors]
+def count_nonzero(tensors: list[Tensor], *, fused: bool = True) -> Tensor:
+    """Non-zero elements of each tensor (NaN and ±Inf count) as one float32 vector.
+
+    On CUDA the fused 0-"norm"; on CPU that op is a slow scalar loop and ``count_nonzero`` per
+    tensor is faster.
+    """
+    if _on(fused) and _segmented(tensors[0].device):
+        return torch.stack(torch._foreach_norm(tensors, 0)).to(torch.float32)
+    return torch.stack([torch.count_nonzero(t) for t in tensors]).to(torch.float32)
 
 
 def sub(a: list[Tensor], b: list[Tensor], *, fused: bool = True) -> list[Tensor]:
     """``a[i] - b[i]``; ``b[i]`` may be a 0-d tensor that broadcasts."""
-    if fused and _FUSED:
+    if _on(fused):
         return list(torch._foreach_sub(a, b))
     return [x - y for x, y in zip(a, b, strict=True)]
 
 
-def mul(tensors: list[Tensor], factor: float, *, fused: bool = True) -> list[Tensor]:
-    """``x * factor`` per tensor."""
-    if fused and _FUSED:
-        return list(torch._foreach_mul(tensors, factor))
-    return [t * factor for t in tensors]
+def sub_(a: list[Tensor], b: list[Tensor], *, fused: bool = True) -> None:
+    """``a[i] -= b[i]`` in place (same shapes: the fused kernel's fast path)."""
+    if _on(fused):
+        torch._foreach_sub_(a, b)
+        return
+    for x, y in zip(a, b, strict=True):
+        x.sub_(y)
+
+
+def sub_segments_(
+    flat: Tensor, lengths: Tensor, views: list[Tensor], values: Tensor, *, fused: bool = True
+) -> None:
+    """Subtract ``values[i]`` from the ``i``-th segment of ``flat`` (``views`` are the segments).
+
+    On CUDA the per-segment value is expanded to every element in one kernel (``output_size``
+    keeps ``repeat_interleave`` free of a host sync): a foreach op with a list of 0-d tensors
+    would leave the fused kernel's fast path and launch one kernel per tensor. On CPU the
+    per-tensor loop is what a foreach op does anyway, and it allocates nothing.
+    """
+    if _on(fused) and _segmented(flat.device):
+        flat.sub_(torch.repeat_interleave(values, lengths, output_size=flat.numel()))
+        return
+    for view, value in zip(views, values.unbind(), strict=True):
+        view.sub_(value)
+
+
+def segment_sum(
+    flat: Tensor, lengths: Tensor, views: list[Tensor], *, fused: bool = True
+) -> Tensor:
+    """Sum of each segment of ``flat`` (there is no foreach sum), float32, NaN/Inf propagating.
+
+    On CUDA one segmented-reduction kernel; on CPU a per-tensor loop, which is faster there.
+    """
+    if _on(fused) and _segmented(flat.device):
+        return torch.segment_reduce(flat, "sum", lengths=lengths)
+    return torch.stack([view.sum() for view in views])
+
+
+def count(index: Tensor, size: int) -> Tensor:
+    """How often each value in ``[0, size)`` occurs in the int64 ``index``, as int64.
+
+    ``bincount`` reads its input's maximum back to the host on CUDA; ``index_add_`` into a
+    zeroed vector does not.
+    """
+    if _segmented(index.device):
+        ones = torch.ones(1, dtype=torch.int64, device=index.device).expand(index.numel())
+        return torch.zeros(size, dtype=torch.int64, device=index.device).index_add_(0, index, ones)
+    return torch.bincount(index, minlength=size)
+
+
+def mul(
+    tensors: list[Tensor], factors: float | list[Tensor], *, fused: bool = True
+) -> list[Tensor]:
+    """``tensors[i] * factor`` (one number) or ``tensors[i] * factors[i]`` (0-d tensors)."""
+    if _on(fused):
+        return list(torch._foreach_mul(tensors, factors))
+    if isinstance(factors, list):
+        return [t * f for t, f in zip(tensors, factors, strict=True)]
+    return [t * factors for t in tensors]
+
+
+def mul_(tensors: list[Tensor], factor: Tensor, *, fused: bool = True) -> None:
+    """``tensors[i] *= factor`` in place, ``factor`` a 0-d tensor on their device."""
+    if _on(fused):
+        torch._foreach_mul_(tensors, factor)
+        return
+    for t in tensors:
+        t.mul_(factor)
+
+
+def pow_(tensors: list[Tensor], exponent: Tensor, *, fused: bool = True) -> None:
+    """``tensors[i] **= exponent`` in place, ``exponent`` a 0-d tensor."""
+    if _on(fused):
+        torch._foreach_pow_(tensors, [exponent] * len(tensors))
+        return
+    for t in tensors:
+        t.pow_(exponent)
+
+
+def lerp_(targets: list[Tensor], sources: list[Tensor], weight: float | Tensor) -> None:
+    """``targets[i] += weight * (sources[i] - targets[i])`` in place."""
+    if not targets:
+        return
+    if _on(True):
+        torch._foreach_lerp_(targets, sources, weight)
+        return
+    for t, s in zip(targets, sources, strict=True):
+        t.lerp_(s, weight)
 
 
 def copy_(dst: list[Tensor], src: list[Tensor], *, fused: bool = True) -> None:
-    """Copy ``src[i]`` into ``dst[i]`` in place."""
-    if fused and _FUSED:
+    """Copy ``src[i]`` into ``dst[i]`` in place (casting to ``dst``'s dtype)."""
+    if not dst:
+        return
+    if _on(fused):
         torch._foreach_copy_(dst, src)
         return
     for d, s in zip(dst, src, strict=True):
         d.copy_(s)
+
+
+def below_fraction(tensors: list[Tensor], thresholds: list[float]) -> list[Tensor]:
+    """Per tensor, the fraction of elements strictly below its threshold, as 0-d tensors.
+
+    Built from ``sign``, ``clamp_max`` and an L1 norm so that it is one foreach pass per op
+    instead of one comparison kernel per tensor: ``-sign(x - c)`` clamped at 0 is 1 exactly
+    where ``x < c``, and its L1 norm counts those elements.
+    """
+    if not tensors:
+        return []
+    if _on(True):
+        diff = list(torch._foreach_sub(tensors, thresholds))
+        torch._foreach_sign_(diff)
+        torch._foreach_clamp_max_(diff, 0.0)
+        counts = torch._foreach_norm(diff, 1)
+    else:
+        counts = [(t < c).sum().to(t.dtype) for t, c in zip(tensors, thresholds, strict=True)]
+    return [c / max(t.numel(), 1) for c, t in zip(counts, tensors, strict=True)]

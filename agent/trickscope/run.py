@@ -140,25 +140,33 @@ class Run:
         *,
         every: int = 10,
         start_step: int = 0,
+        hist_every: int = 100,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         """Report per-layer gradient and weight statistics every ``every`` optimizer steps.
 
         Hooks ``optimizer.step()`` (pre and post hooks, no patching). Each due step reports
         ``grad_norm``, ``grad_max``, ``grad_mean``, ``grad_std``, ``grad_zero_frac``,
         ``grad_nan``, ``grad_inf``, ``weight_norm``, ``weight_mean``, ``weight_std`` and
-        ``update_ratio`` per parameter, ``grad_norm/total`` and ``lr/group<i>``. A parameter
-        without a gradient has no gradient points that step. Calling ``watch`` again replaces
-        the previous hooks.
+        ``update_ratio`` per parameter, ``grad_norm/total``, ``lr/group<i>`` and, with a
+        ``scaler``, ``amp/scale``. Every ``hist_every`` steps it also sends 64-bin histograms
+        ``grad_hist/<param>`` and ``weight_hist/<param>`` (NaN/Inf counted apart). Gradients are
+        read at the optimizer step: after accumulation, after ``unscale_`` under AMP and after
+        the DDP all-reduce. A parameter without a gradient has no gradient points that step.
+        Calling ``watch`` again replaces the previous hooks.
 
         Args:
             model: Its ``named_parameters()`` names the series.
-            optimizer: Its ``step()`` calls define the step.
-            every: Sampling period in optimizer steps.
+            optimizer: Its ``step()`` calls define the step. A step that ``GradScaler`` skips
+                (Inf/NaN gradients) never calls it, so it is not counted.
+            every: Sampling period of the scalar statistics, in optimizer steps.
             start_step: The step of the first ``optimizer.step()`` call (when resuming).
+            hist_every: Sampling period of the histograms; 0 turns them off.
+            scaler: The AMP ``GradScaler`` in use, whose scale is then reported.
 
         Raises:
-            TypeError: ``model`` or ``optimizer`` has the wrong type.
-            ValueError: ``every`` or ``start_step`` is out of range.
+            TypeError: ``model``, ``optimizer`` or ``scaler`` has the wrong type.
+            ValueError: ``every``, ``start_step`` or ``hist_every`` is out of range.
         """
         watcher = Watcher(
             model,
@@ -167,6 +175,9 @@ class Run:
             start_step=start_step,
             emit=self._emit,
             incidents=self.incidents,
+            hist_every=hist_every,
+            emit_hist=self._emit_hist,
+            scaler=scaler,
         )
         if not self._active or self._sender is None:
             watcher.close()
@@ -243,6 +254,13 @@ class Run:
                 self._submit(Sample(step, wall, host=host))
             return
         self._submit(Sample(step, wall, keys, parcel, host))
+
+    def _emit_hist(self, step: int, keys: Sequence[str], bins: int, values: Tensor) -> None:
+        parcel = self._handoff.ship(values)
+        if parcel is None:
+            self.incidents.drop("all pinned buffers in flight")
+            return
+        self._submit(Sample(step, time.time(), keys, parcel, bins=bins))
 
     def _submit(self, sample: Sample) -> None:
         if self._sender is not None:

@@ -26,7 +26,14 @@ from trickscope.config import AgentConfig
 from trickscope.journal import Journal, Request
 from trickscope.transfer import Parcel
 from trickscope.transport import Connection, Rejected, Unavailable, backoff
-from trickscope_wire import PointBatch, SeriesColumns, dumps, encode_f64, encode_i64
+from trickscope_wire import (
+    HistogramColumns,
+    PointBatch,
+    SeriesColumns,
+    dumps,
+    encode_f64,
+    encode_i64,
+)
 
 logger = logging.getLogger("trickscope")
 
@@ -45,6 +52,35 @@ class Sample:
     keys: Sequence[str] = ()  # names of ``parcel``'s values, in order
     parcel: Parcel | None = None
     host: list[tuple[str, float]] = field(default_factory=list)  # already-host numbers
+    # > 0: ``parcel`` holds one histogram per key, ``lo, hi, nonfinite`` then ``bins`` counts.
+    bins: int = 0
+
+
+class _Histograms:
+    """Buffered histograms of one series, column by column."""
+
+    __slots__ = ("bins", "steps", "lo", "hi", "counts", "nonfinite", "times")
+
+    def __init__(self, bins: int) -> None:
+        self.bins = bins
+        self.steps: list[int] = []
+        self.lo: list[float] = []
+        self.hi: list[float] = []
+        self.counts: list[float] = []
+        self.nonfinite: list[float] = []
+        self.times: list[float] = []
+
+    def columns(self, name: str) -> HistogramColumns:
+        return HistogramColumns(
+            name=name,
+            bins=self.bins,
+            steps=encode_i64(self.steps),
+            lo=encode_f64(self.lo),
+            hi=encode_f64(self.hi),
+            counts=encode_f64(self.counts),
+            nonfinite=encode_f64(self.nonfinite),
+            times=encode_f64(self.times),
+        )
 
 
 class Sender:
@@ -58,6 +94,7 @@ class Sender:
         self._connection = Connection(config.url, timeout=config.http_timeout)
         self.journal = Journal(config.journal_dir / f"{run_id}.jsonl")
         self._series: dict[str, tuple[list[int], list[float], list[float]]] = {}
+        self._histograms: dict[str, _Histograms] = {}
         self._pending_points = 0
         self._last_step = 0
         self._reported_drops = 0
@@ -144,7 +181,9 @@ class Sender:
 
     def _add(self, sample: Sample) -> None:
         self._last_step = sample.step
-        if sample.parcel is not None:
+        if sample.parcel is not None and sample.bins:
+            self._add_histograms(sample, sample.parcel.values())
+        elif sample.parcel is not None:
             values = sample.parcel.values()
             if len(values) != len(sample.keys):
                 raise ValueError(f"{len(values)} values for {len(sample.keys)} keys")
@@ -152,6 +191,25 @@ class Sender:
                 self._point(key, sample.step, value, sample.time)
         for key, value in sample.host:
             self._point(key, sample.step, value, sample.time)
+
+    def _add_histograms(self, sample: Sample, values: list[float]) -> None:
+        width = sample.bins + 3
+        if len(values) != width * len(sample.keys):
+            raise ValueError(f"{len(values)} values for {len(sample.keys)} histograms")
+        for index, key in enumerate(sample.keys):
+            row = values[index * width : (index + 1) * width]
+            hist = self._histograms.get(key)
+            if hist is None or hist.bins != sample.bins:
+                if hist is not None:
+                    self._flush()
+                hist = self._histograms[key] = _Histograms(sample.bins)
+            hist.steps.append(sample.step)
+            hist.lo.append(row[0])
+            hist.hi.append(row[1])
+            hist.nonfinite.append(row[2])
+            hist.counts.extend(row[3:])
+            hist.times.append(sample.time)
+            self._pending_points += width
 
     def _point(self, key: str, step: int, value: float, wall: float) -> None:
         columns = self._series.get(key)
@@ -167,15 +225,17 @@ class Sender:
         if drops != self._reported_drops:
             self._reported_drops = drops
             self._point(DROPPED, self._last_step, float(drops), time.time())
-        if not self._series:
+        if not self._series and not self._histograms:
             return
         series = [
             SeriesColumns(name, encode_i64(steps), encode_f64(values), encode_f64(times))
             for name, (steps, values, times) in self._series.items()
         ]
+        histograms = [hist.columns(name) for name, hist in self._histograms.items()]
         self._series = {}
+        self._histograms = {}
         self._pending_points = 0
-        batch = PointBatch(batch_id=uuid.uuid4().hex, series=series)
+        batch = PointBatch(batch_id=uuid.uuid4().hex, series=series, histograms=histograms)
         self._enqueue(Request("POST", self._points_path, dumps(batch)))
 
     def _enqueue(self, request: Request) -> None:

@@ -1,14 +1,17 @@
-"""Per-layer statistics, computed as device ops with one fused call per statistic.
+"""Per-layer statistics and histograms, computed as device ops without reading back to the host.
 
 Every function takes tensors of one (device, dtype) group and returns float32 results, one column
-per tensor, without reading a value back to the host. Half-precision inputs are upcast once (one
-``cat``) so that sums, norms and differences are taken in float32.
+per tensor. The scalar statistics work in a :class:`Scratch`: one float32 flat buffer per group,
+allocated once and reused, so that a due step makes a handful of passes over memory and allocates
+nothing the size of the model (on CPU a fresh allocation costs page faults on every pass).
 
 Definitions match the obvious per-tensor torch expressions, which the tests use as reference:
 ``grad_norm`` = ``vector_norm(g)``, ``grad_max`` = ``g.abs().max()``, ``grad_mean`` = ``g.mean()``,
 ``grad_std`` = ``g.std()`` (unbiased), ``grad_zero_frac`` = ``(g == 0).float().mean()``,
 ``grad_nan`` = ``g.isnan().sum()``, ``grad_inf`` = ``g.isinf().sum()``, and likewise for weights;
-``update_ratio`` = ``‖w_after − w_before‖ / ‖w_before‖``.
+``update_ratio`` = ``‖w_after − w_before‖ / ‖w_before‖``. A histogram has ``bins`` equal bins over
+the tensor's finite ``[min, max]`` with ``torch.histc``'s edges and rounding; NaN and ±Inf are
+counted apart.
 """
 
 from __future__ import annotations
@@ -32,16 +35,12 @@ GRAD_STATS = (
 WEIGHT_STATS = ("weight_norm", "weight_mean", "weight_std")
 UPDATE_STAT = "update_ratio"
 TOTAL_GRAD_NORM = "grad_norm/total"
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def upcast(tensors: list[Tensor]) -> list[Tensor]:
-    """Detached float32 (or float64) versions; half types are cast once, through a flat copy."""
-    if tensors[0].dtype not in _LOW_PRECISION:
-        return [t.detach() for t in tensors]
-    flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(torch.float32)
-    return list(flat.split([t.numel() for t in tensors]))
+AMP_SCALE = "amp/scale"
+GRAD_HIST = "grad_hist"
+WEIGHT_HIST = "weight_hist"
+BINS = 64
+# Rows of :data:`GRAD_STATS` that scale with the gradient (undone for a fused AMP optimizer).
+GRAD_SCALED_ROWS = 4
 
 
 def numels(tensors: list[Tensor]) -> Tensor:
@@ -56,59 +55,169 @@ def numels(tensors: list[Tensor]) -> Tensor:
     return counts.to(device)
 
 
-def _moments(x: list[Tensor], n: Tensor, fused: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """L2 norm, mean and unbiased std of each tensor, all in float32."""
-    l2 = torch.stack(_foreach.norm(x, 2, fused=fused)).to(torch.float32)
-    # No foreach sum exists: a signed sum is the L1 norm of the positive part minus that of the
-    # negative part (NaN and ±Inf propagate just as in ``sum``).
-    pos = torch.stack(_foreach.norm(_foreach.clamp_min(x, 0.0, fused=fused), 1, fused=fused))
-    neg = torch.stack(_foreach.norm(_foreach.clamp_max(x, 0.0, fused=fused), 1, fused=fused))
-    mean_x = (pos - neg) / n.to(pos.dtype)
-    # Two-pass std: subtracting the mean first avoids the cancellation of E[x²] − E[x]² on
-    # tensors such as BatchNorm weights (all ones, std 0).
-    centered = _foreach.sub(x, list(mean_x.unbind()), fused=fused)
-    spread = torch.stack(_foreach.norm(centered, 2, fused=fused)).to(torch.float32)
-    std = spread / (n - 1.0).sqrt()
-    return l2, mean_x.to(torch.float32), std
+class Scratch:
+    """A reusable float32 buffer for one (device, dtype) group, laid out as the tensors at hand.
+
+    :meth:`bind` points ``flat``, ``views`` and ``lengths`` at a prefix of one storage tensor,
+    with one cached layout per list of shapes: gradients (only the parameters that have one),
+    weights and the update share the storage in turn, and a due step allocates nothing.
+    """
+
+    def __init__(self, tensors: list[Tensor]) -> None:
+        self._device = tensors[0].device
+        self._storage = torch.empty(0, dtype=torch.float32, device=self._device)
+        self._layouts: dict[tuple[tuple[int, ...], ...], tuple[Tensor, list[Tensor], Tensor]] = {}
+        self.bind(tensors)
+
+    def bind(self, tensors: list[Tensor]) -> Scratch:
+        """Lay the buffer out as ``tensors`` (shapes only); returns ``self``."""
+        shapes = tuple(tuple(t.shape) for t in tensors)
+        layout = self._layouts.get(shapes)
+        if layout is None:
+            sizes = [t.numel() for t in tensors]
+            total = sum(sizes)
+            if total > self._storage.numel():
+                self._storage = torch.empty(total, dtype=torch.float32, device=self._device)
+                self._layouts.clear()
+            flat = self._storage[:total]
+            views = [p.view(shape) for p, shape in zip(flat.split(sizes), shapes, strict=True)]
+            lengths = torch.tensor(sizes, dtype=torch.int64)
+            if self._device.type == "cuda":
+                lengths = lengths.pin_memory().to(self._device, non_blocking=True)
+            layout = self._layouts[shapes] = (flat, views, lengths)
+        self.flat, self.views, self.lengths = layout
+        return self
+
+    def load(self, tensors: list[Tensor], fused: bool) -> list[Tensor]:
+        """Copy (and upcast) ``tensors`` into the buffer; returns the views."""
+        _foreach.copy_(self.views, [t.detach() for t in tensors], fused=fused)
+        return self.views
 
 
-def grad_stats(grads: list[Tensor], n: Tensor, *, fused: bool = True) -> Tensor:
+def _scratch(tensors: list[Tensor], scratch: Scratch | None) -> Scratch:
+    if scratch is None:
+        return Scratch(tensors)
+    return scratch.bind(tensors)
+
+
+def _column(values: list[Tensor]) -> Tensor:
+    return torch.stack(values).to(torch.float32)
+
+
+def _centered_std(buf: Scratch, mean: Tensor, n: Tensor, fused: bool) -> Tensor:
+    # Two-pass std (subtract the mean, then the L2 norm) avoids the cancellation of
+    # E[x²] − E[x]² on tensors such as BatchNorm weights (all ones, std 0). The subtraction is in
+    # place: the buffer is ours. ``+ mean * 0`` turns the std NaN wherever the mean is not finite,
+    # as ``Tensor.std`` does (a tensor holding +Inf alone would otherwise give +Inf).
+    _foreach.sub_segments_(buf.flat, buf.lengths, buf.views, mean, fused=fused)
+    spread = _column(_foreach.norm(buf.views, 2, fused=fused))
+    return spread / (n - 1.0).sqrt() + mean * 0.0
+
+
+def grad_stats(
+    grads: list[Tensor], n: Tensor, *, scratch: Scratch | None = None, fused: bool = True
+) -> Tensor:
     """Statistics of :data:`GRAD_STATS`, shape ``(len(GRAD_STATS), len(grads))``, float32.
 
     Args:
         grads: Gradients of one (device, dtype) group.
         n: Their element counts, from :func:`numels`.
-        fused: Use the fused foreach kernels (``False``: the per-tensor reference loop).
+        scratch: The group's reusable buffer (one is made when missing or of another layout).
+        fused: Use the fused kernels (``False``: the per-tensor reference loop).
     """
-    x = upcast(grads)
-    l2, mean, std = _moments(x, n, fused)
-    absmax = torch.stack(_foreach.norm(x, math.inf, fused=fused)).to(torch.float32)
-    nonzero = torch.stack(_foreach.norm(x, 0, fused=fused)).to(torch.float32)
-    # x * 0 is 0 for finite x and NaN for NaN and ±Inf; clamping first maps ±Inf to ±1, so the
-    # second count sees NaN alone. L0 "norms" count the NaNs.
-    nonfinite = torch.stack(_foreach.norm(_foreach.mul(x, 0.0, fused=fused), 0, fused=fused))
-    clamped = _foreach.clamp_max(_foreach.clamp_min(x, -1.0, fused=fused), 1.0, fused=fused)
-    nan = torch.stack(_foreach.norm(_foreach.mul(clamped, 0.0, fused=fused), 0, fused=fused))
-    nan = nan.to(torch.float32)
-    inf = nonfinite.to(torch.float32) - nan
+    buf = _scratch(grads, scratch)
+    x = buf.load(grads, fused)
+    l2 = _column(_foreach.norm(x, 2, fused=fused))
+    absmax = _foreach.absmax(x, fused=fused).to(torch.float32)
+    nonzero = _foreach.count_nonzero(x, fused=fused)
+    mean = _foreach.segment_sum(buf.flat, buf.lengths, x, fused=fused) / n
+    # NaN and ±Inf are non-zero: zeroing NaN, then ±Inf, and counting non-zeros after each
+    # gives both counts exactly, in passes over our own buffer and without a branch.
+    buf.flat.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+    no_nan = _foreach.count_nonzero(x, fused=fused)
+    buf.flat.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    finite_nonzero = _foreach.count_nonzero(x, fused=fused)
+    std = _centered_std(buf, mean, n, fused)
     zero_frac = (n - nonzero) / n
-    return torch.stack([l2, absmax, mean, std, zero_frac, nan, inf])
+    return torch.stack(
+        [l2, absmax, mean, std, zero_frac, nonzero - no_nan, no_nan - finite_nonzero]
+    )
 
 
-def weight_stats(weights: list[Tensor], n: Tensor, *, fused: bool = True) -> Tensor:
+def weight_stats(
+    weights: list[Tensor], n: Tensor, *, scratch: Scratch | None = None, fused: bool = True
+) -> Tensor:
     """Statistics of :data:`WEIGHT_STATS`, shape ``(len(WEIGHT_STATS), len(weights))``."""
-    l2, mean, std = _moments(upcast(weights), n, fused)
-    return torch.stack([l2, mean, std])
+    buf = _scratch(weights, scratch)
+    x = buf.load(weights, fused)
+    l2 = _column(_foreach.norm(x, 2, fused=fused))
+    mean = _foreach.segment_sum(buf.flat, buf.lengths, x, fused=fused) / n
+    return torch.stack([l2, mean, _centered_std(buf, mean, n, fused)])
 
 
-def update_ratio(after: list[Tensor], before: list[Tensor], *, fused: bool = True) -> Tensor:
+def update_ratio(
+    after: list[Tensor], before: list[Tensor], *, scratch: Scratch | None = None, fused: bool = True
+) -> Tensor:
     """‖after − before‖ / ‖before‖ per tensor, float32, shape ``(len(after),)``."""
-    new, old = upcast(after), upcast(before)
-    delta = torch.stack(_foreach.norm(_foreach.sub(new, old, fused=fused), 2, fused=fused))
-    scale = torch.stack(_foreach.norm(old, 2, fused=fused))
-    return (delta / scale).to(torch.float32)
+    buf = _scratch(after, scratch)
+    x = buf.load(after, fused)
+    old = [b.detach() for b in before]
+    scale = _column(_foreach.norm(old, 2, fused=fused))
+    _foreach.sub_(x, old, fused=fused)
+    delta = _column(_foreach.norm(x, 2, fused=fused))
+    return delta / scale
 
 
 def total_norm(norms: Tensor) -> Tensor:
     """The global gradient L2 norm from per-tensor L2 norms, as a 1-element tensor."""
     return torch.linalg.vector_norm(norms).reshape(1)
+
+
+def histograms(tensors: list[Tensor], bins: int = BINS) -> Tensor:
+    """Fixed-bin histograms of each tensor's finite values, without a per-tensor kernel loop.
+
+    Returns float64, shape ``(len(tensors), bins + 3)``: per tensor ``lo``, ``hi`` (the edges),
+    the NaN/±Inf count, then the ``bins`` counts (float64 keeps counts exact up to 2⁵³). The edges
+    are the finite min and max, widened by 1 either side when they coincide (as ``torch.histc``);
+    a tensor without finite values gets edges ``[-1, 1]`` and no counts.
+
+    The group is flattened once; per-tensor finite min/max are segmented reductions, then every
+    element gets the index ``tensor * (bins + 1) + bin`` (non-finite elements the extra slot
+    ``bins``) and one counting pass fills every histogram.
+    """
+    device = tensors[0].device
+    sizes = [t.numel() for t in tensors]
+    total = sum(sizes)
+    segments = len(tensors)
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(torch.float32)
+    lengths = torch.tensor(sizes, dtype=torch.int64)
+    lengths = (
+        lengths.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else lengths
+    )
+    # output_size makes repeat_interleave sync-free on CUDA.
+    ids = torch.repeat_interleave(torch.arange(segments, device=device), lengths, output_size=total)
+    finite = flat.isfinite()
+    inf = torch.full((), math.inf, device=device)  # a fill kernel, not a host→device copy
+    lo = torch.full((segments,), math.inf, device=device).scatter_reduce_(
+        0, ids, torch.where(finite, flat, inf), "amin"
+    )
+    hi = torch.full((segments,), -math.inf, device=device).scatter_reduce_(
+        0, ids, torch.where(finite, flat, -inf), "amax"
+    )
+    empty = lo > hi
+    lo = torch.where(empty, 0.0, lo)
+    hi = torch.where(empty, 0.0, hi)
+    same = lo == hi
+    lo = torch.where(same, lo - 1.0, lo)
+    hi = torch.where(same, hi + 1.0, hi)
+    # torch.histc's arithmetic, in float32 and in this order, so that edges round alike.
+    # Non-finite elements are moved to ``lo`` first: casting ±Inf or NaN to int is undefined.
+    left = lo[ids]
+    position = (torch.where(finite, flat, left) - left) * bins / (hi - lo)[ids]
+    index = position.to(torch.int64).clamp_(0, bins - 1)
+    index = torch.where(finite, index, bins) + ids * (bins + 1)
+    counts = _foreach.count(index, segments * (bins + 1)).reshape(segments, bins + 1)
+    counts = counts.to(torch.float64)
+    return torch.cat(
+        [lo.double()[:, None], hi.double()[:, None], counts[:, bins:], counts[:, :bins]], dim=1
+    )

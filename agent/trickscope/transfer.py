@@ -57,12 +57,15 @@ class Handoff:
     def __init__(self, slots: int = 8) -> None:
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
             raise ValueError(f"slots={slots!r} must be a positive int")
-        self._buffers: list[Tensor | None] = [None] * slots
+        # Per slot, one buffer per dtype: histograms (float64) and statistics (float32) alternate,
+        # and reallocating pinned memory is slow (freeing it synchronises the device).
+        self._buffers: list[dict[torch.dtype, Tensor]] = [{} for _ in range(slots)]
         # deque append/popleft are atomic under the GIL: no lock between the two threads.
         self._free: deque[int] = deque(range(slots))
 
     def ship(self, values: Tensor) -> Parcel | None:
-        """Start moving a 1-d float32 vector to the host; ``None`` if no buffer is free."""
+        """Start moving a 1-d vector (float32, or float64 for histograms) to the host; ``None`` if
+        no buffer is free."""
         if values.device.type != "cuda":
             return Parcel(values)
         try:
@@ -70,12 +73,12 @@ class Handoff:
         except IndexError:
             return None
         size = values.numel()
-        buffer = self._buffers[slot]
+        buffer = self._buffers[slot].get(values.dtype)
         if buffer is None or buffer.numel() < size:
             # Grows rarely (a new layout); round up so that small changes do not reallocate.
             capacity = 1 << max(size - 1, 1).bit_length()
-            buffer = torch.empty(capacity, dtype=torch.float32, pin_memory=True)
-            self._buffers[slot] = buffer
+            buffer = torch.empty(capacity, dtype=values.dtype, pin_memory=True)
+            self._buffers[slot][values.dtype] = buffer
         host = buffer[:size]
         host.copy_(values, non_blocking=True)
         event = torch.cuda.Event()

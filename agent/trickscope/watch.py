@@ -1,9 +1,17 @@
-"""Optimizer hooks that sample per-layer statistics every ``every`` optimizer steps.
+"""Optimizer hooks that sample per-layer statistics every ``every`` optimizer steps, and
+histograms every ``hist_every``.
 
 ``step`` is the global optimizer step: the watcher counts ``optimizer.step()`` calls from
 ``start_step``. The pre hook snapshots the weights on due steps (for the update ratio); the post
-hook computes every statistic as device ops and hands one vector to ``emit``. On other steps each
-hook costs an integer comparison.
+hook computes every statistic as device ops and hands one vector to ``emit`` (histograms: one
+vector to ``emit_hist``). On other steps each hook costs an integer comparison.
+
+Gradients are read at the optimizer-step boundary, which is after accumulation, after the DDP
+all-reduce and, under AMP, after ``GradScaler.unscale_``: ``scaler.step(optimizer)`` unscales
+before it calls ``optimizer.step()``. An optimizer that unscales inside its own fused step
+receives ``grad_scale`` as an argument; the hooks see it and divide the gradient statistics by
+it. When the scaler skips a step (Inf/NaN gradients) it does not call ``optimizer.step()``, so no
+hook runs and the step is not counted: ``step`` counts optimizer updates that happened.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from trickscope import _foreach, stats
 from trickscope._incidents import Incidents
 
 Emit = Callable[[int, Sequence[str], Tensor, list[tuple[str, float]]], None]
+EmitHist = Callable[[int, Sequence[str], int, Tensor], None]
 
 
 @dataclass
@@ -29,6 +38,7 @@ class _Group:
     with_grad: list[int]
     n_every: Tensor
     n_with_grad: Tensor | None
+    scratch: stats.Scratch
 
 
 @dataclass
@@ -37,6 +47,7 @@ class _Layout:
 
     groups: list[_Group]
     keys: list[str]
+    hist_keys: list[str]
     device: torch.device
 
 
@@ -58,6 +69,10 @@ class Watcher:
         start_step: int,
         emit: Emit,
         incidents: Incidents,
+        hist_every: int = 0,
+        bins: int = stats.BINS,
+        emit_hist: EmitHist | None = None,
+        scaler: Any = None,
         fused: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -71,7 +86,14 @@ class Watcher:
                 f"{type(optimizer).__name__} {optimizer!r:.80}"
             )
         self._every = _check_int("every", every, 1)
+        self._hist_every = _check_int("hist_every", hist_every, 0)
+        self._bins = _check_int("bins", bins, 1)
         start = _check_int("start_step", start_step, 0)
+        if scaler is not None and not hasattr(scaler, "_scale"):
+            raise TypeError(
+                f"watch() needs scaler to be a torch.amp.GradScaler (or None), got "
+                f"{type(scaler).__name__}"
+            )
         named = list(model.named_parameters())
         if not named:
             raise ValueError(f"watch() got a model without parameters: {type(model).__name__}")
@@ -79,6 +101,8 @@ class Watcher:
         self._params = [param for _, param in named]
         self._optimizer = optimizer
         self._emit = emit
+        self._emit_hist = emit_hist
+        self._scaler = scaler
         self._incidents = incidents
         self._fused = fused
         self._layouts: dict[tuple[Any, ...], _Layout] = {}
@@ -86,7 +110,11 @@ class Watcher:
         self._pending: _Layout | None = None
         self.step = start
         self._next = start
-        self._due = -(-start // self._every) * self._every  # first multiple of every >= start
+        # The next step with scalars due and the next with histograms due; ``_due`` is the
+        # earlier of the two, so a step with nothing due costs one comparison.
+        self._due_scalars = _first_multiple(start, self._every)
+        self._due_hist = _first_multiple(start, self._hist_every) if self._hist_every else -1
+        self._due = self._earliest()
         self._handles = [
             optimizer.register_step_pre_hook(self._pre),
             optimizer.register_step_post_hook(self._post),
@@ -106,22 +134,41 @@ class Watcher:
             return
         try:
             self._pending = None
-            self._pending = self._snapshot()
+            # Only the scalars' update ratio needs the weights from before the step.
+            due_scalars = self._next == self._due_scalars
+            self._pending = self._snapshot() if due_scalars else self._layout()
         except Exception as exc:
             self._incidents.error("watch pre-step hook", exc)
 
     def _post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._next += 1
-        if self.step != self._due:
+        step = self.step
+        if step != self._due:
             return
-        self._due += self._every
+        scalars = step == self._due_scalars
+        hist = step == self._due_hist
+        if scalars:
+            self._due_scalars += self._every
+        if hist:
+            self._due_hist += self._hist_every
+        self._due = self._earliest()
         layout, self._pending = self._pending, None
         if layout is None:
             return
         try:
-            self._report(layout)
+            # A fused AMP optimizer gets the scale and leaves the gradients scaled.
+            grad_scale = kwargs.get("grad_scale") if isinstance(kwargs, dict) else None
+            if scalars:
+                self._report(layout, grad_scale)
+            if hist:
+                self._report_hist(layout, grad_scale)
         except Exception as exc:
             self._incidents.error("watch post-step hook", exc)
+
+    def _earliest(self) -> int:
+        if self._due_hist < 0:
+            return self._due_scalars
+        return min(self._due_scalars, self._due_hist)
 
     def _layout(self) -> _Layout:
         # `p.grad is None` is a Python check, not a device read: the pattern of missing
@@ -138,11 +185,16 @@ class Watcher:
             by_kind.setdefault((device, dtype), []).append(index)
         groups: list[_Group] = []
         keys: list[str] = []
+        hist_keys: list[str] = []
         for members in by_kind.values():
             with_grad = [i for i in members if signature[i][2]]
             n_every = stats.numels([self._params[i] for i in members])
             n_grad = stats.numels([self._params[i] for i in with_grad]) if with_grad else None
-            groups.append(_Group(members, with_grad, n_every, n_grad))
+            # One scratch buffer per group serves gradients, weights and the update in turn.
+            scratch = stats.Scratch([self._params[i] for i in members])
+            groups.append(_Group(members, with_grad, n_every, n_grad, scratch))
+            hist_keys.extend(f"{stats.GRAD_HIST}/{self.names[i]}" for i in with_grad)
+            hist_keys.extend(f"{stats.WEIGHT_HIST}/{self.names[i]}" for i in members)
             for stat in stats.GRAD_STATS:
                 keys.extend(f"{stat}/{self.names[i]}" for i in with_grad)
             for stat in stats.WEIGHT_STATS:
@@ -150,7 +202,7 @@ class Watcher:
             keys.extend(f"{stats.UPDATE_STAT}/{self.names[i]}" for i in with_grad)
         if any(signature[i][2] for i in range(len(signature))):
             keys.append(stats.TOTAL_GRAD_NORM)
-        return _Layout(groups, keys, self._params[0].device)
+        return _Layout(groups, keys, hist_keys, self._params[0].device)
 
     def _snapshot(self) -> _Layout:
         layout = self._layout()
@@ -167,22 +219,28 @@ class Watcher:
             _foreach.copy_(buffers, params, fused=self._fused)
         return layout
 
-    def _report(self, layout: _Layout) -> None:
+    def _report(self, layout: _Layout, grad_scale: Tensor | None) -> None:
         fused = self._fused
         pieces: list[Tensor] = []
         norms: list[Tensor] = []
         for group in layout.groups:
+            scratch = group.scratch
             if group.n_with_grad is not None:
                 grads: list[Tensor] = [self._params[i].grad for i in group.with_grad]  # type: ignore[misc]
-                block = stats.grad_stats(grads, group.n_with_grad, fused=fused)
+                block = stats.grad_stats(grads, group.n_with_grad, scratch=scratch, fused=fused)
+                if isinstance(grad_scale, Tensor):
+                    rows = stats.GRAD_SCALED_ROWS
+                    inverse = 1.0 / grad_scale.to(block.device, torch.float32)
+                    block = torch.cat([block[:rows] * inverse, block[rows:]])
                 norms.append(block[0])
                 pieces.append(block.reshape(-1))
             weights = [self._params[i] for i in group.every]
-            pieces.append(stats.weight_stats(weights, group.n_every, fused=fused).reshape(-1))
+            block = stats.weight_stats(weights, group.n_every, scratch=scratch, fused=fused)
+            pieces.append(block.reshape(-1))
             if group.with_grad:
                 after = [self._params[i] for i in group.with_grad]
                 before = [self._snapshots[i] for i in group.with_grad]
-                pieces.append(stats.update_ratio(after, before, fused=fused))
+                pieces.append(stats.update_ratio(after, before, scratch=scratch, fused=fused))
         device = layout.device
         pieces = [piece.to(device, non_blocking=True) for piece in pieces]
         if norms:
@@ -190,6 +248,13 @@ class Watcher:
         keys: Sequence[str] = layout.keys
         host: list[tuple[str, float]] = []
         extra_keys: list[str] = []
+        scale = getattr(self._scaler, "_scale", None)
+        # GradScaler.get_scale() reads the scale back to the host; its tensor rides the copy.
+        # At the post hook it still holds the scale this step's gradients were computed with
+        # (scaler.update() comes after scaler.step()).
+        if isinstance(scale, Tensor):
+            pieces.append(scale.detach().reshape(1).to(device, torch.float32, non_blocking=True))
+            extra_keys.append(stats.AMP_SCALE)
         for index, group in enumerate(self._optimizer.param_groups):
             lr = group.get("lr")
             key = f"lr/group{index}"
@@ -201,3 +266,28 @@ class Watcher:
         if extra_keys:
             keys = [*keys, *extra_keys]
         self._emit(self.step, keys, torch.cat(pieces), host)
+
+    def _report_hist(self, layout: _Layout, grad_scale: Tensor | None) -> None:
+        emit = self._emit_hist
+        if emit is None:
+            return
+        bins = self._bins
+        pieces: list[Tensor] = []
+        for group in layout.groups:
+            if group.with_grad:
+                grads: list[Tensor] = [self._params[i].grad for i in group.with_grad]  # type: ignore[misc]
+                block = stats.histograms(grads, bins)
+                if isinstance(grad_scale, Tensor):
+                    edges = block[:, :2] / grad_scale.to(block.device, torch.float64)
+                    block = torch.cat([edges, block[:, 2:]], dim=1)
+                pieces.append(block.reshape(-1))
+            weights = [self._params[i] for i in group.every]
+            pieces.append(stats.histograms(weights, bins).reshape(-1))
+        device = layout.device
+        values = torch.cat([piece.to(device, non_blocking=True) for piece in pieces])
+        emit(self.step, layout.hist_keys, bins, values)
+
+
+def _first_multiple(start: int, period: int) -> int:
+    """The first multiple of ``period`` at or after ``start``."""
+    return -(-start // period) * period

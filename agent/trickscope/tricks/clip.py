@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch.nn.utils import clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
-from trickscope.tricks import _foreach
+from trickscope import _foreach
 from trickscope.tricks._sink import Metric, MetricSink, report
 
 NonFinite = Literal["skip", "raise", "ignore"]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from trickscope.tricks import _foreach
+from trickscope import _foreach
 from trickscope.tricks._sink import Metric, MetricSink, report
 
 BufferPolicy = Literal["average", "copy"]

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import torch
 
-from trickscope.tricks import _foreach
+from trickscope import _foreach
 from trickscope.tricks._sink import Metric, MetricSink, report
 
 OptimizerKind = Literal["sgd", "adamw"]

@@ -39,6 +39,22 @@ class Captured:
                     out.setdefault(series["name"], {}).update(zip(steps, values, strict=True))
         return out
 
+    def histograms(self) -> dict[str, dict[int, tuple[float, float, float, list[float]]]]:
+        """Every histogram received, ``{name: {step: (lo, hi, nonfinite, counts)}}``."""
+        out: dict[str, dict[int, tuple[float, float, float, list[float]]]] = {}
+        for method, path, body in self.snapshot():
+            if method == "POST" and path.endswith("/points"):
+                for hist in body.get("histograms", []):
+                    bins = hist["bins"]
+                    steps = decode_i64(hist["steps"])
+                    lo, hi = decode_f64(hist["lo"]), decode_f64(hist["hi"])
+                    nonfinite, counts = decode_f64(hist["nonfinite"]), decode_f64(hist["counts"])
+                    series = out.setdefault(hist["name"], {})
+                    for i, step in enumerate(steps):
+                        row = list(counts[i * bins : (i + 1) * bins])
+                        series[step] = (lo[i], hi[i], nonfinite[i], row)
+        return out
+
 
 class CaptureServer:
     """A stdlib HTTP/1.1 server in a thread answering 200 ``{}`` to every PUT and POST."""

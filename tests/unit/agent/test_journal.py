@@ -24,7 +24,7 @@ def test_unreachable_server_keeps_memory_bounded_and_finish_prompt(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     settings = {**settings, "max_buffer_bytes": cap, "flush_secs": 0.01}
     run = trickscope.init(project="p", url=UNREACHABLE, queue_size=100_000, **settings)
-    run.watch(model, optimizer, every=1)
+    run.watch(model, optimizer, every=1, hist_every=1)  # histograms buffer too
     for step in range(400):
         optimizer.zero_grad()
         model(torch.randn(4, 32)).pow(2).mean().backward()

@@ -101,8 +101,6 @@ def test_foreach_fast_path_and_fallback_agree() -> None:
         loop = torch.stack(_foreach.norm(xs, ord, fused=False))
         torch.testing.assert_close(fused, loop, equal_nan=True)
     pairs = [
-        (_foreach.clamp_min(xs, 0.0, fused=True), _foreach.clamp_min(xs, 0.0, fused=False)),
-        (_foreach.clamp_max(xs, 0.0, fused=True), _foreach.clamp_max(xs, 0.0, fused=False)),
         (_foreach.mul(xs, 0.0, fused=True), _foreach.mul(xs, 0.0, fused=False)),
         (_foreach.sub(xs, xs, fused=True), _foreach.sub(xs, xs, fused=False)),
     ]
@@ -116,6 +114,45 @@ def test_foreach_fast_path_and_fallback_agree() -> None:
     for a, b, x in zip(dst_a, dst_b, xs, strict=True):
         torch.testing.assert_close(a, x, equal_nan=True)
         torch.testing.assert_close(b, x, equal_nan=True)
+    _foreach.sub_(dst_a, xs, fused=True)
+    _foreach.sub_(dst_b, xs, fused=False)
+    for a, b in zip(dst_a, dst_b, strict=True):
+        torch.testing.assert_close(a, b, equal_nan=True)
+
+
+def test_absmax_and_count_nonzero_agree_in_both_formulations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    xs = tensors(torch.float32)
+    results = []
+    for segmented in (True, False):
+        monkeypatch.setattr(_foreach, "_segmented", lambda device, on=segmented: on)
+        results.append((_foreach.absmax(xs), _foreach.count_nonzero(xs)))
+    torch.testing.assert_close(results[0], results[1], equal_nan=True)
+    expected = torch.stack([x.abs().max() for x in xs])
+    torch.testing.assert_close(results[1][0], expected, equal_nan=True)
+
+
+def test_segment_helpers_fused_and_fallback_agree() -> None:
+    xs = tensors(torch.float32)
+    results = []
+    for fused in (True, False):
+        buf = stats.Scratch(xs)
+        views = buf.load(xs, fused)
+        sums = _foreach.segment_sum(buf.flat, buf.lengths, views, fused=fused)
+        _foreach.sub_segments_(buf.flat, buf.lengths, views, torch.arange(6.0), fused=fused)
+        results.append((sums, buf.flat.clone()))
+    expected = torch.stack([x.sum() for x in xs])
+    for sums, flat in results:
+        torch.testing.assert_close(sums, expected, equal_nan=True)
+        torch.testing.assert_close(flat, results[0][1], equal_nan=True)
+    # torch.segment_reduce is the CUDA path: hold it to the same reference on CPU.
+    buf = stats.Scratch(xs)
+    buf.load(xs, True)
+    reduced = torch.segment_reduce(buf.flat, "sum", lengths=buf.lengths)
+    torch.testing.assert_close(reduced, expected, equal_nan=True)
+    index = torch.tensor([0, 3, 3, 1, 0, 3])
+    torch.testing.assert_close(_foreach.count(index, 5), torch.tensor([2, 1, 0, 3, 0]))
 
 
 def test_total_norm_is_norm_of_all_gradients() -> None:
@@ -134,3 +171,113 @@ def test_stats_of_a_real_model_match_reference() -> None:
     for column, g in enumerate(grads):
         assert g is not None
         assert_close(block[:, column].tolist(), reference_grad(g), f"param {column}")
+
+
+def reference_histogram(t: Tensor, bins: int) -> tuple[float, float, float, list[float]]:
+    """Per-tensor torch.histc over the finite values, edges widened as histc does."""
+    x = t.detach().float().reshape(-1)
+    finite = x[x.isfinite()]
+    if finite.numel():
+        lo, hi = finite.min().item(), finite.max().item()
+    else:
+        lo = hi = 0.0
+    if lo == hi:
+        lo, hi = lo - 1.0, hi + 1.0
+    counts = torch.histc(finite, bins, min=lo, max=hi) if finite.numel() else torch.zeros(bins)
+    return lo, hi, float(x.numel() - finite.numel()), counts.tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_histograms_match_histc_per_tensor(dtype: torch.dtype) -> None:
+    torch.manual_seed(3)
+    xs = tensors(dtype) + [
+        torch.full((5,), math.nan, dtype=dtype),  # no finite value at all
+        torch.zeros(7, dtype=dtype),
+        (torch.randn(1000) * 50).to(dtype),
+    ]
+    bins = 16
+    out = stats.histograms(xs, bins)
+    assert out.shape == (len(xs), bins + 3)
+    assert out.dtype == torch.float64
+    for row, x in zip(out.tolist(), xs, strict=True):
+        lo, hi, nonfinite, counts = reference_histogram(x, bins)
+        assert row[0] == lo and row[1] == hi
+        assert row[2] == nonfinite
+        assert row[3:] == counts
+        assert sum(row[3:]) + row[2] == x.numel()
+
+
+def test_histograms_count_nan_and_inf_apart_from_the_bins() -> None:
+    x = torch.tensor([math.nan, math.inf, -math.inf, 0.0, 1.0, 2.0, 3.0, 4.0])
+    row = stats.histograms([x], 4)[0].tolist()
+    assert row[:3] == [0.0, 4.0, 3.0]
+    assert row[3:] == [1.0, 1.0, 1.0, 2.0]  # the top edge belongs to the last bin, as in histc
+
+
+def test_histograms_of_a_real_model_match_histc() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 36, 4))
+    model(torch.randn(2, 3, 8, 8)).pow(2).mean().backward()
+    for source in ([p.grad for p in model.parameters()], list(model.parameters())):
+        out = stats.histograms(source, stats.BINS)  # type: ignore[arg-type]
+        for row, x in zip(out.tolist(), source, strict=True):
+            lo, hi, nonfinite, counts = reference_histogram(x, stats.BINS)  # type: ignore[arg-type]
+            assert row[:3] == [lo, hi, nonfinite]
+            assert row[3:] == counts
+
+
+def _models() -> list[nn.Module]:
+    torch.manual_seed(0)
+    conv = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 4)
+    )
+    transformer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    embedding = nn.Sequential(nn.Embedding(50, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    conv(torch.randn(2, 3, 8, 8)).pow(2).mean().backward()
+    transformer(torch.randn(3, 5, 16)).pow(2).mean().backward()
+    embedding(torch.randint(0, 50, (4, 6))).pow(2).mean().backward()
+    return [conv, transformer, embedding]
+
+
+@pytest.mark.parametrize("segmented", [False, True])
+@pytest.mark.parametrize("fused", [True, False])
+def test_every_statistic_matches_the_per_parameter_reference_on_several_models(
+    monkeypatch: pytest.MonkeyPatch, segmented: bool, fused: bool
+) -> None:
+    # segmented=True runs the CUDA formulation (segment_reduce, repeat_interleave, index_add_,
+    # the fused inf-norm) on CPU, so it is held to the reference without a GPU.
+    monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
+    for model in _models():
+        params = list(model.parameters())
+        grads: list[Tensor] = [p.grad for p in params if p.grad is not None]
+        scratch = stats.Scratch(grads)
+        block = stats.grad_stats(grads, stats.numels(grads), scratch=scratch, fused=fused)
+        for column, g in enumerate(grads):
+            assert g is not None
+            assert_close(block[:, column].tolist(), reference_grad(g), f"{model} grad {column}")
+        block = stats.weight_stats(params, stats.numels(params), scratch=stats.Scratch(params))
+        for column, w in enumerate(params):
+            assert_close(block[:, column].tolist(), reference_weight(w), f"{model} weight {column}")
+        before = [p.detach() + 0.01 for p in params]
+        ratio = stats.update_ratio(params, before, fused=fused).tolist()
+        for r, a, b in zip(ratio, params, before, strict=True):
+            expected = torch.linalg.vector_norm(a.detach() - b) / torch.linalg.vector_norm(b)
+            assert r == pytest.approx(expected.item(), rel=1e-4)
+        hist = stats.histograms(grads, 32).tolist()
+        for row, g in zip(hist, grads, strict=True):
+            lo, hi, nonfinite, counts = reference_histogram(g, 32)
+            assert row == [lo, hi, nonfinite, *counts]
+
+
+@pytest.mark.parametrize("segmented", [False, True])
+def test_specials_match_the_reference_in_both_formulations(
+    monkeypatch: pytest.MonkeyPatch, segmented: bool
+) -> None:
+    monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
+    grads = tensors(torch.float32)
+    block = stats.grad_stats(grads, stats.numels(grads))
+    for column, g in enumerate(grads):
+        assert_close(block[:, column].tolist(), reference_grad(g), f"tensor {column}")
+    for row, g in zip(stats.histograms(grads, 8).tolist(), grads, strict=True):
+        lo, hi, nonfinite, counts = reference_histogram(g, 8)
+        assert row == [lo, hi, nonfinite, *counts]

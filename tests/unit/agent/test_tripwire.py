@@ -86,7 +86,7 @@ def test_training_loop_with_agent_never_syncs(
     loss_fn = nn.CrossEntropyLoss()
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
     run = trickscope.init(project="p", url=capture.url, queue_size=4096, **settings)
-    run.watch(model, optimizer, every=1)
+    run.watch(model, optimizer, every=1, hist_every=1)  # every statistic and histogram due
     tripwire.armed = True
     for _ in range(30):
         optimizer.zero_grad(set_to_none=True)
@@ -102,6 +102,32 @@ def test_training_loop_with_agent_never_syncs(
     assert len(points["grad_norm/conv.weight"]) == 30
     assert len(points["loss/train"]) == 30
     assert "grad_norm/unused" not in points and "weight_norm/unused" in points
+    histograms = capture.captured.histograms()
+    assert len(histograms["grad_hist/conv.weight"]) == 30
+    assert "grad_hist/unused" not in histograms and "weight_hist/unused" in histograms
+
+
+def test_amp_training_with_agent_never_syncs(
+    tripwire: Tripwire, capture: Any, settings: dict[str, Any]
+) -> None:
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu")
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
+    run = trickscope.init(project="p", url=capture.url, queue_size=4096, **settings)
+    run.watch(model, optimizer, every=1, hist_every=1, scaler=scaler)
+    for _ in range(10):
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(nn.functional.cross_entropy(model(x), y)).backward()
+        tripwire.armed = True  # the scaler itself reads found_inf back: only the agent is held
+        scaler.step(optimizer)
+        tripwire.armed = False
+        scaler.update()
+    run.finish()
+    assert tripwire.trips == []
+    assert run.incidents.errors == 0, run.incidents.by_kind
+    assert len(capture.captured.points()["amp/scale"]) == 10
 
 
 def test_tripwire_catches_a_sync_made_by_agent_code(tripwire: Tripwire) -> None:

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from trickscope._foreach import use_foreach
 from trickscope.tricks import clip_grad_norm, clip_grad_value, log_clip
-from trickscope.tricks._foreach import use_foreach
 
 
 def model_with_grads(scale: float = 10.0) -> nn.Module:

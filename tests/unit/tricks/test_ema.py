@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from trickscope._foreach import use_foreach
 from trickscope.tricks import ModelEma, ema_distance, ema_module, report_ema
-from trickscope.tricks._foreach import use_foreach
 
 
 def make_model() -> nn.Module:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from trickscope.tricks import _foreach
+from trickscope import _foreach
 
 
 def test_foreach_and_loop_paths_agree() -> None:

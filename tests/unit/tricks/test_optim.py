@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from trickscope._foreach import use_foreach
 from trickscope.tricks import (
     OptimizerReporter,
     build_optimizer,
@@ -11,7 +12,6 @@ from trickscope.tricks import (
     param_groups_weight_decay,
     report_hyperparameters,
 )
-from trickscope.tricks._foreach import use_foreach
 
 
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> None:

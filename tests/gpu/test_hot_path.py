@@ -1,0 +1,99 @@
+"""The agent's hot path on a real CUDA device: no host syncs, pinned buffers, exact statistics.
+
+Skipped without CUDA. ``set_sync_debug_mode`` is experimental and misses copies into pageable
+memory, hence the separate check that every host buffer is pinned.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import trickscope
+from trickscope import stats
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.bn = nn.BatchNorm2d(16)
+        self.head = nn.Linear(16 * 14 * 14, 10)
+        self.unused = nn.Parameter(torch.zeros(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+def test_hot_path_makes_no_host_sync_and_uses_pinned_buffers(tmp_path: Path) -> None:
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = Net().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(8, 3, 16, 16, device=device)
+    y = torch.randint(0, 10, (8,), device=device)
+    run = trickscope.init(project="gpu", offline=True, journal_dir=tmp_path)
+    run.watch(model, optimizer, every=1, hist_every=1)  # every statistic and histogram due
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        run.log({"loss/train": loss.detach()})
+
+    step()  # the first due step builds the layout and pins its buffers
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a sync warning fails the test
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(20):
+                step()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    buffers = [buffer for slot in run._handoff._buffers for buffer in slot.values()]
+    assert buffers and all(buffer.is_pinned() for buffer in buffers)
+    run.finish(timeout=10.0)
+    assert run.incidents.errors == 0, run.incidents.by_kind
+
+
+def test_amp_scale_is_reported_without_a_sync(tmp_path: Path) -> None:
+    model = Net().cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda")
+    x, y = torch.randn(8, 3, 16, 16, device="cuda"), torch.randint(0, 10, (8,), device="cuda")
+    run = trickscope.init(project="gpu", offline=True, journal_dir=tmp_path)
+    run.watch(model, optimizer, every=1, hist_every=1, scaler=scaler)
+    for _ in range(5):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # the scaler itself reads found_inf back; the hooks do not
+        scaler.update()
+    run.finish(timeout=10.0)
+    assert run.incidents.errors == 0, run.incidents.by_kind
+
+
+def test_cuda_statistics_match_the_cpu_reference() -> None:
+    torch.manual_seed(0)
+    model = Net()
+    model(torch.randn(4, 3, 16, 16)).pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    on_cpu = stats.grad_stats(grads, stats.numels(grads), fused=False)
+    cuda = [g.cuda() for g in grads]
+    on_gpu = stats.grad_stats(cuda, stats.numels(cuda)).cpu()
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(stats.histograms(cuda).cpu(), stats.histograms(grads))

@@ -1,0 +1,178 @@
+"""Cadences, histograms on the wire, and AMP: what the watcher reports and when."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import trickscope
+from trickscope import stats
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.head = nn.Linear(4 * 6 * 6, 3)
+        self.unused = nn.Parameter(torch.zeros(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+def histc_reference(t: torch.Tensor, bins: int) -> tuple[float, float, float, list[float]]:
+    x = t.detach().float().reshape(-1)
+    finite = x[x.isfinite()]
+    lo, hi = (finite.min().item(), finite.max().item()) if finite.numel() else (0.0, 0.0)
+    if lo == hi:
+        lo, hi = lo - 1.0, hi + 1.0
+    counts = torch.histc(finite, bins, min=lo, max=hi).tolist()
+    return lo, hi, float(x.numel() - finite.numel()), counts
+
+
+def test_histograms_arrive_on_their_own_cadence_and_match_histc(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    expected: dict[str, tuple[float, float, float, list[float]]] = {}
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=2, hist_every=3)
+        for step in range(7):
+            optimizer.zero_grad(set_to_none=True)
+            model(torch.randn(4, 1, 8, 8)).pow(2).mean().backward()
+            optimizer.step()
+            if step == 6:
+                for name, p in model.named_parameters():
+                    expected[f"weight_hist/{name}"] = histc_reference(p, stats.BINS)
+                    if p.grad is not None:
+                        expected[f"grad_hist/{name}"] = histc_reference(p.grad, stats.BINS)
+    assert run.incidents.errors == 0, run.incidents.by_kind
+    histograms = capture.captured.histograms()
+    points = capture.captured.points()
+    assert set(points["grad_norm/conv.weight"]) == {0, 2, 4, 6}
+    assert set(histograms["grad_hist/conv.weight"]) == {0, 3, 6}
+    assert set(histograms["weight_hist/unused"]) == {0, 3, 6}
+    assert "grad_hist/unused" not in histograms  # no gradient: absent, never zeros
+    for name, reference in expected.items():
+        lo, hi, nonfinite, counts = histograms[name][6]
+        assert (lo, hi, nonfinite) == reference[:3], name
+        assert counts == reference[3], name
+
+
+def test_hist_every_zero_sends_no_histograms(capture: Any, settings: dict[str, Any]) -> None:
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=1, hist_every=0)
+        for _ in range(3):
+            model(torch.randn(2, 1, 8, 8)).sum().backward()
+            optimizer.step()
+    assert capture.captured.histograms() == {}
+    assert len(capture.captured.points()["grad_norm/conv.weight"]) == 3
+
+
+def test_nan_gradients_are_counted_apart_in_histograms(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=1, hist_every=1)
+        model(torch.tensor([[1.0, math.nan, 2.0, math.inf]])).sum().backward()
+        optimizer.step()
+    lo, hi, nonfinite, counts = capture.captured.histograms()["grad_hist/weight"][0]
+    assert nonfinite == 2 and sum(counts) == 2 and (lo, hi) == (1.0, 2.0)
+    assert capture.captured.points()["grad_nan/weight"][0] == 1
+    assert capture.captured.points()["grad_inf/weight"][0] == 1
+
+
+def test_watch_checks_cadence_and_scaler_arguments(capture: Any, settings: dict[str, Any]) -> None:
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        with pytest.raises(ValueError, match="hist_every"):
+            run.watch(model, optimizer, hist_every=-1)
+        with pytest.raises(TypeError, match="scaler"):
+            run.watch(model, optimizer, scaler=object())  # type: ignore[arg-type]
+
+
+def _amp_step(model: nn.Module, optimizer: Any, scaler: Any, x: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(model(x).pow(2).mean()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def test_amp_statistics_are_of_unscaled_gradients_and_report_the_scale(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    reference = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(5, 8)
+    reference(x).pow(2).mean().backward()  # the same loss, never scaled
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=1, hist_every=1, scaler=scaler)
+        _amp_step(model, optimizer, scaler, x)
+    assert run.incidents.errors == 0, run.incidents.by_kind
+    points = capture.captured.points()
+    assert points[stats.AMP_SCALE][0] == 2.0**10
+    for name, p in reference.named_parameters():
+        assert p.grad is not None
+        expected = torch.linalg.vector_norm(p.grad).item()
+        assert points[f"grad_norm/{name}"][0] == pytest.approx(expected, rel=1e-5), name
+        lo, hi, _, _ = capture.captured.histograms()[f"grad_hist/{name}"][0]
+        assert (lo, hi) == histc_reference(p.grad, stats.BINS)[:2], name
+
+
+def test_a_step_the_scaler_skips_is_not_counted(capture: Any, settings: dict[str, Any]) -> None:
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=1, scaler=scaler)
+        _amp_step(model, optimizer, scaler, torch.ones(2, 3))
+        assert run._watcher is not None and run._watcher.step == 0
+        _amp_step(model, optimizer, scaler, torch.full((2, 3), math.inf))  # skipped: Inf grads
+        _amp_step(model, optimizer, scaler, torch.ones(2, 3))
+        assert run._watcher.step == 1
+        run.log({"loss": 1.0})
+    assert run.incidents.errors == 0, run.incidents.by_kind
+    points = capture.captured.points()
+    assert set(points["grad_norm/weight"]) == {0, 1}  # two optimizer updates happened
+    assert points[stats.AMP_SCALE] == {0: 4.0, 1: 2.0}  # the skip halved the scale
+    assert points["loss"] == {1: 1.0}
+
+
+def test_a_fused_amp_optimizer_reports_unscaled_gradients(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    reference = nn.Linear(6, 3)
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(4, 6)
+    reference(x).pow(2).mean().backward()
+    try:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    except RuntimeError as exc:  # pragma: no cover - depends on the torch build
+        pytest.skip(f"no fused Adam on CPU: {exc}")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=1, scaler=scaler)
+        _amp_step(model, optimizer, scaler, x)
+    assert run.incidents.errors == 0, run.incidents.by_kind
+    points = capture.captured.points()
+    for name, p in reference.named_parameters():
+        assert p.grad is not None
+        expected = torch.linalg.vector_norm(p.grad).item()
+        assert points[f"grad_norm/{name}"][0] == pytest.approx(expected, rel=1e-5), name
