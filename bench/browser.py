@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import Client, start_trickscope  # noqa: E402
 
+from trickscope.stats import GRAD_STATS, UPDATE_STAT, WEIGHT_STATS
 from trickscope_wire import (
     LayersDeclare,
     PointBatch,
@@ -37,19 +38,7 @@ from trickscope_wire import (
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-STATS = [
-    "grad_norm",
-    "grad_max",
-    "grad_mean",
-    "grad_std",
-    "grad_zero_frac",
-    "grad_nan",
-    "grad_inf",
-    "weight_norm",
-    "weight_mean",
-    "weight_std",
-    "update_ratio",
-]
+STATS = [*GRAD_STATS, *WEIGHT_STATS, UPDATE_STAT]  # every per-layer family the agent sends
 
 WATCH = """() => {
   window.__drawn = {};

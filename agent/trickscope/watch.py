@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from trickscope import _foreach, stats
+from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 
 Emit = Callable[[int, Sequence[str], Tensor, list[tuple[str, float]]], None]
@@ -49,12 +50,6 @@ class _Layout:
     keys: list[str]
     hist_keys: list[str]
     device: torch.device
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
-    return value
 
 
 class Watcher:
@@ -85,10 +80,10 @@ class Watcher:
                 f"watch() needs optimizer to be a torch.optim.Optimizer, got "
                 f"{type(optimizer).__name__} {optimizer!r:.80}"
             )
-        self._every = _check_int("every", every, 1)
-        self._hist_every = _check_int("hist_every", hist_every, 0)
-        self._bins = _check_int("bins", bins, 1)
-        start = _check_int("start_step", start_step, 0)
+        self._every = check_int("every", every, 1)
+        self._hist_every = check_int("hist_every", hist_every, 0)
+        self._bins = check_int("bins", bins, 1)
+        start = check_int("start_step", start_step, 0)
         if scaler is not None and not hasattr(scaler, "_scale"):
             raise TypeError(
                 f"watch() needs scaler to be a torch.amp.GradScaler (or None), got "

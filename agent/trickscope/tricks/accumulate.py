@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trickscope._checks import check_int
 from trickscope.tricks._sink import Metric, MetricSink, report
 
 
@@ -46,14 +47,10 @@ class GradientAccumulator:
         run: MetricSink | None = None,
         set_to_none: bool = True,
     ) -> None:
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-        if micro_batch_size is not None and (
-            not isinstance(micro_batch_size, int) or micro_batch_size < 1
-        ):
-            raise ValueError(f"micro_batch_size must be an int >= 1, got {micro_batch_size!r}")
-        if not isinstance(world_size, int) or world_size < 1:
-            raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
+        check_int("steps", steps, 1)
+        if micro_batch_size is not None:
+            check_int("micro_batch_size", micro_batch_size, 1)
+        check_int("world_size", world_size, 1)
         self.model = model
         self.optimizer = optimizer
         self.steps = steps

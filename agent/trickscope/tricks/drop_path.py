@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trickscope._checks import check_int
 from trickscope.tricks._sink import Finding, Metric, MetricSink, report, warn_findings
 
 
@@ -52,8 +53,7 @@ def drop_path(
 
 def drop_path_rates(depth: int, max_rate: float) -> list[float]:
     """Per-block rates rising linearly from 0 to ``max_rate`` (timm's per-block rule)."""
-    if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    check_int("depth", depth, 1)
     _check_rate(max_rate)
     if depth == 1:
         return [0.0]
@@ -118,8 +118,7 @@ class DropPathMonitor:
     """
 
     def __init__(self, model: nn.Module, run: MetricSink | None = None, every: int = 1) -> None:
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an int >= 1, got {every!r}")
+        check_int("every", every, 1)
         self.model = model
         self.run = run
         self.every = every

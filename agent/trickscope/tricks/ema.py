@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from trickscope import _foreach
+from trickscope._checks import check_int
 from trickscope.tricks._sink import Metric, MetricSink, report
 
 BufferPolicy = Literal["average", "copy"]
@@ -154,9 +155,8 @@ class ModelEma(nn.Module):
             raise ValueError(f"warmup_power must be > 0, got {warmup_power!r}")
         if buffers not in ("average", "copy"):
             raise ValueError(f"buffers must be 'average' or 'copy', got {buffers!r}")
-        for name, value in (("update_every", update_every), ("report_every", report_every)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_int("update_every", update_every, 1)
+        check_int("report_every", report_every, 1)
         self.module = copy.deepcopy(_unwrap(model))
         self.module.eval()
         self.module.requires_grad_(False)

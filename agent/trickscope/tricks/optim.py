@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 
 from trickscope import _foreach
+from trickscope._checks import check_int
 from trickscope.tricks._sink import Metric, MetricSink, report
 
 OptimizerKind = Literal["sgd", "adamw"]
@@ -176,8 +177,7 @@ class OptimizerReporter:
         every: int = 100,
         model: torch.nn.Module | None = None,
     ) -> None:
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an int >= 1, got {every!r}")
+        check_int("every", every, 1)
         self.optimizer = optimizer
         self.run = run
         self.every = every

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import torch
 
+from trickscope._checks import check_int
 from trickscope.tricks._sink import Metric, MetricSink, report
 
 Warmup = Literal["linear", "exponential"]
@@ -31,8 +32,7 @@ def _check_schedule(
     gamma: float,
     warmup_start_factor: float,
 ) -> None:
-    if not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
+    check_int("total_steps", total_steps, 1)
     if not isinstance(warmup_steps, int) or not 0 <= warmup_steps <= total_steps:
         raise ValueError(
             f"warmup_steps must be an int in [0, total_steps={total_steps}], got {warmup_steps!r}"

@@ -138,6 +138,29 @@ def _check_window(start: int | None, end: int | None) -> None:
         )
 
 
+def _downsampled(
+    session: Session,
+    *,
+    series_id: int,
+    start: int | None,
+    end: int | None,
+    cursor: int,
+    points: int,
+    want_times: bool,
+) -> tuple[_Loaded, NDArray[np.intp]]:
+    """The window's points and the indices that a ``points`` budget keeps (extremes first)."""
+    loaded = _load(
+        session,
+        series_id=series_id,
+        start=start,
+        end=end,
+        cursor=cursor,
+        budget=points,
+        want_times=want_times,
+    )
+    return loaded, downsample(loaded.steps, loaded.values, points)
+
+
 def _series_points(
     session: Session,
     *,
@@ -155,16 +178,15 @@ def _series_points(
         )
     # The cursor is read first and bounds the points, so "after=cursor" resumes without a gap.
     cursor = store.run_seq(session, run_id=run_id)
-    loaded = _load(
+    loaded, idx = _downsampled(
         session,
         series_id=series.id,
         start=start,
         end=end,
         cursor=cursor,
-        budget=points,
+        points=points,
         want_times=wall_time,
     )
-    idx = downsample(loaded.steps, loaded.values, points)
     return {
         "name": name,
         "step": loaded.steps[idx].tolist(),
@@ -180,16 +202,15 @@ def load_series(
     session: Session, *, series_id: int, cursor: int, points: int
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """A whole series downsampled to ``points`` with its extremes kept, as arrays."""
-    loaded = _load(
+    loaded, idx = _downsampled(
         session,
         series_id=series_id,
         start=None,
         end=None,
         cursor=cursor,
-        budget=points,
+        points=points,
         want_times=False,
     )
-    idx = downsample(loaded.steps, loaded.values, points)
     return loaded.steps[idx], loaded.values[idx]
 
 

@@ -165,7 +165,7 @@ def test_setup_mistakes_raise_at_once(capture: Any, settings: dict[str, Any]) ->
         run.watch("not a model", torch.optim.SGD(model.parameters()))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="torch.optim.Optimizer"):
         run.watch(model, "sgd")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="every=0"):
+    with pytest.raises(ValueError, match="every must be an int >= 1, got 0"):
         run.watch(model, torch.optim.SGD(model.parameters()), every=0)
     with pytest.raises(ValueError, match="project=''"):
         trickscope.init(project="", url=capture.url, **settings)
