@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from trickscope_server.services.query import load_series
+from trickscope_server.services.query import LayerGrid, load_layer_grid, load_series
 from trickscope_server.services.runs import require_run
 from trickscope_server.storage import Database, RunRow, SeriesRow, Session
 from trickscope_server.storage import points as points_store
@@ -508,45 +508,48 @@ def diagnose(view: RunView, checks: Sequence[Check] = CHECKS) -> list[Finding]:
 HEALTH_POINTS = 2000  # per series: enough for windows of WINDOW steps, extremes kept
 
 
-@dataclass
 class _StoredRun:
-    """A :class:`RunView` over the database, reading series lazily inside one session."""
+    """A :class:`RunView` over the database: summaries read once, series lazily in the session."""
 
-    session: Session
-    run: RunRow
-    rows: dict[str, SeriesRow]
-    cursor: int
-
-    @property
-    def status(self) -> str:
-        return self.run.status
-
-    @property
-    def config(self) -> Mapping[str, Any]:
-        return self.run.config
-
-    @property
-    def layers(self) -> Sequence[str]:
-        return list(self.run.layers)
-
-    @property
-    def summaries(self) -> Mapping[str, Summary]:
-        return {
-            name: Summary(
+    def __init__(self, session: Session, run: RunRow, rows: list[SeriesRow], cursor: int) -> None:
+        self.session = session
+        self.run = run
+        self.status = run.status
+        self.config: Mapping[str, Any] = run.config
+        self.layers: Sequence[str] = list(run.layers)
+        self._layer_set = set(self.layers)
+        self._ids = {row.name: row.id for row in rows}
+        self._cursor = cursor
+        self._grids: dict[str, LayerGrid] = {}
+        self.summaries: Mapping[str, Summary] = {
+            row.name: Summary(
                 count=row.count,
                 last_step=row.last_step,
                 # SQLite stores NaN as NULL: a NULL last value of a series with points is NaN.
-                last_value=row.last_value
-                if row.last_value is not None or not row.count
-                else math.nan,
+                last_value=math.nan if row.last_value is None and row.count else row.last_value,
                 first_nonfinite_step=row.first_nonfinite_step,
             )
-            for name, row in self.rows.items()
+            for row in rows
         }
 
     def series(self, name: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        stat, _, layer = name.partition("/")
+        if layer in self._layer_set:
+            # Per-layer series come a statistic at a time, all layers in one query.
+            grid = self._grids.get(stat)
+            if grid is None:
+                grid = self._grids[stat] = load_layer_grid(
+                    self.session,
+                    run_id=self.run.id,
+                    stat=stat,
+                    declared=list(self.layers),
+                    points=HEALTH_POINTS,
+                )
+            row = grid.layers.index(layer)
+            filled = grid.filled[row]
+            return grid.steps[filled], grid.cells[row][filled]
         return load_series(
-            self.session, series_id=self.rows[name].id, cursor=self.cursor, points=HEALTH_POINTS
+            self.session, series_id=self._ids[name], cursor=self._cursor, points=HEALTH_POINTS
         )
 
 
@@ -554,6 +557,6 @@ def diagnose_run(db: Database, *, run_id: str) -> list[Finding]:
     """Every health finding of a stored run, most severe first."""
     with db.reader() as session:
         run = require_run(session, run_id)
-        rows = {row.name: row for row in run_store.series_of_runs(session, [run_id])}
+        rows = run_store.series_of_runs(session, [run_id])
         view = _StoredRun(session, run, rows, points_store.run_seq(session, run_id=run_id))
         return diagnose(view)

@@ -358,21 +358,26 @@ def _json_row(values: NDArray[np.float64], present: NDArray[np.bool_]) -> list[A
     return row
 
 
-def read_heatmap(
-    db: Database, *, run_id: str, stat: str, points: int, max_points: int
-) -> dict[str, Any]:
-    """``Heatmap`` of ``<stat>/<layer>`` series over a common step grid, in one query."""
-    check_budget(points, max_points=max_points)
-    if not stat or "/" in stat:
-        raise InvalidPayloadError(
-            f"stat must be a statistic name without '/', e.g. grad_norm; got {stat!r:.80}",
-            errors=[{"loc": ["query", "stat"], "msg": "must be a name without '/'"}],
-        )
+@dataclass
+class LayerGrid:
+    """One statistic over layers (model order) on a common step grid, as arrays."""
+
+    layers: list[str]
+    steps: NDArray[np.int64]
+    cells: NDArray[np.float64]  # (layers, steps)
+    filled: NDArray[np.bool_]  # (layers, steps): False where a layer has no point
+    downsampled: bool
+
+
+def load_layer_grid(
+    session: Session, *, run_id: str, stat: str, declared: list[str], points: int
+) -> LayerGrid:
+    """Every ``<stat>/<layer>`` series of a run in one query, bucketed to ``points`` steps.
+
+    A bucket keeps the value of largest magnitude (non-finite first), so a spike survives.
+    """
     prefix = stat + "/"
-    with db.reader() as session:
-        run = require_run(session, run_id)
-        declared = list(run.layers)
-        rows = store.prefixed_chunks(session, run_id=run_id, prefix=prefix)
+    rows = store.prefixed_chunks(session, run_id=run_id, prefix=prefix)
     parts: dict[str, tuple[list[bytes], list[bytes]]] = defaultdict(lambda: ([], []))
     for name, steps_raw, values_raw in rows:
         layer = name[len(prefix) :]
@@ -396,26 +401,44 @@ def read_heatmap(
         bucket_of = (np.arange(grid.size) * points) // grid.size
         starts = np.flatnonzero(np.append(True, bucket_of[1:] != bucket_of[:-1]))
         grid = grid[starts]
-    z: list[list[Any]] = []
-    for layer in order:
+    cells = np.zeros((len(order), grid.size), F64)
+    filled = np.zeros((len(order), grid.size), np.bool_)
+    for row, layer in enumerate(order):
         steps, values = columns[layer][0], columns[layer][1]
-        cells = np.zeros(grid.size, F64)
-        filled = np.zeros(grid.size, np.bool_)
         positions = np.searchsorted(grid, steps, "right" if downsampled else "left")
         if downsampled:
             buckets, extremes = _bucket_extremes(positions - 1, values)
-            cells[buckets] = extremes
-            filled[buckets] = True
+            cells[row, buckets] = extremes
+            filled[row, buckets] = True
         else:
-            cells[positions] = values
-            filled[positions] = True
-        z.append(_json_row(cells, filled))
+            cells[row, positions] = values
+            filled[row, positions] = True
+    return LayerGrid(order, grid, cells, filled, downsampled)
+
+
+def read_heatmap(
+    db: Database, *, run_id: str, stat: str, points: int, max_points: int
+) -> dict[str, Any]:
+    """``Heatmap`` of ``<stat>/<layer>`` series over a common step grid, in one query."""
+    check_budget(points, max_points=max_points)
+    if not stat or "/" in stat:
+        raise InvalidPayloadError(
+            f"stat must be a statistic name without '/', e.g. grad_norm; got {stat!r:.80}",
+            errors=[{"loc": ["query", "stat"], "msg": "must be a name without '/'"}],
+        )
+    with db.reader() as session:
+        run = require_run(session, run_id)
+        grid = load_layer_grid(
+            session, run_id=run_id, stat=stat, declared=list(run.layers), points=points
+        )
     return {
         "stat": stat,
-        "layers": order,
-        "step": grid.tolist(),
-        "z": z,
-        "downsampled": downsampled,
+        "layers": grid.layers,
+        "step": grid.steps.tolist(),
+        "z": [
+            _json_row(cells, filled) for cells, filled in zip(grid.cells, grid.filled, strict=True)
+        ],
+        "downsampled": grid.downsampled,
     }
 
 
