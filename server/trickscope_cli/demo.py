@@ -21,7 +21,7 @@ from trickscope import tricks
 @dataclass(frozen=True)
 class DemoConfig:
     optimizer: str = "adamw"  # or "sgd" (Nesterov momentum)
-    epochs: int = 8
+    epochs: int = 15
     batch_size: int = 32
     accumulation: int = 2  # two micro-batches of 16 per optimizer step: effective batch 32
     lr: float = 3e-3

@@ -24,7 +24,9 @@ def add_parser(commands: Any) -> None:
         "--url",
         help="server to stream to (default: TRICKSCOPE_URL, else a server started in-process)",
     )
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs per run (default 8)")
+    parser.add_argument(
+        "--epochs", type=int, default=15, help="training epochs per run (default 15)"
+    )
     parser.add_argument(
         "--optimizer",
         choices=["both", "adamw", "sgd"],
