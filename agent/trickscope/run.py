@@ -142,6 +142,7 @@ class Run:
         start_step: int = 0,
         hist_every: int = 100,
         scaler: torch.amp.GradScaler | None = None,
+        lr_every: int = 1,
     ) -> None:
         """Report per-layer gradient and weight statistics every ``every`` optimizer steps.
 
@@ -163,10 +164,12 @@ class Run:
             start_step: The step of the first ``optimizer.step()`` call (when resuming).
             hist_every: Sampling period of the histograms; 0 turns them off.
             scaler: The AMP ``GradScaler`` in use, whose scale is then reported.
+            lr_every: Period of the ``lr/group<i>`` report, read from ``optimizer.param_groups``
+                so any scheduler shows (host numbers only; 0: only with the statistics).
 
         Raises:
             TypeError: ``model``, ``optimizer`` or ``scaler`` has the wrong type.
-            ValueError: ``every``, ``start_step`` or ``hist_every`` is out of range.
+            ValueError: ``every``, ``start_step``, ``hist_every`` or ``lr_every`` is out of range.
         """
         watcher = Watcher(
             model,
@@ -178,6 +181,8 @@ class Run:
             hist_every=hist_every,
             emit_hist=self._emit_hist,
             scaler=scaler,
+            lr_every=lr_every,
+            emit_host=self._emit_host,
         )
         if not self._active or self._sender is None:
             watcher.close()
@@ -254,6 +259,9 @@ class Run:
                 self._submit(Sample(step, wall, host=host))
             return
         self._submit(Sample(step, wall, keys, parcel, host))
+
+    def _emit_host(self, step: int, host: list[tuple[str, float]]) -> None:
+        self._submit(Sample(step, time.time(), host=host))
 
     def _emit_hist(self, step: int, keys: Sequence[str], bins: int, values: Tensor) -> None:
         parcel = self._handoff.ship(values)

@@ -4,7 +4,9 @@ histograms every ``hist_every``.
 ``step`` is the global optimizer step: the watcher counts ``optimizer.step()`` calls from
 ``start_step``. The pre hook snapshots the weights on due steps (for the update ratio); the post
 hook computes every statistic as device ops and hands one vector to ``emit`` (histograms: one
-vector to ``emit_hist``). On other steps each hook costs an integer comparison.
+vector to ``emit_hist``). The learning rate of every param group is read every ``lr_every``
+steps (default: each step) and handed to ``emit_host`` when nothing else is due: Python numbers
+already on the host, so no device work. On other steps each hook costs an integer comparison.
 
 Gradients are read at the optimizer-step boundary, which is after accumulation, after the DDP
 all-reduce and, under AMP, after ``GradScaler.unscale_``: ``scaler.step(optimizer)`` unscales
@@ -28,6 +30,7 @@ from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 
 Emit = Callable[[int, Sequence[str], Tensor, list[tuple[str, float]]], None]
+EmitHost = Callable[[int, list[tuple[str, float]]], None]
 EmitHist = Callable[[int, Sequence[str], int, Tensor], None]
 
 
@@ -68,6 +71,8 @@ class Watcher:
         bins: int = stats.BINS,
         emit_hist: EmitHist | None = None,
         scaler: Any = None,
+        lr_every: int = 0,
+        emit_host: EmitHost | None = None,
         fused: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -82,6 +87,7 @@ class Watcher:
             )
         self._every = check_int("every", every, 1)
         self._hist_every = check_int("hist_every", hist_every, 0)
+        self._lr_every = check_int("lr_every", lr_every, 0) if emit_host is not None else 0
         self._bins = check_int("bins", bins, 1)
         start = check_int("start_step", start_step, 0)
         if scaler is not None and not hasattr(scaler, "_scale"):
@@ -97,6 +103,7 @@ class Watcher:
         self._optimizer = optimizer
         self._emit = emit
         self._emit_hist = emit_hist
+        self._emit_host = emit_host
         self._scaler = scaler
         self._incidents = incidents
         self._fused = fused
@@ -109,6 +116,7 @@ class Watcher:
         # earlier of the two, so a step with nothing due costs one comparison.
         self._due_scalars = _first_multiple(start, self._every)
         self._due_hist = _first_multiple(start, self._hist_every) if self._hist_every else -1
+        self._due_lr = _first_multiple(start, self._lr_every) if self._lr_every else -1
         self._due = self._earliest()
         self._handles = [
             optimizer.register_step_pre_hook(self._pre),
@@ -130,8 +138,10 @@ class Watcher:
         try:
             self._pending = None
             # Only the scalars' update ratio needs the weights from before the step.
-            due_scalars = self._next == self._due_scalars
-            self._pending = self._snapshot() if due_scalars else self._layout()
+            if self._next == self._due_scalars:
+                self._pending = self._snapshot()
+            elif self._next == self._due_hist:
+                self._pending = self._layout()
         except Exception as exc:
             self._incidents.error("watch pre-step hook", exc)
 
@@ -146,6 +156,10 @@ class Watcher:
             self._due_scalars += self._every
         if hist:
             self._due_hist += self._hist_every
+        if step == self._due_lr:
+            self._due_lr += self._lr_every
+            if not scalars:  # a scalar report carries the learning rates itself
+                self._report_lr()
         self._due = self._earliest()
         layout, self._pending = self._pending, None
         if layout is None:
@@ -161,9 +175,21 @@ class Watcher:
             self._incidents.error("watch post-step hook", exc)
 
     def _earliest(self) -> int:
-        if self._due_hist < 0:
-            return self._due_scalars
-        return min(self._due_scalars, self._due_hist)
+        return min(due for due in (self._due_scalars, self._due_hist, self._due_lr) if due >= 0)
+
+    def _report_lr(self) -> None:
+        # Tensor learning rates (capturable optimizers) would need a device copy: they ride
+        # with the scalar statistics instead.
+        try:
+            host = [
+                (f"lr/group{index}", float(lr))
+                for index, group in enumerate(self._optimizer.param_groups)
+                if isinstance(lr := group.get("lr"), (int, float))
+            ]
+            if host and self._emit_host is not None:
+                self._emit_host(self.step, host)
+        except Exception as exc:
+            self._incidents.error("watch learning-rate report", exc)
 
     def _layout(self) -> _Layout:
         # `p.grad is None` is a Python check, not a device read: the pattern of missing

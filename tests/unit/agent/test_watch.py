@@ -176,3 +176,41 @@ def test_a_fused_amp_optimizer_reports_unscaled_gradients(
         assert p.grad is not None
         expected = torch.linalg.vector_norm(p.grad).item()
         assert points[f"grad_norm/{name}"][0] == pytest.approx(expected, rel=1e-5), name
+
+
+def test_lr_of_every_group_is_read_each_step_under_any_scheduler(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """Statistics every 10 steps, learning rates every step, as torch's scheduler set them."""
+    model = Net()
+    optimizer = torch.optim.SGD(
+        [{"params": model.conv.parameters()}, {"params": model.head.parameters(), "lr": 0.5}],
+        lr=0.1,
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+    expected: dict[int, list[float]] = {}
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=10, hist_every=0)
+        for step in range(12):
+            optimizer.zero_grad(set_to_none=True)
+            model(torch.randn(2, 1, 8, 8)).sum().backward()
+            expected[step] = [g["lr"] for g in optimizer.param_groups]
+            optimizer.step()
+            scheduler.step()
+    points = capture.captured.points()
+    assert points["lr/group0"] == {s: lrs[0] for s, lrs in expected.items()}
+    assert points["lr/group1"] == {s: lrs[1] for s, lrs in expected.items()}
+    assert sorted(points["grad_norm/conv.weight"]) == [0, 10]
+
+
+def test_lr_every_zero_reads_learning_rates_only_with_the_statistics(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=5, hist_every=0, lr_every=0)
+        for _ in range(11):
+            model(torch.randn(2, 1, 8, 8)).sum().backward()
+            optimizer.step()
+    assert sorted(capture.captured.points()["lr/group0"]) == [0, 5, 10]
