@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise CliError(f"--epochs must be at least 1, got {args.epochs}")
     try:
-        from trickscope_cli.demo import DemoConfig, run_demo
+        from trickscope.demo import DemoConfig, run_demo
     except ImportError as exc:
         raise CliError(
             f"the demo needs torch and scikit-learn ({exc}): pip install 'trickscope[demo]' torch"
@@ -107,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
             name = f"{args.name}-{optimizer}"
         print(f"trickscope: training {name} on digits, streaming to {url}", flush=True)
         config = DemoConfig(optimizer=optimizer, epochs=args.epochs)
-        run_url, result = run_demo(url, config, name=name)
+        try:
+            run_url, result = run_demo(url, config, name=name)
+        except ImportError as exc:
+            raise CliError(str(exc)) from None
         print(f"trickscope: run {run_url}", flush=True)
         print(
             f"trickscope: {result['steps']} steps in {result['seconds']:.1f} s, "

@@ -80,7 +80,7 @@ def load_digits_tensors(seed: int) -> tuple[torch.Tensor, ...]:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise SystemExit(
+        raise ImportError(
             "trickscope demo needs scikit-learn: pip install 'trickscope[demo]'"
         ) from None
     data = load_digits()
