@@ -101,6 +101,7 @@ class Sender:
         self._outbox: deque[Request] = deque()
         self.outbox_bytes = 0
         self.peak_buffer_bytes = 0
+        self.peak_request_bytes = 0  # the largest single request: the outbox's overshoot bound
         self.delivered = 0
         self._failures = 0
         self._retry_at = 0.0
@@ -241,6 +242,7 @@ class Sender:
     def _enqueue(self, request: Request) -> None:
         self._outbox.append(request)
         self.outbox_bytes += len(request.body)
+        self.peak_request_bytes = max(self.peak_request_bytes, len(request.body))
         buffered = self.outbox_bytes + self._pending_points * _POINT_BYTES
         self.peak_buffer_bytes = max(self.peak_buffer_bytes, buffered)
         if self._config.offline:
