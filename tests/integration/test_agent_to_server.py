@@ -85,6 +85,25 @@ def test_training_run_streams_and_reads_back(live_server: LiveServer) -> None:
     assert len(heatmap["step"]) == steps
 
 
+def test_large_config_and_many_layers_arrive_gzipped(live_server: LiveServer) -> None:
+    """Control requests over the agent's gzip threshold (a wide model, a big config) land too."""
+    depth = 60  # 120 parameter tensors: the layer list is well over the 4 KiB threshold
+    model = nn.Sequential(*(nn.Linear(4, 4) for _ in range(depth)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    config = {f"option_{i}": "a fairly long configuration value " * 2 for i in range(100)}
+    with trickscope.init(project="itest", name="wide", url=live_server.url, config=config) as run:
+        run.watch(model, optimizer, every=1)
+        for _ in range(3):
+            loss = model(torch.randn(8, 4)).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    assert run.incidents.errors == 0
+    stored = get_json(f"{live_server.url}/api/v1/runs/{run.id}")
+    assert stored["config"] == config
+    assert stored["layers"] == [name for name, _ in model.named_parameters()]
+
+
 def test_agent_buffers_while_server_down_and_delivers_after_restart(tmp_path) -> None:
     """The training loop never waits on the network; what was logged arrives once it is back."""
     database_url = f"sqlite:///{tmp_path / 'ts.db'}"

@@ -7,9 +7,9 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.background import BackgroundTask
 
 from trickscope_server.api.deps import BroadcasterDep, DatabaseDep, RunId, SettingsDep
+from trickscope_server.api.encoding import read_body
 from trickscope_server.api.responses import OrjsonResponse
 from trickscope_server.config import Settings
-from trickscope_server.errors import InvalidPayloadError, PayloadTooLargeError
 from trickscope_server.schemas import IngestResult
 from trickscope_server.services import compact, ingest
 from trickscope_server.storage import Database
@@ -49,30 +49,6 @@ _BATCH_DOC = {
 }
 
 
-async def _read_body(request: Request, *, max_bytes: int) -> bytes:
-    too_large = PayloadTooLargeError(
-        f"body is larger than the server's limit of {max_bytes} bytes "
-        "(TRICKSCOPE_MAX_BODY_BYTES): send smaller batches"
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise InvalidPayloadError(f"Content-Length {declared!r:.40} is not a number") from None
-        if length > max_bytes:
-            raise too_large
-    # The header can lie (or be absent with chunked encoding): count what actually arrives.
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > max_bytes:
-            raise too_large
-        parts.append(part)
-    return b"".join(parts)
-
-
 def _decode_and_store(
     db: Database, settings: Settings, run_id: str, body: bytes, encoding: str | None
 ) -> ingest.IngestOutcome:
@@ -90,7 +66,7 @@ async def post_points(
     live: BroadcasterDep,
 ) -> OrjsonResponse:
     """Store a point batch in one transaction; a re-sent ``batch_id`` changes nothing."""
-    body = await _read_body(request, max_bytes=settings.max_body_bytes)
+    body = await read_body(request, max_bytes=settings.max_body_bytes)
     # Decoding and the database work leave the event loop free for SSE streams.
     outcome = await run_in_threadpool(
         _decode_and_store, db, settings, run_id, body, request.headers.get("content-encoding")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from trickscope_server.api.deps import DatabaseDep, RunId, SettingsDep
+from trickscope_server.api.encoding import DecodingRoute
 from trickscope_server.api.responses import OrjsonResponse
 from trickscope_server.schemas import (
     CompareSeries,
@@ -24,7 +25,7 @@ from trickscope_server.schemas import (
 from trickscope_server.services import export, health, query, runs
 from trickscope_wire import LayersDeclare, RunCreate, RunFinish
 
-router = APIRouter(prefix="/api/v1", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=DecodingRoute)
 
 
 @router.put("/runs/{run_id}", response_model=RunOut)

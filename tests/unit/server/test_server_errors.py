@@ -231,3 +231,35 @@ def test_unexpected_errors_are_a_generic_500_with_a_request_id(
     body = _assert_problem(response, 500, "request id")
     assert "secret" not in response.text
     assert response.headers["X-Request-ID"] in body["detail"]
+
+
+def test_json_routes_accept_gzip_bodies(client: TestClient) -> None:
+    """The agent gzips any body over a few KiB: a large config or a long layer list."""
+    config = {f"key{i}": "x" * 40 for i in range(200)}
+    run = {"project": "p", "name": "n", "config": config}
+    gz = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    response = client.put("/api/v1/runs/r1", content=gzip.compress(orjson.dumps(run)), headers=gz)
+    assert response.status_code == 200, response.text
+    assert response.json()["config"] == config
+    layers = [f"blocks.{i}.attn.qkv.weight" for i in range(300)]
+    body = gzip.compress(orjson.dumps({"layers": layers}))
+    response = client.put("/api/v1/runs/r1/layers", content=body, headers=gz)
+    assert response.status_code == 200, response.text
+    assert client.get("/api/v1/runs/r1").json()["layers"] == layers
+
+
+def test_json_routes_reject_bad_encodings_with_problems(
+    client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    make_run("r1")
+    path = "/api/v1/runs/r1/layers"
+    response = client.put(path, content=b"not gzip", headers={"Content-Encoding": "gzip"})
+    _assert_problem(response, 422, "gzip")
+    response = client.put(path, content=b"{}", headers={"Content-Encoding": "br"})
+    _assert_problem(response, 415, "gzip")
+    bomb = gzip.compress(b" " * (4 << 20))
+    response = client.put(path, content=bomb, headers={"Content-Encoding": "gzip"})
+    _assert_problem(response, 413, "decompressed", "1048576 bytes")
+    broken = gzip.compress(b'{"layers": [')
+    response = client.put(path, content=broken, headers={"Content-Encoding": "gzip"})
+    _assert_problem(response, 422)

@@ -1,0 +1,86 @@
+"""Request bodies: a size-capped read, and ``Content-Encoding: gzip`` on every JSON route.
+
+The agent gzips any body over a few KiB, so a run with a large config or a model with many
+layers arrives compressed on the plain JSON routes too, not only on the point ingest (which
+reads and decompresses its own body off the event loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from starlette.types import Message
+
+from trickscope_server.config import Settings
+from trickscope_server.errors import InvalidPayloadError, PayloadTooLargeError
+from trickscope_server.services.ingest import decompress
+
+
+async def read_body(request: Request, *, max_bytes: int) -> bytes:
+    """The request body as sent, refused past ``max_bytes`` whatever ``Content-Length`` says."""
+    too_large = PayloadTooLargeError(
+        f"body is larger than the server's limit of {max_bytes} bytes "
+        "(TRICKSCOPE_MAX_BODY_BYTES): send smaller batches"
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise InvalidPayloadError(f"Content-Length {declared!r:.40} is not a number") from None
+        if length > max_bytes:
+            raise too_large
+    # The header can lie (or be absent with chunked encoding): count what actually arrives.
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > max_bytes:
+            raise too_large
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _decoded(request: Request, body: bytes) -> Request:
+    """A request that reads as the identity-encoded ``body``."""
+    headers = [
+        (name, value)
+        for name, value in request.scope["headers"]
+        if name not in (b"content-encoding", b"content-length")
+    ]
+    headers.append((b"content-length", str(len(body)).encode()))
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await request.receive()  # later reads wait for the disconnect, as usual
+
+    return Request({**request.scope, "headers": headers}, receive)
+
+
+class DecodingRoute(APIRoute):
+    """A route whose JSON body may come gzip-compressed (decoded before FastAPI parses it).
+
+    Decoding happens before the route's own body handling, so a bad body gets the same problem
+    responses as on the ingest route (415, 413, 422) rather than a generic parse error.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def decode_then_handle(request: Request) -> Response:
+            encoding = request.headers.get("content-encoding")
+            if encoding is not None and encoding.strip().lower() != "identity":
+                settings: Settings = request.app.state.settings
+                limit = settings.max_body_bytes
+                raw = await read_body(request, max_bytes=limit)
+                request = _decoded(request, decompress(raw, encoding=encoding, max_bytes=limit))
+            return await handle(request)
+
+        return decode_then_handle
