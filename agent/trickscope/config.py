@@ -60,7 +60,12 @@ class AgentConfig:
         offline: Never touch the network; write everything to the journal for
             ``trickscope sync`` (``TRICKSCOPE_OFFLINE``).
         journal_dir: Where unsent requests spill (``TRICKSCOPE_JOURNAL_DIR``).
-        flush_secs: Longest time a point waits before it is sent.
+        flush_secs: Longest time a logged point (``log``, the learning rate) waits before it is
+            sent: what the live charts' latency is made of.
+        stats_flush_secs: Longest time a per-layer statistic or histogram from ``watch`` waits.
+            They come in the thousands per step, and the server's work grows with the number of
+            series per request far more than with their points: sending them in larger, rarer
+            batches keeps that work off a CPU the training shares.
         max_buffer_bytes: Cap on unsent data held in memory; the rest spills to the journal.
         queue_size: Samples waiting for the sender thread; more are dropped and counted.
         http_timeout: Socket timeout of one request, in seconds.
@@ -72,6 +77,7 @@ class AgentConfig:
     offline: bool = False
     journal_dir: Path = Path(".")
     flush_secs: float = 0.5
+    stats_flush_secs: float = 5.0
     max_buffer_bytes: int = 64 * 2**20
     queue_size: int = 1024
     http_timeout: float = 10.0
@@ -84,6 +90,7 @@ class AgentConfig:
                 raise TypeError(f"{name}={getattr(self, name)!r} must be True or False")
         positive = {
             "flush_secs": self.flush_secs,
+            "stats_flush_secs": self.stats_flush_secs,
             "max_buffer_bytes": self.max_buffer_bytes,
             "queue_size": self.queue_size,
             "http_timeout": self.http_timeout,
@@ -129,7 +136,7 @@ def _from_text(name: str, variable: str, text: str) -> Any:
         return parse_bool(variable, text)
     if name in ("max_buffer_bytes", "queue_size"):
         return _parse_number(variable, text, int)
-    if name in ("flush_secs", "http_timeout", "finish_timeout"):
+    if name in ("flush_secs", "stats_flush_secs", "http_timeout", "finish_timeout"):
         return _parse_number(variable, text, float)
     if name == "url":
         return _check_url(variable, text)

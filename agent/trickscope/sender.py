@@ -1,11 +1,13 @@
 """The background thread that turns samples into point batches and delivers them.
 
 The training thread only calls :meth:`Sender.submit` (``put_nowait``; a full queue drops the
-sample). The sender thread waits on each sample's device copy, groups points per series, flushes
-a batch by size or every ``flush_secs``, and sends requests in order over one keep-alive
-connection. Unsent requests live in a bounded in-memory outbox; past ``max_buffer_bytes`` the
-oldest spill to the run's :class:`~trickscope.journal.Journal`, which is delivered first once the
-server answers again, so the server sees requests in the order they were made.
+sample). The sender thread waits on each sample's device copy and groups points per series. It
+flushes logged points every ``flush_secs`` and ``watch``'s per-layer statistics and histograms
+(bulk: thousands of series) every ``stats_flush_secs``, or everything once enough points are
+buffered, and sends requests in order over one keep-alive connection. Unsent requests live in a
+bounded in-memory outbox; past ``max_buffer_bytes`` the oldest spill to the run's
+:class:`~trickscope.journal.Journal`, which is delivered first once the server answers again, so
+the server sees requests in the order they were made.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ DROPPED = "agent/dropped_samples"
 FLUSH_POINTS = 50_000
 _POINT_BYTES = 96  # estimated memory of one buffered point (three list slots and their floats)
 _STOP = object()
+_Columns = tuple[list[int], list[float], list[float]]  # steps, values, times
 
 
 @dataclass(eq=False)
@@ -93,9 +96,15 @@ class Sender:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=config.queue_size)
         self._connection = Connection(config.url, timeout=config.http_timeout)
         self.journal = Journal(config.journal_dir / f"{run_id}.jsonl")
-        self._series: dict[str, tuple[list[int], list[float], list[float]]] = {}
-        self._histograms: dict[str, _Histograms] = {}
-        self._pending_points = 0
+        self._series: dict[str, _Columns] = {}  # logged points: flushed every flush_secs
+        self._bulk: dict[str, _Columns] = {}  # per-layer statistics: every stats_flush_secs
+        self._histograms: dict[str, _Histograms] = {}  # bulk too
+        self._pending_points = 0  # in all three
+        # Everything is flushed past this many points: a batch's size, and the memory held in
+        # buffered points (at most half of max_buffer_bytes), stay bounded.
+        self._flush_points = max(
+            1, min(FLUSH_POINTS, config.max_buffer_bytes // (2 * _POINT_BYTES))
+        )
         self._last_step = 0
         self._reported_drops = 0
         self._outbox: deque[Request] = deque()
@@ -153,10 +162,16 @@ class Sender:
     # -- sender thread -----------------------------------------------------------------------
 
     def _main(self) -> None:
-        next_flush = time.monotonic() + self._config.flush_secs
+        config = self._config
+        next_flush = time.monotonic() + config.flush_secs
+        next_bulk = time.monotonic() + config.stats_flush_secs
         while True:
             now = time.monotonic()
-            wake = next_flush if self._pending_points else now + 0.5
+            wake = now + 0.5
+            if self._series:
+                wake = min(wake, next_flush)
+            if self._bulk or self._histograms:
+                wake = min(wake, next_bulk)
             if self._outbox or self.journal.pending:
                 wake = min(wake, max(self._retry_at, now))
             try:
@@ -172,9 +187,13 @@ class Sender:
                     self._flush()
                     self._enqueue(item)
                 now = time.monotonic()
-                if self._pending_points >= FLUSH_POINTS or now >= next_flush:
+                if self._pending_points >= self._flush_points or now >= next_bulk:
                     self._flush()
-                    next_flush = now + self._config.flush_secs
+                    next_bulk = now + config.stats_flush_secs
+                    next_flush = now + config.flush_secs
+                elif now >= next_flush:
+                    self._flush(bulk=False)
+                    next_flush = now + config.flush_secs
                 self._deliver()
             except Exception as exc:  # the sender must outlive any single bad item
                 self._incidents.error("sender", exc)
@@ -189,9 +208,9 @@ class Sender:
             if len(values) != len(sample.keys):
                 raise ValueError(f"{len(values)} values for {len(sample.keys)} keys")
             for key, value in zip(sample.keys, values, strict=True):
-                self._point(key, sample.step, value, sample.time)
+                self._point(self._bulk, key, sample.step, value, sample.time)
         for key, value in sample.host:
-            self._point(key, sample.step, value, sample.time)
+            self._point(self._series, key, sample.step, value, sample.time)
 
     def _add_histograms(self, sample: Sample, values: list[float]) -> None:
         width = sample.bins + 3
@@ -212,31 +231,45 @@ class Sender:
             hist.times.append(sample.time)
             self._pending_points += width
 
-    def _point(self, key: str, step: int, value: float, wall: float) -> None:
-        columns = self._series.get(key)
+    def _point(
+        self, buffer: dict[str, _Columns], key: str, step: int, value: float, wall: float
+    ) -> None:
+        columns = buffer.get(key)
         if columns is None:
-            columns = self._series[key] = ([], [], [])
+            columns = buffer[key] = ([], [], [])
         columns[0].append(step)
         columns[1].append(value)
         columns[2].append(wall)
         self._pending_points += 1
 
-    def _flush(self) -> None:
+    def _flush(self, *, bulk: bool = True) -> None:
+        """Turn buffered points into one request: logged points, and the bulk ones if ``bulk``."""
         drops = self._incidents.drops
         if drops != self._reported_drops:
             self._reported_drops = drops
-            self._point(DROPPED, self._last_step, float(drops), time.time())
-        if not self._series and not self._histograms:
+            self._point(self._series, DROPPED, self._last_step, float(drops), time.time())
+        buffers = [self._series, self._bulk] if bulk else [self._series]
+        histograms = self._histograms if bulk else {}
+        if not any(buffers) and not histograms:
             return
         series = [
             SeriesColumns(name, encode_i64(steps), encode_f64(values), encode_f64(times))
-            for name, (steps, values, times) in self._series.items()
+            for buffer in buffers
+            for name, (steps, values, times) in buffer.items()
         ]
-        histograms = [hist.columns(name) for name, hist in self._histograms.items()]
-        self._series = {}
-        self._histograms = {}
-        self._pending_points = 0
-        batch = PointBatch(batch_id=uuid.uuid4().hex, series=series, histograms=histograms)
+        batch = PointBatch(
+            batch_id=uuid.uuid4().hex,
+            series=series,
+            histograms=[hist.columns(name) for name, hist in histograms.items()],
+        )
+        for buffer in buffers:
+            self._pending_points -= sum(len(columns[0]) for columns in buffer.values())
+            buffer.clear()
+        if histograms:
+            self._pending_points -= sum(
+                len(hist.steps) * (hist.bins + 3) for hist in histograms.values()
+            )
+            histograms.clear()
         self._enqueue(Request("POST", self._points_path, dumps(batch)))
 
     def _enqueue(self, request: Request) -> None:
@@ -247,8 +280,11 @@ class Sender:
         self.peak_buffer_bytes = max(self.peak_buffer_bytes, buffered)
         if self._config.offline:
             self._spill(0)
-        elif self.outbox_bytes > self._config.max_buffer_bytes:
-            self._spill(self._config.max_buffer_bytes // 2)
+        elif buffered > self._config.max_buffer_bytes:
+            # Points still buffered count against the cap too (at most half of it, see
+            # ``_flush_points``), so that memory stays within cap plus one request.
+            pending = self._pending_points * _POINT_BYTES
+            self._spill(max(0, self._config.max_buffer_bytes // 2 - pending))
 
     def _spill(self, keep_bytes: int) -> None:
         """Move the oldest outbox requests to the journal until at most ``keep_bytes`` remain."""

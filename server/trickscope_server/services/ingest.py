@@ -36,7 +36,8 @@ _MAX_NAME = 512
 MAX_HISTOGRAM_BINS = 4096
 
 # A series with this many chunks stored since its last compaction gets compacted after the batch
-# that crossed the bound is acknowledged (the agent flushes every 0.5 s: ~30 s of small chunks).
+# that crossed the bound is acknowledged (the agent flushes logged points every 0.5 s: ~30 s of
+# small chunks).
 COMPACT_AFTER_CHUNKS = 64
 
 

@@ -184,3 +184,27 @@ def test_config_is_made_json_safe() -> None:
 
     safe = json_safe({"t": torch.tensor(1.0), "p": Path("/x"), "f": math.nan, 1: (2, math.inf)})
     assert safe == {"t": "tensor(1.)", "p": "/x", "f": "NaN", "1": [2, "Infinity"]}
+
+
+def test_logged_points_go_out_at_once_and_layer_statistics_in_rarer_batches(
+    capture: Any, settings: dict[str, Any], wait_for: Callable[..., None]
+) -> None:
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = trickscope.init(project="p", url=capture.url, **settings, stats_flush_secs=60.0)
+    run.watch(model, optimizer, every=1, hist_every=1)
+    for step in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).sum().backward()
+        optimizer.step()
+        run.log({"loss": float(step)}, step=step)
+    wait_for(lambda: len(capture.captured.points().get("loss", {})) == 3)
+    # The learning rate rides with the logged points; the per-layer series wait.
+    points = capture.captured.points()
+    assert points["lr/group0"] == {0: 0.1, 1: 0.1, 2: 0.1}
+    assert not any(name.startswith(("grad_norm", "weight_norm")) for name in points)
+    run.finish()
+    points = capture.captured.points()
+    assert set(points["grad_norm/weight"]) == {0, 1, 2}
+    assert set(points["update_ratio/bias"]) == {0, 1, 2}
+    assert set(capture.captured.histograms()["grad_hist/weight"]) == {0, 1, 2}
