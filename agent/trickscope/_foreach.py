@@ -62,6 +62,11 @@ def _segmented(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+def segmented(device: torch.device) -> bool:
+    """Whether statistics on ``device`` take the whole-buffer (segmented) formulation."""
+    return _segmented(device)
+
+
 def group_by_device_dtype(
     tensors: list[Tensor],
 ) -> dict[tuple[torch.device, torch.dtype], list[int]]:

@@ -93,6 +93,23 @@ class Scratch:
         _foreach.copy_(self.views, [t.detach() for t in tensors], fused=fused)
         return self.views
 
+    def sources(self, tensors: list[Tensor], fused: bool) -> list[Tensor]:
+        """What the read-only passes read: ``tensors`` themselves where they are float32 and the
+        passes go tensor by tensor (CPU), else the buffer loaded with them (an upcast, or the
+        one flat buffer the segmented CUDA formulation needs). Saves a copy on CPU."""
+        if tensors[0].dtype == torch.float32 and not _foreach.segmented(self._device):
+            return [t.detach() for t in tensors]
+        return self.load(tensors, fused)
+
+    def load_nan_zeroed(self, sources: list[Tensor]) -> list[Tensor]:
+        """The views, holding ``sources`` with NaN replaced by 0 (±Inf kept)."""
+        if sources is self.views:
+            self.flat.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+        else:  # one pass that copies and replaces
+            for view, source in zip(self.views, sources, strict=True):
+                torch.nan_to_num(source, nan=0.0, posinf=math.inf, neginf=-math.inf, out=view)
+        return self.views
+
 
 def _scratch(tensors: list[Tensor], scratch: Scratch | None) -> Scratch:
     if scratch is None:
@@ -104,12 +121,19 @@ def _column(values: list[Tensor]) -> Tensor:
     return torch.stack(values).to(torch.float32)
 
 
-def _centered_std(buf: Scratch, mean: Tensor, n: Tensor, fused: bool) -> Tensor:
+def _centered_std(
+    buf: Scratch, sources: list[Tensor], mean: Tensor, n: Tensor, fused: bool
+) -> Tensor:
     # Two-pass std (subtract the mean, then the L2 norm) avoids the cancellation of
-    # E[x²] − E[x]² on tensors such as BatchNorm weights (all ones, std 0). The subtraction is in
-    # place: the buffer is ours. ``+ mean * 0`` turns the std NaN wherever the mean is not finite,
-    # as ``Tensor.std`` does (a tensor holding +Inf alone would otherwise give +Inf).
-    _foreach.sub_segments_(buf.flat, buf.lengths, buf.views, mean, fused=fused)
+    # E[x²] − E[x]² on tensors such as BatchNorm weights (all ones, std 0). The difference goes
+    # to the buffer (in place when it holds the sources already). ``+ mean * 0`` turns the std
+    # NaN wherever the mean is not finite, as ``Tensor.std`` does (a tensor holding +Inf alone
+    # would otherwise give +Inf).
+    if sources is buf.views:
+        _foreach.sub_segments_(buf.flat, buf.lengths, buf.views, mean, fused=fused)
+    else:
+        for view, source, value in zip(buf.views, sources, mean.unbind(), strict=True):
+            torch.sub(source, value, out=view)
     spread = _column(_foreach.norm(buf.views, 2, fused=fused))
     return spread / (n - 1.0).sqrt() + mean * 0.0
 
@@ -126,18 +150,18 @@ def grad_stats(
         fused: Use the fused kernels (``False``: the per-tensor reference loop).
     """
     buf = _scratch(grads, scratch)
-    x = buf.load(grads, fused)
+    x = buf.sources(grads, fused)
     l2 = _column(_foreach.norm(x, 2, fused=fused))
     absmax = _foreach.absmax(x, fused=fused).to(torch.float32)
     nonzero = _foreach.count_nonzero(x, fused=fused)
     mean = _foreach.segment_sum(buf.flat, buf.lengths, x, fused=fused) / n
     # NaN and ±Inf are non-zero: zeroing NaN, then ±Inf, and counting non-zeros after each
     # gives both counts exactly, in passes over our own buffer and without a branch.
-    buf.flat.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
-    no_nan = _foreach.count_nonzero(x, fused=fused)
+    zeroed = buf.load_nan_zeroed(x)
+    no_nan = _foreach.count_nonzero(zeroed, fused=fused)
     buf.flat.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-    finite_nonzero = _foreach.count_nonzero(x, fused=fused)
-    std = _centered_std(buf, mean, n, fused)
+    finite_nonzero = _foreach.count_nonzero(zeroed, fused=fused)
+    std = _centered_std(buf, zeroed, mean, n, fused)
     zero_frac = (n - nonzero) / n
     return torch.stack(
         [l2, absmax, mean, std, zero_frac, nonzero - no_nan, no_nan - finite_nonzero]
@@ -149,22 +173,35 @@ def weight_stats(
 ) -> Tensor:
     """Statistics of :data:`WEIGHT_STATS`, shape ``(len(WEIGHT_STATS), len(weights))``."""
     buf = _scratch(weights, scratch)
-    x = buf.load(weights, fused)
+    x = buf.sources(weights, fused)
     l2 = _column(_foreach.norm(x, 2, fused=fused))
     mean = _foreach.segment_sum(buf.flat, buf.lengths, x, fused=fused) / n
-    return torch.stack([l2, mean, _centered_std(buf, mean, n, fused)])
+    return torch.stack([l2, mean, _centered_std(buf, x, mean, n, fused)])
 
 
 def update_ratio(
-    after: list[Tensor], before: list[Tensor], *, scratch: Scratch | None = None, fused: bool = True
+    after: list[Tensor],
+    before: list[Tensor],
+    *,
+    scratch: Scratch | None = None,
+    fused: bool = True,
+    overwrite_before: bool = False,
 ) -> Tensor:
-    """‖after − before‖ / ‖before‖ per tensor, float32, shape ``(len(after),)``."""
-    buf = _scratch(after, scratch)
-    x = buf.load(after, fused)
+    """‖after − before‖ / ‖before‖ per tensor, float32, shape ``(len(after),)``.
+
+    With ``overwrite_before`` (a snapshot the caller owns) float32 tensors are differenced in
+    place in ``before``, which saves a copy; other dtypes are upcast into the buffer first.
+    """
     old = [b.detach() for b in before]
-    scale = _column(_foreach.norm(old, 2, fused=fused))
-    _foreach.sub_(x, old, fused=fused)
-    delta = _column(_foreach.norm(x, 2, fused=fused))
+    # Accumulated and returned in float32 for half-precision weights too.
+    scale = _column(_foreach.norm(old, 2, dtype=torch.float32, fused=fused))
+    if overwrite_before and after[0].dtype == before[0].dtype == torch.float32:
+        _foreach.sub_(old, [a.detach() for a in after], fused=fused)  # before − after: same norm
+        delta = _column(_foreach.norm(old, 2, fused=fused))
+    else:
+        x = _scratch(after, scratch).load(after, fused)
+        _foreach.sub_(x, old, fused=fused)
+        delta = _column(_foreach.norm(x, 2, fused=fused))
     return delta / scale
 
 

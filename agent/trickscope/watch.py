@@ -261,7 +261,10 @@ class Watcher:
             if group.with_grad:
                 after = [self._params[i] for i in group.with_grad]
                 before = [self._snapshots[i] for i in group.with_grad]
-                pieces.append(stats.update_ratio(after, before, scratch=scratch, fused=fused))
+                ratio = stats.update_ratio(
+                    after, before, scratch=scratch, fused=fused, overwrite_before=True
+                )
+                pieces.append(ratio)
         device = layout.device
         pieces = [piece.to(device, non_blocking=True) for piece in pieces]
         if norms:

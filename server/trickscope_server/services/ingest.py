@@ -387,17 +387,23 @@ class _Duplicate(Exception):
 
 def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) -> IngestOutcome:
     with db.transaction() as session:
-        seq = store.next_seq(session, run_id=run_id, now=now)
-        if seq is None:
+        taken = store.next_seq(session, run_id=run_id, now=now)
+        if taken is None:
             raise RunNotFoundError(
                 f"run {run_id!r} does not exist: create it with PUT /api/v1/runs/{run_id} first"
             )
+        seq, created_at = taken
         if not store.record_batch(
             session, run_id=run_id, batch_id=batch.batch_id, points=batch.points, now=now
         ):
             raise _Duplicate  # roll back the sequence number taken above: nothing changes
         nonempty = [s for s in batch.series if s.steps.size]
-        ids = store.ensure_series(session, run_id=run_id, names=[s.name for s in nonempty])
+        ids = store.ensure_series(
+            session,
+            run_id=run_id,
+            names=[s.name for s in nonempty],
+            known=db.series_ids.get(run_id, created_at),
+        )
         chunks, summaries = _all_summaries(nonempty, ids, run_id, seq)
         store.insert_chunks(session, chunks)
         store.update_summaries(session, summaries)
@@ -405,4 +411,5 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
         due = store.series_needing_compaction(
             session, series_ids=list(ids.values()), bound=COMPACT_AFTER_CHUNKS
         )
+    db.series_ids.add(run_id, created_at, ids)  # committed: safe to reuse
     return IngestOutcome(batch.points, False, due)

@@ -12,6 +12,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from trickscope_server.storage.points import SeriesIdCache
+
 MIGRATIONS = "trickscope_server.storage:migrations"
 
 
@@ -63,6 +65,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.series_ids = SeriesIdCache()  # for ingest: ids of the series of recent runs
 
     @property
     def dialect(self) -> str:

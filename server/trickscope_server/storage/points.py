@@ -5,6 +5,8 @@ See docs/architecture.md, Storage, for the ingest sequence, compaction and diges
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -32,8 +34,11 @@ _series = cast(Table, SeriesRow.__table__)
 _chunks = cast(Table, ChunkRow.__table__)
 
 
-def next_seq(session: Session, *, run_id: str, now: float) -> int | None:
+def next_seq(session: Session, *, run_id: str, now: float) -> tuple[int, float] | None:
     """Take the run's next ingest sequence number (and record activity); None without the run.
+
+    Returns the sequence number and the run's ``created_at``, which tells a run apart from one
+    deleted and created again under the same id (see :class:`SeriesIdCache`).
 
     The UPDATE locks the run's row until the transaction ends, so on PostgreSQL two batches of one
     run commit in sequence order: a reader that sees sequence ``s`` sees every sequence below it.
@@ -42,10 +47,10 @@ def next_seq(session: Session, *, run_id: str, now: float) -> int | None:
         update(RunRow)
         .where(RunRow.id == run_id)
         .values(last_seq=RunRow.last_seq + 1, updated_at=now)
-        .returning(RunRow.last_seq)
+        .returning(RunRow.last_seq, RunRow.created_at)
     )
-    value = session.execute(stmt).scalar()
-    return None if value is None else int(value)
+    row = session.execute(stmt).first()
+    return None if row is None else (int(row[0]), float(row[1]))
 
 
 def run_seq(session: Session, *, run_id: str) -> int:
@@ -65,10 +70,55 @@ def record_batch(session: Session, *, run_id: str, batch_id: str, points: int, n
     return session.execute(stmt).first() is not None
 
 
-def ensure_series(session: Session, *, run_id: str, names: Sequence[str]) -> dict[str, int]:
-    """Ids of the run's series with these names, creating the missing ones."""
+class SeriesIdCache:
+    """Series ids of recently written runs, so a batch does not look up thousands of names.
+
+    A series keeps its id for its run's lifetime; a run deleted and created again under the same
+    id has a new ``created_at``, so entries are keyed by both and a stale id is never served.
+    Only ids from committed transactions may be added. Thread-safe; at most ``runs`` runs kept.
+    """
+
+    def __init__(self, runs: int = 256) -> None:
+        self._runs = runs
+        self._entries: OrderedDict[tuple[str, float], dict[str, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, run_id: str, created_at: float) -> dict[str, int]:
+        """A copy of the ids known for the run (empty when none)."""
+        with self._lock:
+            known = self._entries.get((run_id, created_at))
+            if known is None:
+                return {}
+            self._entries.move_to_end((run_id, created_at))
+            return dict(known)
+
+    def add(self, run_id: str, created_at: float, ids: dict[str, int]) -> None:
+        """Remember committed ids of the run's series."""
+        with self._lock:
+            key = (run_id, created_at)
+            self._entries.setdefault(key, {}).update(ids)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._runs:
+                self._entries.popitem(last=False)
+
+
+def ensure_series(
+    session: Session, *, run_id: str, names: Sequence[str], known: dict[str, int] | None = None
+) -> dict[str, int]:
+    """Ids of the run's series with these names, creating the missing ones.
+
+    ``known`` holds ids already known (from :class:`SeriesIdCache`); only the other names are
+    looked up.
+    """
+    known = known or {}
     ids: dict[str, int] = {}
-    unique = list(dict.fromkeys(names))
+    unique = []
+    for name in dict.fromkeys(names):
+        sid = known.get(name)
+        if sid is None:
+            unique.append(name)
+        else:
+            ids[name] = sid
     for start in range(0, len(unique), IN_CHUNK):
         part = unique[start : start + IN_CHUNK]
         found = session.execute(

@@ -93,6 +93,20 @@ def test_update_ratio_is_relative_change_of_the_weights() -> None:
         assert r == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_update_ratio_may_difference_in_the_callers_snapshot(dtype: torch.dtype) -> None:
+    torch.manual_seed(2)
+    before = [torch.randn(10, 3).to(dtype), torch.randn(4).to(dtype)]
+    after = [(b.float() + 1e-2 * torch.randn(b.shape)).to(dtype) for b in before]
+    expected = [
+        (torch.linalg.vector_norm(a.float() - b.float()) / torch.linalg.vector_norm(b.float()))
+        for a, b in zip(after, before, strict=True)
+    ]
+    snapshot = [b.clone() for b in before]
+    ratio = stats.update_ratio(after, snapshot, overwrite_before=True).tolist()
+    assert ratio == pytest.approx([e.item() for e in expected], rel=1e-5)
+
+
 def test_foreach_fast_path_and_fallback_agree() -> None:
     assert _foreach.fused_available()
     xs = tensors(torch.float32)

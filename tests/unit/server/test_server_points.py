@@ -169,3 +169,20 @@ def test_an_empty_series_is_accepted_and_stores_nothing(
     response = client.post("/api/v1/runs/r1/points", content=dumps(batch))
     assert response.json() == {"accepted": 0, "duplicate": False}
     assert client.get("/api/v1/runs/r1/series").json() == {"series": []}
+
+
+def test_a_run_deleted_and_created_again_gets_fresh_series(
+    client: TestClient, make_run: Callable[..., dict], post_batch: Callable[..., dict]
+) -> None:
+    # Ingest remembers series ids per run; a new run under the old id must not inherit them.
+    make_run("r1")
+    post_batch("r1", "b1", {"loss": ([0, 1], [1.0, 2.0]), "acc": ([0], [0.5])})
+    assert client.delete("/api/v1/runs/r1").status_code == 204
+    make_run("r1")
+    post_batch("r1", "b2", {"loss": ([5], [3.0])})
+    post_batch("r1", "b3", {"loss": ([6], [4.0])})
+    body = _points(client, "r1", "loss")
+    assert body["step"] == [5, 6]
+    assert body["value"] == [3.0, 4.0]
+    series = client.get("/api/v1/runs/r1/series").json()["series"]
+    assert [(s["name"], s["count"]) for s in series] == [("loss", 2)]
