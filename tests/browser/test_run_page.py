@@ -290,3 +290,41 @@ def test_heatmap_of_200_layers_renders_in_model_order(dashboard, client):
     assert info["ticks"] == 200
     assert page.locator("#chart-heatmap .hm image, #chart-heatmap .hm").count() >= 1
     dashboard.assert_clean()
+
+
+def test_overview_shows_a_preview_while_plotly_loads_then_the_plotly_chart(dashboard, client):
+    """A cold load parses Plotly for a second or more: the points are drawn as SVG meanwhile."""
+    run_id = client.create_run(name="preview")
+    values = [1 / (s + 1) for s in range(40)]
+    values[5] = math.nan
+    client.post_points(
+        run_id,
+        {
+            "loss/<img src=x onerror=alert(1)>": (steps(40), values),
+            "grad_norm/total": (steps(40), [2.0] * 40),
+        },
+    )
+    page = dashboard.page
+    held = []
+
+    def hold(route) -> None:  # Plotly's response waits until the test lets it through
+        held.append(route)
+
+    page.route("**/static/vendor/plotly.min.js", hold)
+    dashboard.goto(f"/runs/{run_id}")
+    page.wait_for_selector("#chart-loss svg.chart-preview")
+    page.wait_for_selector("#chart-gradnorm svg.chart-preview")
+    preview = page.text_content("#chart-loss svg.chart-preview")
+    assert "loss/<img src=x onerror=alert(1)>" in preview  # shown as text
+    assert "×" in preview  # the NaN at step 5 is marked
+    line = page.get_attribute("#chart-loss svg.chart-preview path", "d")
+    assert line.count("M") == 2  # the line breaks at the NaN
+    hooks = page.evaluate("() => ({...window.__trickscope})")
+    assert hooks["firstShownAt"] is not None and hooks["firstChartAt"] is None
+    assert len(held) == 1
+    held[0].continue_()
+    wait_loaded(dashboard)
+    wait_chart(dashboard, "chart-loss", 40)
+    assert page.locator("#chart-loss svg.chart-preview").count() == 0
+    assert page.locator("#chart-loss .main-svg").count() >= 1
+    dashboard.assert_clean()

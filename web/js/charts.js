@@ -3,19 +3,48 @@
 // (see plotlyReady), so the data fetches overlap Plotly's parse.
 
 import { formatValue, nonFiniteLabel, toNumber } from "./api.js";
+import { clearPreview } from "./preview.js";
 
-/** Resolves once window.Plotly exists (a deferred or late <script> may still be loading it). */
-export function plotlyReady() {
-  if (window.Plotly) return Promise.resolve(window.Plotly);
+const PLOTLY_URL = "/static/vendor/plotly.min.js";
+let plotlyRequested;
+const plotlyRequest = new Promise((resolve) => {
+  plotlyRequested = resolve;
+});
+let plotlyLoading = null;
+
+function scriptLoaded(script) {
   return new Promise((resolve, reject) => {
-    const script = document.querySelector("script[data-plotly]");
-    if (!script) {
-      reject(new Error("Plotly is not loaded on this page"));
-      return;
-    }
     script.addEventListener("load", () => resolve(window.Plotly));
     script.addEventListener("error", () => reject(new Error("Plotly failed to load")));
   });
+}
+
+/**
+ * Resolves once window.Plotly exists. A page may load Plotly with a deferred <script data-plotly>
+ * (the data fetches overlap its parse), or on demand: then Plotly runs only once loadPlotly() is
+ * called, so that a page can draw first (parsing Plotly blocks the main thread for a second or
+ * more on a cold, slow machine) while a <link rel="preload"> has already fetched it.
+ */
+export function plotlyReady() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  const script = document.querySelector("script[data-plotly]");
+  if (script) return scriptLoaded(script);
+  return plotlyRequest.then(() => {
+    if (window.Plotly) return window.Plotly;
+    if (!plotlyLoading) {
+      const tag = document.createElement("script");
+      tag.src = PLOTLY_URL;
+      plotlyLoading = scriptLoaded(tag);
+      document.head.append(tag);
+    }
+    return plotlyLoading;
+  });
+}
+
+/** Let an on-demand page run Plotly now; resolves as plotlyReady(). */
+export function loadPlotly() {
+  plotlyRequested();
+  return plotlyReady();
 }
 
 const PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
@@ -190,6 +219,7 @@ export class LineChart {
     if (this.options.logy) layout.yaxis.type = "log";
     if (this.options.shapes) layout.shapes = this.options.shapes;
     if (!traces.length) layout.annotations = [EMPTY_NOTE];
+    clearPreview(this.div);
     await window.Plotly.newPlot(this.div, [this.markerTrace(allMarks), ...traces], layout, PLOT_CONFIG);
     this.started = true;
     if (this.options.fetchWindow) {
