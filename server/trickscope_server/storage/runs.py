@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, cast, delete, func, literal, or_, select
+from sqlalchemy import Float, and_, case, cast, delete, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
@@ -101,11 +102,14 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def _metric_value(name: str) -> Any:
+def _metric_value(session: Session, name: str) -> Any:
+    # A NaN latest value reads as missing on both backends: SQLite stores NaN as NULL, and
+    # PostgreSQL would otherwise sort NaN above every number and match it with ``>``.
+    value: Any = SeriesRow.last_value
+    if _is_pg(session):
+        value = func.nullif(value, literal(math.nan, Float))
     return (
-        select(SeriesRow.last_value)
-        .where(SeriesRow.run_id == RunRow.id, SeriesRow.name == name)
-        .scalar_subquery()
+        select(value).where(SeriesRow.run_id == RunRow.id, SeriesRow.name == name).scalar_subquery()
     )
 
 
@@ -118,7 +122,7 @@ def _sort_expr(session: Session, query: RunQuery) -> Any:
         return RunRow.status
     if query.sort == "config":
         return _config_value(session, query.sort_key)
-    return _metric_value(query.sort_key[0])
+    return _metric_value(session, query.sort_key[0])
 
 
 def _bind_sort_value(session: Session, query: RunQuery, value: Any) -> Any:
@@ -158,7 +162,7 @@ def list_runs(
     for parts, value in query.config:
         stmt = stmt.where(_config_equals(session, parts, value))
     for name, op, value in query.metrics:
-        stmt = stmt.where(_OPS[op](_metric_value(name), value))
+        stmt = stmt.where(_OPS[op](_metric_value(session, name), value))
     forward: Callable[[Any, Any], Any] = (
         (lambda a, b: a < b) if query.descending else (lambda a, b: a > b)
     )

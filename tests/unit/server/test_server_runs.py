@@ -224,3 +224,26 @@ def test_a_cursor_from_another_sort_is_rejected(
     cursor = client.get("/api/v1/runs", params={"limit": 1}).json()["next_cursor"]
     response = client.get("/api/v1/runs", params={"cursor": cursor, "sort": "name"})
     assert response.status_code == 422
+
+
+def test_a_nan_latest_metric_reads_as_missing_in_filters_and_sorts(
+    client: TestClient, make_run: Callable[..., dict], post_batch: Callable[..., dict]
+) -> None:
+    # The same answers on SQLite (which stores NaN as NULL) and PostgreSQL (NaN > any number).
+    for run_id, loss in (("low", 0.1), ("high", 0.9), ("diverged", float("nan"))):
+        make_run(run_id)
+        post_batch(run_id, "b", {"loss": ([1, 2], [0.5, loss])})
+    make_run("none")
+
+    def ids(**params: object) -> list[str]:
+        response = client.get("/api/v1/runs", params=params)
+        assert response.status_code == 200, response.text
+        return [r["id"] for r in response.json()["runs"]]
+
+    assert ids(metric="loss>0.05", sort="name") == ["high", "low"]
+    assert ids(metric="loss<1", sort="name") == ["high", "low"]
+    assert ids(sort="metric:loss")[:2] == ["low", "high"]
+    assert ids(sort="-metric:loss")[:2] == ["high", "low"]
+    assert set(ids(sort="metric:loss")[2:]) == {"diverged", "none"}
+    latest = {r["id"]: r["latest"] for r in client.get("/api/v1/runs").json()["runs"]}
+    assert latest["diverged"] == {"loss": "NaN"}  # still shown exactly
