@@ -2,9 +2,12 @@
 
     python bench/agent_overhead.py [--models resnet18 vit_tiny] [--rounds 3] [--steps 20]
 
-Every variant runs in a fresh process; variants are interleaved in rounds so machine drift hits
-all alike. Reported: median step time after warm-up and overhead against plain training. Peers
-(wandb offline, TensorBoard) come from the ``bench`` extra: pip install -e '.[bench]'.
+Every variant runs in a fresh process. A round runs plain training between every two variants
+(plain, A, plain, B, ..., plain; the variants' order rotates each round), and a variant's
+overhead in a round is against the mean of the two plain runs around it: on a shared machine the
+step time drifts by ±10 % over minutes, and this pairing cancels what drifts linearly. Reported:
+the median over rounds of those overheads, with each variant's median and mean step. Peers (wandb
+offline, TensorBoard) come from the ``bench`` extra: pip install -e '.[bench]'.
 """
 
 from __future__ import annotations
@@ -147,63 +150,74 @@ def available(variant: str) -> bool:
 
 
 def driver(args: argparse.Namespace) -> None:
-    variants = [v for v in args.variants if available(v)]
-    skipped = sorted(set(args.variants) - set(variants))
+    variants = [v for v in args.variants if available(v) and v != "plain"]
+    skipped = sorted(set(args.variants) - set(variants) - {"plain"})
     with tempfile.TemporaryDirectory() as scratch:
         server, url = start_server(scratch)
         env = {**os.environ, "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+
+        def measure(variant: str, model: str) -> list[float]:
+            command = [
+                sys.executable, __file__, "--worker", "--variant", variant,
+                "--model", model, "--steps", str(args.steps),
+                "--warmup", str(args.warmup), "--batch", str(args.batch),
+                "--threads", str(args.threads), "--url", url, "--scratch", scratch,
+            ]  # fmt: skip
+            out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+            return json.loads(out.stdout.strip().splitlines()[-1])["times"]
+
         try:
             for model in args.models:
-                samples: dict[str, list[list[float]]] = {v: [] for v in variants}
+                runs: dict[str, list[list[float]]] = {v: [] for v in ["plain", *variants]}
+                ratios: dict[str, list[float]] = {v: [] for v in variants}
                 for round_index in range(args.rounds):
-                    # Rotate the order each round so no variant always runs first or last.
-                    order = (
-                        variants[round_index % len(variants) :]
-                        + variants[: round_index % len(variants)]
-                    )
+                    shift = round_index % max(len(variants), 1)
+                    order = variants[shift:] + variants[:shift]
+                    before = measure("plain", model)
+                    runs["plain"].append(before)
                     for variant in order:
-                        command = [
-                            sys.executable, __file__, "--worker", "--variant", variant,
-                            "--model", model, "--steps", str(args.steps),
-                            "--warmup", str(args.warmup), "--batch", str(args.batch),
-                            "--threads", str(args.threads), "--url", url, "--scratch", scratch,
-                        ]  # fmt: skip
-                        out = subprocess.run(
-                            command, capture_output=True, text=True, env=env, check=True
-                        ).stdout
-                        result = json.loads(out.strip().splitlines()[-1])
-                        samples[variant].append(result["times"])
-                        print(f"# {model} round {round_index + 1} {variant} done", file=sys.stderr)
-                report(model, args, samples)
+                        times = measure(variant, model)
+                        after = measure("plain", model)
+                        runs[variant].append(times)
+                        runs["plain"].append(after)
+                        base = (statistics.fmean(before) + statistics.fmean(after)) / 2
+                        ratios[variant].append(statistics.fmean(times) / base)
+                        before = after
+                    print(f"# {model} round {round_index + 1} done", file=sys.stderr)
+                report(model, args, runs, ratios)
         finally:
             server.terminate()
     if skipped:
         print(f"\nnot measured (peer not installed, pip install -e '.[bench]'): {skipped}")
 
 
-def report(model: str, args: argparse.Namespace, samples: dict[str, list[list[float]]]) -> None:
-    """One table: per variant the median step, and the mean step (median over rounds of each
-    process's mean), which is what a cadence costs on average; overhead is taken on the mean."""
-
-    def mean_step(rounds: list[list[float]]) -> float:
-        return statistics.median(statistics.fmean(times) for times in rounds)
-
-    base = mean_step(samples["plain"])
+def report(
+    model: str,
+    args: argparse.Namespace,
+    runs: dict[str, list[list[float]]],
+    ratios: dict[str, list[float]],
+) -> None:
+    """One table: per variant the median and mean step over all its processes, and the overhead:
+    the median over rounds of its mean step against the plain runs around it."""
     print(
         f"\n{model}, batch {args.batch}, 64x64, AdamW, {args.threads} threads, "
         f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up steps, "
-        "fresh process per variant\n"
+        "fresh process per run, plain between every two variants\n"
     )
-    print("| variant | median step (ms) | mean step (ms) | overhead vs plain |")
+    print("| variant | median step (ms) | mean step (ms) | overhead vs plain (median, range) |")
     print("|---|---:|---:|---:|")
     overhead = {}
-    for variant, rounds in samples.items():
-        median = statistics.median(t for times in rounds for t in times)
-        mean = mean_step(rounds)
-        overhead[variant] = 100 * (mean / base - 1)
-        print(
-            f"| {variant} | {1000 * median:.1f} | {1000 * mean:.1f} | {overhead[variant]:+.1f} % |"
-        )
+    for variant, processes in runs.items():
+        steps = [t for times in processes for t in times]
+        median = 1000 * statistics.median(steps)
+        mean = 1000 * statistics.fmean(steps)
+        if variant == "plain":
+            print(f"| plain | {median:.1f} | {mean:.1f} | |")
+            continue
+        per_round = [100 * (r - 1) for r in ratios[variant]]
+        overhead[variant] = statistics.median(per_round)
+        spread = f"{min(per_round):+.1f} … {max(per_round):+.1f}"
+        print(f"| {variant} | {median:.1f} | {mean:.1f} | {overhead[variant]:+.1f} % ({spread}) |")
     if {"trickscope_every10", "trickscope_hist1"} <= overhead.keys():
         # The default cadence (every=10, hist_every=100) over a long run: the window above holds
         # no histogram step, so add a hundredth of the histograms' per-step cost.

@@ -172,8 +172,8 @@ class Sender:
                 wake = min(wake, next_flush)
             if self._bulk or self._histograms:
                 wake = min(wake, next_bulk)
-            if self._outbox or self.journal.pending:
-                wake = min(wake, max(self._retry_at, now))
+            if not config.offline and (self._outbox or self.journal.pending):
+                wake = min(wake, max(self._retry_at, now))  # due for (re)delivery
             try:
                 item = self._queue.get(timeout=max(0.0, wake - now))
             except queue.Empty:

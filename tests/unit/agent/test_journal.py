@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -89,3 +91,26 @@ def test_server_coming_back_receives_the_spilled_journal_first(
     assert paths[0] == f"/api/v1/runs/{run.id}" and paths[-1].endswith("/finish")
     assert capture.captured.points()["m"] == {step: float(step) for step in range(20)}
     assert run.sender is not None and run.sender.journal_path is None  # delivered, removed
+
+
+def _thread_cpu_seconds(native_id: int) -> float:
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_an_idle_sender_sleeps_offline_and_with_the_server_down(settings: dict[str, Any]) -> None:
+    """With a journal to deliver (offline, or a server down) the sender waits, never spins."""
+    for extra in ({"offline": True}, {}):
+        run = trickscope.init(project="p", url=UNREACHABLE, **settings, **extra)
+        run.log({"loss": 1.0}, step=0)
+        sender = run.sender
+        assert sender is not None
+        time.sleep(0.3)  # the point is flushed and journaled (or failed to send)
+        thread = sender._thread
+        assert thread.native_id is not None
+        before = _thread_cpu_seconds(thread.native_id)
+        time.sleep(1.0)
+        used = _thread_cpu_seconds(thread.native_id) - before
+        run.finish(timeout=0.5)
+        assert used < 0.2, f"sender used {used:.2f} s of CPU in 1 s idle ({extra})"
