@@ -99,7 +99,7 @@ class Watcher:
         if not named:
             raise ValueError(f"watch() got a model without parameters: {type(model).__name__}")
         self.names = [name for name, _ in named]
-        self._params = [param for _, param in named]
+        self._params: list[Tensor] = [param for _, param in named]
         self._optimizer = optimizer
         self._emit = emit
         self._emit_hist = emit_hist
@@ -279,8 +279,8 @@ class Watcher:
         if isinstance(scale, Tensor):
             pieces.append(scale.detach().reshape(1).to(device, torch.float32, non_blocking=True))
             extra_keys.append(stats.AMP_SCALE)
-        for index, group in enumerate(self._optimizer.param_groups):
-            lr = group.get("lr")
+        for index, param_group in enumerate(self._optimizer.param_groups):
+            lr = param_group.get("lr")
             key = f"lr/group{index}"
             if isinstance(lr, Tensor):
                 pieces.append(lr.detach().reshape(1).to(device, torch.float32, non_blocking=True))
