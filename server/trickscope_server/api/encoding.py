@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from starlette.types import Message
 
@@ -80,7 +81,9 @@ class DecodingRoute(APIRoute):
                 settings: Settings = request.app.state.settings
                 limit = settings.max_body_bytes
                 raw = await read_body(request, max_bytes=limit)
-                request = _decoded(request, decompress(raw, encoding=encoding, max_bytes=limit))
+                # Off the event loop, as ingest does: SSE streams keep flowing meanwhile.
+                body = await run_in_threadpool(decompress, raw, encoding=encoding, max_bytes=limit)
+                request = _decoded(request, body)
             return await handle(request)
 
         return decode_then_handle
