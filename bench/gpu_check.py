@@ -1,13 +1,14 @@
 """GPU check: zero host syncs from the agent, and its overhead against plain training.
 
     python bench/gpu_check.py                               # CUDA: ResNet-50 and ViT-B/16
-    python bench/gpu_check.py --device cpu --steps 3 --small   # smoke test, any machine
+    python bench/gpu_check.py --device cpu --steps 3 --rounds 1 --small   # smoke test, any machine
 
 Per model: warm-up, then ``--steps`` steps with every statistic and every histogram due at every
 step under ``torch.cuda.set_sync_debug_mode("error")`` (any host sync on the training thread
-raises), then plain and watched training (scalar statistics at every step) timed in alternating
-blocks, medians compared. Exits non-zero when a sync was caught or a target missed is reported
-(the overhead target, ≤ 1 % on a GPU, is printed, not enforced: it is a benchmark).
+raises), then plain training, the default cadence and every scalar statistic at every step,
+timed step by step in alternating blocks, medians compared. Exits non-zero when a sync was caught
+or the agent recorded an error (the overhead target, ≤ 1 % on a GPU, is printed, not enforced:
+it is a benchmark).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,8 +58,8 @@ def sync_mode(device: torch.device, mode: str) -> Iterator[None]:
         torch.cuda.set_sync_debug_mode(previous)
 
 
-def timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
-    """Median seconds per step over ``steps`` steps (the device is drained around each)."""
+def timed(step: Callable[[], None], steps: int, device: torch.device) -> list[float]:
+    """Seconds per step, each of ``steps`` steps timed alone (the device drained around it)."""
     times = []
     for _ in range(steps):
         if device.type == "cuda":
@@ -67,10 +69,14 @@ def timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
-def check(name: str, args: argparse.Namespace, journal: str) -> dict[str, float]:
+def allocated(device: torch.device) -> int:
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+
+def check(name: str, args: argparse.Namespace, journal: str) -> dict[str, Any]:
     import trickscope
 
     device = torch.device(args.device)
@@ -90,33 +96,49 @@ def check(name: str, args: argparse.Namespace, journal: str) -> dict[str, float]
         optimizer.step()
         run.log({"loss/train": loss.detach()})
 
+    def watch(**cadence: int) -> None:
+        """(Re)attach with ``cadence`` and take one untimed step, which builds the buffers."""
+        unwatch()
+        run.watch(model, optimizer, **cadence)
+        step()
+
+    def unwatch() -> None:
+        if run._watcher is not None:
+            run._watcher.close()
+            run._watcher = None
+
     run = trickscope.init(project="gpu-check", offline=True, journal_dir=journal)
     for _ in range(args.warmup):
         step()
     # 1. Every statistic and every histogram at every step: no host sync may happen.
-    run.watch(model, optimizer, every=1, hist_every=1)
-    step()  # the first due step builds and pins the layout's buffers
+    before = allocated(device)
+    watch(every=1, hist_every=1)
+    agent_bytes = allocated(device) - before  # scratch and result buffers the agent keeps
     with sync_mode(device, "error"):
         for _ in range(args.steps):
             step()
     errors = run.incidents.errors
-    # 2. Overhead: plain and watched (scalars at every step) in alternating blocks.
-    plain, watched = [], []
-    block = max(args.steps // 5, 1)
-    for _ in range(5 if not args.small else 1):
-        if run._watcher is not None:
-            run._watcher.close()
-            run._watcher = None
-        plain.append(timed(step, block, device))
-        run.watch(model, optimizer, every=1, hist_every=0)
-        watched.append(timed(step, block, device))
-    run.finish(timeout=5.0)
-    base, agent = statistics.median(plain), statistics.median(watched)
+    # 2. Overhead: plain, default cadence and every scalar at every step, in alternating blocks
+    # so that clock and thermal drift hit all three alike; medians over all their steps.
+    times: dict[str, list[float]] = {"plain": [], "default": [], "every1": []}
+    block = max(args.steps // args.rounds, 1)
+    for _ in range(args.rounds):
+        unwatch()
+        times["plain"] += timed(step, block, device)
+        watch()  # the defaults: scalars every 10 steps, histograms every 100
+        times["default"] += timed(step, block, device)
+        watch(every=1, hist_every=0)
+        times["every1"] += timed(step, block, device)
+    run.finish(timeout=10.0)
+    base = statistics.median(times["plain"])
     return {
         "plain_ms": 1000 * base,
-        "watched_ms": 1000 * agent,
-        "overhead_pct": 100 * (agent / base - 1),
+        "default_pct": 100 * (statistics.median(times["default"]) / base - 1),
+        "every1_ms": 1000 * statistics.median(times["every1"]),
+        "every1_pct": 100 * (statistics.median(times["every1"]) / base - 1),
+        "agent_mib": agent_bytes / 2**20,
         "agent_errors": errors + run.incidents.errors,
+        "incidents": dict(run.incidents.by_kind),
     }
 
 
@@ -125,6 +147,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timing blocks")
     parser.add_argument("--small", action="store_true", help="tiny models (smoke test)")
     parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
     args = parser.parse_args()
@@ -134,22 +157,27 @@ def main() -> int:
         return 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"machine: {platform.platform()}, {name or 'cpu'}, torch {torch.__version__}")
-    print("| model | plain step (ms) | watched, every=1 (ms) | overhead | host syncs |")
-    print("|---|---:|---:|---:|---|")
+    print(
+        "| model | plain step (ms) | default cadence | every=1 (ms) | every=1 | "
+        "agent GPU memory | host syncs |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
     failed = False
     with tempfile.TemporaryDirectory() as journal:
         for model in args.models:
             try:
                 result = check(model, args, journal)
             except RuntimeError as exc:  # set_sync_debug_mode("error") raises on a sync
-                print(f"| {model} | | | | FAILED: {exc} |")
+                print(f"| {model} | | | | | | FAILED: {exc} |")
                 failed = True
                 continue
-            syncs = "none" if result["agent_errors"] == 0 else "agent errors (see log)"
-            failed |= result["agent_errors"] != 0
+            errors = result["agent_errors"]
+            syncs = "none" if errors == 0 else f"agent errors: {result['incidents']}"
+            failed |= errors != 0
             print(
-                f"| {model} | {result['plain_ms']:.1f} | {result['watched_ms']:.1f} | "
-                f"{result['overhead_pct']:+.1f} % | {syncs} |"
+                f"| {model} | {result['plain_ms']:.1f} | {result['default_pct']:+.1f} % | "
+                f"{result['every1_ms']:.1f} | {result['every1_pct']:+.1f} % | "
+                f"{result['agent_mib']:.0f} MiB | {syncs} |"
             )
     print("target: overhead ≤ 1 % on a GPU; zero host syncs from the agent")
     return 1 if failed else 0

@@ -14,6 +14,14 @@ import torch
 from torch import nn
 
 import trickscope
+from tests.stats_reference import (
+    assert_close,
+    reference_grad,
+    reference_histogram,
+    reference_weight,
+    small_models,
+    special_tensors,
+)
 from trickscope import stats
 
 pytestmark = [
@@ -97,3 +105,36 @@ def test_cuda_statistics_match_the_cpu_reference() -> None:
     on_gpu = stats.grad_stats(cuda, stats.numels(cuda)).cpu()
     torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(stats.histograms(cuda).cpu(), stats.histograms(grads))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_every_cuda_statistic_matches_the_per_parameter_reference(dtype: torch.dtype) -> None:
+    """The real CUDA kernels (segmented reductions, fused norms) against plain expressions,
+    on several models' tensors and on tensors holding NaN, ±Inf, zeros and constants."""
+    tensor_sets = []
+    for model in small_models():
+        params = list(model.parameters())
+        tensor_sets.append(
+            ([p.detach() for p in params], [p.grad for p in params if p.grad is not None])
+        )
+    specials = special_tensors(torch.float32)
+    tensor_sets.append(([t for t in specials if t.isfinite().all()], specials))
+    for weights, grads in tensor_sets:
+        weights = [w.to("cuda", dtype) for w in weights]
+        grads = [g.to("cuda", dtype) for g in grads]
+        block = stats.grad_stats(grads, stats.numels(grads), scratch=stats.Scratch(grads)).cpu()
+        for column, g in enumerate(grads):
+            assert_close(block[:, column].tolist(), reference_grad(g.cpu()), f"grad {column}")
+        block = stats.weight_stats(weights, stats.numels(weights), scratch=stats.Scratch(weights))
+        for column, w in enumerate(weights):
+            expected = reference_weight(w.cpu())
+            assert_close(block.cpu()[:, column].tolist(), expected, f"weight {column}")
+        before = [w + 0.01 for w in weights]
+        ratios = stats.update_ratio(weights, before).cpu().tolist()
+        for ratio, w, b in zip(ratios, weights, before, strict=True):
+            w, b = w.cpu().float(), b.cpu().float()
+            expected = (torch.linalg.vector_norm(w - b) / torch.linalg.vector_norm(b)).item()
+            assert ratio == pytest.approx(expected, rel=1e-3)
+        for row, g in zip(stats.histograms(grads, 32).cpu().tolist(), grads, strict=True):
+            lo, hi, nonfinite, counts = reference_histogram(g.cpu(), 32)
+            assert row == [lo, hi, nonfinite, *counts]

@@ -17,7 +17,7 @@ def test_gpu_check_smoke_mode_runs_on_cpu() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--steps", "3",
-         "--small"],
+         "--rounds", "1", "--small"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

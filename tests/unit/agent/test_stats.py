@@ -8,65 +8,21 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from tests.stats_reference import (
+    assert_close,
+    reference_grad,
+    reference_histogram,
+    reference_weight,
+    small_models,
+    special_tensors,
+)
 from trickscope import _foreach, stats
-
-
-def reference_grad(g: Tensor) -> list[float]:
-    g = g.detach().float()
-    return [
-        torch.linalg.vector_norm(g).item(),
-        g.abs().max().item(),
-        g.mean().item(),
-        g.std().item() if g.numel() > 1 else math.nan,
-        (g == 0).float().mean().item(),
-        g.isnan().sum().item(),
-        g.isinf().sum().item(),
-    ]
-
-
-def reference_weight(w: Tensor) -> list[float]:
-    w = w.detach().float()
-    return [
-        torch.linalg.vector_norm(w).item(),
-        w.mean().item(),
-        w.std().item() if w.numel() > 1 else math.nan,
-    ]
-
-
-def assert_close(actual: list[float], expected: list[float], what: str) -> None:
-    for a, e in zip(actual, expected, strict=True):
-        if math.isnan(e):
-            assert math.isnan(a), what
-        else:
-            assert a == pytest.approx(e, rel=1e-4, abs=1e-6), what
-
-
-def tensors(dtype: torch.dtype) -> list[Tensor]:
-    torch.manual_seed(0)
-    specials = torch.randn(5, 7)
-    specials[0, 0] = math.nan
-    specials[1, 1] = math.inf
-    specials[2, 2] = -math.inf
-    specials[3, :] = 0.0
-    infs = torch.tensor([math.inf, 1.0, 0.0, -2.0])
-    ones = torch.ones(16)  # std 0: the naive one-pass formula gets this wrong
-    return [
-        t.to(dtype)
-        for t in (
-            torch.randn(3, 4) * 1e-3,
-            specials,
-            infs,
-            ones,
-            torch.tensor([2.5]),
-            torch.randn(64),
-        )
-    ]
 
 
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 def test_grad_stats_match_reference(dtype: torch.dtype, fused: bool) -> None:
-    grads = tensors(dtype)
+    grads = special_tensors(dtype)
     block = stats.grad_stats(grads, stats.numels(grads), fused=fused)
     assert block.shape == (len(stats.GRAD_STATS), len(grads))
     assert block.dtype == torch.float32
@@ -77,7 +33,7 @@ def test_grad_stats_match_reference(dtype: torch.dtype, fused: bool) -> None:
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_weight_stats_match_reference(dtype: torch.dtype, fused: bool) -> None:
-    weights = [t for t in tensors(dtype) if torch.isfinite(t.float()).all()]
+    weights = [t for t in special_tensors(dtype) if torch.isfinite(t.float()).all()]
     block = stats.weight_stats(weights, stats.numels(weights), fused=fused)
     for column, w in enumerate(weights):
         assert_close(block[:, column].tolist(), reference_weight(w), f"{dtype} tensor {column}")
@@ -109,7 +65,7 @@ def test_update_ratio_may_difference_in_the_callers_snapshot(dtype: torch.dtype)
 
 def test_foreach_fast_path_and_fallback_agree() -> None:
     assert _foreach.fused_available()
-    xs = tensors(torch.float32)
+    xs = special_tensors(torch.float32)
     for ord in (0, 1, 2, math.inf):
         fused = torch.stack(_foreach.norm(xs, ord, fused=True))
         loop = torch.stack(_foreach.norm(xs, ord, fused=False))
@@ -137,7 +93,7 @@ def test_foreach_fast_path_and_fallback_agree() -> None:
 def test_absmax_and_count_nonzero_agree_in_both_formulations(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    xs = tensors(torch.float32)
+    xs = special_tensors(torch.float32)
     results = []
     for segmented in (True, False):
         monkeypatch.setattr(_foreach, "_segmented", lambda device, on=segmented: on)
@@ -148,7 +104,7 @@ def test_absmax_and_count_nonzero_agree_in_both_formulations(
 
 
 def test_segment_helpers_fused_and_fallback_agree() -> None:
-    xs = tensors(torch.float32)
+    xs = special_tensors(torch.float32)
     results = []
     for fused in (True, False):
         buf = stats.Scratch(xs)
@@ -187,24 +143,10 @@ def test_stats_of_a_real_model_match_reference() -> None:
         assert_close(block[:, column].tolist(), reference_grad(g), f"param {column}")
 
 
-def reference_histogram(t: Tensor, bins: int) -> tuple[float, float, float, list[float]]:
-    """Per-tensor torch.histc over the finite values, edges widened as histc does."""
-    x = t.detach().float().reshape(-1)
-    finite = x[x.isfinite()]
-    if finite.numel():
-        lo, hi = finite.min().item(), finite.max().item()
-    else:
-        lo = hi = 0.0
-    if lo == hi:
-        lo, hi = lo - 1.0, hi + 1.0
-    counts = torch.histc(finite, bins, min=lo, max=hi) if finite.numel() else torch.zeros(bins)
-    return lo, hi, float(x.numel() - finite.numel()), counts.tolist()
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_histograms_match_histc_per_tensor(dtype: torch.dtype) -> None:
     torch.manual_seed(3)
-    xs = tensors(dtype) + [
+    xs = special_tensors(dtype) + [
         torch.full((5,), math.nan, dtype=dtype),  # no finite value at all
         torch.zeros(7, dtype=dtype),
         (torch.randn(1000) * 50).to(dtype),
@@ -240,19 +182,6 @@ def test_histograms_of_a_real_model_match_histc() -> None:
             assert row[3:] == counts
 
 
-def _models() -> list[nn.Module]:
-    torch.manual_seed(0)
-    conv = nn.Sequential(
-        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 4)
-    )
-    transformer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
-    embedding = nn.Sequential(nn.Embedding(50, 8), nn.LayerNorm(8), nn.Linear(8, 3))
-    conv(torch.randn(2, 3, 8, 8)).pow(2).mean().backward()
-    transformer(torch.randn(3, 5, 16)).pow(2).mean().backward()
-    embedding(torch.randint(0, 50, (4, 6))).pow(2).mean().backward()
-    return [conv, transformer, embedding]
-
-
 @pytest.mark.parametrize("segmented", [False, True])
 @pytest.mark.parametrize("fused", [True, False])
 def test_every_statistic_matches_the_per_parameter_reference_on_several_models(
@@ -261,7 +190,7 @@ def test_every_statistic_matches_the_per_parameter_reference_on_several_models(
     # segmented=True runs the CUDA formulation (segment_reduce, repeat_interleave, index_add_,
     # the fused inf-norm) on CPU, so it is held to the reference without a GPU.
     monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
-    for model in _models():
+    for model in small_models():
         params = list(model.parameters())
         grads: list[Tensor] = [p.grad for p in params if p.grad is not None]
         scratch = stats.Scratch(grads)
@@ -288,7 +217,7 @@ def test_specials_match_the_reference_in_both_formulations(
     monkeypatch: pytest.MonkeyPatch, segmented: bool
 ) -> None:
     monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
-    grads = tensors(torch.float32)
+    grads = special_tensors(torch.float32)
     block = stats.grad_stats(grads, stats.numels(grads))
     for column, g in enumerate(grads):
         assert_close(block[:, column].tolist(), reference_grad(g), f"tensor {column}")

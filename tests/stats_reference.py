@@ -1,0 +1,88 @@
+"""Plain per-parameter torch expressions that the agent's statistics are held to (CPU and CUDA)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+
+def reference_grad(g: Tensor) -> list[float]:
+    g = g.detach().float()
+    return [
+        torch.linalg.vector_norm(g).item(),
+        g.abs().max().item(),
+        g.mean().item(),
+        g.std().item() if g.numel() > 1 else math.nan,
+        (g == 0).float().mean().item(),
+        g.isnan().sum().item(),
+        g.isinf().sum().item(),
+    ]
+
+
+def reference_weight(w: Tensor) -> list[float]:
+    w = w.detach().float()
+    return [
+        torch.linalg.vector_norm(w).item(),
+        w.mean().item(),
+        w.std().item() if w.numel() > 1 else math.nan,
+    ]
+
+
+def assert_close(actual: list[float], expected: list[float], what: str) -> None:
+    for a, e in zip(actual, expected, strict=True):
+        if math.isnan(e):
+            assert math.isnan(a), what
+        else:
+            assert a == pytest.approx(e, rel=1e-4, abs=1e-6), what
+
+
+def special_tensors(dtype: torch.dtype) -> list[Tensor]:
+    torch.manual_seed(0)
+    specials = torch.randn(5, 7)
+    specials[0, 0] = math.nan
+    specials[1, 1] = math.inf
+    specials[2, 2] = -math.inf
+    specials[3, :] = 0.0
+    infs = torch.tensor([math.inf, 1.0, 0.0, -2.0])
+    ones = torch.ones(16)  # std 0: the naive one-pass formula gets this wrong
+    return [
+        t.to(dtype)
+        for t in (
+            torch.randn(3, 4) * 1e-3,
+            specials,
+            infs,
+            ones,
+            torch.tensor([2.5]),
+            torch.randn(64),
+        )
+    ]
+
+
+def reference_histogram(t: Tensor, bins: int) -> tuple[float, float, float, list[float]]:
+    """Per-tensor torch.histc over the finite values, edges widened as histc does."""
+    x = t.detach().float().reshape(-1)
+    finite = x[x.isfinite()]
+    if finite.numel():
+        lo, hi = finite.min().item(), finite.max().item()
+    else:
+        lo = hi = 0.0
+    if lo == hi:
+        lo, hi = lo - 1.0, hi + 1.0
+    counts = torch.histc(finite, bins, min=lo, max=hi) if finite.numel() else torch.zeros(bins)
+    return lo, hi, float(x.numel() - finite.numel()), counts.tolist()
+
+
+def small_models() -> list[nn.Module]:
+    torch.manual_seed(0)
+    conv = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 4)
+    )
+    transformer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    embedding = nn.Sequential(nn.Embedding(50, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    conv(torch.randn(2, 3, 8, 8)).pow(2).mean().backward()
+    transformer(torch.randn(3, 5, 16)).pow(2).mean().backward()
+    embedding(torch.randint(0, 50, (4, 6))).pow(2).mean().backward()
+    return [conv, transformer, embedding]
