@@ -72,6 +72,24 @@ def timed(step: Callable[[], None], steps: int, device: torch.device) -> list[fl
     return times
 
 
+def profile(step: Callable[[], None], device: torch.device) -> None:
+    """Print where a few watched steps spend host and device time (the agent's ranges are
+    named ``trickscope.watch.*``)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with torch_profile(activities=activities) as prof:
+        for _ in range(5):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=48))
+
+
 def allocated(device: torch.device) -> int:
     return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
 
@@ -129,6 +147,8 @@ def check(name: str, args: argparse.Namespace, journal: str) -> dict[str, Any]:
         times["default"] += timed(step, block, device)
         watch(every=1, hist_every=0)
         times["every1"] += timed(step, block, device)
+    if args.profile:
+        profile(step, device)
     run.finish(timeout=10.0)
     base = statistics.median(times["plain"])
     return {
@@ -148,6 +168,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing blocks")
+    parser.add_argument("--profile", action="store_true", help="profile 5 watched steps per model")
     parser.add_argument("--small", action="store_true", help="tiny models (smoke test)")
     parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
     args = parser.parse_args()

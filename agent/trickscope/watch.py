@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.profiler import record_function
 
 from trickscope import _foreach, stats
 from trickscope._checks import check_int
@@ -138,10 +139,11 @@ class Watcher:
         try:
             self._pending = None
             # Only the scalars' update ratio needs the weights from before the step.
-            if self._next == self._due_scalars:
-                self._pending = self._snapshot()
-            elif self._next == self._due_hist:
-                self._pending = self._layout()
+            with record_function("trickscope.watch.pre_step"):
+                if self._next == self._due_scalars:
+                    self._pending = self._snapshot()
+                elif self._next == self._due_hist:
+                    self._pending = self._layout()
         except Exception as exc:
             self._incidents.error("watch pre-step hook", exc)
 
@@ -167,10 +169,13 @@ class Watcher:
         try:
             # A fused AMP optimizer gets the scale and leaves the gradients scaled.
             grad_scale = kwargs.get("grad_scale") if isinstance(kwargs, dict) else None
+            # Named ranges: the agent's share shows in the user's own profiler traces.
             if scalars:
-                self._report(layout, grad_scale)
+                with record_function("trickscope.watch.statistics"):
+                    self._report(layout, grad_scale)
             if hist:
-                self._report_hist(layout, grad_scale)
+                with record_function("trickscope.watch.histograms"):
+                    self._report_hist(layout, grad_scale)
         except Exception as exc:
             self._incidents.error("watch post-step hook", exc)
 
