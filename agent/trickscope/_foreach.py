@@ -88,32 +88,6 @@ def norm(
     return [torch.linalg.vector_norm(t, ord, dtype=dtype) for t in tensors]
 
 
-def absmax(tensors: list[Tensor], *, fused: bool = True) -> Tensor:
-    """``max |x|`` of each tensor as one vector (NaN wherever a tensor holds a NaN).
-
-    On CUDA the fused ``inf``-norm; on CPU that op takes a slow scalar path, and a per-tensor
-    ``aminmax`` (vectorised, one pass for both ends) is several times faster.
-    """
-    if _on(fused) and _segmented(tensors[0].device):
-        return torch.stack(torch._foreach_norm(tensors, float("inf")))
-    # aminmax rejects empty tensors; their max |x| is 0, as the inf-norm says.
-    ends = [torch.aminmax(t) if t.numel() else (t.new_zeros(()),) * 2 for t in tensors]
-    low = torch.stack([end[0] for end in ends])
-    high = torch.stack([end[1] for end in ends])
-    return torch.maximum(high, -low)
-
-
-def count_nonzero(tensors: list[Tensor], *, fused: bool = True) -> Tensor:
-    """Non-zero elements of each tensor (NaN and ±Inf count) as one float32 vector.
-
-    On CUDA the fused 0-"norm"; on CPU that op is a slow scalar loop and ``count_nonzero`` per
-    tensor is faster.
-    """
-    if _on(fused) and _segmented(tensors[0].device):
-        return torch.stack(torch._foreach_norm(tensors, 0)).to(torch.float32)
-    return torch.stack([torch.count_nonzero(t) for t in tensors]).to(torch.float32)
-
-
 def sub(a: list[Tensor], b: list[Tensor], *, fused: bool = True) -> list[Tensor]:
     """``a[i] - b[i]``; ``b[i]`` may be a 0-d tensor that broadcasts."""
     if _on(fused):
@@ -128,37 +102,6 @@ def sub_(a: list[Tensor], b: list[Tensor], *, fused: bool = True) -> None:
         return
     for x, y in zip(a, b, strict=True):
         x.sub_(y)
-
-
-def sub_segments_(
-    flat: Tensor, lengths: Tensor, views: list[Tensor], values: Tensor, *, fused: bool = True
-) -> None:
-    """Subtract ``values[i]`` from the ``i``-th segment of ``flat`` (``views`` are the segments).
-
-    On CUDA the per-segment value is expanded to every element in one kernel (``output_size``
-    keeps ``repeat_interleave`` free of a host sync): a foreach op with a list of 0-d tensors
-    would leave the fused kernel's fast path and launch one kernel per tensor. On CPU the
-    per-tensor loop is what a foreach op does anyway, and it allocates nothing.
-    """
-    if _on(fused) and _segmented(flat.device):
-        flat.sub_(torch.repeat_interleave(values, lengths, output_size=flat.numel()))
-        return
-    for view, value in zip(views, values.unbind(), strict=True):
-        view.sub_(value)
-
-
-def segment_sum(
-    flat: Tensor, lengths: Tensor, views: list[Tensor], *, fused: bool = True
-) -> Tensor:
-    """Sum of each segment of ``flat`` (there is no foreach sum), float32, NaN/Inf propagating.
-
-    On CUDA one segmented-reduction kernel; on CPU a per-tensor loop, which is faster there.
-    """
-    if _on(fused) and _segmented(flat.device):
-        # unsafe: skips the validity checks on ``lengths``, which read them back to the host
-        # (a sync); the layout builds them from the segments' sizes, so they hold by design.
-        return torch.segment_reduce(flat, "sum", lengths=lengths, unsafe=True)
-    return torch.stack([view.sum() for view in views])
 
 
 def count(index: Tensor, size: int) -> Tensor:

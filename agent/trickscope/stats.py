@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from trickscope import _foreach
+from trickscope.segments import ROW, RowLayout, segment_ids, to_device
 
 GRAD_STATS = (
     "grad_norm",
@@ -49,24 +50,22 @@ def numels(tensors: list[Tensor]) -> Tensor:
     The host→device copy goes through pinned memory so that it does not block on CUDA.
     """
     counts = torch.tensor([float(t.numel()) for t in tensors], dtype=torch.float32)
-    device = tensors[0].device
-    if device.type == "cuda":
-        return counts.pin_memory().to(device, non_blocking=True)
-    return counts.to(device)
+    return to_device(counts, tensors[0].device)
 
 
 class Scratch:
     """A reusable float32 buffer for one (device, dtype) group, laid out as the tensors at hand.
 
-    :meth:`bind` points ``flat``, ``views`` and ``lengths`` at a prefix of one storage tensor,
-    with one cached layout per list of shapes: gradients (only the parameters that have one),
-    weights and the update share the storage in turn, and a due step allocates nothing.
+    :meth:`bind` points ``views`` (one per tensor) and ``matrix`` (the whole buffer as rows, see
+    :mod:`trickscope.segments`) at a prefix of one storage tensor, with one cached layout per list
+    of shapes: gradients (only the parameters that have one), weights and the update share the
+    storage in turn, and a due step allocates nothing the size of the model.
     """
 
     def __init__(self, tensors: list[Tensor]) -> None:
-        self._device = tensors[0].device
-        self._storage = torch.empty(0, dtype=torch.float32, device=self._device)
-        self._layouts: dict[tuple[tuple[int, ...], ...], tuple[Tensor, list[Tensor], Tensor]] = {}
+        self.device = tensors[0].device
+        self._storage = torch.empty(0, dtype=torch.float32, device=self.device)
+        self._layouts: dict[tuple[tuple[int, ...], ...], tuple[list[Tensor], RowLayout]] = {}
         self.bind(tensors)
 
     def bind(self, tensors: list[Tensor]) -> Scratch:
@@ -75,36 +74,38 @@ class Scratch:
         layout = self._layouts.get(shapes)
         if layout is None:
             sizes = [t.numel() for t in tensors]
-            total = sum(sizes)
-            if total > self._storage.numel():
-                self._storage = torch.empty(total, dtype=torch.float32, device=self._device)
+            rows = RowLayout(sizes, self.device)
+            if rows.elements > self._storage.numel():
+                self._storage = torch.zeros(rows.elements, dtype=torch.float32, device=self.device)
                 self._layouts.clear()
-            flat = self._storage[:total]
-            views = [p.view(shape) for p, shape in zip(flat.split(sizes), shapes, strict=True)]
-            lengths = torch.tensor(sizes, dtype=torch.int64)
-            if self._device.type == "cuda":
-                lengths = lengths.pin_memory().to(self._device, non_blocking=True)
-            layout = self._layouts[shapes] = (flat, views, lengths)
-        self.flat, self.views, self.lengths = layout
+            flat = self._storage
+            views = [
+                flat[start : start + size].view(shape)
+                for start, size, shape in zip(rows.starts, sizes, shapes, strict=True)
+            ]
+            layout = self._layouts[shapes] = (views, rows)
+        self.views, self.rows = layout
+        self.matrix = self._storage[: self.rows.elements].view(-1, ROW)
         return self
 
     def load(self, tensors: list[Tensor], fused: bool) -> list[Tensor]:
-        """Copy (and upcast) ``tensors`` into the buffer; returns the views."""
+        """Copy (and upcast) ``tensors`` into the buffer, zeros between them; returns the views."""
         _foreach.copy_(self.views, [t.detach() for t in tensors], fused=fused)
+        # Another layout of the same storage may have left values where this one pads.
+        self.rows.zero_padding(self.matrix)
         return self.views
 
     def sources(self, tensors: list[Tensor], fused: bool) -> list[Tensor]:
-        """What the read-only passes read: ``tensors`` themselves where they are float32 and the
-        passes go tensor by tensor (CPU), else the buffer loaded with them (an upcast, or the
-        one flat buffer the segmented CUDA formulation needs). Saves a copy on CPU."""
-        if tensors[0].dtype == torch.float32 and not _foreach.segmented(self._device):
+        """What the per-tensor (CPU) passes read: ``tensors`` themselves where they are float32,
+        which saves a copy, else the buffer loaded with them (an upcast)."""
+        if tensors[0].dtype == torch.float32:
             return [t.detach() for t in tensors]
         return self.load(tensors, fused)
 
     def load_nan_zeroed(self, sources: list[Tensor]) -> list[Tensor]:
         """The views, holding ``sources`` with NaN replaced by 0 (±Inf kept)."""
         if sources is self.views:
-            self.flat.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+            self.matrix.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
         else:  # one pass that copies and replaces
             for view, source in zip(self.views, sources, strict=True):
                 torch.nan_to_num(source, nan=0.0, posinf=math.inf, neginf=-math.inf, out=view)
@@ -115,6 +116,11 @@ def _scratch(tensors: list[Tensor], scratch: Scratch | None) -> Scratch:
     if scratch is None:
         return Scratch(tensors)
     return scratch.bind(tensors)
+
+
+def _by_rows(buf: Scratch, fused: bool) -> bool:
+    """Whether to take the whole-buffer row formulation (CUDA) rather than per-tensor loops."""
+    return fused and _foreach.segmented(buf.device)
 
 
 def _column(values: list[Tensor]) -> Tensor:
@@ -130,12 +136,41 @@ def _centered_std(
     # NaN wherever the mean is not finite, as ``Tensor.std`` does (a tensor holding +Inf alone
     # would otherwise give +Inf).
     if sources is buf.views:
-        _foreach.sub_segments_(buf.flat, buf.lengths, buf.views, mean, fused=fused)
+        for view, value in zip(buf.views, mean.unbind(), strict=True):
+            view.sub_(value)
     else:
         for view, source, value in zip(buf.views, sources, mean.unbind(), strict=True):
             torch.sub(source, value, out=view)
     spread = _column(_foreach.norm(buf.views, 2, fused=fused))
     return spread / (n - 1.0).sqrt() + mean * 0.0
+
+
+def _row_norms(matrix: Tensor, ord: float = 2.0) -> Tensor:
+    return torch.linalg.vector_norm(matrix, ord, dim=1)
+
+
+def _row_mean_std(buf: Scratch, n: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-tensor mean and (two-pass, unbiased) std of the loaded buffer, in float64; leaves the
+    buffer centred."""
+    rows, matrix = buf.rows, buf.matrix
+    mean = rows.sum(matrix.sum(dim=1)) / n
+    matrix.sub_(rows.spread(mean.to(torch.float32)))
+    rows.zero_padding(matrix)
+    centred = rows.sum(_row_norms(matrix).square())
+    # As in _centered_std: NaN wherever the mean is not finite, as Tensor.std does.
+    return mean, (centred / (n - 1.0)).sqrt() + mean * 0.0
+
+
+def _grad_stats_by_rows(grads: list[Tensor], n: Tensor, buf: Scratch, fused: bool) -> Tensor:
+    buf.load(grads, fused)
+    rows, matrix = buf.rows, buf.matrix
+    l2 = rows.sum(_row_norms(matrix).square()).sqrt()
+    absmax = rows.max(_row_norms(matrix, math.inf)).to(torch.float64)
+    nonzero = rows.sum(torch.count_nonzero(matrix, dim=1))
+    nan = rows.sum(matrix.isnan().sum(dim=1))
+    inf = rows.sum(matrix.isinf().sum(dim=1))
+    mean, std = _row_mean_std(buf, n)  # last: it overwrites the buffer
+    return torch.stack([l2, absmax, mean, std, (n - nonzero) / n, nan, inf]).to(torch.float32)
 
 
 def grad_stats(
@@ -150,17 +185,19 @@ def grad_stats(
         fused: Use the fused kernels (``False``: the per-tensor reference loop).
     """
     buf = _scratch(grads, scratch)
+    if _by_rows(buf, fused):
+        return _grad_stats_by_rows(grads, n, buf, fused)
     x = buf.sources(grads, fused)
     l2 = _column(_foreach.norm(x, 2, fused=fused))
-    absmax = _foreach.absmax(x, fused=fused).to(torch.float32)
-    nonzero = _foreach.count_nonzero(x, fused=fused)
-    mean = _foreach.segment_sum(buf.flat, buf.lengths, x, fused=fused) / n
+    absmax = _absmax(x)
+    nonzero = _count_nonzero(x)
+    mean = torch.stack([t.sum() for t in x]).to(torch.float32) / n
     # NaN and ±Inf are non-zero: zeroing NaN, then ±Inf, and counting non-zeros after each
     # gives both counts exactly, in passes over our own buffer and without a branch.
     zeroed = buf.load_nan_zeroed(x)
-    no_nan = _foreach.count_nonzero(zeroed, fused=fused)
-    buf.flat.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-    finite_nonzero = _foreach.count_nonzero(zeroed, fused=fused)
+    no_nan = _count_nonzero(zeroed)
+    buf.matrix.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    finite_nonzero = _count_nonzero(zeroed)
     std = _centered_std(buf, zeroed, mean, n, fused)
     zero_frac = (n - nonzero) / n
     return torch.stack(
@@ -173,10 +210,33 @@ def weight_stats(
 ) -> Tensor:
     """Statistics of :data:`WEIGHT_STATS`, shape ``(len(WEIGHT_STATS), len(weights))``."""
     buf = _scratch(weights, scratch)
+    if _by_rows(buf, fused):
+        buf.load(weights, fused)
+        l2 = buf.rows.sum(_row_norms(buf.matrix).square()).sqrt()
+        mean, std = _row_mean_std(buf, n)
+        return torch.stack([l2, mean, std]).to(torch.float32)
     x = buf.sources(weights, fused)
     l2 = _column(_foreach.norm(x, 2, fused=fused))
-    mean = _foreach.segment_sum(buf.flat, buf.lengths, x, fused=fused) / n
+    mean = torch.stack([t.sum() for t in x]).to(torch.float32) / n
     return torch.stack([l2, mean, _centered_std(buf, x, mean, n, fused)])
+
+
+def _absmax(tensors: list[Tensor]) -> Tensor:
+    """``max |x|`` of each tensor as one float32 vector (NaN wherever a tensor holds a NaN).
+
+    A per-tensor ``aminmax`` (vectorised, one pass for both ends): on CPU the fused ``inf``-norm
+    takes a slow scalar path.
+    """
+    # aminmax rejects empty tensors; their max |x| is 0, as the inf-norm says.
+    ends = [torch.aminmax(t) if t.numel() else (t.new_zeros(()),) * 2 for t in tensors]
+    low = torch.stack([end[0] for end in ends])
+    high = torch.stack([end[1] for end in ends])
+    return torch.maximum(high, -low).to(torch.float32)
+
+
+def _count_nonzero(tensors: list[Tensor]) -> Tensor:
+    """Non-zero elements of each tensor (NaN and ±Inf count) as one float32 vector."""
+    return torch.stack([torch.count_nonzero(t) for t in tensors]).to(torch.float32)
 
 
 def update_ratio(
@@ -224,15 +284,9 @@ def histograms(tensors: list[Tensor], bins: int = BINS) -> Tensor:
     """
     device = tensors[0].device
     sizes = [t.numel() for t in tensors]
-    total = sum(sizes)
     segments = len(tensors)
     flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(torch.float32)
-    lengths = torch.tensor(sizes, dtype=torch.int64)
-    lengths = (
-        lengths.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else lengths
-    )
-    # output_size makes repeat_interleave sync-free on CUDA.
-    ids = torch.repeat_interleave(torch.arange(segments, device=device), lengths, output_size=total)
+    ids = segment_ids(sizes, device)
     finite = flat.isfinite()
     inf = torch.full((), math.inf, device=device)  # a fill kernel, not a host→device copy
     lo = torch.full((segments,), math.inf, device=device).scatter_reduce_(

@@ -16,7 +16,7 @@ from tests.stats_reference import (
     small_models,
     special_tensors,
 )
-from trickscope import _foreach, stats
+from trickscope import _foreach, segments, stats
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -90,37 +90,46 @@ def test_foreach_fast_path_and_fallback_agree() -> None:
         torch.testing.assert_close(a, b, equal_nan=True)
 
 
-def test_absmax_and_count_nonzero_agree_in_both_formulations(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    xs = special_tensors(torch.float32)
-    results = []
-    for segmented in (True, False):
-        monkeypatch.setattr(_foreach, "_segmented", lambda device, on=segmented: on)
-        results.append((_foreach.absmax(xs), _foreach.count_nonzero(xs)))
-    torch.testing.assert_close(results[0], results[1], equal_nan=True)
-    expected = torch.stack([x.abs().max() for x in xs])
-    torch.testing.assert_close(results[1][0], expected, equal_nan=True)
+def test_row_layout_reduces_each_tensor_apart() -> None:
+    """Tensors of 0, 1, ROW-1, ROW and ROW+1 elements: every boundary case of the padding."""
+    torch.manual_seed(0)
+    sizes = [3, 0, segments.ROW - 1, segments.ROW, segments.ROW + 1, 1]
+    xs = [torch.randn(size) for size in sizes]
+    xs[2][5] = math.nan
+    buf = stats.Scratch([torch.ones(5000)])  # a bigger layout first: its values must not leak
+    buf.load([torch.full((5000,), 7.0)], fused=True)
+    buf.bind(xs).load(xs, fused=True)
+    rows, matrix = buf.rows, buf.matrix
+    assert matrix.shape == (rows.elements // segments.ROW, segments.ROW)
+    assert matrix.sum().isnan() and matrix.nan_to_num().sum() == pytest.approx(
+        sum(x.nan_to_num().sum().item() for x in xs), rel=1e-5
+    )  # padding is zero: only the tensors' own values remain
+    torch.testing.assert_close(
+        rows.sum(matrix.sum(dim=1)),
+        torch.stack([x.double().sum() for x in xs]),
+        equal_nan=True,
+        rtol=1e-6,  # row sums are float32
+        atol=1e-6,
+    )
+    absmax = rows.max(torch.linalg.vector_norm(matrix, math.inf, dim=1))
+    expected = torch.stack([x.abs().max() if x.numel() else torch.tensor(0.0) for x in xs])
+    torch.testing.assert_close(absmax, expected, equal_nan=True)
+    matrix.sub_(rows.spread(torch.arange(6.0)))
+    rows.zero_padding(matrix)
+    for index, (view, x) in enumerate(zip(buf.views, xs, strict=True)):
+        torch.testing.assert_close(view, x - index, equal_nan=True)
+    assert matrix.nan_to_num().abs().sum() == pytest.approx(
+        sum((x - i).nan_to_num().abs().sum().item() for i, x in enumerate(xs)), rel=1e-5
+    )
 
 
-def test_segment_helpers_fused_and_fallback_agree() -> None:
-    xs = special_tensors(torch.float32)
-    results = []
-    for fused in (True, False):
-        buf = stats.Scratch(xs)
-        views = buf.load(xs, fused)
-        sums = _foreach.segment_sum(buf.flat, buf.lengths, views, fused=fused)
-        _foreach.sub_segments_(buf.flat, buf.lengths, views, torch.arange(6.0), fused=fused)
-        results.append((sums, buf.flat.clone()))
-    expected = torch.stack([x.sum() for x in xs])
-    for sums, flat in results:
-        torch.testing.assert_close(sums, expected, equal_nan=True)
-        torch.testing.assert_close(flat, results[0][1], equal_nan=True)
-    # torch.segment_reduce is the CUDA path: hold it to the same reference on CPU.
-    buf = stats.Scratch(xs)
-    buf.load(xs, True)
-    reduced = torch.segment_reduce(buf.flat, "sum", lengths=buf.lengths)
-    torch.testing.assert_close(reduced, expected, equal_nan=True)
+@pytest.mark.parametrize("sizes", [[3, 0, 4, 1], [0, 0, 2], [5], [2, 3, 0, 0]])
+def test_segment_ids_name_the_tensor_of_every_element(sizes: list[int]) -> None:
+    expected = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    assert torch.equal(segments.segment_ids(sizes, torch.device("cpu")), expected)
+
+
+def test_count_is_bincount() -> None:
     index = torch.tensor([0, 3, 3, 1, 0, 3])
     torch.testing.assert_close(_foreach.count(index, 5), torch.tensor([2, 1, 0, 3, 0]))
 

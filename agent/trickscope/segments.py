@@ -1,0 +1,96 @@
+"""Per-tensor reductions over a whole group of tensors at once, on a row-aligned flat buffer.
+
+The statistics' buffer lays a group's tensors out with each one starting on a multiple of
+:data:`ROW` elements and zeros after it, so that the buffer is a ``(rows, ROW)`` matrix whose rows
+each belong to one tensor. A per-tensor statistic is then one dense row reduction (a single
+well-balanced kernel, however many tensors there are and whatever their sizes) followed by a
+reduction of the few row results of each tensor. This is the CUDA formulation: a per-tensor loop
+would launch a kernel per parameter, ``_foreach_norm`` has no fused path for counts (``ord=0``),
+and ``repeat_interleave`` runs a thread per segment, which takes milliseconds on large tensors.
+
+The zero padding is neutral to sums, norms, max |x| and non-zero counts; an operation that makes
+it non-zero (subtracting a per-tensor mean) calls :meth:`RowLayout.zero_padding` after.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+ROW = 1024
+
+
+def to_device(values: Tensor, device: torch.device) -> Tensor:
+    """A host tensor on ``device`` without blocking on CUDA (through pinned memory)."""
+    if device.type == "cuda":
+        return values.pin_memory().to(device, non_blocking=True)
+    return values.to(device)
+
+
+def segment_ids(sizes: list[int], device: torch.device) -> Tensor:
+    """For each element of the tensors laid end to end, the index of its tensor (int64).
+
+    A 1 at each tensor's start, then a running sum: three well-balanced kernels, where
+    ``repeat_interleave`` would run one CUDA thread per tensor.
+    """
+    total = sum(sizes)
+    starts: list[int] = []
+    offset = 0
+    for size in sizes[:-1]:
+        offset += size
+        if offset < total:  # tensors after the last element (empty ones) own no element
+            starts.append(offset)
+    marks = torch.zeros(total, dtype=torch.int64, device=device)
+    if starts:
+        index = to_device(torch.tensor(starts, dtype=torch.int64), device)
+        marks.index_add_(
+            0, index, torch.ones(1, dtype=torch.int64, device=device).expand(len(starts))
+        )
+    return marks.cumsum_(0)
+
+
+class RowLayout:
+    """Where each tensor of a group lies in a row-aligned buffer, and reductions per tensor.
+
+    Built once per list of sizes (on the host, then copied without a sync); ``starts`` are
+    element offsets into the buffer, ``elements`` its total size, a multiple of :data:`ROW`.
+    """
+
+    def __init__(self, sizes: list[int], device: torch.device) -> None:
+        # An empty tensor still gets one (all-padding) row, so that every tensor has a result.
+        rows = [max(1, -(-size // ROW)) for size in sizes]
+        self.starts: list[int] = []
+        offset = 0
+        for count in rows:
+            self.starts.append(offset * ROW)
+            offset += count
+        self.elements = offset * ROW
+        counts = torch.tensor(rows, dtype=torch.int64)
+        last = counts.cumsum(0) - 1
+        used = torch.tensor(sizes, dtype=torch.int64) - (counts - 1) * ROW
+        valid = torch.arange(ROW)[None, :] < used[:, None]
+        self._rows_per_tensor = to_device(counts, device)
+        self._row_tensor = to_device(torch.repeat_interleave(counts), device)
+        self._last_rows = to_device(last, device)
+        self._last_valid = to_device(valid.to(torch.float32), device)
+
+    def sum(self, per_row: Tensor) -> Tensor:
+        """Per tensor, the sum of its rows' values, in float64 (exact for counts)."""
+        # unsafe: skips the checks on the lengths, which read them back to the host (a sync);
+        # they are built above from the sizes, so they hold by construction.
+        return torch.segment_reduce(
+            per_row.to(torch.float64), "sum", lengths=self._rows_per_tensor, unsafe=True
+        )
+
+    def max(self, per_row: Tensor) -> Tensor:
+        """Per tensor, the largest of its rows' values (NaN wherever a row is NaN)."""
+        return torch.segment_reduce(per_row, "max", lengths=self._rows_per_tensor, unsafe=True)
+
+    def spread(self, per_tensor: Tensor) -> Tensor:
+        """A per-tensor value repeated for each row, as a ``(rows, 1)`` column to broadcast."""
+        return per_tensor.index_select(0, self._row_tensor)[:, None]
+
+    def zero_padding(self, matrix: Tensor) -> None:
+        """Zero the elements after each tensor in the ``(rows, ROW)`` buffer, in place."""
+        last = matrix.index_select(0, self._last_rows)
+        matrix.index_copy_(0, self._last_rows, last * self._last_valid)
