@@ -87,7 +87,21 @@ def profile(step: Callable[[], None], device: torch.device) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    print(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=48))
+    print(prof.key_averages().table(sort_by=sort, row_limit=12, max_name_column_width=48))
+    # The agent's own ops, by host time: what a CPU-bound training loop pays.
+    totals: dict[str, list[float]] = {}
+    for event in prof.events():
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("trickscope."):
+            parent = parent.cpu_parent
+        if parent is not None:
+            entry = totals.setdefault(event.name, [0, 0.0, 0.0])
+            entry[0] += 1
+            entry[1] += event.self_cpu_time_total
+            entry[2] += getattr(event, "self_device_time_total", 0.0)
+    print("| agent op (5 steps) | calls | self host µs | self device µs |")
+    for name, (calls, host, dev) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:20]:
+        print(f"| {name[:48]} | {calls:.0f} | {host:.0f} | {dev:.0f} |")
 
 
 def allocated(device: torch.device) -> int:

@@ -9,7 +9,7 @@ would launch a kernel per parameter, ``_foreach_norm`` has no fused path for cou
 and ``repeat_interleave`` runs a thread per segment, which takes milliseconds on large tensors.
 
 The zero padding is neutral to sums, norms, max |x| and non-zero counts; an operation that makes
-it non-zero (subtracting a per-tensor mean) calls :meth:`RowLayout.zero_padding` after.
+it non-zero calls :meth:`RowLayout.zero_padding` after.
 """
 
 from __future__ import annotations
@@ -69,9 +69,14 @@ class RowLayout:
         last = counts.cumsum(0) - 1
         used = torch.tensor(sizes, dtype=torch.int64) - (counts - 1) * ROW
         valid = torch.arange(ROW)[None, :] < used[:, None]
+        row_tensor = torch.repeat_interleave(counts)
+        row_counts = torch.full((len(row_tensor),), float(ROW), dtype=torch.float64)
+        row_counts[last] = used.to(torch.float64)
         self._rows_per_tensor = to_device(counts, device)
-        self._row_tensor = to_device(torch.repeat_interleave(counts), device)
+        self._row_tensor = to_device(row_tensor, device)
+        self._row_counts = to_device(row_counts, device)  # elements of its tensor in each row
         self._last_rows = to_device(last, device)
+        self._last_used = to_device(used.to(torch.float32), device)
         self._last_valid = to_device(valid.to(torch.float32), device)
 
     def sum(self, per_row: Tensor) -> Tensor:
@@ -86,9 +91,26 @@ class RowLayout:
         """Per tensor, the largest of its rows' values (NaN wherever a row is NaN)."""
         return torch.segment_reduce(per_row, "max", lengths=self._rows_per_tensor, unsafe=True)
 
-    def spread(self, per_tensor: Tensor) -> Tensor:
-        """A per-tensor value repeated for each row, as a ``(rows, 1)`` column to broadcast."""
-        return per_tensor.index_select(0, self._row_tensor)[:, None]
+    def mean_and_m2(self, matrix: Tensor) -> tuple[Tensor, Tensor]:
+        """Per tensor, the mean and the sum of squared deviations from it, in float64, in one
+        pass over the ``(rows, ROW)`` buffer (its padding zero).
+
+        Each row's mean and variance come from one ``var_mean`` (Welford, stable); a tensor's
+        last row is redone over its own elements only (a small gather); the rows of a tensor are
+        then merged with the parallel formula ``M2 = Σ M2ᵢ + Σ nᵢ (meanᵢ − mean)²``, which has no
+        cancellation, unlike ``Σx² − n·mean²``.
+        """
+        variance, row_mean = torch.var_mean(matrix, dim=1, correction=0)
+        row_m2 = variance * ROW
+        last = matrix.index_select(0, self._last_rows)
+        last_mean = last.sum(dim=1) / self._last_used  # NaN for an empty tensor, as Tensor.mean
+        centred = (last - last_mean[:, None]) * self._last_valid
+        row_mean = row_mean.index_copy(0, self._last_rows, last_mean)
+        row_m2 = row_m2.index_copy(0, self._last_rows, centred.square().sum(dim=1))
+        row_mean = row_mean.to(torch.float64)
+        mean = self.sum(row_mean * self._row_counts) / self.sum(self._row_counts)
+        apart = row_mean - mean.index_select(0, self._row_tensor)
+        return mean, self.sum(row_m2) + self.sum(self._row_counts * apart.square())
 
     def zero_padding(self, matrix: Tensor) -> None:
         """Zero the elements after each tensor in the ``(rows, ROW)`` buffer, in place."""

@@ -150,15 +150,10 @@ def _row_norms(matrix: Tensor, ord: float = 2.0) -> Tensor:
 
 
 def _row_mean_std(buf: Scratch, n: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-tensor mean and (two-pass, unbiased) std of the loaded buffer, in float64; leaves the
-    buffer centred."""
-    rows, matrix = buf.rows, buf.matrix
-    mean = rows.sum(matrix.sum(dim=1)) / n
-    matrix.sub_(rows.spread(mean.to(torch.float32)))
-    rows.zero_padding(matrix)
-    centred = rows.sum(_row_norms(matrix).square())
+    """Per-tensor mean and unbiased std of the loaded buffer, in float64."""
+    mean, m2 = buf.rows.mean_and_m2(buf.matrix)
     # As in _centered_std: NaN wherever the mean is not finite, as Tensor.std does.
-    return mean, (centred / (n - 1.0)).sqrt() + mean * 0.0
+    return mean, (m2 / (n - 1.0)).sqrt() + mean * 0.0
 
 
 def _grad_stats_by_rows(grads: list[Tensor], n: Tensor, buf: Scratch, fused: bool) -> Tensor:
@@ -169,7 +164,7 @@ def _grad_stats_by_rows(grads: list[Tensor], n: Tensor, buf: Scratch, fused: boo
     nonzero = rows.sum(torch.count_nonzero(matrix, dim=1))
     nan = rows.sum(matrix.isnan().sum(dim=1))
     inf = rows.sum(matrix.isinf().sum(dim=1))
-    mean, std = _row_mean_std(buf, n)  # last: it overwrites the buffer
+    mean, std = _row_mean_std(buf, n)
     return torch.stack([l2, absmax, mean, std, (n - nonzero) / n, nan, inf]).to(torch.float32)
 
 

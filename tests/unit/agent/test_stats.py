@@ -114,13 +114,35 @@ def test_row_layout_reduces_each_tensor_apart() -> None:
     absmax = rows.max(torch.linalg.vector_norm(matrix, math.inf, dim=1))
     expected = torch.stack([x.abs().max() if x.numel() else torch.tensor(0.0) for x in xs])
     torch.testing.assert_close(absmax, expected, equal_nan=True)
-    matrix.sub_(rows.spread(torch.arange(6.0)))
+    mean, m2 = rows.mean_and_m2(matrix)
+    for index, x in enumerate(xs):
+        expected_mean = x.double().mean()
+        expected_m2 = (x.double() - expected_mean).square().sum()
+        assert math.isnan(mean[index]) == math.isnan(expected_mean), index
+        if x.numel():  # an empty tensor's M2 is NaN here, 0 in the reference: its std is NaN
+            assert math.isnan(m2[index]) == math.isnan(expected_m2), index
+        if not math.isnan(expected_mean):
+            assert mean[index].item() == pytest.approx(expected_mean.item(), rel=1e-6, abs=1e-9)
+            assert m2[index].item() == pytest.approx(expected_m2.item(), rel=1e-5, abs=1e-9)
+    matrix.add_(1.0)
     rows.zero_padding(matrix)
-    for index, (view, x) in enumerate(zip(buf.views, xs, strict=True)):
-        torch.testing.assert_close(view, x - index, equal_nan=True)
-    assert matrix.nan_to_num().abs().sum() == pytest.approx(
-        sum((x - i).nan_to_num().abs().sum().item() for i, x in enumerate(xs)), rel=1e-5
+    for view, x in zip(buf.views, xs, strict=True):
+        torch.testing.assert_close(view, x + 1.0, equal_nan=True)
+    assert matrix.nan_to_num().sum() == pytest.approx(
+        sum((x + 1.0).nan_to_num().sum().item() for x in xs), rel=1e-5
     )
+
+
+def test_mean_and_m2_have_no_cancellation_on_offset_tensors() -> None:
+    """LayerNorm-like weights (≈1, tiny spread) and constants: E[x²] − E[x]² would lose them."""
+    torch.manual_seed(0)
+    xs = [1.0 + 1e-4 * torch.randn(3000), torch.full((2500,), 0.1), torch.full((7,), 3.0)]
+    buf = stats.Scratch(xs)
+    buf.load(xs, fused=True)
+    mean, m2 = buf.rows.mean_and_m2(buf.matrix)
+    std = (m2 / torch.tensor([x.numel() - 1.0 for x in xs], dtype=torch.float64)).sqrt()
+    assert std[0].item() == pytest.approx(xs[0].double().std().item(), rel=1e-3)
+    assert std[1].item() < 1e-8 and std[2].item() == 0.0
 
 
 @pytest.mark.parametrize("sizes", [[3, 0, 4, 1], [0, 0, 2], [5], [2, 3, 0, 0]])
