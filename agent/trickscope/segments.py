@@ -72,45 +72,50 @@ class RowLayout:
         row_tensor = torch.repeat_interleave(counts)
         row_counts = torch.full((len(row_tensor),), float(ROW), dtype=torch.float64)
         row_counts[last] = used.to(torch.float64)
-        self._rows_per_tensor = to_device(counts, device)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+        self._offsets = to_device(offsets, device)  # first row of each tensor, then the end
         self._row_tensor = to_device(row_tensor, device)
-        self._row_counts = to_device(row_counts, device)  # elements of its tensor in each row
+        self.row_counts = to_device(row_counts, device)  # elements of its tensor in each row
         self._last_rows = to_device(last, device)
         self._last_used = to_device(used.to(torch.float32), device)
         self._last_valid = to_device(valid.to(torch.float32), device)
 
     def sum(self, per_row: Tensor) -> Tensor:
-        """Per tensor, the sum of its rows' values, in float64 (exact for counts)."""
-        # unsafe: skips the checks on the lengths, which read them back to the host (a sync);
+        """Per tensor, the sum of its rows' values (``(rows,)`` or ``(rows, k)``), in float64.
+
+        Float64 keeps counts exact. A ``(rows, k)`` input takes one kernel for all ``k`` sums.
+        """
+        # unsafe: skips the checks on the offsets, which read them back to the host (a sync);
         # they are built above from the sizes, so they hold by construction.
         return torch.segment_reduce(
-            per_row.to(torch.float64), "sum", lengths=self._rows_per_tensor, unsafe=True
+            per_row.to(torch.float64), "sum", offsets=self._offsets, unsafe=True
         )
 
     def max(self, per_row: Tensor) -> Tensor:
         """Per tensor, the largest of its rows' values (NaN wherever a row is NaN)."""
-        return torch.segment_reduce(per_row, "max", lengths=self._rows_per_tensor, unsafe=True)
+        return torch.segment_reduce(per_row, "max", offsets=self._offsets, unsafe=True)
 
-    def mean_and_m2(self, matrix: Tensor) -> tuple[Tensor, Tensor]:
-        """Per tensor, the mean and the sum of squared deviations from it, in float64, in one
-        pass over the ``(rows, ROW)`` buffer (its padding zero).
+    def moments(self, matrix: Tensor) -> tuple[Tensor, Tensor]:
+        """Per row of the ``(rows, ROW)`` buffer (its padding zero), the mean and the sum of
+        squared deviations (M2) of the row's own elements, in float64.
 
-        Each row's mean and variance come from one ``var_mean`` (Welford, stable); a tensor's
-        last row is redone over its own elements only (a small gather); the rows of a tensor are
-        then merged with the parallel formula ``M2 = Σ M2ᵢ + Σ nᵢ (meanᵢ − mean)²``, which has no
-        cancellation, unlike ``Σx² − n·mean²``.
+        One ``var_mean`` over the rows (Welford, stable); each tensor's last row, which holds
+        padding, is redone over its own elements (a small gather). :meth:`m2_between_rows` then
+        merges the rows of a tensor with the parallel formula ``M2 = Σ M2ᵢ + Σ nᵢ (meanᵢ −
+        mean)²``, which has no cancellation, unlike ``Σx² − n·mean²``.
         """
         variance, row_mean = torch.var_mean(matrix, dim=1, correction=0)
-        row_m2 = variance * ROW
         last = matrix.index_select(0, self._last_rows)
         last_mean = last.sum(dim=1) / self._last_used  # NaN for an empty tensor, as Tensor.mean
         centred = (last - last_mean[:, None]) * self._last_valid
         row_mean = row_mean.index_copy(0, self._last_rows, last_mean)
-        row_m2 = row_m2.index_copy(0, self._last_rows, centred.square().sum(dim=1))
-        row_mean = row_mean.to(torch.float64)
-        mean = self.sum(row_mean * self._row_counts) / self.sum(self._row_counts)
+        row_m2 = (variance * ROW).index_copy(0, self._last_rows, centred.square().sum(dim=1))
+        return row_mean.to(torch.float64), row_m2.to(torch.float64)
+
+    def m2_between_rows(self, row_mean: Tensor, mean: Tensor) -> Tensor:
+        """Per tensor, ``Σ nᵢ (meanᵢ − mean)²`` over its rows (float64)."""
         apart = row_mean - mean.index_select(0, self._row_tensor)
-        return mean, self.sum(row_m2) + self.sum(self._row_counts * apart.square())
+        return self.sum(self.row_counts * apart.square())
 
     def zero_padding(self, matrix: Tensor) -> None:
         """Zero the elements after each tensor in the ``(rows, ROW)`` buffer, in place."""

@@ -66,6 +66,7 @@ class Scratch:
         self.device = tensors[0].device
         self._storage = torch.empty(0, dtype=torch.float32, device=self.device)
         self._layouts: dict[tuple[tuple[int, ...], ...], tuple[list[Tensor], RowLayout]] = {}
+        self._zero_padded: RowLayout | None = None  # the layout whose padding is known to be 0
         self.bind(tensors)
 
     def bind(self, tensors: list[Tensor]) -> Scratch:
@@ -78,6 +79,7 @@ class Scratch:
             if rows.elements > self._storage.numel():
                 self._storage = torch.zeros(rows.elements, dtype=torch.float32, device=self.device)
                 self._layouts.clear()
+                self._zero_padded = None
             flat = self._storage
             views = [
                 flat[start : start + size].view(shape)
@@ -90,9 +92,13 @@ class Scratch:
 
     def load(self, tensors: list[Tensor], fused: bool) -> list[Tensor]:
         """Copy (and upcast) ``tensors`` into the buffer, zeros between them; returns the views."""
-        _foreach.copy_(self.views, [t.detach() for t in tensors], fused=fused)
-        # Another layout of the same storage may have left values where this one pads.
-        self.rows.zero_padding(self.matrix)
+        with torch.no_grad():  # the tensors may be parameters: no graph, and no detach() each
+            _foreach.copy_(self.views, tensors, fused=fused)
+        if self._zero_padded is not self.rows:
+            # Another layout of the same storage may have left values where this one pads; the
+            # statistics only ever write the views or keep zeros zero, so once is enough.
+            self.rows.zero_padding(self.matrix)
+            self._zero_padded = self.rows
         return self.views
 
     def sources(self, tensors: list[Tensor], fused: bool) -> list[Tensor]:
@@ -145,26 +151,38 @@ def _centered_std(
     return spread / (n - 1.0).sqrt() + mean * 0.0
 
 
-def _row_norms(matrix: Tensor, ord: float = 2.0) -> Tensor:
-    return torch.linalg.vector_norm(matrix, ord, dim=1)
+def _row_squares(matrix: Tensor) -> Tensor:
+    """Per row, the sum of squares (float64), NaN and ±Inf propagating as in ``vector_norm``."""
+    return torch.linalg.vector_norm(matrix, dim=1, dtype=torch.float64).square()
 
 
-def _row_mean_std(buf: Scratch, n: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-tensor mean and unbiased std of the loaded buffer, in float64."""
-    mean, m2 = buf.rows.mean_and_m2(buf.matrix)
+def _rows_summed(buf: Scratch, n: Tensor, counts: list[Tensor]) -> tuple[Tensor, ...]:
+    """Per tensor of the loaded buffer: L2 norm, mean, unbiased std (float64), then the sum of
+    each per-row vector in ``counts``; every per-tensor sum in one segmented reduction."""
+    rows, matrix = buf.rows, buf.matrix
+    row_mean, row_m2 = rows.moments(matrix)
+    per_row = torch.stack([_row_squares(matrix), row_mean * rows.row_counts, row_m2, *counts], 1)
+    sums = rows.sum(per_row)
+    mean = sums[:, 1] / n
+    m2 = sums[:, 2] + rows.m2_between_rows(row_mean, mean)
     # As in _centered_std: NaN wherever the mean is not finite, as Tensor.std does.
-    return mean, (m2 / (n - 1.0)).sqrt() + mean * 0.0
+    std = (m2 / (n - 1.0)).sqrt() + mean * 0.0
+    return (sums[:, 0].sqrt(), mean, std, *sums[:, 3:].unbind(1))
 
 
 def _grad_stats_by_rows(grads: list[Tensor], n: Tensor, buf: Scratch, fused: bool) -> Tensor:
     buf.load(grads, fused)
-    rows, matrix = buf.rows, buf.matrix
-    l2 = rows.sum(_row_norms(matrix).square()).sqrt()
-    absmax = rows.max(_row_norms(matrix, math.inf)).to(torch.float64)
-    nonzero = rows.sum(torch.count_nonzero(matrix, dim=1))
-    nan = rows.sum(matrix.isnan().sum(dim=1))
-    inf = rows.sum(matrix.isinf().sum(dim=1))
-    mean, std = _row_mean_std(buf, n)
+    matrix, f64 = buf.matrix, torch.float64
+    l2, mean, std, nonzero, nan, inf = _rows_summed(
+        buf,
+        n,
+        [
+            matrix.ne(0).sum(dim=1, dtype=f64),
+            matrix.isnan().sum(dim=1, dtype=f64),
+            matrix.isinf().sum(dim=1, dtype=f64),
+        ],
+    )
+    absmax = buf.rows.max(torch.linalg.vector_norm(matrix, math.inf, dim=1)).to(f64)
     return torch.stack([l2, absmax, mean, std, (n - nonzero) / n, nan, inf]).to(torch.float32)
 
 
@@ -207,9 +225,7 @@ def weight_stats(
     buf = _scratch(weights, scratch)
     if _by_rows(buf, fused):
         buf.load(weights, fused)
-        l2 = buf.rows.sum(_row_norms(buf.matrix).square()).sqrt()
-        mean, std = _row_mean_std(buf, n)
-        return torch.stack([l2, mean, std]).to(torch.float32)
+        return torch.stack(_rows_summed(buf, n, [])).to(torch.float32)
     x = buf.sources(weights, fused)
     l2 = _column(_foreach.norm(x, 2, fused=fused))
     mean = torch.stack([t.sum() for t in x]).to(torch.float32) / n
@@ -236,28 +252,39 @@ def _count_nonzero(tensors: list[Tensor]) -> Tensor:
 
 def update_ratio(
     after: list[Tensor],
-    before: list[Tensor],
+    before: Scratch,
     *,
     scratch: Scratch | None = None,
     fused: bool = True,
-    overwrite_before: bool = False,
+    after_loaded: bool = False,
 ) -> Tensor:
     """‖after − before‖ / ‖before‖ per tensor, float32, shape ``(len(after),)``.
 
-    With ``overwrite_before`` (a snapshot the caller owns) float32 tensors are differenced in
-    place in ``before``, which saves a copy; other dtypes are upcast into the buffer first.
+    Args:
+        after: The tensors now.
+        before: A buffer loaded with their values before (:meth:`Scratch.load`); it is
+            overwritten with the difference.
+        scratch: A buffer for ``after`` where one is needed (an upcast, or the row formulation).
+        fused: Use the fused kernels (``False``: the per-tensor reference loop).
+        after_loaded: ``scratch`` holds ``after`` already, in ``before``'s layout (as
+            :func:`weight_stats` leaves it on the same tensors): the row formulation reuses it.
     """
-    old = [b.detach() for b in before]
-    # Accumulated and returned in float32 for half-precision weights too.
-    scale = _column(_foreach.norm(old, 2, dtype=torch.float32, fused=fused))
-    if overwrite_before and after[0].dtype == before[0].dtype == torch.float32:
-        _foreach.sub_(old, [a.detach() for a in after], fused=fused)  # before − after: same norm
-        delta = _column(_foreach.norm(old, 2, fused=fused))
-    else:
-        x = _scratch(after, scratch).load(after, fused)
-        _foreach.sub_(x, old, fused=fused)
-        delta = _column(_foreach.norm(x, 2, fused=fused))
-    return delta / scale
+    with torch.no_grad():
+        if _by_rows(before, fused):
+            buf = _scratch(after, scratch)
+            if not after_loaded:
+                buf.load(after, fused)
+            old = before.matrix
+            squares = _row_squares(old)
+            old.sub_(buf.matrix)  # before − after: the same norm; the padding stays zero
+            sums = before.rows.sum(torch.stack([squares, _row_squares(old)], 1))
+            return (sums[:, 1].sqrt() / sums[:, 0].sqrt()).to(torch.float32)
+        old = before.views
+        scale = _column(_foreach.norm(old, 2, fused=fused))
+        if after[0].dtype != torch.float32:  # upcast first: float32 snapshot minus half weights
+            after = _scratch(after, scratch).load(after, fused)
+        _foreach.sub_(old, after, fused=fused)
+        return _column(_foreach.norm(old, 2, fused=fused)) / scale
 
 
 def total_norm(norms: Tensor) -> Tensor:

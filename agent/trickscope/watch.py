@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.profiler import record_function
 
-from trickscope import _foreach, stats
+from trickscope import stats
 from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 
@@ -44,6 +44,7 @@ class _Group:
     n_every: Tensor
     n_with_grad: Tensor | None
     scratch: stats.Scratch
+    before: stats.Scratch | None  # the weights with a gradient, as they were before the step
 
 
 @dataclass
@@ -109,7 +110,6 @@ class Watcher:
         self._incidents = incidents
         self._fused = fused
         self._layouts: dict[tuple[Any, ...], _Layout] = {}
-        self._snapshots: dict[int, Tensor] = {}
         self._pending: _Layout | None = None
         self.step = start
         self._next = start
@@ -139,7 +139,8 @@ class Watcher:
         try:
             self._pending = None
             # Only the scalars' update ratio needs the weights from before the step.
-            with record_function("trickscope.watch.pre_step"):
+            # no_grad: the parameters are read without recording a graph or detach() each.
+            with record_function("trickscope.watch.pre_step"), torch.no_grad():
                 if self._next == self._due_scalars:
                     self._pending = self._snapshot()
                 elif self._next == self._due_hist:
@@ -171,10 +172,10 @@ class Watcher:
             grad_scale = kwargs.get("grad_scale") if isinstance(kwargs, dict) else None
             # Named ranges: the agent's share shows in the user's own profiler traces.
             if scalars:
-                with record_function("trickscope.watch.statistics"):
+                with record_function("trickscope.watch.statistics"), torch.no_grad():
                     self._report(layout, grad_scale)
             if hist:
-                with record_function("trickscope.watch.histograms"):
+                with record_function("trickscope.watch.histograms"), torch.no_grad():
                     self._report_hist(layout, grad_scale)
         except Exception as exc:
             self._incidents.error("watch post-step hook", exc)
@@ -218,7 +219,8 @@ class Watcher:
             n_grad = stats.numels([self._params[i] for i in with_grad]) if with_grad else None
             # One scratch buffer per group serves gradients, weights and the update in turn.
             scratch = stats.Scratch([self._params[i] for i in members])
-            groups.append(_Group(members, with_grad, n_every, n_grad, scratch))
+            before = stats.Scratch([self._params[i] for i in with_grad]) if with_grad else None
+            groups.append(_Group(members, with_grad, n_every, n_grad, scratch, before))
             hist_keys.extend(f"{stats.GRAD_HIST}/{self.names[i]}" for i in with_grad)
             hist_keys.extend(f"{stats.WEIGHT_HIST}/{self.names[i]}" for i in members)
             for stat in stats.GRAD_STATS:
@@ -233,16 +235,9 @@ class Watcher:
     def _snapshot(self) -> _Layout:
         layout = self._layout()
         for group in layout.groups:
-            if not group.with_grad:
-                continue
-            params = [self._params[i].detach() for i in group.with_grad]
-            buffers = []
-            for index, param in zip(group.with_grad, params, strict=True):
-                buffer = self._snapshots.get(index)
-                if buffer is None or buffer.shape != param.shape or buffer.dtype != param.dtype:
-                    buffer = self._snapshots[index] = torch.empty_like(param)
-                buffers.append(buffer)
-            _foreach.copy_(buffers, params, fused=self._fused)
+            if group.before is not None:
+                params = [self._params[i] for i in group.with_grad]
+                group.before.bind(params).load(params, self._fused)
         return layout
 
     def _report(self, layout: _Layout, grad_scale: Tensor | None) -> None:
@@ -263,11 +258,14 @@ class Watcher:
             weights = [self._params[i] for i in group.every]
             block = stats.weight_stats(weights, group.n_every, scratch=scratch, fused=fused)
             pieces.append(block.reshape(-1))
-            if group.with_grad:
+            if group.before is not None:
                 after = [self._params[i] for i in group.with_grad]
-                before = [self._snapshots[i] for i in group.with_grad]
                 ratio = stats.update_ratio(
-                    after, before, scratch=scratch, fused=fused, overwrite_before=True
+                    after,
+                    group.before,
+                    scratch=scratch,
+                    fused=fused,
+                    after_loaded=group.with_grad == group.every,  # weight_stats loaded them
                 )
                 pieces.append(ratio)
         device = layout.device

@@ -132,7 +132,9 @@ def test_every_cuda_statistic_matches_the_per_parameter_reference(dtype: torch.d
             expected = reference_weight(w.cpu())
             assert_close(block.cpu()[:, column].tolist(), expected, f"weight {column}")
         before = [w + 0.01 for w in weights]
-        ratios = stats.update_ratio(weights, before).cpu().tolist()
+        snapshot = stats.Scratch(before)
+        snapshot.load(before, fused=True)
+        ratios = stats.update_ratio(weights, snapshot).cpu().tolist()
         for ratio, w, b in zip(ratios, weights, before, strict=True):
             w, b = w.cpu().float(), b.cpu().float()
             expected = (torch.linalg.vector_norm(w - b) / torch.linalg.vector_norm(b)).item()

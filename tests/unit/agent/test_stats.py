@@ -39,28 +39,31 @@ def test_weight_stats_match_reference(dtype: torch.dtype, fused: bool) -> None:
         assert_close(block[:, column].tolist(), reference_weight(w), f"{dtype} tensor {column}")
 
 
-def test_update_ratio_is_relative_change_of_the_weights() -> None:
-    torch.manual_seed(1)
-    before = [torch.randn(10, 3), torch.randn(4)]
-    after = [b + 1e-3 * torch.randn_like(b) for b in before]
-    ratio = stats.update_ratio(after, before).tolist()
-    for r, a, b in zip(ratio, after, before, strict=True):
-        expected = (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()
-        assert r == pytest.approx(expected, rel=1e-5)
+def snapshot(tensors: list[Tensor]) -> stats.Scratch:
+    buffer = stats.Scratch(tensors)
+    buffer.load(tensors, fused=True)
+    return buffer
 
 
+@pytest.mark.parametrize("segmented", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_update_ratio_may_difference_in_the_callers_snapshot(dtype: torch.dtype) -> None:
+def test_update_ratio_is_relative_change_of_the_weights(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, segmented: bool
+) -> None:
+    monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
     torch.manual_seed(2)
-    before = [torch.randn(10, 3).to(dtype), torch.randn(4).to(dtype)]
+    before = [torch.randn(10, 3).to(dtype), torch.randn(4).to(dtype), torch.randn(1500).to(dtype)]
     after = [(b.float() + 1e-2 * torch.randn(b.shape)).to(dtype) for b in before]
     expected = [
         (torch.linalg.vector_norm(a.float() - b.float()) / torch.linalg.vector_norm(b.float()))
         for a, b in zip(after, before, strict=True)
     ]
-    snapshot = [b.clone() for b in before]
-    ratio = stats.update_ratio(after, snapshot, overwrite_before=True).tolist()
+    ratio = stats.update_ratio(after, snapshot(before)).tolist()
     assert ratio == pytest.approx([e.item() for e in expected], rel=1e-5)
+    # The row formulation may reuse a buffer that holds ``after`` already.
+    scratch = snapshot(after)
+    reused = stats.update_ratio(after, snapshot(before), scratch=scratch, after_loaded=True)
+    assert reused.tolist() == pytest.approx([e.item() for e in expected], rel=1e-5)
 
 
 def test_foreach_fast_path_and_fallback_agree() -> None:
@@ -90,6 +93,14 @@ def test_foreach_fast_path_and_fallback_agree() -> None:
         torch.testing.assert_close(a, b, equal_nan=True)
 
 
+def mean_and_m2(buf: stats.Scratch, sizes: list[int]) -> tuple[Tensor, Tensor]:
+    rows = buf.rows
+    row_mean, row_m2 = rows.moments(buf.matrix)
+    sums = rows.sum(torch.stack([row_mean * rows.row_counts, row_m2], 1))
+    mean = sums[:, 0] / torch.tensor(sizes, dtype=torch.float64)
+    return mean, sums[:, 1] + rows.m2_between_rows(row_mean, mean)
+
+
 def test_row_layout_reduces_each_tensor_apart() -> None:
     """Tensors of 0, 1, ROW-1, ROW and ROW+1 elements: every boundary case of the padding."""
     torch.manual_seed(0)
@@ -114,7 +125,7 @@ def test_row_layout_reduces_each_tensor_apart() -> None:
     absmax = rows.max(torch.linalg.vector_norm(matrix, math.inf, dim=1))
     expected = torch.stack([x.abs().max() if x.numel() else torch.tensor(0.0) for x in xs])
     torch.testing.assert_close(absmax, expected, equal_nan=True)
-    mean, m2 = rows.mean_and_m2(matrix)
+    mean, m2 = mean_and_m2(buf, sizes)
     for index, x in enumerate(xs):
         expected_mean = x.double().mean()
         expected_m2 = (x.double() - expected_mean).square().sum()
@@ -139,7 +150,7 @@ def test_mean_and_m2_have_no_cancellation_on_offset_tensors() -> None:
     xs = [1.0 + 1e-4 * torch.randn(3000), torch.full((2500,), 0.1), torch.full((7,), 3.0)]
     buf = stats.Scratch(xs)
     buf.load(xs, fused=True)
-    mean, m2 = buf.rows.mean_and_m2(buf.matrix)
+    mean, m2 = mean_and_m2(buf, [x.numel() for x in xs])
     std = (m2 / torch.tensor([x.numel() - 1.0 for x in xs], dtype=torch.float64)).sqrt()
     assert std[0].item() == pytest.approx(xs[0].double().std().item(), rel=1e-3)
     assert std[1].item() < 1e-8 and std[2].item() == 0.0
@@ -233,7 +244,7 @@ def test_every_statistic_matches_the_per_parameter_reference_on_several_models(
         for column, w in enumerate(params):
             assert_close(block[:, column].tolist(), reference_weight(w), f"{model} weight {column}")
         before = [p.detach() + 0.01 for p in params]
-        ratio = stats.update_ratio(params, before, fused=fused).tolist()
+        ratio = stats.update_ratio(params, snapshot(before), fused=fused).tolist()
         for r, a, b in zip(ratio, params, before, strict=True):
             expected = torch.linalg.vector_norm(a.detach() - b) / torch.linalg.vector_norm(b)
             assert r == pytest.approx(expected.item(), rel=1e-4)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import trickscope
+from trickscope import _foreach
 
 _SYNCING = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 _AGENT_DIR = os.path.dirname(trickscope.__file__) + os.sep
@@ -68,10 +69,18 @@ class Net(nn.Module):
         return self.head(torch.relu(self.bn(self.conv(x))).flatten(1)) * self.frozen
 
 
+@pytest.mark.parametrize("segmented", [False, True])
 @pytest.mark.parametrize("optimizer_kind", ["sgd", "adamw"])
 def test_training_loop_with_agent_never_syncs(
-    tripwire: Tripwire, capture: Any, settings: dict[str, Any], optimizer_kind: str
+    tripwire: Tripwire,
+    capture: Any,
+    settings: dict[str, Any],
+    optimizer_kind: str,
+    segmented: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # segmented=True runs the CUDA (row) formulation on CPU, under the same tripwire.
+    monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
     torch.manual_seed(0)
     model = Net()
     groups = [
