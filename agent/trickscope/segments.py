@@ -72,8 +72,11 @@ class RowLayout:
         row_tensor = torch.repeat_interleave(counts)
         row_counts = torch.full((len(row_tensor),), float(ROW), dtype=torch.float64)
         row_counts[last] = used.to(torch.float64)
-        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
-        self._offsets = to_device(offsets, device)  # first row of each tensor, then the end
+        self._device = device
+        self._rows = offset
+        self._host_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+        self._offsets = to_device(self._host_offsets, device)  # each tensor's first row, the end
+        self._stacked: dict[int, Tensor] = {}  # offsets for k columns laid end to end
         self._row_tensor = to_device(row_tensor, device)
         self.row_counts = to_device(row_counts, device)  # elements of its tensor in each row
         self._last_rows = to_device(last, device)
@@ -83,17 +86,31 @@ class RowLayout:
     def sum(self, per_row: Tensor) -> Tensor:
         """Per tensor, the sum of its rows' values (``(rows,)`` or ``(rows, k)``), in float64.
 
-        Float64 keeps counts exact. A ``(rows, k)`` input takes one kernel for all ``k`` sums.
+        Float64 keeps counts exact. The ``k`` columns of a ``(rows, k)`` input are laid end to
+        end and summed in one segmented reduction of ``k`` times as many segments (a 2-D
+        ``segment_reduce`` would take a kernel that loops over each segment in one thread).
         """
-        # unsafe: skips the checks on the offsets, which read them back to the host (a sync);
+        values = per_row.to(torch.float64)
+        if values.dim() == 1:
+            return self._reduce(values, "sum", self._offsets)
+        columns = values.shape[1]
+        offsets = self._stacked.get(columns)
+        if offsets is None:
+            starts = [self._host_offsets[:-1] + column * self._rows for column in range(columns)]
+            stacked = torch.cat([*starts, torch.tensor([columns * self._rows])])
+            offsets = self._stacked[columns] = to_device(stacked, self._device)
+        sums = self._reduce(values.T.contiguous().reshape(-1), "sum", offsets)
+        return sums.view(columns, -1).T
+
+    @staticmethod
+    def _reduce(values: Tensor, how: str, offsets: Tensor) -> Tensor:
+        # unsafe: skips any check of the offsets that would read them back to the host (a sync);
         # they are built above from the sizes, so they hold by construction.
-        return torch.segment_reduce(
-            per_row.to(torch.float64), "sum", offsets=self._offsets, unsafe=True
-        )
+        return torch.segment_reduce(values, how, offsets=offsets, unsafe=True)
 
     def max(self, per_row: Tensor) -> Tensor:
         """Per tensor, the largest of its rows' values (NaN wherever a row is NaN)."""
-        return torch.segment_reduce(per_row, "max", offsets=self._offsets, unsafe=True)
+        return self._reduce(per_row, "max", self._offsets)
 
     def moments(self, matrix: Tensor) -> tuple[Tensor, Tensor]:
         """Per row of the ``(rows, ROW)`` buffer (its padding zero), the mean and the sum of

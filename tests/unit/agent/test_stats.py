@@ -122,6 +122,11 @@ def test_row_layout_reduces_each_tensor_apart() -> None:
         rtol=1e-6,  # row sums are float32
         atol=1e-6,
     )
+    columns = torch.stack([matrix.sum(dim=1), matrix.isnan().sum(dim=1), -matrix[:, 0]], 1)
+    stacked = rows.sum(columns)  # k columns in one reduction: each as if reduced alone
+    assert stacked.shape == (len(xs), 3)
+    for column in range(3):
+        torch.testing.assert_close(stacked[:, column], rows.sum(columns[:, column]), equal_nan=True)
     absmax = rows.max(torch.linalg.vector_norm(matrix, math.inf, dim=1))
     expected = torch.stack([x.abs().max() if x.numel() else torch.tensor(0.0) for x in xs])
     torch.testing.assert_close(absmax, expected, equal_nan=True)
