@@ -153,7 +153,8 @@ def _centered_std(
 
 def _row_squares(matrix: Tensor) -> Tensor:
     """Per row, the sum of squares (float64), NaN and ±Inf propagating as in ``vector_norm``."""
-    return torch.linalg.vector_norm(matrix, dim=1, dtype=torch.float64).square()
+    norms: Tensor = torch.linalg.vector_norm(matrix, dim=1, dtype=torch.float64)
+    return norms.square()
 
 
 def _rows_summed(buf: Scratch, n: Tensor, counts: list[Tensor]) -> tuple[Tensor, ...]:
@@ -274,22 +275,24 @@ def update_ratio(
             buf = _scratch(after, scratch)
             if not after_loaded:
                 buf.load(after, fused)
-            old = before.matrix
-            squares = _row_squares(old)
-            old.sub_(buf.matrix)  # before − after: the same norm; the padding stays zero
-            sums = before.rows.sum(torch.stack([squares, _row_squares(old)], 1))
-            return (sums[:, 1].sqrt() / sums[:, 0].sqrt()).to(torch.float32)
-        old = before.views
-        scale = _column(_foreach.norm(old, 2, fused=fused))
+            matrix = before.matrix
+            squares = _row_squares(matrix)
+            matrix.sub_(buf.matrix)  # before − after: the same norm; the padding stays zero
+            sums = before.rows.sum(torch.stack([squares, _row_squares(matrix)], 1))
+            ratio: Tensor = sums[:, 1].sqrt() / sums[:, 0].sqrt()
+            return ratio.to(torch.float32)
+        views = before.views
+        scale = _column(_foreach.norm(views, 2, fused=fused))
         if after[0].dtype != torch.float32:  # upcast first: float32 snapshot minus half weights
             after = _scratch(after, scratch).load(after, fused)
-        _foreach.sub_(old, after, fused=fused)
-        return _column(_foreach.norm(old, 2, fused=fused)) / scale
+        _foreach.sub_(views, after, fused=fused)
+        return _column(_foreach.norm(views, 2, fused=fused)) / scale
 
 
 def total_norm(norms: Tensor) -> Tensor:
     """The global gradient L2 norm from per-tensor L2 norms, as a 1-element tensor."""
-    return torch.linalg.vector_norm(norms).reshape(1)
+    total: Tensor = torch.linalg.vector_norm(norms)
+    return total.reshape(1)
 
 
 def histograms(tensors: list[Tensor], bins: int = BINS) -> Tensor:
