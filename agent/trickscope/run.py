@@ -176,7 +176,7 @@ class Run:
             optimizer,
             every=every,
             start_step=start_step,
-            emit=self._emit,
+            emit=self._emit_stats,
             incidents=self.incidents,
             hist_every=hist_every,
             emit_hist=self._emit_hist,
@@ -250,6 +250,7 @@ class Run:
         values: Tensor,
         host: list[tuple[str, float]],
         wall: float | None = None,
+        bulk: bool = False,
     ) -> None:
         wall = time.time() if wall is None else wall
         parcel = self._handoff.ship(values)
@@ -258,7 +259,14 @@ class Run:
             if host:
                 self._submit(Sample(step, wall, host=host))
             return
-        self._submit(Sample(step, wall, keys, parcel, host))
+        self._submit(Sample(step, wall, keys, parcel, host, bulk=bulk))
+
+    def _emit_stats(
+        self, step: int, keys: Sequence[str], values: Tensor, host: list[tuple[str, float]]
+    ) -> None:
+        """``watch``'s statistics: in the bulk batches (``stats_flush_secs``); ``host`` (the
+        learning rates) goes out with the logged points."""
+        self._emit(step, keys, values, host, bulk=True)
 
     def _emit_host(self, step: int, host: list[tuple[str, float]]) -> None:
         self._submit(Sample(step, time.time(), host=host))

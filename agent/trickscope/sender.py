@@ -57,6 +57,37 @@ class Sample:
     host: list[tuple[str, float]] = field(default_factory=list)  # already-host numbers
     # > 0: ``parcel`` holds one histogram per key, ``lo, hi, nonfinite`` then ``bins`` counts.
     bins: int = 0
+    # ``watch``'s per-layer statistics, sent in the rarer bulk batches; ``log``'s values are not.
+    bulk: bool = False
+
+
+class _Rows:
+    """Buffered bulk samples of one list of keys, a row of values per sample.
+
+    A due step's statistics (thousands of values) are kept as the row they arrive in and only
+    turned into per-series columns when flushed: per sample the sender thread appends one row
+    instead of a Python operation per value (it shares the GIL with the training loop).
+    """
+
+    __slots__ = ("keys", "steps", "times", "rows")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.steps: list[int] = []
+        self.times: list[float] = []
+        self.rows: list[list[float]] = []
+
+    def add(self, step: int, wall: float, values: list[float]) -> None:
+        self.steps.append(step)
+        self.times.append(wall)
+        self.rows.append(values)
+
+    def columns(self) -> dict[str, _Columns]:
+        """Per key, its (steps, values, times) columns."""
+        return {
+            key: (self.steps, list(values), self.times)
+            for key, values in zip(self.keys, zip(*self.rows, strict=True), strict=True)
+        }
 
 
 class _Histograms:
@@ -97,8 +128,9 @@ class Sender:
         self._connection = Connection(config.url, timeout=config.http_timeout)
         self.journal = Journal(config.journal_dir / f"{run_id}.jsonl")
         self._series: dict[str, _Columns] = {}  # logged points: flushed every flush_secs
-        self._bulk: dict[str, _Columns] = {}  # per-layer statistics: every stats_flush_secs
         self._histograms: dict[str, _Histograms] = {}  # bulk too
+        # watch's per-layer statistics, as rows: flushed every stats_flush_secs, like histograms
+        self._rows: dict[tuple[str, ...], _Rows] = {}
         self._pending_points = 0  # in all three
         # Everything is flushed past this many points: a batch's size, and the memory held in
         # buffered points (at most half of max_buffer_bytes), stay bounded.
@@ -170,7 +202,7 @@ class Sender:
             wake = now + 0.5
             if self._series:
                 wake = min(wake, next_flush)
-            if self._bulk or self._histograms:
+            if self._histograms or self._rows:
                 wake = min(wake, next_bulk)
             if not config.offline and (self._outbox or self.journal.pending):
                 wake = min(wake, max(self._retry_at, now))  # due for (re)delivery
@@ -207,8 +239,16 @@ class Sender:
             values = sample.parcel.values()
             if len(values) != len(sample.keys):
                 raise ValueError(f"{len(values)} values for {len(sample.keys)} keys")
-            for key, value in zip(sample.keys, values, strict=True):
-                self._point(self._bulk, key, sample.step, value, sample.time)
+            if sample.bulk:
+                keys = tuple(sample.keys)
+                rows = self._rows.get(keys)
+                if rows is None:
+                    rows = self._rows[keys] = _Rows(keys)
+                rows.add(sample.step, sample.time, values)
+                self._pending_points += len(values)
+            else:
+                for key, value in zip(sample.keys, values, strict=True):
+                    self._point(self._series, key, sample.step, value, sample.time)
         for key, value in sample.host:
             self._point(self._series, key, sample.step, value, sample.time)
 
@@ -248,23 +288,32 @@ class Sender:
         if drops != self._reported_drops:
             self._reported_drops = drops
             self._point(self._series, DROPPED, self._last_step, float(drops), time.time())
-        buffers = [self._series, self._bulk] if bulk else [self._series]
         histograms = self._histograms if bulk else {}
-        if not any(buffers) and not histograms:
+        rows = list(self._rows.values()) if bulk else []
+        if not self._series and not histograms and not rows:
             return
+        merged: dict[str, _Columns] = {}
+        for columns in [self._series, *(row.columns() for row in rows)]:
+            for name, (steps, values, times) in columns.items():
+                if name in merged:  # one series from two layouts (a gradient came or went)
+                    had = merged[name]
+                    merged[name] = (had[0] + steps, had[1] + values, had[2] + times)
+                else:
+                    merged[name] = (steps, values, times)
         series = [
             SeriesColumns(name, encode_i64(steps), encode_f64(values), encode_f64(times))
-            for buffer in buffers
-            for name, (steps, values, times) in buffer.items()
+            for name, (steps, values, times) in merged.items()
         ]
         batch = PointBatch(
             batch_id=uuid.uuid4().hex,
             series=series,
             histograms=[hist.columns(name) for name, hist in histograms.items()],
         )
-        for buffer in buffers:
-            self._pending_points -= sum(len(columns[0]) for columns in buffer.values())
-            buffer.clear()
+        self._pending_points -= sum(len(columns[0]) for columns in self._series.values())
+        self._series.clear()
+        if rows:
+            self._pending_points -= sum(len(row.steps) * len(row.keys) for row in rows)
+            self._rows.clear()
         if histograms:
             self._pending_points -= sum(
                 len(hist.steps) * (hist.bins + 3) for hist in histograms.values()

@@ -197,10 +197,13 @@ def test_logged_points_go_out_at_once_and_layer_statistics_in_rarer_batches(
         optimizer.zero_grad()
         model(torch.randn(8, 4)).sum().backward()
         optimizer.step()
-        run.log({"loss": float(step)}, step=step)
+        run.log({"loss": float(step), "loss/tensor": torch.tensor(step * 2.0)}, step=step)
     wait_for(lambda: len(capture.captured.points().get("loss", {})) == 3)
+    # Logged tensors (copied from the device like the statistics) go out at once too.
+    wait_for(lambda: len(capture.captured.points().get("loss/tensor", {})) == 3)
     # The learning rate rides with the logged points; the per-layer series wait.
     points = capture.captured.points()
+    assert points["loss/tensor"] == {0: 0.0, 1: 2.0, 2: 4.0}
     assert points["lr/group0"] == {0: 0.1, 1: 0.1, 2: 0.1}
     assert not any(name.startswith(("grad_norm", "weight_norm")) for name in points)
     run.finish()
@@ -208,3 +211,31 @@ def test_logged_points_go_out_at_once_and_layer_statistics_in_rarer_batches(
     assert set(points["grad_norm/weight"]) == {0, 1, 2}
     assert set(points["update_ratio/bias"]) == {0, 1, 2}
     assert set(capture.captured.histograms()["grad_hist/weight"]) == {0, 1, 2}
+
+
+def test_statistics_of_a_layer_whose_gradient_comes_and_goes_arrive_whole(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """Two layouts in one bulk batch (the branch has a gradient on even steps only): each
+    series is sent once, with every step of both."""
+    trunk, branch = nn.Linear(4, 4), nn.Linear(4, 1)
+    model = nn.ModuleDict({"trunk": trunk, "branch": branch})
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = trickscope.init(project="p", url=capture.url, **settings, stats_flush_secs=60.0)
+    run.watch(model, optimizer, every=1, hist_every=0)
+    for step in range(6):
+        optimizer.zero_grad(set_to_none=True)
+        out = trunk(torch.randn(8, 4))
+        (branch(out) if step % 2 == 0 else out).sum().backward()
+        optimizer.step()
+    run.finish()
+    points = capture.captured.points()
+    assert set(points["weight_norm/trunk.weight"]) == set(range(6))
+    assert set(points["weight_norm/branch.weight"]) == set(range(6))
+    assert set(points["grad_norm/branch.weight"]) == {0, 2, 4}
+    assert set(points["grad_norm/trunk.weight"]) == set(range(6))
+    batches = [body for _, path, body in capture.captured.snapshot() if path.endswith("/points")]
+    assert batches
+    for body in batches:  # no series twice in one batch
+        in_batch = [series["name"] for series in body["series"]]
+        assert len(in_batch) == len(set(in_batch))
