@@ -104,18 +104,6 @@ def sub_(a: list[Tensor], b: list[Tensor], *, fused: bool = True) -> None:
         x.sub_(y)
 
 
-def count(index: Tensor, size: int) -> Tensor:
-    """How often each value in ``[0, size)`` occurs in the int64 ``index``, as int64.
-
-    ``bincount`` reads its input's maximum back to the host on CUDA; ``index_add_`` into a
-    zeroed vector does not.
-    """
-    if _segmented(index.device):
-        ones = torch.ones(1, dtype=torch.int64, device=index.device).expand(index.numel())
-        return torch.zeros(size, dtype=torch.int64, device=index.device).index_add_(0, index, ones)
-    return torch.bincount(index, minlength=size)
-
-
 def mul(
     tensors: list[Tensor], factors: float | list[Tensor], *, fused: bool = True
 ) -> list[Tensor]:

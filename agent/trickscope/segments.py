@@ -27,28 +27,6 @@ def to_device(values: Tensor, device: torch.device) -> Tensor:
     return values.to(device)
 
 
-def segment_ids(sizes: list[int], device: torch.device) -> Tensor:
-    """For each element of the tensors laid end to end, the index of its tensor (int64).
-
-    A 1 at each tensor's start, then a running sum: three well-balanced kernels, where
-    ``repeat_interleave`` would run one CUDA thread per tensor.
-    """
-    total = sum(sizes)
-    starts: list[int] = []
-    offset = 0
-    for size in sizes[:-1]:
-        offset += size
-        if offset < total:  # tensors after the last element (empty ones) own no element
-            starts.append(offset)
-    marks = torch.zeros(total, dtype=torch.int64, device=device)
-    if starts:
-        index = to_device(torch.tensor(starts, dtype=torch.int64), device)
-        marks.index_add_(
-            0, index, torch.ones(1, dtype=torch.int64, device=device).expand(len(starts))
-        )
-    return marks.cumsum_(0)
-
-
 class RowLayout:
     """Where each tensor of a group lies in a row-aligned buffer, and reductions per tensor.
 
@@ -77,11 +55,14 @@ class RowLayout:
         self._host_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
         self._offsets = to_device(self._host_offsets, device)  # each tensor's first row, the end
         self._stacked: dict[int, Tensor] = {}  # offsets for k columns laid end to end
-        self._row_tensor = to_device(row_tensor, device)
+        self.row_tensor = to_device(row_tensor, device)  # the tensor each row belongs to
+        padding = counts.to(torch.float64) * ROW - torch.tensor(sizes, dtype=torch.float64)
+        self.padding = to_device(padding, device)  # padding elements after each tensor
         self.row_counts = to_device(row_counts, device)  # elements of its tensor in each row
         self._last_rows = to_device(last, device)
         self._last_used = to_device(used.to(torch.float32), device)
         self._last_valid = to_device(valid.to(torch.float32), device)
+        self._last_is_tensor = to_device(valid, device)
 
     def sum(self, per_row: Tensor) -> Tensor:
         """Per tensor, the sum of its rows' values (``(rows,)`` or ``(rows, k)``), in float64.
@@ -112,6 +93,14 @@ class RowLayout:
         """Per tensor, the largest of its rows' values (NaN wherever a row is NaN)."""
         return self._reduce(per_row, "max", self._offsets)
 
+    def min(self, per_row: Tensor) -> Tensor:
+        """Per tensor, the smallest of its rows' values (NaN wherever a row is NaN)."""
+        return self._reduce(per_row, "min", self._offsets)
+
+    def per_row(self, per_tensor: Tensor) -> Tensor:
+        """A per-tensor value repeated for each of the tensor's rows."""
+        return per_tensor.index_select(0, self.row_tensor)
+
     def moments(self, matrix: Tensor) -> tuple[Tensor, Tensor]:
         """Per row of the ``(rows, ROW)`` buffer (its padding zero), the mean and the sum of
         squared deviations (M2) of the row's own elements, in float64.
@@ -131,10 +120,15 @@ class RowLayout:
 
     def m2_between_rows(self, row_mean: Tensor, mean: Tensor) -> Tensor:
         """Per tensor, ``Σ nᵢ (meanᵢ − mean)²`` over its rows (float64)."""
-        apart = row_mean - mean.index_select(0, self._row_tensor)
+        apart = row_mean - mean.index_select(0, self.row_tensor)
         return self.sum(self.row_counts * apart.square())
 
     def zero_padding(self, matrix: Tensor) -> None:
         """Zero the elements after each tensor in the ``(rows, ROW)`` buffer, in place."""
+        self.fill_padding(matrix, 0.0)  # a select, not a product: NaN · 0 is NaN
+
+    def fill_padding(self, matrix: Tensor, value: float) -> None:
+        """Set the elements after each tensor in the ``(rows, ROW)`` buffer to ``value``."""
         last = matrix.index_select(0, self._last_rows)
-        matrix.index_copy_(0, self._last_rows, last * self._last_valid)
+        filler = torch.full((), value, dtype=matrix.dtype, device=matrix.device)
+        matrix.index_copy_(0, self._last_rows, torch.where(self._last_is_tensor, last, filler))

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from trickscope import _foreach
-from trickscope.segments import ROW, RowLayout, segment_ids, to_device
+from trickscope.segments import ROW, RowLayout, to_device
 
 GRAD_STATS = (
     "grad_norm",
@@ -100,6 +100,10 @@ class Scratch:
             self.rows.zero_padding(self.matrix)
             self._zero_padded = self.rows
         return self.views
+
+    def padding_changed(self) -> None:
+        """Say that the padding may hold non-zeros now: the next :meth:`load` zeroes it."""
+        self._zero_padded = None
 
     def sources(self, tensors: list[Tensor], fused: bool) -> list[Tensor]:
         """What the per-tensor (CPU) passes read: ``tensors`` themselves where they are float32,
@@ -295,7 +299,12 @@ def total_norm(norms: Tensor) -> Tensor:
     return total.reshape(1)
 
 
-def histograms(tensors: list[Tensor], bins: int = BINS) -> Tensor:
+HIST_ROWS = 4096  # rows of the buffer per pass (4 Mi elements): bounds the passes' temporaries
+
+
+def histograms(
+    tensors: list[Tensor], bins: int = BINS, *, scratch: Scratch | None = None, fused: bool = True
+) -> Tensor:
     """Fixed-bin histograms of each tensor's finite values, without a per-tensor kernel loop.
 
     Returns float64, shape ``(len(tensors), bins + 3)``: per tensor ``lo``, ``hi`` (the edges),
@@ -303,37 +312,56 @@ def histograms(tensors: list[Tensor], bins: int = BINS) -> Tensor:
     are the finite min and max, widened by 1 either side when they coincide (as ``torch.histc``);
     a tensor without finite values gets edges ``[-1, 1]`` and no counts.
 
-    The group is flattened once; per-tensor finite min/max are segmented reductions, then every
-    element gets the index ``tensor * (bins + 1) + bin`` (non-finite elements the extra slot
-    ``bins``) and one counting pass fills every histogram.
+    The group is loaded into the row-aligned buffer (see :mod:`trickscope.segments`) with NaN in
+    the padding. A pass over the rows takes each row's finite min and max, reduced per tensor to
+    the edges; a second gives every element its bin (non-finite ones the extra slot ``bins``),
+    counted per row with one ``scatter_add_`` (no two rows share a counter, so there is no
+    contention on a GPU) and summed per tensor. Both passes go :data:`HIST_ROWS` rows at a time,
+    so that the temporaries stay small whatever the model's size.
     """
-    device = tensors[0].device
-    sizes = [t.numel() for t in tensors]
-    segments = len(tensors)
-    flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(torch.float32)
-    ids = segment_ids(sizes, device)
-    finite = flat.isfinite()
-    inf = torch.full((), math.inf, device=device)  # a fill kernel, not a host→device copy
-    lo = torch.full((segments,), math.inf, device=device).scatter_reduce_(
-        0, ids, torch.where(finite, flat, inf), "amin"
-    )
-    hi = torch.full((segments,), -math.inf, device=device).scatter_reduce_(
-        0, ids, torch.where(finite, flat, -inf), "amax"
-    )
-    empty = lo > hi
-    lo = torch.where(empty, 0.0, lo)
-    hi = torch.where(empty, 0.0, hi)
-    same = lo == hi
-    lo = torch.where(same, lo - 1.0, lo)
-    hi = torch.where(same, hi + 1.0, hi)
-    # torch.histc's arithmetic, in float32 and in this order, so that edges round alike.
-    # Non-finite elements are moved to ``lo`` first: casting ±Inf or NaN to int is undefined.
-    left = lo[ids]
-    position = (torch.where(finite, flat, left) - left) * bins / (hi - lo)[ids]
-    index = position.to(torch.int64).clamp_(0, bins - 1)
-    index = torch.where(finite, index, bins) + ids * (bins + 1)
-    counts = _foreach.count(index, segments * (bins + 1)).reshape(segments, bins + 1)
-    counts = counts.to(torch.float64)
-    return torch.cat(
-        [lo.double()[:, None], hi.double()[:, None], counts[:, bins:], counts[:, :bins]], dim=1
-    )
+    with torch.no_grad():
+        buf = _scratch(tensors, scratch)
+        buf.load(tensors, fused)
+        rows, matrix = buf.rows, buf.matrix
+        rows.fill_padding(matrix, math.nan)  # out of the bins; taken off the non-finite count
+        buf.padding_changed()
+        chunks = [slice(start, start + HIST_ROWS) for start in range(0, matrix.shape[0], HIST_ROWS)]
+        row_lo = torch.empty(matrix.shape[0], device=matrix.device)
+        row_hi = torch.empty_like(row_lo)
+        inf = math.inf
+        for chunk in chunks:
+            part = matrix[chunk]
+            torch.amin(
+                torch.nan_to_num(part, nan=inf, posinf=inf, neginf=inf), 1, out=row_lo[chunk]
+            )
+            torch.amax(
+                torch.nan_to_num(part, nan=-inf, posinf=-inf, neginf=-inf), 1, out=row_hi[chunk]
+            )
+        lo, hi = rows.min(row_lo), rows.max(row_hi)
+        empty = lo > hi
+        lo = torch.where(empty, 0.0, lo)
+        hi = torch.where(empty, 0.0, hi)
+        same = lo == hi
+        lo = torch.where(same, lo - 1.0, lo)
+        hi = torch.where(same, hi + 1.0, hi)
+        left, width = rows.per_row(lo)[:, None], rows.per_row(hi - lo)[:, None]
+        counts = torch.zeros(len(tensors), bins + 1, dtype=torch.float64, device=matrix.device)
+        one = torch.ones(1, dtype=torch.float64, device=matrix.device)
+        for chunk in chunks:
+            # torch.histc's arithmetic, in float32 and in this order, so that edges round alike.
+            position = (matrix[chunk] - left[chunk]) * bins / width[chunk]
+            # Finite elements lie in [0, bins] (``hi`` itself goes in the last bin). Casting NaN
+            # or ±Inf to an int is undefined: they become -1 first, which the remainder turns
+            # into the slot ``bins``.
+            position.nan_to_num_(nan=-1.0, posinf=-1.0, neginf=-1.0).clamp_(max=bins - 1)
+            index = position.to(torch.int64).remainder_(bins + 1)
+            per_row = torch.zeros(
+                index.shape[0], bins + 1, dtype=torch.float64, device=index.device
+            )
+            per_row.scatter_add_(1, index, one.expand(index.shape))
+            counts.index_add_(0, rows.row_tensor[chunk], per_row)
+        nonfinite = counts[:, bins] - rows.padding
+        return torch.cat(
+            [lo.double()[:, None], hi.double()[:, None], nonfinite[:, None], counts[:, :bins]],
+            dim=1,
+        )

@@ -303,13 +303,14 @@ class Watcher:
         for group in layout.groups:
             if group.with_grad:
                 grads: list[Tensor] = [self._params[i].grad for i in group.with_grad]  # type: ignore[misc]
-                block = stats.histograms(grads, bins)
+                block = stats.histograms(grads, bins, scratch=group.scratch, fused=self._fused)
                 if isinstance(grad_scale, Tensor):
                     edges = block[:, :2] / grad_scale.to(block.device, torch.float64)
                     block = torch.cat([edges, block[:, 2:]], dim=1)
                 pieces.append(block.reshape(-1))
             weights = [self._params[i] for i in group.every]
-            pieces.append(stats.histograms(weights, bins).reshape(-1))
+            weight_hist = stats.histograms(weights, bins, scratch=group.scratch, fused=self._fused)
+            pieces.append(weight_hist.reshape(-1))
         device = layout.device
         values = torch.cat([piece.to(device, non_blocking=True) for piece in pieces])
         emit(self.step, layout.hist_keys, bins, values)

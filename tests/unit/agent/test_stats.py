@@ -161,17 +161,6 @@ def test_mean_and_m2_have_no_cancellation_on_offset_tensors() -> None:
     assert std[1].item() < 1e-8 and std[2].item() == 0.0
 
 
-@pytest.mark.parametrize("sizes", [[3, 0, 4, 1], [0, 0, 2], [5], [2, 3, 0, 0]])
-def test_segment_ids_name_the_tensor_of_every_element(sizes: list[int]) -> None:
-    expected = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-    assert torch.equal(segments.segment_ids(sizes, torch.device("cpu")), expected)
-
-
-def test_count_is_bincount() -> None:
-    index = torch.tensor([0, 3, 3, 1, 0, 3])
-    torch.testing.assert_close(_foreach.count(index, 5), torch.tensor([2, 1, 0, 3, 0]))
-
-
 def test_total_norm_is_norm_of_all_gradients() -> None:
     grads = [torch.randn(5), torch.randn(2, 2)]
     norms = stats.grad_stats(grads, stats.numels(grads))[0]
@@ -271,3 +260,30 @@ def test_specials_match_the_reference_in_both_formulations(
     for row, g in zip(stats.histograms(grads, 8).tolist(), grads, strict=True):
         lo, hi, nonfinite, counts = reference_histogram(g, 8)
         assert row == [lo, hi, nonfinite, *counts]
+
+
+def test_histograms_in_small_passes_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(3)
+    xs = special_tensors(torch.float32) + [torch.randn(5000), torch.randn(40, 70)]
+    whole = stats.histograms(xs, 16)
+    monkeypatch.setattr(stats, "HIST_ROWS", 2)  # many passes, tensors split across them
+    torch.testing.assert_close(stats.histograms(xs, 16), whole, equal_nan=True)
+
+
+@pytest.mark.parametrize("segmented", [False, True])
+def test_a_shared_buffer_serves_statistics_after_histograms(
+    monkeypatch: pytest.MonkeyPatch, segmented: bool
+) -> None:
+    """Histograms put NaN in the buffer's padding; the statistics that follow must not see it."""
+    monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
+    xs = special_tensors(torch.float32)
+    finite = [x for x in xs if x.isfinite().all()]
+    scratch = stats.Scratch(xs)
+    stats.histograms(xs, 8, scratch=scratch)
+    block = stats.weight_stats(finite, stats.numels(finite), scratch=scratch)
+    for column, w in enumerate(finite):
+        assert_close(block[:, column].tolist(), reference_weight(w), f"weight {column}")
+    stats.histograms(finite, 8, scratch=scratch)
+    block = stats.grad_stats(xs, stats.numels(xs), scratch=scratch)
+    for column, g in enumerate(xs):
+        assert_close(block[:, column].tolist(), reference_grad(g), f"grad {column}")
