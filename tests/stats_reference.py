@@ -86,3 +86,22 @@ def small_models() -> list[nn.Module]:
     transformer(torch.randn(3, 5, 16)).pow(2).mean().backward()
     embedding(torch.randint(0, 50, (4, 6))).pow(2).mean().backward()
     return [conv, transformer, embedding]
+
+
+def assert_grad_block(block: Tensor, grads: list[Tensor], what: str = "grad") -> None:
+    """Each column of a :func:`trickscope.stats.grad_stats` block against the reference."""
+    for column, g in enumerate(grads):
+        assert_close(block[:, column].tolist(), reference_grad(g.cpu()), f"{what} {column}")
+
+
+def assert_weight_block(block: Tensor, weights: list[Tensor], what: str = "weight") -> None:
+    """Each column of a :func:`trickscope.stats.weight_stats` block against the reference."""
+    for column, w in enumerate(weights):
+        assert_close(block[:, column].tolist(), reference_weight(w.cpu()), f"{what} {column}")
+
+
+def assert_histograms(rows: Tensor, tensors: list[Tensor], bins: int) -> None:
+    """Each row of :func:`trickscope.stats.histograms` equals ``torch.histc``'s."""
+    for row, t in zip(rows.cpu().tolist(), tensors, strict=True):
+        lo, hi, nonfinite, counts = reference_histogram(t.cpu(), bins)
+        assert row == [lo, hi, nonfinite, *counts]

@@ -10,6 +10,9 @@ from torch import Tensor, nn
 
 from tests.stats_reference import (
     assert_close,
+    assert_grad_block,
+    assert_histograms,
+    assert_weight_block,
     reference_grad,
     reference_histogram,
     reference_weight,
@@ -231,21 +234,15 @@ def test_every_statistic_matches_the_per_parameter_reference_on_several_models(
         grads: list[Tensor] = [p.grad for p in params if p.grad is not None]
         scratch = stats.Scratch(grads)
         block = stats.grad_stats(grads, stats.numels(grads), scratch=scratch, fused=fused)
-        for column, g in enumerate(grads):
-            assert g is not None
-            assert_close(block[:, column].tolist(), reference_grad(g), f"{model} grad {column}")
+        assert_grad_block(block, grads, f"{model} grad")
         block = stats.weight_stats(params, stats.numels(params), scratch=stats.Scratch(params))
-        for column, w in enumerate(params):
-            assert_close(block[:, column].tolist(), reference_weight(w), f"{model} weight {column}")
+        assert_weight_block(block, params, f"{model} weight")
         before = [p.detach() + 0.01 for p in params]
         ratio = stats.update_ratio(params, snapshot(before), fused=fused).tolist()
         for r, a, b in zip(ratio, params, before, strict=True):
             expected = torch.linalg.vector_norm(a.detach() - b) / torch.linalg.vector_norm(b)
             assert r == pytest.approx(expected.item(), rel=1e-4)
-        hist = stats.histograms(grads, 32).tolist()
-        for row, g in zip(hist, grads, strict=True):
-            lo, hi, nonfinite, counts = reference_histogram(g, 32)
-            assert row == [lo, hi, nonfinite, *counts]
+        assert_histograms(stats.histograms(grads, 32), grads, 32)
 
 
 @pytest.mark.parametrize("segmented", [False, True])
@@ -254,12 +251,8 @@ def test_specials_match_the_reference_in_both_formulations(
 ) -> None:
     monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
     grads = special_tensors(torch.float32)
-    block = stats.grad_stats(grads, stats.numels(grads))
-    for column, g in enumerate(grads):
-        assert_close(block[:, column].tolist(), reference_grad(g), f"tensor {column}")
-    for row, g in zip(stats.histograms(grads, 8).tolist(), grads, strict=True):
-        lo, hi, nonfinite, counts = reference_histogram(g, 8)
-        assert row == [lo, hi, nonfinite, *counts]
+    assert_grad_block(stats.grad_stats(grads, stats.numels(grads)), grads)
+    assert_histograms(stats.histograms(grads, 8), grads, 8)
 
 
 def test_histograms_in_small_passes_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,10 +273,6 @@ def test_a_shared_buffer_serves_statistics_after_histograms(
     finite = [x for x in xs if x.isfinite().all()]
     scratch = stats.Scratch(xs)
     stats.histograms(xs, 8, scratch=scratch)
-    block = stats.weight_stats(finite, stats.numels(finite), scratch=scratch)
-    for column, w in enumerate(finite):
-        assert_close(block[:, column].tolist(), reference_weight(w), f"weight {column}")
+    assert_weight_block(stats.weight_stats(finite, stats.numels(finite), scratch=scratch), finite)
     stats.histograms(finite, 8, scratch=scratch)
-    block = stats.grad_stats(xs, stats.numels(xs), scratch=scratch)
-    for column, g in enumerate(xs):
-        assert_close(block[:, column].tolist(), reference_grad(g), f"grad {column}")
+    assert_grad_block(stats.grad_stats(xs, stats.numels(xs), scratch=scratch), xs)
