@@ -179,7 +179,8 @@ def check(name: str, args: argparse.Namespace, journal: str) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--steps", type=int, default=50)
+    # 20-step timing blocks by default: 10 proved too noisy on a shared VM.
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing blocks")
     parser.add_argument("--profile", action="store_true", help="profile 5 watched steps per model")
