@@ -4,12 +4,14 @@ The statistics' buffer lays a group's tensors out with each one starting on a mu
 :data:`ROW` elements and zeros after it, so that the buffer is a ``(rows, ROW)`` matrix whose rows
 each belong to one tensor. A per-tensor statistic is then one dense row reduction (a single
 well-balanced kernel, however many tensors there are and whatever their sizes) followed by a
-reduction of the few row results of each tensor. This is the CUDA formulation: a per-tensor loop
-would launch a kernel per parameter, ``_foreach_norm`` has no fused path for counts (``ord=0``),
-and ``repeat_interleave`` runs a thread per segment, which takes milliseconds on large tensors.
+reduction of the few row results of each tensor. This is how the scalar statistics are computed
+on CUDA, and the histograms on every device: a per-tensor loop would launch a kernel per
+parameter, ``_foreach_norm`` has no fused path for counts (``ord=0``), and ``repeat_interleave``
+runs a thread per segment, which takes milliseconds on large tensors.
 
-The zero padding is neutral to sums, norms, max |x| and non-zero counts; an operation that makes
-it non-zero calls :meth:`RowLayout.zero_padding` after.
+The zero padding is neutral to sums, norms, max |x| and non-zero counts; whatever puts other
+values there (the histograms put NaN) has the next load zero it again
+(:meth:`trickscope.stats.Scratch.padding_changed`).
 """
 
 from __future__ import annotations
