@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,13 +81,6 @@ class _Rows:
         self.steps.append(step)
         self.times.append(wall)
         self.rows.append(values)
-
-    def columns(self) -> dict[str, _Columns]:
-        """Per key, its (steps, values, times) columns."""
-        return {
-            key: (self.steps, list(values), self.times)
-            for key, values in zip(self.keys, zip(*self.rows, strict=True), strict=True)
-        }
 
 
 class _Histograms:
@@ -292,18 +285,7 @@ class Sender:
         rows = list(self._rows.values()) if bulk else []
         if not self._series and not histograms and not rows:
             return
-        merged: dict[str, _Columns] = {}
-        for columns in [self._series, *(row.columns() for row in rows)]:
-            for name, (steps, values, times) in columns.items():
-                if name in merged:  # one series from two layouts (a gradient came or went)
-                    had = merged[name]
-                    merged[name] = (had[0] + steps, had[1] + values, had[2] + times)
-                else:
-                    merged[name] = (steps, values, times)
-        series = [
-            SeriesColumns(name, encode_i64(steps), encode_f64(values), encode_f64(times))
-            for name, (steps, values, times) in merged.items()
-        ]
+        series = self._series_columns(rows)
         batch = PointBatch(
             batch_id=uuid.uuid4().hex,
             series=series,
@@ -320,6 +302,41 @@ class Sender:
             )
             histograms.clear()
         self._enqueue(Request("POST", self._points_path, dumps(batch)))
+
+    def _series_columns(self, rows: list[_Rows]) -> list[SeriesColumns]:
+        """The batch's series: logged points, then ``watch``'s rows, whose steps and times are
+        encoded once per group of keys. A series found in more than one place (a gradient that
+        came or went between two layouts, a name also logged) is merged into one."""
+        seen = Counter(self._series.keys())
+        for group in rows:
+            seen.update(group.keys)
+        merged: dict[str, _Columns] = {}
+        series: list[SeriesColumns] = []
+
+        def merge(name: str, steps: list[int], values: Sequence[float], times: list[float]) -> None:
+            had = merged.get(name, ([], [], []))
+            merged[name] = (had[0] + steps, had[1] + list(values), had[2] + times)
+
+        for name, (steps, values, times) in self._series.items():
+            if seen[name] > 1:
+                merge(name, steps, values, times)
+            else:
+                series.append(
+                    SeriesColumns(name, encode_i64(steps), encode_f64(values), encode_f64(times))
+                )
+        for group in rows:
+            packed_steps, packed_times = encode_i64(group.steps), encode_f64(group.times)
+            for name, column in zip(group.keys, zip(*group.rows, strict=True), strict=True):
+                if seen[name] > 1:
+                    merge(name, group.steps, column, group.times)
+                else:
+                    packed = encode_f64(column)
+                    series.append(SeriesColumns(name, packed_steps, packed, packed_times))
+        series.extend(
+            SeriesColumns(name, encode_i64(steps), encode_f64(values), encode_f64(times))
+            for name, (steps, values, times) in merged.items()
+        )
+        return series
 
     def _enqueue(self, request: Request) -> None:
         self._outbox.append(request)

@@ -94,7 +94,10 @@ def dumps(payload: Any) -> bytes:
 
 def _plain(value: Any) -> Any:
     # ``dataclasses.asdict`` deep-copies every leaf: on a batch of thousands of series that
-    # costs more than the JSON encoding. Payload fields are JSON values already.
+    # costs more than the JSON encoding. Payload fields are JSON values already; the leaves
+    # (most values: four strings per series) return first.
+    if value is None or isinstance(value, (str, int, float)):
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, list):
