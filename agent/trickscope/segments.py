@@ -22,6 +22,11 @@ from torch import Tensor
 ROW = 1024
 
 
+def padded(size: int) -> int:
+    """Elements a tensor of ``size`` takes in a row-aligned buffer (an empty one takes a row)."""
+    return max(1, -(-size // ROW)) * ROW
+
+
 def to_device(values: Tensor, device: torch.device) -> Tensor:
     """A host tensor on ``device`` without blocking on CUDA (through pinned memory)."""
     if device.type == "cuda":
@@ -38,7 +43,7 @@ class RowLayout:
 
     def __init__(self, sizes: list[int], device: torch.device) -> None:
         # An empty tensor still gets one (all-padding) row, so that every tensor has a result.
-        rows = [max(1, -(-size // ROW)) for size in sizes]
+        rows = [padded(size) // ROW for size in sizes]
         self.starts: list[int] = []
         offset = 0
         for count in rows:

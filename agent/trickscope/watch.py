@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.profiler import record_function
 
-from trickscope import stats
+from trickscope import segments, stats
 from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 
@@ -110,6 +110,7 @@ class Watcher:
         self._incidents = incidents
         self._fused = fused
         self._layouts: dict[tuple[Any, ...], _Layout] = {}
+        self._scratches: dict[torch.device, stats.Scratch] = {}
         self._pending: _Layout | None = None
         self.step = start
         self._next = start
@@ -213,21 +214,26 @@ class Watcher:
         groups: list[_Group] = []
         keys: list[str] = []
         hist_keys: list[str] = []
-        for members in by_kind.values():
-            with_grad = [i for i in members if signature[i][2]]
-            n_every = stats.numels([self._params[i] for i in members])
-            n_grad = stats.numels([self._params[i] for i in with_grad]) if with_grad else None
-            # One scratch buffer per group serves gradients, weights and the update in turn.
-            scratch = stats.Scratch([self._params[i] for i in members])
-            before = stats.Scratch([self._params[i] for i in with_grad]) if with_grad else None
-            groups.append(_Group(members, with_grad, n_every, n_grad, scratch, before))
-            hist_keys.extend(f"{stats.GRAD_HIST}/{self.names[i]}" for i in with_grad)
-            hist_keys.extend(f"{stats.WEIGHT_HIST}/{self.names[i]}" for i in members)
-            for stat in stats.GRAD_STATS:
-                keys.extend(f"{stat}/{self.names[i]}" for i in with_grad)
-            for stat in stats.WEIGHT_STATS:
-                keys.extend(f"{stat}/{self.names[i]}" for i in members)
-            keys.extend(f"{stats.UPDATE_STAT}/{self.names[i]}" for i in with_grad)
+        for (device, _), kind in by_kind.items():
+            for members in _blocks(kind, [self._params[i].numel() for i in kind]):
+                with_grad = [i for i in members if signature[i][2]]
+                params = [self._params[i] for i in members]
+                n_every = stats.numels(params)
+                n_grad = stats.numels([self._params[i] for i in with_grad]) if with_grad else None
+                # One scratch buffer per device serves every block, every layout, and in each
+                # the gradients, the weights and the update in turn.
+                scratch = self._scratches.get(device)
+                if scratch is None:
+                    scratch = self._scratches[device] = stats.Scratch(params)
+                before = stats.Scratch([self._params[i] for i in with_grad]) if with_grad else None
+                groups.append(_Group(members, with_grad, n_every, n_grad, scratch, before))
+                hist_keys.extend(f"{stats.GRAD_HIST}/{self.names[i]}" for i in with_grad)
+                hist_keys.extend(f"{stats.WEIGHT_HIST}/{self.names[i]}" for i in members)
+                for stat in stats.GRAD_STATS:
+                    keys.extend(f"{stat}/{self.names[i]}" for i in with_grad)
+                for stat in stats.WEIGHT_STATS:
+                    keys.extend(f"{stat}/{self.names[i]}" for i in members)
+                keys.extend(f"{stats.UPDATE_STAT}/{self.names[i]}" for i in with_grad)
         if any(signature[i][2] for i in range(len(signature))):
             keys.append(stats.TOTAL_GRAD_NORM)
         return _Layout(groups, keys, hist_keys, self._params[0].device)
@@ -314,6 +320,27 @@ class Watcher:
         device = layout.device
         values = torch.cat([piece.to(device, non_blocking=True) for piece in pieces])
         emit(self.step, layout.hist_keys, bins, values)
+
+
+# A due step goes through a (device, dtype) group in blocks of at most this many buffer elements
+# (256 MiB of float32), so that the scratch buffer stays that small whatever the model's size,
+# or the size of its largest tensor where that is larger.
+BLOCK_ELEMENTS = 1 << 26
+
+
+def _blocks(members: list[int], sizes: list[int]) -> list[list[int]]:
+    """``members`` cut, in order, into runs whose row-aligned sizes add up to at most
+    :data:`BLOCK_ELEMENTS` (a tensor larger than that is a block of its own)."""
+    blocks: list[list[int]] = [[]]
+    total = 0
+    for member, size in zip(members, sizes, strict=True):
+        padded = segments.padded(size)
+        if blocks[-1] and total + padded > BLOCK_ELEMENTS:
+            blocks.append([])
+            total = 0
+        blocks[-1].append(member)
+        total += padded
+    return blocks
 
 
 def _first_multiple(start: int, period: int) -> int:

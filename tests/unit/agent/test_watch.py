@@ -252,3 +252,52 @@ def test_row_formulation_reports_what_the_per_tensor_loop_reports(
     assert len(reports[True]) == 3
     for loop, rows in zip(reports[False], reports[True], strict=True):
         assert rows == pytest.approx(loop, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("segmented", [False, True])
+def test_blocks_of_a_large_model_report_what_one_block_reports(
+    monkeypatch: pytest.MonkeyPatch, segmented: bool
+) -> None:
+    """A model larger than a block is gone through block by block (a bounded scratch buffer):
+    every statistic and histogram comes out the same, under the same names."""
+    from trickscope import _foreach, watch
+    from trickscope._incidents import Incidents
+
+    monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
+    reports: dict[int, dict[str, float]] = {}
+    for block in (watch.BLOCK_ELEMENTS, 2048):
+        monkeypatch.setattr(watch, "BLOCK_ELEMENTS", block)
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 300), nn.ReLU(), nn.Linear(300, 3))
+        model[0].bias.requires_grad_(False)  # a parameter without a gradient
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        seen: dict[str, float] = {}
+
+        def stats_out(
+            step: int, keys: Any, values: torch.Tensor, host: Any, seen: dict[str, float] = seen
+        ) -> None:
+            seen.update(zip(keys, values.tolist(), strict=True))
+
+        def hist_out(
+            step: int, keys: Any, bins: int, values: torch.Tensor, seen: dict[str, float] = seen
+        ) -> None:
+            rows = values.reshape(len(keys), -1).tolist()
+            for key, row in zip(keys, rows, strict=True):
+                seen.update((f"{key}[{i}]", v) for i, v in enumerate(row))
+
+        watcher = watch.Watcher(
+            model, optimizer, every=1, start_step=0, emit=stats_out, incidents=Incidents(),
+            hist_every=1, emit_hist=hist_out,
+        )  # fmt: skip
+        for _ in range(2):
+            optimizer.zero_grad()
+            model(torch.randn(4, 8)).pow(2).mean().backward()
+            optimizer.step()
+        watcher.close()
+        if block == 2048:  # the model's tensors really were cut into several blocks
+            layout = next(iter(watcher._layouts.values()))
+            assert len(layout.groups) > 1
+        reports[block] = seen
+    one, many = reports.values()
+    assert one.keys() == many.keys()
+    assert [many[key] for key in one] == pytest.approx(list(one.values()), rel=1e-5, abs=1e-7)
