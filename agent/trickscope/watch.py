@@ -323,9 +323,9 @@ class Watcher:
 
 
 # A due step goes through a (device, dtype) group in blocks of at most this many buffer elements
-# (256 MiB of float32), so that the scratch buffer stays that small whatever the model's size,
+# (512 MiB of float32), so that the scratch buffer stays that small whatever the model's size,
 # or the size of its largest tensor where that is larger.
-BLOCK_ELEMENTS = 1 << 26
+BLOCK_ELEMENTS = 1 << 27
 
 
 def _blocks(members: list[int], sizes: list[int]) -> list[list[int]]:
