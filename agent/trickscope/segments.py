@@ -68,7 +68,6 @@ class RowLayout:
         self.row_counts = to_device(row_counts, device)  # elements of its tensor in each row
         self._last_rows = to_device(last, device)
         self._last_used = to_device(used.to(torch.float32), device)
-        self._last_valid = to_device(valid.to(torch.float32), device)
         self._last_is_tensor = to_device(valid, device)
 
     def sum(self, per_row: Tensor) -> Tensor:
@@ -120,7 +119,7 @@ class RowLayout:
         variance, row_mean = torch.var_mean(matrix, dim=1, correction=0)
         last = matrix.index_select(0, self._last_rows)
         last_mean = last.sum(dim=1) / self._last_used  # NaN for an empty tensor, as Tensor.mean
-        centred = (last - last_mean[:, None]) * self._last_valid
+        centred = torch.where(self._last_is_tensor, last - last_mean[:, None], 0.0)
         row_mean = row_mean.index_copy(0, self._last_rows, last_mean)
         row_m2 = (variance * ROW).index_copy(0, self._last_rows, centred.square().sum(dim=1))
         return row_mean.to(torch.float64), row_m2.to(torch.float64)
