@@ -16,12 +16,14 @@ with trickscope.init(project="digits", config={"lr": 0.1}) as run:
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
+from trickscope import distributed
 from trickscope.config import AgentConfig
 from trickscope.journal import replay
 from trickscope.run import Run
@@ -29,6 +31,8 @@ from trickscope.run import Run
 __version__ = "0.1.0"
 
 __all__ = ["AgentConfig", "Run", "__version__", "init", "replay"]
+
+logger = logging.getLogger("trickscope")
 
 
 def init(
@@ -52,7 +56,9 @@ def init(
 
     Returns:
         The :class:`Run`; also a context manager that finishes it (``"failed"`` on an exception).
-        Under ``torch.distributed`` only rank 0 streams; other ranks get a run that does nothing.
+        Under ``torch.distributed`` call it on every rank, after ``init_process_group``: the job
+        is one run, whose id rank 0 hands the others through the process group's store. Rank 0
+        streams the per-layer statistics, every rank a small summary under ``rank/<r>/``.
 
     Raises:
         ValueError: a setting or environment variable is invalid; the message names it.
@@ -64,13 +70,19 @@ def init(
         >>> run.finish()
     """
     agent = AgentConfig.from_env(os.environ, url=url, **settings)
-    if not agent.disabled and _is_secondary_rank():
-        agent = AgentConfig(**{**agent.__dict__, "disabled": True})
-    return Run(project=project, name=name, config=config, tags=tags, agent=agent)
-
-
-def _is_secondary_rank() -> bool:
-    distributed = torch.distributed
-    return bool(
-        distributed.is_available() and distributed.is_initialized() and distributed.get_rank() != 0
+    rank = distributed.current()
+    run_id = None
+    if rank is not None and not agent.disabled:
+        try:
+            run_id = distributed.share_run_id(rank, uuid.uuid4().hex)
+        except Exception as exc:  # rank 0 never published one: this rank stays silent
+            logger.warning(
+                "trickscope: rank %d got no run id from rank 0 (%s: %s); it will not report",
+                rank.rank,
+                type(exc).__name__,
+                exc,
+            )
+            agent = dataclasses.replace(agent, disabled=True)
+    return Run(
+        project=project, name=name, config=config, tags=tags, agent=agent, rank=rank, run_id=run_id
     )

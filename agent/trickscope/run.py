@@ -21,7 +21,9 @@ from torch import Tensor, nn
 
 from trickscope._incidents import Incidents
 from trickscope.config import AgentConfig
+from trickscope.distributed import Rank
 from trickscope.journal import Request
+from trickscope.rank_summary import RankSummary
 from trickscope.sender import Sample, Sender
 from trickscope.transfer import Handoff
 from trickscope.watch import Watcher
@@ -48,10 +50,11 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def system_info() -> dict[str, Any]:
-    """Versions and hardware of this process, stored with the run."""
+def system_info(rank: Rank | None = None) -> dict[str, Any]:
+    """Versions and hardware of this process (rank 0's in a distributed job), stored with the
+    run."""
     cuda = torch.cuda.is_available()
-    return {
+    info: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "hostname": socket.gethostname(),
@@ -60,6 +63,9 @@ def system_info() -> dict[str, Any]:
         "cuda_available": cuda,
         "device": torch.cuda.get_device_name(0) if cuda else (platform.processor() or "cpu"),
     }
+    if rank is not None:
+        info["distributed"] = {"world_size": rank.world_size, "backend": rank.backend}
+    return info
 
 
 class Run:
@@ -67,6 +73,12 @@ class Run:
 
     Built by :func:`trickscope.init`. After setup no method raises into the training loop:
     failures are logged once per kind and counted in :attr:`incidents`.
+
+    Under ``torch.distributed`` every rank holds a ``Run`` of the same id (:attr:`rank` says
+    which). Rank 0 creates the run, sends its config and streams the per-layer statistics and
+    the tricks' reports; every rank, rank 0 included, sends a small summary under ``rank/<r>/``
+    (see :mod:`trickscope.rank_summary`), and ``log`` on rank ``r > 0`` files its metrics
+    under ``rank/<r>/`` too.
     """
 
     def __init__(
@@ -77,6 +89,8 @@ class Run:
         config: Mapping[str, Any] | None,
         tags: Sequence[str] | None,
         agent: AgentConfig,
+        rank: Rank | None = None,
+        run_id: str | None = None,
     ) -> None:
         if not isinstance(project, str) or not project.strip():
             raise ValueError(f"project={project!r} must be a non-empty string")
@@ -88,7 +102,10 @@ class Run:
             tags is not None and not all(isinstance(tag, str) for tag in tags)
         ):
             raise TypeError(f"tags={tags!r} must be a list of strings")
-        self.id = uuid.uuid4().hex
+        self.id = run_id or uuid.uuid4().hex
+        self.rank = rank
+        self._primary = rank is None or rank.primary
+        self._log_prefix = "" if rank is None or rank.primary else f"rank/{rank.rank}/"
         self.project = project
         self.name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{self.id[:6]}"
         self.url = f"{agent.url}/runs/{self.id}"
@@ -96,33 +113,42 @@ class Run:
         self.incidents = Incidents()
         self.status: str | None = None
         self._watcher: Watcher | None = None
+        self._summary: RankSummary | None = None
         self._log_count = 0
         self._handoff = Handoff()
         self._sender: Sender | None = None
         self._active = not agent.disabled
         if not self._active:
             return
-        self._sender = Sender(agent, self.id, self.incidents)
+        self._sender = Sender(agent, self.id, self.incidents, rank=0 if rank is None else rank.rank)
         self._create = RunCreate(
             project=project,
             name=self.name,
             config=json_safe(dict(config or {})),
             tags=list(tags or []),
-            system=system_info(),
+            system=system_info(rank),
             started_at=time.time(),
         )
-        self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}", dumps(self._create)))
+        if self._primary:
+            self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}", dumps(self._create)))
         atexit.register(self._at_exit)
+
+    @property
+    def reports_tricks(self) -> bool:
+        """Whether the tricks built with this run send their reports: on rank 0 only, since
+        the learning rate, decay and clipping are the same on every rank."""
+        return self._primary
 
     def update_config(self, values: Mapping[str, Any]) -> None:
         """Merge ``values`` into the run's config (top-level keys replace) and send it.
 
         For configuration known only after :func:`trickscope.init`, such as the ``describe()``
-        of the tricks built with this run.
+        of the tricks built with this run. Rank 0 owns a distributed run's config: on other
+        ranks this does nothing.
         """
         if not isinstance(values, Mapping):
             raise TypeError(f"values must be a mapping (e.g. a dict), got {type(values).__name__}")
-        if not self._active or self._sender is None:
+        if not self._active or self._sender is None or not self._primary:
             return
         config = {**self._create.config, **json_safe(dict(values))}
         self._create = dataclasses.replace(self._create, config=config)
@@ -154,7 +180,9 @@ class Run:
         ``grad_hist/<param>`` and ``weight_hist/<param>`` (NaN/Inf counted apart). Gradients are
         read at the optimizer step: after accumulation, after ``unscale_`` under AMP and after
         the DDP all-reduce. A parameter without a gradient has no gradient points that step.
-        Calling ``watch`` again replaces the previous hooks.
+        Calling ``watch`` again replaces the previous hooks. Under ``torch.distributed`` the
+        per-layer statistics come from rank 0, and every rank adds its summary (``rank/<r>/``:
+        ``grad_norm``, ``weight_norm``, ``step_time``, ``data_time``) on the same cadence.
 
         Args:
             model: Its ``named_parameters()`` names the series.
@@ -187,8 +215,20 @@ class Run:
         if not self._active or self._sender is None:
             watcher.close()
             return
-        if self._watcher is not None:
-            self._watcher.close()
+        self._close_hooks()
+        if self.rank is not None:
+            self._summary = RankSummary(
+                model,
+                optimizer,
+                rank=self.rank.rank,
+                every=every,
+                start_step=start_step,
+                emit=self._emit,
+                incidents=self.incidents,
+            )
+        if not self._primary:
+            watcher.close()  # built all the same: every rank checks its arguments alike
+            return
         self._watcher = watcher
         layers = dumps(LayersDeclare(layers=list(watcher.names)))
         self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}/layers", layers))
@@ -204,6 +244,8 @@ class Run:
             step: Defaults to the watched optimizer's current step (call ``log`` after
                 ``optimizer.step()``), or to the number of earlier ``log`` calls without
                 ``watch``.
+
+        On rank ``r > 0`` of a distributed job the metrics are filed under ``rank/<r>/``.
         """
         if not self._active:
             return
@@ -214,7 +256,8 @@ class Run:
 
     def _log(self, metrics: Mapping[str, float | Tensor], step: int | None) -> None:
         if step is None:
-            step = self._watcher.step if self._watcher is not None else self._log_count
+            hooks = self._watcher or self._summary
+            step = hooks.step if hooks is not None else self._log_count
         elif isinstance(step, bool) or not isinstance(step, int):
             raise TypeError(f"step={step!r} must be an int or None")
         self._log_count += 1
@@ -224,6 +267,7 @@ class Run:
         for key, value in metrics.items():
             if not isinstance(key, str):
                 raise TypeError(f"metric name {key!r} must be a string")
+            key = self._log_prefix + key
             if isinstance(value, Tensor):
                 if value.numel() != 1:
                     raise ValueError(
@@ -295,15 +339,23 @@ class Run:
         if self.status is not None:
             return
         self.status = status
-        if self._watcher is not None:
-            self._watcher.close()
+        self._close_hooks()
         if not self._active or self._sender is None:
             return
         atexit.unregister(self._at_exit)
         timeout = self.agent.finish_timeout if timeout is None else timeout
-        body = dumps(RunFinish(status=status, ended_at=time.time()))
-        self._sender.request(Request("POST", f"/api/v1/runs/{self.id}/finish", body), timeout)
+        if self._primary:  # rank 0 speaks for the job
+            body = dumps(RunFinish(status=status, ended_at=time.time()))
+            self._sender.request(Request("POST", f"/api/v1/runs/{self.id}/finish", body), timeout)
         self._sender.close(timeout)
+
+    def _close_hooks(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+        if self._summary is not None:
+            self._summary.close()
+            self._summary = None
 
     def _at_exit(self) -> None:
         # sys.last_value is set when an uncaught exception ended the program.

@@ -113,13 +113,20 @@ class _Histograms:
 class Sender:
     """A daemon thread with a bounded queue; see the module docstring."""
 
-    def __init__(self, config: AgentConfig, run_id: str, incidents: Incidents) -> None:
+    def __init__(
+        self, config: AgentConfig, run_id: str, incidents: Incidents, *, rank: int = 0
+    ) -> None:
         self._config = config
         self._incidents = incidents
+        # Under torch.distributed rank 0 creates the run; another rank's first batches may reach
+        # the server before it does, so until one is accepted "no such run" means "not yet".
+        self._awaits_run = rank != 0
+        self._dropped_key = DROPPED if rank == 0 else f"rank/{rank}/{DROPPED}"
         self._points_path = f"/api/v1/runs/{run_id}/points"
         self._queue: queue.Queue[object] = queue.Queue(maxsize=config.queue_size)
         self._connection = Connection(config.url, timeout=config.http_timeout)
-        self.journal = Journal(config.journal_dir / f"{run_id}.jsonl")
+        name = f"{run_id}.jsonl" if rank == 0 else f"{run_id}.rank{rank}.jsonl"
+        self.journal = Journal(config.journal_dir / name)
         self._series: dict[str, _Columns] = {}  # logged points: flushed every flush_secs
         self._histograms: dict[str, _Histograms] = {}  # bulk too
         # watch's per-layer statistics, as rows: flushed every stats_flush_secs, like histograms
@@ -280,7 +287,7 @@ class Sender:
         drops = self._incidents.drops
         if drops != self._reported_drops:
             self._reported_drops = drops
-            self._point(self._series, DROPPED, self._last_step, float(drops), time.time())
+            self._point(self._series, self._dropped_key, self._last_step, float(drops), time.time())
         histograms = self._histograms if bulk else {}
         rows = list(self._rows.values()) if bulk else []
         if not self._series and not histograms and not rows:
@@ -376,6 +383,13 @@ class Sender:
             timeout = None if deadline is None else deadline - now
             try:
                 self._connection.send(request.method, request.path, request.body, timeout=timeout)
+            except Rejected as exc:
+                if self._awaits_run and exc.status == 404:  # rank 0 has not created it yet
+                    self._failures += 1
+                    self._retry_at = time.monotonic() + backoff(self._failures)
+                    return
+                # Retrying a request the server refuses would block everything behind it.
+                self._incidents.error(f"rejected {exc.status}", exc)
             except Unavailable as exc:
                 self._failures += 1
                 self._retry_at = time.monotonic() + backoff(self._failures)
@@ -387,9 +401,8 @@ class Sender:
                     self._failures,
                 )
                 return
-            except Rejected as exc:
-                # Retrying a request the server refuses would block everything behind it.
-                self._incidents.error(f"rejected {exc.status}", exc)
+            else:
+                self._awaits_run = False
             self._failures = 0
             self.delivered += 1
             if from_journal:

@@ -38,7 +38,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def journal_files(paths: list[Path]) -> list[Path]:
-    """The journal files named, with each folder standing for the ``*.jsonl`` files inside it."""
+    """The journal files named, with each folder standing for the ``*.jsonl`` files inside it.
+
+    Rank 0's journal of a distributed run (``<id>.jsonl``) goes before the other ranks'
+    (``<id>.rank<r>.jsonl``): it creates the run their points belong to.
+    """
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -47,4 +51,4 @@ def journal_files(paths: list[Path]) -> list[Path]:
             files.append(path)
         else:
             raise CliError(f"no such journal: {path}")
-    return files
+    return sorted(files, key=lambda file: ".rank" in file.name)  # stable: otherwise as given

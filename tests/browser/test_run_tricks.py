@@ -95,7 +95,7 @@ def test_trick_panels_appear_only_for_reported_tricks(dashboard, client):
     for absent in ("wd", "accum", "opt", "optlr", "epsdom", "amp"):
         assert page.locator(f"#chart-{absent}").count() == 0, absent
     # Panels follow the fixed trick order.
-    order = page.eval_on_selector_all("#trick-panels > .card", "cs => cs.map(c => c.id)")
+    order = page.eval_on_selector_all("#tricks-panels > .card", "cs => cs.map(c => c.id)")
     assert order == [
         "card-lr",
         "card-acc",
@@ -106,6 +106,44 @@ def test_trick_panels_appear_only_for_reported_tricks(dashboard, client):
         "card-clip",
         "card-clipped",
     ]
+    dashboard.assert_clean()
+
+
+def test_a_distributed_run_gets_per_rank_panels_and_its_straggler_named(dashboard, client):
+    run_id = client.create_run(project="ddp", name="ranks", config={})
+    n = 20
+    series = {"loss/train": (steps(n), [1.0] * n), "rank/1/loss/train": (steps(n), [1.1] * n)}
+    for rank in range(3):
+        series[f"rank/{rank}/step_time"] = (steps(n), [0.2] * n)
+        series[f"rank/{rank}/data_time"] = (steps(n), [0.15 if rank == 2 else 0.01] * n)
+        series[f"rank/{rank}/grad_norm"] = (steps(n), [1.0] * n)
+        series[f"rank/{rank}/weight_norm"] = (steps(n), [9.0] * n)
+    client.post_points(run_id, series)
+    dashboard.goto(f"/runs/{run_id}")
+    wait_loaded(dashboard)
+    page = dashboard.page
+
+    wait_chart(dashboard, "chart-ranktime", 6 * n)
+    wait_chart(dashboard, "chart-ranknorm", 6 * n)
+    wait_chart(dashboard, "chart-ranklog", n)
+    order = page.eval_on_selector_all("#ranks-panels > .card", "cs => cs.map(c => c.id)")
+    assert order == ["card-ranktime", "card-ranknorm", "card-ranklog"]
+    assert page.is_hidden("#tricks-section") and page.is_visible("#ranks-section")
+    lines = page.eval_on_selector(
+        "#chart-ranktime",
+        """div => Object.fromEntries(div.data.filter(t => t.name !== 'non-finite')
+                                   .map(t => [t.name, [t.line.color, t.line.dash]]))""",
+    )
+    assert len(lines) == 6
+    # One colour per rank; the input wait dashed beside the step time.
+    assert lines["rank/2/step_time"][0] == lines["rank/2/data_time"][0]
+    assert lines["rank/2/step_time"][0] != lines["rank/1/step_time"][0]
+    assert lines["rank/2/data_time"][1] == "dash" and lines["rank/2/step_time"][1] == "solid"
+    page.wait_for_function(
+        "() => document.getElementById('health')?.dataset.state === 'findings'", timeout=15_000
+    )
+    titles = page.eval_on_selector_all("#health .finding-title", "ts => ts.map(t => t.textContent)")
+    assert "Rank 2 waits 150 ms per step for its input, against 10 ms on the other ranks" in titles
     dashboard.assert_clean()
 
 

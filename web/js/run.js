@@ -76,7 +76,8 @@ function blockStyle(state, name, kind) {
 
 /**
  * One panel per trick, in this order; each appears when its first series does. `match` picks
- * the series, `title` names the card, `note` (optional) writes a line under the heading.
+ * the series, `title` names the card, `note` (optional) writes a line under the heading,
+ * `section` (default "tricks") says where: "ranks" holds a distributed job's per-rank summary.
  */
 const PANELS = [
   {
@@ -167,7 +168,49 @@ const PANELS = [
     ytitle: "share",
   },
   { key: "amp", title: "AMP loss scale", match: (name) => name === "amp/scale", ytitle: "scale", logy: true },
+  {
+    key: "ranktime",
+    section: "ranks",
+    title: "Per rank: step time (solid) and wait for input (dashed)",
+    match: (name) => /^rank\/\d+\/(step_time|data_time)$/.test(name),
+    ytitle: "seconds",
+    style: (name, state) => rankStyle(state, name, name.endsWith("/data_time")),
+  },
+  {
+    key: "ranknorm",
+    section: "ranks",
+    title: "Per rank: total gradient norm (solid) and weight norm (dashed); replicas must agree",
+    match: (name) => /^rank\/\d+\/(grad_norm|weight_norm)$/.test(name),
+    ytitle: "‖·‖₂",
+    logy: true,
+    style: (name, state) => rankStyle(state, name, name.endsWith("/weight_norm")),
+  },
+  {
+    key: "rankmem",
+    section: "ranks",
+    title: "Per rank: peak CUDA memory allocated",
+    match: (name) => /^rank\/\d+\/cuda_max_allocated$/.test(name),
+    ytitle: "bytes",
+    style: (name, state) => rankStyle(state, name, false),
+  },
+  {
+    key: "ranklog",
+    section: "ranks",
+    title: "Per rank: metrics logged on ranks other than 0",
+    match: (name) => /^rank\/\d+\//.test(name),
+    ytitle: "value",
+  },
 ];
+
+/** One colour per rank across the per-rank panels; the second quantity of a panel dashed. */
+function rankStyle(state, name, dashed) {
+  const rank = name.split("/")[1];
+  if (!state.rankColour.has(rank)) {
+    state.rankColour.set(rank, PALETTE[state.rankColour.size % PALETTE.length]);
+  }
+  const color = state.rankColour.get(rank);
+  return { line: { color, dash: dashed ? "dash" : "solid" }, marker: { color } };
+}
 
 /** Per-layer charts of the layer picker: which statistic goes where. */
 const LAYER_CHARTS = [
@@ -372,11 +415,12 @@ function card(state, parent, { id, title, ytitle, mode, logy, shapes, style, not
   return chart;
 }
 
-/** The panel of a trick, created (and the Tricks section shown) on first need. */
+/** The panel of a trick (or of the ranks), created, and its section shown, on first need. */
 function panelChart(state, key) {
   if (state.panels.has(key)) return state.panels.get(key);
   const panel = PANELS.find((item) => item.key === key);
-  const container = document.getElementById("trick-panels");
+  const section = panel.section || "tricks";
+  const container = document.getElementById(`${section}-panels`);
   const warmup = panel.warmup ? warmupSteps(state.run && state.run.config) : null;
   const chart = card(state, container, {
     id: `chart-${key}`,
@@ -393,7 +437,7 @@ function panelChart(state, key) {
   const cards = [...container.children];
   cards.sort((a, b) => order.indexOf(a.id.slice(5)) - order.indexOf(b.id.slice(5)));
   container.replaceChildren(...cards);
-  document.getElementById("tricks-section").hidden = false;
+  document.getElementById(`${section}-section`).hidden = false;
   state.panels.set(key, chart);
   return chart;
 }
@@ -704,6 +748,7 @@ async function load() {
     layerCharts: new Map(),
     selectedLayer: null,
     blockColour: new Map(),
+    rankColour: new Map(),
     heatmap: new HeatmapChart(document.getElementById("chart-heatmap")),
     hist: new HistogramChart(document.getElementById("chart-hist")),
     heatmapStat: "grad_norm",

@@ -36,8 +36,12 @@ class Finding:
 
 
 def report(run: MetricSink | None, metrics: dict[str, Metric], step: int | None) -> None:
-    """Send ``metrics`` to ``run`` if there is one; never raises into the training loop."""
-    if run is None or not metrics:
+    """Send ``metrics`` to ``run`` if there is one; never raises into the training loop.
+
+    A run that says ``reports_tricks = False`` (rank ``r > 0`` of a distributed job, where every
+    trick reports what rank 0 does) is skipped.
+    """
+    if run is None or not metrics or not getattr(run, "reports_tricks", True):
         return
     try:
         run.log(metrics, step=step)

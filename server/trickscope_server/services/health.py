@@ -38,6 +38,9 @@ CLIPPED_SHARE_HIGH = 0.9  # clipping almost every step: the threshold is the ste
 EPS_DOMINANCE_HIGH = 0.5  # eps larger than sqrt(v̂) on most elements: Adam acts like SGD
 EMA_WORSE_MARGIN = 0.005  # accuracy points by which EMA may trail raw before we say so
 TAIL = 0.2  # the last fifth of a run is "at the end"
+REPLICA_TOLERANCE = 1e-5  # relative: DDP replicas agree to the last bit, this allows mixed kernels
+STRAGGLER_FACTOR = 2.0  # a rank's input wait against the other ranks' typical wait
+STRAGGLER_SHARE = 0.1  # ... and its excess as a share of the step, below which it is noise
 
 
 @dataclass(frozen=True)
@@ -478,6 +481,111 @@ def drop_path(view: RunView) -> Iterable[Finding]:
         )
 
 
+def _by_rank(view: RunView, stat: str) -> dict[int, str]:
+    """The ``rank/<r>/<stat>`` series of a distributed run, by rank."""
+    found: dict[int, str] = {}
+    for name in view.summaries:
+        head, _, rest = name.partition("/")
+        rank, _, tail = rest.partition("/")
+        if head == "rank" and tail == stat and rank.isdigit():
+            found[int(rank)] = name
+    return found
+
+
+def _first_difference(view: RunView, reference: str, other: str) -> int | None:
+    """The first step both series have where their values differ beyond the tolerance
+    (NaN equals NaN, an infinity equals itself)."""
+    ref_steps, ref_values = view.series(reference)
+    steps, values = view.series(other)
+    common, at_ref, at_other = np.intersect1d(ref_steps, steps, return_indices=True)
+    a, b = ref_values[at_ref], values[at_other]
+    with np.errstate(invalid="ignore"):  # inf - inf inside isclose, which still says True
+        close = np.isclose(a, b, rtol=REPLICA_TOLERANCE, atol=0.0, equal_nan=True)
+    differ = np.flatnonzero(~close)
+    return int(common[differ[0]]) if differ.size else None
+
+
+def _ranks_text(ranks: list[int]) -> str:
+    return f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {', '.join(map(str, ranks))}"
+
+
+def replicas(view: RunView) -> Iterable[Finding]:
+    """Ranks of a distributed run whose gradients or weights part from rank 0's."""
+    for stat, check, what in (
+        ("grad_norm", "ranks-gradients-differ", "Gradients"),
+        ("weight_norm", "ranks-weights-differ", "Weights"),
+    ):
+        names = _by_rank(view, stat)
+        if 0 not in names:
+            continue
+        firsts = {
+            rank: step
+            for rank, name in sorted(names.items())
+            if rank and (step := _first_difference(view, names[0], name)) is not None
+        }
+        if not firsts:
+            continue
+        step = min(firsts.values())
+        ranks = sorted(firsts)
+        if stat == "grad_norm":
+            why = (
+                "After DDP's all-reduce every rank holds the same averaged gradient, so they did "
+                "not all go through it: backward passes under no_sync() up to and including the "
+                "step's last micro-batch, parameters outside the DDP wrapper, or a gradient "
+                "changed on one rank after the all-reduce. Each replica now takes its own step."
+            )
+        else:
+            why = (
+                "Their gradients agree, so something changed these weights outside the optimizer "
+                "step on some ranks only: an edit in rank-dependent code, a checkpoint loaded on "
+                "one rank, or a buffer-like parameter set per rank. DDP never re-synchronises "
+                "parameters after wrapping, so the difference stays."
+            )
+        yield Finding(
+            check,
+            "error",
+            f"{what} of {_ranks_text(ranks)} differ from rank 0's from step {step}",
+            why,
+            step=step,
+        )
+        return  # differing gradients explain differing weights: one finding is the cause
+
+
+def stragglers(view: RunView) -> Iterable[Finding]:
+    """A rank that waits for its input far longer than the others, holding every rank up."""
+    waits = {
+        rank: float(np.median(finite))
+        for rank, name in _by_rank(view, "data_time").items()
+        if (finite := (values := view.series(name)[1])[np.isfinite(values)]).size
+    }
+    step_times = [
+        float(np.median(finite))
+        for name in _by_rank(view, "step_time").values()
+        if (finite := (values := view.series(name)[1])[np.isfinite(values)]).size
+    ]
+    if len(waits) < 2 or not step_times:
+        return
+    slow = max(waits, key=lambda rank: waits[rank])
+    typical = float(np.median([wait for rank, wait in waits.items() if rank != slow]))
+    excess = waits[slow] - typical
+    step_time = float(np.median(step_times))
+    if (
+        waits[slow] > STRAGGLER_FACTOR * typical
+        and step_time > 0
+        and excess / step_time > STRAGGLER_SHARE
+    ):
+        yield Finding(
+            "straggler",
+            "warning",
+            f"Rank {slow} waits {1000 * waits[slow]:.0f} ms per step for its input, against "
+            f"{1000 * typical:.0f} ms on the other ranks",
+            f"Every rank waits for the slowest at the gradient all-reduce, so this costs the whole "
+            f"job about {100 * excess / step_time:.0f}% of each {1000 * step_time:.0f} ms step. "
+            "Give that rank's DataLoader more workers (or pin_memory and prefetching), and look "
+            "for a slower disk or a busier host where it runs.",
+        )
+
+
 CHECKS: tuple[Check, ...] = (
     nonfinite,
     exploding,
@@ -491,6 +599,8 @@ CHECKS: tuple[Check, ...] = (
     ema,
     eps_dominance,
     drop_path,
+    replicas,
+    stragglers,
 )
 
 _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}

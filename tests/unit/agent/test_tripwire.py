@@ -14,6 +14,9 @@ from torch import nn
 
 import trickscope
 from trickscope import _foreach
+from trickscope.config import AgentConfig
+from trickscope.distributed import Rank
+from trickscope.run import Run
 
 _SYNCING = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 _AGENT_DIR = os.path.dirname(trickscope.__file__) + os.sep
@@ -137,6 +140,45 @@ def test_amp_training_with_agent_never_syncs(
     assert tripwire.trips == []
     assert run.incidents.errors == 0, run.incidents.by_kind
     assert len(capture.captured.points()["amp/scale"]) == 10
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_each_rank_of_a_distributed_job_never_syncs(
+    tripwire: Tripwire, capture: Any, settings: dict[str, Any], rank: int
+) -> None:
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
+    agent = AgentConfig.from_env({}, url=capture.url, queue_size=4096, **settings)
+    run = Run(project="p", name=None, config=None, tags=None, agent=agent,
+              rank=Rank(rank, 2, "gloo"), run_id="e" * 32)  # fmt: skip
+    run.watch(model, optimizer, every=1, hist_every=1)
+    tripwire.armed = True
+    for _ in range(12):
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        run.log({"loss/train": loss})
+    tripwire.armed = False
+    run.finish()
+    assert tripwire.trips == []
+    assert run.incidents.errors == 0, run.incidents.by_kind
+    points = capture.captured.points()
+    prefix = f"rank/{rank}/"
+    assert len(points[prefix + "grad_norm"]) == len(points[prefix + "weight_norm"]) == 12
+    # The clocks need a step before: from the second step on.
+    assert len(points[prefix + "step_time"]) == len(points[prefix + "data_time"]) == 11
+    per_layer = [name for name in points if name.startswith(("grad_norm/", "weight_norm/"))]
+    if rank == 0:
+        assert "grad_norm/conv.weight" in per_layer and len(points["loss/train"]) == 12
+        # The summary's total is the watcher's, computed apart.
+        assert points[prefix + "grad_norm"] == pytest.approx(points["grad_norm/total"], rel=1e-5)
+        assert capture.captured.histograms()
+    else:  # the per-layer statistics and histograms come from rank 0 only
+        assert per_layer == [] and not capture.captured.histograms()
+        assert len(points["rank/1/loss/train"]) == 12 and "loss/train" not in points
 
 
 def test_tripwire_catches_a_sync_made_by_agent_code(tripwire: Tripwire) -> None:

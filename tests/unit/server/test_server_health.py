@@ -189,6 +189,63 @@ def test_eps_dominance_and_drop_path_order() -> None:
     assert finding.layer == "blocks.2"
 
 
+def distributed_run(world_size: int = 3, steps: int = 50) -> Run:
+    """Ranks in agreement: the same norms everywhere, similar input waits."""
+    rng = np.random.default_rng(1)
+    run = healthy_run(steps)
+    grads, weights = 1 + rng.random(steps), 10 + rng.random(steps)
+    for rank in range(world_size):
+        run.add(f"rank/{rank}/grad_norm", grads.copy()).add(
+            f"rank/{rank}/weight_norm", weights.copy()
+        )
+        run.add(f"rank/{rank}/step_time", 0.2 + 0.01 * rng.random(steps))
+        run.add(f"rank/{rank}/data_time", 0.01 + 0.002 * rng.random(steps))
+    return run
+
+
+def test_ranks_in_agreement_have_no_findings() -> None:
+    run = distributed_run()
+    # Equal NaN and equal infinities are agreement too.
+    for rank in range(3):
+        run.columns[f"rank/{rank}/grad_norm"][1][[7, 8]] = [math.nan, math.inf]
+    assert checks(run, health.replicas) == [] and checks(run, health.stragglers) == []
+
+
+def test_ranks_whose_gradients_differ_are_named_once_with_the_first_step() -> None:
+    run = distributed_run()
+    run.columns["rank/2/grad_norm"][1][12:] *= 1.001
+    run.columns["rank/1/grad_norm"][1][30] = math.nan
+    run.columns["rank/1/weight_norm"][1][31:] += 1  # follows from the gradients: not reported
+    (finding,) = checks(run, health.replicas)
+    assert (finding.check, finding.severity, finding.step) == (
+        "ranks-gradients-differ",
+        "error",
+        12,
+    )
+    assert finding.title == "Gradients of ranks 1, 2 differ from rank 0's from step 12"
+
+
+def test_weights_that_drift_with_agreeing_gradients_are_reported() -> None:
+    run = distributed_run()
+    run.columns["rank/1/weight_norm"][1][20:] *= 1 + 1e-4
+    run.columns["rank/2/weight_norm"][1][20:] *= 1 + 1e-7  # within float tolerance
+    (finding,) = checks(run, health.replicas)
+    assert (finding.check, finding.step) == ("ranks-weights-differ", 20)
+    assert "rank 1 " in finding.title and "rank 2" not in finding.title
+
+
+def test_a_rank_waiting_on_its_input_is_named_as_the_straggler() -> None:
+    run = distributed_run(world_size=4)
+    run.columns["rank/3/data_time"][1][:] += 0.1  # half of a 200 ms step
+    (finding,) = checks(run, health.stragglers)
+    assert finding.check == "straggler" and finding.title.startswith("Rank 3 waits 11")
+    assert "% of each 20" in finding.detail
+    # A rank twice as slow to get its input, but by 7% of the step, is left alone.
+    quiet = distributed_run(world_size=2)
+    quiet.columns["rank/1/data_time"][1][:] += 0.014
+    assert checks(quiet, health.stragglers) == []
+
+
 def test_findings_are_sorted_by_severity_then_step() -> None:
     run = healthy_run()
     run.columns["loss/train"][1][250] = 50.0
