@@ -24,7 +24,8 @@ class GradientAccumulator:
     model skips the gradient all-reduce on all but the last micro-step (DDP needs the forward
     inside ``no_sync`` too). :meth:`step` then steps the optimizer, zeroes the gradients and
     reports ``accum/micro_steps`` (micro-steps actually accumulated) and
-    ``accum/effective_batch`` (micro batch × N × world size). All counters are Python ints.
+    ``accum/effective_batch`` (micro batch × N × world size; the world size defaults to the
+    ``torch.distributed`` process group's, 1 outside one). All counters are Python ints.
 
     Example:
         >>> acc = GradientAccumulator(model, optimizer, steps=4, micro_batch_size=32, run=run)
@@ -43,13 +44,15 @@ class GradientAccumulator:
         steps: int,
         *,
         micro_batch_size: int | None = None,
-        world_size: int = 1,
+        world_size: int | None = None,
         run: MetricSink | None = None,
         set_to_none: bool = True,
     ) -> None:
         check_int("steps", steps, 1)
         if micro_batch_size is not None:
             check_int("micro_batch_size", micro_batch_size, 1)
+        if world_size is None:
+            world_size = _process_group_size()
         check_int("world_size", world_size, 1)
         self.model = model
         self.optimizer = optimizer
@@ -78,10 +81,15 @@ class GradientAccumulator:
         return self.micro >= self.steps
 
     @contextlib.contextmanager
-    def micro_step(self) -> Iterator[None]:
-        """Context for one micro-step's forward and backward; ``no_sync`` unless it is the last."""
+    def micro_step(self, *, final: bool = False) -> Iterator[None]:
+        """Context for one micro-step's forward and backward; ``no_sync`` unless it is the last.
+
+        Pass ``final=True`` for a micro-batch after which you will ``step(force=True)`` (the end
+        of an epoch mid-accumulation): under DDP its backward must all-reduce, or every rank
+        steps on its own gradients and the replicas part ways.
+        """
         no_sync = getattr(self.model, "no_sync", None)
-        if callable(no_sync) and not self.is_last_micro_step:
+        if callable(no_sync) and not (final or self.is_last_micro_step):
             with no_sync():
                 yield
         else:
@@ -96,7 +104,8 @@ class GradientAccumulator:
         """Step the optimizer and zero gradients if due (or ``force``); report; return if stepped.
 
         ``force`` steps a partial accumulation (e.g. the end of an epoch); its gradients are then
-        ``k/N`` of the mean over the ``k`` micro-batches seen.
+        ``k/N`` of the mean over the ``k`` micro-batches seen. Under DDP, run the last of those
+        micro-batches in ``micro_step(final=True)``.
         """
         if not (self.should_step or (force and self.micro > 0)):
             return False
@@ -119,3 +128,8 @@ class GradientAccumulator:
             "world_size": self.world_size,
             "effective_batch_size": self.effective_batch_size,
         }
+
+
+def _process_group_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

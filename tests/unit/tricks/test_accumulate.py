@@ -82,3 +82,20 @@ def test_ddp_syncs_only_on_the_last_micro_step(process_group) -> None:
             acc.backward(ddp(torch.randn(5, 4)).sum())
     assert len(entered) == 2
     assert acc.step() is True
+    # An epoch ending mid-accumulation: the micro-step before a forced step syncs.
+    for final in (False, True):
+        with acc.micro_step(final=final):
+            acc.backward(ddp(torch.randn(5, 4)).sum())
+    assert len(entered) == 3
+    assert acc.step(force=True) is True
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built")
+def test_world_size_defaults_to_the_process_group(process_group, monkeypatch) -> None:
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert GradientAccumulator(model, optimizer, 2).world_size == 1
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 8)
+    acc = GradientAccumulator(model, optimizer, 2, micro_batch_size=16)
+    assert acc.effective_batch_size == 16 * 2 * 8
+    assert GradientAccumulator(model, optimizer, 2, world_size=3).world_size == 3
