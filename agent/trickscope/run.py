@@ -169,6 +169,7 @@ class Run:
         hist_every: int = 100,
         scaler: torch.amp.GradScaler | None = None,
         lr_every: int = 1,
+        update_ratio: bool = True,
     ) -> None:
         """Report per-layer gradient and weight statistics every ``every`` optimizer steps.
 
@@ -194,6 +195,9 @@ class Run:
             scaler: The AMP ``GradScaler`` in use, whose scale is then reported.
             lr_every: Period of the ``lr/group<i>`` report, read from ``optimizer.param_groups``
                 so any scheduler shows (host numbers only; 0: only with the statistics).
+            update_ratio: Report ``update_ratio``, for which the agent keeps a float32 copy of
+                the weights from before the step on their device (4 bytes per parameter);
+                ``False`` saves that memory.
 
         Raises:
             TypeError: ``model``, ``optimizer`` or ``scaler`` has the wrong type.
@@ -211,6 +215,7 @@ class Run:
             scaler=scaler,
             lr_every=lr_every,
             emit_host=self._emit_host,
+            update_ratio=update_ratio,
         )
         if not self._active or self._sender is None:
             watcher.close()

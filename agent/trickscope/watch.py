@@ -76,6 +76,7 @@ class Watcher:
         lr_every: int = 0,
         emit_host: EmitHost | None = None,
         fused: bool = True,
+        update_ratio: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -109,6 +110,7 @@ class Watcher:
         self._scaler = scaler
         self._incidents = incidents
         self._fused = fused
+        self._update_ratio = bool(update_ratio)
         self._layouts: dict[tuple[Any, ...], _Layout] = {}
         self._scratches: dict[torch.device, stats.Scratch] = {}
         self._pending: _Layout | None = None
@@ -142,9 +144,9 @@ class Watcher:
             # Only the scalars' update ratio needs the weights from before the step.
             # no_grad: the parameters are read without recording a graph or detach() each.
             with record_function("trickscope.watch.pre_step"), torch.no_grad():
-                if self._next == self._due_scalars:
+                if self._next == self._due_scalars and self._update_ratio:
                     self._pending = self._snapshot()
-                elif self._next == self._due_hist:
+                elif self._next in (self._due_scalars, self._due_hist):
                     self._pending = self._layout()
         except Exception as exc:
             self._incidents.error("watch pre-step hook", exc)
@@ -225,7 +227,9 @@ class Watcher:
                 scratch = self._scratches.get(device)
                 if scratch is None:
                     scratch = self._scratches[device] = stats.Scratch(params)
-                before = stats.Scratch([self._params[i] for i in with_grad]) if with_grad else None
+                before = None
+                if with_grad and self._update_ratio:
+                    before = stats.Scratch([self._params[i] for i in with_grad])
                 groups.append(_Group(members, with_grad, n_every, n_grad, scratch, before))
                 hist_keys.extend(f"{stats.GRAD_HIST}/{self.names[i]}" for i in with_grad)
                 hist_keys.extend(f"{stats.WEIGHT_HIST}/{self.names[i]}" for i in members)
@@ -233,7 +237,8 @@ class Watcher:
                     keys.extend(f"{stat}/{self.names[i]}" for i in with_grad)
                 for stat in stats.WEIGHT_STATS:
                     keys.extend(f"{stat}/{self.names[i]}" for i in members)
-                keys.extend(f"{stats.UPDATE_STAT}/{self.names[i]}" for i in with_grad)
+                if before is not None:
+                    keys.extend(f"{stats.UPDATE_STAT}/{self.names[i]}" for i in with_grad)
         if any(signature[i][2] for i in range(len(signature))):
             keys.append(stats.TOTAL_GRAD_NORM)
         return _Layout(groups, keys, hist_keys, self._params[0].device)

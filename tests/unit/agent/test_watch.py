@@ -301,3 +301,46 @@ def test_blocks_of_a_large_model_report_what_one_block_reports(
     one, many = reports.values()
     assert one.keys() == many.keys()
     assert [many[key] for key in one] == pytest.approx(list(one.values()), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("segmented", [False, True])
+def test_without_the_update_ratio_there_is_no_snapshot_and_the_rest_is_unchanged(
+    monkeypatch: pytest.MonkeyPatch, segmented: bool
+) -> None:
+    from trickscope import _foreach
+    from trickscope._incidents import Incidents
+    from trickscope.watch import Watcher
+
+    monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
+    reports: dict[bool, list[dict[str, float]]] = {}
+    for with_ratio in (True, False):
+        torch.manual_seed(0)
+        model = Net()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        seen: list[dict[str, float]] = []
+        watcher = Watcher(
+            model,
+            optimizer,
+            every=2,
+            start_step=0,
+            emit=lambda step, keys, values, host, seen=seen: seen.append(
+                dict(zip(keys, values.tolist(), strict=True))
+            ),
+            incidents=Incidents(),
+            update_ratio=with_ratio,
+        )
+        for _ in range(5):
+            optimizer.zero_grad(set_to_none=True)
+            model(torch.randn(4, 1, 8, 8)).pow(2).mean().backward()
+            optimizer.step()
+        watcher.close()
+        snapshots = [g.before for layout in watcher._layouts.values() for g in layout.groups]
+        assert all(s is not None for s in snapshots) == with_ratio
+        assert all(s is None for s in snapshots) != with_ratio
+        reports[with_ratio] = seen
+    assert len(reports[False]) == 3
+    for full, light in zip(reports[True], reports[False], strict=True):
+        assert "update_ratio/conv.weight" in full
+        assert not [key for key in light if key.startswith("update_ratio/")]
+        assert light == {key: value for key, value in full.items() if key in light}
+        assert set(full) - set(light) == {k for k in full if k.startswith("update_ratio/")}
