@@ -155,6 +155,26 @@ def _centered_std(
     return spread / (n - 1.0).sqrt() + mean * 0.0
 
 
+# The one-pass variance (‖x‖² − n·mean²) / (n − 1) is used where n·mean² is at most this share
+# of ‖x‖²: the subtraction then loses at most one bit of ‖x‖²'s float32 accuracy.
+ONE_PASS_MEAN_SHARE = 0.5
+
+
+def _finite_std(sources: list[Tensor], l2: Tensor, mean: Tensor, n: Tensor) -> Tensor:
+    """Unbiased std of finite CPU tensors whose L2 norms and means are known: from those alone
+    where the mean is small against the spread (the weights and gradients of large layers,
+    mostly), by ``torch.std`` (one Welford pass) for the others, such as a LayerNorm weight near
+    1. NaN for fewer than two elements, as ``Tensor.std`` gives."""
+    energy = l2.double().square()
+    mean_energy = n.double() * mean.double().square()
+    std = ((energy - mean_energy).clamp_min(0.0) / (n.double() - 1.0)).sqrt().to(torch.float32)
+    exact = (mean_energy > ONE_PASS_MEAN_SHARE * energy) & (n > 1)
+    rest = [i for i, flag in enumerate(_on_host(exact)) if flag]
+    if rest:
+        std[rest] = torch.stack([torch.std(sources[i]) for i in rest])
+    return torch.where(n > 1, std, math.nan)
+
+
 def _row_squares(matrix: Tensor) -> Tensor:
     """Per row, the sum of squares (float64), NaN and ±Inf propagating as in ``vector_norm``."""
     norms: Tensor = torch.linalg.vector_norm(matrix, dim=1, dtype=torch.float64)
@@ -210,6 +230,12 @@ def grad_stats(
     absmax = _absmax(x)
     nonzero = _count_nonzero(x)
     mean = torch.stack([t.sum() for t in x]).to(torch.float32) / n
+    zero_frac = (n - nonzero) / n
+    if _known_finite(l2):
+        # A NaN or ±Inf anywhere makes the norm non-finite: none here, so no counting passes.
+        std = _finite_std(x, l2, mean, n)
+        none = torch.zeros_like(l2)
+        return torch.stack([l2, absmax, mean, std, zero_frac, none, none])
     # NaN and ±Inf are non-zero: zeroing NaN, then ±Inf, and counting non-zeros after each
     # gives both counts exactly, in passes over our own buffer and without a branch.
     zeroed = buf.load_nan_zeroed(x)
@@ -217,7 +243,6 @@ def grad_stats(
     buf.matrix.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
     finite_nonzero = _count_nonzero(zeroed)
     std = _centered_std(buf, zeroed, mean, n, fused)
-    zero_frac = (n - nonzero) / n
     return torch.stack(
         [l2, absmax, mean, std, zero_frac, nonzero - no_nan, no_nan - finite_nonzero]
     )
@@ -234,7 +259,23 @@ def weight_stats(
     x = buf.sources(weights, fused)
     l2 = _column(_foreach.norm(x, 2, fused=fused))
     mean = torch.stack([t.sum() for t in x]).to(torch.float32) / n
+    if _known_finite(l2):
+        return torch.stack([l2, mean, _finite_std(x, l2, mean, n)])
     return torch.stack([l2, mean, _centered_std(buf, x, mean, n, fused)])
+
+
+def _known_finite(values: Tensor) -> bool:
+    """Whether ``values`` are on the CPU and all finite; ``False``, unread, on any device."""
+    return values.device.type == "cpu" and all(_on_host(torch.isfinite(values).all().reshape(1)))
+
+
+def _on_host(values: Tensor) -> list[bool]:
+    """The values of a CPU tensor as a list. It lives in host memory, so the read waits for no
+    device: the agent's one kind of host read, for the CPU's per-tensor path only."""
+    if values.device.type != "cpu":
+        raise ValueError(f"reading a {values.device} tensor on the host would sync the device")
+    flags: list[bool] = values.tolist()
+    return flags
 
 
 def _absmax(tensors: list[Tensor]) -> Tensor:

@@ -276,3 +276,26 @@ def test_a_shared_buffer_serves_statistics_after_histograms(
     assert_weight_block(stats.weight_stats(finite, stats.numels(finite), scratch=scratch), finite)
     stats.histograms(finite, 8, scratch=scratch)
     assert_grad_block(stats.grad_stats(xs, stats.numels(xs), scratch=scratch), xs)
+
+
+def test_cpu_std_in_one_pass_where_the_mean_is_small_and_exact_elsewhere() -> None:
+    """The CPU path takes the std from the norm and the mean where n·mean² ≤ ½‖x‖² (one bit
+    lost at most) and from torch.std where the mean dominates: both as accurate as the float32
+    L2 norm itself (~1e-5 relative over a million elements, as the two-pass form was)."""
+    torch.manual_seed(0)
+    xs = [
+        0.02 * torch.randn(1_000_000),  # a weight matrix: one pass
+        0.02 * torch.randn(300_000) + 0.0199,  # mean share just under the bound: one pass
+        0.02 * torch.randn(300_000) + 0.0201,  # just over: exact
+        1.0 + 1e-4 * torch.randn(3000),  # a LayerNorm weight: exact
+        torch.full((2500,), 0.1),  # constant: std 0, not cancellation noise
+        torch.tensor([2.5]),  # one element: NaN, as Tensor.std
+    ]
+    for block in (stats.weight_stats(xs, stats.numels(xs)), stats.grad_stats(xs, stats.numels(xs))):
+        std = block[2 if block.shape[0] == 3 else 3]
+        for got, x in zip(std.tolist(), xs, strict=True):
+            want = x.double().std().item() if x.numel() > 1 else math.nan
+            if math.isnan(want):
+                assert math.isnan(got)
+            else:
+                assert got == pytest.approx(want, rel=3e-5, abs=5e-8)  # 0.1 is 7e-9 apart

@@ -22,13 +22,20 @@ _SYNCING = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__"
 _AGENT_DIR = os.path.dirname(trickscope.__file__) + os.sep
 
 
-def _called_from_agent() -> bool:
+# The one host read the agent makes on purpose: of CPU tensors only, which live in host memory
+# (it says False, unread, for any other device). Every other read by agent code trips.
+_HOST_READS = {("stats.py", "_on_host")}
+
+
+def _called_from_agent(tensor: torch.Tensor) -> bool:
     # The optimizer itself may sync (e.g. Adam's single-tensor path reads its step count); only
     # calls made from inside the agent's code count.
     frame = sys._getframe(2)
     while frame is not None:
-        if frame.f_code.co_filename.startswith(_AGENT_DIR):
-            return True
+        code = frame.f_code
+        if code.co_filename.startswith(_AGENT_DIR):
+            place = (os.path.basename(code.co_filename), code.co_name)
+            return not (place in _HOST_READS and tensor.device.type == "cpu")
         frame = frame.f_back  # type: ignore[assignment]
     return False
 
@@ -50,7 +57,7 @@ def tripwire(monkeypatch: pytest.MonkeyPatch) -> Iterator[Tripwire]:
 
         def guard(self: torch.Tensor, *args: Any, _name: str = name, _orig: Any = original) -> Any:
             # The sender thread legitimately converts; only the training thread is guarded.
-            if wire.armed and threading.current_thread() is main and _called_from_agent():
+            if wire.armed and threading.current_thread() is main and _called_from_agent(self):
                 wire.trips.append(_name)
                 raise RuntimeError(f"host sync: Tensor.{_name} on the training thread")
             return _orig(self, *args)
