@@ -71,6 +71,12 @@ def init(
     """
     agent = AgentConfig.from_env(os.environ, url=url, **settings)
     rank = distributed.current()
+    if rank is None and not agent.disabled and distributed.launched_but_not_initialised(os.environ):
+        logger.warning(
+            "trickscope: WORLD_SIZE=%s but torch.distributed is not initialised yet, so each "
+            "rank starts a run of its own; call trickscope.init after init_process_group",
+            os.environ.get("WORLD_SIZE"),
+        )
     run_id = None
     if rank is not None and not agent.disabled:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -48,6 +49,18 @@ def current() -> Rank | None:
     if world_size < 2:
         return None
     return Rank(dist.get_rank(), world_size, str(dist.get_backend()))
+
+
+def launched_but_not_initialised(environ: Mapping[str, str]) -> bool:
+    """Whether a launcher (``torchrun``, SLURM scripts) set ``WORLD_SIZE`` > 1 but no process
+    group is initialised yet: each rank would then start a run of its own."""
+    try:
+        world_size = int(environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return False
+    dist = torch.distributed
+    initialised = dist.is_available() and dist.is_initialized()
+    return world_size > 1 and not initialised
 
 
 def share_run_id(rank: Rank, run_id: str) -> str:
