@@ -128,6 +128,17 @@ def _column(text: Any, loc: list[str | int], name: str) -> bytes:
     return raw
 
 
+def _shared_column(
+    shared: dict[str, tuple[bytes, NDArray[np.int64]]], text: Any, loc: list[str | int], name: str
+) -> tuple[bytes, NDArray[np.int64]]:
+    """A column that many series of a batch may repeat: decoded once per distinct text."""
+    if isinstance(text, str) and (known := shared.get(text)) is not None:
+        return known
+    raw = _column(text, loc, name)
+    known = shared[text] = (raw, np.frombuffer(raw, dtype=I64))
+    return known
+
+
 def parse_batch(body: bytes, *, max_points: int) -> DecodedBatch:
     """Validate a ``PointBatch`` JSON body and decode its columns."""
     try:
@@ -145,6 +156,9 @@ def parse_batch(body: bytes, *, max_points: int) -> DecodedBatch:
         raise _fail(["body", "series"], "must be a list of series columns")
     decoded: list[DecodedSeries] = []
     points = 0
+    # The agent sends per-layer statistics as many series sharing one steps and one times
+    # column (same text): each distinct text is decoded once.
+    shared: dict[str, tuple[bytes, NDArray[np.int64]]] = {}
     for i, item in enumerate(raw_series):
         loc: list[str | int] = ["body", "series", i]
         if not isinstance(item, dict):
@@ -152,9 +166,9 @@ def parse_batch(body: bytes, *, max_points: int) -> DecodedBatch:
         name = item.get("name")
         if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME:
             raise _fail([*loc, "name"], f"must be a string of 1 to {_MAX_NAME} characters")
-        steps = _column(item.get("steps"), [*loc, "steps"], name)
+        steps, step_array = _shared_column(shared, item.get("steps"), [*loc, "steps"], name)
         values = _column(item.get("values"), [*loc, "values"], name)
-        times = _column(item.get("times"), [*loc, "times"], name)
+        times = _shared_column(shared, item.get("times"), [*loc, "times"], name)[0]
         if not len(steps) == len(values) == len(times):
             raise _fail(
                 loc,
@@ -173,7 +187,7 @@ def parse_batch(body: bytes, *, max_points: int) -> DecodedBatch:
                 steps_raw=steps,
                 values_raw=values,
                 times_raw=times,
-                steps=np.frombuffer(steps, dtype=I64),
+                steps=step_array,
                 values=np.frombuffer(values, dtype=F64),
             )
         )
