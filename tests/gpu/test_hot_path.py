@@ -22,6 +22,9 @@ from tests.stats_reference import (
     special_tensors,
 )
 from trickscope import stats
+from trickscope.config import AgentConfig
+from trickscope.distributed import Rank
+from trickscope.run import Run
 
 pytestmark = [
     pytest.mark.gpu,
@@ -42,14 +45,23 @@ class Net(nn.Module):
         return self.head(torch.relu(self.bn(self.conv(x))).flatten(1))
 
 
-def test_hot_path_makes_no_host_sync_and_uses_pinned_buffers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rank", [None, 0, 1])
+def test_hot_path_makes_no_host_sync_and_uses_pinned_buffers(
+    tmp_path: Path, rank: int | None
+) -> None:
+    """Single-process, and as rank 0 and rank 1 of a job (the per-rank summary's hooks too)."""
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = Net().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(8, 3, 16, 16, device=device)
     y = torch.randint(0, 10, (8,), device=device)
-    run = trickscope.init(project="gpu", offline=True, journal_dir=tmp_path)
+    if rank is None:
+        run = trickscope.init(project="gpu", offline=True, journal_dir=tmp_path)
+    else:
+        agent = AgentConfig.from_env({}, offline=True, journal_dir=tmp_path)
+        run = Run(project="gpu", name=None, config=None, tags=None, agent=agent,
+                  rank=Rank(rank, 2, "nccl"), run_id="f" * 32)  # fmt: skip
     run.watch(model, optimizer, every=1, hist_every=1)  # every statistic and histogram due
 
     def step() -> None:
