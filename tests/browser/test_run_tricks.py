@@ -118,6 +118,7 @@ def test_a_distributed_run_gets_per_rank_panels_and_its_straggler_named(dashboar
         series[f"rank/{rank}/data_time"] = (steps(n), [0.15 if rank == 2 else 0.01] * n)
         series[f"rank/{rank}/grad_norm"] = (steps(n), [1.0] * n)
         series[f"rank/{rank}/weight_norm"] = (steps(n), [9.0] * n)
+    series["rank/2/weight_norm"] = (steps(n), [9.0] * 12 + [9.5] * (n - 12))  # drifts at 12
     client.post_points(run_id, series)
     dashboard.goto(f"/runs/{run_id}")
     wait_loaded(dashboard)
@@ -139,11 +140,22 @@ def test_a_distributed_run_gets_per_rank_panels_and_its_straggler_named(dashboar
     assert lines["rank/2/step_time"][0] == lines["rank/2/data_time"][0]
     assert lines["rank/2/step_time"][0] != lines["rank/1/step_time"][0]
     assert lines["rank/2/data_time"][1] == "dash" and lines["rank/2/step_time"][1] == "solid"
+    assert page.text_content("#card-ranknorm .note") == "rank 2 differs from rank 0 from step 12"
     page.wait_for_function(
         "() => document.getElementById('health')?.dataset.state === 'findings'", timeout=15_000
     )
     titles = page.eval_on_selector_all("#health .finding-title", "ts => ts.map(t => t.textContent)")
     assert "Rank 2 waits 150 ms per step for its input, against 10 ms on the other ranks" in titles
+    assert "Weights of rank 2 differ from rank 0's from step 12" in titles
+    dashboard.assert_clean()
+
+    agreeing = client.create_run(project="ddp", name="agree", config={})
+    norms = {f"rank/{r}/grad_norm": (steps(n), [1.0] * n) for r in range(3)}
+    client.post_points(agreeing, norms)
+    dashboard.goto(f"/runs/{agreeing}")
+    wait_loaded(dashboard)
+    wait_chart(dashboard, "chart-ranknorm", 3 * n)
+    assert page.text_content("#card-ranknorm .note") == "all 3 ranks agree at every step drawn"
     dashboard.assert_clean()
 
 

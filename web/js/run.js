@@ -184,6 +184,7 @@ const PANELS = [
     ytitle: "‖·‖₂",
     logy: true,
     style: (name, state) => rankStyle(state, name, name.endsWith("/weight_norm")),
+    note: (chart) => replicaNote(chart),
   },
   {
     key: "rankmem",
@@ -227,6 +228,42 @@ function clipNote(chart) {
   const clipped = values.filter((value) => value > 0).length;
   const share = (100 * clipped) / values.length;
   return `clipped on ${share.toFixed(0)}% of the last ${values.length} logged steps`;
+}
+
+const REPLICA_TOLERANCE = 1e-5; // relative, as the server's health check
+
+function sameValue(a, b) {
+  if (Number.isNaN(a) || Number.isNaN(b)) return Number.isNaN(a) && Number.isNaN(b);
+  if (a === b) return true; // equal infinities too
+  return Math.abs(a - b) <= REPLICA_TOLERANCE * Math.max(Math.abs(a), Math.abs(b));
+}
+
+/** Whether every rank's total norms agree with rank 0's at the steps drawn, and if not, where. */
+function replicaNote(chart) {
+  const reference = new Map(); // stat -> Map(step -> rank 0's value)
+  for (const [name, stored] of chart.store) {
+    const [, rank, stat] = name.split("/");
+    if (rank === "0") reference.set(stat, new Map(stored.x.map((x, i) => [x, toNumber(stored.v[i])])));
+  }
+  const ranks = new Set();
+  let first = null;
+  const differing = new Set();
+  for (const [name, stored] of chart.store) {
+    const [, rank, stat] = name.split("/");
+    ranks.add(rank);
+    const base = reference.get(stat);
+    if (rank === "0" || !base) continue;
+    stored.x.forEach((x, i) => {
+      if (base.has(x) && !sameValue(base.get(x), toNumber(stored.v[i]))) {
+        differing.add(Number(rank));
+        if (first === null || x < first) first = x;
+      }
+    });
+  }
+  if (!reference.size || ranks.size < 2) return "";
+  if (!differing.size) return `all ${ranks.size} ranks agree at every step drawn`;
+  const names = [...differing].sort((a, b) => a - b).join(", ");
+  return `rank${differing.size > 1 ? "s" : ""} ${names} differ${differing.size > 1 ? "" : "s"} from rank 0 from step ${first}`;
 }
 
 function runIdFromPath() {
