@@ -27,7 +27,14 @@ from trickscope.rank_summary import RankSummary
 from trickscope.sender import Sample, Sender
 from trickscope.transfer import Handoff
 from trickscope.watch import Watcher
-from trickscope_wire import LayersDeclare, RunCreate, RunFinish, dumps, finite_or_token
+from trickscope_wire import (
+    LayersDeclare,
+    RankDeclare,
+    RunCreate,
+    RunFinish,
+    dumps,
+    finite_or_token,
+)
 
 
 def json_safe(value: Any) -> Any:
@@ -65,6 +72,16 @@ def system_info(rank: Rank | None = None) -> dict[str, Any]:
     }
     if rank is not None:
         info["distributed"] = {"world_size": rank.world_size, "backend": rank.backend}
+    return info
+
+
+def rank_system_info() -> dict[str, Any]:
+    """:func:`system_info` of this rank's process, with its ``LOCAL_RANK`` where a launcher
+    set one."""
+    info = system_info()
+    local_rank = os.environ.get("LOCAL_RANK", "")
+    if local_rank.isdigit():
+        info["local_rank"] = int(local_rank)
     return info
 
 
@@ -131,6 +148,9 @@ class Run:
         )
         if self._primary:
             self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}", dumps(self._create)))
+        if rank is not None:  # which host and process each rank is (a straggler's, say)
+            body = dumps(RankDeclare(system=rank_system_info()))
+            self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}/ranks/{rank.rank}", body))
         atexit.register(self._at_exit)
 
     @property

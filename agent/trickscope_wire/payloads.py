@@ -79,6 +79,15 @@ class LayersDeclare:
 
 
 @dataclass(frozen=True)
+class RankDeclare:
+    """``PUT /api/v1/runs/{run_id}/ranks/{rank}``: one rank of a distributed job, its host and
+    process (rank 0's ``system`` describes the job as a whole)."""
+
+    system: dict[str, Any]
+    wire_version: int = WIRE_VERSION
+
+
+@dataclass(frozen=True)
 class RunFinish:
     """``POST /api/v1/runs/{run_id}/finish``: the run's final status."""
 

@@ -20,6 +20,7 @@ class RunOut(BaseModel):
     tags: list[str]
     system: dict[str, Any]
     layers: list[str]
+    ranks: dict[str, dict[str, Any]]  # a distributed run's ranks ("0", "1", ...): host, process
     created_at: str
     started_at: str | None
     ended_at: str | None

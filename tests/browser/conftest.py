@@ -19,6 +19,7 @@ from trickscope_wire import (
     HistogramColumns,
     LayersDeclare,
     PointBatch,
+    RankDeclare,
     RunCreate,
     RunFinish,
     SeriesColumns,
@@ -176,6 +177,9 @@ class Client:
 
     def declare_layers(self, run_id: str, layers: list[str]) -> dict:
         return self._send("PUT", f"/runs/{run_id}/layers", dumps(LayersDeclare(layers=layers)))
+
+    def declare_rank(self, run_id: str, rank: int, system: dict) -> dict:
+        return self._send("PUT", f"/runs/{run_id}/ranks/{rank}", dumps(RankDeclare(system=system)))
 
     def finish(self, run_id: str, status: str = "finished") -> dict:
         return self._send("POST", f"/runs/{run_id}/finish", dumps(RunFinish(status=status)))

@@ -118,6 +118,9 @@ def test_a_distributed_run_gets_per_rank_panels_and_its_straggler_named(dashboar
         series[f"rank/{rank}/data_time"] = (steps(n), [0.15 if rank == 2 else 0.01] * n)
         series[f"rank/{rank}/grad_norm"] = (steps(n), [1.0] * n)
         series[f"rank/{rank}/weight_norm"] = (steps(n), [9.0] * n)
+        host = {"hostname": f"node-{rank // 2}", "pid": 100 + rank, "local_rank": rank % 2}
+        client.declare_rank(run_id, rank, host)
+    client.declare_rank(run_id, 10, {"hostname": "<b>node-5</b>", "pid": 110})  # text, in order
     series["rank/2/weight_norm"] = (steps(n), [9.0] * 12 + [9.5] * (n - 12))  # drifts at 12
     client.post_points(run_id, series)
     dashboard.goto(f"/runs/{run_id}")
@@ -141,6 +144,17 @@ def test_a_distributed_run_gets_per_rank_panels_and_its_straggler_named(dashboar
     assert lines["rank/2/step_time"][0] != lines["rank/1/step_time"][0]
     assert lines["rank/2/data_time"][1] == "dash" and lines["rank/2/step_time"][1] == "solid"
     assert page.text_content("#card-ranknorm .note") == "rank 2 differs from rank 0 from step 12"
+    rows = page.eval_on_selector_all(
+        "#system-table tr",
+        "trs => trs.map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])",
+    )
+    ranks = [row for row in rows if row[0].startswith("rank ")]
+    assert ranks == [
+        ["rank 0", "node-0 · pid 100 · local rank 0"],
+        ["rank 1", "node-0 · pid 101 · local rank 1"],
+        ["rank 2", "node-1 · pid 102 · local rank 0"],
+        ["rank 10", "<b>node-5</b> · pid 110"],
+    ]
     page.wait_for_function(
         "() => document.getElementById('health')?.dataset.state === 'findings'", timeout=15_000
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.parse
@@ -87,6 +88,12 @@ def test_a_job_is_one_run_and_the_straggler_is_named(live_server: LiveServer) ->
     (run,) = get_json(f"{url}/api/v1/runs?project=ddp")["runs"]
     assert run["id"] == run_id and run["status"] == "finished"
     assert run["system"]["distributed"] == {"world_size": 3, "backend": "gloo"}
+    # Each rank declared its host and process.
+    ranks = run["ranks"]
+    assert sorted(ranks) == ["0", "1", "2"]
+    assert sorted(info["local_rank"] for info in ranks.values()) == [0, 1, 2]
+    assert len({info["pid"] for info in ranks.values()}) == 3
+    assert {info["hostname"] for info in ranks.values()} == {socket.gethostname()}
     names = series_names(url, run_id)
     layers = ["module.0.weight", "module.0.bias", "module.2.weight", "module.2.bias"]
     # Per-layer statistics and the tricks' reports once, from rank 0.
@@ -116,6 +123,7 @@ def test_a_job_is_one_run_and_the_straggler_is_named(live_server: LiveServer) ->
     assert "ranks-gradients-differ" not in found and "ranks-weights-differ" not in found
     straggler = found["straggler"]
     assert straggler["title"].startswith("Rank 2 waits"), straggler
+    assert straggler["detail"].endswith(f"a busier host on {socket.gethostname()}.")
 
 
 def test_replicas_that_drift_apart_are_named_with_the_step(live_server: LiveServer) -> None:

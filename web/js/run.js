@@ -313,7 +313,7 @@ function fillTable(table, object, emptyText) {
     table.append(el("tr", {}, [el("td", { className: "muted", text: emptyText })]));
     return;
   }
-  entries.sort(([a], [b]) => a.localeCompare(b));
+  entries.sort(([a], [b]) => a.localeCompare(b, undefined, { numeric: true })); // rank 2 < rank 10
   for (const [key, value] of entries) {
     table.append(
       el("tr", {}, [el("th", { text: key, attrs: { scope: "row" } }), el("td", { text: valueText(value) })]),
@@ -413,8 +413,20 @@ function renderHeader(run) {
   const config = run.config && typeof run.config === "object" ? { ...run.config } : run.config;
   if (config && typeof config === "object" && typeof config.tricks === "object") delete config.tricks;
   fillTable(document.getElementById("config-table"), config, "no config recorded");
-  fillTable(document.getElementById("system-table"), run.system, "no system info recorded");
+  fillTable(document.getElementById("system-table"), { ...run.system, ...rankRows(run.ranks) }, "no system info recorded");
   renderTricks(run.config && run.config.tricks);
+}
+
+/** A distributed run's ranks as system-table rows: "rank 2" → "node-b · pid 4242 · local rank 0". */
+function rankRows(ranks) {
+  const rows = {};
+  for (const [rank, info] of Object.entries(ranks || {})) {
+    const parts = [info.hostname, info.pid !== undefined ? `pid ${info.pid}` : null];
+    if (info.local_rank !== undefined) parts.push(`local rank ${info.local_rank}`);
+    if (info.device) parts.push(info.device);
+    rows[`rank ${rank}`] = parts.filter((part) => part !== null && part !== undefined).join(" · ");
+  }
+  return rows;
 }
 
 function slug(text) {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
 from trickscope_server.api.deps import DatabaseDep, RunId, SettingsDep
@@ -23,7 +23,7 @@ from trickscope_server.schemas import (
     SeriesPoints,
 )
 from trickscope_server.services import export, health, query, runs
-from trickscope_wire import LayersDeclare, RunCreate, RunFinish
+from trickscope_wire import LayersDeclare, RankDeclare, RunCreate, RunFinish
 
 router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=DecodingRoute)
 
@@ -38,6 +38,17 @@ def put_run(run_id: RunId, payload: RunCreate, db: DatabaseDep) -> RunOut:
 def put_layers(run_id: RunId, payload: LayersDeclare, db: DatabaseDep) -> RunOut:
     """Declare the model's parameter names in model order."""
     return runs.declare_layers(db, run_id=run_id, payload=payload)
+
+
+@router.put("/runs/{run_id}/ranks/{rank}", response_model=RunOut)
+def put_rank(
+    run_id: RunId,
+    rank: Annotated[int, Path(ge=0, le=runs.MAX_RANK, description="The rank in the job.")],
+    payload: RankDeclare,
+    db: DatabaseDep,
+) -> RunOut:
+    """Declare one rank of a distributed run: its host and process."""
+    return runs.declare_rank(db, run_id=run_id, rank=rank, payload=payload)
 
 
 @router.post("/runs/{run_id}/finish", response_model=RunOut)

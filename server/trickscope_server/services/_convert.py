@@ -72,6 +72,7 @@ def run_out_dict(run: RunRow, series: list[SeriesRow]) -> dict[str, object]:
         "tags": run.tags,
         "system": run.system,
         "layers": run.layers,
+        "ranks": run.ranks,
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "ended_at": iso(run.ended_at),

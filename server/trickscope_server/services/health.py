@@ -80,6 +80,11 @@ class RunView(Protocol):
         ...
 
     @property
+    def ranks(self) -> Mapping[str, Mapping[str, Any]]:
+        """A distributed run's ranks (``"0"``, ``"1"``, ...): each one's host and process."""
+        ...
+
+    @property
     def summaries(self) -> Mapping[str, Summary]: ...
 
     def series(self, name: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
@@ -574,6 +579,8 @@ def stragglers(view: RunView) -> Iterable[Finding]:
         and step_time > 0
         and excess / step_time > STRAGGLER_SHARE
     ):
+        host = view.ranks.get(str(slow), {}).get("hostname")
+        where = f"on {host}" if isinstance(host, str) and host else "where it runs"
         yield Finding(
             "straggler",
             "warning",
@@ -582,7 +589,7 @@ def stragglers(view: RunView) -> Iterable[Finding]:
             f"Every rank waits for the slowest at the gradient all-reduce, so this costs the whole "
             f"job about {100 * excess / step_time:.0f}% of each {1000 * step_time:.0f} ms step. "
             "Give that rank's DataLoader more workers (or pin_memory and prefetching), and look "
-            "for a slower disk or a busier host where it runs.",
+            f"for a slower disk or a busier host {where}.",
         )
 
 
@@ -627,6 +634,7 @@ class _StoredRun:
         self.status = run.status
         self.config: Mapping[str, Any] = run.config
         self.layers: Sequence[str] = list(run.layers)
+        self.ranks: Mapping[str, Mapping[str, Any]] = run.ranks
         self._layer_set = set(self.layers)
         self._ids = {row.name: row.id for row in rows}
         self._cursor = cursor

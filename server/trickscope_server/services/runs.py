@@ -19,7 +19,14 @@ from trickscope_server.schemas import RunOut, RunPage, SeriesList, SeriesOut
 from trickscope_server.services._convert import finite_or_none, run_out_dict, stored_last_value
 from trickscope_server.storage import Database, RunRow, SeriesRow, Session
 from trickscope_server.storage import runs as store
-from trickscope_wire import WIRE_VERSION, LayersDeclare, RunCreate, RunFinish, finite_or_token
+from trickscope_wire import (
+    WIRE_VERSION,
+    LayersDeclare,
+    RankDeclare,
+    RunCreate,
+    RunFinish,
+    finite_or_token,
+)
 from trickscope_wire.payloads import FINAL_STATUSES, RUN_STATUSES
 
 MAX_PAGE = 200
@@ -93,6 +100,7 @@ def upsert_run(db: Database, *, run_id: str, payload: RunCreate) -> RunOut:
                 "tags": list(payload.tags),
                 "system": payload.system,
                 "layers": [],
+                "ranks": {},
                 "created_at": now,
                 "started_at": started_at if started_at is not None else now,
                 "ended_at": None,
@@ -125,6 +133,19 @@ def declare_layers(db: Database, *, run_id: str, payload: LayersDeclare) -> RunO
     with db.transaction() as session:
         run = require_run(session, run_id, for_update=True)
         run.layers = list(dict.fromkeys(payload.layers))
+        run.updated_at = time.time()
+        return _run_out(session, run)
+
+
+MAX_RANK = 1 << 20
+
+
+def declare_rank(db: Database, *, run_id: str, rank: int, payload: RankDeclare) -> RunOut:
+    """Record one rank's host and process in a distributed run (idempotent per rank)."""
+    check_wire_version(payload.wire_version)
+    with db.transaction() as session:
+        run = require_run(session, run_id, for_update=True)  # ranks declare concurrently
+        run.ranks = {**run.ranks, str(rank): payload.system}  # a new dict: JSON change tracked
         run.updated_at = time.time()
         return _run_out(session, run)
 

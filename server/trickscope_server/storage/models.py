@@ -43,6 +43,8 @@ class RunRow(Base):
     tags: Mapped[list[str]] = mapped_column(JSON)
     system: Mapped[dict[str, Any]] = mapped_column(JSON)
     layers: Mapped[list[str]] = mapped_column(JSON)
+    # A distributed job's ranks: {"<rank>": system info of that rank's process}.
+    ranks: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)

@@ -22,6 +22,7 @@ class Run:
     columns: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     status: str = "finished"
+    ranks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, name: str, values: Any, steps: Any = None) -> Run:
         values = np.asarray(values, dtype=np.float64)
@@ -239,7 +240,10 @@ def test_a_rank_waiting_on_its_input_is_named_as_the_straggler() -> None:
     run.columns["rank/3/data_time"][1][:] += 0.1  # half of a 200 ms step
     (finding,) = checks(run, health.stragglers)
     assert finding.check == "straggler" and finding.title.startswith("Rank 3 waits 11")
-    assert "% of each 20" in finding.detail
+    assert "% of each 20" in finding.detail and finding.detail.endswith("host where it runs.")
+    run.ranks = {"3": {"hostname": "node-7", "pid": 4242}}  # as the rank declared itself
+    (finding,) = checks(run, health.stragglers)
+    assert finding.detail.endswith("a busier host on node-7.")
     # A rank twice as slow to get its input, but by 7% of the step, is left alone.
     quiet = distributed_run(world_size=2)
     quiet.columns["rank/1/data_time"][1][:] += 0.014

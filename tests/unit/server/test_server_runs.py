@@ -48,6 +48,26 @@ def test_layers_are_kept_in_model_order_and_per_layer_series_leave_latest(
     assert latest == {"loss/train": 0.25, "grad_norm/total": "NaN"}
 
 
+def test_ranks_declare_their_host_and_a_config_update_keeps_them(
+    client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    make_run("r1")
+    for rank, host in ((1, "node-b"), (0, "node-a"), (1, "node-b2")):  # a re-declare replaces
+        out = client.put(f"/api/v1/runs/r1/ranks/{rank}", json={"system": {"hostname": host}})
+        assert out.status_code == 200
+    assert out.json()["ranks"] == {"0": {"hostname": "node-a"}, "1": {"hostname": "node-b2"}}
+    make_run("r1")  # rank 0 sends its run again (a config update): the ranks stay
+    assert client.get("/api/v1/runs/r1").json()["ranks"]["1"] == {"hostname": "node-b2"}
+
+    missing = client.put("/api/v1/runs/nope/ranks/1", json={"system": {}})
+    assert missing.status_code == 404 and "PUT /api/v1/runs/nope" in missing.json()["detail"]
+    for bad_rank in ("-1", "x", str(2**21)):
+        bad = client.put(f"/api/v1/runs/r1/ranks/{bad_rank}", json={"system": {}})
+        assert bad.status_code == 422 and bad.json()["errors"], bad_rank
+    not_a_dict = client.put("/api/v1/runs/r1/ranks/2", json={"system": ["host"]})
+    assert not_a_dict.status_code == 422
+
+
 def test_finish_sets_status_and_end_time(client: TestClient, make_run: Callable[..., dict]) -> None:
     make_run("r1")
     out = client.post("/api/v1/runs/r1/finish", json={"status": "failed", "ended_at": 1.7e9})
