@@ -144,9 +144,11 @@ def declare_rank(db: Database, *, run_id: str, rank: int, payload: RankDeclare) 
     """Record one rank's host and process in a distributed run (idempotent per rank)."""
     check_wire_version(payload.wire_version)
     with db.transaction() as session:
-        run = require_run(session, run_id, for_update=True)  # ranks declare concurrently
+        # The ranks of a job declare at the same moment, and this is a read-modify-write: take
+        # the run's write lock before the read (SQLite reads outside it, and ignores FOR UPDATE).
+        store.touch_run(session, run_id=run_id, now=time.time())
+        run = require_run(session, run_id)
         run.ranks = {**run.ranks, str(rank): payload.system}  # a new dict: JSON change tracked
-        run.updated_at = time.time()
         return _run_out(session, run)
 
 

@@ -8,7 +8,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, delete, func, literal, or_, select
+from sqlalchemy import (
+    Float,
+    Table,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
@@ -29,6 +42,18 @@ def insert_ignore(session: Session, table: Any) -> Any:
     if dialect == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing()
     raise ValueError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
+
+
+def touch_run(session: Session, *, run_id: str, now: float) -> None:
+    """Set the run's ``updated_at``: a write, so the transaction holds the run's write lock
+    (SQLite: the database's; PostgreSQL: the row's) from here on."""
+    session.connection().execute(_TOUCH_RUN, {"b_run": run_id, "b_now": now})
+
+
+_runs: Table = RunRow.__table__  # type: ignore[assignment]
+_TOUCH_RUN = (
+    update(_runs).where(_runs.c.id == bindparam("b_run")).values(updated_at=bindparam("b_now"))
+)
 
 
 def get_run(session: Session, run_id: str, *, for_update: bool = False) -> RunRow | None:

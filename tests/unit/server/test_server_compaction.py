@@ -18,7 +18,7 @@ from tests.unit.server.test_server_sse import _events, base_url  # noqa: F401 (f
 from trickscope_server.api import events as events_api
 from trickscope_server.services import compact, ingest, runs
 from trickscope_server.storage import ChunkRow
-from trickscope_wire import RunCreate, dumps
+from trickscope_wire import RankDeclare, RunCreate, dumps
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -197,3 +197,30 @@ def test_racing_first_puts_of_one_run_both_succeed(app: FastAPI) -> None:
         t.join(timeout=30)
     assert errors == []
     assert runs.get_run(db, run_id="race").name in {"n0", "n1", "n2", "n3"}
+
+
+def test_ranks_declaring_at_the_same_moment_are_all_kept(app: FastAPI) -> None:
+    """Each declaration merges into the run's ranks: without the run's write lock taken before
+    the read, concurrent ones would each write back a stale copy and all but one be lost."""
+    db = app.state.db
+    runs.upsert_run(db, run_id="job", payload=RunCreate(project="p", name="job"))
+    world_size = 12
+    barrier = threading.Barrier(world_size)
+    errors: list[BaseException] = []
+
+    def declare(rank: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            payload = RankDeclare(system={"hostname": f"node-{rank}"})
+            runs.declare_rank(db, run_id="job", rank=rank, payload=payload)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=declare, args=(r,)) for r in range(world_size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    ranks = runs.get_run(db, run_id="job").ranks
+    assert ranks == {str(r): {"hostname": f"node-{r}"} for r in range(world_size)}
