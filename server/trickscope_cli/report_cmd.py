@@ -188,12 +188,16 @@ _DRAW = r"""
     });
   }
   table("config", run.config);
-  table("system", run.system);
+  var ranks = {};
+  Object.keys(run.ranks || {}).forEach(function (k) { ranks["rank " + k] = run.ranks[k]; });
+  table("system", Object.assign({}, run.system, ranks));
   var families = {};
   var order = [];
   data.series.forEach(function (s) {
+    // A distributed run's per-rank series: one chart per quantity, every rank in it.
+    var perRank = /^rank\/\d+\/(.+)$/.exec(s.name);
     var slash = s.name.indexOf("/");
-    var fam = slash > 0 ? s.name.slice(0, slash) : s.name;
+    var fam = perRank ? "per rank: " + perRank[1] : slash > 0 ? s.name.slice(0, slash) : s.name;
     if (!families[fam]) { families[fam] = []; order.push(fam); }
     families[fam].push(s);
   });

@@ -41,3 +41,33 @@ def test_report_opens_offline_with_its_charts(dashboard, client, live_server, tm
     assert [url for url in requests if not url.startswith("file://")] == []
     assert not dashboard.dialogs
     dashboard.assert_clean()
+
+
+def test_a_distributed_runs_report_draws_one_chart_per_rank_quantity(
+    dashboard, client, live_server, tmp_path: Path
+):
+    run_id = client.create_run(project="ddp", name="job")
+    series = {}
+    for rank in range(3):
+        client.declare_rank(run_id, rank, {"hostname": f"node-{rank}", "pid": 10 + rank})
+        series[f"rank/{rank}/step_time"] = (list(range(8)), [0.2] * 8)
+        series[f"rank/{rank}/grad_norm"] = (list(range(8)), [1.0] * 8)
+    series["rank/1/loss/train"] = (list(range(8)), [0.5] * 8)
+    client.post_points(run_id, series)
+    output = tmp_path / "ddp.html"
+    subprocess.run(
+        [sys.executable, "-m", "trickscope_cli", "report", run_id, "-o", str(output)]
+        + ["--url", live_server.url],
+        check=True,
+        timeout=60,
+    )
+    page = dashboard.page
+    page.goto(output.as_uri())
+    page.wait_for_function("() => document.body.dataset.loaded === 'true'")
+    titles = page.eval_on_selector_all(".card h2", "hs => hs.map(h => h.textContent)")
+    assert titles == ["per rank: grad_norm", "per rank: loss/train", "per rank: step_time"]
+    points = page.eval_on_selector_all(".chart", "ds => ds.map(d => d.dataset.points)")
+    assert points == ["24", "8", "24"]
+    system = page.eval_on_selector_all("#system th", "ths => ths.map(th => th.textContent)")
+    assert ["rank 0", "rank 1", "rank 2"] == [name for name in system if name.startswith("rank")]
+    dashboard.assert_clean()
