@@ -41,6 +41,7 @@ TAIL = 0.2  # the last fifth of a run is "at the end"
 REPLICA_TOLERANCE = 1e-5  # relative: DDP replicas agree to the last bit, this allows mixed kernels
 STRAGGLER_FACTOR = 2.0  # a rank's input wait against the other ranks' typical wait
 STRAGGLER_SHARE = 0.1  # ... and its excess as a share of the step, below which it is noise
+STRAGGLER_SECONDS = 0.005  # ... and in absolute terms: on millisecond steps, scheduling jitter
 
 
 @dataclass(frozen=True)
@@ -578,6 +579,7 @@ def stragglers(view: RunView) -> Iterable[Finding]:
         waits[slow] > STRAGGLER_FACTOR * typical
         and step_time > 0
         and excess / step_time > STRAGGLER_SHARE
+        and excess > STRAGGLER_SECONDS
     ):
         host = view.ranks.get(str(slow), {}).get("hostname")
         where = f"on {host}" if isinstance(host, str) and host else "where it runs"

@@ -248,6 +248,12 @@ def test_a_rank_waiting_on_its_input_is_named_as_the_straggler() -> None:
     quiet = distributed_run(world_size=2)
     quiet.columns["rank/1/data_time"][1][:] += 0.014
     assert checks(quiet, health.stragglers) == []
+    # Nor is a 3 ms wait on a 5 ms step: half the step, but scheduling jitter at that scale.
+    tiny = distributed_run(world_size=2)
+    for rank, wait in ((0, 0.0005), (1, 0.003)):
+        tiny.columns[f"rank/{rank}/step_time"][1][:] = 0.005
+        tiny.columns[f"rank/{rank}/data_time"][1][:] = wait
+    assert checks(tiny, health.stragglers) == []
 
 
 def test_findings_are_sorted_by_severity_then_step() -> None:
