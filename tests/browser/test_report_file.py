@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_report import HOSTILE, make_run
+from tests.integration.test_report import HOSTILE, make_run, report
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -16,12 +14,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 def test_report_opens_offline_with_its_charts(dashboard, client, live_server, tmp_path: Path):
     run_id = make_run(client)
     output = tmp_path / "run.html"
-    subprocess.run(
-        [sys.executable, "-m", "trickscope_cli", "report", run_id, "-o", str(output)]
-        + ["--url", live_server.url],
-        check=True,
-        timeout=60,
-    )
+    assert report(live_server.url, run_id, output).returncode == 0
     page = dashboard.page
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
@@ -55,12 +48,7 @@ def test_a_distributed_runs_report_draws_one_chart_per_rank_quantity(
     series["rank/1/loss/train"] = (list(range(8)), [0.5] * 8)
     client.post_points(run_id, series)
     output = tmp_path / "ddp.html"
-    subprocess.run(
-        [sys.executable, "-m", "trickscope_cli", "report", run_id, "-o", str(output)]
-        + ["--url", live_server.url],
-        check=True,
-        timeout=60,
-    )
+    assert report(live_server.url, run_id, output).returncode == 0
     page = dashboard.page
     page.goto(output.as_uri())
     page.wait_for_function("() => document.body.dataset.loaded === 'true'")
