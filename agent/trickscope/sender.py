@@ -387,6 +387,14 @@ class Sender:
                 if self._awaits_run and exc.status == 404:  # rank 0 has not created it yet
                     self._failures += 1
                     self._retry_at = time.monotonic() + backoff(self._failures)
+                    self._incidents.throttled(
+                        "awaiting run",
+                        "trickscope: rank 0 has not created run %s on %s yet; holding this "
+                        "rank's data (%d attempts so far)",
+                        self._points_path.split("/")[-2],
+                        self._config.url,
+                        self._failures,
+                    )
                     return
                 # Retrying a request the server refuses would block everything behind it.
                 self._incidents.error(f"rejected {exc.status}", exc)

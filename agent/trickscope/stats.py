@@ -1,5 +1,8 @@
 """Per-layer statistics and histograms, computed as device ops without reading back to the host.
 
+(On CPU, where a tensor is host memory and a read waits for nothing, the per-tensor path reads a
+few of its own per-tensor results to skip whole passes: see :func:`_on_host`.)
+
 Every function takes tensors of one (device, dtype) group and returns float32 results, one column
 per tensor. The scalar statistics work in a :class:`Scratch`: one float32 flat buffer per group,
 allocated once and reused, so that a due step makes a handful of passes over memory and allocates
