@@ -122,6 +122,7 @@ class Sender:
         # the server before it does, so until one is accepted "no such run" means "not yet".
         self._awaits_run = rank != 0
         self._dropped_key = DROPPED if rank == 0 else f"rank/{rank}/{DROPPED}"
+        self._run_id = run_id
         self._points_path = f"/api/v1/runs/{run_id}/points"
         self._queue: queue.Queue[object] = queue.Queue(maxsize=config.queue_size)
         self._connection = Connection(config.url, timeout=config.http_timeout)
@@ -391,7 +392,7 @@ class Sender:
                         "awaiting run",
                         "trickscope: rank 0 has not created run %s on %s yet; holding this "
                         "rank's data (%d attempts so far)",
-                        self._points_path.split("/")[-2],
+                        self._run_id,
                         self._config.url,
                         self._failures,
                     )
