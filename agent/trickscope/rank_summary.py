@@ -33,7 +33,11 @@ Emit = Callable[[int, Sequence[str], Tensor, list[tuple[str, float]]], None]
 
 
 def total_norm(tensors: list[Tensor], device: torch.device) -> Tensor:
-    """The L2 norm of all ``tensors`` together, as a float32 0-d tensor on ``device``."""
+    """The L2 norm of all ``tensors`` together, as a float32 0-d tensor on ``device``.
+
+    Not ``torch.nn.utils.get_total_norm``, which the clipping trick uses: it keeps the tensors'
+    dtype, and a bfloat16 norm (3 significant digits) would hide replicas drifting apart.
+    """
     norms: list[Tensor] = []
     for indices in _foreach.group_by_device_dtype(tensors).values():
         group = [tensors[i] for i in indices]

@@ -269,7 +269,7 @@ def weight_stats(
 
 def _known_finite(values: Tensor) -> bool:
     """Whether ``values`` are on the CPU and all finite; ``False``, unread, on any device."""
-    return values.device.type == "cpu" and all(_on_host(torch.isfinite(values).all().reshape(1)))
+    return values.device.type == "cpu" and all(_on_host(torch.isfinite(values)))
 
 
 def _on_host(values: Tensor) -> list[bool]:

@@ -557,18 +557,24 @@ def replicas(view: RunView) -> Iterable[Finding]:
         return  # differing gradients explain differing weights: one finding is the cause
 
 
+def _finite_median(view: RunView, name: str) -> float | None:
+    """The median of a series' finite values, or ``None`` when it has none."""
+    values = view.series(name)[1]
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else None
+
+
 def stragglers(view: RunView) -> Iterable[Finding]:
     """A rank that waits for its input far longer than the others, holding every rank up."""
-    waits = {
-        rank: float(np.median(finite))
-        for rank, name in _by_rank(view, "data_time").items()
-        if (finite := (values := view.series(name)[1])[np.isfinite(values)]).size
+    medians = {
+        stat: {
+            rank: median
+            for rank, name in _by_rank(view, stat).items()
+            if (median := _finite_median(view, name)) is not None
+        }
+        for stat in ("data_time", "step_time")
     }
-    step_times = [
-        float(np.median(finite))
-        for name in _by_rank(view, "step_time").values()
-        if (finite := (values := view.series(name)[1])[np.isfinite(values)]).size
-    ]
+    waits, step_times = medians["data_time"], list(medians["step_time"].values())
     if len(waits) < 2 or not step_times:
         return
     slow = max(waits, key=lambda rank: waits[rank])
