@@ -5,16 +5,18 @@
 
 Per model: warm-up, then ``--steps`` steps with every statistic and every histogram due at every
 step under ``torch.cuda.set_sync_debug_mode("error")`` (any host sync on the training thread
-raises), then plain training, the default cadence and every scalar statistic at every step,
-timed step by step in alternating blocks, medians compared. Exits non-zero when a sync was caught
-or the agent recorded an error (the overhead target, ≤ 1 % on a GPU, is printed, not enforced:
-it is a benchmark).
+raises), then plain training, the default cadence and every scalar statistic at every step (with
+the fused row kernels of ``trickscope.row_kernels``, then with torch ops alone), timed step by
+step in alternating blocks, medians compared. Exits non-zero when a sync was caught, the agent
+recorded an error, or the row kernels failed on CUDA where Triton is installed (the overhead
+target, ≤ 1 % on a GPU, is printed, not enforced: it is a benchmark).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import platform
 import statistics
 import sys
@@ -110,6 +112,7 @@ def allocated(device: torch.device) -> int:
 
 def check(name: str, args: argparse.Namespace, journal: str) -> dict[str, Any]:
     import trickscope
+    from trickscope import row_kernels
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -150,9 +153,12 @@ def check(name: str, args: argparse.Namespace, journal: str) -> dict[str, Any]:
         for _ in range(args.steps):
             step()
     errors = run.incidents.errors
-    # 2. Overhead: plain, default cadence and every scalar at every step, in alternating blocks
-    # so that clock and thermal drift hit all three alike; medians over all their steps.
-    times: dict[str, list[float]] = {"plain": [], "default": [], "every1": []}
+    # The fused row kernels ran through part 1 (on CUDA, where Triton is) unless one failed.
+    kernels = row_kernels.usable(device)
+    # 2. Overhead: plain, default cadence and every scalar at every step (with the fused row
+    # kernels, then with torch ops alone), in alternating blocks so that clock and thermal drift
+    # hit all alike; medians over all their steps.
+    times: dict[str, list[float]] = {"plain": [], "default": [], "every1": [], "every1_ops": []}
     block = max(args.steps // args.rounds, 1)
     for _ in range(args.rounds):
         unwatch()
@@ -161,6 +167,8 @@ def check(name: str, args: argparse.Namespace, journal: str) -> dict[str, Any]:
         times["default"] += timed(step, block, device)
         watch(every=1, hist_every=0)
         times["every1"] += timed(step, block, device)
+        with row_kernels.use_kernels(False):
+            times["every1_ops"] += timed(step, block, device)
     if args.profile:
         profile(step, device)
     run.finish(timeout=10.0)
@@ -170,6 +178,8 @@ def check(name: str, args: argparse.Namespace, journal: str) -> dict[str, Any]:
         "default_pct": 100 * (statistics.median(times["default"]) / base - 1),
         "every1_ms": 1000 * statistics.median(times["every1"]),
         "every1_pct": 100 * (statistics.median(times["every1"]) / base - 1),
+        "every1_ops_pct": 100 * (statistics.median(times["every1_ops"]) / base - 1),
+        "kernels": kernels,
         "agent_mib": agent_bytes / 2**20,
         "agent_errors": errors + run.incidents.errors,
         "incidents": dict(run.incidents.by_kind),
@@ -192,27 +202,32 @@ def main() -> int:
         print("no CUDA device: run with --device cpu --steps 3 --small for a smoke test")
         return 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    triton_installed = importlib.util.find_spec("triton") is not None
     print(f"machine: {platform.platform()}, {name or 'cpu'}, torch {torch.__version__}")
     print(
         "| model | plain step (ms) | default cadence | every=1 (ms) | every=1 | "
-        "agent GPU memory | host syncs |"
+        "every=1, torch ops only | row kernels | agent GPU memory | host syncs |"
     )
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---|")
     failed = False
     with tempfile.TemporaryDirectory() as journal:
         for model in args.models:
             try:
                 result = check(model, args, journal)
             except RuntimeError as exc:  # set_sync_debug_mode("error") raises on a sync
-                print(f"| {model} | | | | | | FAILED: {exc} |")
+                print(f"| {model} | | | | | | | | FAILED: {exc} |")
                 failed = True
                 continue
             errors = result["agent_errors"]
             syncs = "none" if errors == 0 else f"agent errors: {result['incidents']}"
             failed |= errors != 0
+            if device.type == "cuda" and triton_installed and not result["kernels"]:
+                syncs += "; the row kernels failed (see the warning above)"
+                failed = True
             print(
                 f"| {model} | {result['plain_ms']:.1f} | {result['default_pct']:+.1f} % | "
                 f"{result['every1_ms']:.1f} | {result['every1_pct']:+.1f} % | "
+                f"{result['every1_ops_pct']:+.1f} % | {'on' if result['kernels'] else 'off'} | "
                 f"{result['agent_mib']:.0f} MiB | {syncs} |"
             )
     print("target: overhead ≤ 1 % on a GPU; zero host syncs from the agent")

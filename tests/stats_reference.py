@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from trickscope.segments import ROW
+
 
 def reference_grad(g: Tensor) -> list[float]:
     g = g.detach().float()
@@ -59,6 +61,33 @@ def special_tensors(dtype: torch.dtype) -> list[Tensor]:
             torch.randn(64),
         )
     ]
+
+
+def boundary_tensors() -> list[Tensor]:
+    """Every padding case (0, 1, ROW − 1, ROW, ROW + 1 elements, several rows) and the values
+    that break naive formulas (NaN, ±Inf, zeros, a mean that dominates the spread)."""
+    torch.manual_seed(0)
+    row = ROW
+    with_nan = torch.randn(row - 1)
+    with_nan[5] = math.nan
+    with_inf = torch.randn(row + 1)
+    with_inf[row] = -math.inf
+    return [
+        torch.randn(3),
+        torch.zeros(0),
+        with_nan,
+        torch.randn(row),
+        with_inf,
+        torch.tensor([2.5]),
+        1.0 + 1e-4 * torch.randn(3000),  # a LayerNorm weight: the mean dominates
+        torch.zeros(2 * row + 7),
+    ]
+
+
+def extreme_tensors() -> list[Tensor]:
+    """Magnitudes whose squares leave float32's range, over several rows."""
+    torch.manual_seed(1)
+    return [1e30 * torch.randn(1500), 1e-30 * torch.randn(1500)]
 
 
 def reference_histogram(t: Tensor, bins: int) -> tuple[float, float, float, list[float]]:

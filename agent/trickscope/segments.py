@@ -60,12 +60,13 @@ class RowLayout:
         self._device = device
         self._rows = offset
         self._host_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
-        self._offsets = to_device(self._host_offsets, device)  # each tensor's first row, the end
+        self.offsets = to_device(self._host_offsets, device)  # each tensor's first row, the end
         self._stacked: dict[int, Tensor] = {}  # offsets for k columns laid end to end
         self.row_tensor = to_device(row_tensor, device)  # the tensor each row belongs to
         padding = counts.to(torch.float64) * ROW - torch.tensor(sizes, dtype=torch.float64)
         self.padding = to_device(padding, device)  # padding elements after each tensor
         self.row_counts = to_device(row_counts, device)  # elements of its tensor in each row
+        self.row_valid = to_device(row_counts.to(torch.int32), device)  # the same, as int32
         self._last_rows = to_device(last, device)
         self._last_used = to_device(used.to(torch.float32), device)
         self._last_is_tensor = to_device(valid, device)
@@ -79,7 +80,7 @@ class RowLayout:
         """
         values = per_row.to(torch.float64)
         if values.dim() == 1:
-            return self._reduce(values, "sum", self._offsets)
+            return self._reduce(values, "sum", self.offsets)
         columns = values.shape[1]
         offsets = self._stacked.get(columns)
         if offsets is None:
@@ -97,11 +98,11 @@ class RowLayout:
 
     def max(self, per_row: Tensor) -> Tensor:
         """Per tensor, the largest of its rows' values (NaN wherever a row is NaN)."""
-        return self._reduce(per_row, "max", self._offsets)
+        return self._reduce(per_row, "max", self.offsets)
 
     def min(self, per_row: Tensor) -> Tensor:
         """Per tensor, the smallest of its rows' values (NaN wherever a row is NaN)."""
-        return self._reduce(per_row, "min", self._offsets)
+        return self._reduce(per_row, "min", self.offsets)
 
     def per_row(self, per_tensor: Tensor) -> Tensor:
         """A per-tensor value repeated for each of the tensor's rows."""

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from trickscope import _foreach
+from trickscope import _foreach, row_kernels
 from trickscope.segments import ROW, RowLayout, to_device
 
 GRAD_STATS = (
@@ -184,15 +184,30 @@ def _row_squares(matrix: Tensor) -> Tensor:
     return norms.square()
 
 
-def _rows_summed(buf: Scratch, n: Tensor, counts: list[Tensor]) -> tuple[Tensor, ...]:
-    """Per tensor of the loaded buffer: L2 norm, mean, unbiased std (float64), then the sum of
-    each per-row vector in ``counts``; every per-tensor sum in one segmented reduction."""
+def _row_moments(buf: Scratch, *, counts: bool) -> Tensor:
+    """Per row of the loaded buffer, by torch ops, the columns of
+    :data:`row_kernels.MOMENT_COLUMNS` (the first three without ``counts``), float64."""
     rows, matrix = buf.rows, buf.matrix
     row_mean, row_m2 = rows.moments(matrix)
-    per_row = torch.stack([_row_squares(matrix), row_mean * rows.row_counts, row_m2, *counts], 1)
+    columns = [_row_squares(matrix), row_mean * rows.row_counts, row_m2]
+    if counts:
+        f64 = torch.float64
+        columns += [
+            matrix.ne(0).sum(dim=1, dtype=f64),
+            matrix.isnan().sum(dim=1, dtype=f64),
+            matrix.isinf().sum(dim=1, dtype=f64),
+            torch.linalg.vector_norm(matrix, math.inf, dim=1).to(f64),
+        ]
+    return torch.stack(columns, 1)
+
+
+def _per_tensor(rows: RowLayout, n: Tensor, per_row: Tensor) -> tuple[Tensor, ...]:
+    """From per-row Σx², Σx, M2 and further columns to sum (float64): per tensor the L2 norm,
+    mean and unbiased std, then the further columns' sums; every sum in one segmented
+    reduction."""
     sums = rows.sum(per_row)
     mean = sums[:, 1] / n
-    m2 = sums[:, 2] + rows.m2_between_rows(row_mean, mean)
+    m2 = sums[:, 2] + rows.m2_between_rows(per_row[:, 1] / rows.row_counts, mean)
     # As in _centered_std: NaN wherever the mean is not finite, as Tensor.std does.
     std = (m2 / (n - 1.0)).sqrt() + mean * 0.0
     return (sums[:, 0].sqrt(), mean, std, *sums[:, 3:].unbind(1))
@@ -200,17 +215,12 @@ def _rows_summed(buf: Scratch, n: Tensor, counts: list[Tensor]) -> tuple[Tensor,
 
 def _grad_stats_by_rows(grads: list[Tensor], n: Tensor, buf: Scratch, fused: bool) -> Tensor:
     buf.load(grads, fused)
-    matrix, f64 = buf.matrix, torch.float64
-    l2, mean, std, nonzero, nan, inf = _rows_summed(
-        buf,
-        n,
-        [
-            matrix.ne(0).sum(dim=1, dtype=f64),
-            matrix.isnan().sum(dim=1, dtype=f64),
-            matrix.isinf().sum(dim=1, dtype=f64),
-        ],
-    )
-    absmax = buf.rows.max(torch.linalg.vector_norm(matrix, math.inf, dim=1)).to(f64)
+    block = row_kernels.grad_stats(buf.matrix, buf.rows, n)
+    if block is not None:
+        return block
+    per_row = _row_moments(buf, counts=True)
+    absmax = buf.rows.max(per_row[:, -1].contiguous())
+    l2, mean, std, nonzero, nan, inf = _per_tensor(buf.rows, n, per_row[:, :-1])
     return torch.stack([l2, absmax, mean, std, (n - nonzero) / n, nan, inf]).to(torch.float32)
 
 
@@ -258,7 +268,11 @@ def weight_stats(
     buf = _scratch(weights, scratch)
     if _by_rows(buf, fused):
         buf.load(weights, fused)
-        return torch.stack(_rows_summed(buf, n, [])).to(torch.float32)
+        block = row_kernels.weight_stats(buf.matrix, buf.rows, n)
+        if block is not None:
+            return block
+        per_row = _row_moments(buf, counts=False)
+        return torch.stack(_per_tensor(buf.rows, n, per_row)).to(torch.float32)
     x = buf.sources(weights, fused)
     l2 = _column(_foreach.norm(x, 2, fused=fused))
     mean = torch.stack([t.sum() for t in x]).to(torch.float32) / n
@@ -323,6 +337,9 @@ def update_ratio(
             buf = _scratch(after, scratch)
             if not after_loaded:
                 buf.load(after, fused)
+            fused_ratio = row_kernels.update_ratio(before.matrix, buf.matrix, before.rows)
+            if fused_ratio is not None:
+                return fused_ratio
             matrix = before.matrix
             squares = _row_squares(matrix)
             matrix.sub_(buf.matrix)  # before − after: the same norm; the padding stays zero

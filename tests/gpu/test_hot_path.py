@@ -6,6 +6,7 @@ memory, hence the separate check that every host buffer is pinned.
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 import trickscope
+from tests.kernel_checks import check_extreme_rows, check_moment_rows, check_update_rows
 from tests.stats_reference import (
     assert_grad_block,
     assert_histograms,
@@ -21,7 +23,7 @@ from tests.stats_reference import (
     small_models,
     special_tensors,
 )
-from trickscope import stats
+from trickscope import row_kernels, stats
 from trickscope.config import AgentConfig
 from trickscope.distributed import Rank
 from trickscope.run import Run
@@ -120,10 +122,34 @@ def test_cuda_statistics_match_the_cpu_reference() -> None:
     torch.testing.assert_close(stats.histograms(cuda).cpu(), stats.histograms(grads))
 
 
+CUDA = torch.device("cuda")
+# Where Triton is installed the fused row kernels must run, not fall back.
+KERNELS = [True, False] if importlib.util.find_spec("triton") else [False]
+
+
+@pytest.mark.parametrize("kernels", KERNELS, ids=lambda on: "row-kernels" if on else "torch-ops")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_every_cuda_statistic_matches_the_per_parameter_reference(dtype: torch.dtype) -> None:
-    """The real CUDA kernels (segmented reductions, fused norms) against plain expressions,
-    on several models' tensors and on tensors holding NaN, ±Inf, zeros and constants."""
+def test_every_cuda_statistic_matches_the_per_parameter_reference(
+    dtype: torch.dtype, kernels: bool
+) -> None:
+    """The real CUDA kernels (the fused row kernels or the torch ops: segmented reductions,
+    fused norms) against plain expressions, on several models' tensors and on tensors holding
+    NaN, ±Inf, zeros and constants."""
+    with row_kernels.use_kernels(kernels):
+        check_every_statistic(dtype)
+        assert row_kernels.usable(CUDA) == kernels, "a row kernel failed: see the warning"
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("triton"), reason="needs Triton")
+def test_the_row_kernels_equal_the_torch_ops_on_cuda() -> None:
+    for counts in (True, False):
+        check_moment_rows(CUDA, counts=counts)
+    check_extreme_rows(CUDA)
+    check_update_rows(CUDA)
+    assert row_kernels.usable(CUDA), "a row kernel failed: see the warning"
+
+
+def check_every_statistic(dtype: torch.dtype) -> None:
     tensor_sets = []
     for model in small_models():
         params = list(model.parameters())

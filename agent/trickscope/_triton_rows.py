@@ -1,0 +1,153 @@
+"""Triton kernels behind :mod:`trickscope.row_kernels`; imported only where Triton is.
+
+Two stages. A row kernel (``*_rows``) reads one row of :data:`~trickscope.segments.ROW` elements
+of a row-aligned float32 buffer once and writes that row's partial results, accumulated in
+float64: ``x²`` of a float32 cannot overflow there, nor a tiny gradient's square underflow, and
+counts stay exact. A merge kernel (``merge_*``) then gives each tensor one program that combines
+its rows' partial results (a few thousand at most, small) into the final statistics, float32,
+one output row per statistic and one column per tensor.
+
+(No ``from __future__ import annotations`` here: Triton reads the ``tl.constexpr`` annotations.)
+"""
+
+from typing import Any
+
+import triton
+import triton.language as tl
+
+
+def moment_rows(
+    x_ptr, valid_ptr, out_ptr, COUNTS: tl.constexpr, COLUMNS: tl.constexpr, ROW: tl.constexpr
+):
+    """Per row: Σx², Σx, M2 over the row's own ``valid`` elements (the rest is zero padding);
+    with ``COUNTS`` also the non-zero, NaN and ±Inf counts and max |x| (NaN where a NaN is).
+    ``COLUMNS`` is the output's row width: 7 with counts, else 3."""
+    row = tl.program_id(0).to(tl.int64)
+    offsets = tl.arange(0, ROW)
+    raw = tl.load(x_ptr + row * ROW + offsets)
+    x = raw.to(tl.float64)
+    valid = tl.load(valid_ptr + row)
+    total = tl.sum(x, axis=0)
+    # Two passes over registers: the deviations from the row's own mean, so no cancellation.
+    # An empty tensor's row (valid = 0) has a NaN mean and no deviations: M2 = 0.
+    mean = total / valid.to(tl.float64)
+    deviation = tl.where(offsets < valid, x - mean, 0.0)
+    out = out_ptr + row * COLUMNS
+    tl.store(out, tl.sum(x * x, axis=0))
+    tl.store(out + 1, total)
+    tl.store(out + 2, tl.sum(deviation * deviation, axis=0))
+    if COUNTS:
+        nan = tl.sum((raw != raw).to(tl.int32), axis=0)
+        magnitude = tl.abs(raw)
+        tl.store(out + 3, tl.sum((raw != 0.0).to(tl.int32), axis=0).to(tl.float64))
+        tl.store(out + 4, nan.to(tl.float64))
+        tl.store(out + 5, tl.sum((magnitude == float("inf")).to(tl.int32), axis=0).to(tl.float64))
+        # A max reduction may drop NaN: it is put back from the count.
+        largest = tl.max(magnitude, axis=0).to(tl.float64)
+        tl.store(out + 6, tl.where(nan > 0, float("nan"), largest))
+
+
+def update_rows(before_ptr, after_ptr, out_ptr, ROW: tl.constexpr):
+    """Per row: Σb² and Σ(b − a)² of two buffers in the same layout (their padding zero)."""
+    row = tl.program_id(0).to(tl.int64)
+    offsets = row * ROW + tl.arange(0, ROW)
+    before = tl.load(before_ptr + offsets).to(tl.float64)
+    change = before - tl.load(after_ptr + offsets).to(tl.float64)
+    tl.store(out_ptr + row * 2, tl.sum(before * before, axis=0))
+    tl.store(out_ptr + row * 2 + 1, tl.sum(change * change, axis=0))
+
+
+def merge_moments(
+    rows_ptr,
+    offsets_ptr,
+    row_counts_ptr,
+    n_ptr,
+    out_ptr,
+    tensors,
+    COUNTS: tl.constexpr,
+    COLUMNS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """Per tensor, from its rows of :func:`moment_rows`: L2 norm, mean and unbiased std, and
+    with ``COUNTS`` max |x|, zero fraction, NaN and ±Inf counts; out is ``(3 or 7, tensors)``
+    in the order of ``trickscope.stats.WEIGHT_STATS`` or ``GRAD_STATS``.
+
+    The tensor's M2 merges its rows' with the parallel formula ``Σ M2ᵣ + Σ nᵣ (meanᵣ − mean)²``
+    (no cancellation), which needs the tensor's mean: hence two loops over its rows.
+    """
+    tensor = tl.program_id(0)
+    start = tl.load(offsets_ptr + tensor)
+    end = tl.load(offsets_ptr + tensor + 1)
+    n = tl.load(n_ptr + tensor).to(tl.float64)
+    lanes = tl.arange(0, BLOCK)
+    squares = tl.zeros([BLOCK], tl.float64)
+    sums = tl.zeros([BLOCK], tl.float64)
+    nonzero = tl.zeros([BLOCK], tl.float64)
+    nan = tl.zeros([BLOCK], tl.float64)
+    inf = tl.zeros([BLOCK], tl.float64)
+    largest = tl.zeros([BLOCK], tl.float64)
+    for base in range(start, end, BLOCK):
+        row = base + lanes
+        inside = row < end
+        at = rows_ptr + row * COLUMNS
+        squares += tl.load(at, mask=inside, other=0.0)
+        sums += tl.load(at + 1, mask=inside, other=0.0)
+        if COUNTS:
+            nonzero += tl.load(at + 3, mask=inside, other=0.0)
+            nan += tl.load(at + 4, mask=inside, other=0.0)
+            inf += tl.load(at + 5, mask=inside, other=0.0)
+            largest = tl.maximum(largest, tl.load(at + 6, mask=inside, other=0.0))
+    mean = tl.sum(sums, axis=0) / n
+    spread = tl.zeros([BLOCK], tl.float64)
+    for base in range(start, end, BLOCK):
+        row = base + lanes
+        inside = row < end
+        count = tl.load(row_counts_ptr + row, mask=inside, other=1.0)
+        apart = tl.load(rows_ptr + row * COLUMNS + 1, mask=inside, other=0.0) / count - mean
+        within = tl.load(rows_ptr + row * COLUMNS + 2, mask=inside, other=0.0)
+        spread += tl.where(inside, within + count * apart * apart, 0.0)
+    # + mean · 0: NaN wherever the mean is not finite, as Tensor.std gives.
+    std = tl.sqrt(tl.sum(spread, axis=0) / (n - 1.0)) + mean * 0.0
+    norm = tl.sqrt(tl.sum(squares, axis=0))
+    if COUNTS:
+        nans = tl.sum(nan, axis=0)
+        # A max may drop NaN: it is put back from the count.
+        absmax = tl.where(nans > 0, float("nan"), tl.max(largest, axis=0))
+        tl.store(out_ptr + tensor, norm.to(tl.float32))
+        tl.store(out_ptr + tensors + tensor, absmax.to(tl.float32))
+        tl.store(out_ptr + 2 * tensors + tensor, mean.to(tl.float32))
+        tl.store(out_ptr + 3 * tensors + tensor, std.to(tl.float32))
+        zero_frac = (n - tl.sum(nonzero, axis=0)) / n
+        tl.store(out_ptr + 4 * tensors + tensor, zero_frac.to(tl.float32))
+        tl.store(out_ptr + 5 * tensors + tensor, nans.to(tl.float32))
+        tl.store(out_ptr + 6 * tensors + tensor, tl.sum(inf, axis=0).to(tl.float32))
+    else:
+        tl.store(out_ptr + tensor, norm.to(tl.float32))
+        tl.store(out_ptr + tensors + tensor, mean.to(tl.float32))
+        tl.store(out_ptr + 2 * tensors + tensor, std.to(tl.float32))
+
+
+def merge_update(rows_ptr, offsets_ptr, out_ptr, BLOCK: tl.constexpr):
+    """Per tensor, from its rows of :func:`update_rows`: ``sqrt(Σ(b − a)²) / sqrt(Σb²)``."""
+    tensor = tl.program_id(0)
+    start = tl.load(offsets_ptr + tensor)
+    end = tl.load(offsets_ptr + tensor + 1)
+    lanes = tl.arange(0, BLOCK)
+    before = tl.zeros([BLOCK], tl.float64)
+    change = tl.zeros([BLOCK], tl.float64)
+    for base in range(start, end, BLOCK):
+        row = base + lanes
+        inside = row < end
+        before += tl.load(rows_ptr + row * 2, mask=inside, other=0.0)
+        change += tl.load(rows_ptr + row * 2 + 1, mask=inside, other=0.0)
+    ratio = tl.sqrt(tl.sum(change, axis=0)) / tl.sqrt(tl.sum(before, axis=0))
+    tl.store(out_ptr + tensor, ratio.to(tl.float32))
+
+
+KERNELS = (moment_rows, update_rows, merge_moments, merge_update)
+
+
+def jit() -> dict[str, Any]:
+    """The kernels, compiled on first launch; under ``triton.knobs.runtime.interpret`` they run
+    in Triton's CPU interpreter on host tensors instead."""
+    return {kernel.__name__: triton.jit(kernel) for kernel in KERNELS}
