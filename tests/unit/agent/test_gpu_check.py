@@ -1,4 +1,5 @@
-"""bench/gpu_check.py runs end to end on CPU in its smoke mode (the GPU run needs CUDA)."""
+"""bench/gpu_check.py runs end to end on CPU in its smoke mode (the GPU run needs CUDA), and
+bench/host_ops.py counts a due step's launches (no GPU needed)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,17 @@ def test_gpu_check_smoke_mode_runs_on_cpu() -> None:
     lines = result.stdout.splitlines()
     assert any(line.startswith("| resnet50 |") and "none" in line for line in lines), lines
     assert any(line.startswith("| vit_b_16 |") and "none" in line for line in lines), lines
+
+
+def test_host_ops_bench_counts_the_launches_of_a_due_step() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "host_ops.py")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
+    launches = {(cells[0].strip(), cells[2].strip()): int(cells[-1]) for cells in rows[1:]}
+    for model in ("resnet50", "vit_b_16"):
+        # The fused path: a copy, two kernels per statistic family, the result's assembly.
+        assert launches[(model, "row kernels")] <= 15, launches
+        assert launches[(model, "torch ops")] > 4 * launches[(model, "row kernels")], launches
