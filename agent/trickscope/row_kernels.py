@@ -1,19 +1,20 @@
-"""Every per-row partial result of the row-aligned buffer in one pass and one launch (Triton).
+"""A due step's statistics of a row-aligned buffer in two Triton launches per family (CUDA).
 
 The row formulation (:mod:`trickscope.segments`, used on CUDA) gets a group's per-tensor
-statistics from per-row partial results. As torch ops, each partial result is a launch and a pass
-over the buffer of its own: some forty launches and seven passes for a due step's gradients. A
-GPU training loop bound by the host's launches pays for the agent's launches one for one, so
-here one Triton kernel computes all of a row's partial results in a single pass:
+statistics from per-row partial results. As torch ops that is ~148 dispatched ops, ~102 of them
+kernel launches, per due step whatever the model (``bench/host_ops.py``), and about seven passes
+over the gradients; a GPU training loop bound by the host's launches pays for each launch. Here:
 
-- :func:`moment_rows`: per row Σx², Σx and M2, and with ``counts`` also the non-zero, NaN and
-  ±Inf counts and max |x| (the columns of :data:`MOMENT_COLUMNS`, in order);
-- :func:`update_rows`: per row Σb² and Σ(b − a)² of two buffers in one layout.
+- a row kernel reads each row once and writes all its partial results (:func:`moment_rows`:
+  Σx², Σx, M2, and for gradients the non-zero, NaN and ±Inf counts and max |x|; for the update
+  ratio, Σb² and Σ(b − a)² of the snapshot and the weights);
+- a merge kernel gives each tensor one program that folds its rows into the final statistics.
 
-Both return ``None`` where they do not run, and the caller's torch ops do the work: off CUDA,
-without Triton, inside ``use_kernels(False)``, or once a launch has failed (no C compiler for
-Triton's launcher, a device it does not support): that failure is logged once and switches the
-kernels off for the process. The kernels themselves are in :mod:`trickscope._triton_rows`.
+:func:`grad_stats`, :func:`weight_stats` and :func:`update_ratio` return ``None`` where the
+kernels do not run, and the caller's torch ops do the work: off CUDA, without Triton, inside
+``use_kernels(False)``, or once a launch has failed (no C compiler for Triton's launcher, a
+device it does not support): that failure is logged once and keeps the kernels off for the
+process. The kernels themselves are in :mod:`trickscope._triton_rows`.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ WARPS = 4  # 128 threads for a row of 1,024 elements
 MERGE_BLOCK = 256  # rows a merge program reads at a time
 
 _kernels: dict[str, Any] | None = None  # compiled on first use
-_enabled = True
+_enabled = True  # use_kernels()
+_failed = False  # a launch failed: off for the process
 _devices: tuple[str, ...] = ("cuda",)
 
 
 def usable(device: torch.device) -> bool:
     """Whether the kernels may run on ``device`` (they may still fail on first launch)."""
-    return _enabled and device.type in _devices
+    return _enabled and not _failed and device.type in _devices
 
 
 @contextmanager
@@ -147,7 +149,7 @@ def update_ratio(before: Tensor, after: Tensor, rows: RowLayout) -> Tensor | Non
 def _launch(name: str, programs: int, first: Tensor, *args: Any, **constants: Any) -> bool:
     """Launch ``programs`` programs of kernel ``name`` on ``first``'s device; ``False`` (and
     the kernels off from now on) on failure."""
-    global _kernels, _enabled
+    global _kernels, _failed
     try:
         if _kernels is None:
             from trickscope import _triton_rows
@@ -158,10 +160,10 @@ def _launch(name: str, programs: int, first: Tensor, *args: Any, **constants: An
         with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
             _kernels[name][(programs,)](first, *args, **constants, num_warps=WARPS)
     except ImportError:
-        _enabled = False  # no Triton here (e.g. Windows): the torch ops are the path
+        _failed = True  # no Triton here (e.g. Windows): the torch ops are the path
         return False
     except Exception as exc:
-        _enabled = False
+        _failed = True
         logger.warning(
             "trickscope: the fused statistics kernel %s failed (%s: %s); using torch ops from "
             "now on",

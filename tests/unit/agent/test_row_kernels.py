@@ -114,12 +114,14 @@ def test_a_kernel_that_cannot_launch_hands_over_to_the_torch_ops(
     monkeypatch.setattr(_foreach, "_segmented", lambda device: True)
     monkeypatch.setattr(row_kernels, "_devices", ("cuda", "cpu"))
     monkeypatch.setattr(row_kernels, "_kernels", None)
-    monkeypatch.setattr(row_kernels, "_enabled", True)
+    monkeypatch.setattr(row_kernels, "_failed", False)
     cpu = torch.device("cpu")
     xs = special_tensors(torch.float32)
     with caplog.at_level(logging.WARNING, logger="trickscope"):
         assert_grad_block(stats.grad_stats(xs, stats.numels(xs)), xs)
         assert not row_kernels.usable(cpu)
+        with row_kernels.use_kernels(True):  # off for the process, whatever is asked
+            assert not row_kernels.usable(cpu)
         finite = [x for x in xs if x.isfinite().all()]
         assert_weight_block(stats.weight_stats(finite, stats.numels(finite)), finite)
     warnings = [r.getMessage() for r in caplog.records if "fused statistics kernel" in r.message]
