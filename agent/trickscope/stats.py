@@ -56,6 +56,14 @@ def numels(tensors: list[Tensor]) -> Tensor:
     return to_device(counts, tensors[0].device)
 
 
+Shapes = tuple[torch.Size, ...]
+
+
+def shapes_of(tensors: list[Tensor]) -> Shapes:
+    """The key of a buffer layout: the tensors' shapes."""
+    return tuple(t.shape for t in tensors)
+
+
 class Scratch:
     """A reusable float32 buffer for one (device, dtype) group, laid out as the tensors at hand.
 
@@ -68,13 +76,15 @@ class Scratch:
     def __init__(self, tensors: list[Tensor]) -> None:
         self.device = tensors[0].device
         self._storage = torch.empty(0, dtype=torch.float32, device=self.device)
-        self._layouts: dict[tuple[tuple[int, ...], ...], tuple[list[Tensor], RowLayout]] = {}
+        self._layouts: dict[Shapes, tuple[list[Tensor], RowLayout]] = {}
         self._zero_padded: RowLayout | None = None  # the layout whose padding is known to be 0
         self.bind(tensors)
 
-    def bind(self, tensors: list[Tensor]) -> Scratch:
-        """Lay the buffer out as ``tensors`` (shapes only); returns ``self``."""
-        shapes = tuple(tuple(t.shape) for t in tensors)
+    def bind(self, tensors: list[Tensor], shapes: Shapes | None = None) -> Scratch:
+        """Lay the buffer out as ``tensors`` (shapes only; ``shapes``, where the caller knows
+        them already, saves a pass over the list); returns ``self``."""
+        if shapes is None:
+            shapes = shapes_of(tensors)
         layout = self._layouts.get(shapes)
         if layout is None:
             sizes = [t.numel() for t in tensors]
@@ -125,10 +135,10 @@ class Scratch:
         return self.views
 
 
-def _scratch(tensors: list[Tensor], scratch: Scratch | None) -> Scratch:
+def _scratch(tensors: list[Tensor], scratch: Scratch | None, shapes: Shapes | None) -> Scratch:
     if scratch is None:
         return Scratch(tensors)
-    return scratch.bind(tensors)
+    return scratch.bind(tensors, shapes)
 
 
 def _by_rows(buf: Scratch, fused: bool) -> bool:
@@ -225,7 +235,12 @@ def _grad_stats_by_rows(grads: list[Tensor], n: Tensor, buf: Scratch, fused: boo
 
 
 def grad_stats(
-    grads: list[Tensor], n: Tensor, *, scratch: Scratch | None = None, fused: bool = True
+    grads: list[Tensor],
+    n: Tensor,
+    *,
+    scratch: Scratch | None = None,
+    fused: bool = True,
+    shapes: Shapes | None = None,
 ) -> Tensor:
     """Statistics of :data:`GRAD_STATS`, shape ``(len(GRAD_STATS), len(grads))``, float32.
 
@@ -234,8 +249,10 @@ def grad_stats(
         n: Their element counts, from :func:`numels`.
         scratch: The group's reusable buffer (one is made when missing or of another layout).
         fused: Use the fused kernels (``False``: the per-tensor reference loop).
+        shapes: ``shapes_of(grads)``, where the caller keeps it (a due step's Python time counts
+            on a GPU loop bound by the host).
     """
-    buf = _scratch(grads, scratch)
+    buf = _scratch(grads, scratch, shapes)
     if _by_rows(buf, fused):
         return _grad_stats_by_rows(grads, n, buf, fused)
     x = buf.sources(grads, fused)
@@ -262,10 +279,16 @@ def grad_stats(
 
 
 def weight_stats(
-    weights: list[Tensor], n: Tensor, *, scratch: Scratch | None = None, fused: bool = True
+    weights: list[Tensor],
+    n: Tensor,
+    *,
+    scratch: Scratch | None = None,
+    fused: bool = True,
+    shapes: Shapes | None = None,
 ) -> Tensor:
-    """Statistics of :data:`WEIGHT_STATS`, shape ``(len(WEIGHT_STATS), len(weights))``."""
-    buf = _scratch(weights, scratch)
+    """Statistics of :data:`WEIGHT_STATS`, shape ``(len(WEIGHT_STATS), len(weights))``;
+    arguments as :func:`grad_stats`'."""
+    buf = _scratch(weights, scratch, shapes)
     if _by_rows(buf, fused):
         buf.load(weights, fused)
         block = row_kernels.weight_stats(buf.matrix, buf.rows, n)
@@ -320,6 +343,7 @@ def update_ratio(
     scratch: Scratch | None = None,
     fused: bool = True,
     after_loaded: bool = False,
+    shapes: Shapes | None = None,
 ) -> Tensor:
     """‖after − before‖ / ‖before‖ per tensor, float32, shape ``(len(after),)``.
 
@@ -331,10 +355,11 @@ def update_ratio(
         fused: Use the fused kernels (``False``: the per-tensor reference loop).
         after_loaded: ``scratch`` holds ``after`` already, in ``before``'s layout (as
             :func:`weight_stats` leaves it on the same tensors): the row formulation reuses it.
+        shapes: ``shapes_of(after)``, where the caller keeps it.
     """
     with torch.no_grad():
         if _by_rows(before, fused):
-            buf = _scratch(after, scratch)
+            buf = _scratch(after, scratch, shapes)
             if not after_loaded:
                 buf.load(after, fused)
             fused_ratio = row_kernels.update_ratio(before.matrix, buf.matrix, before.rows)
@@ -349,7 +374,7 @@ def update_ratio(
         views = before.views
         scale = _column(_foreach.norm(views, 2, fused=fused))
         if after[0].dtype != torch.float32:  # upcast first: float32 snapshot minus half weights
-            after = _scratch(after, scratch).load(after, fused)
+            after = _scratch(after, scratch, shapes).load(after, fused)
         _foreach.sub_(views, after, fused=fused)
         return _column(_foreach.norm(views, 2, fused=fused)) / scale
 
@@ -364,7 +389,12 @@ HIST_ROWS = 4096  # rows of the buffer per pass (4 Mi elements): bounds the pass
 
 
 def histograms(
-    tensors: list[Tensor], bins: int = BINS, *, scratch: Scratch | None = None, fused: bool = True
+    tensors: list[Tensor],
+    bins: int = BINS,
+    *,
+    scratch: Scratch | None = None,
+    fused: bool = True,
+    shapes: Shapes | None = None,
 ) -> Tensor:
     """Fixed-bin histograms of each tensor's finite values, without a per-tensor kernel loop.
 
@@ -381,7 +411,7 @@ def histograms(
     so that the temporaries stay small whatever the model's size.
     """
     with torch.no_grad():
-        buf = _scratch(tensors, scratch)
+        buf = _scratch(tensors, scratch, shapes)
         buf.load(tensors, fused)
         rows, matrix = buf.rows, buf.matrix
         rows.fill_padding(matrix, math.nan)  # out of the bins; taken off the non-finite count

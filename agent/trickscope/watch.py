@@ -45,6 +45,9 @@ class _Group:
     n_with_grad: Tensor | None
     scratch: stats.Scratch
     before: stats.Scratch | None  # the weights with a gradient, as they were before the step
+    # The two lists' buffer layout keys, kept: rebuilding them costs a pass over the parameters.
+    every_shapes: stats.Shapes
+    grad_shapes: stats.Shapes
 
 
 @dataclass
@@ -230,7 +233,18 @@ class Watcher:
                 before = None
                 if with_grad and self._update_ratio:
                     before = stats.Scratch([self._params[i] for i in with_grad])
-                groups.append(_Group(members, with_grad, n_every, n_grad, scratch, before))
+                groups.append(
+                    _Group(
+                        members,
+                        with_grad,
+                        n_every,
+                        n_grad,
+                        scratch,
+                        before,
+                        stats.shapes_of(params),
+                        stats.shapes_of([self._params[i] for i in with_grad]),
+                    )
+                )
                 hist_keys.extend(f"{stats.GRAD_HIST}/{self.names[i]}" for i in with_grad)
                 hist_keys.extend(f"{stats.WEIGHT_HIST}/{self.names[i]}" for i in members)
                 for stat in stats.GRAD_STATS:
@@ -248,7 +262,7 @@ class Watcher:
         for group in layout.groups:
             if group.before is not None:
                 params = [self._params[i] for i in group.with_grad]
-                group.before.bind(params).load(params, self._fused)
+                group.before.bind(params, group.grad_shapes).load(params, self._fused)
         return layout
 
     def _report(self, layout: _Layout, grad_scale: Tensor | None) -> None:
@@ -259,7 +273,9 @@ class Watcher:
             scratch = group.scratch
             if group.n_with_grad is not None:
                 grads: list[Tensor] = [self._params[i].grad for i in group.with_grad]  # type: ignore[misc]
-                block = stats.grad_stats(grads, group.n_with_grad, scratch=scratch, fused=fused)
+                block = stats.grad_stats(
+                    grads, group.n_with_grad, scratch=scratch, fused=fused, shapes=group.grad_shapes
+                )
                 if isinstance(grad_scale, Tensor):
                     rows = stats.GRAD_SCALED_ROWS
                     inverse = 1.0 / grad_scale.to(block.device, torch.float32)
@@ -267,7 +283,9 @@ class Watcher:
                 norms.append(block[0])
                 pieces.append(block.reshape(-1))
             weights = [self._params[i] for i in group.every]
-            block = stats.weight_stats(weights, group.n_every, scratch=scratch, fused=fused)
+            block = stats.weight_stats(
+                weights, group.n_every, scratch=scratch, fused=fused, shapes=group.every_shapes
+            )
             pieces.append(block.reshape(-1))
             if group.before is not None:
                 after = [self._params[i] for i in group.with_grad]
@@ -277,6 +295,7 @@ class Watcher:
                     scratch=scratch,
                     fused=fused,
                     after_loaded=group.with_grad == group.every,  # weight_stats loaded them
+                    shapes=group.grad_shapes,
                 )
                 pieces.append(ratio)
         device = layout.device
@@ -314,13 +333,17 @@ class Watcher:
         for group in layout.groups:
             if group.with_grad:
                 grads: list[Tensor] = [self._params[i].grad for i in group.with_grad]  # type: ignore[misc]
-                block = stats.histograms(grads, bins, scratch=group.scratch, fused=self._fused)
+                block = stats.histograms(
+                    grads, bins, scratch=group.scratch, fused=self._fused, shapes=group.grad_shapes
+                )
                 if isinstance(grad_scale, Tensor):
                     edges = block[:, :2] / grad_scale.to(block.device, torch.float64)
                     block = torch.cat([edges, block[:, 2:]], dim=1)
                 pieces.append(block.reshape(-1))
             weights = [self._params[i] for i in group.every]
-            weight_hist = stats.histograms(weights, bins, scratch=group.scratch, fused=self._fused)
+            weight_hist = stats.histograms(
+                weights, bins, scratch=group.scratch, fused=self._fused, shapes=group.every_shapes
+            )
             pieces.append(weight_hist.reshape(-1))
         device = layout.device
         values = torch.cat([piece.to(device, non_blocking=True) for piece in pieces])
