@@ -13,14 +13,19 @@ from trickscope.segments import ROW
 
 
 def row_columns(tensors: list[Tensor], *, counts: bool, kernel: bool) -> Tensor:
-    """The per-row partial results of ``tensors``, by the kernel or by the torch ops."""
+    """The per-row partial results of ``tensors``, by the kernel (reading them in place) or by
+    the torch ops (from the float32 buffer)."""
     buf = stats.Scratch(tensors)
+    if kernel:
+        fused = row_kernels.moment_rows(tensors, buf.rows, counts=counts)
+        assert fused is not None, "the row kernel did not run"
+        # The same rows when the kernel reads the buffer's float32 views instead.
+        views = row_kernels.moment_rows(buf.load(tensors, fused=True), buf.rows, counts=counts)
+        if tensors[0].dtype == torch.float32:
+            torch.testing.assert_close(views, fused, equal_nan=True, rtol=0, atol=0)
+        return fused
     buf.load(tensors, fused=True)
-    if not kernel:
-        return stats._row_moments(buf, counts=counts)
-    fused = row_kernels.moment_rows(buf.matrix, buf.rows.row_valid, counts=counts)
-    assert fused is not None, "the row kernel did not run"
-    return fused
+    return stats._row_moments(buf, counts=counts)
 
 
 def check_moment_rows(device: torch.device, *, counts: bool) -> None:
@@ -57,7 +62,7 @@ def check_update_rows(device: torch.device) -> None:
     before.load(xs, fused=True)
     now = stats.Scratch(after)
     now.load(after, fused=True)
-    fused = row_kernels.update_rows(before.matrix, now.matrix)
+    fused = row_kernels.update_rows(before.matrix, after, before.rows)
     assert fused is not None, "the update kernel did not run"
     squares = stats._row_squares(before.matrix)
     change = stats._row_squares(before.matrix - now.matrix)

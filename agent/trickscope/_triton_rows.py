@@ -1,62 +1,108 @@
 """Triton kernels behind :mod:`trickscope.row_kernels`; imported only where Triton is.
 
-Two stages. A row kernel (``*_rows``) reads one row of :data:`~trickscope.segments.ROW` elements
-of a row-aligned float32 buffer once and writes that row's partial results, accumulated in
-float64: ``x²`` of a float32 cannot overflow there, nor a tiny gradient's square underflow, and
-counts stay exact. A merge kernel (``merge_*``) then gives each tensor one program that combines
-its rows' partial results (a few thousand at most, small) into the final statistics, float32,
-one output row per statistic and one column per tensor.
+Two stages. A row kernel (``*_rows``) gives each row of a group's row layout (see
+:mod:`trickscope.segments`: up to :data:`~trickscope.segments.ROW` elements of one tensor) one
+program, which reads the row once and writes its partial results, accumulated in float64: ``x²``
+cannot overflow there, nor a tiny gradient's square underflow, and counts stay exact. A merge
+kernel (``merge_*``) then gives each tensor one program that combines its rows' partial results
+(a few thousand at most, small) into the final statistics, float32, one output row per statistic
+and one column per tensor.
+
+The row kernels read the tensors where they are, through a table of their addresses
+(``table_ptr``, int64, one per tensor, all of dtype ``DTYPE``): row ``r`` is elements
+``row_start[r] ..`` of tensor ``row_tensor[r]``, of which ``valid[r]`` belong to it. Masked
+loads never touch memory past a tensor's end. The table may point at the parameters and
+gradients themselves (no copy) or at a float32 buffer's views.
 
 (No ``from __future__ import annotations`` here: Triton reads the ``tl.constexpr`` annotations.)
 """
 
-from typing import Any
-
+import torch
 import triton
 import triton.language as tl
 
+# The dtypes the row kernels read in place; any other is copied to float32 first.
+DTYPES = {
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+    torch.bfloat16: tl.bfloat16,
+    torch.float16: tl.float16,
+}
 
-def moment_rows(
-    x_ptr, valid_ptr, out_ptr, COUNTS: tl.constexpr, COLUMNS: tl.constexpr, ROW: tl.constexpr
+
+@triton.jit
+def _load_row(
+    table_ptr, row_tensor_ptr, row_start_ptr, row, valid, ROW: tl.constexpr, DTYPE: tl.constexpr
 ):
-    """Per row: Σx², Σx, M2 over the row's own ``valid`` elements (the rest is zero padding);
-    with ``COUNTS`` also the non-zero, NaN and ±Inf counts and max |x| (NaN where a NaN is).
-    ``COLUMNS`` is the output's row width: 7 with counts, else 3."""
+    """The row's elements (zeros after its ``valid`` ones), in the tensor's own dtype."""
+    tensor = tl.load(row_tensor_ptr + row)
+    base = tl.load(table_ptr + tensor).to(tl.pointer_type(DTYPE))
+    lanes = tl.arange(0, ROW)
+    return tl.load(base + tl.load(row_start_ptr + row) + lanes, mask=lanes < valid, other=0.0)
+
+
+@triton.jit
+def moment_rows(
+    table_ptr,
+    row_tensor_ptr,
+    row_start_ptr,
+    valid_ptr,
+    out_ptr,
+    COUNTS: tl.constexpr,
+    COLUMNS: tl.constexpr,
+    ROW: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    """Per row: Σx², Σx, M2 over the row's own ``valid`` elements; with ``COUNTS`` also the
+    non-zero, NaN and ±Inf counts and max |x| (NaN where a NaN is). ``COLUMNS`` is the output's
+    row width: 7 with counts, else 3."""
     row = tl.program_id(0).to(tl.int64)
-    offsets = tl.arange(0, ROW)
-    raw = tl.load(x_ptr + row * ROW + offsets)
-    x = raw.to(tl.float64)
     valid = tl.load(valid_ptr + row)
+    x = _load_row(table_ptr, row_tensor_ptr, row_start_ptr, row, valid, ROW, DTYPE).to(tl.float64)
     total = tl.sum(x, axis=0)
     # Two passes over registers: the deviations from the row's own mean, so no cancellation.
     # An empty tensor's row (valid = 0) has a NaN mean and no deviations: M2 = 0.
     mean = total / valid.to(tl.float64)
-    deviation = tl.where(offsets < valid, x - mean, 0.0)
+    deviation = tl.where(tl.arange(0, ROW) < valid, x - mean, 0.0)
     out = out_ptr + row * COLUMNS
     tl.store(out, tl.sum(x * x, axis=0))
     tl.store(out + 1, total)
     tl.store(out + 2, tl.sum(deviation * deviation, axis=0))
     if COUNTS:
-        nan = tl.sum((raw != raw).to(tl.int32), axis=0)
-        magnitude = tl.abs(raw)
-        tl.store(out + 3, tl.sum((raw != 0.0).to(tl.int32), axis=0).to(tl.float64))
+        # On the float64 values: a half-precision NaN compares as a NaN only once converted in
+        # Triton's interpreter.
+        nan = tl.sum((x != x).to(tl.int32), axis=0)
+        magnitude = tl.abs(x)
+        tl.store(out + 3, tl.sum((x != 0.0).to(tl.int32), axis=0).to(tl.float64))
         tl.store(out + 4, nan.to(tl.float64))
         tl.store(out + 5, tl.sum((magnitude == float("inf")).to(tl.int32), axis=0).to(tl.float64))
         # A max reduction may drop NaN: it is put back from the count.
-        largest = tl.max(magnitude, axis=0).to(tl.float64)
-        tl.store(out + 6, tl.where(nan > 0, float("nan"), largest))
+        tl.store(out + 6, tl.where(nan > 0, float("nan"), tl.max(magnitude, axis=0)))
 
 
-def update_rows(before_ptr, after_ptr, out_ptr, ROW: tl.constexpr):
-    """Per row: Σb² and Σ(b − a)² of two buffers in the same layout (their padding zero)."""
+@triton.jit
+def update_rows(
+    before_ptr,
+    table_ptr,
+    row_tensor_ptr,
+    row_start_ptr,
+    valid_ptr,
+    out_ptr,
+    ROW: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    """Per row: Σb² and Σ(b − a)² of the snapshot ``before`` (a row-aligned float32 buffer,
+    its padding zero) and the tensors now (through the table)."""
     row = tl.program_id(0).to(tl.int64)
-    offsets = row * ROW + tl.arange(0, ROW)
-    before = tl.load(before_ptr + offsets).to(tl.float64)
-    change = before - tl.load(after_ptr + offsets).to(tl.float64)
+    valid = tl.load(valid_ptr + row)
+    before = tl.load(before_ptr + row * ROW + tl.arange(0, ROW)).to(tl.float64)
+    after = _load_row(table_ptr, row_tensor_ptr, row_start_ptr, row, valid, ROW, DTYPE)
+    change = before - after.to(tl.float64)
     tl.store(out_ptr + row * 2, tl.sum(before * before, axis=0))
     tl.store(out_ptr + row * 2 + 1, tl.sum(change * change, axis=0))
 
 
+@triton.jit
 def merge_moments(
     rows_ptr,
     offsets_ptr,
@@ -127,6 +173,7 @@ def merge_moments(
         tl.store(out_ptr + 2 * tensors + tensor, std.to(tl.float32))
 
 
+@triton.jit
 def merge_update(rows_ptr, offsets_ptr, out_ptr, BLOCK: tl.constexpr):
     """Per tensor, from its rows of :func:`update_rows`: ``sqrt(Σ(b − a)²) / sqrt(Σb²)``."""
     tensor = tl.program_id(0)
@@ -142,12 +189,3 @@ def merge_update(rows_ptr, offsets_ptr, out_ptr, BLOCK: tl.constexpr):
         change += tl.load(rows_ptr + row * 2 + 1, mask=inside, other=0.0)
     ratio = tl.sqrt(tl.sum(change, axis=0)) / tl.sqrt(tl.sum(before, axis=0))
     tl.store(out_ptr + tensor, ratio.to(tl.float32))
-
-
-KERNELS = (moment_rows, update_rows, merge_moments, merge_update)
-
-
-def jit() -> dict[str, Any]:
-    """The kernels, compiled on first launch; under ``triton.knobs.runtime.interpret`` they run
-    in Triton's CPU interpreter on host tensors instead."""
-    return {kernel.__name__: triton.jit(kernel) for kernel in KERNELS}

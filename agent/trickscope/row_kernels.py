@@ -1,14 +1,19 @@
-"""A due step's statistics of a row-aligned buffer in two Triton launches per family (CUDA).
+"""A due step's statistics of a (device, dtype) group in two Triton launches per family (CUDA).
 
 The row formulation (:mod:`trickscope.segments`, used on CUDA) gets a group's per-tensor
 statistics from per-row partial results. As torch ops that is ~148 dispatched ops, ~102 of them
-kernel launches, per due step whatever the model (``bench/host_ops.py``), and about seven passes
-over the gradients; a GPU training loop bound by the host's launches pays for each launch. Here:
+kernel launches, per due step whatever the model (``bench/host_ops.py``), a copy of the
+gradients and of the weights into a float32 buffer, and about seven passes over the gradients; a
+GPU training loop bound by the host's launches pays for each launch. Here:
 
-- a row kernel reads each row once and writes all its partial results (:func:`moment_rows`:
-  Σx², Σx, M2, and for gradients the non-zero, NaN and ±Inf counts and max |x|; for the update
-  ratio, Σb² and Σ(b − a)² of the snapshot and the weights);
+- a row kernel reads each row of a tensor once, in place (the gradients and weights
+  themselves, through a table of their addresses: no copy), and writes all the row's partial
+  results: Σx², Σx, M2, and for gradients the non-zero, NaN and ±Inf counts and max |x|; for
+  the update ratio, Σb² and Σ(b − a)² of the snapshot and the weights;
 - a merge kernel gives each tensor one program that folds its rows into the final statistics.
+
+Tensors that are not contiguous, or of a dtype the kernels do not read, are copied into the
+float32 buffer first and read from there (:func:`readable` says which).
 
 :func:`grad_stats`, :func:`weight_stats` and :func:`update_ratio` return ``None`` where the
 kernels do not run, and the caller's torch ops do the work: off CUDA, without Triton, inside
@@ -27,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trickscope.segments import ROW, RowLayout
+from trickscope.segments import ROW, RowLayout, to_device
 
 logger = logging.getLogger("trickscope")
 
@@ -36,10 +41,14 @@ PLAIN_COLUMNS = 3  # the first three: all that weights need
 WARPS = 4  # 128 threads for a row of 1,024 elements
 MERGE_BLOCK = 256  # rows a merge program reads at a time
 
-_kernels: dict[str, Any] | None = None  # compiled on first use
+_module: Any = None  # trickscope._triton_rows, imported on first use
 _enabled = True  # use_kernels()
 _failed = False  # a launch failed: off for the process
 _devices: tuple[str, ...] = ("cuda",)
+# Device tables of tensor addresses, by device and addresses: the parameters' never change, and
+# the caching allocator mostly hands the gradients the same blocks step after step.
+_tables: dict[tuple[torch.device, tuple[int, ...]], Tensor] = {}
+TABLES = 16
 
 
 def usable(device: torch.device) -> bool:
@@ -63,61 +72,77 @@ def interpreted() -> Iterator[None]:
     """Run the kernels in Triton's interpreter on host tensors inside the block: how the test
     suite holds them to the torch formulation on a machine without a GPU. The process must
     have started with ``TRITON_INTERPRET=1`` (Triton reads it when it is imported)."""
-    global _kernels, _devices
+    global _devices
     import triton  # type: ignore[import-untyped]
-
-    from trickscope import _triton_rows
 
     if not triton.knobs.runtime.interpret:
         raise RuntimeError("interpreted() needs TRITON_INTERPRET=1 before Triton is imported")
-    previous = _kernels, _devices
-    _kernels, _devices = _triton_rows.jit(), ("cuda", "cpu")
+    previous, _devices = _devices, ("cuda", "cpu")
     try:
         yield
     finally:
-        _kernels, _devices = previous
+        _devices = previous
 
 
-def moment_rows(matrix: Tensor, valid: Tensor, *, counts: bool) -> Tensor | None:
-    """Per row of the ``(rows, ROW)`` float32 buffer: the columns of :data:`MOMENT_COLUMNS`
-    (the first :data:`PLAIN_COLUMNS` without ``counts``), float64. ``valid`` (int32) holds how
-    many of each row's elements belong to its tensor; M2 is taken over those alone."""
-    if not usable(matrix.device):
+def readable(tensors: list[Tensor]) -> bool:
+    """Whether the kernels can read ``tensors`` in place: contiguous, of a dtype they read."""
+    module = _kernels()
+    return (
+        module is not None
+        and tensors[0].dtype in module.DTYPES
+        and all(t.is_contiguous() for t in tensors)
+    )
+
+
+def moment_rows(tensors: list[Tensor], rows: RowLayout, *, counts: bool) -> Tensor | None:
+    """Per row of ``tensors`` laid out as ``rows`` (:func:`readable` ones, or a buffer's views):
+    the columns of :data:`MOMENT_COLUMNS` (the first :data:`PLAIN_COLUMNS` without ``counts``),
+    float64. M2 is taken over each row's own elements."""
+    device = tensors[0].device
+    if not usable(device):
         return None
     columns = len(MOMENT_COLUMNS) if counts else PLAIN_COLUMNS
-    out = torch.empty(matrix.shape[0], columns, dtype=torch.float64, device=matrix.device)
+    out = torch.empty(rows.row_valid.shape[0], columns, dtype=torch.float64, device=device)
     launched = _launch(
-        "moment_rows", matrix.shape[0], matrix, valid, out, COUNTS=counts, COLUMNS=columns, ROW=ROW
+        "moment_rows",
+        out.shape[0],
+        tensors,
+        rows.row_tensor,
+        rows.row_start,
+        rows.row_valid,
+        out,
+        COUNTS=counts,
+        COLUMNS=columns,
+        ROW=ROW,
     )
     return out if launched else None
 
 
-def grad_stats(matrix: Tensor, rows: RowLayout, n: Tensor) -> Tensor | None:
-    """``trickscope.stats.GRAD_STATS`` of the tensors loaded in ``matrix`` (laid out as
-    ``rows``, ``n`` their element counts): float32, one row per statistic."""
-    return _moments(matrix, rows, n, counts=True)
+def grad_stats(tensors: list[Tensor], rows: RowLayout, n: Tensor) -> Tensor | None:
+    """``trickscope.stats.GRAD_STATS`` of ``tensors`` (laid out as ``rows``, ``n`` their element
+    counts): float32, one row per statistic."""
+    return _moments(tensors, rows, n, counts=True)
 
 
-def weight_stats(matrix: Tensor, rows: RowLayout, n: Tensor) -> Tensor | None:
-    """``trickscope.stats.WEIGHT_STATS`` of the tensors loaded in ``matrix``, likewise."""
-    return _moments(matrix, rows, n, counts=False)
+def weight_stats(tensors: list[Tensor], rows: RowLayout, n: Tensor) -> Tensor | None:
+    """``trickscope.stats.WEIGHT_STATS`` of ``tensors``, likewise."""
+    return _moments(tensors, rows, n, counts=False)
 
 
-def _moments(matrix: Tensor, rows: RowLayout, n: Tensor, *, counts: bool) -> Tensor | None:
-    per_row = moment_rows(matrix, rows.row_valid, counts=counts)
+def _moments(tensors: list[Tensor], rows: RowLayout, n: Tensor, *, counts: bool) -> Tensor | None:
+    per_row = moment_rows(tensors, rows, counts=counts)
     if per_row is None:
         return None
-    tensors = n.shape[0]
-    out = torch.empty(per_row.shape[1] if counts else 3, tensors, device=matrix.device)
+    out = torch.empty(per_row.shape[1] if counts else 3, len(tensors), device=per_row.device)
     launched = _launch(
         "merge_moments",
-        tensors,
+        len(tensors),
         per_row,
         rows.offsets,
         rows.row_counts,
         n,
         out,
-        tensors,
+        len(tensors),
         COUNTS=counts,
         COLUMNS=per_row.shape[1],
         BLOCK=MERGE_BLOCK,
@@ -125,43 +150,82 @@ def _moments(matrix: Tensor, rows: RowLayout, n: Tensor, *, counts: bool) -> Ten
     return out if launched else None
 
 
-def update_rows(before: Tensor, after: Tensor) -> Tensor | None:
-    """Per row of two ``(rows, ROW)`` float32 buffers in one layout: Σb² and Σ(b − a)²,
-    float64, shape ``(rows, 2)``."""
+def update_rows(before: Tensor, after: list[Tensor], rows: RowLayout) -> Tensor | None:
+    """Per row: Σb² and Σ(b − a)² of the ``(rows, ROW)`` float32 snapshot ``before`` and the
+    tensors ``after`` in its layout, float64, shape ``(rows, 2)``."""
     if not usable(before.device):
         return None
     out = torch.empty(before.shape[0], 2, dtype=torch.float64, device=before.device)
-    return out if _launch("update_rows", before.shape[0], before, after, out, ROW=ROW) else None
-
-
-def update_ratio(before: Tensor, after: Tensor, rows: RowLayout) -> Tensor | None:
-    """``‖before − after‖ / ‖before‖`` per tensor of two buffers laid out as ``rows``,
-    float32."""
-    per_row = update_rows(before, after)
-    if per_row is None:
-        return None
-    tensors = rows.offsets.shape[0] - 1
-    out = torch.empty(tensors, device=before.device)
-    launched = _launch("merge_update", tensors, per_row, rows.offsets, out, BLOCK=MERGE_BLOCK)
+    launched = _launch(
+        "update_rows",
+        before.shape[0],
+        before,
+        after,
+        rows.row_tensor,
+        rows.row_start,
+        rows.row_valid,
+        out,
+        ROW=ROW,
+    )
     return out if launched else None
 
 
-def _launch(name: str, programs: int, first: Tensor, *args: Any, **constants: Any) -> bool:
-    """Launch ``programs`` programs of kernel ``name`` on ``first``'s device; ``False`` (and
-    the kernels off from now on) on failure."""
-    global _kernels, _failed
-    try:
-        if _kernels is None:
+def update_ratio(before: Tensor, after: list[Tensor], rows: RowLayout) -> Tensor | None:
+    """``‖before − after‖ / ‖before‖`` per tensor, float32: the snapshot ``before`` as in
+    :func:`update_rows`."""
+    per_row = update_rows(before, after, rows)
+    if per_row is None:
+        return None
+    out = torch.empty(len(after), device=before.device)
+    launched = _launch("merge_update", len(after), per_row, rows.offsets, out, BLOCK=MERGE_BLOCK)
+    return out if launched else None
+
+
+def _kernels() -> Any:
+    """The kernels' module, or ``None`` where Triton does not import (then off for good)."""
+    global _module, _failed
+    if _module is None and not _failed:
+        try:
             from trickscope import _triton_rows
 
-            _kernels = _triton_rows.jit()
-        # Triton launches on the current device: make it the buffer's.
-        device = first.device
-        with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
-            _kernels[name][(programs,)](first, *args, **constants, num_warps=WARPS)
-    except ImportError:
-        _failed = True  # no Triton here (e.g. Windows): the torch ops are the path
+            _module = _triton_rows
+        except ImportError:  # no Triton here (e.g. Windows): the torch ops are the path
+            _failed = True
+    return _module
+
+
+def _table(tensors: list[Tensor]) -> Tensor:
+    """The tensors' addresses as an int64 tensor on their device (cached; built without a
+    sync, through pinned memory)."""
+    device = tensors[0].device
+    key = (device, tuple(t.data_ptr() for t in tensors))
+    table = _tables.get(key)
+    if table is None:
+        if len(_tables) >= TABLES:
+            del _tables[next(iter(_tables))]  # the oldest
+        table = _tables[key] = to_device(torch.tensor(key[1], dtype=torch.int64), device)
+    return table
+
+
+def _launch(name: str, programs: int, *args: Any, **constants: Any) -> bool:
+    """Launch ``programs`` programs of kernel ``name``; a list of tensors among ``args`` goes
+    as their address table (and sets ``DTYPE``). ``False``, and the kernels off from now on, on
+    failure."""
+    global _failed
+    module = _kernels()
+    if module is None:
         return False
+    try:
+        device = args[0].device if isinstance(args[0], Tensor) else args[0][0].device
+        arguments = []
+        for arg in args:
+            if isinstance(arg, list):
+                constants["DTYPE"] = module.DTYPES[arg[0].dtype]
+                arg = _table(arg)
+            arguments.append(arg)
+        # Triton launches on the current device: make it the tensors'.
+        with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
+            getattr(module, name)[(programs,)](*arguments, **constants, num_warps=WARPS)
     except Exception as exc:
         _failed = True
         logger.warning(

@@ -63,6 +63,9 @@ class RowLayout:
         self.offsets = to_device(self._host_offsets, device)  # each tensor's first row, the end
         self._stacked: dict[int, Tensor] = {}  # offsets for k columns laid end to end
         self.row_tensor = to_device(row_tensor, device)  # the tensor each row belongs to
+        # Where each row starts within its tensor, in elements.
+        row_start = (torch.arange(offset) - self._host_offsets[row_tensor]) * ROW
+        self.row_start = to_device(row_start, device)
         padding = counts.to(torch.float64) * ROW - torch.tensor(sizes, dtype=torch.float64)
         self.padding = to_device(padding, device)  # padding elements after each tensor
         self.row_counts = to_device(row_counts, device)  # elements of its tensor in each row

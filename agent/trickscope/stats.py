@@ -78,6 +78,9 @@ class Scratch:
         self._storage = torch.empty(0, dtype=torch.float32, device=self.device)
         self._layouts: dict[Shapes, tuple[list[Tensor], RowLayout]] = {}
         self._zero_padded: RowLayout | None = None  # the layout whose padding is known to be 0
+        self._bound: RowLayout | None = None
+        # Whether the buffer holds what the last load() copied in, in the current layout.
+        self.loaded = False
         self.bind(tensors)
 
     def bind(self, tensors: list[Tensor], shapes: Shapes | None = None) -> Scratch:
@@ -100,6 +103,8 @@ class Scratch:
             ]
             layout = self._layouts[shapes] = (views, rows)
         self.views, self.rows = layout
+        if self.rows is not self._bound:
+            self._bound, self.loaded = self.rows, False
         self.matrix = self._storage[: self.rows.elements].view(-1, ROW)
         return self
 
@@ -112,7 +117,13 @@ class Scratch:
             # statistics only ever write the views or keep zeros zero, so once is enough.
             self.rows.zero_padding(self.matrix)
             self._zero_padded = self.rows
+        self.loaded = True
         return self.views
+
+    def forget(self) -> None:
+        """Say that the last loaded values are not the ones a caller is working on (they read
+        their tensors in place): ``loaded`` is ``False`` until the next :meth:`load`."""
+        self.loaded = False
 
     def padding_changed(self) -> None:
         """Say that the padding may hold non-zeros now: the next :meth:`load` zeroes it."""
@@ -223,11 +234,27 @@ def _per_tensor(rows: RowLayout, n: Tensor, per_row: Tensor) -> tuple[Tensor, ..
     return (sums[:, 0].sqrt(), mean, std, *sums[:, 3:].unbind(1))
 
 
+def _kernel_sources(
+    tensors: list[Tensor], buf: Scratch, fused: bool, *, loaded: bool = False
+) -> list[Tensor] | None:
+    """What the fused row kernels read: ``tensors`` in place where they can (no copy; the
+    buffer, left as it was, no longer holds what they work on), else the buffer loaded with
+    them (``loaded``: it is already); ``None`` where the kernels do not run."""
+    if not row_kernels.usable(buf.device):
+        return None
+    if row_kernels.readable(tensors):
+        buf.forget()
+        return tensors
+    return buf.views if loaded else buf.load(tensors, fused)
+
+
 def _grad_stats_by_rows(grads: list[Tensor], n: Tensor, buf: Scratch, fused: bool) -> Tensor:
+    sources = _kernel_sources(grads, buf, fused)
+    if sources is not None:
+        block = row_kernels.grad_stats(sources, buf.rows, n)
+        if block is not None:
+            return block
     buf.load(grads, fused)
-    block = row_kernels.grad_stats(buf.matrix, buf.rows, n)
-    if block is not None:
-        return block
     per_row = _row_moments(buf, counts=True)
     absmax = buf.rows.max(per_row[:, -1].contiguous())
     l2, mean, std, nonzero, nan, inf = _per_tensor(buf.rows, n, per_row[:, :-1])
@@ -290,10 +317,12 @@ def weight_stats(
     arguments as :func:`grad_stats`'."""
     buf = _scratch(weights, scratch, shapes)
     if _by_rows(buf, fused):
+        sources = _kernel_sources(weights, buf, fused)
+        if sources is not None:
+            block = row_kernels.weight_stats(sources, buf.rows, n)
+            if block is not None:
+                return block
         buf.load(weights, fused)
-        block = row_kernels.weight_stats(buf.matrix, buf.rows, n)
-        if block is not None:
-            return block
         per_row = _row_moments(buf, counts=False)
         return torch.stack(_per_tensor(buf.rows, n, per_row)).to(torch.float32)
     x = buf.sources(weights, fused)
@@ -349,22 +378,26 @@ def update_ratio(
 
     Args:
         after: The tensors now.
-        before: A buffer loaded with their values before (:meth:`Scratch.load`); it is
+        before: A buffer loaded with their values before (:meth:`Scratch.load`); it may be
             overwritten with the difference.
         scratch: A buffer for ``after`` where one is needed (an upcast, or the row formulation).
         fused: Use the fused kernels (``False``: the per-tensor reference loop).
-        after_loaded: ``scratch`` holds ``after`` already, in ``before``'s layout (as
-            :func:`weight_stats` leaves it on the same tensors): the row formulation reuses it.
+        after_loaded: ``scratch`` may hold ``after`` already, in ``before``'s layout (as
+            :func:`weight_stats` leaves it on the same tensors, unless it read them in place:
+            ``Scratch.loaded`` says): the row formulation reuses it.
         shapes: ``shapes_of(after)``, where the caller keeps it.
     """
     with torch.no_grad():
         if _by_rows(before, fused):
             buf = _scratch(after, scratch, shapes)
-            if not after_loaded:
+            loaded = after_loaded and buf.loaded
+            sources = _kernel_sources(after, buf, fused, loaded=loaded)
+            if sources is not None:
+                fused_ratio = row_kernels.update_ratio(before.matrix, sources, before.rows)
+                if fused_ratio is not None:
+                    return fused_ratio
+            if not (loaded and buf.loaded):
                 buf.load(after, fused)
-            fused_ratio = row_kernels.update_ratio(before.matrix, buf.matrix, before.rows)
-            if fused_ratio is not None:
-                return fused_ratio
             matrix = before.matrix
             squares = _row_squares(matrix)
             matrix.sub_(buf.matrix)  # before − after: the same norm; the padding stays zero

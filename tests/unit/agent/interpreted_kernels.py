@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tests.kernel_checks import check_extreme_rows, check_moment_rows, check_update_rows
 from tests.stats_reference import (
@@ -85,3 +85,54 @@ def test_every_statistic_matches_the_reference_on_several_models(dtype: torch.dt
                 b.float()
             )
             assert r == pytest.approx(want.item(), rel=1e-4)
+
+
+def watcher_reports(model: nn.Module, segmented: bool, monkeypatch: pytest.MonkeyPatch) -> list:
+    """What a watcher with every statistic due reports over three AdamW steps."""
+    from trickscope._incidents import Incidents
+    from trickscope.watch import Watcher
+
+    monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    seen: list[list[float]] = []
+    watcher = Watcher(
+        model,
+        optimizer,
+        every=1,
+        start_step=0,
+        emit=lambda step, keys, values, host: seen.append(values.tolist()),
+        incidents=Incidents(),
+    )
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(4, 3, 6, 6)).pow(2).mean().backward()
+        optimizer.step()
+    watcher.close()
+    return seen
+
+
+def conv_net(frozen: bool, channels_last: bool) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 1100), nn.Linear(1100, 3)
+    )
+    if frozen:  # a parameter without a gradient: weights and update take other layouts
+        model[3].bias.requires_grad_(False)
+    if channels_last:  # a non-contiguous weight: the group goes through the float32 buffer
+        model[0].weight.data = model[0].weight.data.to(memory_format=torch.channels_last)
+    return model
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_watcher_with_the_kernels_reports_what_the_per_tensor_loop_reports(
+    monkeypatch: pytest.MonkeyPatch, frozen: bool, channels_last: bool
+) -> None:
+    """End to end: gradients and weights read in place (or through the buffer), the update
+    ratio from the snapshot, across the layouts that a frozen parameter makes."""
+    loop = watcher_reports(conv_net(frozen, channels_last), False, monkeypatch)
+    fused = watcher_reports(conv_net(frozen, channels_last), True, monkeypatch)
+    assert len(fused) == 3
+    for expected, got in zip(loop, fused, strict=True):
+        assert got == pytest.approx(expected, rel=1e-4, abs=1e-6)

@@ -54,17 +54,43 @@ def test_the_kernels_compile_for_nvidia_gpus_without_one(arch: int) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from trickscope import _triton_rows
+    from trickscope import _triton_rows as kernels
 
-    kernels = _triton_rows.jit()
-    pointers = {"x_ptr": "*fp32", "valid_ptr": "*i32", "out_ptr": "*fp64"}
+    pointers = {
+        "table_ptr": "*i64",
+        "row_tensor_ptr": "*i64",
+        "row_start_ptr": "*i64",
+        "valid_ptr": "*i32",
+    }
     sources = [
         ASTSource(
-            kernels["moment_rows"],
-            {**pointers, "COUNTS": "constexpr", "COLUMNS": "constexpr", "ROW": "constexpr"},
-            {"COUNTS": counts, "COLUMNS": columns, "ROW": 1024},
+            kernels.moment_rows,
+            {
+                **pointers,
+                "out_ptr": "*fp64",
+                "COUNTS": "constexpr",
+                "COLUMNS": "constexpr",
+                "ROW": "constexpr",
+                "DTYPE": "constexpr",
+            },
+            {"COUNTS": counts, "COLUMNS": columns, "ROW": 1024, "DTYPE": dtype},
         )
         for counts, columns in ((True, len(row_kernels.MOMENT_COLUMNS)), (False, 3))
+        for dtype in kernels.DTYPES.values()
+    ]
+    sources += [
+        ASTSource(
+            kernels.update_rows,
+            {
+                "before_ptr": "*fp32",
+                **pointers,
+                "out_ptr": "*fp64",
+                "ROW": "constexpr",
+                "DTYPE": "constexpr",
+            },
+            {"ROW": 1024, "DTYPE": dtype},
+        )
+        for dtype in kernels.DTYPES.values()
     ]
     merge = {
         "rows_ptr": "*fp64",
@@ -79,7 +105,7 @@ def test_the_kernels_compile_for_nvidia_gpus_without_one(arch: int) -> None:
     }
     sources += [
         ASTSource(
-            kernels["merge_moments"],
+            kernels.merge_moments,
             merge,
             {"COUNTS": counts, "COLUMNS": columns, "BLOCK": row_kernels.MERGE_BLOCK},
         )
@@ -87,14 +113,7 @@ def test_the_kernels_compile_for_nvidia_gpus_without_one(arch: int) -> None:
     ]
     sources.append(
         ASTSource(
-            kernels["update_rows"],
-            {"before_ptr": "*fp32", "after_ptr": "*fp32", "out_ptr": "*fp64", "ROW": "constexpr"},
-            {"ROW": 1024},
-        )
-    )
-    sources.append(
-        ASTSource(
-            kernels["merge_update"],
+            kernels.merge_update,
             {"rows_ptr": "*fp64", "offsets_ptr": "*i64", "out_ptr": "*fp32", "BLOCK": "constexpr"},
             {"BLOCK": row_kernels.MERGE_BLOCK},
         )
@@ -113,7 +132,7 @@ def test_a_kernel_that_cannot_launch_hands_over_to_the_torch_ops(
     statistics come from the torch ops, right, and the kernels stay off after one warning."""
     monkeypatch.setattr(_foreach, "_segmented", lambda device: True)
     monkeypatch.setattr(row_kernels, "_devices", ("cuda", "cpu"))
-    monkeypatch.setattr(row_kernels, "_kernels", None)
+    monkeypatch.setattr(row_kernels, "_tables", {})
     monkeypatch.setattr(row_kernels, "_failed", False)
     cpu = torch.device("cpu")
     xs = special_tensors(torch.float32)

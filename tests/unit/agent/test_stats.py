@@ -299,3 +299,25 @@ def test_cpu_std_in_one_pass_where_the_mean_is_small_and_exact_elsewhere() -> No
                 assert math.isnan(got)
             else:
                 assert got == pytest.approx(want, rel=3e-5, abs=5e-8)  # 0.1 is 7e-9 apart
+
+
+def test_update_ratio_reloads_a_buffer_that_does_not_hold_the_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``after_loaded`` is a hint: where the weights were read in place (the CUDA kernels), the
+    buffer still holds the gradients, ``Scratch.loaded`` says so, and the ratio reloads."""
+    monkeypatch.setattr(_foreach, "_segmented", lambda device: True)
+    torch.manual_seed(4)
+    weights = [torch.randn(30, 40), torch.randn(1500)]
+    before = [w - 0.01 * torch.randn(w.shape) for w in weights]
+    scratch = stats.Scratch(weights)
+    scratch.load([torch.randn(w.shape) for w in weights], fused=True)  # the gradients
+    scratch.forget()  # what reading the weights in place leaves
+    assert not scratch.loaded
+    ratio = stats.update_ratio(weights, snapshot(before), scratch=scratch, after_loaded=True)
+    expected = [
+        (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()
+        for a, b in zip(weights, before, strict=True)
+    ]
+    assert ratio.tolist() == pytest.approx(expected, rel=1e-5)
+    assert scratch.loaded  # the weights, now
