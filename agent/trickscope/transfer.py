@@ -40,6 +40,20 @@ class Parcel:
         finally:
             self.release()
 
+    def tensor(self) -> Tensor:
+        """Wait for the copy and return the values as a host tensor of their own (a pinned
+        buffer goes back to the ring, so its values are copied out first).
+
+        Only the sender thread calls this: it may block on the device.
+        """
+        try:
+            if self._event is not None:
+                self._event.synchronize()
+                return self._tensor.clone()
+            return self._tensor  # a CPU result: a fresh tensor of the hot path's own
+        finally:
+            self.release()
+
     def release(self) -> None:
         """Give the pinned buffer back without reading it (idempotent)."""
         if self._ring is not None:
@@ -81,6 +95,6 @@ class Handoff:
             self._buffers[slot][values.dtype] = buffer
         host = buffer[:size]
         host.copy_(values, non_blocking=True)
-        event = torch.cuda.Event()
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
         event.record(torch.cuda.current_stream(values.device))
         return Parcel(host, event, slot, self)

@@ -50,6 +50,14 @@ def encode_f64(values: Iterable[float]) -> str:
     return _pack("d", values)
 
 
+def encode_f64_le(raw: bytes | memoryview) -> str:
+    """Pack float64 values given as their little-endian bytes (what :func:`encode_f64` makes of
+    the same values): for callers that hold them in a buffer already."""
+    if len(raw) % 8:
+        raise ValueError(f"{len(raw)} bytes are not a whole number of float64 values")
+    return base64.b64encode(raw).decode("ascii")
+
+
 def decode_f64(text: str) -> array:
     """Inverse of :func:`encode_f64`; raises ``ValueError`` on malformed input."""
     return _unpack("d", text)
