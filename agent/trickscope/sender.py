@@ -40,7 +40,7 @@ from trickscope_wire import (
     SeriesColumns,
     dumps,
     encode_f64,
-    encode_f64_le,
+    encode_f64_rows,
     encode_i64,
 )
 
@@ -106,9 +106,10 @@ def _packed_rows(matrix: Tensor) -> list[str]:
     matrix's own bytes (one copy out of the tensor, no Python float per value)."""
     if sys.byteorder != "little":
         return [encode_f64(row.tolist()) for row in matrix]
-    raw = memoryview(ctypes.string_at(matrix.data_ptr(), matrix.numel() * 8))
-    width = matrix.shape[1] * 8
-    return [encode_f64_le(raw[i * width : (i + 1) * width]) for i in range(matrix.shape[0])]
+    if matrix.numel() == 0:
+        return [encode_f64([]) for _ in range(matrix.shape[0])]
+    raw = ctypes.string_at(matrix.data_ptr(), matrix.numel() * 8)
+    return encode_f64_rows(raw, matrix.shape[1] * 8)
 
 
 def _encode_points(batch: PointBatch) -> bytes:

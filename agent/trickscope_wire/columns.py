@@ -8,10 +8,12 @@ server turns them into arrays with one ``numpy.frombuffer``.
 from __future__ import annotations
 
 import base64
+import binascii
 import math
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 _LITTLE = sys.byteorder == "little"
 
@@ -29,7 +31,7 @@ def _pack(typecode: str, values: Iterable[float] | Iterable[int]) -> str:
     return base64.b64encode(packed.tobytes()).decode("ascii")
 
 
-def _unpack(typecode: str, text: str) -> array:
+def _unpack(typecode: str, text: str) -> array[Any]:
     try:
         raw = base64.b64decode(text, validate=True)
     except ValueError as exc:
@@ -50,15 +52,20 @@ def encode_f64(values: Iterable[float]) -> str:
     return _pack("d", values)
 
 
-def encode_f64_le(raw: bytes | memoryview) -> str:
-    """Pack float64 values given as their little-endian bytes (what :func:`encode_f64` makes of
-    the same values): for callers that hold them in a buffer already."""
-    if len(raw) % 8:
-        raise ValueError(f"{len(raw)} bytes are not a whole number of float64 values")
-    return base64.b64encode(raw).decode("ascii")
+def encode_f64_rows(raw: bytes, row_bytes: int) -> list[str]:
+    """Pack consecutive rows of little-endian float64 bytes, ``row_bytes`` each, as one column
+    per row: what :func:`encode_f64` makes of each row's values, for callers that hold them in
+    a buffer already (one call for thousands of columns)."""
+    if row_bytes <= 0 or row_bytes % 8 or len(raw) % row_bytes:
+        raise ValueError(f"{len(raw)} bytes are not whole rows of {row_bytes} float64 bytes")
+    view, encode = memoryview(raw), binascii.b2a_base64
+    return [
+        encode(view[start : start + row_bytes], newline=False).decode("ascii")
+        for start in range(0, len(raw), row_bytes)
+    ]
 
 
-def decode_f64(text: str) -> array:
+def decode_f64(text: str) -> array[float]:
     """Inverse of :func:`encode_f64`; raises ``ValueError`` on malformed input."""
     return _unpack("d", text)
 
@@ -68,7 +75,7 @@ def encode_i64(values: Iterable[int]) -> str:
     return _pack("q", values)
 
 
-def decode_i64(text: str) -> array:
+def decode_i64(text: str) -> array[int]:
     """Inverse of :func:`encode_i64`; raises ``ValueError`` on malformed input."""
     return _unpack("q", text)
 

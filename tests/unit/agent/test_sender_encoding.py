@@ -40,6 +40,8 @@ def test_packed_rows_equal_the_plain_encoder(
     monkeypatch.setattr(sys, "byteorder", byteorder)
     matrix = sample_rows()
     assert _packed_rows(matrix) == [encode_f64(row.tolist()) for row in matrix]
+    empty = torch.zeros(3, 0, dtype=torch.float64)
+    assert _packed_rows(empty) == [encode_f64([])] * 3
 
 
 def test_packed_rows_keep_nan() -> None:
