@@ -1,5 +1,5 @@
-"""bench/gpu_check.py runs end to end on CPU in its smoke mode (the GPU run needs CUDA), and
-bench/host_ops.py counts a due step's launches (no GPU needed)."""
+"""The agent's benchmarks run end to end here: bench/gpu_check.py in its CPU smoke mode (the GPU
+run needs CUDA), bench/host_ops.py (no GPU needed) and bench/sender.py."""
 
 from __future__ import annotations
 
@@ -39,3 +39,13 @@ def test_host_ops_bench_counts_the_launches_of_a_due_step() -> None:
         # The fused path: a copy, two kernels per statistic family, the result's assembly.
         assert launches[(model, "row kernels")] <= 15, launches
         assert launches[(model, "torch ops")] > 4 * launches[(model, "row kernels")], launches
+
+
+def test_sender_bench_measures_the_sender_thread() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "sender.py"), "--steps", "40", "--repeats", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| vit_b_16 ")]
+    assert len(rows) == 1 and float(rows[0].split("|")[3].split()[0]) > 0, result.stdout
