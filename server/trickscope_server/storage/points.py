@@ -5,6 +5,7 @@ See docs/architecture.md, Storage, for the ingest sequence, compaction and diges
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -170,6 +171,7 @@ _CHUNK_COLUMNS = (
 _SQLITE_INSERT_CHUNKS = "INSERT INTO chunks ({}) VALUES ({})".format(
     ", ".join('"' + c + '"' for c in _CHUNK_COLUMNS), ", ".join("?" for _ in _CHUNK_COLUMNS)
 )
+_chunk_values = operator.itemgetter(*_CHUNK_COLUMNS)  # a row dict's values, in column order
 
 
 def insert_chunks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -181,7 +183,7 @@ def insert_chunks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         # processing costs a third of a 1,000-series batch here, and every value is already in
         # the driver's types.
         session.connection().exec_driver_sql(
-            _SQLITE_INSERT_CHUNKS, [tuple(r[c] for c in _CHUNK_COLUMNS) for r in rows]
+            _SQLITE_INSERT_CHUNKS, [_chunk_values(row) for row in rows]
         )
     else:
         session.execute(insert(_chunks), list(rows))
