@@ -55,7 +55,11 @@ def test_a_batch_through_orjson_is_the_json_the_wire_encoder_writes() -> None:
     steps, times = encode_i64([1, 2]), encode_f64([10.0, 11.0])
     batch = PointBatch(
         batch_id="b1",
-        series=[SeriesColumns("grad_norm/w", steps, encode_f64([math.nan, 2.0]), times)],
+        series=[
+            SeriesColumns("grad_norm/w", steps, encode_f64([math.nan, 2.0]), times),
+            # A layer name in any script, and a newline (the journal is one request per line).
+            SeriesColumns("grad_norm/层.\nweight", steps, encode_f64([1.0, 2.0]), times),
+        ],
         histograms=[
             HistogramColumns(
                 name="grad_hist/w",
@@ -69,4 +73,6 @@ def test_a_batch_through_orjson_is_the_json_the_wire_encoder_writes() -> None:
             )
         ],
     )
-    assert json.loads(_encode_points(batch)) == json.loads(dumps(batch))
+    body = _encode_points(batch)
+    assert json.loads(body) == json.loads(dumps(batch))
+    assert b"\n" not in body
