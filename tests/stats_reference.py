@@ -134,3 +134,28 @@ def assert_histograms(rows: Tensor, tensors: list[Tensor], bins: int) -> None:
     for row, t in zip(rows.cpu().tolist(), tensors, strict=True):
         lo, hi, nonfinite, counts = reference_histogram(t.cpu(), bins)
         assert row == [lo, hi, nonfinite, *counts]
+
+
+def watched_reports(model: nn.Module, input_shape: tuple[int, ...], steps: int = 3) -> list:
+    """What a watcher with every statistic due emits over ``steps`` AdamW steps on seeded
+    random inputs (the statistics' formulation is the caller's to set)."""
+    from trickscope._incidents import Incidents
+    from trickscope.watch import Watcher
+
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    seen: list[list[float]] = []
+    watcher = Watcher(
+        model,
+        optimizer,
+        every=1,
+        start_step=0,
+        emit=lambda step, keys, values, host: seen.append(values.tolist()),
+        incidents=Incidents(),
+    )
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(torch.randn(input_shape)).pow(2).mean().backward()
+        optimizer.step()
+    watcher.close()
+    return seen

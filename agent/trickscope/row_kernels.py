@@ -133,7 +133,8 @@ def _moments(tensors: list[Tensor], rows: RowLayout, n: Tensor, *, counts: bool)
     per_row = moment_rows(tensors, rows, counts=counts)
     if per_row is None:
         return None
-    out = torch.empty(per_row.shape[1] if counts else 3, len(tensors), device=per_row.device)
+    # As many statistics as row columns: GRAD_STATS' 7 with counts, WEIGHT_STATS' 3 without.
+    out = torch.empty(per_row.shape[1], len(tensors), device=per_row.device)
     launched = _launch(
         "merge_moments",
         len(tensors),

@@ -24,6 +24,7 @@ from tests.stats_reference import (
     reference_grad,
     small_models,
     special_tensors,
+    watched_reports,
 )
 from trickscope import _foreach, row_kernels, stats
 
@@ -89,27 +90,8 @@ def test_every_statistic_matches_the_reference_on_several_models(dtype: torch.dt
 
 def watcher_reports(model: nn.Module, segmented: bool, monkeypatch: pytest.MonkeyPatch) -> list:
     """What a watcher with every statistic due reports over three AdamW steps."""
-    from trickscope._incidents import Incidents
-    from trickscope.watch import Watcher
-
     monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
-    torch.manual_seed(0)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    seen: list[list[float]] = []
-    watcher = Watcher(
-        model,
-        optimizer,
-        every=1,
-        start_step=0,
-        emit=lambda step, keys, values, host: seen.append(values.tolist()),
-        incidents=Incidents(),
-    )
-    for _ in range(3):
-        optimizer.zero_grad()
-        model(torch.randn(4, 3, 6, 6)).pow(2).mean().backward()
-        optimizer.step()
-    watcher.close()
-    return seen
+    return watched_reports(model, (4, 3, 6, 6))
 
 
 def conv_net(frozen: bool, channels_last: bool) -> nn.Module:

@@ -222,9 +222,8 @@ def test_row_formulation_reports_what_the_per_tensor_loop_reports(
 ) -> None:
     """The watcher end to end in both formulations (the row one is CUDA's), with every
     parameter holding a gradient (the update ratio reuses the loaded weights) and without."""
+    from tests.stats_reference import watched_reports
     from trickscope import _foreach
-    from trickscope._incidents import Incidents
-    from trickscope.watch import Watcher
 
     reports: dict[bool, list[list[float]]] = {}
     for segmented in (False, True):
@@ -233,22 +232,7 @@ def test_row_formulation_reports_what_the_per_tensor_loop_reports(
         model = nn.Sequential(nn.Linear(8, 1100), nn.ReLU(), nn.Linear(1100, 3))
         if frozen:  # a parameter without a gradient: weights and update take other layouts
             model[0].bias.requires_grad_(False)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
-        seen: list[list[float]] = []
-        watcher = Watcher(
-            model,
-            optimizer,
-            every=1,
-            start_step=0,
-            emit=lambda step, keys, values, host, seen=seen: seen.append(values.tolist()),
-            incidents=Incidents(),
-        )
-        for _ in range(3):
-            optimizer.zero_grad()
-            model(torch.randn(4, 8)).pow(2).mean().backward()
-            optimizer.step()
-        watcher.close()
-        reports[segmented] = seen
+        reports[segmented] = watched_reports(model, (4, 8))
     assert len(reports[True]) == 3
     for loop, rows in zip(reports[False], reports[True], strict=True):
         assert rows == pytest.approx(loop, rel=1e-4, abs=1e-6)
