@@ -254,25 +254,28 @@ def _parse_histograms(raw: Any, *, points: int, max_points: int) -> list[Decoded
     return out
 
 
-def _summaries(
-    series: DecodedSeries, run_id: str, series_id: int, seq: int
+def _rows(
+    series: DecodedSeries,
+    run_id: str,
+    series_id: int,
+    seq: int,
+    *,
+    first: int,
+    last: int,
+    count: int,
+    vmin: float | None,
+    vmax: float | None,
+    last_value: float,
+    nonfinite: int | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    steps, values = series.steps, series.values
-    finite = np.isfinite(values)
-    has_finite = bool(finite.any())
-    vmin = float(values[finite].min()) if has_finite else None
-    vmax = float(values[finite].max()) if has_finite else None
-    nonfinite_steps = steps[~finite]
-    # The last value is the one at the highest step; of equal steps, the later position wins.
-    last = steps.size - 1 - int(np.argmax(steps[::-1]))
-    step_min, step_max = int(steps.min()), int(steps.max())
-    dig = digest(steps, values)
+    """A series' chunk row and its summary row, from its extent and extremes."""
+    dig = digest(series.steps, series.values) if count >= DIGEST_MIN else None
     chunk = {
         "run_id": run_id,
         "series_id": series_id,
-        "step_min": step_min,
-        "step_max": step_max,
-        "count": int(steps.size),
+        "step_min": first,
+        "step_max": last,
+        "count": count,
         "vmin": vmin,
         "vmax": vmax,
         "steps": series.steps_raw,
@@ -286,15 +289,40 @@ def _summaries(
     }
     summary = {
         "b_id": series_id,
-        "b_count": int(steps.size),
-        "b_first": step_min,
-        "b_last": step_max,
-        "b_last_value": float(values[last]),
+        "b_count": count,
+        "b_first": first,
+        "b_last": last,
+        "b_last_value": last_value,
         "b_min": vmin,
         "b_max": vmax,
-        "b_nonfinite": int(nonfinite_steps.min()) if nonfinite_steps.size else None,
+        "b_nonfinite": nonfinite,
     }
     return chunk, summary
+
+
+def _summaries(
+    series: DecodedSeries, run_id: str, series_id: int, seq: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`_rows` of any series: non-finite values, steps in any order."""
+    steps, values = series.steps, series.values
+    finite = np.isfinite(values)
+    has_finite = bool(finite.any())
+    nonfinite_steps = steps[~finite]
+    # The last value is the one at the highest step; of equal steps, the later position wins.
+    last = steps.size - 1 - int(np.argmax(steps[::-1]))
+    return _rows(
+        series,
+        run_id,
+        series_id,
+        seq,
+        first=int(steps.min()),
+        last=int(steps.max()),
+        count=int(steps.size),
+        vmin=float(values[finite].min()) if has_finite else None,
+        vmax=float(values[finite].max()) if has_finite else None,
+        last_value=float(values[last]),
+        nonfinite=int(nonfinite_steps.min()) if nonfinite_steps.size else None,
+    )
 
 
 def _all_summaries(
@@ -302,9 +330,10 @@ def _all_summaries(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Chunk rows and summary rows of a batch's series.
 
-    The common batch (finite values, strictly increasing steps per series) is summarised with one
-    ``reduceat`` per statistic over all series at once instead of a dozen small numpy calls per
-    series; anything else takes the per-series path.
+    The common series (finite values, strictly increasing steps) are summarised with one
+    ``reduceat`` per statistic over all of them at once instead of a dozen small numpy calls per
+    series; the others take the per-series path. A NaN in one layer's statistics, the case a user
+    is investigating, leaves the rest of the batch on the fast path.
     """
     if len(series) < 8:
         pairs = [_summaries(s, run_id, ids[s.name], seq) for s in series]
@@ -313,11 +342,11 @@ def _all_summaries(
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     steps = np.concatenate([s.steps for s in series])
     values = np.concatenate([s.values for s in series])
-    rising = np.diff(steps) > 0
-    rising[starts[1:] - 1] = True  # a series boundary is not a step back
-    if not (np.isfinite(values).all() and rising.all()):
-        pairs = [_summaries(s, run_id, ids[s.name], seq) for s in series]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
+    irregular_point = ~np.isfinite(values)
+    step_back = np.diff(steps) <= 0
+    step_back[starts[1:] - 1] = False  # a series boundary is not a step back
+    irregular_point[1:] |= step_back
+    irregular = np.logical_or.reduceat(irregular_point, starts).tolist()
     ends = starts + sizes - 1
     first_steps = steps[starts].tolist()
     last_steps = steps[ends].tolist()
@@ -327,39 +356,24 @@ def _all_summaries(
     counts = sizes.tolist()
     chunks, summaries = [], []
     for i, s in enumerate(series):
-        sid = ids[s.name]
-        dig = digest(s.steps, s.values) if counts[i] >= DIGEST_MIN else None
-        chunks.append(
-            {
-                "run_id": run_id,
-                "series_id": sid,
-                "step_min": first_steps[i],
-                "step_max": last_steps[i],
-                "count": counts[i],
-                "vmin": vmins[i],
-                "vmax": vmaxs[i],
-                "steps": s.steps_raw,
-                "values": s.values_raw,
-                "times": s.times_raw,
-                "seq": seq,
-                "seq_lo": seq,
-                "origins": None,
-                "dsteps": None if dig is None else dig[0],
-                "dvalues": None if dig is None else dig[1],
-            }
-        )
-        summaries.append(
-            {
-                "b_id": sid,
-                "b_count": counts[i],
-                "b_first": first_steps[i],
-                "b_last": last_steps[i],
-                "b_last_value": last_values[i],
-                "b_min": vmins[i],
-                "b_max": vmaxs[i],
-                "b_nonfinite": None,
-            }
-        )
+        if irregular[i]:
+            chunk, summary = _summaries(s, run_id, ids[s.name], seq)
+        else:
+            chunk, summary = _rows(
+                s,
+                run_id,
+                ids[s.name],
+                seq,
+                first=first_steps[i],
+                last=last_steps[i],
+                count=counts[i],
+                vmin=vmins[i],
+                vmax=vmaxs[i],
+                last_value=last_values[i],
+                nonfinite=None,
+            )
+        chunks.append(chunk)
+        summaries.append(summary)
     return chunks, summaries
 
 

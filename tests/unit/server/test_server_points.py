@@ -71,6 +71,40 @@ def test_a_resent_batch_changes_nothing(
     assert before == after
 
 
+def test_a_wide_batch_summarises_irregular_series_as_one_series_batches_do(
+    client: TestClient, make_run: Callable[..., dict], post_batch: Callable[..., dict]
+) -> None:
+    # A batch of many series summarises the regular ones together: a NaN, an Inf or a step
+    # logged again in a few series must not change what any series stores.
+    regular = {f"layer{i}": ([1, 2, 3], [float(i), -1.5 * i, 0.25]) for i in range(9)}
+    irregular = {
+        "nan_first": ([1, 2, 3], [NAN, 2.0, -3.0]),
+        "inf_last": ([1, 2, 3], [1.0, -2.0, INF]),
+        "no_finite": ([4, 5], [NAN, -INF]),
+        "repeated_step": ([1, 2, 2], [1.0, 5.0, -7.0]),
+        "steps_back": ([9, 3, 6], [0.5, 8.0, -0.5]),
+    }
+    columns = {**regular, **irregular}
+    make_run("wide")
+    make_run("one_each")
+    post_batch("wide", "b", columns)
+    for i, (name, column) in enumerate(columns.items()):
+        post_batch("one_each", f"b{i}", {name: column})
+    wide = client.get("/api/v1/runs/wide/series").json()["series"]
+    one_each = client.get("/api/v1/runs/one_each/series").json()["series"]
+    assert wide == one_each
+    by_name = {s["name"]: s for s in wide}
+    assert by_name["nan_first"]["first_nonfinite_step"] == 1
+    assert by_name["nan_first"]["min_value"] == -3.0
+    assert by_name["no_finite"]["min_value"] is None
+    assert by_name["repeated_step"]["last_value"] == -7.0
+    assert by_name["steps_back"]["last_value"] == 0.5
+    assert by_name["layer4"]["min_value"] == -6.0
+    for name in columns:
+        stored, alone = _points(client, "wide", name), _points(client, "one_each", name)
+        assert (stored["step"], stored["value"]) == (alone["step"], alone["value"])
+
+
 def test_a_step_logged_again_reads_back_once_with_the_later_value(
     client: TestClient, make_run: Callable[..., dict], post_batch: Callable[..., dict]
 ) -> None:
