@@ -109,6 +109,31 @@ def test_trick_panels_appear_only_for_reported_tricks(dashboard, client):
     dashboard.assert_clean()
 
 
+def test_accuracy_panel_takes_accuracy_series_and_leaves_accumulation_its_own(dashboard, client):
+    run_id = client.create_run(project="vision", name="accum")
+    n = 10
+    client.post_points(
+        run_id,
+        {
+            "acc": (steps(n), [0.5] * n),
+            "accuracy/val": (steps(n), [0.6] * n),
+            "eval/acc_raw": (steps(n), [0.7] * n),
+            "accum/micro_steps": (steps(n), [4.0] * n),
+            "accum/effective_batch": (steps(n), [128.0] * n),
+        },
+    )
+    dashboard.goto(f"/runs/{run_id}")
+    wait_loaded(dashboard)
+    wait_chart(dashboard, "chart-acc", 3 * n)
+    assert sorted(trace_names(dashboard, "chart-acc")) == ["acc", "accuracy/val", "eval/acc_raw"]
+    wait_chart(dashboard, "chart-accum", 2 * n)
+    assert sorted(trace_names(dashboard, "chart-accum")) == [
+        "accum/effective_batch",
+        "accum/micro_steps",
+    ]
+    dashboard.assert_clean()
+
+
 def test_a_distributed_run_gets_per_rank_panels_and_its_straggler_named(dashboard, client):
     run_id = client.create_run(project="ddp", name="ranks", config={})
     n = 20

@@ -90,7 +90,8 @@ const PANELS = [
   {
     key: "acc",
     title: "Evaluation accuracy: raw vs EMA",
-    match: (name) => name.startsWith("acc") || (name.startsWith("eval/") && !name.startsWith("eval/loss")),
+    // "acc", "acc_top1", "accuracy/val", eval/*; never the accumulation trick's "accum/".
+    match: (name) => /^acc(uracy)?([/_]|$)/.test(name) || (name.startsWith("eval/") && !name.startsWith("eval/loss")),
     ytitle: "accuracy",
     mode: "lines+markers",
     style: (name) => (name.endsWith("_ema") ? { line: { dash: "dash" } } : {}),
