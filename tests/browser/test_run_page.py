@@ -292,6 +292,42 @@ def test_heatmap_of_200_layers_renders_in_model_order(dashboard, client):
     dashboard.assert_clean()
 
 
+def test_heatmap_of_a_signed_statistic_keeps_negative_values_on_a_diverging_scale(
+    dashboard, client
+):
+    run_id = client.create_run(project="vision", name="means")
+    layers = ["a.weight", "b.weight", "c.weight"]
+    client.declare_layers(run_id, layers)
+    client.post_points(
+        run_id,
+        {
+            "grad_mean/a.weight": (steps(3), [-1e-3, -1e-5, 0.0]),
+            "grad_mean/b.weight": (steps(3), [1e-3, 1e-5, 1e-4]),
+            "grad_mean/c.weight": (steps(3), [-0.1, 0.1, math.nan]),
+        },
+    )
+    dashboard.goto(f"/runs/{run_id}")
+    wait_loaded(dashboard)
+    heatmap = wait_chart(dashboard, "chart-heatmap", 9)
+    assert heatmap["nonfinite"] == "1"
+    info = dashboard.page.eval_on_selector(
+        "#chart-heatmap",
+        """div => ({
+            z: div.data[0].z,
+            zmin: div.data[0].zmin,
+            zmax: div.data[0].zmax,
+            title: div.data[0].colorbar.title.text,
+            ticks: div.data[0].colorbar.ticktext,
+        })""",
+    )
+    # Decades above the smallest magnitude (1e-5), plus one, signed; zero in the middle.
+    assert info["z"] == [[-3, -1, 0], [3, 1, 2], [-5, 5, None]]
+    assert (info["zmin"], info["zmax"]) == (-5, 5)
+    assert info["title"] == "grad_mean (signed log)"
+    assert {"0", "1e-5", "-1e-5", "1e-1", "-1e-1"} <= set(info["ticks"])
+    dashboard.assert_clean()
+
+
 def test_overview_shows_a_preview_while_plotly_loads_then_the_plotly_chart(dashboard, client):
     """A cold load parses Plotly for a second or more: the points are drawn as SVG meanwhile."""
     run_id = client.create_run(name="preview")

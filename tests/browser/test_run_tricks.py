@@ -222,6 +222,10 @@ def test_layer_picker_draws_the_chosen_layers_statistics(dashboard, client):
         series[f"update_ratio/{layer}"] = (steps(n), [1e-3 * (1 + i / 10)] * n)
         series[f"grad_zero_frac/{layer}"] = (steps(n), [0.0] * n)
     series["opt/eps_dominance/head.weight"] = (steps(n), [0.7] * n)
+    # Signed means get a linear chart of their own, beside the magnitudes on a log axis.
+    series["grad_mean/head.weight"] = (steps(n), [(-1) ** s * 1e-3 for s in range(n)])
+    series["grad_std/head.weight"] = (steps(n), [0.02] * n)
+    series["weight_mean/head.weight"] = (steps(n), [-0.5] * n)
     client.post_points(run_id, series)
 
     dashboard.goto(f"/runs/{run_id}")
@@ -245,12 +249,20 @@ def test_layer_picker_draws_the_chosen_layers_statistics(dashboard, client):
     assert page.text_content("#layer-count") == "1 of 31 layers"
     page.select_option("#layer-select", "head.weight")
     page.wait_for_function("() => document.body.dataset.layer === 'head.weight'")
-    grad = wait_chart(dashboard, "chart-layer-grad", 2 * n)
-    assert grad["series"] == "2"
+    grad = wait_chart(dashboard, "chart-layer-grad", 3 * n)
+    assert grad["series"] == "3"
     assert sorted(trace_names(dashboard, "chart-layer-grad")) == [
         "grad_max/head.weight",
         "grad_norm/head.weight",
+        "grad_std/head.weight",
     ]
+    assert page.eval_on_selector("#chart-layer-grad", "div => div.layout.yaxis.type") == "log"
+    wait_chart(dashboard, "chart-layer-means", 2 * n)
+    assert sorted(trace_names(dashboard, "chart-layer-means")) == [
+        "grad_mean/head.weight",
+        "weight_mean/head.weight",
+    ]
+    assert page.eval_on_selector("#chart-layer-means", "div => div.layout.yaxis.type") == "linear"
     wait_chart(dashboard, "chart-layer-weight", n)
     assert trace_names(dashboard, "chart-layer-weight") == ["weight_norm/head.weight"]
     wait_chart(dashboard, "chart-layer-health", 2 * n)
@@ -280,7 +292,16 @@ def test_layer_picker_draws_the_chosen_layers_statistics(dashboard, client):
     wait_chart(dashboard, "chart-epsdom", n)
     # The heatmap offers every per-layer statistic.
     stats = page.eval_on_selector_all("#heatmap-stat option", "os => os.map(o => o.value)")
-    assert stats == ["grad_max", "grad_norm", "grad_zero_frac", "update_ratio", "weight_norm"]
+    assert stats == [
+        "grad_max",
+        "grad_mean",
+        "grad_norm",
+        "grad_std",
+        "grad_zero_frac",
+        "update_ratio",
+        "weight_mean",
+        "weight_norm",
+    ]
     dashboard.assert_clean()
 
 

@@ -376,24 +376,77 @@ function rowGeometry(layerCount) {
   return { row: 9, font: 8 };
 }
 
+// Negative values blue, zero white, positive red: the colours of a signed statistic's map.
+const DIVERGING = [
+  [0, "#2166ac"],
+  [0.5, "#f7f7f7"],
+  [1, "#b2182b"],
+];
+
 /**
- * Build the Plotly traces of a heatmap answer: log10 of each value as the colour, the real value
- * in the hover, non-finite cells as red markers.
+ * The colour scale of a heatmap from the magnitudes it holds: log10 of the value where every
+ * value is ≥ 0 (a zero, such as a dead layer's norm, takes the bottom); a signed log where some
+ * are negative (a mean): ±(decades above the smallest magnitude, plus one), zero in the middle.
+ */
+function colourScale(magnitudes, signed) {
+  let low = Infinity;
+  let high = -Infinity;
+  for (const m of magnitudes) {
+    if (m <= 0) continue;
+    const log = Math.log10(m);
+    if (log < low) low = log;
+    if (log > high) high = log;
+  }
+  if (!Number.isFinite(low)) low = high = 0;
+  if (!signed) {
+    if (magnitudes.some((m) => m === 0)) low -= 1;
+    const decades = [];
+    for (let k = Math.floor(low); k <= Math.ceil(high); k += 1) decades.push(k);
+    return {
+      z: (v) => (v > 0 ? Math.log10(v) : low),
+      zmin: low,
+      zmax: high > low ? high : low + 1,
+      tickvals: decades,
+      ticktext: decades.map((k) => `1e${k}`),
+      colorscale: "Viridis",
+      title: "log",
+    };
+  }
+  const base = Math.floor(low);
+  const at = (magnitude) => Math.log10(magnitude) - base + 1;
+  const top = Math.max(at(10 ** high), 1);
+  const tickvals = [0];
+  const ticktext = ["0"];
+  for (let k = base; k <= Math.ceil(high); k += 1) {
+    tickvals.push(at(10 ** k), -at(10 ** k));
+    ticktext.push(`1e${k}`, `-1e${k}`);
+  }
+  return {
+    z: (v) => (v === 0 ? 0 : Math.sign(v) * at(Math.abs(v))),
+    zmin: -top,
+    zmax: top,
+    tickvals,
+    ticktext,
+    colorscale: DIVERGING,
+    title: "signed log",
+  };
+}
+
+/**
+ * Build the Plotly traces of a heatmap answer: the value on a log colour scale (a signed one for
+ * a statistic with negative values), the real value in the hover, non-finite cells as red
+ * markers.
  */
 export function heatmapTraces(heatmap) {
   const layers = heatmap.layers || [];
   const steps = heatmap.step || [];
   const rows = heatmap.z || [];
   const labels = layers.map(plotlyText);
-  const z = [];
+  const values = []; // [i, j, value] of the finite cells
   const hover = [];
   const marks = { x: [], y: [], text: [] };
-  let minLog = Infinity;
-  let maxLog = -Infinity;
-  const zeros = [];
   for (let i = 0; i < layers.length; i += 1) {
     const row = rows[i] || [];
-    const zRow = new Array(steps.length).fill(null);
     const hRow = new Array(steps.length).fill("no data");
     for (let j = 0; j < steps.length; j += 1) {
       const raw = row[j];
@@ -405,27 +458,19 @@ export function heatmapTraces(heatmap) {
         marks.x.push(steps[j]);
         marks.y.push(labels[i]);
         marks.text.push(`${label} in ${labels[i]} at step ${steps[j]}`);
-      } else if (value > 0) {
-        const log = Math.log10(value);
-        zRow[j] = log;
-        if (log < minLog) minLog = log;
-        if (log > maxLog) maxLog = log;
-      } else if (value === 0) {
-        zeros.push([i, j]);
+      } else {
+        values.push([i, j, value]);
       }
     }
-    z.push(zRow);
     hover.push(hRow);
   }
-  if (!Number.isFinite(minLog)) {
-    minLog = 0;
-    maxLog = 0;
-  }
-  // log10(0) does not exist; a zero norm (a dead layer) takes the bottom of the colour scale.
-  for (const [i, j] of zeros) z[i][j] = minLog - 1;
-  if (zeros.length) minLog -= 1;
-  const tickvals = [];
-  for (let k = Math.floor(minLog); k <= Math.ceil(maxLog); k += 1) tickvals.push(k);
+  const signed = values.some(([, , value]) => value < 0);
+  const scale = colourScale(
+    values.map(([, , value]) => Math.abs(value)),
+    signed,
+  );
+  const z = layers.map(() => new Array(steps.length).fill(null));
+  for (const [i, j, value] of values) z[i][j] = scale.z(value);
   const stat = plotlyText(heatmap.stat || "value");
   const traces = [
     {
@@ -434,14 +479,14 @@ export function heatmapTraces(heatmap) {
       y: labels,
       z,
       customdata: hover,
-      colorscale: "Viridis",
-      zmin: minLog,
-      zmax: maxLog > minLog ? maxLog : minLog + 1,
+      colorscale: scale.colorscale,
+      zmin: scale.zmin,
+      zmax: scale.zmax,
       hoverongaps: false,
       colorbar: {
-        title: { text: `${stat} (log)`, side: "right" },
-        tickvals,
-        ticktext: tickvals.map((k) => `1e${k}`),
+        title: { text: `${stat} (${scale.title})`, side: "right" },
+        tickvals: scale.tickvals,
+        ticktext: scale.ticktext,
         thickness: 12,
       },
       hovertemplate: `layer %{y}<br>step %{x}<br>${stat} %{customdata}<extra></extra>`,

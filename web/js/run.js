@@ -216,8 +216,11 @@ function rankStyle(state, name, dashed) {
 
 /** Per-layer charts of the layer picker: which statistic goes where. */
 const LAYER_CHARTS = [
-  { key: "grad", id: "chart-layer-grad", logy: true, match: (stat) => stat.startsWith("grad_") && !/^grad_(nan|inf|zero_frac)$/.test(stat) },
-  { key: "weight", id: "chart-layer-weight", match: (stat) => stat.startsWith("weight_") },
+  // Magnitudes on a log axis; the signed means apart, on a linear one (a log axis drops every
+  // negative mean and draws the rest as a comb).
+  { key: "grad", id: "chart-layer-grad", logy: true, match: (stat) => /^grad_(norm|max|std)$/.test(stat) },
+  { key: "weight", id: "chart-layer-weight", match: (stat) => /^weight_(norm|std)$/.test(stat) },
+  { key: "means", id: "chart-layer-means", match: (stat) => stat === "grad_mean" || stat === "weight_mean" },
   { key: "ratio", id: "chart-update-ratio", logy: true, band: true, match: (stat) => stat === "update_ratio" },
   { key: "health", id: "chart-layer-health", match: () => true },
 ];
