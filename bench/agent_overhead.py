@@ -149,6 +149,15 @@ def available(variant: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def driver(args: argparse.Namespace) -> None:
     variants = [v for v in args.variants if available(v) and v != "plain"]
     skipped = sorted(set(args.variants) - set(variants) - {"plain"})
@@ -157,18 +166,25 @@ def driver(args: argparse.Namespace) -> None:
         env = {**os.environ, "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
 
         def measure(variant: str, model: str) -> list[float]:
+            """The variant's step times; the server's CPU time meanwhile goes to ``server_cpu``."""
             command = [
                 sys.executable, __file__, "--worker", "--variant", variant,
                 "--model", model, "--steps", str(args.steps),
                 "--warmup", str(args.warmup), "--batch", str(args.batch),
                 "--threads", str(args.threads), "--url", url, "--scratch", scratch,
             ]  # fmt: skip
+            before = cpu_seconds(server.pid)
             out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+            after = cpu_seconds(server.pid)
+            if before is not None and after is not None:
+                # Per step of the whole process, warm-up, run creation and last flush included.
+                server_cpu[variant].append((after - before) / (args.warmup + args.steps))
             return json.loads(out.stdout.strip().splitlines()[-1])["times"]
 
         try:
             for model in args.models:
                 runs: dict[str, list[list[float]]] = {v: [] for v in ["plain", *variants]}
+                server_cpu: dict[str, list[float]] = {v: [] for v in ["plain", *variants]}
                 ratios: dict[str, list[float]] = {v: [] for v in variants}
                 for round_index in range(args.rounds):
                     shift = round_index % max(len(variants), 1)
@@ -184,7 +200,7 @@ def driver(args: argparse.Namespace) -> None:
                         ratios[variant].append(statistics.fmean(times) / base)
                         before = after
                     print(f"# {model} round {round_index + 1} done", file=sys.stderr)
-                report(model, args, runs, ratios)
+                report(model, args, runs, ratios, server_cpu)
         finally:
             server.terminate()
     if skipped:
@@ -196,33 +212,44 @@ def report(
     args: argparse.Namespace,
     runs: dict[str, list[list[float]]],
     ratios: dict[str, list[float]],
+    server_cpu: dict[str, list[float]],
 ) -> None:
-    """One table: per variant the median and mean step over all its processes, and the overhead:
-    the median over rounds of its mean step against the plain runs around it."""
+    """One table: per variant the median and mean step over all its processes, the overhead
+    (the median over rounds of its mean step against the plain runs around it), and the
+    trickscope server's CPU time per step meanwhile (median over processes): it shares the
+    training's cores, so it is part of what a variant costs there."""
     print(
         f"\n{model}, batch {args.batch}, 64x64, AdamW, {args.threads} threads, "
         f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up steps, "
         "fresh process per run, plain between every two variants\n"
     )
-    print("| variant | median step (ms) | mean step (ms) | overhead vs plain (median, range) |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| variant | median step (ms) | mean step (ms) | overhead vs plain (median, range) "
+        "| server CPU per step (ms) |"
+    )
+    print("|---|---:|---:|---:|---:|")
     overhead = {}
     for variant, processes in runs.items():
         steps = [t for times in processes for t in times]
         median = 1000 * statistics.median(steps)
         mean = 1000 * statistics.fmean(steps)
+        cpu = server_cpu.get(variant)
+        server = f"{1000 * statistics.median(cpu):.1f}" if cpu else "n/a"
         if variant == "plain":
-            print(f"| plain | {median:.1f} | {mean:.1f} | |")
+            print(f"| plain | {median:.1f} | {mean:.1f} | | {server} |")
             continue
         per_round = [100 * (r - 1) for r in ratios[variant]]
         overhead[variant] = statistics.median(per_round)
         spread = f"{min(per_round):+.1f} … {max(per_round):+.1f}"
-        print(f"| {variant} | {median:.1f} | {mean:.1f} | {overhead[variant]:+.1f} % ({spread}) |")
+        print(
+            f"| {variant} | {median:.1f} | {mean:.1f} | {overhead[variant]:+.1f} % ({spread}) "
+            f"| {server} |"
+        )
     if {"trickscope_every10", "trickscope_hist1"} <= overhead.keys():
         # The default cadence (every=10, hist_every=100) over a long run: the window above holds
         # no histogram step, so add a hundredth of the histograms' per-step cost.
         default = overhead["trickscope_every10"] + overhead["trickscope_hist1"] / 100
-        print(f"| trickscope_default, histograms amortised (derived) | | | {default:+.1f} % |")
+        print(f"| trickscope_default, histograms amortised (derived) | | | {default:+.1f} % | |")
 
 
 def main() -> None:

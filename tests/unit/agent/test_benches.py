@@ -1,5 +1,6 @@
 """The agent's benchmarks run end to end here: bench/gpu_check.py in its CPU smoke mode (the GPU
-run needs CUDA), bench/host_ops.py (no GPU needed) and bench/sender.py."""
+run needs CUDA), bench/host_ops.py (no GPU needed), bench/sender.py and one short round of
+bench/agent_overhead.py."""
 
 from __future__ import annotations
 
@@ -49,3 +50,25 @@ def test_sender_bench_measures_the_sender_thread() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| vit_b_16 ")]
     assert len(rows) == 1 and float(rows[0].split("|")[3].split()[0]) > 0, result.stdout
+
+
+@pytest.mark.timeout(600)
+def test_agent_overhead_bench_runs_a_round_against_a_real_server() -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "agent_overhead.py"), "--models", "vit_tiny",
+         "--variants", "plain", "trickscope_every1", "--rounds", "1", "--steps", "2",
+         "--warmup", "1", "--threads", "1", "--batch", "4"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {
+        cells[0]: cells[1:]
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| variant")
+        for cells in [[cell.strip() for cell in line.split("|")[1:-1]]]
+    }
+    assert set(rows) == {"plain", "trickscope_every1"}, result.stdout
+    assert rows["trickscope_every1"][2].endswith(")"), result.stdout  # overhead (range)
+    # The server ingested every statistic of every step meanwhile: its CPU time shows.
+    assert float(rows["trickscope_every1"][3]) > 0, result.stdout
