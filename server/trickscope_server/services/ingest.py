@@ -437,7 +437,7 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
         store.update_summaries(session, summaries)
         store.upsert_histograms(session, _histogram_rows(run_id, batch))
         due = store.series_needing_compaction(
-            session, series_ids=list(ids.values()), bound=COMPACT_AFTER_CHUNKS
+            session, run_id=run_id, series_ids=list(ids.values()), bound=COMPACT_AFTER_CHUNKS
         )
     db.series_ids.add(run_id, created_at, ids)  # committed: safe to reuse
     return IngestOutcome(batch.points, False, due)
