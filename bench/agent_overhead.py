@@ -6,7 +6,10 @@ Every variant runs in a fresh process. A round runs plain training between every
 (plain, A, plain, B, ..., plain; the variants' order rotates each round), and a variant's
 overhead in a round is against the mean of the two plain runs around it: on a shared machine the
 step time drifts by ±10 % over minutes, and this pairing cancels what drifts linearly. Reported:
-the median over rounds of those overheads, with each variant's median and mean step. Peers (wandb
+the median over rounds of those overheads, with each variant's median and mean step, and the
+trickscope server's CPU time per timed step (it runs on the same cores, as on a laptop). Each
+process warms up for ``--warmup`` steps and ``--warmup-secs`` seconds, past the agent's first
+statistics flush: what a tool does once per run stays out of the timed steps. Peers (wandb
 offline, TensorBoard) come from the ``bench`` extra: pip install -e '.[bench]'.
 """
 
@@ -36,6 +39,17 @@ VARIANTS = (
 )
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; None elsewhere)."""
+    if pid <= 0:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def worker(args: argparse.Namespace) -> None:
     """One variant in this process: prints one JSON line of per-step seconds."""
     import torch
@@ -51,17 +65,30 @@ def worker(args: argparse.Namespace) -> None:
     y = torch.randint(0, 10, (args.batch,))
     after_step = _attach(args, model, optimizer)
 
-    times = []
-    for step in range(args.warmup + args.steps):
+    def train_step(step: int) -> float:
         start = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         after_step(step, loss)
-        times.append(time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    # Warm-up: at least --warmup steps and --warmup-secs seconds, so that what a tool does once
+    # per run (trickscope's server creating the run's series rows on the first statistics
+    # flush, 5 s in; wandb's start-up) stays out of the timed steps.
+    step, warm_until = 0, time.perf_counter() + args.warmup_secs
+    while step < args.warmup or time.perf_counter() < warm_until:
+        train_step(step)
+        step += 1
+    server_before = cpu_seconds(args.server_pid)
+    times = [train_step(step + i) for i in range(args.steps)]
+    server_after = cpu_seconds(args.server_pid)
     _detach(args)
-    print(json.dumps({"variant": args.variant, "times": times[args.warmup :]}), flush=True)
+    server_cpu = None
+    if server_before is not None and server_after is not None:
+        server_cpu = server_after - server_before  # its CPU time while the steps were timed
+    print(json.dumps({"variant": args.variant, "times": times, "server_cpu": server_cpu}))
 
 
 _finishers: list = []
@@ -149,15 +176,6 @@ def available(variant: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def driver(args: argparse.Namespace) -> None:
     variants = [v for v in args.variants if available(v) and v != "plain"]
     skipped = sorted(set(args.variants) - set(variants) - {"plain"})
@@ -170,16 +188,15 @@ def driver(args: argparse.Namespace) -> None:
             command = [
                 sys.executable, __file__, "--worker", "--variant", variant,
                 "--model", model, "--steps", str(args.steps),
-                "--warmup", str(args.warmup), "--batch", str(args.batch),
+                "--warmup", str(args.warmup), "--warmup-secs", str(args.warmup_secs),
+                "--batch", str(args.batch), "--server-pid", str(server.pid),
                 "--threads", str(args.threads), "--url", url, "--scratch", scratch,
             ]  # fmt: skip
-            before = cpu_seconds(server.pid)
             out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-            after = cpu_seconds(server.pid)
-            if before is not None and after is not None:
-                # Per step of the whole process, warm-up, run creation and last flush included.
-                server_cpu[variant].append((after - before) / (args.warmup + args.steps))
-            return json.loads(out.stdout.strip().splitlines()[-1])["times"]
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            if result["server_cpu"] is not None:
+                server_cpu[variant].append(result["server_cpu"] / args.steps)
+            return result["times"]
 
         try:
             for model in args.models:
@@ -216,11 +233,12 @@ def report(
 ) -> None:
     """One table: per variant the median and mean step over all its processes, the overhead
     (the median over rounds of its mean step against the plain runs around it), and the
-    trickscope server's CPU time per step meanwhile (median over processes): it shares the
+    trickscope server's CPU time per timed step (median over processes): it shares the
     training's cores, so it is part of what a variant costs there."""
     print(
         f"\n{model}, batch {args.batch}, 64x64, AdamW, {args.threads} threads, "
-        f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up steps, "
+        f"{args.rounds} rounds x {args.steps} steps after >= {args.warmup} warm-up steps and "
+        f">= {args.warmup_secs:g} s, "
         "fresh process per run, plain between every two variants\n"
     )
     print(
@@ -258,7 +276,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=5, help="warm-up steps, at the least")
+    parser.add_argument(
+        "--warmup-secs", type=float, default=6.0, help="warm-up seconds, at the least"
+    )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -266,6 +287,7 @@ def main() -> None:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)

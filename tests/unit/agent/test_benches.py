@@ -58,7 +58,7 @@ def test_agent_overhead_bench_runs_a_round_against_a_real_server() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "agent_overhead.py"), "--models", "vit_tiny",
          "--variants", "plain", "trickscope_every1", "--rounds", "1", "--steps", "2",
-         "--warmup", "1", "--threads", "1", "--batch", "4"],
+         "--warmup", "1", "--warmup-secs", "0", "--threads", "1", "--batch", "4"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -70,5 +70,5 @@ def test_agent_overhead_bench_runs_a_round_against_a_real_server() -> None:
     }
     assert set(rows) == {"plain", "trickscope_every1"}, result.stdout
     assert rows["trickscope_every1"][2].endswith(")"), result.stdout  # overhead (range)
-    # The server ingested every statistic of every step meanwhile: its CPU time shows.
-    assert float(rows["trickscope_every1"][3]) > 0, result.stdout
+    # The server's CPU time while the steps were timed, per step: a number, not "n/a".
+    assert float(rows["trickscope_every1"][3]) >= 0, result.stdout
