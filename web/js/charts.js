@@ -384,22 +384,16 @@ const DIVERGING = [
 ];
 
 /**
- * The colour scale of a heatmap from the magnitudes it holds: log10 of the value where every
- * value is ≥ 0 (a zero, such as a dead layer's norm, takes the bottom); a signed log where some
- * are negative (a mean): ±(decades above the smallest magnitude, plus one), zero in the middle.
+ * The colour scale of a heatmap from the extent of its finite values (`low`/`high`: log10 of the
+ * smallest and largest non-zero magnitude; `zero`, `negative`: whether there are such values):
+ * log10 of the value where none is negative (a zero, such as a dead layer's norm, takes the
+ * bottom); a signed log where some are (a mean): ±(decades above the smallest magnitude, plus
+ * one), zero in the middle.
  */
-function colourScale(magnitudes, signed) {
-  let low = Infinity;
-  let high = -Infinity;
-  for (const m of magnitudes) {
-    if (m <= 0) continue;
-    const log = Math.log10(m);
-    if (log < low) low = log;
-    if (log > high) high = log;
-  }
+function colourScale({ low, high, zero, negative }) {
   if (!Number.isFinite(low)) low = high = 0;
-  if (!signed) {
-    if (magnitudes.some((m) => m === 0)) low -= 1;
+  if (!negative) {
+    if (zero) low -= 1;
     const decades = [];
     for (let k = Math.floor(low); k <= Math.ceil(high); k += 1) decades.push(k);
     return {
@@ -442,11 +436,13 @@ export function heatmapTraces(heatmap) {
   const steps = heatmap.step || [];
   const rows = heatmap.z || [];
   const labels = layers.map(plotlyText);
-  const values = []; // [i, j, value] of the finite cells
+  const z = []; // the finite values first, then their colours
   const hover = [];
   const marks = { x: [], y: [], text: [] };
+  const extent = { low: Infinity, high: -Infinity, zero: false, negative: false };
   for (let i = 0; i < layers.length; i += 1) {
     const row = rows[i] || [];
+    const zRow = new Array(steps.length).fill(null);
     const hRow = new Array(steps.length).fill("no data");
     for (let j = 0; j < steps.length; j += 1) {
       const raw = row[j];
@@ -458,19 +454,25 @@ export function heatmapTraces(heatmap) {
         marks.x.push(steps[j]);
         marks.y.push(labels[i]);
         marks.text.push(`${label} in ${labels[i]} at step ${steps[j]}`);
-      } else {
-        values.push([i, j, value]);
+        continue;
       }
+      zRow[j] = value;
+      if (value < 0) extent.negative = true;
+      if (value === 0) {
+        extent.zero = true;
+        continue;
+      }
+      const log = Math.log10(Math.abs(value));
+      if (log < extent.low) extent.low = log;
+      if (log > extent.high) extent.high = log;
     }
+    z.push(zRow);
     hover.push(hRow);
   }
-  const signed = values.some(([, , value]) => value < 0);
-  const scale = colourScale(
-    values.map(([, , value]) => Math.abs(value)),
-    signed,
-  );
-  const z = layers.map(() => new Array(steps.length).fill(null));
-  for (const [i, j, value] of values) z[i][j] = scale.z(value);
+  const scale = colourScale(extent);
+  for (const zRow of z) {
+    for (let j = 0; j < zRow.length; j += 1) if (zRow[j] !== null) zRow[j] = scale.z(zRow[j]);
+  }
   const stat = plotlyText(heatmap.stat || "value");
   const traces = [
     {
