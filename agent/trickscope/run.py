@@ -206,7 +206,9 @@ class Run:
         ``grad_norm``, ``weight_norm``, ``step_time``, ``data_time``) on the same cadence.
 
         Args:
-            model: Its ``named_parameters()`` names the series.
+            model: Its ``named_parameters()`` names the series; inside a DDP, DataParallel or
+                ``torch.compile`` wrapper, those of the module wrapped (no ``module.`` or
+                ``_orig_mod.`` prefix).
             optimizer: Its ``step()`` calls define the step. A step that ``GradScaler`` skips
                 (Inf/NaN gradients) never calls it, so it is not counted.
             every: Sampling period of the scalar statistics, in optimizer steps.

@@ -29,6 +29,7 @@ from torch.autograd.profiler import record_function
 from trickscope import segments, stats
 from trickscope._checks import check_int
 from trickscope._incidents import Incidents
+from trickscope._modules import unwrap
 
 Emit = Callable[[int, Sequence[str], Tensor, list[tuple[str, float]]], None]
 EmitHost = Callable[[int, list[tuple[str, float]]], None]
@@ -101,7 +102,7 @@ class Watcher:
                 f"watch() needs scaler to be a torch.amp.GradScaler (or None), got "
                 f"{type(scaler).__name__}"
             )
-        named = list(model.named_parameters())
+        named = list(unwrap(model).named_parameters())  # names without wrapper prefixes
         if not named:
             raise ValueError(f"watch() got a model without parameters: {type(model).__name__}")
         self.names = [name for name, _ in named]

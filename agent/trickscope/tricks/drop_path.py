@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from trickscope._checks import check_int
+from trickscope._modules import unwrap
 from trickscope.tricks._sink import Finding, Metric, MetricSink, report, warn_findings
 
 
@@ -123,7 +124,7 @@ class DropPathMonitor:
         self.run = run
         self.every = every
         self.blocks: dict[str, nn.Module] = {
-            name: m for name, m in model.named_modules() if _rate(m) is not None
+            name: m for name, m in unwrap(model).named_modules() if _rate(m) is not None
         }
         self._seen: set[str] = set()
         self._armed = False

@@ -16,21 +16,11 @@ from torch import nn
 
 from trickscope import _foreach
 from trickscope._checks import check_int
+from trickscope._modules import unwrap
 from trickscope.tricks._sink import Metric, MetricSink, report
 
 BufferPolicy = Literal["average", "copy"]
 EmaWarmup = Literal["none", "ratio", "power"]
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The user's module inside DDP/DataParallel and ``torch.compile`` wrappers."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod  # torch.compile's OptimizedModule
-        else:
-            return model
 
 
 def ema_module(obj: nn.Module) -> nn.Module:
@@ -47,8 +37,8 @@ def ema_module(obj: nn.Module) -> nn.Module:
         type(obj).__name__.startswith("ModelEma")
     )
     if is_ema_wrapper and isinstance(inner, nn.Module):
-        return _unwrap(inner)
-    return _unwrap(obj)
+        return unwrap(inner)
+    return unwrap(obj)
 
 
 def _float_params(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -62,7 +52,7 @@ def ema_distance(ema: nn.Module, model: nn.Module) -> torch.Tensor:
     with one foreach subtraction and two foreach norms. Both models must be on the same devices.
     """
     shadow = dict(_float_params(ema_module(ema)))
-    pairs = [(shadow[n], p) for n, p in _float_params(_unwrap(model)) if n in shadow]
+    pairs = [(shadow[n], p) for n, p in _float_params(unwrap(model)) if n in shadow]
     if not pairs:
         raise ValueError("ema and model share no floating-point parameter names")
     nus = [nu.detach() for nu, _ in pairs]
@@ -157,7 +147,7 @@ class ModelEma(nn.Module):
             raise ValueError(f"buffers must be 'average' or 'copy', got {buffers!r}")
         check_int("update_every", update_every, 1)
         check_int("report_every", report_every, 1)
-        self.module = copy.deepcopy(_unwrap(model))
+        self.module = copy.deepcopy(unwrap(model))
         self.module.eval()
         self.module.requires_grad_(False)
         self.decay = float(decay)
@@ -183,7 +173,7 @@ class ModelEma(nn.Module):
         """Move the shadow weights toward ``model``'s after optimizer step ``step``."""
         if step % self.update_every:
             return
-        source = _unwrap(model)
+        source = unwrap(model)
         decay = self.get_decay(step)
         shadow_params = [p for p in self.module.parameters()]
         model_params = [p.detach() for p in source.parameters()]
@@ -210,7 +200,7 @@ class ModelEma(nn.Module):
     @torch.no_grad()
     def set(self, model: nn.Module) -> None:
         """Copy ``model``'s weights and buffers into the shadow (e.g. after loading weights)."""
-        source = _unwrap(model)
+        source = unwrap(model)
         self.module.load_state_dict(source.state_dict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

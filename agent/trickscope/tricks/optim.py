@@ -15,6 +15,7 @@ import torch
 
 from trickscope import _foreach
 from trickscope._checks import check_int
+from trickscope._modules import unwrap
 from trickscope.tricks._sink import Metric, MetricSink, report
 
 OptimizerKind = Literal["sgd", "adamw"]
@@ -181,7 +182,9 @@ class OptimizerReporter:
         self.optimizer = optimizer
         self.run = run
         self.every = every
-        self.names = {id(p): n for n, p in model.named_parameters()} if model is not None else None
+        self.names = (
+            {id(p): n for n, p in unwrap(model).named_parameters()} if model is not None else None
+        )
 
     def report(self, step: int) -> dict[str, Metric]:
         """Report hyperparameters, plus ``opt/eps_dominance/{param}`` when ``step`` is due."""

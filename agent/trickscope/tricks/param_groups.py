@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from trickscope._modules import unwrap
 from trickscope.tricks._sink import Finding, Metric, MetricSink, report
 
 WeightDecayKind = Literal["decoupled", "coupled_l2", "none"]
@@ -52,7 +53,8 @@ def param_groups_weight_decay(
     ``configure_optimizers`` (Loshchilov & Hutter 2019, https://arxiv.org/abs/1711.05101).
 
     Args:
-        model: The model whose ``named_parameters()`` are split.
+        model: The model whose ``named_parameters()`` are split (inside a DDP or
+            ``torch.compile`` wrapper, under the wrapped module's names).
         weight_decay: Decay for the decayed group.
         exclude: Parameter names, module prefixes (``"pos_embed"`` also matches
             ``"pos_embed.weight"``) or ``fnmatch`` patterns (``"*.norm*"``) never decayed.
@@ -76,7 +78,7 @@ def param_groups_weight_decay(
     patterns = tuple(exclude)
     decay: list[tuple[str, nn.Parameter]] = []
     no_decay: list[tuple[str, nn.Parameter]] = []
-    for name, param in model.named_parameters():
+    for name, param in unwrap(model).named_parameters():
         if not param.requires_grad:
             continue
         if (exclude_1d and param.ndim <= 1) or _matches(name, patterns):
@@ -136,6 +138,7 @@ def weight_decay_kind(optimizer: torch.optim.Optimizer) -> WeightDecayKind:
 
 def _no_decay_names(model: nn.Module) -> set[str]:
     """Names of biases, norm-layer parameters and other 1-D parameters."""
+    model = unwrap(model)
     names = {n for n, p in model.named_parameters() if p.ndim <= 1}
     for module_name, module in model.named_modules():
         if isinstance(module, _NORM_TYPES) or "norm" in type(module).__name__.lower():
@@ -165,7 +168,7 @@ def check_weight_decay(
         )
     names_by_id: dict[int, str] = {}
     if model is not None:
-        names_by_id = {id(p): n for n, p in model.named_parameters()}
+        names_by_id = {id(p): n for n, p in unwrap(model).named_parameters()}
     no_decay = _no_decay_names(model) if model is not None else set()
     for i, group in enumerate(optimizer.param_groups):
         wd = group.get("weight_decay", 0.0)

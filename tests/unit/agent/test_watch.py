@@ -328,3 +328,34 @@ def test_without_the_update_ratio_there_is_no_snapshot_and_the_rest_is_unchanged
         assert not [key for key in light if key.startswith("update_ratio/")]
         assert light == {key: value for key, value in full.items() if key in light}
         assert set(full) - set(light) == {k for k in full if k.startswith("update_ratio/")}
+
+
+def test_wrapped_models_report_under_the_names_of_the_module_inside(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    # DataParallel (and DDP) prefix every name with "module.", torch.compile with "_orig_mod.":
+    # the series are named after the user's module, so a run reads the same with or without.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1))
+    wrapped = torch.compile(nn.DataParallel(model), backend="eager")
+    assert next(iter(dict(wrapped.named_parameters()))) == "_orig_mod.module.0.weight"
+    optimizer = torch.optim.SGD(wrapped.parameters(), lr=0.1)
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(wrapped, optimizer, every=1, hist_every=1)
+        wrapped(torch.randn(5, 4)).pow(2).mean().backward()
+        optimizer.step()
+    assert run.incidents.errors == 0, run.incidents.by_kind
+    layers = ["0.weight", "0.bias", "2.weight", "2.bias"]
+    declared = [
+        body["layers"] for _, path, body in capture.captured.snapshot() if path.endswith("/layers")
+    ]
+    assert declared == [layers]
+    points = capture.captured.points()
+    assert {name for name in points if "/" in name and not name.startswith("lr/")} == {
+        f"{stat}/{layer}"
+        for stat in stats.GRAD_STATS + stats.WEIGHT_STATS + (stats.UPDATE_STAT,)
+        for layer in layers
+    } | {stats.TOTAL_GRAD_NORM}
+    assert set(capture.captured.histograms()) == {
+        f"{kind}/{layer}" for kind in (stats.GRAD_HIST, stats.WEIGHT_HIST) for layer in layers
+    }

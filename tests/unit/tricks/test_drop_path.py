@@ -66,6 +66,14 @@ def test_monitor_reports_rates_and_realised_fractions_on_due_steps(sink) -> None
     assert model[2].drop_path.record is True  # armed for the forward of step 4
 
 
+def test_monitor_names_the_blocks_of_a_wrapped_model_as_the_module_inside() -> None:
+    model = nn.Sequential(*[Block(DropPath(r)) for r in drop_path_rates(2, 0.2)])
+    wrapped = torch.compile(nn.DataParallel(model), backend="eager")
+    assert DropPathMonitor(wrapped).describe()["drop_path_rates"] == {
+        "0.drop_path": 0.0, "1.drop_path": 0.2,
+    }  # fmt: skip
+
+
 def test_monitor_recognises_timm_and_torchvision_modules_and_flags_problems(sink) -> None:
     from timm.layers import DropPath as TimmDropPath
     from torchvision.ops import StochasticDepth

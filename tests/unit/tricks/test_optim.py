@@ -90,6 +90,17 @@ def test_reporter_reports_eps_dominance_on_due_steps_only(sink) -> None:
     assert reporter.describe()["optimizer"] == "AdamW"
 
 
+def test_eps_dominance_of_a_wrapped_model_is_named_after_the_module_inside(sink) -> None:
+    model = nn.Linear(6, 3)
+    wrapped = nn.DataParallel(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    reporter = OptimizerReporter(optimizer, sink, every=1, model=wrapped)
+    train(model, optimizer, 1)
+    reporter.report(0)
+    names = {m for metrics, _ in sink.calls for m in metrics if m.startswith("opt/eps_dominance/")}
+    assert names == {"opt/eps_dominance/weight", "opt/eps_dominance/bias"}
+
+
 def test_sgd_without_adam_state_reports_no_eps_dominance() -> None:
     model = nn.Linear(6, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

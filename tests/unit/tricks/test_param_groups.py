@@ -47,6 +47,20 @@ def test_only_trainable_multi_dim_unexcluded_params_are_decayed() -> None:
     assert described["group1"]["names"] == groups[1]["param_names"]
 
 
+def test_a_wrapped_model_is_split_and_checked_under_its_own_names() -> None:
+    # DataParallel/DDP and torch.compile prefix every name: exclusions and findings use the
+    # names of the module inside, as the user wrote them.
+    model = Net()
+    wrapped = torch.compile(nn.DataParallel(model), backend="eager")
+    groups = param_groups_weight_decay(wrapped, 0.05, exclude=["pos_embed"])
+    assert names_of(groups, 0) == {"conv.weight", "fc.weight"}
+    assert "pos_embed" in names_of(groups, 1)
+    decayed_everything = torch.optim.AdamW(wrapped.parameters(), weight_decay=0.05)
+    findings = check_weight_decay(decayed_everything, wrapped)
+    assert any("bn.weight" in finding.message for finding in findings), findings
+    assert not any("module." in finding.message for finding in findings), findings
+
+
 def test_glob_patterns_exclude_and_exclude_1d_can_be_turned_off() -> None:
     groups = param_groups_weight_decay(Net(), 0.1, exclude=["*.bias", "f?.*"], exclude_1d=False)
     assert names_of(groups, 0) == {"pos_embed", "conv.weight", "bn.weight", "ln.weight"}
