@@ -309,7 +309,7 @@ def _summaries(
     has_finite = bool(finite.any())
     nonfinite_steps = steps[~finite]
     # The last value is the one at the highest step; of equal steps, the later position wins.
-    last = steps.size - 1 - int(np.argmax(steps[::-1]))
+    latest = steps.size - 1 - int(np.argmax(steps[::-1]))
     return _rows(
         series,
         run_id,
@@ -320,7 +320,7 @@ def _summaries(
         count=int(steps.size),
         vmin=float(values[finite].min()) if has_finite else None,
         vmax=float(values[finite].max()) if has_finite else None,
-        last_value=float(values[last]),
+        last_value=float(values[latest]),
         nonfinite=int(nonfinite_steps.min()) if nonfinite_steps.size else None,
     )
 
