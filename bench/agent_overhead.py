@@ -184,7 +184,7 @@ def driver(args: argparse.Namespace) -> None:
         env = {**os.environ, "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
 
         def measure(variant: str, model: str) -> list[float]:
-            """The variant's step times; the server's CPU time meanwhile goes to ``server_cpu``."""
+            """The variant's step times; the server's CPU time over them goes to ``server_cpu``."""
             command = [
                 sys.executable, __file__, "--worker", "--variant", variant,
                 "--model", model, "--steps", str(args.steps),
