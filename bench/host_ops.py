@@ -6,15 +6,23 @@ A GPU training loop bound by the host's kernel launches (many are, at small batc
 VM) pays for each op the agent dispatches, whatever the op computes. This counts them for one
 step with every scalar statistic due, in the row formulation that CUDA takes, with the fused row
 kernels of ``trickscope.row_kernels`` and with torch ops alone. It needs no GPU: the models live
-on the meta device (shapes, no memory), and the Triton launches are counted, not run. Their host
-cost in time is for ``bench/gpu_check.py`` on a real device.
+on the meta device (shapes, no memory), and the Triton launches are counted, not run.
+
+It also times that host work: the median of ``--repeats`` due steps on the meta device, where
+every op is dispatched but computes nothing. That is the Python and dispatch time a due step
+takes from the training thread on this CPU, less what a real launch adds (the CUDA driver's few
+µs per kernel, Triton's launcher per Triton launch): a floor under what ``bench/gpu_check.py``
+measures on a device, and the part of it that a CPU can measure.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import statistics
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -48,8 +56,9 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def due_step(name: str, kernels: bool) -> tuple[int, int, int, int]:
-    """(tensors, torch ops, of which launch a kernel, Triton launches) of one due step."""
+def due_step(name: str, kernels: bool, repeats: int) -> tuple[int, int, int, int, float]:
+    """(tensors, torch ops, of which launch a kernel, Triton launches, median host seconds) of
+    one due step."""
     from torchvision.models import resnet50, vit_b_16
 
     with torch.device("meta"):
@@ -80,28 +89,45 @@ def due_step(name: str, kernels: bool) -> tuple[int, int, int, int]:
             triton_launches.clear()
             with OpCounter() as counter:
                 step()
+            launches = len(triton_launches)
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step()
+                seconds.append(time.perf_counter() - start)
     finally:
         _foreach._segmented, row_kernels._devices, row_kernels._launch = saved
         watcher.close()
     tensors = len(list(model.parameters()))
-    return tensors, sum(counter.ops.values()), counter.launching, len(triton_launches)
+    return (
+        tensors,
+        sum(counter.ops.values()),
+        counter.launching,
+        launches,
+        statistics.median(seconds),
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
+    parser.add_argument("--repeats", type=int, default=200, help="due steps timed per row")
     args = parser.parse_args()
-    print(f"machine: {platform.platform()}, torch {torch.__version__} (counts, not times)")
+    torch.set_num_threads(1)
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}; host time: median of {args.repeats} due steps on meta"
+    )
     print("| model | parameter tensors | statistics by | torch ops | launching a kernel | "
-          "Triton launches | launches in all |")  # fmt: skip
-    print("|---|---:|---|---:|---:|---:|---:|")
+          "Triton launches | launches in all | host time per due step |")  # fmt: skip
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
     for name in args.models:
         for kernels in (False, True):
-            tensors, ops, launching, triton = due_step(name, kernels)
+            tensors, ops, launching, triton, host = due_step(name, kernels, args.repeats)
             path = "row kernels" if kernels else "torch ops"
             print(
                 f"| {name} | {tensors} | {path} | {ops} | {launching} | {triton} | "
-                f"{launching + triton} |"
+                f"{launching + triton} | {host * 1e3:.2f} ms |"
             )
     return 0
 

@@ -30,13 +30,16 @@ def test_gpu_check_smoke_mode_runs_on_cpu() -> None:
 
 def test_host_ops_bench_counts_the_launches_of_a_due_step() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "host_ops.py")],
+        [sys.executable, str(ROOT / "bench" / "host_ops.py"), "--repeats", "5"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
-    launches = {(cells[0].strip(), cells[2].strip()): int(cells[-1]) for cells in rows[1:]}
+    keyed = {(cells[0].strip(), cells[2].strip()): cells for cells in rows[1:]}
+    launches = {key: int(cells[-2]) for key, cells in keyed.items()}
+    host_ms = {key: float(cells[-1].split()[0]) for key, cells in keyed.items()}
     for model in ("resnet50", "vit_b_16"):
+        assert 0 < host_ms[(model, "row kernels")] < host_ms[(model, "torch ops")], host_ms
         # The fused path: a copy, two kernels per statistic family, the result's assembly.
         assert launches[(model, "row kernels")] <= 15, launches
         assert launches[(model, "torch ops")] > 4 * launches[(model, "row kernels")], launches
