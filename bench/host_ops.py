@@ -9,10 +9,11 @@ kernels of ``trickscope.row_kernels`` and with torch ops alone. It needs no GPU:
 on the meta device (shapes, no memory), and the Triton launches are counted, not run.
 
 It also times that host work: the median of ``--repeats`` due steps on the meta device, where
-every op is dispatched but computes nothing. That is the Python and dispatch time a due step
-takes from the training thread on this CPU, less what a real launch adds (the CUDA driver's few
-µs per kernel, Triton's launcher per Triton launch): a floor under what ``bench/gpu_check.py``
-measures on a device, and the part of it that a CPU can measure.
+every op is dispatched but computes nothing: the Python and dispatch time a due step takes from
+the training thread on this CPU. Against CUDA it leaves out what a real launch adds (the
+driver's few µs per kernel, Triton's launcher) and adds what meta alone does (some ops, ``cat``
+and the norms among them, run Python shape functions there that CUDA runs in C++): a comparison
+of the two paths on one CPU, not a GPU timing, which is ``bench/gpu_check.py``'s.
 """
 
 from __future__ import annotations
