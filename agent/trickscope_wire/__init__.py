@@ -17,6 +17,8 @@ from trickscope_wire.columns import (
 )
 from trickscope_wire.payloads import (
     WIRE_VERSION,
+    AgentFinding,
+    FindingsDeclare,
     HistogramColumns,
     LayersDeclare,
     PointBatch,
@@ -24,11 +26,14 @@ from trickscope_wire.payloads import (
     RunCreate,
     RunFinish,
     SeriesColumns,
+    SetupDeclare,
     dumps,
 )
 
 __all__ = [
     "WIRE_VERSION",
+    "AgentFinding",
+    "FindingsDeclare",
     "HistogramColumns",
     "LayersDeclare",
     "PointBatch",
@@ -36,6 +41,7 @@ __all__ = [
     "RunCreate",
     "RunFinish",
     "SeriesColumns",
+    "SetupDeclare",
     "decode_f64",
     "decode_i64",
     "dumps",

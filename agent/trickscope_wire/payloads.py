@@ -88,6 +88,48 @@ class RankDeclare:
 
 
 @dataclass(frozen=True)
+class SetupDeclare:
+    """``PUT /api/v1/runs/{run_id}/setup``: what ``watch`` saw of the training setup (replaces).
+
+    The optimizer and its param groups, each parameter's shape, module type and kind, the
+    DropPath modules, the AMP scaler, the LR scheduler, the EMA model and the planned run length;
+    the layout is documented in ``docs/diagnosis.md``. The health rules read it, so they run
+    without the user typing config keys.
+    """
+
+    setup: dict[str, Any]
+    wire_version: int = WIRE_VERSION
+
+
+@dataclass(frozen=True)
+class AgentFinding:
+    """A health finding made inside the training process, in the server's finding form.
+
+    Some checks need inputs that exist only there (the weights of one exact step, say); they reach
+    ``/health`` as findings of the same form as the server's own. ``evidence`` holds the numbers
+    (JSON values; non-finite floats as ``"NaN"``/``"Infinity"``/``"-Infinity"``).
+    """
+
+    check: str
+    severity: str  # "error" | "warning" | "info"
+    title: str
+    why: str
+    remedy: str
+    step: int | None = None
+    layer: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FindingsDeclare:
+    """``PUT /api/v1/runs/{run_id}/findings``: agent findings, merged by ``(check, layer)`` (a
+    re-sent finding replaces the one with the same key)."""
+
+    findings: list[AgentFinding]
+    wire_version: int = WIRE_VERSION
+
+
+@dataclass(frozen=True)
 class RunFinish:
     """``POST /api/v1/runs/{run_id}/finish``: the run's final status."""
 
