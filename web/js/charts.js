@@ -51,6 +51,11 @@ const PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemo
 const NONFINITE_COLOR = "#d62728";
 // Where the non-finite markers sit, on a hidden 0..1 axis overlaying the data: the top of the plot.
 const MARKER_Y = 0.96;
+// Health findings at a step: a vertical line in the severity's colour, and a flag at the very top
+// of the plot that carries the hover label (Plotly shapes have none of their own).
+const FINDING_Y = 1;
+const SEVERITY_COLOR = { error: "#b91c1c", warning: "#b45309", info: "#2563eb" };
+const FINDINGS_TRACE = "findings";
 
 /**
  * Plotly renders a few HTML-like tags inside strings (<b>, <a>, <br>...) as SVG text. Names are
@@ -112,6 +117,43 @@ export function splitPoints(name, steps, values) {
   return { x: steps.slice(), y: ys, marks };
 }
 
+function severityColor(severity) {
+  return SEVERITY_COLOR[severity] || "#6b7280";
+}
+
+/** Vertical lines at the findings' steps (`marks`: [{step, severity, text}]). */
+export function findingShapes(marks) {
+  return marks.map((mark) => ({
+    type: "line",
+    xref: "x",
+    x0: mark.step,
+    x1: mark.step,
+    yref: "paper",
+    y0: 0,
+    y1: 1,
+    line: { color: severityColor(mark.severity), width: 1.4, dash: "dot" },
+    layer: "above",
+    name: FINDINGS_TRACE,
+  }));
+}
+
+/** The flags at the top of the findings' lines, with their hover text. */
+export function findingTrace(marks) {
+  return {
+    type: "scatter",
+    mode: "markers",
+    name: FINDINGS_TRACE,
+    x: marks.map((mark) => mark.step),
+    y: marks.map(() => FINDING_Y),
+    text: marks.map((mark) => plotlyText(mark.text)),
+    yaxis: "y2",
+    showlegend: false,
+    cliponaxis: false,
+    marker: { symbol: "triangle-down", size: 10, color: marks.map((mark) => severityColor(mark.severity)) },
+    hovertemplate: "%{text}<extra></extra>",
+  };
+}
+
 /**
  * A line chart of several series. The first trace holds the red markers of non-finite values;
  * every series gets its own line trace. Live updates go through Plotly.extendTraces / addTraces
@@ -120,10 +162,14 @@ export function splitPoints(name, steps, values) {
  * data-series (line traces).
  *
  * Options: ytitle, mode, logy (start on a log axis), shapes (Plotly layout shapes, e.g. a shaded
- * warmup span), styleOf(name) (extra trace properties), onUpdate(chart) (after each draw), and
+ * warmup span), styleOf(name) (extra trace properties), labelOf(name) (the legend's name for a
+ * series, default the series name), onUpdate(chart) (after each draw), and
  * fetchWindow(name, start, end) (a promise of a SeriesPoints read): with it, zooming the x axis
  * re-reads the visible window at full resolution and a double-click (autorange) re-reads the
  * whole series at the initial budget.
+ *
+ * setFindings(marks) marks health findings at their steps (see findingShapes); their flags are
+ * one extra trace named "findings", last, and the div carries data-findings (lines drawn).
  */
 export class LineChart {
   constructor(div, options = {}) {
@@ -140,6 +186,8 @@ export class LineChart {
     this.nonfinite = 0;
     this.started = false;
     this.windowReads = 0;
+    this.findingMarks = [];
+    this.findingIndex = null; // trace index of the findings' flags, once drawn
     // Plotly calls are asynchronous; chaining them keeps trace indices and counts consistent.
     this.queue = Promise.resolve();
   }
@@ -149,7 +197,7 @@ export class LineChart {
     return {
       type: "scatter",
       mode: this.mode,
-      name: plotlyText(name),
+      name: plotlyText(this.options.labelOf ? this.options.labelOf(name) : name),
       x: line.x,
       y: line.y,
       connectgaps: false,
@@ -180,6 +228,7 @@ export class LineChart {
     this.div.dataset.nonfinite = String(this.nonfinite);
     this.div.dataset.series = String(this.traceIndex.size);
     this.div.dataset.windowReads = String(this.windowReads);
+    this.div.dataset.findings = String(this.findingIndex === null ? 0 : this.findingMarks.length);
     if (this.options.onUpdate) this.options.onUpdate(this);
   }
 
@@ -217,10 +266,16 @@ export class LineChart {
     });
     const layout = baseLayout(this.title, this.ytitle);
     if (this.options.logy) layout.yaxis.type = "log";
-    if (this.options.shapes) layout.shapes = this.options.shapes;
+    layout.shapes = this.shapes();
     if (!traces.length) layout.annotations = [EMPTY_NOTE];
+    const all = [this.markerTrace(allMarks), ...traces];
+    this.findingIndex = null;
+    if (this.findingMarks.length) {
+      this.findingIndex = all.length;
+      all.push(findingTrace(this.findingMarks));
+    }
     clearPreview(this.div);
-    await window.Plotly.newPlot(this.div, [this.markerTrace(allMarks), ...traces], layout, PLOT_CONFIG);
+    await window.Plotly.newPlot(this.div, all, layout, PLOT_CONFIG);
     this.started = true;
     if (this.options.fetchWindow) {
       this.div.on("plotly_relayout", (event) => this.onRelayout(event || {}));
@@ -267,6 +322,32 @@ export class LineChart {
       }
       this.lastStep.set(name, keepSteps[keepSteps.length - 1]);
       this.points += keepSteps.length;
+      this.publish();
+    });
+  }
+
+  shapes() {
+    return [...(this.options.shapes || []), ...findingShapes(this.findingMarks)];
+  }
+
+  /** Mark findings at their steps ([{step, severity, text}]); replaces the marks shown. */
+  setFindings(marks) {
+    return this.enqueue(async () => {
+      this.findingMarks = marks.slice();
+      if (!this.started) return; // the first draw includes them
+      const Plotly = window.Plotly;
+      await Plotly.relayout(this.div, { shapes: this.shapes() });
+      const flags = findingTrace(this.findingMarks);
+      if (this.findingIndex !== null) {
+        await Plotly.restyle(
+          this.div,
+          { x: [flags.x], y: [flags.y], text: [flags.text], "marker.color": [flags.marker.color] },
+          [this.findingIndex],
+        );
+      } else if (this.findingMarks.length) {
+        this.findingIndex = this.div.data.length;
+        await Plotly.addTraces(this.div, flags);
+      }
       this.publish();
     });
   }

@@ -1,86 +1,20 @@
-// The run page's Health panel: the server's findings (GET /runs/{id}/health), most severe first,
-// one row each. A row whose finding the page can act on (a layer, a step, a trick panel) is a
-// button; the page says what it does through `actionOf`. Findings are untrusted text: every
-// piece becomes a text node (dom.js), never markup.
+// The run page's Health panel: the server's findings (GET /runs/{id}/health, or pushed as the
+// live stream's `health` event), most severe first, one row each, then the checks that ran and
+// those that could not. A row whose finding the page can act on (a layer, a step, a trick panel)
+// is a button; the page says what it does through `actionOf`.
 
 import { api } from "./api.js";
-import { el } from "./dom.js";
+import { renderChecks, splitChecks } from "./checks.js";
+import { findingRow, summaryText } from "./findings.js";
 
 export const HEALTH_REFRESH_MS = 5000; // while the run is live, re-check at most this often
 
-const SEVERITIES = ["error", "warning", "info"];
-
-function plural(count, word) {
-  return `${count} ${word}${count === 1 ? "" : "s"}`;
-}
-
-/** "1 error · 2 warnings · 1 info" for the panel's heading. */
-function summaryText(findings) {
-  const counts = new Map(SEVERITIES.map((severity) => [severity, 0]));
-  let other = 0;
-  for (const finding of findings) {
-    if (counts.has(finding.severity)) counts.set(finding.severity, counts.get(finding.severity) + 1);
-    else other += 1;
-  }
-  const parts = [];
-  if (counts.get("error")) parts.push(plural(counts.get("error"), "error"));
-  if (counts.get("warning")) parts.push(plural(counts.get("warning"), "warning"));
-  if (counts.get("info")) parts.push(`${counts.get("info")} info`);
-  if (other) parts.push(`${other} other`);
-  return parts.join(" · ");
-}
-
-function isStep(value) {
-  return typeof value === "number" && Number.isInteger(value);
-}
-
-function isLayer(value) {
-  return typeof value === "string" && value.length > 0;
-}
-
-/**
- * One finding as a list item. `action` is null or {label, run}: with one, the row's body is a
- * button that runs it; the label says what a click does.
- */
-function findingRow(finding, action) {
-  const severity = String(finding.severity || "unknown");
-  const kind = SEVERITIES.includes(severity) ? severity : "unknown";
-  const chips = [];
-  if (isStep(finding.step)) {
-    chips.push(el("span", { className: "chip", dataset: { chip: "step" }, text: `step ${finding.step}` }));
-  }
-  if (isLayer(finding.layer)) {
-    chips.push(
-      el("span", { className: "chip chip-layer", title: finding.layer, dataset: { chip: "layer" } }, [
-        "layer ",
-        el("span", { className: "mono", text: finding.layer }),
-      ]),
-    );
-  }
-  if (action) chips.push(el("span", { className: "finding-action", text: `${action.label} \u203A` }));
-  const body = [
-    el("span", { className: `sev sev-${kind}`, text: severity }),
-    el("span", { className: "finding-text" }, [
-      el("span", { className: "finding-title", text: finding.title || finding.check || "" }),
-      el("span", { className: "finding-detail", text: finding.detail || "" }),
-    ]),
-    el("span", { className: "chips" }, chips),
-  ];
-  let main;
-  if (action) {
-    main = el("button", { className: "finding-main", attrs: { type: "button" } }, body);
-    main.addEventListener("click", () => action.run(finding));
-  } else {
-    main = el("div", { className: "finding-main" }, body);
-  }
-  return el(
-    "li",
-    {
-      className: `finding finding-${kind}`,
-      dataset: { check: String(finding.check || ""), severity, action: action ? action.kind : "" },
-    },
-    [main],
-  );
+/** The empty state says how much was checked: nothing found by 3 checks is not a clean bill. */
+function okText(checks) {
+  if (!checks) return "No problems found";
+  const ran = checks.ran.length;
+  if (!ran) return "No checks could run yet";
+  return `No problems found by ${ran} check${ran === 1 ? "" : "s"}`;
 }
 
 /**
@@ -90,11 +24,15 @@ function findingRow(finding, action) {
  * newer read was started, and only when they differ from what is shown: a live refresh touches
  * the panel's list and nothing else on the page.
  *
+ * accept(report) renders a report the live stream pushed; it supersedes any read in flight and
+ * postpones the next scheduled one, so polling only fills in where no push comes.
+ * onReport(findings) hears every report rendered (the page marks the findings on its charts).
+ *
  * The root carries data-state (loading | ok | findings | error), data-count and data-refreshes
- * (answers received) for tests.
+ * (answers received, read or pushed) for tests.
  */
 export class HealthPanel {
-  constructor(root, runId, { actionOf, ready, canFetch }) {
+  constructor(root, runId, { actionOf, ready, canFetch, onReport }) {
     this.root = root;
     this.runId = runId;
     this.actionOf = actionOf;
@@ -106,6 +44,8 @@ export class HealthPanel {
     this.list = root.querySelector("#health-list");
     this.status = root.querySelector("#health-status");
     this.summary = root.querySelector("#health-summary");
+    this.checks = root.querySelector("#health-checks");
+    this.onReport = onReport || (() => {});
     this.seq = 0;
     this.lastFetch = 0;
     this.timer = null;
@@ -119,20 +59,37 @@ export class HealthPanel {
     this.lastFetch = Date.now();
     this.seq += 1;
     const seq = this.seq;
-    let findings = null;
+    let report = null;
     let failure = null;
     try {
-      const report = await api.health(this.runId);
-      findings = Array.isArray(report && report.findings) ? report.findings : [];
+      report = await api.health(this.runId);
     } catch (error) {
       failure = error;
     }
     await this.ready;
-    if (this.stopped || seq !== this.seq) return; // a newer read answers instead
+    if (this.stopped || seq !== this.seq) return; // a newer read (or push) answers instead
     this.refreshes += 1;
     this.root.dataset.refreshes = String(this.refreshes);
     if (failure) this.fail(failure);
-    else this.render(findings);
+    else this.render(report);
+  }
+
+  /** A report pushed by the live stream: as fresh as a read, so the next read waits a period. */
+  async accept(report) {
+    if (this.stopped || !report || typeof report !== "object") return;
+    this.lastFetch = Date.now();
+    this.seq += 1;
+    const seq = this.seq;
+    if (this.timer) {
+      window.clearTimeout(this.timer);
+      this.timer = null;
+    }
+    await this.ready;
+    if (this.stopped || seq !== this.seq) return;
+    this.refreshes += 1;
+    this.root.dataset.refreshes = String(this.refreshes);
+    this.root.dataset.pushes = String(Number(this.root.dataset.pushes || 0) + 1);
+    this.render(report);
   }
 
   schedule() {
@@ -165,19 +122,25 @@ export class HealthPanel {
     this.timer = null;
   }
 
-  render(findings) {
+  render(report) {
+    const findings = report && Array.isArray(report.findings) ? report.findings : [];
+    const checks = splitChecks(report);
     const actions = findings.map((finding) => this.actionOf(finding));
-    const key = JSON.stringify([findings, actions.map((action) => (action ? action.kind : null))]);
-    // Same findings as shown: the rows (and the focus on one of them) stay as they are.
+    const key = JSON.stringify([findings, actions.map((action) => (action ? action.kind : null)), checks]);
+    // Same report as shown: the rows (and the focus on one of them) stay as they are.
     if (key !== this.shownKey) {
       this.shownKey = key;
       this.list.replaceChildren(...findings.map((finding, i) => findingRow(finding, actions[i])));
+      if (this.checks) renderChecks(this.checks, checks);
+      this.onReport(findings);
     }
     this.summary.textContent = summaryText(findings);
-    this.status.textContent = findings.length ? "" : "No problems found";
+    this.status.textContent = findings.length ? "" : okText(checks);
     this.status.hidden = findings.length > 0;
     this.root.dataset.count = String(findings.length);
-    this.root.dataset.state = findings.length ? "findings" : "ok";
+    // Checks were listed and none could run: nothing was checked, which is not "ok".
+    const unchecked = !findings.length && checks && !checks.ran.length;
+    this.root.dataset.state = findings.length ? "findings" : unchecked ? "unchecked" : "ok";
   }
 
   fail(error) {

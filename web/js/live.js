@@ -9,11 +9,13 @@ const REOPEN_MS = 2000;
 
 /**
  * Open the run's event stream after `cursor` (the ingest sequence the REST reads saw).
- * Handlers: onPoints({series, status}), onStatus(status), onState("live"|"reconnecting"|"closed").
+ * Handlers: onPoints({series, status}), onStatus(status), onHealth(report) (the server's health
+ * report, pushed when it changes; servers that never send one leave the page to poll),
+ * onState("live"|"reconnecting"|"closed").
  * Returns {close(), drop(), lastId()}: drop() closes the connection and resumes from the last id,
  * as a network drop would (used by tests and by the page when the browser gives up).
  */
-export function openLive(runId, cursor, { onPoints, onStatus, onState }) {
+export function openLive(runId, cursor, { onPoints, onStatus, onHealth, onState }) {
   let lastId = cursor;
   let source = null;
   let closed = false;
@@ -57,6 +59,11 @@ export function openLive(runId, cursor, { onPoints, onStatus, onState }) {
       if (source !== current) return;
       const data = parse(event);
       if (onStatus && data && data.status) onStatus(data.status);
+    });
+    current.addEventListener("health", (event) => {
+      if (source !== current) return;
+      const data = parse(event);
+      if (onHealth && data && typeof data === "object") onHealth(data);
     });
   }
 

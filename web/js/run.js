@@ -12,10 +12,13 @@ import {
   ratioBandShapes,
   spanShape,
 } from "./charts.js";
+import { clipShare } from "./clipping.js";
 import { clearError, el, setStatusBadge, showError } from "./dom.js";
+import { stepMarks } from "./findings.js";
 import { drawPreview } from "./preview.js";
 import { HealthPanel } from "./health.js";
 import { openLive } from "./live.js";
+import { renderSetup } from "./setup.js";
 
 const POINTS = 2000; // per-series budget of a read; the server downsamples to it
 const HEATMAP_POINTS = 400; // step columns of the heatmap
@@ -56,10 +59,22 @@ function markFirstChart() {
   }
 }
 
-/** The fixed overview charts (in the page's HTML). */
+const PRECLIP = "grad_norm/total_preclip";
+
+/**
+ * The fixed overview charts (in the page's HTML). The global norm is measured at
+ * optimizer.step(), after any clipping; the agent also measures it before clipping (a second,
+ * dashed trace), so a clipped run shows both what the optimizer got and what backward made.
+ */
 const OVERVIEW = [
   { key: "loss", match: (name) => name.startsWith("loss"), ytitle: "loss" },
-  { key: "gradnorm", match: (name) => name === "grad_norm/total", ytitle: "‖g‖₂" },
+  {
+    key: "gradnorm",
+    match: (name) => name === "grad_norm/total" || name === PRECLIP,
+    ytitle: "‖g‖₂",
+    labelOf: (name) => (name === PRECLIP ? "before clipping" : name === "grad_norm/total" ? "after clipping" : name),
+    styleOf: (name) => (name === PRECLIP ? { line: { dash: "dash", color: "#9ca3af" } } : { line: { color: "#1f77b4" } }),
+  },
 ];
 
 function blockStyle(state, name, kind) {
@@ -225,13 +240,15 @@ const LAYER_CHARTS = [
   { key: "health", id: "chart-layer-health", match: () => true },
 ];
 
+/** The 0/1 clipped series a chart holds: the clip reporter's, else the agent's measured one. */
+function clippedSeries(chart) {
+  return chart.store.get("clip/clipped") || chart.store.get("clip/observed");
+}
+
 function clipNote(chart) {
-  const stored = chart.store.get("clip/clipped");
-  if (!stored || !stored.x.length) return "";
-  const values = stored.v.slice(-CLIP_WINDOW).map(toNumber);
-  const clipped = values.filter((value) => value > 0).length;
-  const share = (100 * clipped) / values.length;
-  return `clipped on ${share.toFixed(0)}% of the last ${values.length} logged steps`;
+  const clip = clipShare(clippedSeries(chart), CLIP_WINDOW);
+  if (!clip) return "";
+  return `clipped on ${(100 * clip.share).toFixed(0)}% of the last ${clip.count} logged steps`;
 }
 
 const REPLICA_TOLERANCE = 1e-5; // relative, as the server's health check
@@ -442,7 +459,7 @@ function windowReader(state) {
 }
 
 /** A card with a line chart, appended to `parent`; returns the chart. */
-function card(state, parent, { id, title, ytitle, mode, logy, shapes, style, note }) {
+function card(state, parent, { id, title, ytitle, mode, logy, shapes, style, note, onDraw }) {
   const div = el("div", { className: "chart", id });
   const logButton = el("button", { className: "small", text: "log y", attrs: { type: "button" } });
   const noteNode = el("p", { className: "note muted small-text" });
@@ -462,6 +479,7 @@ function card(state, parent, { id, title, ytitle, mode, logy, shapes, style, not
     onUpdate: (drawn) => {
       markFirstChart();
       if (note) noteNode.textContent = note(drawn);
+      if (onDraw) onDraw(drawn);
     },
   });
   logButton.addEventListener("click", () => chart.toggleLogY());
@@ -484,7 +502,9 @@ function panelChart(state, key) {
     style: panel.style,
     note: panel.note || (warmup ? () => `warmup: steps 0…${warmup}` : undefined),
     shapes: warmup ? [spanShape(0, warmup)] : undefined,
+    onDraw: (drawn) => panelDrawn(state, key, drawn),
   });
+  if (FINDING_PANELS.has(key)) chart.setFindings(stepMarks(state.findings));
   // Keep the cards in PANELS order whatever order their series arrive in.
   const order = PANELS.map((item) => item.key);
   const cards = [...container.children];
@@ -636,6 +656,49 @@ async function refreshHistogram(state) {
     await state.hist.render(hist);
   } catch (error) {
     showError(`Could not load the histograms of ${name}: ${error.message}`);
+  }
+}
+
+// ---- setup card, clipping note, findings on the charts ---------------------------------------
+
+/** Trick panels that mark the findings' steps too (beside the overview charts). */
+const FINDING_PANELS = new Set(["lr"]);
+
+/** The Setup card with what the measured series say now (the document itself never changes). */
+function showSetup(state) {
+  renderSetup(document.getElementById("setup"), state.run && state.run.setup, state.setupFacts);
+}
+
+/** The gradient-norm card's note: how many of the steps drawn were clipped, when measured. */
+function showGradnormNote(state) {
+  const clip = state.setupFacts.clip;
+  const note = document.getElementById("gradnorm-note");
+  note.textContent = clip
+    ? `clipped on ${(100 * clip.share).toFixed(0)}% of steps (${clip.clipped} of ${clip.count} drawn)`
+    : "";
+}
+
+/** A trick panel drew: the facts the Setup card and the gradient-norm note take from it. */
+function panelDrawn(state, key, chart) {
+  if (key === "clipped") {
+    state.setupFacts.clip = clipShare(clippedSeries(chart));
+    showGradnormNote(state);
+    showSetup(state);
+  } else if (key === "accum") {
+    const stored = chart.store.get("accum/backward_passes");
+    if (!stored || !stored.v.length) return;
+    state.setupFacts.backwardPasses = toNumber(stored.v[stored.v.length - 1]);
+    showSetup(state);
+  }
+}
+
+/** Mark the findings that name a step on the overview charts and the LR panel. */
+function markFindings(state, findings) {
+  state.findings = findings;
+  const marks = stepMarks(findings);
+  for (const chart of state.charts.values()) chart.setFindings(marks);
+  for (const key of FINDING_PANELS) {
+    if (state.panels.has(key)) state.panels.get(key).setFindings(marks);
   }
 }
 
@@ -810,6 +873,8 @@ async function load() {
     histLastFetch: 0,
     live: null,
     health: null,
+    findings: [],
+    setupFacts: { backwardPasses: null, clip: null },
   };
   hooks.state = state;
   // The findings are read at once, next to the run; they are drawn once the page has its layers,
@@ -817,6 +882,7 @@ async function load() {
   let runKnown;
   state.health = new HealthPanel(document.getElementById("health"), state.runId, {
     actionOf: (finding) => healthAction(state, finding),
+    onReport: (findings) => markFindings(state, findings),
     canFetch: () => !state.live || document.getElementById("live-state").dataset.state === "live",
     ready: new Promise((resolve) => {
       runKnown = resolve;
@@ -830,6 +896,8 @@ async function load() {
       chart.key,
       new LineChart(div, {
         ytitle: chart.ytitle,
+        labelOf: chart.labelOf,
+        styleOf: chart.styleOf,
         fetchWindow: windowReader(state),
         onUpdate: markFirstChart,
       }),
@@ -862,6 +930,9 @@ async function load() {
   state.run = run;
   for (const name of histNames || []) state.histNames.add(name);
   renderHeader(run);
+  const passes = (seriesList || []).find((item) => item.name === "accum/backward_passes");
+  if (passes) state.setupFacts.backwardPasses = toNumber(passes.last_value);
+  showSetup(state);
   for (const layer of run.layers || []) state.layers.add(layer);
 
   // Group the series by chart; per-layer ones feed the heatmap and the layer picker.
@@ -974,6 +1045,7 @@ async function load() {
       }
     },
     onStatus: (status) => onStatus(state, status),
+    onHealth: (report) => state.health.accept(report),
     onState: (text) => {
       setLiveState(text === "closed" && !state.live ? "ended" : text);
       if (text === "live") state.health.resume();
