@@ -21,6 +21,7 @@ class RunOut(BaseModel):
     system: dict[str, Any]
     layers: list[str]
     ranks: dict[str, dict[str, Any]]  # a distributed run's ranks ("0", "1", ...): host, process
+    setup: dict[str, Any]  # what the agent saw of the training setup; {} when none was declared
     created_at: str
     started_at: str | None
     ended_at: str | None
@@ -120,12 +121,27 @@ class FindingOut(BaseModel):
     check: str
     severity: str  # "error", "warning" or "info"
     title: str
-    detail: str
+    detail: str  # why + " " + remedy, for clients that show one paragraph
+    why: str
+    remedy: str
     step: int | None
     layer: str | None
+    evidence: dict[str, Any]
+    source: str  # "server" or "agent" (found inside the training process)
+
+
+class CheckOut(BaseModel):
+    """One health check: whether it ran on this run, and if not, why."""
+
+    id: str
+    title: str
+    status: str  # "ran" or "skipped"
+    reason: str | None
+    findings: int
 
 
 class HealthReport(BaseModel):
-    """A run's health findings, most severe first."""
+    """A run's health findings, most severe first, and the checks that ran or were skipped."""
 
     findings: list[FindingOut]
+    checks: list[CheckOut]

@@ -12,7 +12,6 @@ from trickscope_server.api.encoding import DecodingRoute
 from trickscope_server.api.responses import OrjsonResponse
 from trickscope_server.schemas import (
     CompareSeries,
-    FindingOut,
     HealthReport,
     Heatmap,
     HistogramNames,
@@ -22,8 +21,15 @@ from trickscope_server.schemas import (
     SeriesList,
     SeriesPoints,
 )
-from trickscope_server.services import export, health, query, runs
-from trickscope_wire import LayersDeclare, RankDeclare, RunCreate, RunFinish
+from trickscope_server.services import declare, export, health, query, runs
+from trickscope_wire import (
+    FindingsDeclare,
+    LayersDeclare,
+    RankDeclare,
+    RunCreate,
+    RunFinish,
+    SetupDeclare,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=DecodingRoute)
 
@@ -51,6 +57,18 @@ def put_rank(
     return runs.declare_rank(db, run_id=run_id, rank=rank, payload=payload)
 
 
+@router.put("/runs/{run_id}/setup", response_model=RunOut)
+def put_setup(run_id: RunId, payload: SetupDeclare, db: DatabaseDep) -> RunOut:
+    """Declare the training setup the agent saw (replaces the previous one)."""
+    return declare.declare_setup(db, run_id=run_id, payload=payload)
+
+
+@router.put("/runs/{run_id}/findings", response_model=RunOut)
+def put_findings(run_id: RunId, payload: FindingsDeclare, db: DatabaseDep) -> RunOut:
+    """Merge health findings made inside the training process, one per (check, layer)."""
+    return declare.declare_findings(db, run_id=run_id, payload=payload)
+
+
 @router.post("/runs/{run_id}/finish", response_model=RunOut)
 def post_finish(run_id: RunId, payload: RunFinish, db: DatabaseDep) -> RunOut:
     """Set the run's final status."""
@@ -58,10 +76,9 @@ def post_finish(run_id: RunId, payload: RunFinish, db: DatabaseDep) -> RunOut:
 
 
 @router.get("/runs/{run_id}/health", response_model=HealthReport)
-def get_health(run_id: RunId, db: DatabaseDep) -> HealthReport:
+def get_health(run_id: RunId, db: DatabaseDep) -> Response:
     """Trick-aware health findings (first NaN layer, exploding gradients, warmup, EMA, ...)."""
-    findings = health.diagnose_run(db, run_id=run_id)
-    return HealthReport(findings=[FindingOut(**vars(f)) for f in findings])
+    return OrjsonResponse(health.health_report(db, run_id=run_id))
 
 
 @router.get("/runs", response_model=RunPage)

@@ -73,6 +73,7 @@ def run_out_dict(run: RunRow, series: list[SeriesRow]) -> dict[str, object]:
         "system": run.system,
         "layers": run.layers,
         "ranks": run.ranks,
+        "setup": run.setup or {},
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "ended_at": iso(run.ended_at),

@@ -64,7 +64,8 @@ def _unix(field: str, value: float | None) -> float | None:
     return value
 
 
-def _run_out(session: Session, run: RunRow) -> RunOut:
+def run_out(session: Session, run: RunRow) -> RunOut:
+    """The ``RunOut`` of a run read in this session."""
     series = store.series_of_runs(session, [run.id])
     return RunOut.model_validate(run_out_dict(run, series))
 
@@ -101,6 +102,8 @@ def upsert_run(db: Database, *, run_id: str, payload: RunCreate) -> RunOut:
                 "system": payload.system,
                 "layers": [],
                 "ranks": {},
+                "setup": {},
+                "agent_findings": {},
                 "created_at": now,
                 "started_at": started_at if started_at is not None else now,
                 "ended_at": None,
@@ -118,7 +121,7 @@ def upsert_run(db: Database, *, run_id: str, payload: RunCreate) -> RunOut:
             if started_at is not None:
                 run.started_at = started_at
             run.updated_at = now
-        return _run_out(session, run)
+        return run_out(session, run)
 
 
 def declare_layers(db: Database, *, run_id: str, payload: LayersDeclare) -> RunOut:
@@ -134,7 +137,7 @@ def declare_layers(db: Database, *, run_id: str, payload: LayersDeclare) -> RunO
         run = require_run(session, run_id, for_update=True)
         run.layers = list(dict.fromkeys(payload.layers))
         run.updated_at = time.time()
-        return _run_out(session, run)
+        return run_out(session, run)
 
 
 MAX_RANK = 1 << 20
@@ -149,7 +152,7 @@ def declare_rank(db: Database, *, run_id: str, rank: int, payload: RankDeclare) 
         store.touch_run(session, run_id=run_id, now=time.time())
         run = require_run(session, run_id)
         run.ranks = {**run.ranks, str(rank): payload.system}  # a new dict: JSON change tracked
-        return _run_out(session, run)
+        return run_out(session, run)
 
 
 def finish_run(db: Database, *, run_id: str, payload: RunFinish) -> RunOut:
@@ -167,13 +170,13 @@ def finish_run(db: Database, *, run_id: str, payload: RunFinish) -> RunOut:
         run.status = payload.status
         run.ended_at = ended_at if ended_at is not None else now
         run.updated_at = now
-        return _run_out(session, run)
+        return run_out(session, run)
 
 
 def get_run(db: Database, *, run_id: str) -> RunOut:
     """One run."""
     with db.reader() as session:
-        return _run_out(session, require_run(session, run_id))
+        return run_out(session, require_run(session, run_id))
 
 
 _SORTS = ("created_at", "name", "status")

@@ -45,6 +45,10 @@ class RunRow(Base):
     layers: Mapped[list[str]] = mapped_column(JSON)
     # A distributed job's ranks: {"<rank>": system info of that rank's process}.
     ranks: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    # What the agent saw of the training setup (docs/diagnosis.md, section 1), replaced whole.
+    setup: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    # Findings made inside the training process, keyed "<check>|<layer>" ("" for no layer).
+    agent_findings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)

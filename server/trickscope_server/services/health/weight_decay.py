@@ -1,0 +1,115 @@
+"""Weight decay on norm gains, biases and embeddings, and Adam's coupled L2 term.
+
+Decaying 1-D parameters pulls norm gains towards zero and biases towards the origin for no
+regularisation benefit (timm's ``param_groups_weight_decay``, nanoGPT's ``configure_optimizers``);
+in Adam an L2 term is divided by √v̂ and is not weight decay (Loshchilov & Hutter 2019,
+https://arxiv.org/abs/1711.05101).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from trickscope_server.services.health import setup_doc
+from trickscope_server.services.health.model import Finding, NotApplicable, RunView, finding, rule
+
+SMALL_COUPLED_DECAY = 1e-3  # SGD-style L2 this small barely moves norm gains or biases
+
+
+def _decayed_groups(view: RunView) -> dict[int, Mapping[str, Any]]:
+    found = {}
+    for position, group in enumerate(setup_doc.groups(view)):
+        decay = setup_doc.number(group.get("weight_decay"))
+        if decay is not None and decay > 0:
+            index = group.get("index")
+            found[index if isinstance(index, int) else position] = group
+    return found
+
+
+def _listed(names: list[str]) -> str:
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"{', '.join(names[:3])}{more}"
+
+
+@rule("decay-on-norm-bias", "Weight decay on norm weights, biases and embeddings")
+def decay_on_norm_bias(view: RunView) -> Iterable[Finding]:
+    """Parameters of kind norm, bias or embedding in a param group with weight decay > 0."""
+    params = setup_doc.params(view)
+    if not params or not setup_doc.groups(view):
+        raise NotApplicable("no setup with parameters and param groups was declared")
+    decayed = _decayed_groups(view)
+    if not decayed:
+        return []
+    hit: dict[str, list[str]] = {"norm": [], "embedding": [], "bias": []}
+    decays: list[float] = []
+    coupled = False
+    for param in params:
+        group = decayed.get(param.get("group"))  # type: ignore[arg-type]
+        kind, name = param.get("kind"), param.get("name")
+        if group is None or kind not in hit or not isinstance(name, str):
+            continue
+        if param.get("requires_grad") is False:
+            continue
+        hit[str(kind)].append(name)
+        decays.append(float(group["weight_decay"]))
+        coupled = coupled or group.get("decoupled") is False
+    names = hit["norm"] + hit["embedding"] + hit["bias"]
+    if not names:
+        return []
+    family = setup_doc.family(view)
+    small_sgd = coupled and family == "sgd" and max(decays) < SMALL_COUPLED_DECAY
+    severe = bool(hit["norm"] or hit["embedding"]) and not small_sgd
+    kinds = [k for k in ("norm", "embedding", "bias") if hit[k]]
+    label = {"norm": "norm weights", "embedding": "embeddings", "bias": "biases"}
+    return [
+        finding(
+            "decay-on-norm-bias",
+            "warning" if severe else "info",
+            f"Weight decay {max(decays):g} applies to {len(names)} "
+            f"{' and '.join(label[k] for k in kinds)}: {_listed(names)}",
+            why="Decay on normalisation gains shrinks the scales the network learns, on "
+            "embeddings it penalises rare tokens most, and on biases it only adds noise: none of "
+            "them overfit the way weight matrices do.",
+            remedy="Put 1-D parameters and embeddings in a param group with weight_decay=0 "
+            "(timm's param_groups_weight_decay, nanoGPT's configure_optimizers).",
+            layer=names[0],
+            params=names[:50],
+            count=len(names),
+            norm=len(hit["norm"]),
+            embedding=len(hit["embedding"]),
+            bias=len(hit["bias"]),
+            weight_decay=max(decays),
+        )
+    ]
+
+
+@rule("adam-coupled-l2", "Adam with an L2 term instead of decoupled weight decay")
+def adam_coupled_l2(view: RunView) -> Iterable[Finding]:
+    """``Adam(weight_decay>0)`` without decoupling: the decay is scaled by 1/√v̂ per element."""
+    groups = setup_doc.groups(view)
+    if not groups:
+        raise NotApplicable("no setup with param groups was declared")
+    if setup_doc.family(view) != "adam":
+        raise NotApplicable("the optimizer is not Adam-family")
+    coupled = [
+        g
+        for g in groups
+        if g.get("decoupled") is False and (setup_doc.number(g.get("weight_decay")) or 0) > 0
+    ]
+    if not coupled:
+        return []
+    decay = max(float(g["weight_decay"]) for g in coupled)
+    name = setup_doc.optimizer_class(view) or "Adam"
+    return [
+        finding(
+            "adam-coupled-l2",
+            "warning",
+            f"{name} adds weight_decay={decay:g} to the gradient (L2), not as decoupled decay",
+            why="Adam divides the L2 term by √v̂, so parameters with large gradients are barely "
+            "decayed and the regularisation is not weight decay (Loshchilov & Hutter 2019).",
+            remedy="Use AdamW (or decoupled_weight_decay=True) with the same weight_decay.",
+            weight_decay=decay,
+            groups=[g.get("index") for g in coupled],
+        )
+    ]
