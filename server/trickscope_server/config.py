@@ -41,3 +41,5 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     sse_poll_seconds: float = Field(default=1.0, gt=0)
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+    # A live stream re-diagnoses its run at most this often, and only after new data arrived.
+    sse_health_seconds: float = Field(default=3.0, gt=0)

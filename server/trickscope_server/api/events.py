@@ -1,4 +1,8 @@
-"""Server-Sent Events: live points of a run, resumable from any ingest cursor."""
+"""Server-Sent Events: live points of a run, resumable from any ingest cursor, and its health.
+
+``points`` and ``status`` events carry the ingest cursor as their id; ``health`` events (the
+``/health`` body, sent when the findings change) carry none, so they never move a resume point.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from trickscope_server.api.deps import BroadcasterDep, DatabaseDep, RunId, SettingsDep
-from trickscope_server.errors import InvalidPayloadError
+from trickscope_server.errors import InvalidPayloadError, RunNotFoundError
 from trickscope_server.live import Broadcaster
-from trickscope_server.services import query, runs
+from trickscope_server.services import health, query, runs
 from trickscope_server.storage import Database
 
 router = APIRouter(prefix="/api/v1", tags=["live"])
@@ -28,6 +32,39 @@ def _message(event: str, data: object, event_id: int | None = None) -> bytes:
     return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
 
 
+class _HealthPusher:
+    """Re-diagnoses a run after new data, at most every ``interval`` seconds, and says when the
+    findings changed (the first diagnosis of a stream always counts as a change)."""
+
+    def __init__(self, db: Database, run_id: str, interval: float) -> None:
+        self.db = db
+        self.run_id = run_id
+        self.interval = interval
+        self.due = True  # what the stream resumed into is new to this client
+        self.last_at = -float("inf")
+        self.sent: bytes | None = None
+
+    def wait_left(self, now: float) -> float | None:
+        """Seconds until a due diagnosis may run; None when none is due."""
+        return max(0.0, self.last_at + self.interval - now) if self.due else None
+
+    async def changed(self, *, force: bool = False) -> dict[str, object] | None:
+        """The new health report when one is due (or ``force``d) and differs from the last sent."""
+        now = time.monotonic()
+        if not (self.due or force) or (not force and now - self.last_at < self.interval):
+            return None
+        self.due, self.last_at = False, now
+        try:
+            report = await run_in_threadpool(health.health_report, self.db, run_id=self.run_id)
+        except RunNotFoundError:
+            return None  # deleted meanwhile: the points loop says so
+        encoded = orjson.dumps(report)
+        if encoded == self.sent:
+            return None
+        self.sent = encoded
+        return report
+
+
 async def stream_events(
     request: Request,
     *,
@@ -37,11 +74,13 @@ async def stream_events(
     after: int,
     poll_seconds: float,
     keepalive_seconds: float,
+    health_seconds: float = 3.0,
 ) -> AsyncIterator[bytes]:
     """The SSE byte stream of a run from cursor ``after`` until the client goes away."""
     cursor = after
     sent_status = "running"  # a running run needs no status message; any other status does
     last_write = time.monotonic()
+    pusher = _HealthPusher(db, run_id, health_seconds)
     with live.subscribe(run_id) as subscription:
         while not await request.is_disconnected():
             # Cleared before reading, so a commit landing during the read still wakes us.
@@ -57,16 +96,24 @@ async def stream_events(
                 yield _message("points", {"series": series, "status": status}, new_cursor)
                 cursor = new_cursor
                 last_write = time.monotonic()
+                pusher.due = True
                 continue  # there may be more behind this page: read again before waiting
-            if status != sent_status:
+            finished = status != sent_status
+            if finished:
                 yield _message("status", {"status": status}, cursor)
                 sent_status = status
+                last_write = time.monotonic()
+            # A final status re-diagnoses at once: some checks judge only finished runs.
+            report = await pusher.changed(force=finished)
+            if report is not None:
+                yield _message("health", report)
                 last_write = time.monotonic()
             if time.monotonic() - last_write >= keepalive_seconds:
                 yield b": keepalive\n\n"
                 last_write = time.monotonic()
             # The timeout doubles as a poll, which keeps workers sharing PostgreSQL live.
-            await subscription.wait(poll_seconds)
+            left = pusher.wait_left(time.monotonic())
+            await subscription.wait(poll_seconds if left is None else min(poll_seconds, left))
 
 
 @router.get(
@@ -104,6 +151,7 @@ async def get_events(
             after=after,
             poll_seconds=settings.sse_poll_seconds,
             keepalive_seconds=settings.sse_keepalive_seconds,
+            health_seconds=settings.sse_health_seconds,
         ),
         media_type="text/event-stream",
         # no-transform and X-Accel-Buffering keep proxies from buffering the stream.

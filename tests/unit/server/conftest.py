@@ -70,6 +70,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         max_batch_points=100_000,
         sse_poll_seconds=0.2,
         sse_keepalive_seconds=0.5,
+        sse_health_seconds=0.2,
     )
 
 

@@ -115,3 +115,30 @@ def test_resume_gets_exactly_the_missing_points_once(base_url: str) -> None:
                     if event.event == "status":
                         assert event.data == {"status": "finished"}
                         break
+
+
+def _next_health(events: Iterator[Event]) -> Event:
+    deadline = time.monotonic() + 15
+    while True:
+        assert time.monotonic() < deadline, "no health event"
+        event = next(events)
+        if event.event == "health":
+            assert event.id is None  # health never moves the resume point
+            return event
+
+
+def test_health_is_pushed_when_the_findings_change(base_url: str) -> None:
+    timeout = httpx.Timeout(10.0)
+    with httpx.Client(base_url=base_url, timeout=timeout) as api:
+        assert api.put("/api/v1/runs/h1", json={"project": "p", "name": "n"}).status_code == 200
+        with httpx.Client(base_url=base_url, timeout=timeout) as sse:
+            with sse.stream("GET", "/api/v1/runs/h1/events") as stream:
+                events = _events(stream)
+                first = _next_health(events)
+                assert first.data["findings"] == [] and first.data["checks"]
+                steps = list(range(10))
+                values = [1.0] * 5 + [float("nan")] * 5
+                batch = point_batch("b1", {"loss/train": (steps, values)})
+                assert api.post("/api/v1/runs/h1/points", content=dumps(batch)).status_code == 200
+                found = _next_health(events).data["findings"]
+                assert [(f["check"], f["step"]) for f in found] == [("nonfinite-loss", 5)]
