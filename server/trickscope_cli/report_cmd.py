@@ -30,7 +30,8 @@ def add_parser(commands: Any) -> None:
         "report",
         help="write a self-contained HTML report of a run (opens offline)",
         description="Read a run over the REST API and write one HTML file with Plotly and the "
-        "data inline: charts of every run-level series and per-layer heatmaps. The file needs "
+        "data inline: the health findings and checks, charts of every run-level series and "
+        "per-layer heatmaps. The file needs "
         "no server and no network, so it can be mailed or attached to an issue.",
     )
     parser.add_argument("run_id", metavar="RUN_ID", help="the run's id (see the runs page)")
@@ -105,8 +106,13 @@ def collect(url: str, run_id: str, *, points: int) -> dict[str, Any]:
         for stat in HEATMAP_STATS
         if stat in stats
     ]
+    health = _get(url, f"/runs/{quoted}/health")
     return {
         "run": run,
+        "health": {
+            "findings": health.get("findings") or [],
+            "checks": health.get("checks") or [],  # older servers list findings only
+        },
         "series": [
             {"name": r["name"], "step": r["step"], "value": r["value"], "total": r["total"]}
             for r in reads
@@ -187,6 +193,43 @@ _DRAW = r"""
           show(object[k]))); t.appendChild(r);
     });
   }
+  // Health: the findings, most severe first, then which checks ran and why others were skipped.
+  var health = data.health || { findings: [], checks: [] };
+  var list = document.getElementById("findings");
+  if (!health.findings.length) list.appendChild(el("li", "No findings.", "finding none"));
+  health.findings.forEach(function (f) {
+    var sev = ["error", "warning", "info"].indexOf(f.severity) >= 0 ? f.severity : "info";
+    var item = el("li", null, "finding sev-" + sev);
+    item.dataset.check = String(f.check || "");
+    var head = el("div");
+    head.appendChild(el("span", sev, "sev"));
+    head.appendChild(el("strong", f.title || f.check));
+    var where = [];
+    if (typeof f.step === "number") where.push("step " + f.step);
+    if (f.layer) where.push("layer " + f.layer);
+    if (f.source === "agent") where.push("found in the training process");
+    if (where.length) head.appendChild(el("span", " \u00b7 " + where.join(" \u00b7 "), "where"));
+    item.appendChild(head);
+    item.appendChild(el("p", f.why || f.detail || ""));
+    if (f.remedy) item.appendChild(el("p", "Try: " + f.remedy, "remedy"));
+    var evidence = f.evidence && Object.keys(f.evidence).length ? JSON.stringify(f.evidence) : "";
+    if (evidence) item.appendChild(el("code", evidence, "evidence"));
+    list.appendChild(item);
+  });
+  var checks = document.getElementById("checks");
+  health.checks.forEach(function (c) {
+    var r = el("tr");
+    r.appendChild(el("th", c.id));
+    r.appendChild(el("td", c.title));
+    r.appendChild(el("td", c.status === "ran" ? "ran \u00b7 " + c.findings + " finding(s)" :
+        "skipped: " + (c.reason || "")));
+    r.dataset.status = String(c.status);
+    checks.appendChild(r);
+  });
+  document.getElementById("health-summary").textContent = "Health \u00b7 " +
+      health.findings.length + " finding(s), " +
+      health.checks.filter(function (c) { return c.status === "ran"; }).length + " of " +
+      health.checks.length + " checks ran";
   table("config", run.config);
   var ranks = {};
   Object.keys(run.ranks || {}).forEach(function (k) { ranks["rank " + k] = run.ranks[k]; });
@@ -277,6 +320,15 @@ th {{ color: #6b7280; font-weight: 500; }}
 .card {{ background: #fff; border: 1px solid #e3e6ea; border-radius: 8px; padding: 0.75rem; }}
 .wide {{ grid-column: 1 / -1; }}
 details {{ margin-top: 0.75rem; }}
+.health {{ margin-top: 1rem; }}
+#findings {{ list-style: none; padding: 0; margin: 0; }}
+.finding {{ border-left: 4px solid #9ca3af; padding: 0.3rem 0.6rem; margin: 0.4rem 0; }}
+.finding p {{ margin: 0.2rem 0; font-size: 0.85rem; }}
+.sev-error {{ border-color: #dc2626; }} .sev-warning {{ border-color: #d97706; }}
+.sev-info {{ border-color: #2563eb; }}
+.sev {{ text-transform: uppercase; font-size: 0.7rem; margin-right: 0.5rem; color: #6b7280; }}
+.where {{ color: #6b7280; font-size: 0.8rem; }}
+.evidence {{ font-size: 0.75rem; color: #4b5563; word-break: break-all; }}
 </style>
 </head>
 <body>
@@ -284,6 +336,8 @@ details {{ margin-top: 0.75rem; }}
 <p style="color:#6b7280;font-size:0.8rem">trickscope report · generated offline copy</p>
 <h1 id="run-name"></h1>
 <dl id="meta" class="meta"></dl>
+<section class="card health"><h2 id="health-summary">Health</h2><ul id="findings"></ul>
+<details><summary>Checks</summary><table id="checks"></table></details></section>
 <details open><summary>Config</summary><table id="config"></table></details>
 <details><summary>System</summary><table id="system"></table></details>
 <div id="charts" class="grid"></div>
