@@ -19,8 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 from trickscope.config import AgentConfig
+from trickscope.diagnose import Diagnoser
 from trickscope.distributed import Rank
 from trickscope.journal import Request
 from trickscope.rank_summary import RankSummary
@@ -28,10 +30,13 @@ from trickscope.sender import Sample, Sender
 from trickscope.transfer import Handoff
 from trickscope.watch import Watcher
 from trickscope_wire import (
+    AgentFinding,
+    FindingsDeclare,
     LayersDeclare,
     RankDeclare,
     RunCreate,
     RunFinish,
+    SetupDeclare,
     dumps,
     finite_or_token,
 )
@@ -130,6 +135,7 @@ class Run:
         self.incidents = Incidents()
         self.status: str | None = None
         self._watcher: Watcher | None = None
+        self._diagnoser: Diagnoser | None = None
         self._summary: RankSummary | None = None
         self._log_count = 0
         self._handoff = Handoff()
@@ -190,6 +196,10 @@ class Run:
         scaler: torch.amp.GradScaler | None = None,
         lr_every: int = 1,
         update_ratio: bool = True,
+        scheduler: Any = None,
+        ema: Any = None,
+        total_steps: int | None = None,
+        check_every: int = 1,
     ) -> None:
         """Report per-layer gradient and weight statistics every ``every`` optimizer steps.
 
@@ -220,11 +230,29 @@ class Run:
             update_ratio: Report ``update_ratio``, for which the agent keeps a float32 copy of
                 the weights from before the step on their device (4 bytes per parameter);
                 ``False`` saves that memory.
+            scheduler: The LR scheduler; by default one driving ``optimizer`` is looked for in
+                the calling frames.
+            ema: The EMA model (``AveragedModel``, timm ``ModelEma*``, ``tricks.ModelEma``); by
+                default one mirroring ``model`` is looked for in the calling frames.
+            total_steps: The planned number of optimizer steps (else the scheduler's length).
+            check_every: Period of the per-step check (global norms, clipping, the first
+                non-finite weight or gradient), in optimizer steps.
+
+        Besides the statistics, ``watch`` sends the setup document and the default diagnosis
+        of ``docs/diagnosis.md``: ``grad_norm/total`` (every step), ``grad_norm/total_preclip``,
+        ``clip/observed``, ``accum/backward_passes``, ``sched/calls``; on due steps
+        ``accum/loss_scale``, ``grad_dead_units/<param>``, ``opt/eps_dominance/<param>``,
+        ``ema/*`` and ``drop_path/*``; and an agent finding at the first non-finite weight or
+        gradient.
 
         Raises:
             TypeError: ``model``, ``optimizer`` or ``scaler`` has the wrong type.
-            ValueError: ``every``, ``start_step``, ``hist_every`` or ``lr_every`` is out of range.
+            ValueError: ``every``, ``start_step``, ``hist_every``, ``lr_every``,
+                ``total_steps`` or ``check_every`` is out of range.
         """
+        if total_steps is not None:
+            check_int("total_steps", total_steps, 1)
+        check_int("check_every", check_every, 1)
         watcher = Watcher(
             model,
             optimizer,
@@ -259,6 +287,44 @@ class Run:
         self._watcher = watcher
         layers = dumps(LayersDeclare(layers=list(watcher.names)))
         self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}/layers", layers))
+        try:
+            self._diagnoser = Diagnoser(
+                model,
+                optimizer,
+                every=every,
+                start_step=start_step,
+                hist_every=hist_every,
+                emit=self._emit_stats,
+                emit_host=self._emit_host,
+                send_setup=self._send_setup,
+                send_finding=lambda finding: self.report_findings([finding]),
+                incidents=self.incidents,
+                scaler=scaler,
+                scheduler=scheduler,
+                ema=ema,
+                total_steps=total_steps,
+                check_every=check_every,
+                frame=sys._getframe(1),
+            )
+        except Exception as exc:  # the statistics still run without the diagnosis
+            self.incidents.error("diagnosis setup", exc)
+
+    def _send_setup(self, setup: dict[str, Any]) -> None:
+        if self._sender is not None and self._primary:
+            body = dumps(SetupDeclare(setup=json_safe(setup)))
+            # Also sent from the optimizer hooks (a scheduler found later): a short wait at most.
+            self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}/setup", body), 0.5)
+
+    def report_findings(self, findings: Sequence[AgentFinding]) -> None:
+        """Send health findings made in this process (``PUT .../findings``, merged on the
+        server by check and layer). Rank 0 speaks for the run: elsewhere this does nothing."""
+        if not self._active or self._sender is None or not self._primary:
+            return
+        try:
+            body = dumps(FindingsDeclare(findings=list(findings)))
+            self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}/findings", body), 0.5)
+        except Exception as exc:
+            self.incidents.error("findings", exc)
 
     def log(self, metrics: Mapping[str, float | Tensor], step: int | None = None) -> None:
         """Record scalar metrics at ``step`` without waiting for the device.
@@ -380,6 +446,9 @@ class Run:
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
+        if self._diagnoser is not None:
+            self._diagnoser.close()
+            self._diagnoser = None
         if self._summary is not None:
             self._summary.close()
             self._summary = None

@@ -103,9 +103,15 @@ def report_hyperparameters(
 
 
 def eps_dominance(
-    optimizer: torch.optim.Optimizer, names: dict[int, str] | None = None
+    optimizer: torch.optim.Optimizer,
+    names: dict[int, str] | None = None,
+    *,
+    among_positive: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Per parameter, the fraction of elements where ``eps > sqrt(v̂)``, as 0-d tensors.
+
+    With ``among_positive`` the fraction is taken among elements with ``v̂ > 0`` only: elements
+    that never had a gradient (an unused embedding row, say) do not count as eps-dominated.
 
     ``v̂ = exp_avg_sq / (1 − β2^t)`` is Adam's bias-corrected second moment (``max_exp_avg_sq``
     with AMSGrad); where eps dominates, the Adam step degrades to momentum SGD with LR lr/eps.
@@ -157,6 +163,13 @@ def eps_dominance(
                 inv_bias[k] = value
         v_hat = _foreach.mul(vs, inv_bias)
         fractions = _foreach.below_fraction(v_hat, thresholds)
+        if among_positive:
+            # below·n counts v̂ < eps² (zeros included); ‖v̂‖₀ counts v̂ > 0 (v̂ is never < 0).
+            positive = _foreach.norm(v_hat, 0, dtype=torch.float32)
+            fractions = [
+                ((f * v.numel() - (v.numel() - nz)) / nz.clamp_min(1)).clamp_min(0)
+                for f, v, nz in zip(fractions, v_hat, positive, strict=True)
+            ]
     return dict(zip(keys, fractions, strict=True))
 
 

@@ -92,8 +92,9 @@ def test_requests_arrive_in_order(capture: Any, settings: dict[str, Any]) -> Non
     paths = [(method, path.removeprefix(f"/api/v1/runs/{run.id}")) for method, path, _ in requests]
     assert paths[0] == ("PUT", "")
     assert paths[1] == ("PUT", "/layers")
+    assert paths[2] == ("PUT", "/setup")
     assert paths[-1] == ("POST", "/finish")
-    assert all(p == ("POST", "/points") for p in paths[2:-1]) and len(paths) > 3
+    assert all(p == ("POST", "/points") for p in paths[3:-1]) and len(paths) > 4
     create = requests[0][2]
     assert create["project"] == "p" and create["config"] == {"lr": 1e-3}
     assert create["tags"] == ["a"] and "torch" in create["system"]
@@ -101,7 +102,7 @@ def test_requests_arrive_in_order(capture: Any, settings: dict[str, Any]) -> Non
     assert requests[-1][2]["status"] == "finished"
     assert run.url == f"{capture.url}/runs/{run.id}"
     assert len({body["batch_id"] for _, p, body in requests if p.endswith("/points")}) == len(
-        paths[2:-1]
+        paths[3:-1]
     )
 
 
@@ -201,11 +202,17 @@ def test_logged_points_go_out_at_once_and_layer_statistics_in_rarer_batches(
     wait_for(lambda: len(capture.captured.points().get("loss", {})) == 3)
     # Logged tensors (copied from the device like the statistics) go out at once too.
     wait_for(lambda: len(capture.captured.points().get("loss/tensor", {})) == 3)
-    # The learning rate rides with the logged points; the per-layer series wait.
+    # The learning rate and the per-step check's totals ride with the logged points; the
+    # per-layer series wait.
     points = capture.captured.points()
     assert points["loss/tensor"] == {0: 0.0, 1: 2.0, 2: 4.0}
     assert points["lr/group0"] == {0: 0.1, 1: 0.1, 2: 0.1}
-    assert not any(name.startswith(("grad_norm", "weight_norm")) for name in points)
+    per_layer = [
+        name
+        for name in points
+        if name.startswith(("grad_norm", "weight_norm")) and not name.startswith("grad_norm/total")
+    ]
+    assert per_layer == []
     run.finish()
     points = capture.captured.points()
     assert set(points["grad_norm/weight"]) == {0, 1, 2}

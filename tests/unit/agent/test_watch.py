@@ -355,7 +355,13 @@ def test_wrapped_models_report_under_the_names_of_the_module_inside(
         f"{stat}/{layer}"
         for stat in stats.GRAD_STATS + stats.WEIGHT_STATS + (stats.UPDATE_STAT,)
         for layer in layers
-    } | {stats.TOTAL_GRAD_NORM}
+    } | {stats.TOTAL_GRAD_NORM} | {  # the default diagnosis, named alike
+        "accum/backward_passes",
+        "clip/observed",
+        "grad_norm/total_preclip",
+        "grad_dead_units/0.weight",
+        "grad_dead_units/2.weight",
+    }
     assert set(capture.captured.histograms()) == {
         f"{kind}/{layer}" for kind in (stats.GRAD_HIST, stats.WEIGHT_HIST) for layer in layers
     }

@@ -1,0 +1,63 @@
+"""Due-step probes: dead units, eps dominance and the EMA, as device tensors (no sync)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from trickscope import _foreach, setup
+from trickscope.tricks.ema import ema_distance, ema_module
+from trickscope.tricks.optim import eps_dominance
+
+EPS_EVERY = 5  # eps dominance on every 5th due step: it reads all of Adam's second moments
+
+
+def dead_units(names: Sequence[str], params: Sequence[Tensor]) -> list[tuple[str, Tensor]]:
+    """Per ≥2-D parameter with a gradient, the fraction of output units (rows along dim 0)
+    whose gradient is exactly zero, keyed ``grad_dead_units/<param>``."""
+    out: list[tuple[str, Tensor]] = []
+    for name, param in zip(names, params, strict=True):
+        grad = param.grad
+        if grad is None or grad.ndim < 2 or grad.shape[0] == 0 or grad.is_sparse:
+            continue
+        rows = grad.detach().reshape(grad.shape[0], -1).abs().amax(1)
+        out.append((f"grad_dead_units/{name}", (rows == 0).float().mean()))
+    return out
+
+
+def eps_fractions(
+    optimizer: torch.optim.Optimizer, names: dict[int, str]
+) -> list[tuple[str, Tensor]]:
+    """``opt/eps_dominance/<param>``: among elements with v̂ > 0, the share where eps > √v̂."""
+    fractions = eps_dominance(optimizer, names, among_positive=True)
+    return [(f"opt/eps_dominance/{name}", value) for name, value in fractions.items()]
+
+
+def ema_values(
+    ema: Any, model: nn.Module, step: int
+) -> tuple[list[tuple[str, Tensor]], list[tuple[str, float]]]:
+    """``ema/distance``, ``ema/norm`` (and ``ema/updates`` when a tensor) as device values, and
+    ``ema/decay`` (and ``ema/updates`` when a Python number) as host numbers."""
+    device: list[tuple[str, Tensor]] = [("ema/distance", ema_distance(ema, model))]
+    shadow = [p.detach() for p in ema_module(ema).parameters() if p.is_floating_point()]
+    if shadow:
+        with torch.no_grad():
+            norms = _foreach.norm(shadow, dtype=torch.float32)
+            here = shadow[0].device
+            total = torch.linalg.vector_norm(torch.stack([n.to(here) for n in norms]))
+        device.append(("ema/norm", total))
+    host: list[tuple[str, float]] = []
+    decay, _ = setup.ema_decay(ema, step)
+    if decay is not None:
+        host.append(("ema/decay", decay))
+    updates = getattr(ema, "n_averaged", None)
+    if updates is None:
+        updates = getattr(ema, "updates", None)
+    if isinstance(updates, Tensor) and updates.numel() == 1:
+        device.append(("ema/updates", updates.detach().reshape(()).float()))
+    elif isinstance(updates, int) and not isinstance(updates, bool):
+        host.append(("ema/updates", float(updates)))
+    return device, host
