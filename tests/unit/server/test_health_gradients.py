@@ -137,3 +137,10 @@ def test_rules_say_why_they_skip() -> None:
     assert skipped(run, "dead-layer") is not None
     assert skipped(run, "exploding-gradient") == "no gradient norms were recorded"
     assert skipped(run, "ema") == "no EMA model was seen"
+
+
+def test_a_sparse_embedding_gradient_is_not_a_dead_layer() -> None:
+    run = healthy_run()
+    run.setup["params"][0]["kind"] = "embedding"  # conv.weight, as far as the rule knows
+    run.values("grad_zero_frac/conv.weight")[:] = 0.9995
+    assert check(run, "dead-layer") == []

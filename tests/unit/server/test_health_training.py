@@ -136,3 +136,10 @@ def test_lr_zero_at_the_start_and_long_before_the_end() -> None:
     (found,) = check(run, "lr-zero")
     assert (found.check, found.step) == ("lr-zero-early", 200)
     assert check(healthy_run(), "lr-zero") == []
+
+
+def test_an_epoch_scheduler_stepped_per_epoch_is_fine() -> None:
+    run = healthy_run()
+    run.setup["scheduler"] = {"class": "StepLR", "planned_steps": None, "warmup_steps": None}
+    run.add("sched/calls", np.arange(400) // 50)
+    assert check(run, "lr-jumps") == []

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from trickscope_server.services.health import setup_doc
 from trickscope_server.services.health.model import Finding, NotApplicable, RunView, finding, rule
 from trickscope_server.services.health.series import WINDOW, finite, head, per_layer, tail
 
@@ -33,6 +34,14 @@ def dead_layer(view: RunView) -> Iterable[Finding]:
     layers = per_layer(view, "grad_zero_frac")
     if not layers:
         raise NotApplicable("no per-layer gradient zero fractions (grad_zero_frac) were recorded")
+    # An embedding's gradient touches only the rows of the batch's tokens: with a large vocabulary
+    # it is almost all zeros while healthy.
+    embeddings = {p.get("name") for p in setup_doc.params(view) if p.get("kind") == "embedding"}
+    layers = [
+        layer
+        for layer in layers
+        if layer not in embeddings and not (not embeddings and "embed" in layer.lower())
+    ]
     dead = [(layer, since) for layer in layers if (since := _dead_since(view, layer)) is not None]
     if not dead:
         return []

@@ -22,6 +22,11 @@ TOTALS = ("grad_norm/total", "grad_norm/total_preclip")
 def first_jump(view: RunView, name: str) -> tuple[int, float, float, float] | None:
     """(step, factor, value, baseline) of the first sample far above its previous samples."""
     steps, values = view.series(name)
+    ok = values[np.isfinite(values)]
+    # A baseline is a median of the series' own values above NORM_FLOOR: a series whose maximum
+    # is within the factor of that bound cannot jump, and most healthy ones end here.
+    if ok.size <= MIN_HISTORY or ok.max() <= EXPLODING_FACTOR * max(ok.min(), NORM_FLOOR):
+        return None
     baseline = trailing_median(values, window=WINDOW, min_history=MIN_HISTORY)
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = values / baseline

@@ -6,7 +6,7 @@ estimate needs about 2/(1−β2) steps, capped at a tenth of a planned run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -130,6 +130,20 @@ def _rising_levels(steps: NDArray[np.int64], lrs: NDArray[np.float64]) -> list[i
     return [int(s) for s in rising_steps[changes]]
 
 
+def _per_step(scheduler: Mapping[str, Any] | None) -> bool:
+    """Whether the scheduler is meant to be stepped per optimizer step: it has a warmup or a
+    length in optimizer steps, or is a one-cycle schedule. (Epoch schedules such as StepLR, or a
+    cosine over epochs, are rightly stepped once per epoch.)"""
+    if scheduler is None:
+        return False
+    name = str(scheduler.get("class") or "").lower()
+    return bool(
+        setup_doc.number(scheduler.get("warmup_steps"))
+        or setup_doc.number(scheduler.get("planned_steps"))
+        or any(word in name for word in ("onecycle", "warmup"))
+    )
+
+
 @rule("lr-jumps", "A warmup stepped in a few jumps")
 def lr_jumps(view: RunView) -> Iterable[Finding]:
     """The LR rising through a few large levels (a scheduler stepped per epoch), or scheduler
@@ -138,7 +152,7 @@ def lr_jumps(view: RunView) -> Iterable[Finding]:
     jumps = _rising_levels(steps, lrs)
     scheduler = setup_doc.section(view, "scheduler")
     lag = None
-    if jumps is None and scheduler is not None and "sched/calls" in view.summaries:
+    if jumps is None and _per_step(scheduler) and "sched/calls" in view.summaries:
         call_steps, calls = read_finite(view, "sched/calls")
         span = float(call_steps[-1] - call_steps[0]) if call_steps.size >= 2 else 0.0
         if span >= JUMP_RISE_STEPS and (calls[-1] - calls[0]) < SCHED_LAG * span:
