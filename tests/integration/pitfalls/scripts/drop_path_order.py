@@ -1,0 +1,62 @@
+"""Per-block DropPath rates written falling with depth (``linspace(rate, 0, depth)``): the first
+blocks, whose features everything after builds on, are dropped most. Stochastic depth (Huang et
+al. 2016) and timm drop the deepest blocks most."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import nn
+
+import trickscope
+from tests.integration.pitfalls.scripts._data import batches, blobs
+
+STEPS = 120
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, drop_path: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, width)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(F.gelu(self.fc(self.norm(x))))
+
+
+class Net(nn.Module):
+    def __init__(self, width: int = 64, depth: int = 4, drop_path: float = 0.3) -> None:
+        super().__init__()
+        self.rates = [r.item() for r in torch.linspace(drop_path, 0.05, depth)]  # the pitfall
+        self.embed = nn.Linear(20, width)
+        self.blocks = nn.Sequential(*(Block(width, rate) for rate in self.rates))
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.embed(x)))
+
+
+def train(url: str, **kw: Any) -> str:
+    torch.manual_seed(0)
+    x, y = blobs()
+    model = Net()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    # The pitfall, in plain torch: the configured rates fall block after block.
+    assert all(a > b for a, b in zip(model.rates[:-1], model.rates[1:], strict=True)), model.rates
+
+    with trickscope.init(project="pitfalls", name="drop-path-order", url=url, **kw) as run:
+        run.watch(model, optimizer)
+        data = batches(x, y, 64)
+        for step in range(STEPS):
+            xb, yb = next(data)
+            loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            run.log({"loss": loss.detach()}, step=step)
+    return run.id
