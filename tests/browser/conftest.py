@@ -16,6 +16,8 @@ from uuid import uuid4
 import pytest
 
 from trickscope_wire import (
+    AgentFinding,
+    FindingsDeclare,
     HistogramColumns,
     LayersDeclare,
     PointBatch,
@@ -23,6 +25,7 @@ from trickscope_wire import (
     RunCreate,
     RunFinish,
     SeriesColumns,
+    SetupDeclare,
     dumps,
     encode_f64,
     encode_i64,
@@ -180,6 +183,13 @@ class Client:
 
     def declare_rank(self, run_id: str, rank: int, system: dict) -> dict:
         return self._send("PUT", f"/runs/{run_id}/ranks/{rank}", dumps(RankDeclare(system=system)))
+
+    def declare_setup(self, run_id: str, setup: dict) -> dict:
+        return self._send("PUT", f"/runs/{run_id}/setup", dumps(SetupDeclare(setup=setup)))
+
+    def declare_findings(self, run_id: str, findings: list[AgentFinding]) -> dict:
+        body = dumps(FindingsDeclare(findings=findings))
+        return self._send("PUT", f"/runs/{run_id}/findings", body)
 
     def finish(self, run_id: str, status: str = "finished") -> dict:
         return self._send("POST", f"/runs/{run_id}/finish", dumps(RunFinish(status=status)))

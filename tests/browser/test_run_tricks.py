@@ -61,7 +61,10 @@ def test_trick_panels_appear_only_for_reported_tricks(dashboard, client):
     assert "warmup_steps 20" in dict(tricks)["schedule"]
 
     wait_chart(dashboard, "chart-lr", 2 * n)
-    shapes = page.eval_on_selector("#chart-lr", "div => div.layout.shapes")
+    # The warmup span; findings at a step add their own lines (named "findings").
+    shapes = page.eval_on_selector(
+        "#chart-lr", "div => div.layout.shapes.filter(s => s.name !== 'findings')"
+    )
     assert len(shapes) == 1
     assert (shapes[0]["x0"], shapes[0]["x1"], shapes[0]["yref"]) == (0, 20, "paper")
     assert "warmup" in page.text_content("#card-lr .note")

@@ -51,13 +51,17 @@ function explanation(finding) {
   const why = text(finding.why);
   const remedy = text(finding.remedy);
   const nodes = [el("span", { className: "finding-detail", text: why || text(finding.detail) })];
+  // The remedy and the evidence share a line where both fit: Health stays short enough for the
+  // charts to start on the first screen.
+  const foot = [];
   if (remedy) {
-    nodes.push(
+    foot.push(
       el("span", { className: "finding-remedy" }, [el("span", { className: "label", text: "What to try: " }), remedy]),
     );
   }
   const evidence = evidenceList(finding.evidence);
-  if (evidence) nodes.push(evidence);
+  if (evidence) foot.push(evidence);
+  if (foot.length) nodes.push(el("span", { className: "finding-foot" }, foot));
   return nodes;
 }
 
@@ -81,13 +85,16 @@ export function findingRow(finding, action) {
     );
   }
   if (action) chips.push(el("span", { className: "finding-action", text: `${action.label} \u203A` }));
+  // The chips share the title's line while it has room, and wrap under the title when not.
   const body = [
     el("span", { className: `sev sev-${kind}`, text: severity }),
     el("span", { className: "finding-text" }, [
-      el("span", { className: "finding-title", text: finding.title || finding.check || "" }),
+      el("span", { className: "finding-head" }, [
+        el("span", { className: "finding-title", text: finding.title || finding.check || "" }),
+        el("span", { className: "chips" }, chips),
+      ]),
       ...explanation(finding),
     ]),
-    el("span", { className: "chips" }, chips),
   ];
   let main;
   if (action) {

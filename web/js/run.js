@@ -1,6 +1,6 @@
-// The run page: header with trick summary, health findings, overview charts, one panel per trick
-// (shown when its series exist), per-layer heatmap + layer picker + histograms, live over SSE,
-// zoom re-reads.
+// The run page: header with trick summary, Health findings beside the Setup card, overview charts
+// (findings marked at their steps), one panel per trick (panels.js; shown when its series exist),
+// per-layer heatmap + layer picker + histograms, live over SSE, zoom re-reads.
 
 import { FINAL_STATUSES, api, formatTime, toNumber } from "./api.js";
 import {
@@ -15,6 +15,7 @@ import {
 import { clipShare } from "./clipping.js";
 import { clearError, el, setStatusBadge, showError } from "./dom.js";
 import { stepMarks } from "./findings.js";
+import { EPS_DOMINANCE_TOP, PANELS, clippedSeries } from "./panels.js";
 import { drawPreview } from "./preview.js";
 import { HealthPanel } from "./health.js";
 import { openLive } from "./live.js";
@@ -25,12 +26,9 @@ const HEATMAP_POINTS = 400; // step columns of the heatmap
 const HEATMAP_REFRESH_MS = 2000; // live heatmap re-fetch at most this often
 const HIST_POINTS = 200; // histograms (steps) in the histogram-over-time view
 const HIST_REFRESH_MS = 5000;
-const EPS_DOMINANCE_TOP = 10; // layers drawn in the eps-dominance panel (highest last value)
-const CLIP_WINDOW = 100; // logged steps over which the share clipped is given
 const ZOOM_SHARE = 0.05; // a finding's step is shown with this share of the run on each side
 const ZOOM_MIN_HALF = 10; // ... but at least this many steps on each side
 
-const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
 
 // Test and benchmark hooks (read-only observations plus a simulated network drop).
 // firstShownAt: the first chart on screen (an SVG preview or Plotly); firstChartAt: the first
@@ -77,157 +75,6 @@ const OVERVIEW = [
   },
 ];
 
-function blockStyle(state, name, kind) {
-  // DropPath: configured rate dashed, realised solid with markers, one colour per block.
-  const block = name.slice(`drop_path/${kind}/`.length);
-  if (!state.blockColour.has(block)) {
-    state.blockColour.set(block, PALETTE[state.blockColour.size % PALETTE.length]);
-  }
-  const color = state.blockColour.get(block);
-  return kind === "rate"
-    ? { line: { dash: "dash", color }, mode: "lines" }
-    : { line: { color }, marker: { color }, mode: "lines+markers" };
-}
-
-/**
- * One panel per trick, in this order; each appears when its first series does. `match` picks
- * the series, `title` names the card, `note` (optional) writes a line under the heading,
- * `section` (default "tricks") says where: "ranks" holds a distributed job's per-rank summary.
- */
-const PANELS = [
-  {
-    key: "lr",
-    title: "Learning rate per param group (warmup shaded)",
-    match: (name) => name.startsWith("lr/"),
-    ytitle: "learning rate",
-    warmup: true,
-  },
-  {
-    key: "acc",
-    title: "Evaluation accuracy: raw vs EMA",
-    // "acc", "acc_top1", "accuracy/val", eval/*; never the accumulation trick's "accum/".
-    match: (name) => /^acc(uracy)?([/_]|$)/.test(name) || (name.startsWith("eval/") && !name.startsWith("eval/loss")),
-    ytitle: "accuracy",
-    mode: "lines+markers",
-    style: (name) => (name.endsWith("_ema") ? { line: { dash: "dash" } } : {}),
-  },
-  {
-    key: "evalloss",
-    title: "Evaluation loss: raw vs EMA",
-    match: (name) => name.startsWith("eval/loss"),
-    ytitle: "loss",
-    mode: "lines+markers",
-    style: (name) => (name.endsWith("_ema") ? { line: { dash: "dash" } } : {}),
-  },
-  {
-    key: "ema",
-    title: "EMA distance ‖ν − θ‖ / ‖θ‖",
-    match: (name) => name === "ema/distance",
-    ytitle: "relative distance",
-    logy: true,
-  },
-  { key: "emadecay", title: "EMA decay per step", match: (name) => name.startsWith("ema/") && name !== "ema/distance", ytitle: "decay" },
-  {
-    key: "wd",
-    title: "Weight decay per group and per-step shrink lr·wd",
-    match: (name) => name.startsWith("wd/"),
-    ytitle: "decay",
-    logy: true,
-    style: (name) => (name.startsWith("wd/shrink/") ? { line: { dash: "dot" } } : {}),
-  },
-  {
-    key: "droppath",
-    title: "DropPath per block: configured rate (dashed) vs realised drop fraction",
-    match: (name) => name.startsWith("drop_path/"),
-    ytitle: "drop probability",
-    style: (name, state) => blockStyle(state, name, name.startsWith("drop_path/rate/") ? "rate" : "realised"),
-  },
-  {
-    key: "clip",
-    title: "Gradient clipping: pre- and post-clip norm, threshold",
-    match: (name) => ["clip/pre_norm", "clip/post_norm", "clip/threshold"].includes(name),
-    ytitle: "‖g‖₂",
-    style: (name) => (name === "clip/threshold" ? { line: { dash: "dash", color: "#6b7280" } } : {}),
-  },
-  {
-    key: "clipped",
-    title: "Clip coefficient and clipped steps",
-    match: (name) => name.startsWith("clip/"),
-    ytitle: "coefficient / clipped (0|1)",
-    style: (name) => (name === "clip/clipped" ? { mode: "markers", marker: { size: 4 } } : {}),
-    note: (chart) => clipNote(chart),
-  },
-  {
-    key: "accum",
-    title: "Gradient accumulation: micro-steps and effective batch",
-    match: (name) => name.startsWith("accum/"),
-    ytitle: "count",
-    logy: true,
-  },
-  {
-    key: "opt",
-    title: "Optimizer: momentum, Nesterov, betas per group",
-    match: (name) => /^opt\/(momentum|nesterov|beta1|beta2|dampening)\//.test(name),
-    ytitle: "value",
-  },
-  {
-    key: "optlr",
-    title: "Optimizer: effective step lr/(1−μ) and eps per group",
-    match: (name) => name.startsWith("opt/") && !name.startsWith("opt/eps_dominance/"),
-    ytitle: "value",
-    logy: true,
-  },
-  {
-    key: "epsdom",
-    title: `Adam ε dominance: share of elements where ε > √v̂ (top ${EPS_DOMINANCE_TOP} layers)`,
-    match: (name) => name.startsWith("opt/eps_dominance/"),
-    ytitle: "share",
-  },
-  { key: "amp", title: "AMP loss scale", match: (name) => name === "amp/scale", ytitle: "scale", logy: true },
-  {
-    key: "ranktime",
-    section: "ranks",
-    title: "Per rank: step time (solid) and wait for input (dashed)",
-    match: (name) => /^rank\/\d+\/(step_time|data_time)$/.test(name),
-    ytitle: "seconds",
-    style: (name, state) => rankStyle(state, name, name.endsWith("/data_time")),
-  },
-  {
-    key: "ranknorm",
-    section: "ranks",
-    title: "Per rank: total gradient norm (solid) and weight norm (dashed); replicas must agree",
-    match: (name) => /^rank\/\d+\/(grad_norm|weight_norm)$/.test(name),
-    ytitle: "‖·‖₂",
-    logy: true,
-    style: (name, state) => rankStyle(state, name, name.endsWith("/weight_norm")),
-    note: (chart) => replicaNote(chart),
-  },
-  {
-    key: "rankmem",
-    section: "ranks",
-    title: "Per rank: peak CUDA memory allocated",
-    match: (name) => /^rank\/\d+\/cuda_max_allocated$/.test(name),
-    ytitle: "bytes",
-    style: (name, state) => rankStyle(state, name, false),
-  },
-  {
-    key: "ranklog",
-    section: "ranks",
-    title: "Per rank: metrics logged on ranks other than 0",
-    match: (name) => /^rank\/\d+\//.test(name),
-    ytitle: "value",
-  },
-];
-
-/** One colour per rank across the per-rank panels; the second quantity of a panel dashed. */
-function rankStyle(state, name, dashed) {
-  const rank = name.split("/")[1];
-  if (!state.rankColour.has(rank)) {
-    state.rankColour.set(rank, PALETTE[state.rankColour.size % PALETTE.length]);
-  }
-  const color = state.rankColour.get(rank);
-  return { line: { color, dash: dashed ? "dash" : "solid" }, marker: { color } };
-}
 
 /** Per-layer charts of the layer picker: which statistic goes where. */
 const LAYER_CHARTS = [
@@ -240,52 +87,6 @@ const LAYER_CHARTS = [
   { key: "health", id: "chart-layer-health", match: () => true },
 ];
 
-/** The 0/1 clipped series a chart holds: the clip reporter's, else the agent's measured one. */
-function clippedSeries(chart) {
-  return chart.store.get("clip/clipped") || chart.store.get("clip/observed");
-}
-
-function clipNote(chart) {
-  const clip = clipShare(clippedSeries(chart), CLIP_WINDOW);
-  if (!clip) return "";
-  return `clipped on ${(100 * clip.share).toFixed(0)}% of the last ${clip.count} logged steps`;
-}
-
-const REPLICA_TOLERANCE = 1e-5; // relative, as the server's health check
-
-function sameValue(a, b) {
-  if (Number.isNaN(a) || Number.isNaN(b)) return Number.isNaN(a) && Number.isNaN(b);
-  if (a === b) return true; // equal infinities too
-  return Math.abs(a - b) <= REPLICA_TOLERANCE * Math.max(Math.abs(a), Math.abs(b));
-}
-
-/** Whether every rank's total norms agree with rank 0's at the steps drawn, and if not, where. */
-function replicaNote(chart) {
-  const reference = new Map(); // stat -> Map(step -> rank 0's value)
-  for (const [name, stored] of chart.store) {
-    const [, rank, stat] = name.split("/");
-    if (rank === "0") reference.set(stat, new Map(stored.x.map((x, i) => [x, toNumber(stored.v[i])])));
-  }
-  const ranks = new Set();
-  let first = null;
-  const differing = new Set();
-  for (const [name, stored] of chart.store) {
-    const [, rank, stat] = name.split("/");
-    ranks.add(rank);
-    const base = reference.get(stat);
-    if (rank === "0" || !base) continue;
-    stored.x.forEach((x, i) => {
-      if (base.has(x) && !sameValue(base.get(x), toNumber(stored.v[i]))) {
-        differing.add(Number(rank));
-        if (first === null || x < first) first = x;
-      }
-    });
-  }
-  if (!reference.size || ranks.size < 2) return "";
-  if (!differing.size) return `all ${ranks.size} ranks agree at every step drawn`;
-  const names = [...differing].sort((a, b) => a - b).join(", ");
-  return `rank${differing.size > 1 ? "s" : ""} ${names} differ${differing.size > 1 ? "" : "s"} from rank 0 from step ${first}`;
-}
 
 function runIdFromPath() {
   const parts = window.location.pathname.split("/").filter(Boolean);
@@ -546,10 +347,27 @@ function updateStatOptions(state) {
   select.value = state.heatmapStat;
 }
 
+// grad_norm/total and grad_norm/total_preclip are the global norm, not layers "total…"; a server
+// that takes every grad_norm/<name> series as a layer would give them a row.
+const GLOBAL_ROWS = new Set(["total", "total_preclip"]);
+
+/** The heatmap without the global norm's rows (unless the model declared such a layer). */
+function withoutGlobalRows(state, heatmap) {
+  const declared = new Set((state.run && state.run.layers) || []);
+  const layers = heatmap.layers || [];
+  const keep = layers.map((layer) => !GLOBAL_ROWS.has(layer) || declared.has(layer));
+  if (keep.every(Boolean)) return heatmap;
+  return {
+    ...heatmap,
+    layers: layers.filter((_, i) => keep[i]),
+    z: (heatmap.z || []).filter((_, i) => keep[i]),
+  };
+}
+
 async function refreshHeatmap(state) {
   state.heatmapLastFetch = Date.now();
   try {
-    const heatmap = await api.heatmap(state.runId, state.heatmapStat, HEATMAP_POINTS);
+    const heatmap = withoutGlobalRows(state, await api.heatmap(state.runId, state.heatmapStat, HEATMAP_POINTS));
     for (const layer of heatmap.layers || []) state.layers.add(layer);
     await plotlyReady();
     await state.heatmap.render(heatmap);

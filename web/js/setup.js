@@ -8,6 +8,7 @@ import { formatValue, toNumber } from "./api.js";
 import { el } from "./dom.js";
 
 const DECAY_KINDS = ["norm", "bias", "embedding"]; // decaying these is the usual pitfall
+const KIND_SHORT = { norm: "norm", bias: "bias", embedding: "emb." };
 const INLINE_BLOCKS = 4; // DropPath blocks listed inline; more fold into a list
 
 function isObject(value) {
@@ -94,7 +95,7 @@ function accumText(passes) {
   if (passes === null || passes === undefined) return "not measured";
   const count = num(passes);
   if (count === null || !Number.isFinite(count)) return "not measured";
-  return `${plural(count, "backward pass")} per optimizer step (latest)`;
+  return `${count} backward pass${count === 1 ? "" : "es"} per optimizer step (latest)`;
 }
 
 function clipText(clip) {
@@ -159,7 +160,7 @@ function decayedCell(setup, group, names) {
   const decayed = [];
   for (const [kind, members] of byKind) {
     if (!members.length) continue;
-    parts.push(`${members.length} ${kind}`);
+    parts.push(`${members.length} ${KIND_SHORT[kind]}`);
     decayed.push(...members);
   }
   if (!parts.length) return el("td", { className: "muted", text: "none" });
@@ -186,7 +187,11 @@ function groupsTable(setup, groups) {
   const columns = COLUMNS.filter((column) => !column.optional || groups.some(column.optional));
   const head = el("tr", {}, [
     ...columns.map((column) => el("th", { text: column.head, attrs: { scope: "col" } })),
-    el("th", { text: "decayed norm / bias / emb.", attrs: { scope: "col" } }),
+    el("th", {
+      text: "decayed",
+      title: "norm weights, biases and embeddings in a group with weight decay",
+      attrs: { scope: "col" },
+    }),
   ]);
   const rows = groups.map((group) => {
     const names = groupParams(setup, group);
