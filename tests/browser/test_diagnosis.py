@@ -4,15 +4,14 @@ gradient norm before and after clipping, the stream's `health` event, and the la
 1440x900 (Health and the charts above the fold).
 
 Most tests answer GET /runs/{id} and /health in the contract's shape (docs/diagnosis.md §1, §4)
-over the real server's answer, so the page's rendering is checked on its own; the last one seeds
-the real server through PUT /setup and PUT /findings."""
+over the real server's answer, so the page's rendering is checked on its own; the last two seed
+the real server (PUT /setup, PUT /findings, NaN points) and read its /health and stream."""
 
 from __future__ import annotations
 
 import copy
 import json
 import re
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -69,26 +68,66 @@ SETUP = {
         ],
     },
     "params": [
-        {"name": "pos_embed", "shape": [1, 65, 192], "module": "VisionTransformer",
-         "kind": "embedding", "group": 0, "requires_grad": True},
-        {"name": "blocks.0.norm1.weight", "shape": [192], "module": "LayerNorm", "kind": "norm",
-         "group": 0, "requires_grad": True},
-        {"name": "blocks.0.attn.qkv.weight", "shape": [576, 192], "module": "Linear",
-         "kind": "weight", "group": 0, "requires_grad": True},
-        {"name": "blocks.0.attn.qkv.bias", "shape": [576], "module": "Linear", "kind": "bias",
-         "group": 0, "requires_grad": True},
-        {"name": HOSTILE, "shape": [3, 3], "module": HOSTILE, "kind": "weight", "group": 0,
-         "requires_grad": True},
-        {"name": "head.bias", "shape": [10], "module": "Linear", "kind": "bias", "group": 1,
-         "requires_grad": True},
+        {
+            "name": "pos_embed",
+            "shape": [1, 65, 192],
+            "module": "VisionTransformer",
+            "kind": "embedding",
+            "group": 0,
+            "requires_grad": True,
+        },
+        {
+            "name": "blocks.0.norm1.weight",
+            "shape": [192],
+            "module": "LayerNorm",
+            "kind": "norm",
+            "group": 0,
+            "requires_grad": True,
+        },
+        {
+            "name": "blocks.0.attn.qkv.weight",
+            "shape": [576, 192],
+            "module": "Linear",
+            "kind": "weight",
+            "group": 0,
+            "requires_grad": True,
+        },
+        {
+            "name": "blocks.0.attn.qkv.bias",
+            "shape": [576],
+            "module": "Linear",
+            "kind": "bias",
+            "group": 0,
+            "requires_grad": True,
+        },
+        {
+            "name": HOSTILE,
+            "shape": [3, 3],
+            "module": HOSTILE,
+            "kind": "weight",
+            "group": 0,
+            "requires_grad": True,
+        },
+        {
+            "name": "head.bias",
+            "shape": [10],
+            "module": "Linear",
+            "kind": "bias",
+            "group": 1,
+            "requires_grad": True,
+        },
     ],
     "drop_path": [
         {"module": "blocks.0.drop_path", "class": "DropPath", "rate": 0.0, "parent": "blocks.0"},
         {"module": "blocks.1.drop_path", "class": "DropPath", "rate": 0.1, "parent": "blocks.1"},
     ],
     "scaler": {"class": "GradScaler", "enabled": True},
-    "scheduler": {"class": "OneCycleLR", "module": "torch.optim.lr_scheduler",
-                  "planned_steps": 1000, "warmup_steps": 300},
+    "scheduler": {
+        "class": "OneCycleLR",
+        "module": "torch.optim.lr_scheduler",
+        "planned_steps": 1000,
+        "warmup_steps": 300,
+    },
     "ema": {"class": "AveragedModel", "decay": 0.999, "decay_source": "closure"},
     "planned_steps": 1000,
     "planned_steps_source": "scheduler",
@@ -138,18 +177,46 @@ FINDINGS = [
 ]
 
 CHECKS = [
-    {"id": "nonfinite", "title": "First non-finite value", "status": "ran", "reason": None,
-     "findings": 1},
-    {"id": "warmup", "title": "Warmup for Adam's second moment", "status": "ran",
-     "reason": None, "findings": 1},
-    {"id": "weight-decay", "title": "Weight decay on norm, bias, embedding", "status": "ran",
-     "reason": None, "findings": 1},
-    {"id": "exploding", "title": "Exploding gradients", "status": "ran", "reason": None,
-     "findings": 0},
-    {"id": "ema", "title": "EMA of weights", "status": "skipped",
-     "reason": "no EMA model was seen"},
-    {"id": "ranks", "title": "Replicas agree", "status": "skipped",
-     "reason": f"a single process {HOSTILE}"},
+    {
+        "id": "nonfinite",
+        "title": "First non-finite value",
+        "status": "ran",
+        "reason": None,
+        "findings": 1,
+    },
+    {
+        "id": "warmup",
+        "title": "Warmup for Adam's second moment",
+        "status": "ran",
+        "reason": None,
+        "findings": 1,
+    },
+    {
+        "id": "weight-decay",
+        "title": "Weight decay on norm, bias, embedding",
+        "status": "ran",
+        "reason": None,
+        "findings": 1,
+    },
+    {
+        "id": "exploding",
+        "title": "Exploding gradients",
+        "status": "ran",
+        "reason": None,
+        "findings": 0,
+    },
+    {
+        "id": "ema",
+        "title": "EMA of weights",
+        "status": "skipped",
+        "reason": "no EMA model was seen",
+    },
+    {
+        "id": "ranks",
+        "title": "Replicas agree",
+        "status": "skipped",
+        "reason": f"a single process {HOSTILE}",
+    },
 ]
 
 
@@ -228,10 +295,21 @@ def test_setup_card_says_what_was_seen(dashboard, client):
     )
     # Adam groups: betas and eps shown, momentum (no group has one) left out.
     assert groups[0] == [
-        "group", "tensors", "lr", "betas", "eps", "weight decay", "decayed",
+        "group",
+        "tensors",
+        "lr",
+        "betas",
+        "eps",
+        "weight decay",
+        "decayed",
     ]
     assert groups[1] == [
-        "0", "5", "0.001", "0.9, 0.999", "1.000e-8", "0.05 decoupled",
+        "0",
+        "5",
+        "0.001",
+        "0.9, 0.999",
+        "1.000e-8",
+        "0.05 decoupled",
         "1 norm \u00b7 1 bias \u00b7 1 emb.",
     ]
     assert groups[2] == ["1", "1", "0.001", "0.9, 0.999", "1.000e-8", "0", "none"]
@@ -262,9 +340,7 @@ def test_gradient_norm_chart_shows_before_and_after_clipping_and_the_share_clipp
         "#chart-gradnorm", "div => div.data.find(t => t.name === 'before clipping').line.dash"
     )
     assert dash == "dash"
-    page.wait_for_function(
-        "() => document.getElementById('gradnorm-note').textContent !== ''"
-    )
+    page.wait_for_function("() => document.getElementById('gradnorm-note').textContent !== ''")
     assert page.text_content("#gradnorm-note") == "clipped on 50% of steps (10 of 20 drawn)"
     # No setup document from this server: the card stays out of the way.
     assert page.locator("#setup").is_hidden()
@@ -314,7 +390,9 @@ def test_findings_show_why_remedy_evidence_and_the_checks_that_ran(dashboard, cl
     assert nan["evidence"] == {"value": "NaN", "first_step": "12"}
     assert nan["source"] == "agent"
     assert found["no-warmup"]["evidence"] == {
-        "beta2": "0.999", "peak_lr": "0.01", "warmup_steps": "0",
+        "beta2": "0.999",
+        "peak_lr": "0.01",
+        "warmup_steps": "0",
     }
     assert found["decay-on-norm-bias"]["evidence"] == {
         "params": f"blocks.0.norm1.weight, {HOSTILE}",
@@ -342,7 +420,8 @@ def test_findings_show_why_remedy_evidence_and_the_checks_that_ran(dashboard, cl
         )
     lines = page.eval_on_selector(
         "#chart-loss",
-        "div => div.layout.shapes.filter(s => s.name === 'findings').map(s => [s.x0, s.line.color])",
+        """div => div.layout.shapes
+            .filter(s => s.name === 'findings').map(s => [s.x0, s.line.color])""",
     )
     assert sorted(lines) == [[0, "#b45309"], [12, "#b91c1c"]]
     flags = page.eval_on_selector(
@@ -451,14 +530,8 @@ def test_setup_and_agent_findings_seeded_through_the_api(dashboard, client):
         layer=LAYERS[0],
         evidence={"first_step": 7},
     )
-    setup = copy.deepcopy(SETUP)
-    try:
-        client.declare_setup(run_id, setup)
-        client.declare_findings(run_id, [finding])
-    except urllib.error.HTTPError as exc:
-        if exc.code in (404, 405):
-            pytest.skip(f"this server has no PUT /setup or /findings yet ({exc.code})")
-        raise
+    client.declare_setup(run_id, copy.deepcopy(SETUP))
+    client.declare_findings(run_id, [finding])
     client.finish(run_id)
     page = dashboard.page
     dashboard.goto(f"/runs/{run_id}")
@@ -472,9 +545,40 @@ def test_setup_and_agent_findings_seeded_through_the_api(dashboard, client):
     assert row["remedy"] == f"What to try: {finding.remedy}"
     assert row["evidence"] == {"first_step": "7"}
     # The server lists its checks beside the findings.
-    assert re.fullmatch(r"\d+ checks? ran( \u00b7 \d+ could not run)?",
-                        page.text_content("#health-checks > summary"))
+    assert re.fullmatch(
+        r"\d+ checks? ran( \u00b7 \d+ could not run)?",
+        page.text_content("#health-checks > summary"),
+    )
     page.wait_for_function(
         "() => Number(document.getElementById('chart-loss').dataset.findings) >= 1"
     )
+    dashboard.assert_clean()
+
+
+def test_the_real_stream_pushes_health_as_findings_appear(dashboard, client):
+    run_id = client.create_run(project="vit", name="live-push")
+    client.declare_layers(run_id, LAYERS)
+    n = 20
+    series = {"loss": (steps(n), [1.0] * n)}
+    series.update({f"grad_norm/{layer}": (steps(n), [0.5] * n) for layer in LAYERS})
+    client.post_points(run_id, series)
+    dashboard.goto(f"/runs/{run_id}")
+    wait_loaded(dashboard)
+    page = dashboard.page
+    page.wait_for_function("() => document.getElementById('live-state').dataset.state === 'live'")
+    bad = {"loss": (steps(5, n), [1.0] * 5)}
+    bad[f"grad_norm/{LAYERS[0]}"] = (steps(5, n), [0.5] * 5)
+    bad[f"grad_norm/{LAYERS[1]}"] = (steps(5, n), [float("nan")] * 5)
+    client.post_points(run_id, bad)
+    wait_health(dashboard, "findings", timeout=20_000)
+    # The server sends the new report on the stream (the page may also have polled meanwhile).
+    page.wait_for_function(
+        "() => Number(document.getElementById('health').dataset.pushes || 0) >= 1",
+        timeout=20_000,
+    )
+    assert "nonfinite-gradient" in [row["check"] for row in rows(dashboard)]
+    page.wait_for_function(
+        "() => Number(document.getElementById('chart-loss').dataset.findings) >= 1"
+    )
+    client.finish(run_id)
     dashboard.assert_clean()

@@ -36,7 +36,8 @@ def wait_chart(dashboard, chart_id: str, points: int, timeout: float = 15_000) -
 def trace_names(dashboard, chart_id: str) -> list[str]:
     return dashboard.page.eval_on_selector(
         f"#{chart_id}",
-        "div => div.data.filter(t => !['non-finite', 'findings'].includes(t.name)).map(t => t.name)",
+        """div => div.data
+            .filter(t => !['non-finite', 'findings'].includes(t.name)).map(t => t.name)""",
     )
 
 

@@ -70,8 +70,8 @@ const OVERVIEW = [
     key: "gradnorm",
     match: (name) => name === "grad_norm/total" || name === PRECLIP,
     ytitle: "‖g‖₂",
-    labelOf: (name) => (name === PRECLIP ? "before clipping" : name === "grad_norm/total" ? "after clipping" : name),
-    styleOf: (name) => (name === PRECLIP ? { line: { dash: "dash", color: "#9ca3af" } } : { line: { color: "#1f77b4" } }),
+    labelOf: (name) => ({ [PRECLIP]: "before clipping", "grad_norm/total": "after clipping" })[name] || name,
+    styleOf: (name) => ({ line: name === PRECLIP ? { dash: "dash", color: "#9ca3af" } : { color: "#1f77b4" } }),
   },
 ];
 
@@ -367,7 +367,8 @@ function withoutGlobalRows(state, heatmap) {
 async function refreshHeatmap(state) {
   state.heatmapLastFetch = Date.now();
   try {
-    const heatmap = withoutGlobalRows(state, await api.heatmap(state.runId, state.heatmapStat, HEATMAP_POINTS));
+    const read = await api.heatmap(state.runId, state.heatmapStat, HEATMAP_POINTS);
+    const heatmap = withoutGlobalRows(state, read);
     for (const layer of heatmap.layers || []) state.layers.add(layer);
     await plotlyReady();
     await state.heatmap.render(heatmap);

@@ -227,8 +227,9 @@ export function renderSetup(root, setup, facts = {}) {
   root.dataset.state = "shown";
   const optimizer = isObject(setup.optimizer) ? setup.optimizer : null;
   const groups = optimizer && Array.isArray(optimizer.groups) ? optimizer.groups.filter(isObject) : [];
+  const groupCount = groups.length ? ` \u00B7 ${plural(groups.length, "param group")}` : "";
   const rows = [
-    fact("optimizer", "Optimizer", `${optimizerText(optimizer)}${groups.length ? ` \u00B7 ${plural(groups.length, "param group")}` : ""}`),
+    fact("optimizer", "Optimizer", optimizerText(optimizer) + groupCount),
     fact("scheduler", "Scheduler", schedulerText(setup.scheduler)),
     fact("planned", "Planned", plannedText(setup)),
     fact("ema", "EMA", emaText(setup.ema)),
