@@ -173,13 +173,15 @@ class Diagnoser:
 
     def _describe(self) -> None:
         document = self.describe()
-        # The learning rates move with the scheduler: a change of them alone is no new setup.
+        # Schedulers move the learning rate (OneCycleLR the momentum or betas too): a change of
+        # those alone is no new setup.
+        moving = {"lr": None, "momentum": None, "betas": None}
         stable = json.dumps(
             {
                 **document,
                 "optimizer": {
                     **document["optimizer"],
-                    "groups": [{**g, "lr": None} for g in document["optimizer"]["groups"]],
+                    "groups": [{**g, **moving} for g in document["optimizer"]["groups"]],
                 },
             },
             sort_keys=True,

@@ -92,7 +92,10 @@ def _owners(model: nn.Module) -> dict[int, nn.Module]:
 
 
 def _group_doc(
-    optimizer: torch.optim.Optimizer, index: int, group: dict[str, Any], names: dict[int, str],
+    optimizer: torch.optim.Optimizer,
+    index: int,
+    group: dict[str, Any],
+    names: dict[int, str],
     order: dict[int, int],
 ) -> dict[str, Any]:
     betas = group.get("betas")

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from trickscope._incidents import Incidents
 from trickscope._modules import unwrap
+from trickscope.probes._hook import Hook
 
 _RATE_ATTRS = ("drop_prob", "p", "drop_rate")
 
@@ -67,7 +68,12 @@ def find(model: nn.Module) -> list[Site]:
 def describe(sites: list[Site]) -> list[dict[str, Any]]:
     """The setup document's ``drop_path`` entries."""
     return [
-        {"module": s.name, "class": type(s.module).__name__, "rate": s.rate, "parent": s.parent_name}
+        {
+            "module": s.name,
+            "class": type(s.module).__name__,
+            "rate": s.rate,
+            "parent": s.parent_name,
+        }
         for s in sites
     ]
 
@@ -92,9 +98,9 @@ class DropPathProbe:
         self.armed = False
         self._incidents = incidents
         for site in sites:
-            site.handles.append(site.module.register_forward_hook(self._on_drop(site)))
+            site.handles.append(site.module.register_forward_hook(Hook(self._on_drop(site))))
             if site.parent is not site.module:
-                site.handles.append(site.parent.register_forward_hook(self._on_parent(site)))
+                site.handles.append(site.parent.register_forward_hook(Hook(self._on_parent(site))))
 
     def _on_drop(self, site: Site) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:

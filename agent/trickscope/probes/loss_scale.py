@@ -1,6 +1,7 @@
 """The per-sample scale of ∂loss/∂logits, for a softmax cross-entropy output.
 
-For ``loss = c · Σ_i CE(z_i, y_i)`` the gradient at the logits is ``c · (softmax(z_i) − onehot(y_i))``
+For ``loss = c · Σ_i CE(z_i, y_i)`` the gradient at the logits is
+``c · (softmax(z_i) − onehot(y_i))``
 row by row. The probe recovers ``y`` as the row's smallest gradient, fits ``c`` per row by least
 squares and keeps the result only when the fit is exact (relative residual below
 :data:`RESIDUAL`): then it is a softmax cross-entropy. ``c × batch`` is ≈1 for a mean-reduced
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from trickscope._incidents import Incidents
+from trickscope.probes._hook import Hook
 
 RESIDUAL = 1e-3
 
@@ -40,7 +42,7 @@ class LossScaleProbe:
         self.armed = False
         self._incidents = incidents
         self.value: Tensor | None = None  # [scale, residual] of the last backward
-        self._handle = model.register_forward_hook(self._on_forward)
+        self._handle = model.register_forward_hook(Hook(self._on_forward))
 
     def _on_forward(self, module: nn.Module, args: Any, output: Any) -> None:
         if not self.armed or not isinstance(output, Tensor):
@@ -58,7 +60,7 @@ class LossScaleProbe:
             except Exception as exc:
                 self._incidents.error("loss-scale probe", exc)
 
-        output.register_hook(on_grad)
+        output.register_hook(Hook(on_grad))
 
     def take(self) -> Tensor | None:
         """The last measured ``[scale, residual]``; resets it."""

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from trickscope._incidents import Incidents
+from trickscope.probes._hook import Hook
 
 SENTINELS = 3
 
@@ -51,8 +52,8 @@ class Sentinels:
         self.before: list[Tensor | None] = [None] * len(self.params)
         self._handles: list[Any] = []
         for index, param in enumerate(self.params):
-            self._handles.append(param.register_hook(self._fresh(index)))
-            self._handles.append(param.register_post_accumulate_grad_hook(self._hook(index)))
+            self._handles.append(param.register_hook(Hook(self._fresh(index))))
+            self._handles.append(param.register_post_accumulate_grad_hook(Hook(self._hook(index))))
 
     def _fresh(self, index: int) -> Any:
         # Runs before the gradient is accumulated: no .grad yet means it was cleared
