@@ -362,3 +362,36 @@ def test_check_every_thins_the_per_step_check(capture: Any, settings: dict[str, 
     assert set(points["clip/observed"]) == {0, 3, 6}
     assert set(points["accum/backward_passes"]) == set(range(7))
     assert all(math.isfinite(v) for v in points["grad_norm/total"].values())
+
+
+@pytest.mark.parametrize("clip", [1e6, 0.05])
+def test_an_amp_unscale_is_not_taken_for_clipping(
+    capture: Any, settings: dict[str, Any], clip: float
+) -> None:
+    torch.manual_seed(2)
+    model = Mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)  # found in this frame, not passed
+    returned: dict[int, float] = {}
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=100)
+        for step in range(4):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(
+                model(torch.randn(16, 6)), torch.randint(0, 4, (16,))
+            )
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            returned[step] = nn.utils.clip_grad_norm_(model.parameters(), clip).item()
+            scaler.step(optimizer)
+            scaler.update()
+    assert run.incidents.errors == 0, run.incidents.by_kind
+    assert _bodies(capture, "/setup")[0]["setup"]["scaler"] == {
+        "class": "GradScaler",
+        "enabled": True,
+    }
+    points = capture.captured.points()
+    clipped = clip < 1.0
+    assert set(points["clip/observed"].values()) == {1.0 if clipped else 0.0}
+    for step in range(1, 4):
+        assert points["grad_norm/total_preclip"][step] == pytest.approx(returned[step], rel=1e-4)
