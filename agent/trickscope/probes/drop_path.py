@@ -144,14 +144,17 @@ class DropPathProbe:
         return hook
 
     def take(self) -> list[tuple[str, Tensor]]:
-        """Per site with a recorded forward: its block name and its counts; resets them."""
-        out: list[tuple[str, Tensor]] = []
+        """Per block with a recorded forward: its name and its counts, summed over the block's
+        DropPath modules (timm's blocks have two); resets them."""
+        out: dict[str, Tensor] = {}
         for site in self.sites:
             if site.counts is not None:
-                out.append((site.parent_name or site.name, site.counts))
+                block = site.parent_name or site.name
+                previous = out.get(block)
+                out[block] = site.counts if previous is None else previous + site.counts
             site.counts = None
             site.dropped = None
-        return out
+        return list(out.items())
 
     def close(self) -> None:
         """Remove the hooks."""

@@ -395,3 +395,28 @@ def test_an_amp_unscale_is_not_taken_for_clipping(
     assert set(points["clip/observed"].values()) == {1.0 if clipped else 0.0}
     for step in range(1, 4):
         assert points["grad_norm/total_preclip"][step] == pytest.approx(returned[step], rel=1e-4)
+
+
+def test_a_block_with_two_drop_paths_reports_once_with_their_counts_summed() -> None:
+    from trickscope._incidents import Incidents
+    from trickscope.probes import drop_path
+
+    class TwoPaths(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 6)
+            self.drop_path1 = DropPath(1.0)
+            self.drop_path2 = DropPath(0.0)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x + self.drop_path1(self.fc(x) + 1.0)
+            return x + self.drop_path2(self.fc(x) + 1.0)
+
+    model = nn.Sequential(TwoPaths())
+    probe = drop_path.DropPathProbe(drop_path.find(model), Incidents())
+    probe.armed = True
+    model(torch.randn(4, 6))
+    (block, counts), *rest = probe.take()
+    assert rest == [] and block == "0"
+    assert counts.tolist() == [4.0, 0.0, 8.0]  # 4 of 8 (sample, path) pairs dropped, kept x
+    probe.close()
