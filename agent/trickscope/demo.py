@@ -32,7 +32,7 @@ class DemoConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 40
     min_lr: float = 1e-5
-    clip_norm: float = 1.0
+    clip_norm: float = 5.0
     drop_path: float = 0.1
     ema_decay: float = 0.99
     seed: int = 0

@@ -144,3 +144,12 @@ def test_a_sparse_embedding_gradient_is_not_a_dead_layer() -> None:
     run.setup["params"][0]["kind"] = "embedding"  # conv.weight, as far as the rule knows
     run.values("grad_zero_frac/conv.weight")[:] = 0.9995
     assert check(run, "dead-layer") == []
+
+
+def test_a_dead_linear_is_named_by_its_weight_not_its_bias() -> None:
+    run = healthy_run()
+    for layer in ("conv.weight", "conv.bias"):  # the bias comes after the weight in model order
+        run.values(f"grad_zero_frac/{layer}")[150:] = 1.0
+    (found,) = check(run, "dead-layer")
+    assert (found.layer, found.step) == ("conv.weight", 150)
+    assert found.evidence["also_dead"] == ["conv.bias"]

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from tests.unit.server.health_view import check, healthy_run, skipped
+from tests.unit.server.health_view import adam_setup, check, healthy_run, skipped
 
 
 def _lr(run, values) -> None:  # type: ignore[no-untyped-def]
@@ -143,3 +143,20 @@ def test_an_epoch_scheduler_stepped_per_epoch_is_fine() -> None:
     run.setup["scheduler"] = {"class": "StepLR", "planned_steps": None, "warmup_steps": None}
     run.add("sched/calls", np.arange(400) // 50)
     assert check(run, "lr-jumps") == []
+
+
+def test_clipping_a_little_below_the_norm_is_info_under_adam_and_far_below_a_warning() -> None:
+    run = healthy_run()
+    run.setup = adam_setup([("a.weight", "weight")])
+    run.values("clip/observed")[:] = 1.0
+    run.add("clip/threshold", [1.0] * 400)
+    run.add("grad_norm/total_preclip", np.linspace(1.0, 4.0, 400))  # nanoGPT on a small model
+    (found,) = check(run, "clipping-always")
+    assert found.severity == "info"
+    run.values("grad_norm/total_preclip")[:] = 20.0  # the threshold is the step size now
+    (found,) = check(run, "clipping-always")
+    assert found.severity == "warning" and found.evidence["preclip_over_threshold"] == 20.0
+    run.setup["optimizer"]["family"] = "sgd"  # SGD's step scales with the clipped norm
+    run.values("grad_norm/total_preclip")[:] = 2.0
+    (found,) = check(run, "clipping-always")
+    assert found.severity == "warning"

@@ -214,3 +214,41 @@ def test_a_rank_waiting_on_its_input_is_named_as_the_straggler() -> None:
         tiny.values(f"rank/{rank}/step_time")[:] = 0.005
         tiny.values(f"rank/{rank}/data_time")[:] = wait
     assert check(tiny, "stragglers") == []
+
+
+def test_drop_path_without_a_residual_names_the_module_the_setup_saw() -> None:
+    run = healthy_run()
+    run.setup["drop_path"] = [
+        {"module": "blocks.1.drop_path", "class": "DropPath", "rate": 0.1, "parent": "blocks.1"}
+    ]
+    run.add("drop_path/realised/blocks.1", [0.1, 0.2, 0.1], [0, 10, 20])
+    run.add("drop_path/unresidual/blocks.1", [1.0, 1.0, 1.0], [0, 10, 20])
+    (found,) = [f for f in check(run, "drop-path") if f.check == "drop-path-no-residual"]
+    assert (found.layer, found.evidence["block"]) == ("blocks.1.drop_path", "blocks.1")
+
+
+def test_decayed_embeddings_are_info_and_norm_gains_a_warning() -> None:
+    params = [("wte.weight", "embedding"), ("h.weight", "weight")]
+    run = Run(setup=adam_setup(params, weight_decay=0.1))
+    (found,) = check(run, "decay-on-norm-bias")
+    assert (found.severity, found.layer) == ("info", "wte.weight")
+    run.setup = adam_setup([("wte.weight", "embedding"), ("ln.weight", "norm")], weight_decay=0.1)
+    (found,) = check(run, "decay-on-norm-bias")
+    assert found.severity == "warning"
+
+
+def test_an_ema_is_judged_by_accuracy_where_one_is_compared() -> None:
+    run = healthy_run()  # its eval/acc_ema is ahead of eval/acc_raw
+    run.add("eval/loss_ema", [1.0, 0.059]).add("eval/loss_raw", [1.0, 0.046])
+    assert [f for f in check(run, "ema") if f.check == "ema-worse"] == []
+    run.values("eval/acc_ema")[-1] = 0.8
+    (found,) = [f for f in check(run, "ema") if f.check == "ema-worse"]
+    assert found.evidence["ema_series"] == "eval/acc_ema"
+    # Alone, a loss near zero that moves by a few percent is noise, a quarter worse is not.
+    loss_only = healthy_run()
+    for name in ("eval/acc_ema", "eval/acc_raw"):
+        del loss_only.columns[name]
+    loss_only.add("eval/loss_ema", [1.0, 0.00474]).add("eval/loss_raw", [1.0, 0.00459])
+    assert [f for f in check(loss_only, "ema") if f.check == "ema-worse"] == []
+    loss_only.values("eval/loss_ema")[-1] = 0.006
+    assert [f.check for f in check(loss_only, "ema")] == ["ema-worse"]

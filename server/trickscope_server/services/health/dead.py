@@ -27,6 +27,19 @@ def _dead_since(view: RunView, layer: str) -> int | None:
     return int(steps[start])
 
 
+def _deepest_module_weight(view: RunView, dead: list[tuple[str, int]]) -> tuple[str, int]:
+    """Of the deepest module with dead gradients, its weight matrix (a dead Linear's bias is dead
+    too, and comes after its weight in model order, but the weight is the layer a user knows)."""
+    module = dead[-1][0].rpartition(".")[0]
+    members = [(name, since) for name, since in dead if name.rpartition(".")[0] == module]
+    shapes = {p.get("name"): p.get("shape") for p in setup_doc.params(view)}
+    for name, since in members:
+        shape = shapes.get(name)
+        if (isinstance(shape, list) and len(shape) >= 2) or name.endswith("weight"):
+            return name, since
+    return members[0]
+
+
 @rule("dead-layer", "Layers whose gradients are all zero")
 def dead_layer(view: RunView) -> Iterable[Finding]:
     """The deepest layer whose gradient is (almost) all zeros on every recent sample: the layers
@@ -45,8 +58,8 @@ def dead_layer(view: RunView) -> Iterable[Finding]:
     dead = [(layer, since) for layer in layers if (since := _dead_since(view, layer)) is not None]
     if not dead:
         return []
-    layer, since = dead[-1]
-    others = [name for name, _ in dead[:-1]]
+    layer, since = _deepest_module_weight(view, dead)
+    others = [name for name, _ in dead if name != layer]
     return [
         finding(
             "dead-layer",

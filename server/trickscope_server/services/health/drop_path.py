@@ -14,6 +14,16 @@ from trickscope_server.services.health.series import natural, read_finite, with_
 UNRESIDUAL_HIGH = 0.5  # share of dropped samples whose block output is all zero
 
 
+def _module_of(view: RunView, block: str) -> str:
+    """The DropPath module inside ``block`` as the setup names it (the block when unknown)."""
+    for module in view.setup.get("drop_path") or [] if isinstance(view.setup, dict) else []:
+        if isinstance(module, dict) and module.get("parent") == block:
+            name = module.get("module")
+            if isinstance(name, str) and name:
+                return name
+    return block
+
+
 def _unresidual(view: RunView) -> Finding | None:
     """The first block (model order) whose dropped samples zero its whole output."""
     for block in with_prefix(view, "drop_path/unresidual/"):
@@ -24,6 +34,7 @@ def _unresidual(view: RunView) -> Finding | None:
         if not keep.any() or float(np.median(shares[keep])) <= UNRESIDUAL_HIGH:
             continue
         share = float(np.median(shares[keep]))
+        module = _module_of(view, block)
         return finding(
             "drop-path-no-residual",
             "error",
@@ -34,7 +45,8 @@ def _unresidual(view: RunView) -> Finding | None:
             "the block.",
             remedy="Apply DropPath to the branch and add the input back: x = x + drop_path(f(x)).",
             step=int(steps[keep][0]),
-            layer=block,
+            layer=module,
+            block=block,
             unresidual_share=share,
         )
     return None

@@ -20,6 +20,7 @@ from trickscope_server.services.health.model import (
 from trickscope_server.services.health.series import last, per_layer, read_finite
 
 EMA_WORSE_MARGIN = 0.005  # relative: EMA may trail raw by this share before we say so
+EMA_WORSE_LOSS_MARGIN = 0.05  # a loss near zero moves by percents between evaluations
 MIN_SAMPLES = 3
 _LOWER_IS_BETTER = ("loss", "err", "ppl", "perplexity", "nll", "wer", "cer")
 _SEP = re.compile(r"([/_.\-])")
@@ -115,13 +116,18 @@ def _not_updated(view: RunView) -> Finding | None:
 def _worse(view: RunView) -> Finding | None:
     if view.status == "running":
         return None  # at the end means at the end
-    for ema_name, raw_name in pairs(view):
+    found = pairs(view)
+    # An accuracy is what an EMA is kept for; where one is compared, a loss (which an EMA can
+    # trail at equal accuracy, its logits being smoother) does not decide.
+    accuracies = [p for p in found if not any(w in p[0].lower() for w in _LOWER_IS_BETTER)]
+    for ema_name, raw_name in accuracies or found:
         averaged, raw = last(view, ema_name), last(view, raw_name)
         if averaged is None or raw is None or not np.isfinite([averaged, raw]).all():
             continue
         lower = any(w in ema_name.lower() for w in _LOWER_IS_BETTER)
         gap = (raw - averaged) if not lower else (averaged - raw)
-        if gap > EMA_WORSE_MARGIN * max(abs(raw), 1e-12):
+        margin = EMA_WORSE_LOSS_MARGIN if lower else EMA_WORSE_MARGIN
+        if gap > margin * max(abs(raw), 1e-12):
             return finding(
                 "ema-worse",
                 "warning",

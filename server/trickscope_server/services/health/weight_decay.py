@@ -59,7 +59,9 @@ def decay_on_norm_bias(view: RunView) -> Iterable[Finding]:
         return []
     family = setup_doc.family(view)
     small_sgd = coupled and family == "sgd" and max(decays) < SMALL_COUPLED_DECAY
-    severe = bool(hit["norm"] or hit["embedding"]) and not small_sgd
+    # Embeddings are decayed on purpose in some recipes (nanoGPT decays wte and wpe): worth
+    # knowing, not a mistake. Norm gains pulled towards zero are.
+    severe = bool(hit["norm"]) and not small_sgd
     kinds = [k for k in ("norm", "embedding", "bias") if hit[k]]
     label = {"norm": "norm weights", "embedding": "embeddings", "bias": "biases"}
     return [
