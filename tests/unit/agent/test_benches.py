@@ -75,3 +75,18 @@ def test_agent_overhead_bench_runs_a_round_against_a_real_server() -> None:
     assert rows["trickscope_every1"][2].endswith(")"), result.stdout  # overhead (range)
     # The server's CPU time while the steps were timed, per step: a number, not "n/a".
     assert float(rows["trickscope_every1"][3]) >= 0, result.stdout
+
+
+def test_diagnosis_cost_bench_times_each_part_of_the_agent() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "diagnosis_cost.py"), "--models", "vit_tiny",
+         "--steps", "12", "--threads", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()]
+    rows = [cells for cells in rows if cells and cells[0].strip() == "vit_tiny"]
+    assert [cells[1].strip() for cells in rows] == ["1", "10"], result.stdout
+    for cells in rows:
+        diagnosis_ms = float(cells[4].split()[0])
+        assert diagnosis_ms > 0, result.stdout  # the hooks ran and were timed
