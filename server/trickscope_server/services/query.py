@@ -19,8 +19,9 @@ from trickscope_server.storage import points as store
 from trickscope_server.storage import runs as run_store
 from trickscope_wire import finite_or_token
 
-# Aggregates that share a per-layer statistic's prefix but are not layers (grad_norm/total).
-_NOT_LAYERS = frozenset({"total"})
+# Aggregates that share a per-layer statistic's prefix but are not layers (grad_norm/total, and
+# the same norm measured before clipping).
+_NOT_LAYERS = frozenset({"total", "total_preclip"})
 
 
 def check_budget(points: int, *, max_points: int) -> None:
@@ -379,9 +380,10 @@ def load_layer_grid(
     prefix = stat + "/"
     rows = store.prefixed_chunks(session, run_id=run_id, prefix=prefix)
     parts: dict[str, tuple[list[bytes], list[bytes]]] = defaultdict(lambda: ([], []))
+    aggregates = _NOT_LAYERS - set(declared)  # a model may name a parameter "total"
     for name, steps_raw, values_raw in rows:
         layer = name[len(prefix) :]
-        if layer in _NOT_LAYERS:
+        if layer in aggregates:
             continue
         parts[layer][0].append(steps_raw)
         parts[layer][1].append(values_raw)
