@@ -8,11 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-import trickscope
-from tests.integration.pitfalls.scripts._data import batches, blobs
+from tests.integration.pitfalls.scripts._data import blobs
+from tests.integration.pitfalls.scripts._loop import train_plain
 
 STEPS = 150
 
@@ -28,14 +27,4 @@ def train(url: str, **kw: Any) -> str:
     group = optimizer.param_groups[0]
     assert group["weight_decay"] > 0 and not group.get("decoupled_weight_decay", False)
 
-    with trickscope.init(project="pitfalls", name="adam-coupled-l2", url=url, **kw) as run:
-        run.watch(model, optimizer)
-        data = batches(x, y, 64)
-        for step in range(STEPS):
-            xb, yb = next(data)
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            run.log({"loss": loss.detach()}, step=step)
-    return run.id
+    return train_plain("adam-coupled-l2", model, optimizer, x, y, STEPS, url, **kw)

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import trickscope
-from tests.integration.pitfalls.scripts._data import batches, blobs
+from tests.integration.pitfalls.scripts._data import blobs
+from tests.integration.pitfalls.scripts._loop import train_plain
 
 STEPS = 150
 
@@ -57,14 +57,4 @@ def train(url: str, **kw: Any) -> str:
     }
     assert {"blocks.0.norm.weight", "blocks.0.norm.bias", "norm.weight"} <= decayed
 
-    with trickscope.init(project="pitfalls", name="decay-on-norm-bias", url=url, **kw) as run:
-        run.watch(model, optimizer)
-        data = batches(x, y, 64)
-        for step in range(STEPS):
-            xb, yb = next(data)
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            run.log({"loss": loss.detach()}, step=step)
-    return run.id
+    return train_plain("decay-on-norm-bias", model, optimizer, x, y, STEPS, url, **kw)

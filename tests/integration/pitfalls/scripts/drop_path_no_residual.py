@@ -7,13 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from timm.models.vision_transformer import Attention
 from torch import nn
 
-import trickscope
-from tests.integration.pitfalls.scripts._data import batches, tokens
+from tests.integration.pitfalls.scripts._data import tokens
+from tests.integration.pitfalls.scripts._loop import train_plain
 
 STEPS = 120
 DIM = 16
@@ -66,14 +65,4 @@ def train(url: str, **kw: Any) -> str:
     # The pitfall, in plain torch: ~20 % of the samples leave block 1 as all zeros.
     assert 0.1 < zeroed[0] / zeroed[1] < 0.3, zeroed
 
-    with trickscope.init(project="pitfalls", name="drop-path-no-residual", url=url, **kw) as run:
-        run.watch(model, optimizer)
-        data = batches(x, y, 64)
-        for step in range(STEPS):
-            xb, yb = next(data)
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            run.log({"loss": loss.detach()}, step=step)
-    return run.id
+    return train_plain("drop-path-no-residual", model, optimizer, x, y, STEPS, url, **kw)

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-import trickscope
-from tests.integration.pitfalls.scripts._data import batches, blobs
+from tests.integration.pitfalls.scripts._data import blobs
+from tests.integration.pitfalls.scripts._loop import train_plain
 
 STEPS = 120
 
@@ -49,14 +49,4 @@ def train(url: str, **kw: Any) -> str:
     # The pitfall, in plain torch: the configured rates fall block after block.
     assert all(a > b for a, b in zip(model.rates[:-1], model.rates[1:], strict=True)), model.rates
 
-    with trickscope.init(project="pitfalls", name="drop-path-order", url=url, **kw) as run:
-        run.watch(model, optimizer)
-        data = batches(x, y, 64)
-        for step in range(STEPS):
-            xb, yb = next(data)
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            run.log({"loss": loss.detach()}, step=step)
-    return run.id
+    return train_plain("drop-path-order", model, optimizer, x, y, STEPS, url, **kw)
