@@ -56,6 +56,9 @@ class RunRow(Base):
     # The run's ingest sequence: bumped once per stored batch while the batch's transaction holds
     # this row's lock, so per run the sequence commits in order (the SSE cursor relies on it).
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # When the agent was last heard from (any request for this run, heartbeats included): a
+    # ``running`` run silent past the grace period reads as ``crashed``. NULL: no agent since.
+    last_seen_at: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_runs_created", "created_at", "id"),)
 
@@ -150,3 +153,17 @@ class HistogramRow(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "name", "step", name="uq_histograms_run_name_step"),
     )
+
+
+class TokenRow(Base):
+    """An access token: only the SHA-256 of its secret is stored (the secret is shown once)."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    scope: Mapped[str] = mapped_column(String(16))  # "read" or "write" (write implies read)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
