@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     web_dir: Path = Field(default_factory=default_web_dir)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # Input limits checked before anything is stored (422 naming the field past any of them).
+    max_json_depth: int = Field(default=32, ge=1, le=200)  # config, system, setup, evidence
+    max_config_bytes: int = Field(default=1024 * 1024, gt=0)  # config and system, encoded
+    max_tags: int = Field(default=256, ge=0)
+    max_tag_chars: int = Field(default=256, ge=1)
+    max_name_chars: int = Field(default=256, ge=1)  # project and run name
+    max_series_name_chars: int = Field(default=512, ge=1)  # series, histogram and layer names
+    max_layers: int = Field(default=100_000, ge=0)
     max_batch_points: int = Field(default=5_000_000, gt=0)
     default_points: int = Field(default=2000, ge=3)
     max_points: int = Field(default=100_000, ge=3)
