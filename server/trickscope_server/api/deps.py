@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 
 from trickscope_server.config import Settings
 from trickscope_server.live import Broadcaster
+from trickscope_server.services.limits import INT64_MAX, INT64_MIN
 from trickscope_server.storage import Database
 
 
@@ -38,4 +39,10 @@ RunId = Annotated[
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
         description="Client-chosen run id (the agent uses uuid4().hex).",
     ),
+]
+# Integer query parameters stay within int64: a larger one would overflow in the database.
+Step = Annotated[int, Query(ge=INT64_MIN, le=INT64_MAX, description="A training step.")]
+Budget = Annotated[
+    int,
+    Query(ge=INT64_MIN, le=INT64_MAX, description="Points to return at most (3 to the cap)."),
 ]

@@ -1,4 +1,5 @@
-"""Request bodies: a size-capped read, and ``Content-Encoding: gzip`` on every JSON route.
+"""Request edges: a size-capped body read, ``Content-Encoding: gzip`` on every JSON route, and
+the text and number checks every route makes before anything reaches a service.
 
 The agent gzips any body over a few KiB, so a run with a large config or a model with many
 layers arrives compressed on the plain JSON routes too, not only on the point ingest (which
@@ -18,6 +19,7 @@ from starlette.types import Message
 from trickscope_server.config import Settings
 from trickscope_server.errors import InvalidPayloadError, PayloadTooLargeError
 from trickscope_server.services.ingest import decompress
+from trickscope_server.services.limits import check_json_body, check_query_text
 
 
 async def read_body(request: Request, *, max_bytes: int) -> bytes:
@@ -65,8 +67,29 @@ def _decoded(request: Request, body: bytes) -> Request:
     return Request({**request.scope, "headers": headers}, receive)
 
 
-class DecodingRoute(APIRoute):
-    """A route whose JSON body may come gzip-compressed (decoded before FastAPI parses it).
+class CheckedRoute(APIRoute):
+    """A route whose query and path parameters must be storable text (no NUL, no lone
+    surrogates): a 422 naming the parameter, never a database error later."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def check_then_handle(request: Request) -> Response:
+            check_query_text(request.query_params.multi_items(), "query")
+            check_query_text(request.path_params.items(), "path")
+            return await handle(request)
+
+        return check_then_handle
+
+
+# Bodies up to this size are checked on the event loop; larger ones in the thread pool.
+_INLINE_CHECK_BYTES = 64 << 10
+
+
+class DecodingRoute(CheckedRoute):
+    """A JSON body route: the body is read under ``max_body_bytes`` (413 past it), decoded when
+    ``Content-Encoding: gzip`` (the agent gzips any body over a few KiB) and checked for text
+    and numbers no back end can store (422 naming the field), all before FastAPI parses it.
 
     Decoding happens before the route's own body handling, so a bad body gets the same problem
     responses as on the ingest route (415, 413, 422) rather than a generic parse error.
@@ -76,14 +99,27 @@ class DecodingRoute(APIRoute):
         handle = super().get_route_handler()
 
         async def decode_then_handle(request: Request) -> Response:
+            if request.method not in _BODY_METHODS:
+                return await handle(request)
+            settings: Settings = request.app.state.settings
+            limit = settings.max_body_bytes
+            body = await read_body(request, max_bytes=limit)
             encoding = request.headers.get("content-encoding")
-            if encoding is not None and encoding.strip().lower() != "identity":
-                settings: Settings = request.app.state.settings
-                limit = settings.max_body_bytes
-                raw = await read_body(request, max_bytes=limit)
+            decode = encoding is not None and encoding.strip().lower() != "identity"
+            if decode or len(body) > _INLINE_CHECK_BYTES:
                 # Off the event loop, as ingest does: SSE streams keep flowing meanwhile.
-                body = await run_in_threadpool(decompress, raw, encoding=encoding, max_bytes=limit)
-                request = _decoded(request, body)
-            return await handle(request)
+                body = await run_in_threadpool(_decoded_checked, body, encoding, limit)
+            else:
+                check_json_body(body)
+            return await handle(_decoded(request, body))
 
         return decode_then_handle
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _decoded_checked(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    raw = decompress(body, encoding=encoding, max_bytes=max_bytes)
+    check_json_body(raw)
+    return raw

@@ -16,12 +16,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from trickscope_server.api.deps import BroadcasterDep, DatabaseDep, RunId, SettingsDep
+from trickscope_server.api.encoding import CheckedRoute
 from trickscope_server.errors import InvalidPayloadError, RunNotFoundError
 from trickscope_server.live import Broadcaster
 from trickscope_server.services import health, query, runs
+from trickscope_server.services.limits import INT64_MAX
 from trickscope_server.storage import Database
 
-router = APIRouter(prefix="/api/v1", tags=["live"])
+router = APIRouter(prefix="/api/v1", tags=["live"], route_class=CheckedRoute)
 
 # Chunks per message: bounds one message's size when a client resumes far behind.
 CHUNKS_PER_MESSAGE = 500
@@ -127,19 +129,19 @@ async def get_events(
     db: DatabaseDep,
     live: BroadcasterDep,
     settings: SettingsDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Live points of a run; ``Last-Event-ID`` (a reconnecting browser) overrides ``after``."""
     if last_event_id:
         try:
             after = int(last_event_id)
-            if after < 0:
+            if not 0 <= after <= INT64_MAX:
                 raise ValueError
         except ValueError:
             raise InvalidPayloadError(
                 f"Last-Event-ID must be a non-negative ingest cursor, got {last_event_id!r:.40}",
-                errors=[{"loc": ["header", "last-event-id"], "msg": "must be an integer >= 0"}],
+                errors=[{"loc": ["header", "last-event-id"], "msg": "must be 0 to 2**63-1"}],
             ) from None
     await run_in_threadpool(runs.get_run, db, run_id=run_id)  # 404 before the stream starts
     return StreamingResponse(

@@ -7,14 +7,14 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.background import BackgroundTask
 
 from trickscope_server.api.deps import BroadcasterDep, DatabaseDep, RunId, SettingsDep
-from trickscope_server.api.encoding import read_body
+from trickscope_server.api.encoding import CheckedRoute, read_body
 from trickscope_server.api.responses import OrjsonResponse
 from trickscope_server.config import Settings
 from trickscope_server.schemas import IngestResult
 from trickscope_server.services import compact, ingest
 from trickscope_server.storage import Database
 
-router = APIRouter(prefix="/api/v1", tags=["ingest"])
+router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=CheckedRoute)
 
 _BATCH_DOC = {
     "requestBody": {
@@ -53,7 +53,9 @@ def _decode_and_store(
     db: Database, settings: Settings, run_id: str, body: bytes, encoding: str | None
 ) -> ingest.IngestOutcome:
     raw = ingest.decompress(body, encoding=encoding, max_bytes=settings.max_body_bytes)
-    batch = ingest.parse_batch(raw, max_points=settings.max_batch_points)
+    batch = ingest.parse_batch(
+        raw, max_points=settings.max_batch_points, max_name=settings.max_series_name_chars
+    )
     return ingest.ingest_batch(db, run_id=run_id, batch=batch)
 
 

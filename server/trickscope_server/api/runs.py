@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
-from trickscope_server.api.deps import DatabaseDep, RunId, SettingsDep
+from trickscope_server.api.deps import Budget, DatabaseDep, RunId, SettingsDep, Step
 from trickscope_server.api.encoding import DecodingRoute
 from trickscope_server.api.responses import OrjsonResponse
 from trickscope_server.schemas import (
@@ -21,7 +21,8 @@ from trickscope_server.schemas import (
     SeriesList,
     SeriesPoints,
 )
-from trickscope_server.services import declare, export, health, query, runs
+from trickscope_server.services import declare, export, health, limits, query, runs
+from trickscope_server.services.limits import Limits
 from trickscope_wire import (
     FindingsDeclare,
     LayersDeclare,
@@ -35,14 +36,18 @@ router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=DecodingRoute)
 
 
 @router.put("/runs/{run_id}", response_model=RunOut)
-def put_run(run_id: RunId, payload: RunCreate, db: DatabaseDep) -> RunOut:
+def put_run(run_id: RunId, payload: RunCreate, db: DatabaseDep, settings: SettingsDep) -> RunOut:
     """Create a run, or update its metadata (idempotent)."""
+    limits.check_run_create(payload, Limits.of(settings))
     return runs.upsert_run(db, run_id=run_id, payload=payload)
 
 
 @router.put("/runs/{run_id}/layers", response_model=RunOut)
-def put_layers(run_id: RunId, payload: LayersDeclare, db: DatabaseDep) -> RunOut:
+def put_layers(
+    run_id: RunId, payload: LayersDeclare, db: DatabaseDep, settings: SettingsDep
+) -> RunOut:
     """Declare the model's parameter names in model order."""
+    limits.check_layers(payload, Limits.of(settings))
     return runs.declare_layers(db, run_id=run_id, payload=payload)
 
 
@@ -52,26 +57,35 @@ def put_rank(
     rank: Annotated[int, Path(ge=0, le=runs.MAX_RANK, description="The rank in the job.")],
     payload: RankDeclare,
     db: DatabaseDep,
+    settings: SettingsDep,
 ) -> RunOut:
     """Declare one rank of a distributed run: its host and process."""
+    limits.check_rank(payload, Limits.of(settings))
     return runs.declare_rank(db, run_id=run_id, rank=rank, payload=payload)
 
 
 @router.put("/runs/{run_id}/setup", response_model=RunOut)
-def put_setup(run_id: RunId, payload: SetupDeclare, db: DatabaseDep) -> RunOut:
+def put_setup(
+    run_id: RunId, payload: SetupDeclare, db: DatabaseDep, settings: SettingsDep
+) -> RunOut:
     """Declare the training setup the agent saw (replaces the previous one)."""
+    limits.check_setup(payload, Limits.of(settings))
     return declare.declare_setup(db, run_id=run_id, payload=payload)
 
 
 @router.put("/runs/{run_id}/findings", response_model=RunOut)
-def put_findings(run_id: RunId, payload: FindingsDeclare, db: DatabaseDep) -> RunOut:
+def put_findings(
+    run_id: RunId, payload: FindingsDeclare, db: DatabaseDep, settings: SettingsDep
+) -> RunOut:
     """Merge health findings made inside the training process, one per (check, layer)."""
+    limits.check_findings(payload, Limits.of(settings))
     return declare.declare_findings(db, run_id=run_id, payload=payload)
 
 
 @router.post("/runs/{run_id}/finish", response_model=RunOut)
 def post_finish(run_id: RunId, payload: RunFinish, db: DatabaseDep) -> RunOut:
     """Set the run's final status."""
+    limits.check_finish(payload)
     return runs.finish_run(db, run_id=run_id, payload=payload)
 
 
@@ -137,9 +151,9 @@ def get_points(
     db: DatabaseDep,
     settings: SettingsDep,
     name: Annotated[str, Query(min_length=1, max_length=512)],
-    start: int | None = None,
-    end: int | None = None,
-    points: int | None = None,
+    start: Step | None = None,
+    end: Step | None = None,
+    points: Budget | None = None,
     wall_time: bool = False,
 ) -> Response:
     """One series in a step window, downsampled to ``points`` (exact when it fits)."""
@@ -162,7 +176,7 @@ def get_histograms(
     db: DatabaseDep,
     settings: SettingsDep,
     name: Annotated[str, Query(min_length=1, max_length=512)],
-    points: int | None = None,
+    points: Budget | None = None,
 ) -> Response:
     """Histograms of one name (e.g. ``grad_hist/fc.weight``), thinned evenly over steps."""
     body = query.read_histograms(
@@ -187,9 +201,9 @@ def get_compare_series(
     settings: SettingsDep,
     runs_: Annotated[str, Query(alias="runs", min_length=1, max_length=4096)],
     name: Annotated[str, Query(min_length=1, max_length=512)],
-    start: int | None = None,
-    end: int | None = None,
-    points: int | None = None,
+    start: Step | None = None,
+    end: Step | None = None,
+    points: Budget | None = None,
 ) -> Response:
     """One series of several runs (``runs=a,b,...``), each downsampled to ``points``."""
     body = query.read_compare(
@@ -210,7 +224,7 @@ def get_heatmap(
     db: DatabaseDep,
     settings: SettingsDep,
     stat: Annotated[str, Query(min_length=1, max_length=256)],
-    points: int | None = None,
+    points: Budget | None = None,
 ) -> Response:
     """One statistic over all layers (model order) and steps."""
     body = query.read_heatmap(

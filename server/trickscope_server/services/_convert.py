@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,10 +19,49 @@ F64 = np.dtype("<f8")
 
 
 def iso(ts: float | None) -> str | None:
-    """Unix seconds as an ISO 8601 UTC string."""
+    """Unix seconds as an ISO 8601 UTC string; None for a time no datetime can show (a row
+    stored before the server checked times reads as unknown rather than failing the read)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+    try:
+        return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+# Stored JSON deeper than this reads as its JSON text: every encoder downstream has a depth bound.
+_READ_DEPTH = 64
+
+
+def readable(value: Any, depth: int = 0) -> Any:
+    """Stored JSON made safe to answer with, whatever was stored before the input checks.
+
+    Lone surrogates become U+FFFD (no UTF-8 encoding exists for them), non-finite floats their
+    tokens, subtrees nested past ``_READ_DEPTH`` their (cut) JSON text. Clean values come back
+    unchanged.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else finite_or_token(value)
+    if isinstance(value, dict | list):
+        if depth >= _READ_DEPTH:
+            return _cut(value)
+        if isinstance(value, list):
+            return [readable(item, depth + 1) for item in value]
+        return {readable(str(k), depth + 1): readable(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _cut(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=True, default=str)
+    except (RecursionError, ValueError):
+        return "<nested too deep to show>"
+    return text if len(text) <= 1000 else text[:1000] + "…"
 
 
 def json_values(values: NDArray[np.float64]) -> list[float | str]:
@@ -61,22 +103,34 @@ def run_out_dict(run: RunRow, series: list[SeriesRow]) -> dict[str, object]:
     """The ``RunOut`` fields of a run and its series summaries."""
     layers = set(run.layers)
     latest = {
-        s.name: stored_last_value(s) for s in series if s.count and not per_layer(s.name, layers)
+        readable(s.name): stored_last_value(s)
+        for s in series
+        if s.count and not per_layer(s.name, layers)
     }
     return {
         "id": run.id,
-        "project": run.project,
-        "name": run.name,
+        "project": readable(run.project),
+        "name": readable(run.name),
         "status": run.status,
-        "config": run.config,
-        "tags": run.tags,
-        "system": run.system,
-        "layers": run.layers,
-        "ranks": run.ranks,
-        "setup": run.setup or {},
+        "config": _object(run.config),
+        "tags": _strings(run.tags),
+        "system": _object(run.system),
+        "layers": _strings(run.layers),
+        "ranks": _object(run.ranks),
+        "setup": _object(run.setup),
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "ended_at": iso(run.ended_at),
         "updated_at": iso(run.updated_at),
         "latest": latest,
     }
+
+
+def _object(value: Any) -> dict[str, Any]:
+    safe = readable(value)
+    return safe if isinstance(safe, dict) else {}
+
+
+def _strings(value: Any) -> list[str]:
+    safe = readable(value)
+    return [str(item) for item in safe] if isinstance(safe, list) else []

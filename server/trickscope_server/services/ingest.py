@@ -27,6 +27,7 @@ from trickscope_server.errors import (
 )
 from trickscope_server.services._chunks import DIGEST_MIN, digest
 from trickscope_server.services._convert import F64, I64
+from trickscope_server.services.limits import unstorable_text
 from trickscope_server.services.runs import check_wire_version
 from trickscope_server.storage import Database
 from trickscope_server.storage import points as store
@@ -139,18 +140,27 @@ def _shared_column(
     return known
 
 
-def parse_batch(body: bytes, *, max_points: int) -> DecodedBatch:
+def _name(value: Any, loc: list[str | int], max_chars: int) -> str:
+    """A series or histogram name: 1 to ``max_chars`` characters a back end can store."""
+    if not isinstance(value, str) or not 0 < len(value) <= max_chars:
+        raise _fail(loc, f"must be a string of 1 to {max_chars} characters")
+    reason = unstorable_text(value)
+    if reason is not None:
+        raise _fail(loc, reason)
+    return value
+
+
+def parse_batch(body: bytes, *, max_points: int, max_name: int = _MAX_NAME) -> DecodedBatch:
     """Validate a ``PointBatch`` JSON body and decode its columns."""
     try:
+        # orjson refuses NaN literals and lone surrogates (strict JSON): a 422 like any other.
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidPayloadError(f"body is not valid JSON: {exc}") from None
+        raise _fail(["body"], f"is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise _fail(["body"], f"must be a JSON object, got {type(data).__name__}")
     check_wire_version(data.get("wire_version", 1))
-    batch_id = data.get("batch_id")
-    if not isinstance(batch_id, str) or not 0 < len(batch_id) <= _MAX_BATCH_ID:
-        raise _fail(["body", "batch_id"], f"must be a string of 1 to {_MAX_BATCH_ID} characters")
+    batch_id = _name(data.get("batch_id"), ["body", "batch_id"], _MAX_BATCH_ID)
     raw_series = data.get("series")
     if not isinstance(raw_series, list):
         raise _fail(["body", "series"], "must be a list of series columns")
@@ -163,9 +173,7 @@ def parse_batch(body: bytes, *, max_points: int) -> DecodedBatch:
         loc: list[str | int] = ["body", "series", i]
         if not isinstance(item, dict):
             raise _fail(loc, f"must be an object, got {type(item).__name__}")
-        name = item.get("name")
-        if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME:
-            raise _fail([*loc, "name"], f"must be a string of 1 to {_MAX_NAME} characters")
+        name = _name(item.get("name"), [*loc, "name"], max_name)
         steps, step_array = _shared_column(shared, item.get("steps"), [*loc, "steps"], name)
         values = _column(item.get("values"), [*loc, "values"], name)
         times = _shared_column(shared, item.get("times"), [*loc, "times"], name)[0]
@@ -191,11 +199,15 @@ def parse_batch(body: bytes, *, max_points: int) -> DecodedBatch:
                 values=np.frombuffer(values, dtype=F64),
             )
         )
-    histograms = _parse_histograms(data.get("histograms", []), points=points, max_points=max_points)
+    histograms = _parse_histograms(
+        data.get("histograms", []), points=points, max_points=max_points, max_name=max_name
+    )
     return DecodedBatch(batch_id=batch_id, series=decoded, points=points, histograms=histograms)
 
 
-def _parse_histograms(raw: Any, *, points: int, max_points: int) -> list[DecodedHistograms]:
+def _parse_histograms(
+    raw: Any, *, points: int, max_points: int, max_name: int
+) -> list[DecodedHistograms]:
     if not isinstance(raw, list):
         raise _fail(["body", "histograms"], "must be a list of histogram columns")
     out: list[DecodedHistograms] = []
@@ -204,9 +216,7 @@ def _parse_histograms(raw: Any, *, points: int, max_points: int) -> list[Decoded
         loc: list[str | int] = ["body", "histograms", i]
         if not isinstance(item, dict):
             raise _fail(loc, f"must be an object, got {type(item).__name__}")
-        name = item.get("name")
-        if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME:
-            raise _fail([*loc, "name"], f"must be a string of 1 to {_MAX_NAME} characters")
+        name = _name(item.get("name"), [*loc, "name"], max_name)
         bins = item.get("bins")
         if (
             isinstance(bins, bool)

@@ -17,6 +17,7 @@ from trickscope_server.errors import (
 )
 from trickscope_server.schemas import RunOut, RunPage, SeriesList, SeriesOut
 from trickscope_server.services._convert import finite_or_none, run_out_dict, stored_last_value
+from trickscope_server.services.limits import check_unix
 from trickscope_server.storage import Database, RunRow, SeriesRow, Session
 from trickscope_server.storage import runs as store
 from trickscope_wire import (
@@ -56,12 +57,7 @@ def _check_text(field: str, value: str, *, allow_empty: bool = False) -> None:
 
 
 def _unix(field: str, value: float | None) -> float | None:
-    if value is not None and not math.isfinite(value):
-        raise InvalidPayloadError(
-            f"{field} must be finite Unix seconds, got {value!r}",
-            errors=[{"loc": ["body", field], "msg": "must be finite Unix seconds"}],
-        )
-    return value
+    return check_unix(["body", field], value)  # a datetime can show it, on every back end
 
 
 def run_out(session: Session, run: RunRow) -> RunOut:
