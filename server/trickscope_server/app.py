@@ -9,10 +9,17 @@ from importlib import metadata
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from trickscope_server.api import events, ingest, pages, runs
+from trickscope_server.api import events, ingest, pages, runs, session
 from trickscope_server.api.problems import install_problem_handlers
 from trickscope_server.config import Settings
 from trickscope_server.live import Broadcaster
+from trickscope_server.security import (
+    Authenticator,
+    HostPolicy,
+    SecurityGuard,
+    TokenRegistry,
+)
+from trickscope_server.security.sessions import session_key
 from trickscope_server.storage import Database
 
 
@@ -39,11 +46,29 @@ def create_app(settings: Settings) -> FastAPI:
         version=_version(),
         summary="Training diagnostics for PyTorch: ingest, storage, live charts.",
         lifespan=lifespan,
+        # /docs is served by pages.py from the local Swagger UI copy (no CDN); ReDoc has none.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings
     app.state.db = db
     app.state.broadcaster = Broadcaster()
     install_problem_handlers(app)
+    registry = TokenRegistry(
+        db, env_token=settings.env_token(), ttl_seconds=settings.token_cache_seconds
+    )
+    registry.load()
+    secret = settings.session_secret.get_secret_value() if settings.session_secret else None
+    app.state.auth = Authenticator(
+        registry, session_key=session_key(secret), session_seconds=settings.session_seconds
+    )
+    app.add_middleware(
+        SecurityGuard,
+        auth=app.state.auth,
+        hosts=HostPolicy(allowed_hosts=settings.allowed_hosts, bind_host=settings.host),
+    )
+    app.include_router(session.router)
     app.include_router(runs.router)
     app.include_router(ingest.router)
     app.include_router(events.router)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Annotated
 
+import orjson
 import platformdirs
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_database_url() -> str:
@@ -51,3 +53,33 @@ class Settings(BaseSettings):
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     # A live stream re-diagnoses its run at most this often, and only after new data arrived.
     sse_health_seconds: float = Field(default=3.0, gt=0)
+    # Authentication (see security/): a write token from the environment, besides the tokens
+    # created with `trickscope token create`; any token at all turns authentication on.
+    token: SecretStr | None = None
+    # Serve on a non-loopback interface without any token (refused otherwise).
+    insecure: bool = False
+    # Host names (besides loopback names, IP literals and the bind host) that requests may carry
+    # in their Host header; "*" accepts any. Comma-separated or a JSON list in the environment.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Key of the dashboard's session cookies; random per process when unset (sessions then end
+    # with the process). Set it when several server processes share one database.
+    session_secret: SecretStr | None = None
+    session_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    # How long the server trusts its copy of the tokens table: a revoked or new token takes
+    # effect within this many seconds, and requests pay no database query meanwhile.
+    token_cache_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return orjson.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    def env_token(self) -> str | None:
+        """The ``TRICKSCOPE_TOKEN`` secret, or None when unset or empty."""
+        secret = self.token.get_secret_value() if self.token is not None else ""
+        return secret or None

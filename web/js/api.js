@@ -24,6 +24,11 @@ async function getJSON(path, params) {
   const qs = query.toString();
   const url = `${BASE}${path}${qs ? `?${qs}` : ""}`;
   const response = await fetch(url, { headers: { Accept: "application/json" } });
+  if (response.status === 401) {
+    // The session ended (expired, logged out elsewhere, or its token revoked): log in again.
+    const here = window.location.pathname + window.location.search;
+    window.location.assign(`/login?next=${encodeURIComponent(here)}`);
+  }
   if (!response.ok) {
     let problem = null;
     try {

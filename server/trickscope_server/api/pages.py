@@ -1,24 +1,28 @@
-"""The dashboard's pages and static files, and the Plotly bundle from the installed package."""
+"""The dashboard's pages and static files, the Plotly bundle and Swagger UI from installed packages.
+
+Every page carries the Content-Security-Policy of ``security/headers.py``: scripts, styles and
+fetches are same-origin only, so nothing is loaded from a CDN.
+"""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, RedirectResponse
 
 from trickscope_server.api.deps import RunId, SettingsDep
 from trickscope_server.errors import NotFoundError
+from trickscope_server.security import Authenticator
+from trickscope_server.security.headers import PAGE_CSP
 
 router = APIRouter(include_in_schema=False)
 
-# Plotly sets inline styles, hence 'unsafe-inline' for styles only; scripts stay same-origin.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'"
-)
+CSP = PAGE_CSP
 _PAGE_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
+# The two Swagger UI files /docs needs, from the swagger-ui-bundle package.
+_SWAGGER_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
 
 
 def plotly_bundle() -> Path:
@@ -49,6 +53,40 @@ def run_page(run_id: RunId, settings: SettingsDep) -> FileResponse:
 def compare_page(settings: SettingsDep) -> FileResponse:
     """Several runs overlaid (the page reads ``runs=a,b,...`` from its URL)."""
     return _page(settings.web_dir, "compare.html")
+
+
+@router.get("/login")
+def login_page(request: Request, settings: SettingsDep) -> Response:
+    """Where pages send a browser without a session; straight to the runs when none is needed."""
+    auth: Authenticator = request.app.state.auth
+    if not auth.registry.auth_required:
+        return RedirectResponse("/", status_code=303)
+    return _page(settings.web_dir, "login.html")
+
+
+@router.get("/docs")
+def docs_page(settings: SettingsDep) -> FileResponse:
+    """Swagger UI over ``/openapi.json``, from the local copy."""
+    return _page(settings.web_dir, "docs.html")
+
+
+def swagger_dir() -> Path:
+    """Swagger UI's files in the installed ``swagger-ui-bundle`` package."""
+    import swagger_ui_bundle  # type: ignore[import-untyped]
+
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+@router.get("/static/vendor/swagger-ui/{name}")
+def swagger_asset(name: str) -> FileResponse:
+    """``swagger-ui-bundle.js`` or ``swagger-ui.css`` (no other file of the package)."""
+    media_type = _SWAGGER_FILES.get(name)
+    path = swagger_dir() / name
+    if media_type is None or not path.is_file():
+        raise NotFoundError(f"no Swagger UI file {name!r:.80}")
+    return FileResponse(
+        path, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"}
+    )
 
 
 @router.get("/static/vendor/plotly.min.js")

@@ -18,6 +18,8 @@ from trickscope_server.config import Settings
 from trickscope_wire import PointBatch, SeriesColumns, dumps, encode_f64, encode_i64
 
 PG_ENV = "TRICKSCOPE_TEST_PG_URL"
+# Every body is JSON, as the server requires (the agent sends the same header).
+JSON = {"Content-Type": "application/json"}
 
 
 def _pg_schema_url(base: str) -> Iterator[str]:
@@ -71,6 +73,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         sse_poll_seconds=0.2,
         sse_keepalive_seconds=0.5,
         sse_health_seconds=0.2,
+        allowed_hosts=["testserver"],  # TestClient's Host
     )
 
 
@@ -85,7 +88,7 @@ def app(settings: Settings) -> Iterator[FastAPI]:
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
     """A client whose server errors come back as responses (they must be problems, not raises)."""
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(app, raise_server_exceptions=False, headers=JSON) as test_client:
         yield test_client
 
 

@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from tests.unit.server.conftest import point_batch
+from tests.unit.server.conftest import JSON, point_batch
 from tests.unit.server.test_server_sse import base_url  # noqa: F401 - the live server fixture
 from trickscope_cli.report_cmd import collect, render
 from trickscope_wire import dumps
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_the_report_holds_the_findings_and_the_checks(base_url: str) -> None:  # noqa: F811
-    with httpx.Client(base_url=base_url, timeout=10.0) as api:
+    with httpx.Client(base_url=base_url, timeout=10.0, headers=JSON) as api:
         assert api.put("/api/v1/runs/r1", json={"project": "p", "name": "n"}).status_code == 200
         steps = list(range(10))
         batch = point_batch("b1", {"loss/train": (steps, [1.0] * 4 + [float("inf")] * 6)})

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.unit.server.conftest import point_batch
+from tests.unit.server.conftest import JSON, point_batch
 from tests.unit.server.test_server_sse import _events, base_url  # noqa: F401 (fixture)
 from trickscope_server.api import events as events_api
 from trickscope_server.services import compact, ingest, runs
@@ -139,7 +139,7 @@ def test_sse_resume_across_a_compaction_gets_every_point_once(
 ) -> None:
     monkeypatch.setattr(events_api, "CHUNKS_PER_MESSAGE", page)
     timeout = httpx.Timeout(10.0)
-    with httpx.Client(base_url=base_url, timeout=timeout) as api:
+    with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as api:
         assert api.put("/api/v1/runs/r1", json={"project": "p", "name": "n"}).status_code == 200
 
         def send(b: int) -> None:
@@ -159,7 +159,7 @@ def test_sse_resume_across_a_compaction_gets_every_point_once(
             loss: list[int] = []
             acc: list[int] = []
             ids: list[int] = []
-            with httpx.Client(base_url=base_url, timeout=timeout) as sse:
+            with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as sse:
                 params = {"after": after}
                 with sse.stream("GET", "/api/v1/runs/r1/events", params=params) as stream:
                     events = _events(stream)

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from tests.unit.server.conftest import point_batch
+from tests.unit.server.conftest import JSON, point_batch
 from trickscope_wire import dumps
 
 pytestmark = pytest.mark.timeout(60)
@@ -78,7 +78,7 @@ def _collect_steps(events: Iterator[Event], want: int, seen_ids: list[int]) -> l
 
 def test_resume_gets_exactly_the_missing_points_once(base_url: str) -> None:
     timeout = httpx.Timeout(10.0)
-    with httpx.Client(base_url=base_url, timeout=timeout) as api:
+    with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as api:
         assert api.put("/api/v1/runs/r1", json={"project": "p", "name": "n"}).status_code == 200
 
         def send(batch_id: str, steps: list[int]) -> None:
@@ -91,7 +91,7 @@ def test_resume_gets_exactly_the_missing_points_once(base_url: str) -> None:
         send("b3", [5])
 
         ids: list[int] = []
-        with httpx.Client(base_url=base_url, timeout=timeout) as sse:
+        with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as sse:
             with sse.stream("GET", "/api/v1/runs/r1/events", params={"after": cursor}) as stream:
                 assert stream.headers["content-type"].startswith("text/event-stream")
                 events = _events(stream)
@@ -101,7 +101,7 @@ def test_resume_gets_exactly_the_missing_points_once(base_url: str) -> None:
         assert ids == sorted(set(ids))
 
         send("b5", [8])  # missed while disconnected
-        with httpx.Client(base_url=base_url, timeout=timeout) as sse:
+        with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as sse:
             headers = {"Last-Event-ID": str(ids[-1])}
             with sse.stream("GET", "/api/v1/runs/r1/events", headers=headers) as stream:
                 events = _events(stream)
@@ -129,9 +129,9 @@ def _next_health(events: Iterator[Event]) -> Event:
 
 def test_health_is_pushed_when_the_findings_change(base_url: str) -> None:
     timeout = httpx.Timeout(10.0)
-    with httpx.Client(base_url=base_url, timeout=timeout) as api:
+    with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as api:
         assert api.put("/api/v1/runs/h1", json={"project": "p", "name": "n"}).status_code == 200
-        with httpx.Client(base_url=base_url, timeout=timeout) as sse:
+        with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as sse:
             with sse.stream("GET", "/api/v1/runs/h1/events") as stream:
                 events = _events(stream)
                 first = _next_health(events)
