@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from trickscope_cli import demo_cmd, report_cmd, serve_cmd, sync_cmd
+from trickscope_cli import demo_cmd, report_cmd, serve_cmd, sync_cmd, token_cmd
 from trickscope_cli.errors import CliError
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_parser(commands)
     sync_cmd.add_parser(commands)
     report_cmd.add_parser(commands)
+    token_cmd.add_parser(commands)
     return parser
 
 

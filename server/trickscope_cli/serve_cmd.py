@@ -27,6 +27,21 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to bind (default 8000)")
     parser.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        metavar="NAME",
+        help="a host name clients use to reach this server (repeatable; TRICKSCOPE_ALLOWED_HOSTS). "
+        "Loopback names and IP addresses are always accepted; other Host headers get a 421",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="serve on a non-loopback interface without any token: anyone who reaches the port "
+        "can read, change and delete every run",
+    )
+    parser.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
     )
     parser.set_defaults(handler=run)
@@ -38,7 +53,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
     overrides = {
         field: getattr(args, field)
-        for field in ("database_url", "host", "port")
+        for field in ("database_url", "host", "port", "allowed_hosts", "insecure")
         if getattr(args, field, None) is not None
     }
     try:
@@ -51,9 +66,14 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from trickscope_server.app import create_app
+    from trickscope_server.security import is_loopback_bind
 
     settings = settings_from_args(args)
     app = create_app(settings)
+    refusal = exposure_refusal(settings, auth_required=app.state.auth.registry.auth_required)
+    if refusal is not None:
+        app.state.db.dispose()
+        raise CliError(refusal)
     # What is alive now (the app, SQLAlchemy, FastAPI and their modules, ~100k objects) lives
     # as long as the server: kept out of the cyclic collector's reach, a full collection no
     # longer pauses ingest and the live streams for tens of milliseconds to scan it.
@@ -61,8 +81,44 @@ def run(args: argparse.Namespace) -> int:
     gc.freeze()
     print(f"trickscope: dashboard at http://{settings.host}:{settings.port}/", flush=True)
     print(f"trickscope: storing runs in {masked(settings.database_url)}", flush=True)
+    if app.state.auth.registry.auth_required:
+        print("trickscope: authentication on (a token is required)", flush=True)
+    elif not is_loopback_bind(settings.host):
+        print("trickscope: --insecure: serving WITHOUT authentication", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
     return 0
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def exposure_refusal(settings: Any, *, auth_required: bool) -> str | None:
+    """Why a server with these settings must not start, or None when it may.
+
+    A loopback-only server may run open, as a laptop's does; one that other machines can reach
+    needs a token (or an explicit ``--insecure``).
+    """
+    from trickscope_server.security import is_loopback_bind
+
+    if is_loopback_bind(settings.host) or settings.insecure:
+        return None
+    if not auth_required:
+        return (
+            f"refusing to serve on {settings.host} without authentication: anyone who reaches "
+            "the port could read, change and delete every run. Create a token first "
+            "(`trickscope token create --scope write --db URL`, then give the agents "
+            "TRICKSCOPE_TOKEN) or set TRICKSCOPE_TOKEN for the server (e.g. from "
+            "`openssl rand -hex 32`); bind 127.0.0.1 to stay local; or pass --insecure to "
+            "serve open anyway"
+        )
+    env_token = settings.env_token()
+    if env_token is not None and len(env_token) < MIN_TOKEN_CHARS:
+        return (
+            f"refusing to serve on {settings.host}: TRICKSCOPE_TOKEN has {len(env_token)} "
+            f"characters, fewer than {MIN_TOKEN_CHARS}; use a random one such as "
+            "`openssl rand -hex 32`"
+        )
+    return None
 
 
 def masked(database_url: str) -> str:
