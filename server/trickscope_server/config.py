@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     # A live stream re-diagnoses its run at most this often, and only after new data arrived.
     sse_health_seconds: float = Field(default=3.0, gt=0)
+    # A ``running`` run with no request for this long reads as ``crashed`` (the agent sends a
+    # heartbeat every 30 s when idle, so the default tolerates three missed ones and a slow step).
+    liveness_grace_seconds: float = Field(default=120.0, gt=0)
     # Authentication (see security/): a write token from the environment, besides the tokens
     # created with `trickscope token create`; any token at all turns authentication on.
     token: SecretStr | None = None
