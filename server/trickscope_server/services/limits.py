@@ -80,9 +80,7 @@ def unstorable_text(text: str) -> str | None:
     )
 
 
-def check_text(
-    loc: Loc, value: object, *, max_chars: int, allow_empty: bool = False
-) -> str:
+def check_text(loc: Loc, value: object, *, max_chars: int, allow_empty: bool = False) -> str:
     """``value`` as a storable string of at most ``max_chars`` characters (1 unless empty ok)."""
     if not isinstance(value, str):
         raise invalid(loc, "must be a string")

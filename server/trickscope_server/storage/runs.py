@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     Float,
+    String,
     Table,
     and_,
     bindparam,
@@ -93,16 +94,31 @@ def _is_pg(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _config_value(session: Session, parts: tuple[str, ...]) -> Any:
+# Rows stored before the server checked its input may hold JSON a query function cannot read:
+# NaN literals (SQLite's JSON functions refuse them) or ``\u0000`` and lone surrogate escapes
+# (PostgreSQL's jsonb refuses them). Such a row reads as having no value there, so one old row
+# cannot fail every listing that sorts or filters on config or tags.
+_PG_UNREADABLE = r"\\u(0000|d[89a-f])"
+
+
+def _readable_json(session: Session, column: Any) -> Any:
     if _is_pg(session):
-        return func.jsonb_extract_path(cast(RunRow.config, JSONB), *parts)
+        text = cast(column, String)
+        return case((text.op("!~*")(_PG_UNREADABLE), cast(column, JSONB)), else_=None)
+    return case((func.json_valid(column) == 1, column), else_=None)
+
+
+def _config_value(session: Session, parts: tuple[str, ...]) -> Any:
+    config = _readable_json(session, RunRow.config)
+    if _is_pg(session):
+        return func.jsonb_extract_path(config, *parts)
     path = "$" + "".join(f'."{p}"' for p in parts)
-    return func.json_extract(RunRow.config, path)
+    return func.json_extract(config, path)
 
 
 def _sqlite_json_type(parts: tuple[str, ...]) -> Any:
     path = "$" + "".join(f'."{p}"' for p in parts)
-    return func.json_type(RunRow.config, path)
+    return func.json_type(case((func.json_valid(RunRow.config) == 1, RunRow.config)), path)
 
 
 def _config_equals(session: Session, parts: tuple[str, ...], value: Any) -> Any:
@@ -177,10 +193,13 @@ def list_runs(
     for tag in query.tags:
         if _is_pg(session):
             stmt = stmt.where(
-                cast(RunRow.tags, JSONB).contains(cast(literal(json.dumps([tag])), JSONB))
+                _readable_json(session, RunRow.tags).contains(
+                    cast(literal(json.dumps([tag])), JSONB)
+                )
             )
         else:
-            each = func.json_each(RunRow.tags).table_valued("value")
+            tags = case((func.json_valid(RunRow.tags) == 1, RunRow.tags), else_="[]")
+            each = func.json_each(tags).table_valued("value")
             stmt = stmt.where(
                 select(literal(1)).select_from(each).where(each.c.value == tag).exists()
             )
