@@ -9,7 +9,7 @@ from importlib import metadata
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from trickscope_server.api import events, ingest, pages, runs, session
+from trickscope_server.api import events, ingest, liveness, pages, runs, session
 from trickscope_server.api.problems import install_problem_handlers
 from trickscope_server.config import Settings
 from trickscope_server.live import Broadcaster
@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(session.router)
     app.include_router(runs.router)
     app.include_router(ingest.router)
+    app.include_router(liveness.router)
     app.include_router(events.router)
     # Pages before the static mount: /static/vendor/plotly.min.js is served from the package.
     app.include_router(pages.router)

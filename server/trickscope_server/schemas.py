@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 FloatOrToken = float | str  # non-finite floats travel as "NaN", "Infinity", "-Infinity"
 
@@ -15,7 +15,12 @@ class RunOut(BaseModel):
     id: str
     project: str
     name: str
-    status: str
+    status: str = Field(
+        description="running; finished or failed (the run ended and said so); crashed: the "
+        "training process said so, or a running run sent no request (heartbeat, points, ...) "
+        "for TRICKSCOPE_LIVENESS_GRACE_SECONDS (default 120 s). A silent run's crashed is "
+        "judged when read, so its next request shows it running again."
+    )
     config: dict[str, Any]
     tags: list[str]
     system: dict[str, Any]
@@ -26,6 +31,9 @@ class RunOut(BaseModel):
     started_at: str | None
     ended_at: str | None
     updated_at: str
+    # The last request of the run's training process (heartbeats included); None: never seen
+    # since the server tracks liveness, so the status is the stored one.
+    last_seen_at: str | None = None
     latest: dict[str, FloatOrToken | None]
 
 

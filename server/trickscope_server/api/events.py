@@ -77,8 +77,13 @@ async def stream_events(
     poll_seconds: float,
     keepalive_seconds: float,
     health_seconds: float = 3.0,
+    grace_seconds: float | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE byte stream of a run from cursor ``after`` until the client goes away."""
+    """The SSE byte stream of a run from cursor ``after`` until the client goes away.
+
+    A ``status`` event reports each change of the run's status, liveness included: a running run
+    silent for ``grace_seconds`` turns ``crashed``, and ``running`` again when it is heard from.
+    """
     cursor = after
     sent_status = "running"  # a running run needs no status message; any other status does
     last_write = time.monotonic()
@@ -88,7 +93,12 @@ async def stream_events(
             # Cleared before reading, so a commit landing during the read still wakes us.
             subscription.clear()
             result = await run_in_threadpool(
-                query.read_events, db, run_id=run_id, after=cursor, limit=CHUNKS_PER_MESSAGE
+                query.read_events,
+                db,
+                run_id=run_id,
+                after=cursor,
+                limit=CHUNKS_PER_MESSAGE,
+                grace_seconds=grace_seconds,
             )
             if result is None:
                 yield _message("status", {"status": "deleted"})
@@ -154,6 +164,7 @@ async def get_events(
             poll_seconds=settings.sse_poll_seconds,
             keepalive_seconds=settings.sse_keepalive_seconds,
             health_seconds=settings.sse_health_seconds,
+            grace_seconds=settings.liveness_grace_seconds,
         ),
         media_type="text/event-stream",
         # no-transform and X-Accel-Buffering keep proxies from buffering the stream.

@@ -98,6 +98,7 @@ def get_health(run_id: RunId, db: DatabaseDep) -> Response:
 @router.get("/runs", response_model=RunPage)
 def get_runs(
     db: DatabaseDep,
+    settings: SettingsDep,
     project: str | None = None,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=runs.MAX_PAGE)] = 50,
@@ -112,6 +113,10 @@ def get_runs(
     ``tag`` (all must match), ``config=<dotted.key>:<value>``, ``metric=<name><op><number>``
     repeat; ``sort`` is created_at, name, status, config:<key> or metric:<name>, ``-`` for
     descending.
+
+    ``status`` is running, finished, failed or crashed. A running run that sent no request for
+    ``liveness_grace_seconds`` (default 120) is listed, filtered and sorted as crashed until it
+    is heard from again.
     """
     return runs.list_runs(
         db,
@@ -123,13 +128,17 @@ def get_runs(
         config=config,
         metrics=metric,
         sort=sort,
+        grace_seconds=settings.liveness_grace_seconds,
     )
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: RunId, db: DatabaseDep) -> RunOut:
-    """One run with the latest value of each of its (non-per-layer) series."""
-    return runs.get_run(db, run_id=run_id)
+def get_run(run_id: RunId, db: DatabaseDep, settings: SettingsDep) -> RunOut:
+    """One run with the latest value of each of its (non-per-layer) series.
+
+    A running run that sent no request for ``liveness_grace_seconds`` reads as crashed.
+    """
+    return runs.get_run(db, run_id=run_id, grace_seconds=settings.liveness_grace_seconds)
 
 
 @router.delete("/runs/{run_id}", status_code=204, response_class=Response)

@@ -122,6 +122,7 @@ def run_out_dict(run: RunRow, series: list[SeriesRow]) -> dict[str, object]:
         "started_at": iso(run.started_at),
         "ended_at": iso(run.ended_at),
         "updated_at": iso(run.updated_at),
+        "last_seen_at": iso(run.last_seen_at),
         "latest": latest,
     }
 

@@ -58,7 +58,7 @@ def declare_setup(db: Database, *, run_id: str, payload: SetupDeclare) -> RunOut
     with db.transaction() as session:
         run = require_run(session, run_id, for_update=True)
         run.setup = payload.setup
-        run.updated_at = time.time()
+        run.updated_at = run.last_seen_at = time.time()
         return run_out(session, run)
 
 

@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 
 from trickscope_server.downsample import dedupe_latest, downsample
 from trickscope_server.errors import InvalidPayloadError, SeriesNotFoundError
+from trickscope_server.services import liveness
 from trickscope_server.services._chunks import DIGEST_BLOCK, decode_origins
 from trickscope_server.services._convert import F64, I64, concat, json_values
 from trickscope_server.services.runs import require_run
@@ -445,9 +446,11 @@ def read_heatmap(
 
 
 def read_events(
-    db: Database, *, run_id: str, after: int, limit: int
+    db: Database, *, run_id: str, after: int, limit: int, grace_seconds: float | None = None
 ) -> tuple[int, dict[str, dict[str, list[Any]]], str] | None:
     """Points stored after the cursor, grouped by series: (new cursor, series columns, status).
+
+    The status is judged for liveness with ``grace_seconds`` (see ``services/liveness.py``).
 
     Each point is sent once, by the ingest sequence of the batch that brought it, whether it still
     sits in its fresh chunk or was compacted since. None when the run no longer exists.
@@ -456,7 +459,8 @@ def read_events(
         run = run_store.get_run(session, run_id)
         if run is None:
             return None
-        status = run.status
+        cutoff = None if grace_seconds is None else liveness.silent_before(grace_seconds)
+        status = liveness.shown_status(run.status, run.last_seen_at, cutoff)
         cursor, rows = store.chunks_after(session, run_id=run_id, after=after, limit=limit)
     grouped: dict[str, tuple[list[NDArray[np.int64]], list[NDArray[np.float64]]]] = defaultdict(
         lambda: ([], [])

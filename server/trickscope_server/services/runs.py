@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import math
 import re
 import time
@@ -16,6 +17,7 @@ from trickscope_server.errors import (
     UnsupportedWireVersionError,
 )
 from trickscope_server.schemas import RunOut, RunPage, SeriesList, SeriesOut
+from trickscope_server.services import liveness
 from trickscope_server.services._convert import finite_or_none, run_out_dict, stored_last_value
 from trickscope_server.services.limits import check_unix
 from trickscope_server.storage import Database, RunRow, SeriesRow, Session
@@ -60,10 +62,16 @@ def _unix(field: str, value: float | None) -> float | None:
     return check_unix(["body", field], value)  # a datetime can show it, on every back end
 
 
-def run_out(session: Session, run: RunRow) -> RunOut:
-    """The ``RunOut`` of a run read in this session."""
-    series = store.series_of_runs(session, [run.id])
-    return RunOut.model_validate(run_out_dict(run, series))
+def run_out(session: Session, run: RunRow, *, silent_before: float | None = None) -> RunOut:
+    """The ``RunOut`` of a run read in this session, its status judged for liveness against
+    ``silent_before`` (see ``services/liveness.py``; None shows the stored status)."""
+    return _run_out(run, store.series_of_runs(session, [run.id]), silent_before)
+
+
+def _run_out(run: RunRow, series: list[SeriesRow], silent_before: float | None) -> RunOut:
+    fields = run_out_dict(run, series)
+    fields["status"] = liveness.shown_status(run.status, run.last_seen_at, silent_before)
+    return RunOut.model_validate(fields)
 
 
 def require_run(session: Session, run_id: str, *, for_update: bool = False) -> RunRow:
@@ -105,6 +113,7 @@ def upsert_run(db: Database, *, run_id: str, payload: RunCreate) -> RunOut:
                 "ended_at": None,
                 "updated_at": now,
                 "last_seq": 0,
+                "last_seen_at": now,
             },
         )
         run = require_run(session, run_id, for_update=True)
@@ -116,7 +125,7 @@ def upsert_run(db: Database, *, run_id: str, payload: RunCreate) -> RunOut:
             run.system = payload.system
             if started_at is not None:
                 run.started_at = started_at
-            run.updated_at = now
+            run.updated_at = run.last_seen_at = now
         return run_out(session, run)
 
 
@@ -132,7 +141,7 @@ def declare_layers(db: Database, *, run_id: str, payload: LayersDeclare) -> RunO
     with db.transaction() as session:
         run = require_run(session, run_id, for_update=True)
         run.layers = list(dict.fromkeys(payload.layers))
-        run.updated_at = time.time()
+        run.updated_at = run.last_seen_at = time.time()
         return run_out(session, run)
 
 
@@ -165,14 +174,15 @@ def finish_run(db: Database, *, run_id: str, payload: RunFinish) -> RunOut:
         run = require_run(session, run_id, for_update=True)
         run.status = payload.status
         run.ended_at = ended_at if ended_at is not None else now
-        run.updated_at = now
+        run.updated_at = run.last_seen_at = now
         return run_out(session, run)
 
 
-def get_run(db: Database, *, run_id: str) -> RunOut:
-    """One run."""
+def get_run(db: Database, *, run_id: str, grace_seconds: float | None = None) -> RunOut:
+    """One run; with ``grace_seconds``, a running run silent that long reads as ``crashed``."""
+    cutoff = None if grace_seconds is None else liveness.silent_before(grace_seconds)
     with db.reader() as session:
-        return run_out(session, require_run(session, run_id))
+        return run_out(session, require_run(session, run_id), silent_before=cutoff)
 
 
 _SORTS = ("created_at", "name", "status")
@@ -305,8 +315,13 @@ def list_runs(
     config: list[str] | None = None,
     metrics: list[str] | None = None,
     sort: str = "-created_at",
+    grace_seconds: float | None = None,
 ) -> RunPage:
-    """Runs filtered and sorted (newest first by default), one page at a time."""
+    """Runs filtered and sorted (newest first by default), one page at a time.
+
+    With ``grace_seconds``, a running run silent that long reads as ``crashed`` in the answer,
+    the ``status`` filter and the status sort alike (one cutoff for the whole page).
+    """
     if not 1 <= limit <= MAX_PAGE:
         raise _bad("limit", f"limit must be between 1 and {MAX_PAGE}, got {limit}")
     query = parse_run_query(
@@ -317,6 +332,8 @@ def list_runs(
         metrics=metrics or [],
         sort=sort,
     )
+    if grace_seconds is not None:
+        query = dataclasses.replace(query, silent_before=liveness.silent_before(grace_seconds))
     after = _decode_cursor(cursor, sort) if cursor else None
     with db.reader() as session:
         rows = store.list_runs(session, query, after=after, limit=limit + 1)
@@ -325,7 +342,7 @@ def list_runs(
     by_run: dict[str, list[SeriesRow]] = {r.id: [] for r, _ in page}
     for s in series:
         by_run[s.run_id].append(s)
-    runs = [RunOut.model_validate(run_out_dict(r, by_run[r.id])) for r, _ in page]
+    runs = [_run_out(r, by_run[r.id], query.silent_before) for r, _ in page]
     next_cursor = None
     if len(rows) > limit:
         last, value = page[-1]

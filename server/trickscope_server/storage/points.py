@@ -36,7 +36,8 @@ _chunks = cast(Table, ChunkRow.__table__)
 
 
 def next_seq(session: Session, *, run_id: str, now: float) -> tuple[int, float] | None:
-    """Take the run's next ingest sequence number (and record activity); None without the run.
+    """Take the run's next ingest sequence number (and stamp ``updated_at`` and ``last_seen_at``);
+    None without the run.
 
     Returns the sequence number and the run's ``created_at``, which tells a run apart from one
     deleted and created again under the same id (see :class:`SeriesIdCache`).
@@ -54,7 +55,12 @@ _runs = cast(Table, RunRow.__table__)
 _NEXT_SEQ = (
     update(_runs)
     .where(_runs.c.id == bindparam("b_run"))
-    .values(last_seq=_runs.c.last_seq + 1, updated_at=bindparam("b_now"))
+    # last_seen_at rides on this UPDATE: liveness costs the ingest path no statement of its own.
+    .values(
+        last_seq=_runs.c.last_seq + 1,
+        updated_at=bindparam("b_now"),
+        last_seen_at=bindparam("b_now"),
+    )
     .returning(_runs.c.last_seq, _runs.c.created_at)
 )
 _batches = cast(Table, BatchRow.__table__)

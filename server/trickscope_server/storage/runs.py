@@ -46,14 +46,52 @@ def insert_ignore(session: Session, table: Any) -> Any:
 
 
 def touch_run(session: Session, *, run_id: str, now: float) -> None:
-    """Set the run's ``updated_at``: a write, so the transaction holds the run's write lock
-    (SQLite: the database's; PostgreSQL: the row's) from here on."""
+    """Set the run's ``updated_at`` and ``last_seen_at``: a write, so the transaction holds the
+    run's write lock (SQLite: the database's; PostgreSQL: the row's) from here on."""
     session.connection().execute(_TOUCH_RUN, {"b_run": run_id, "b_now": now})
+
+
+def mark_seen(session: Session, *, run_id: str, now: float) -> bool:
+    """Stamp the run's ``last_seen_at`` (a heartbeat); False when there is no such run."""
+    row = session.connection().execute(_MARK_SEEN, {"b_run": run_id, "b_now": now}).first()
+    return row is not None
+
+
+def _silent(silent_before: float) -> Any:
+    return and_(RunRow.status == "running", RunRow.last_seen_at < silent_before)
+
+
+def shown_status(silent_before: float | None) -> Any:
+    """The status readers see, as SQL: ``running`` last seen before the cutoff is ``crashed``
+    (the rule of ``services/liveness.py``); None keeps the stored status."""
+    if silent_before is None:
+        return RunRow.status
+    return case((_silent(silent_before), literal("crashed")), else_=RunRow.status)
+
+
+def _status_is(status: str, silent_before: float | None) -> Any:
+    # Spelled per status rather than ``shown_status(...) == status`` so the status index serves.
+    if silent_before is None or status not in ("running", "crashed"):
+        return RunRow.status == status
+    if status == "crashed":
+        return or_(RunRow.status == "crashed", _silent(silent_before))
+    return and_(
+        RunRow.status == "running",
+        or_(RunRow.last_seen_at.is_(None), RunRow.last_seen_at >= silent_before),
+    )
 
 
 _runs: Table = RunRow.__table__  # type: ignore[assignment]
 _TOUCH_RUN = (
-    update(_runs).where(_runs.c.id == bindparam("b_run")).values(updated_at=bindparam("b_now"))
+    update(_runs)
+    .where(_runs.c.id == bindparam("b_run"))
+    .values(updated_at=bindparam("b_now"), last_seen_at=bindparam("b_now"))
+)
+_MARK_SEEN = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("b_run"))
+    .values(last_seen_at=bindparam("b_now"))
+    .returning(_runs.c.id)
 )
 
 
@@ -88,6 +126,8 @@ class RunQuery:
     sort: str = "created_at"  # created_at | name | status | config | metric
     sort_key: tuple[str, ...] = ()  # the config key parts or (metric name,)
     descending: bool = True
+    # Liveness: running runs last seen before this Unix time read (filter, sort) as crashed.
+    silent_before: float | None = None
 
 
 def _is_pg(session: Session) -> bool:
@@ -160,7 +200,7 @@ def _sort_expr(session: Session, query: RunQuery) -> Any:
     if query.sort == "name":
         return RunRow.name
     if query.sort == "status":
-        return RunRow.status
+        return shown_status(query.silent_before)
     if query.sort == "config":
         return _config_value(session, query.sort_key)
     return _metric_value(session, query.sort_key[0])
@@ -189,7 +229,7 @@ def list_runs(
     if query.project is not None:
         stmt = stmt.where(RunRow.project == query.project)
     if query.status is not None:
-        stmt = stmt.where(RunRow.status == query.status)
+        stmt = stmt.where(_status_is(query.status, query.silent_before))
     for tag in query.tags:
         if _is_pg(session):
             stmt = stmt.where(

@@ -1,0 +1,43 @@
+"""Run liveness: a ``running`` run that has gone silent is shown as ``crashed``.
+
+Every accepted request for a run (its creation, point batches, declarations, ``finish`` and the
+agent's heartbeat) stamps ``runs.last_seen_at``. The status shown is derived at read time:
+
+- ``running`` stored and last seen more than the grace period ago: ``crashed``;
+- anything else: the stored status. A run never seen (stored before liveness existed) keeps its
+  status, and ``finished``/``failed`` are final whatever the clock says.
+
+Nothing is written when a run goes silent, so a late request (a batch retried after a network
+outage, a heartbeat after a long pause) makes it ``running`` again by itself. SQL listings use
+the same rule (``storage.runs.shown_status``) so filters, sorting and paging agree with it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from trickscope_server.errors import RunNotFoundError
+from trickscope_server.storage import Database
+from trickscope_server.storage import runs as store
+
+
+def silent_before(grace_seconds: float, *, now: float | None = None) -> float:
+    """The cutoff: a running run last seen before this Unix time reads as ``crashed``."""
+    return (time.time() if now is None else now) - grace_seconds
+
+
+def shown_status(status: str, last_seen_at: float | None, cutoff: float | None) -> str:
+    """The status a reader sees; ``cutoff`` None (no liveness judgement) keeps the stored one."""
+    if cutoff is not None and status == "running" and last_seen_at is not None:
+        if last_seen_at < cutoff:
+            return "crashed"
+    return status
+
+
+def heartbeat(db: Database, *, run_id: str) -> None:
+    """Record that the run's training process is alive; a 404 problem for an unknown run."""
+    with db.transaction() as session:
+        if not store.mark_seen(session, run_id=run_id, now=time.time()):
+            raise RunNotFoundError(
+                f"run {run_id!r} does not exist: create it with PUT /api/v1/runs/{run_id} first"
+            )
