@@ -3,7 +3,8 @@
 
 import { api } from "./api.js";
 import { LineChart, plotlyReady, plotlyText } from "./charts.js";
-import { clearError, el, showError, statusBadge } from "./dom.js";
+import { clearError, el, showError } from "./dom.js";
+import { runBadge } from "./liveness.js";
 
 const POINTS = 2000;
 
@@ -63,7 +64,7 @@ function renderRuns(runs) {
         " ",
         el("span", { className: "muted small-text", text: `${run.project} · ${run.id.slice(0, 8)}` }),
         " ",
-        statusBadge(run.status),
+        runBadge(run),
       ]),
     ),
   );

@@ -19,6 +19,7 @@ import { EPS_DOMINANCE_TOP, PANELS, clippedSeries } from "./panels.js";
 import { drawPreview } from "./preview.js";
 import { HealthPanel } from "./health.js";
 import { openLive } from "./live.js";
+import { describeStatus, hasEnded } from "./liveness.js";
 import { renderSetup } from "./setup.js";
 
 const POINTS = 2000; // per-series budget of a read; the server downsamples to it
@@ -223,7 +224,7 @@ function warmupSteps(config) {
 function renderHeader(run) {
   document.title = `${run.name || run.id} · trickscope`;
   document.getElementById("run-name").textContent = run.name || run.id;
-  setStatusBadge(document.getElementById("run-status"), run.status);
+  showStatus(run);
   document.getElementById("run-project").textContent = run.project || "";
   document.getElementById("run-id").textContent = run.id;
   document.getElementById("run-started").textContent = formatTime(run.started_at || run.created_at);
@@ -594,7 +595,13 @@ function setLiveState(text) {
   node.dataset.state = text;
 }
 
-function onStatus(state, status) {
+function showStatus(run) {
+  const badge = document.getElementById("run-status");
+  setStatusBadge(badge, run.status);
+  describeStatus(badge, run);
+}
+
+async function onStatus(state, status) {
   if (status === "deleted") {
     // The stream ends for good; reconnecting would only meet a 404.
     if (state.live) state.live.close();
@@ -604,8 +611,24 @@ function onStatus(state, status) {
     showError("This run was deleted.");
     return;
   }
-  setStatusBadge(document.getElementById("run-status"), status);
-  if (FINAL_STATUSES.has(status) && state.live) {
+  // Points events repeat the status; only a change is news. The latest one wins a race.
+  if (status === state.streamStatus) return;
+  state.streamStatus = status;
+  let run = { ...state.run, status };
+  if (FINAL_STATUSES.has(status)) {
+    // The end time tells a run that ended (crashed too, when its process said so) from one that
+    // only went silent and may still be heard from: a silent run keeps its stream open.
+    try {
+      run = await api.run(state.runId);
+    } catch {
+      // keep what the stream said
+    }
+    if (state.streamStatus !== status || run.status !== status) return; // changed meanwhile
+  }
+  state.run = run;
+  showStatus(run);
+  document.getElementById("run-ended").textContent = run.ended_at ? formatTime(run.ended_at) : "\u2014";
+  if (hasEnded(run) && state.live) {
     state.live.close();
     state.live = null;
     setLiveState("ended");
@@ -747,6 +770,7 @@ async function load() {
     return;
   }
   state.run = run;
+  state.streamStatus = run.status;
   for (const name of histNames || []) state.histNames.add(name);
   renderHeader(run);
   const passes = (seriesList || []).find((item) => item.name === "accum/backward_passes");
@@ -852,7 +876,7 @@ async function load() {
   hooks.loadedAt = performance.now();
   document.body.dataset.loaded = "true";
 
-  if (FINAL_STATUSES.has(run.status)) {
+  if (hasEnded(run)) {
     setLiveState("ended");
     return;
   }

@@ -4,7 +4,8 @@
 // the page is right whether or not the server applied them.
 
 import { api, formatTime, formatValue, lastLoss, toNumber } from "./api.js";
-import { clearError, el, showError, statusBadge } from "./dom.js";
+import { clearError, el, showError } from "./dom.js";
+import { runBadge } from "./liveness.js";
 
 const REFRESH_MS = 3000;
 const LIMIT = 100;
@@ -252,7 +253,7 @@ function runRow(run, sortKey) {
   return el("tr", { dataset: { runId: run.id, status: run.status || "" } }, [
     el("td", { text: run.project }),
     el("td", {}, [el("a", { href, text: run.name || run.id, className: "run-link" })]),
-    el("td", {}, [statusBadge(run.status)]),
+    el("td", {}, [runBadge(run)]),
     el("td", { text: formatTime(run.started_at || run.created_at) }),
     el("td", { className: "num mono", text: loss === undefined ? "\u2014" : formatValue(loss) }),
     sortCell,
