@@ -29,6 +29,7 @@ from trickscope_server.services._chunks import DIGEST_MIN, digest
 from trickscope_server.services._convert import F64, I64
 from trickscope_server.services.limits import unstorable_text
 from trickscope_server.services.runs import check_wire_version
+from trickscope_server.services.summaries import overlapping, resummarise
 from trickscope_server.storage import Database
 from trickscope_server.storage import points as store
 
@@ -443,8 +444,18 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             known=db.series_ids.get(run_id, created_at),
         )
         chunks, summaries = _all_summaries(nonempty, ids, run_id, seq)
+        # Read before the merge: which series get a step logged again (their summaries are
+        # recounted from the points once this batch's chunks are in).
+        recount = overlapping(
+            session,
+            run_id=run_id,
+            steps=[s.steps for s in nonempty],
+            series_ids=[ids[s.name] for s in nonempty],
+        )
         store.insert_chunks(session, chunks)
         store.update_summaries(session, summaries)
+        if recount:
+            resummarise(session, recount)
         store.upsert_histograms(session, _histogram_rows(run_id, batch))
         due = store.series_needing_compaction(
             session, run_id=run_id, series_ids=list(ids.values()), bound=COMPACT_AFTER_CHUNKS

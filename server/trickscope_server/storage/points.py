@@ -512,3 +512,34 @@ def series_run(session: Session, *, series_id: int) -> str | None:
     """The run a series belongs to, or None when it no longer exists."""
     value = session.scalar(select(_c.run_id).where(_c.id == series_id))
     return None if value is None else str(value)
+
+
+def last_steps_from(session: Session, *, run_id: str, low: int) -> dict[int, int]:
+    """{series id: last step} of the run's series whose last step is ``low`` or above: the
+    only ones a batch whose steps start at ``low`` can overwrite a point of."""
+    stmt = select(_c.id, _c.last_step).where(
+        _c.run_id == bindparam("b_run"), _c.last_step >= bindparam("b_low", type_=BigInteger)
+    )
+    rows = session.connection().execute(stmt, {"b_run": run_id, "b_low": low})
+    return {int(i): int(last) for i, last in rows}
+
+
+_SET_SUMMARY = (
+    update(_series)
+    .where(_c.id == bindparam("b_id", type_=BigInteger))
+    .values(
+        count=bindparam("b_count", type_=BigInteger),
+        first_step=bindparam("b_first", type_=BigInteger),
+        last_step=bindparam("b_last", type_=BigInteger),
+        last_value=bindparam("b_last_value", type_=Float),
+        min_value=bindparam("b_min", type_=Float),
+        max_value=bindparam("b_max", type_=Float),
+        first_nonfinite_step=bindparam("b_nonfinite", type_=BigInteger),
+    )
+)
+
+
+def set_summaries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Replace series summaries (keys as :func:`update_summaries`'), e.g. after a recount."""
+    if rows:
+        session.connection().execute(_SET_SUMMARY, list(rows))

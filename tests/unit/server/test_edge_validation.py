@@ -328,3 +328,26 @@ def test_rows_stored_before_the_checks_still_read(app: FastAPI, client: TestClie
     for row in rows:
         assert client.delete(f"/api/v1/runs/{row['id']}").status_code == 204
     assert json.loads(client.get("/api/v1/runs").text)["runs"] == []
+
+
+def test_series_summaries_describe_the_points_a_read_returns(client: TestClient) -> None:
+    """Issue 16, item 9: steps {1: 9, 2: 4} after re-logging were summarised as count 5, min 1."""
+    client.put("/api/v1/runs/r", json={"project": "p", "name": "n"})
+    for batch_id, series in (
+        ("b1", {"x": ([1, 2], [1.0, 2.0])}),
+        ("b2", {"x": ([1, 2], [3.0, 4.0])}),
+        ("b3", {"x": ([1], [9.0])}),
+        ("b4", {"y": ([5, 5, 6], [float("nan"), 7.0, 8.0])}),  # a step twice in one batch
+        ("b5", {"y": ([7], [0.5])}),  # a new step: merged without a recount
+    ):
+        body = dumps(point_batch(batch_id, series))
+        assert client.post("/api/v1/runs/r/points", content=body, headers=JSON).status_code == 200
+    read = client.get("/api/v1/runs/r/points?name=x").json()
+    assert dict(zip(read["step"], read["value"], strict=True)) == {1: 9.0, 2: 4.0}
+    summary = {s["name"]: s for s in client.get("/api/v1/runs/r/series").json()["series"]}
+    x, y = summary["x"], summary["y"]
+    assert (x["count"], x["min_value"], x["max_value"], x["last_value"]) == (2, 4.0, 9.0, 4.0)
+    assert (x["first_step"], x["last_step"]) == (1, 2)
+    assert (y["count"], y["min_value"], y["max_value"]) == (3, 0.5, 8.0)
+    assert y["first_nonfinite_step"] is None  # the NaN at step 5 was overwritten by 7.0
+    assert client.get("/api/v1/runs/r").json()["latest"] == {"x": 4.0, "y": 0.5}
