@@ -122,15 +122,15 @@ def dashboard(browser, live_server, request: pytest.FixtureRequest) -> Iterator[
 class Client:
     """Writes runs and points over real HTTP with the wire package, as the agent does."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None = None) -> None:
         self.base_url = base_url
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token is not None:  # a server with authentication on
+            self.headers["Authorization"] = f"Bearer {token}"
 
     def _send(self, method: str, path: str, body: bytes | None = None) -> dict:
         request = urllib.request.Request(
-            f"{self.base_url}/api/v1{path}",
-            data=body,
-            method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            f"{self.base_url}/api/v1{path}", data=body, method=method, headers=self.headers
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read()

@@ -6,6 +6,7 @@ fetches are same-origin only, so nothing is loaded from a CDN.
 
 from __future__ import annotations
 
+import importlib.util
 from importlib import resources
 from pathlib import Path
 
@@ -21,7 +22,7 @@ router = APIRouter(include_in_schema=False)
 
 CSP = PAGE_CSP
 _PAGE_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
-# The two Swagger UI files /docs needs, from the swagger-ui-bundle package.
+# The two Swagger UI files /docs needs, from the swagger-ui-py package.
 _SWAGGER_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
 
 
@@ -71,10 +72,11 @@ def docs_page(settings: SettingsDep) -> FileResponse:
 
 
 def swagger_dir() -> Path:
-    """Swagger UI's files in the installed ``swagger-ui-bundle`` package."""
-    import swagger_ui_bundle  # type: ignore[import-untyped]
-
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    """Swagger UI's files in the installed ``swagger-ui-py`` package (found, not imported)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFoundError("Swagger UI is not installed: pip install swagger-ui-py")
+    return Path(spec.submodule_search_locations[0]) / "static"
 
 
 @router.get("/static/vendor/swagger-ui/{name}")
