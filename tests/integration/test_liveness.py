@@ -181,3 +181,14 @@ def test_a_training_process_killed_with_sigkill_leaves_its_run_crashed(
     run = http.get(f"/api/v1/runs/{run_id}").json()
     assert run["ended_at"] is None  # nobody said it ended: the server judged it silent
     assert run["last_seen_at"] is not None
+
+    report = tmp_path / "report.html"
+    subprocess.run(
+        [sys.executable, "-m", "trickscope_cli", "report", run_id, "-o", str(report)],
+        env={**env, "TRICKSCOPE_URL": server.url},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    html = report.read_text(encoding="utf-8")
+    assert '"status":"crashed"' in html and '"status":"running"' not in html
