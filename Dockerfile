@@ -1,4 +1,7 @@
 # The trickscope server: no torch, one process, configured through TRICKSCOPE_* variables.
+# It listens on all interfaces, so it refuses to start without a token:
+#   docker run -e TRICKSCOPE_TOKEN="$(openssl rand -hex 32)" -p 8000:8000 IMAGE
+# (docker-compose.yml reads the token from .env instead; see .env.example).
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./

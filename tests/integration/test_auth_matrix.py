@@ -418,7 +418,7 @@ def test_a_loopback_server_without_tokens_stays_open(live_server: LiveServer) ->
         )
 
 
-def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.Popen:
+def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "trickscope_cli", "serve", *args],
         stdout=subprocess.PIPE,
@@ -478,3 +478,51 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def compose_server_env() -> dict[str, str]:
+    """The server's environment in docker-compose.yml, as written (before substitution)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    env: dict[str, str] = compose["services"]["server"]["environment"]
+    return env
+
+
+def test_compose_takes_a_required_token_from_the_env_file_that_the_example_documents() -> None:
+    env = compose_server_env()
+    assert env["TRICKSCOPE_HOST"] == "0.0.0.0"
+    assert env["TRICKSCOPE_TOKEN"].startswith("${TRICKSCOPE_TOKEN:?")  # compose stops without it
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    assert "TRICKSCOPE_TOKEN=\n" in example and "openssl rand -hex 32" in example
+    assert ".env" in (Path(__file__).resolve().parents[2] / ".gitignore").read_text().split()
+
+
+def test_the_compose_environment_refuses_an_empty_token_and_serves_with_one(
+    tmp_path: Path,
+) -> None:
+    port = str(free_port())
+    env = {"TRICKSCOPE_HOST": "0.0.0.0", "TRICKSCOPE_PORT": port, "TRICKSCOPE_TOKEN": ""}
+    env |= {"TRICKSCOPE_ALLOWED_HOSTS": "", "TRICKSCOPE_SESSION_SECRET": ""}  # compose's blanks
+    env["TRICKSCOPE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'trickscope.db'}"
+    refused = serve(env=env)
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode == 2 and "without authentication" in err
+
+    token = "c" * 64
+    started = serve(env={**env, "TRICKSCOPE_TOKEN": token})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: started.poll() is not None or _answers(f"{url}/healthz"),
+            timeout=30,
+            what="the server",
+        )
+        assert started.poll() is None
+        assert httpx.get(f"{url}/api/v1/runs", timeout=10).status_code == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{url}/api/v1/runs", headers=bearer, timeout=10).status_code == 200
+    finally:
+        started.terminate()
+        started.communicate(timeout=10)
