@@ -63,8 +63,19 @@ class Limits:
 
 def invalid(loc: Loc, msg: str, detail: str | None = None) -> InvalidPayloadError:
     """A 422 problem naming ``loc`` (``["body", "config", "lr"]``, ``["query", "name"]``)."""
-    where = ".".join(str(part) for part in loc)
-    return InvalidPayloadError(detail or f"{where}: {msg}", errors=[{"loc": loc, "msg": msg}])
+    return InvalidPayloadError(detail or f"{_where(loc)} {msg}", errors=[{"loc": loc, "msg": msg}])
+
+
+def _where(loc: Loc) -> str:
+    """``["body", "series", 0, "name"]`` as ``series[0].name``; query and path parameters and
+    headers as ``query parameter name``."""
+    kind, *rest = loc or ["body"]
+    text = ""
+    for part in rest:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    if kind == "body":
+        return text or "body"
+    return f"{kind} parameter {text}" if kind in ("query", "path") else f"{kind} {text}"
 
 
 def unstorable_text(text: str) -> str | None:
