@@ -39,7 +39,9 @@ def add_parser(commands: Any) -> None:
         "-o", "--output", type=Path, required=True, help="HTML file to write (e.g. run.html)"
     )
     parser.add_argument(
-        "--url", help=f"server to read from (default: TRICKSCOPE_URL, else {DEFAULT_URL})"
+        "--url",
+        help=f"server to read from (default: TRICKSCOPE_URL, else {DEFAULT_URL}); a server "
+        "with authentication on reads TRICKSCOPE_TOKEN (a read token is enough)",
     )
     parser.add_argument(
         "--points",
@@ -65,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _get(url: str, path: str, params: dict[str, Any] | None = None) -> Any:
     query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    request = urllib.request.Request(
-        f"{url}/api/v1{path}{query}", headers={"Accept": "application/json"}
-    )
+    headers = {"Accept": "application/json"}
+    token = os.environ.get("TRICKSCOPE_TOKEN")
+    if token:  # a server with authentication on: the same token the agent sends
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{url}/api/v1{path}{query}", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())

@@ -526,3 +526,18 @@ def test_the_compose_environment_refuses_an_empty_token_and_serves_with_one(
     finally:
         started.terminate()
         started.communicate(timeout=10)
+
+
+def test_report_reads_a_secured_server_with_the_token_from_the_environment(
+    auth_server: AuthServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "run.html"
+    args = ("report", SEEDED, "-o", str(out), "--url", auth_server.url)
+    refused = trickscope_cli(*args, env={"TRICKSCOPE_TOKEN": ""})
+    assert refused.returncode == 2 and "answered 401" in refused.stderr
+    assert not out.exists()
+    read = auth_server.secrets["read"]
+    assert read is not None
+    done = trickscope_cli(*args, env={"TRICKSCOPE_TOKEN": read})
+    assert done.returncode == 0, done.stderr
+    assert "loss" in out.read_text()
