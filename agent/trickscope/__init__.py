@@ -41,6 +41,7 @@ def init(
     config: Mapping[str, Any] | None = None,
     tags: Sequence[str] | None = None,
     url: str | None = None,
+    token: str | None = None,
     **settings: Any,
 ) -> Run:
     """Start a run and its background sender; never waits on the network.
@@ -51,6 +52,8 @@ def init(
         config: Hyperparameters; stored JSON-safe (tensors as ``repr``, NaN as ``"NaN"``).
         tags: Free-form labels.
         url: Server base URL (default: ``TRICKSCOPE_URL``, else ``http://127.0.0.1:8000``).
+        token: A write token of the server, sent as ``Authorization: Bearer <token>`` (default:
+            ``TRICKSCOPE_TOKEN``; a loopback server may run without one).
         **settings: Other :class:`AgentConfig` fields (``disabled``, ``offline``,
             ``journal_dir``, ``flush_secs``, ...), each falling back to ``TRICKSCOPE_<FIELD>``.
 
@@ -69,7 +72,7 @@ def init(
         >>> run.log({"loss/train": 0.5}, step=0)
         >>> run.finish()
     """
-    agent = AgentConfig.from_env(os.environ, url=url, **settings)
+    agent = AgentConfig.from_env(os.environ, url=url, token=token, **settings)
     rank = distributed.current()
     if rank is None and not agent.disabled and distributed.launched_but_not_initialised(os.environ):
         logger.warning(

@@ -1,7 +1,9 @@
 """Counting what went wrong inside the agent, and saying so once.
 
 After setup the agent never raises into the training loop: failures are counted here and logged
-the first time each kind happens, so a broken hook cannot flood the training log either.
+the first time each kind happens, so a broken hook cannot flood the training log either. Only
+an unexpected exception (a bug, or a value the agent cannot use) is logged with its traceback;
+conditions the agent handles (an outage, a refused request, thinning) are one line each.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ logger = logging.getLogger("trickscope")
 
 
 class Incidents:
-    """Error and drop counters shared by the training and sender threads."""
+    """Error and thinning counters shared by the training and sender threads."""
 
     def __init__(self) -> None:
         self.errors = 0
-        self.drops = 0
+        self.thinned = 0
         self.by_kind: dict[str, int] = {}
         self._lock = threading.Lock()
         self._last_log: dict[str, float] = {}
@@ -39,15 +41,17 @@ class Incidents:
                 exc_info=exc,
             )
 
-    def drop(self, reason: str) -> None:
-        """Count one dropped sample; warn once per reason."""
-        self.drops += 1  # a lost increment under a race only undercounts a warning metric
-        key = f"drop:{reason}"
+    def thin(self, reason: str) -> None:
+        """Count one skipped sample of ``watch``'s optional per-layer statistics or histograms
+        (logged values are never skipped); warn once per reason."""
+        self.thinned += 1  # a lost increment under a race only undercounts a warning metric
+        key = f"thin:{reason}"
         if key not in self.by_kind:
             self.by_kind[key] = 1
             logger.warning(
-                "trickscope: dropped a sample (%s); raise `every` or queue_size if this "
-                "persists. Drops are reported as agent/dropped_samples.",
+                "trickscope: skipped a step of per-layer statistics (%s); raise `every` or "
+                "queue_size if this persists. Skipped steps are counted as "
+                "agent/thinned_samples; logged values are never skipped.",
                 reason,
             )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,9 +67,21 @@ class AgentConfig:
             series per request far more than with their points: sending them in larger, rarer
             batches keeps that work off a CPU the training shares.
         max_buffer_bytes: Cap on unsent data held in memory; the rest spills to the journal.
-        queue_size: Samples waiting for the sender thread; more are dropped and counted.
+        log_buffer_bytes: Memory for logged points (``log``, the tricks' reports, the learning
+            rate) that the sender thread has not taken yet, 24 bytes a point; past it they
+            spill to a file in ``journal_dir``. Logged points are never dropped.
+        queue_size: ``watch``'s per-layer statistics and histograms waiting for the sender
+            thread; more are thinned (skipped) and counted as ``agent/thinned_samples``.
         http_timeout: Socket timeout of one request, in seconds.
-        finish_timeout: How long ``finish`` (and exit) waits for the sender to drain.
+        finish_timeout: How long ``finish`` (and exit) waits for the server; what it has not
+            taken by then stays in the journal for ``trickscope sync``.
+        token: Sent as ``Authorization: Bearer <token>`` on every request
+            (``TRICKSCOPE_TOKEN``); ``None`` for a server that runs open.
+        heartbeat_secs: A run that sent nothing else for this long sends a heartbeat, so the
+            server can tell a quiet run from a dead one.
+        dead_letter_after: Attempts after which a request the server keeps failing with 500 is
+            set aside in ``<run id>.dead.jsonl`` (a request it refuses, 4xx, at once), so it
+            cannot hold up the run's other data.
     """
 
     url: str = DEFAULT_URL
@@ -79,9 +91,13 @@ class AgentConfig:
     flush_secs: float = 0.5
     stats_flush_secs: float = 5.0
     max_buffer_bytes: int = 64 * 2**20
+    log_buffer_bytes: int = 16 * 2**20
     queue_size: int = 1024
     http_timeout: float = 10.0
-    finish_timeout: float = 30.0
+    finish_timeout: float = 10.0
+    token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
+    heartbeat_secs: float = 30.0
+    dead_letter_after: int = 5
 
     def __post_init__(self) -> None:
         _check_url("url", self.url)
@@ -92,14 +108,21 @@ class AgentConfig:
             "flush_secs": self.flush_secs,
             "stats_flush_secs": self.stats_flush_secs,
             "max_buffer_bytes": self.max_buffer_bytes,
+            "log_buffer_bytes": self.log_buffer_bytes,
             "queue_size": self.queue_size,
             "http_timeout": self.http_timeout,
+            "heartbeat_secs": self.heartbeat_secs,
+            "dead_letter_after": self.dead_letter_after,
         }
         for name, value in positive.items():
             if isinstance(value, bool) or not value > 0:
                 raise ValueError(f"{name}={value!r} must be a positive number")
         if isinstance(self.finish_timeout, bool) or not self.finish_timeout >= 0:
             raise ValueError(f"finish_timeout={self.finish_timeout!r} must be >= 0")
+        if self.token is not None and (
+            not isinstance(self.token, str) or not self.token.strip() or "\n" in self.token
+        ):
+            raise ValueError("token must be a non-empty string on one line (or None)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> AgentConfig:
@@ -134,9 +157,15 @@ class AgentConfig:
 def _from_text(name: str, variable: str, text: str) -> Any:
     if name in ("disabled", "offline"):
         return parse_bool(variable, text)
-    if name in ("max_buffer_bytes", "queue_size"):
+    if name in ("max_buffer_bytes", "log_buffer_bytes", "queue_size", "dead_letter_after"):
         return _parse_number(variable, text, int)
-    if name in ("flush_secs", "stats_flush_secs", "http_timeout", "finish_timeout"):
+    if name in (
+        "flush_secs",
+        "stats_flush_secs",
+        "http_timeout",
+        "finish_timeout",
+        "heartbeat_secs",
+    ):
         return _parse_number(variable, text, float)
     if name == "url":
         return _check_url(variable, text)

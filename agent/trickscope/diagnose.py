@@ -266,7 +266,7 @@ class Diagnoser:
         device = self._params[0].device
         vector = torch.stack([p.to(device, torch.float32, non_blocking=True) for p in pieces])
         if not self._ring.ship(vector, meta):
-            self._incidents.drop("all check buffers in flight")
+            self._incidents.thin("all check buffers in flight")
             self._ring_host(meta)
 
     def _ring_host(self, meta: _Meta) -> None:

@@ -10,6 +10,10 @@ made, never rewritten::
 is created with ``PUT``, point batches carry a ``batch_id``), so replaying a journal twice, or one
 whose head was already delivered, changes nothing. A journal file is ``<run id>.jsonl`` in
 ``AgentConfig.journal_dir``; the agent deletes it once everything in it has been delivered.
+
+A request the server refuses (4xx), or keeps failing with a 500, is set aside in the run's
+dead-letter file ``<run id>.dead.jsonl``, in the same format, so that it can neither block the
+requests behind it nor be lost: ``trickscope sync <file>`` replays it once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from trickscope.transport import Connection
+from trickscope.transport import Connection, Rejected, Unavailable
+
+DEAD_SUFFIX = ".dead.jsonl"
+POISON_STATUSES = frozenset({500})
+"""Answers that, repeated for one request, mean the request (not the server) is at fault. A 502,
+503 or 504 comes from a proxy or an overloaded server: an outage, waited out instead."""
+
+
+def dead_letter_path(journal_path: Path) -> Path:
+    """Where the requests of ``<run>.jsonl`` (or of a dead-letter file itself) are set aside."""
+    name = journal_path.name
+    if name.endswith(DEAD_SUFFIX):
+        return journal_path
+    stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else name
+    return journal_path.with_name(stem + DEAD_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -115,8 +133,52 @@ class Journal:
         return self.path
 
 
+@dataclass
+class Upload:
+    """What :func:`upload` did with one file."""
+
+    sent: int = 0
+    set_aside: int = 0
+    first_refusal: str | None = None  # the server's answer to the first request set aside
+
+
+def upload(
+    journal_path: Path,
+    connection: Connection,
+    *,
+    set_aside: Journal,
+    retries: int = 3,
+) -> Upload:
+    """Send a journal's requests in order; those the server refuses, or fails with a 500
+    ``retries`` times, go to ``set_aside`` and the rest still goes.
+
+    Raises:
+        ValueError: the file is not a journal.
+        Unavailable: the server did not answer (or answered 502/503/504/429) after ``retries``
+            attempts; earlier requests stay delivered, so uploading again is safe.
+    """
+    result = Upload()
+    for request in read(journal_path):
+        try:
+            connection.send_with_retries(request.method, request.path, request.body, retries)
+            result.sent += 1
+        except (Rejected, Unavailable) as exc:
+            if isinstance(exc, Unavailable) and exc.status not in POISON_STATUSES:
+                raise
+            set_aside.append(request)
+            result.set_aside += 1
+            if result.first_refusal is None:
+                result.first_refusal = f"{request.method} {request.path}: {exc}"
+    return result
+
+
 def replay(
-    journal_path: str | os.PathLike[str], url: str, *, timeout: float = 30.0, retries: int = 3
+    journal_path: str | os.PathLike[str],
+    url: str,
+    *,
+    timeout: float = 30.0,
+    retries: int = 3,
+    token: str | None = None,
 ) -> int:
     """Upload a journal to the server at ``url``, in order; backs ``trickscope sync``.
 
@@ -125,6 +187,7 @@ def replay(
         url: Base URL of the server, e.g. ``http://127.0.0.1:8000``.
         timeout: Socket timeout of each request, in seconds.
         retries: Attempts per request on network errors and 5xx/429 answers.
+        token: Sent as ``Authorization: Bearer <token>`` (a server with tokens needs one).
 
     Returns:
         The number of requests the server accepted.
@@ -134,7 +197,7 @@ def replay(
         ConnectionError: a request still failed after ``retries`` attempts, or the server
             rejected one (4xx); earlier requests stay delivered, so replaying again is safe.
     """
-    connection = Connection(url, timeout=timeout)
+    connection = Connection(url, timeout=timeout, token=token)
     sent = 0
     try:
         for request in read(journal_path):

@@ -12,7 +12,6 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import PurePath
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +20,18 @@ from torch import Tensor, nn
 
 from trickscope._checks import check_int
 from trickscope._incidents import Incidents
+from trickscope._sanitize import (
+    MAX_LAYERS,
+    MAX_NAME_CHARS,
+    MAX_SERIES_CHARS,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    clean_names,
+    clean_text,
+    json_document,
+    json_safe,
+)
+from trickscope._signals import unwatch_sigterm, watch_sigterm
 from trickscope.config import AgentConfig
 from trickscope.diagnose import Diagnoser
 from trickscope.distributed import Rank
@@ -38,28 +49,7 @@ from trickscope_wire import (
     RunFinish,
     SetupDeclare,
     dumps,
-    finite_or_token,
 )
-
-
-def json_safe(value: Any) -> Any:
-    """A JSON-encodable copy of a config value: tensors via ``repr``, paths and other objects
-    via ``str``, non-finite floats as ``"NaN"``/``"Infinity"``/``"-Infinity"``."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, Tensor):
-        return repr(value)
-    if isinstance(value, numbers.Real):
-        return finite_or_token(float(value))
-    if isinstance(value, Mapping):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [json_safe(item) for item in value]
-    if isinstance(value, PurePath):
-        return str(value)
-    return str(value)
 
 
 def system_info(rank: Rank | None = None) -> dict[str, Any]:
@@ -128,8 +118,10 @@ class Run:
         self.rank = rank
         self._primary = rank is None or rank.primary
         self._log_prefix = "" if rank is None or rank.primary else f"rank/{rank.rank}/"
-        self.project = project
-        self.name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{self.id[:6]}"
+        # What the server cannot store is repaired here, so that the run is never refused.
+        self.project = clean_text(project, MAX_NAME_CHARS)
+        default_name = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.id[:6]}"
+        self.name = clean_text(name, MAX_NAME_CHARS) if name else default_name
         self.url = f"{agent.url}/runs/{self.id}"
         self.agent = agent
         self.incidents = Incidents()
@@ -143,21 +135,26 @@ class Run:
         self._active = not agent.disabled
         if not self._active:
             return
-        self._sender = Sender(agent, self.id, self.incidents, rank=0 if rank is None else rank.rank)
         self._create = RunCreate(
-            project=project,
+            project=self.project,
             name=self.name,
-            config=json_safe(dict(config or {})),
-            tags=list(tags or []),
-            system=system_info(rank),
+            config=json_document(config or {}),
+            tags=clean_names(list(tags or []), limit=MAX_TAG_CHARS, count=MAX_TAGS),
+            system=json_document(system_info(rank)),
             started_at=time.time(),
         )
+        # The run's creation goes first of all, queued before the sender thread starts.
+        first: list[Request] = []
         if self._primary:
-            self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}", dumps(self._create)))
+            first.append(Request("PUT", f"/api/v1/runs/{self.id}", dumps(self._create)))
         if rank is not None:  # which host and process each rank is (a straggler's, say)
-            body = dumps(RankDeclare(system=rank_system_info()))
-            self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}/ranks/{rank.rank}", body))
+            body = dumps(RankDeclare(system=json_document(rank_system_info())))
+            first.append(Request("PUT", f"/api/v1/runs/{self.id}/ranks/{rank.rank}", body))
+        self._sender = Sender(
+            agent, self.id, self.incidents, rank=0 if rank is None else rank.rank, first=first
+        )
         atexit.register(self._at_exit)
+        watch_sigterm(id(self), self.finish)
 
     @property
     def reports_tricks(self) -> bool:
@@ -176,7 +173,7 @@ class Run:
             raise TypeError(f"values must be a mapping (e.g. a dict), got {type(values).__name__}")
         if not self._active or self._sender is None or not self._primary:
             return
-        config = {**self._create.config, **json_safe(dict(values))}
+        config = json_document({**self._create.config, **json_safe(dict(values))})
         self._create = dataclasses.replace(self._create, config=config)
         self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}", dumps(self._create)))
 
@@ -285,7 +282,8 @@ class Run:
             watcher.close()  # built all the same: every rank checks its arguments alike
             return
         self._watcher = watcher
-        layers = dumps(LayersDeclare(layers=list(watcher.names)))
+        names = clean_names(list(watcher.names), limit=MAX_SERIES_CHARS, count=MAX_LAYERS)
+        layers = dumps(LayersDeclare(layers=names))
         self._sender.request(Request("PUT", f"/api/v1/runs/{self.id}/layers", layers))
         try:
             self._diagnoser = Diagnoser(
@@ -351,17 +349,31 @@ class Run:
         if step is None:
             hooks = self._watcher or self._summary
             step = hooks.step if hooks is not None else self._log_count
-        elif isinstance(step, bool) or not isinstance(step, int):
-            raise TypeError(f"step={step!r} must be an int or None")
+        elif type(step) is not int:
+            if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+                raise TypeError(f"step={step!r} must be an int or None")
+            step = int(step)
         self._log_count += 1
+        sender = self._sender
+        if sender is None:
+            return
+        wall = time.time()
+        prefix = self._log_prefix
+        if len(metrics) == 1 and not prefix:  # the common case, without building lists
+            ((key, value),) = metrics.items()
+            if type(value) is float and type(key) is str:
+                sender.scalars.add_point(key, step, value, wall)
+                return
         keys: list[str] = []
         tensors: list[Tensor] = []
         host: list[tuple[str, float]] = []
         for key, value in metrics.items():
             if not isinstance(key, str):
                 raise TypeError(f"metric name {key!r} must be a string")
-            key = self._log_prefix + key
-            if isinstance(value, Tensor):
+            key = prefix + key
+            if type(value) is float:
+                host.append((key, value))
+            elif isinstance(value, Tensor):
                 if value.numel() != 1:
                     raise ValueError(
                         f"metric {key!r} is a tensor of shape {tuple(value.shape)}; log one value"
@@ -372,13 +384,12 @@ class Run:
                 host.append((key, float(value)))
             else:
                 raise TypeError(f"metric {key!r} has type {type(value).__name__}; log numbers")
-        wall = time.time()
+        if host:
+            sender.log_points(step, wall, host)
         if tensors:
             device = tensors[0].device
             stacked = torch.stack([t.to(device, torch.float32, non_blocking=True) for t in tensors])
-            self._emit(step, keys, stacked, host, wall)
-        elif host:
-            self._submit(Sample(step, wall, host=host))
+            self._emit(step, keys, stacked, [], wall)
 
     def _emit(
         self,
@@ -389,13 +400,19 @@ class Run:
         wall: float | None = None,
         bulk: bool = False,
     ) -> None:
+        """Hand device ``values`` to the sender. ``watch``'s optional statistics (``bulk``) are
+        thinned when every pinned buffer is in flight; logged values never are: the sender
+        thread then copies them out itself."""
         wall = time.time() if wall is None else wall
-        parcel = self._handoff.ship(values)
-        if parcel is None:
-            self.incidents.drop("all pinned buffers in flight")
-            if host:
-                self._submit(Sample(step, wall, host=host))
-            return
+        if bulk:
+            parcel = self._handoff.ship(values)
+            if parcel is None:
+                self.incidents.thin("all pinned buffers in flight")
+                if host:
+                    self._emit_host(step, host, wall)
+                return
+        else:
+            parcel = self._handoff.ship_or_hold(values)
         self._submit(Sample(step, wall, keys, parcel, host, bulk=bulk))
 
     def _emit_stats(
@@ -405,13 +422,20 @@ class Run:
         learning rates) goes out with the logged points."""
         self._emit(step, keys, values, host, bulk=True)
 
-    def _emit_host(self, step: int, host: list[tuple[str, float]]) -> None:
-        self._submit(Sample(step, time.time(), host=host))
+    def _emit_host(
+        self, step: int, host: list[tuple[str, float]], wall: float | None = None
+    ) -> None:
+        if self._sender is not None and host:
+            wall = time.time() if wall is None else wall
+            try:
+                self._sender.log_points(step, wall, host)
+            except Exception as exc:
+                self.incidents.error("log", exc)
 
     def _emit_hist(self, step: int, keys: Sequence[str], bins: int, values: Tensor) -> None:
         parcel = self._handoff.ship(values)
         if parcel is None:
-            self.incidents.drop("all pinned buffers in flight")
+            self.incidents.thin("all pinned buffers in flight")
             return
         self._submit(Sample(step, time.time(), keys, parcel, bins=bins))
 
@@ -436,6 +460,7 @@ class Run:
         if not self._active or self._sender is None:
             return
         atexit.unregister(self._at_exit)
+        unwatch_sigterm(id(self))
         timeout = self.agent.finish_timeout if timeout is None else timeout
         if self._primary:  # rank 0 speaks for the job
             body = dumps(RunFinish(status=status, ended_at=time.time()))

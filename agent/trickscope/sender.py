@@ -1,27 +1,37 @@
-"""The background thread that turns samples into point batches and delivers them.
+"""The background thread that turns logged values into point batches and delivers them.
 
-The training thread only calls :meth:`Sender.submit` (``put_nowait``; a full queue drops the
-sample). The sender thread waits on each sample's device copy and groups points per series. It
-flushes logged points every ``flush_secs`` and ``watch``'s per-layer statistics and histograms
-(bulk: thousands of series) every ``stats_flush_secs``, or everything once enough points are
-buffered, and sends requests in order over one keep-alive connection. Unsent requests live in a
-bounded in-memory outbox; past ``max_buffer_bytes`` the oldest spill to the run's
-:class:`~trickscope.journal.Journal`, which is delivered first once the server answers again, so
-the server sees requests in the order they were made.
+The training thread never waits here. Logged scalars (``run.log``'s numbers, the tricks'
+reports, the learning rate) are appended to a :class:`~trickscope.scalars.ScalarBuffer`, packed
+columns that spill to disk past their memory bound: none is ever dropped. Device values (a
+logged loss, ``watch``'s statistics and histograms) arrive as :class:`Sample` objects on an
+inbox deque; only ``watch``'s per-layer statistics and histograms, optional and thousands per
+step, are thinned when more than ``queue_size`` of them wait, and counted as
+``agent/thinned_samples``.
+
+The sender thread waits on each sample's device copy, flushes logged points every
+``flush_secs`` and the per-layer statistics every ``stats_flush_secs`` (or sooner once enough
+points wait), and sends requests in order over one keep-alive connection. The run's creation is
+the first request of all: nothing can reach the server before its run. Unsent requests live in
+a bounded in-memory outbox; past ``max_buffer_bytes`` the oldest spill to the run's
+:class:`~trickscope.journal.Journal`, which is delivered first once the server answers again.
+A request the server refuses (4xx), or fails with a 500 ``dead_letter_after`` times, is set
+aside in the run's dead-letter file and the rest goes on. When nothing else was sent for
+``heartbeat_secs``, a heartbeat tells the server the run is alive.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import ctypes
 import logging
-import queue
 import sys
 import threading
 import time
 import uuid
+from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +40,10 @@ import torch
 from torch import Tensor
 
 from trickscope._incidents import Incidents
+from trickscope._sanitize import MAX_SERIES_CHARS, clean_text
 from trickscope.config import AgentConfig
-from trickscope.journal import Journal, Request
+from trickscope.journal import POISON_STATUSES, Journal, Request, dead_letter_path
+from trickscope.scalars import Columns, ScalarBuffer, read_overflow
 from trickscope.transfer import Parcel
 from trickscope.transport import Connection, Rejected, Unavailable, backoff
 from trickscope_wire import (
@@ -52,11 +64,15 @@ except ImportError:  # a declared dependency; without it the stdlib encoder stan
 
 logger = logging.getLogger("trickscope")
 
-DROPPED = "agent/dropped_samples"
+THINNED = "agent/thinned_samples"
 FLUSH_POINTS = 50_000
-_POINT_BYTES = 96  # estimated memory of one buffered point (three list slots and their floats)
+_POINT_BYTES = 96  # estimated memory of one buffered bulk point (list slots and floats)
 _STOP = object()
-_Columns = tuple[list[int], list[float], list[float]]  # steps, values, times
+_LITTLE = sys.byteorder == "little"
+_HEARTBEAT_BODY = b"{}"
+# Seconds ``close`` lets the final take of the logged points wait for the training thread's
+# lock: a signal handler finishing the run may have interrupted that thread holding it.
+_FINAL_TAKE_WAIT = 1.0
 
 
 @dataclass(eq=False)
@@ -70,7 +86,8 @@ class Sample:
     host: list[tuple[str, float]] = field(default_factory=list)  # already-host numbers
     # > 0: ``parcel`` holds one histogram per key, ``lo, hi, nonfinite`` then ``bins`` counts.
     bins: int = 0
-    # ``watch``'s per-layer statistics, sent in the rarer bulk batches; ``log``'s values are not.
+    # ``watch``'s per-layer statistics, sent in the rarer bulk batches and thinned under
+    # overload; ``log``'s values are neither.
     bulk: bool = False
 
 
@@ -147,45 +164,122 @@ class _Histograms:
         )
 
 
+def _b64(column: array[Any]) -> str:
+    """A packed ``q``/``d`` column as the wire's base64 of little-endian bytes."""
+    if not _LITTLE:
+        column = array(column.typecode, column)
+        column.byteswap()
+    return base64.b64encode(memoryview(column)).decode("ascii")
+
+
+class _Batcher:
+    """Groups logged points into batches of at most ``limit`` points, one entry per series."""
+
+    def __init__(self, limit: int, emit: Callable[[dict[str, Columns]], None]) -> None:
+        self._limit = limit
+        self._emit = emit
+        self._series: dict[str, Columns] = {}
+        self._count = 0
+
+    def add(self, name: str, columns: Columns) -> None:
+        total, start = len(columns), 0
+        while start < total:
+            take = min(self._limit - self._count, total - start)
+            whole = start == 0 and take == total
+            piece = columns if whole else _slice(columns, start, start + take)
+            held = self._series.get(name)
+            if held is None:
+                self._series[name] = piece
+            else:
+                held.extend(piece)
+            self._count += take
+            start += take
+            if self._count >= self._limit:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._series:
+            series, self._series, self._count = self._series, {}, 0
+            self._emit(series)
+
+
+def _slice(columns: Columns, start: int, stop: int) -> Columns:
+    return Columns(columns.steps[start:stop], columns.values[start:stop], columns.times[start:stop])
+
+
 class Sender:
-    """A daemon thread with a bounded queue; see the module docstring."""
+    """The daemon thread and its inbox; see the module docstring.
+
+    Args:
+        config: The agent's settings.
+        run_id: The run the data belongs to.
+        incidents: Where failures and thinned samples are counted.
+        rank: This process's rank (0 outside ``torch.distributed``).
+        first: Requests sent before anything else, in order: the run's creation. Queued
+            before the thread starts, so no point batch can overtake them.
+    """
 
     def __init__(
-        self, config: AgentConfig, run_id: str, incidents: Incidents, *, rank: int = 0
+        self,
+        config: AgentConfig,
+        run_id: str,
+        incidents: Incidents,
+        *,
+        rank: int = 0,
+        first: Sequence[Request] = (),
     ) -> None:
         self._config = config
         self._incidents = incidents
         # Under torch.distributed rank 0 creates the run; another rank's first batches may reach
         # the server before it does, so until one is accepted "no such run" means "not yet".
         self._awaits_run = rank != 0
-        self._dropped_key = DROPPED if rank == 0 else f"rank/{rank}/{DROPPED}"
+        self._thinned_key = THINNED if rank == 0 else f"rank/{rank}/{THINNED}"
         self._run_id = run_id
         self._points_path = f"/api/v1/runs/{run_id}/points"
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=config.queue_size)
-        self._connection = Connection(config.url, timeout=config.http_timeout)
-        name = f"{run_id}.jsonl" if rank == 0 else f"{run_id}.rank{rank}.jsonl"
-        self.journal = Journal(config.journal_dir / name)
-        self._series: dict[str, _Columns] = {}  # logged points: flushed every flush_secs
-        self._histograms: dict[str, _Histograms] = {}  # bulk too
+        self._heartbeat_path = f"/api/v1/runs/{run_id}/heartbeat"
+        self._inbox: deque[object] = deque()
+        self._wake = threading.Event()
+        # Bulk samples handed over and taken: each counter has one writer, so no lock.
+        self._bulk_in = 0
+        self._bulk_out = 0
+        self._connection = Connection(config.url, timeout=config.http_timeout, token=config.token)
+        stem = run_id if rank == 0 else f"{run_id}.rank{rank}"
+        self.journal = Journal(config.journal_dir / f"{stem}.jsonl")
+        self.dead = Journal(dead_letter_path(self.journal.path))
+        self.scalars = ScalarBuffer(
+            max_bytes=config.log_buffer_bytes,
+            overflow_dir=config.journal_dir,
+            stem=stem,
+            flush_points=FLUSH_POINTS,
+            on_full=self._wake.set,
+        )
+        self._clean_names: dict[str, str] = {}
+        self._histograms: dict[str, _Histograms] = {}
         # watch's per-layer statistics, as rows: flushed every stats_flush_secs, like histograms
         self._rows: dict[tuple[str, ...], _Rows] = {}
-        self._pending_points = 0  # in all three
+        self._pending_points = 0  # in both
         # Everything is flushed past this many points: a batch's size, and the memory held in
         # buffered points (at most half of max_buffer_bytes), stay bounded.
         self._flush_points = max(
             1, min(FLUSH_POINTS, config.max_buffer_bytes // (2 * _POINT_BYTES))
         )
         self._last_step = 0
-        self._reported_drops = 0
-        self._outbox: deque[Request] = deque()
-        self.outbox_bytes = 0
-        self.peak_buffer_bytes = 0
-        self.peak_request_bytes = 0  # the largest single request: the outbox's overshoot bound
+        self._reported_thinned = 0
+        self._outbox: deque[Request] = deque(first)
+        self.outbox_bytes = sum(len(request.body) for request in first)
+        self.peak_buffer_bytes = self.outbox_bytes
+        self.peak_request_bytes = max((len(request.body) for request in first), default=0)
         self.delivered = 0
+        self.dead_lettered = 0
+        self.heartbeats = 0
         self._failures = 0
+        self._poison_failures = 0  # consecutive 500s of the request at the head
         self._retry_at = 0.0
+        self._accepted_any = False  # the server took a request of this run: it exists
+        self._last_contact = time.monotonic()
         self._deadline: float | None = None
         self.journal_path: Path | None = None
+        self.dead_letter_path: Path | None = None
         self._thread = threading.Thread(target=self._main, name="trickscope-sender", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -193,25 +287,33 @@ class Sender:
     # -- training thread ---------------------------------------------------------------------
 
     def submit(self, sample: Sample) -> bool:
-        """Enqueue without blocking; drops (and counts) the sample when the queue is full."""
-        try:
-            self._queue.put_nowait(sample)
-            return True
-        except queue.Full:
-            if sample.parcel is not None:
-                sample.parcel.release()
-            self._incidents.drop("sender queue full")
-            return False
+        """Hand a sample over without blocking. Only ``watch``'s per-layer statistics and
+        histograms are ever refused (thinned, and counted), when ``queue_size`` of them wait;
+        their host values (the learning rate) are kept all the same."""
+        if sample.bulk or sample.bins:
+            if self._bulk_in - self._bulk_out >= self._config.queue_size:
+                if sample.parcel is not None:
+                    sample.parcel.release()
+                if sample.host:
+                    self.log_points(sample.step, sample.time, sample.host)
+                self._incidents.thin("the sender thread is behind")
+                return False
+            self._bulk_in += 1
+        self._inbox.append(sample)
+        return True
+
+    def log_points(self, step: int, wall: float, items: Iterable[tuple[str, float]]) -> None:
+        """Record host numbers of one step (never dropped; see :class:`ScalarBuffer`)."""
+        self.scalars.add(step, wall, items)
 
     def request(self, request: Request, timeout: float = 5.0) -> None:
-        """Enqueue a control request (run, layers, finish), in order with the samples.
+        """Queue a control request (layers, setup, findings, finish), in order with the samples.
 
-        Only setup and shutdown call this, so a short blocking wait is acceptable.
+        Never blocks (``timeout`` is kept for callers written when it could).
         """
-        try:
-            self._queue.put(request, timeout=timeout)
-        except queue.Full:
-            self._incidents.error("request", TimeoutError(f"queue full: {request.path}"))
+        del timeout
+        self._inbox.append(request)
+        self._wake.set()
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, deliver what the server takes within ``timeout`` seconds, journal the rest."""
@@ -219,12 +321,10 @@ class Sender:
             return
         timeout = self._config.finish_timeout if timeout is None else timeout
         self._deadline = time.monotonic() + timeout
-        try:
-            self._queue.put(_STOP, timeout=max(timeout, 0.01))
-        except queue.Full:
-            # The thread is stuck on the network; it will see the deadline after this request.
-            pass
-        self._thread.join(max(timeout, 0.0) + 1.0)
+        self._inbox.append(_STOP)
+        self._wake.set()
+        # The thread may be inside one request when the deadline passes: allow it to end.
+        self._thread.join(max(timeout, 0.0) + self._config.http_timeout + _FINAL_TAKE_WAIT)
         atexit.unregister(self.close)
         if self._thread.is_alive():
             logger.warning("trickscope: sender did not stop within %.1f s", timeout)
@@ -233,44 +333,60 @@ class Sender:
 
     def _main(self) -> None:
         config = self._config
-        next_flush = time.monotonic() + config.flush_secs
-        next_bulk = time.monotonic() + config.stats_flush_secs
+        now = time.monotonic()
+        next_flush = now + config.flush_secs
+        next_bulk = now + config.stats_flush_secs
         while True:
             now = time.monotonic()
-            wake = now + 0.5
-            if self._series:
-                wake = min(wake, next_flush)
+            wake = min(now + 0.5, next_flush)  # logged points arrive without waking the thread
             if self._histograms or self._rows:
                 wake = min(wake, next_bulk)
-            if not config.offline and (self._outbox or self.journal.pending):
-                wake = min(wake, max(self._retry_at, now))  # due for (re)delivery
+            if not config.offline:
+                if self._outbox or self.journal.pending:
+                    wake = min(wake, max(self._retry_at, now))  # due for (re)delivery
+                elif self._accepted_any:
+                    wake = min(wake, self._last_contact + config.heartbeat_secs)
+            self._wake.wait(max(0.0, wake - now))
+            self._wake.clear()
             try:
-                item = self._queue.get(timeout=max(0.0, wake - now))
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                break
-            try:
-                if isinstance(item, Sample):
-                    self._add(item)
-                elif isinstance(item, Request):
-                    self._flush()
-                    self._enqueue(item)
+                if self._drain():
+                    break
                 now = time.monotonic()
                 if self._pending_points >= self._flush_points or now >= next_bulk:
                     self._flush()
                     next_bulk = now + config.stats_flush_secs
                     next_flush = now + config.flush_secs
-                elif now >= next_flush:
+                elif now >= next_flush or self.scalars.count >= FLUSH_POINTS:
                     self._flush(bulk=False)
                     next_flush = now + config.flush_secs
                 self._deliver()
+                self._heartbeat()
             except Exception as exc:  # the sender must outlive any single bad item
                 self._incidents.error("sender", exc)
         self._shutdown()
 
+    def _drain(self) -> bool:
+        """Handle what the inbox holds now; True once the stop sentinel was reached."""
+        for _ in range(len(self._inbox)):
+            item = self._inbox.popleft()
+            if item is _STOP:
+                return True
+            try:
+                if isinstance(item, Sample):
+                    self._add(item)
+                    if self._pending_points >= self._flush_points:
+                        self._flush()  # bounds a batch, and the memory of buffered points
+                elif isinstance(item, Request):
+                    self._flush()
+                    self._enqueue(item)
+            except Exception as exc:  # one bad sample must not take the others with it
+                self._incidents.error("sender", exc)
+        return False
+
     def _add(self, sample: Sample) -> None:
         self._last_step = sample.step
+        if sample.bulk or sample.bins:
+            self._bulk_out += 1
         if sample.parcel is not None and sample.bins:
             self._add_histograms(sample, sample.parcel.values())
         elif sample.parcel is not None:
@@ -288,10 +404,9 @@ class Sender:
                 values = sample.parcel.values()
                 if len(values) != len(sample.keys):
                     raise ValueError(f"{len(values)} values for {len(sample.keys)} keys")
-                for key, value in zip(sample.keys, values, strict=True):
-                    self._point(self._series, key, sample.step, value, sample.time)
-        for key, value in sample.host:
-            self._point(self._series, key, sample.step, value, sample.time)
+                self.scalars.add(sample.step, sample.time, zip(sample.keys, values, strict=True))
+        if sample.host:
+            self.scalars.add(sample.step, sample.time, sample.host)
 
     def _add_histograms(self, sample: Sample, values: list[float]) -> None:
         width = sample.bins + 3
@@ -312,73 +427,82 @@ class Sender:
             hist.times.append(sample.time)
             self._pending_points += width
 
-    def _point(
-        self, buffer: dict[str, _Columns], key: str, step: int, value: float, wall: float
-    ) -> None:
-        columns = buffer.get(key)
-        if columns is None:
-            columns = buffer[key] = ([], [], [])
-        columns[0].append(step)
-        columns[1].append(value)
-        columns[2].append(wall)
-        self._pending_points += 1
+    def _clean(self, name: str) -> str:
+        """``name`` as the server stores it (see :mod:`trickscope._sanitize`), cached."""
+        clean = self._clean_names.get(name)
+        if clean is None:
+            clean = self._clean_names[name] = clean_text(name, MAX_SERIES_CHARS)
+        return clean
 
-    def _flush(self, *, bulk: bool = True) -> None:
-        """Turn buffered points into one request: logged points, and the bulk ones if ``bulk``."""
-        drops = self._incidents.drops
-        if drops != self._reported_drops:
-            self._reported_drops = drops
-            self._point(self._series, self._dropped_key, self._last_step, float(drops), time.time())
-        histograms = self._histograms if bulk else {}
-        rows = list(self._rows.values()) if bulk else []
-        if not self._series and not histograms and not rows:
-            return
-        series = self._series_columns(rows)
+    def _flush(self, *, bulk: bool = True, take_wait: float = -1) -> None:
+        """Send what was logged, and ``watch``'s statistics and histograms if ``bulk``."""
+        thinned = self._incidents.thinned
+        if thinned != self._reported_thinned:
+            self._reported_thinned = thinned
+            self.scalars.add(self._last_step, time.time(), [(self._thinned_key, float(thinned))])
+        if bulk and (self._histograms or self._rows):
+            # First, so that their buffered points are out of the count when the logged
+            # batches below are weighed against max_buffer_bytes.
+            rows = list(self._rows.values())
+            batch = PointBatch(
+                batch_id=uuid.uuid4().hex,
+                series=self._series_columns(rows),
+                histograms=[
+                    hist.columns(self._clean(name)) for name, hist in self._histograms.items()
+                ],
+            )
+            self._pending_points = 0
+            self._rows.clear()
+            self._histograms.clear()
+            self._enqueue(Request("POST", self._points_path, _encode_points(batch)))
+        self._flush_logged(take_wait)
+
+    def _flush_logged(self, take_wait: float) -> None:
+        """Logged points in batches of at most ``FLUSH_POINTS``: the overflow files first
+        (older), then memory, each series in the order it was logged."""
+        files, series = self.scalars.take(take_wait)
+        batcher = _Batcher(FLUSH_POINTS, self._enqueue_logged)
+        for path in files:
+            for name, columns in read_overflow(path):
+                batcher.add(self._clean(name), columns)
+            batcher.flush()  # journaled or queued before the file goes
+            path.unlink(missing_ok=True)
+        for name, columns in series.items():
+            batcher.add(self._clean(name), columns)
+        batcher.flush()
+
+    def _enqueue_logged(self, series: dict[str, Columns]) -> None:
         batch = PointBatch(
             batch_id=uuid.uuid4().hex,
-            series=series,
-            histograms=[hist.columns(name) for name, hist in histograms.items()],
+            series=[
+                SeriesColumns(name, _b64(c.steps), _b64(c.values), _b64(c.times))
+                for name, c in series.items()
+            ],
         )
-        self._pending_points -= sum(len(columns[0]) for columns in self._series.values())
-        self._series.clear()
-        if rows:
-            self._pending_points -= sum(len(row.steps) * len(row.keys) for row in rows)
-            self._rows.clear()
-        if histograms:
-            self._pending_points -= sum(
-                len(hist.steps) * (hist.bins + 3) for hist in histograms.values()
-            )
-            histograms.clear()
         self._enqueue(Request("POST", self._points_path, _encode_points(batch)))
 
     def _series_columns(self, rows: list[_Rows]) -> list[SeriesColumns]:
-        """The batch's series: logged points, then ``watch``'s rows, whose steps and times are
-        encoded once per group of keys. A series found in more than one place (a gradient that
-        came or went between two layouts, a name also logged) is merged into one."""
-        seen = Counter(self._series.keys())
+        """``watch``'s rows as series, their steps and times encoded once per group of keys. A
+        series found in more than one group (a gradient that came or went between two layouts)
+        is merged into one."""
+        seen: Counter[str] = Counter()
         for group in rows:
-            seen.update(group.keys)
-        merged: dict[str, _Columns] = {}
+            seen.update(self._clean(key) for key in group.keys)
+        merged: dict[str, tuple[list[int], list[float], list[float]]] = {}
         series: list[SeriesColumns] = []
-
-        def merge(name: str, steps: list[int], values: Sequence[float], times: list[float]) -> None:
-            had = merged.get(name, ([], [], []))
-            merged[name] = (had[0] + steps, had[1] + list(values), had[2] + times)
-
-        for name, (steps, values, times) in self._series.items():
-            if seen[name] > 1:
-                merge(name, steps, values, times)
-            else:
-                series.append(
-                    SeriesColumns(name, encode_i64(steps), encode_f64(values), encode_f64(times))
-                )
         for group in rows:
             packed_steps, packed_times = encode_i64(group.steps), encode_f64(group.times)
             matrix = group.columns()
             packed_rows = _packed_rows(matrix)
-            for index, (name, packed) in enumerate(zip(group.keys, packed_rows, strict=True)):
+            for index, (key, packed) in enumerate(zip(group.keys, packed_rows, strict=True)):
+                name = self._clean(key)
                 if seen[name] > 1:
-                    merge(name, group.steps, matrix[index].tolist(), group.times)
+                    had = merged.get(name, ([], [], []))
+                    merged[name] = (
+                        had[0] + group.steps,
+                        had[1] + matrix[index].tolist(),
+                        had[2] + group.times,
+                    )
                 else:
                     series.append(SeriesColumns(name, packed_steps, packed, packed_times))
         series.extend(
@@ -427,54 +551,107 @@ class Sender:
                 self._connection.send(request.method, request.path, request.body, timeout=timeout)
             except Rejected as exc:
                 if self._awaits_run and exc.status == 404:  # rank 0 has not created it yet
-                    self._failures += 1
-                    self._retry_at = time.monotonic() + backoff(self._failures)
-                    self._incidents.throttled(
+                    self._back_off(
                         "awaiting run",
                         "trickscope: rank 0 has not created run %s on %s yet; holding this "
                         "rank's data (%d attempts so far)",
                         self._run_id,
                         self._config.url,
-                        self._failures,
+                        self._failures + 1,
                     )
                     return
                 # Retrying a request the server refuses would block everything behind it.
-                self._incidents.error(f"rejected {exc.status}", exc)
+                self._set_aside(request, from_journal, size, exc)
+                continue
             except Unavailable as exc:
-                self._failures += 1
-                self._retry_at = time.monotonic() + backoff(self._failures)
-                self._incidents.throttled(
+                if exc.status in POISON_STATUSES:
+                    self._poison_failures += 1
+                    if self._poison_failures >= self._config.dead_letter_after:
+                        self._set_aside(request, from_journal, size, exc)
+                        continue
+                else:
+                    self._poison_failures = 0
+                self._back_off(
                     "network",
-                    "trickscope: server %s unreachable (%s); buffering, %d failed attempts so far",
+                    "trickscope: server %s did not take a request (%s); buffering, %d failed "
+                    "attempts so far",
                     self._config.url,
                     exc,
-                    self._failures,
+                    self._failures + 1,
                 )
                 return
-            else:
-                self._awaits_run = False
-            self._failures = 0
+            self._awaits_run = False
+            self._accepted_any = True
+            self._last_contact = time.monotonic()
             self.delivered += 1
-            if from_journal:
-                self.journal.advance(size)
-            else:
-                self._outbox.popleft()
-                self.outbox_bytes -= len(request.body)
+            self._advance(from_journal, size)
+
+    def _back_off(self, kind: str, message: str, *args: object) -> None:
+        self._failures += 1
+        self._retry_at = time.monotonic() + backoff(self._failures)
+        self._incidents.throttled(kind, message, *args)
+
+    def _advance(self, from_journal: bool, size: int) -> None:
+        """The head request is done with (delivered or set aside): go on to the next."""
+        self._failures = 0
+        self._poison_failures = 0
+        if from_journal:
+            self.journal.advance(size)
+        else:
+            request = self._outbox.popleft()
+            self.outbox_bytes -= len(request.body)
+
+    def _set_aside(
+        self, request: Request, from_journal: bool, size: int, exc: ConnectionError
+    ) -> None:
+        """Write a request the server will not take to the dead-letter file, and go on."""
+        self.dead.append(request)
+        self.dead_lettered += 1
+        self._advance(from_journal, size)
+        self._retry_at = 0.0
+        if self.dead_lettered == 1:
+            logger.warning(
+                "trickscope: %s %s was refused (%s); it is set aside in %s and the run's other "
+                "data goes on. Once the cause is fixed, replay it with `trickscope sync %s`",
+                request.method,
+                request.path,
+                exc,
+                self.dead.path,
+                self.dead.path,
+            )
+
+    def _heartbeat(self) -> None:
+        """Tell the server the run is alive when nothing else was sent for ``heartbeat_secs``
+        (never journaled; any answer, even none, is fine)."""
+        if self._config.offline or not self._accepted_any or self._outbox or self.journal.pending:
+            return
+        now = time.monotonic()
+        if now - self._last_contact < self._config.heartbeat_secs:
+            return
+        self._last_contact = now
+        try:
+            self._connection.send(
+                "POST", self._heartbeat_path, _HEARTBEAT_BODY, timeout=self._config.http_timeout
+            )
+        except (Rejected, Unavailable):
+            return
+        self.heartbeats += 1
 
     def _shutdown(self) -> None:
         try:
-            while True:  # samples that arrived before the stop sentinel
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, Sample):
-                    self._add(item)
-                elif isinstance(item, Request):
-                    self._flush()
-                    self._enqueue(item)
-            self._flush()
+            while self._inbox:  # what arrived before the stop sentinel, or after it
+                self._drain()
+            self._flush(take_wait=_FINAL_TAKE_WAIT)
             deadline = self._deadline if self._deadline is not None else time.monotonic()
+            backlog = self._outbox or self.journal.pending
+            if not self._config.offline and backlog and self._failures:
+                logger.warning(
+                    "trickscope: the server at %s is not answering; waiting up to %.0f s "
+                    "(finish_timeout) before leaving the rest in %s",
+                    self._config.url,
+                    max(0.0, deadline - time.monotonic()),
+                    self.journal.path,
+                )
             self._retry_at = 0.0
             while (
                 not self._config.offline
@@ -487,6 +664,7 @@ class Sender:
                 time.sleep(max(0.0, min(self._retry_at, deadline) - time.monotonic()))
             self._spill(0)
             self.journal_path = self.journal.close()
+            self.dead_letter_path = self.dead.close()
             if self.journal_path is not None:
                 logger.warning(
                     "trickscope: %s holds data the server has not received; upload it with "

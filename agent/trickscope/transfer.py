@@ -64,8 +64,8 @@ class Parcel:
 class Handoff:
     """A ring of ``slots`` pinned host buffers shared by every device of the process.
 
-    ``ship`` returns ``None`` when every buffer is still in flight: the caller drops the sample
-    rather than wait.
+    ``ship`` returns ``None`` when every buffer is still in flight: the caller thins optional
+    statistics rather than wait. Logged values use :meth:`ship_or_hold`, which never fails.
     """
 
     def __init__(self, slots: int = 8) -> None:
@@ -98,3 +98,10 @@ class Handoff:
         event = torch.cuda.Event()  # type: ignore[no-untyped-call]
         event.record(torch.cuda.current_stream(values.device))
         return Parcel(host, event, slot, self)
+
+    def ship_or_hold(self, values: Tensor) -> Parcel:
+        """:meth:`ship`, or, with every buffer in flight, a parcel that holds the device vector
+        itself: the sender thread then copies it out (waiting on the device there, never on the
+        training thread). For logged values, which are never dropped; ``values`` must be a
+        fresh tensor, not a view of state the loop changes."""
+        return self.ship(values) or Parcel(values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import json
 import random
 import time
 from urllib.parse import urlsplit
@@ -22,12 +23,19 @@ class Rejected(ConnectionError):
     """The server answered with a status that retrying cannot fix (4xx)."""
 
     def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"server answered {status}: {detail}")
+        super().__init__(f"the server answered {status}: {detail}")
         self.status = status
 
 
 class Unavailable(ConnectionError):
-    """The server did not answer, or answered with a status worth retrying."""
+    """The server did not answer, or answered with a status worth retrying.
+
+    ``status`` is the status it answered, ``None`` when it did not answer at all.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def backoff(attempt: int, *, base: float = 0.25, cap: float = 10.0) -> float:
@@ -35,10 +43,21 @@ def backoff(attempt: int, *, base: float = 0.25, cap: float = 10.0) -> float:
     return min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
+def problem_detail(answer: bytes) -> str:
+    """What an error answer says: a problem document's ``detail`` (RFC 9457), else its text."""
+    try:
+        problem = json.loads(answer)
+    except ValueError:
+        problem = None
+    if isinstance(problem, dict) and isinstance(problem.get("detail"), str):
+        return problem["detail"][:500]
+    return answer[:300].decode("utf-8", "replace")
+
+
 class Connection:
     """A reusable connection; reconnects after any failure."""
 
-    def __init__(self, url: str, *, timeout: float) -> None:
+    def __init__(self, url: str, *, timeout: float, token: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url={url!r} is not an http(s) URL")
@@ -47,6 +66,7 @@ class Connection:
         self._port = parts.port
         self._prefix = parts.path.rstrip("/")
         self.timeout = timeout
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._conn: http.client.HTTPConnection | None = None
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
@@ -65,7 +85,8 @@ class Connection:
             Unavailable: network error, timeout, or a retryable status.
             Rejected: a status that a retry cannot fix.
         """
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        # Every body is JSON and says so: the server refuses other content types (CSRF).
+        headers = {"Content-Type": "application/json", "Accept": "application/json", **self._auth}
         if len(body) > GZIP_ABOVE:
             body = gzip.compress(body, compresslevel=5)
             headers["Content-Encoding"] = "gzip"
@@ -92,9 +113,9 @@ class Connection:
         status = response.status
         if 200 <= status < 300:
             return status
-        detail = answer[:300].decode("utf-8", "replace")
+        detail = problem_detail(answer)
         if status in _RETRYABLE:
-            raise Unavailable(f"{method} {path}: server answered {status}: {detail}")
+            raise Unavailable(f"{method} {path}: the server answered {status}: {detail}", status)
         raise Rejected(status, f"{method} {path}: {detail}")
 
     def send_with_retries(self, method: str, path: str, body: bytes, retries: int) -> int:

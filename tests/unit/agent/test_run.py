@@ -146,17 +146,31 @@ def test_large_batches_are_gzipped_and_still_decoded(
             run.log({f"m{i}": float(i) for i in range(5)}, step=step)
     assert len(capture.captured.points()["m4"]) == 2000
     assert capture.captured.gzipped >= 1
-    assert run.incidents.drops == 0
+    assert run.incidents.thinned == 0
 
 
-def test_a_full_queue_drops_and_reports_the_drop_count(
+def test_a_full_queue_thins_only_layer_statistics_and_counts_them(
     capture: Any, settings: dict[str, Any]
 ) -> None:
+    """With room for one waiting sample, logged values (numbers and tensors) all arrive; only
+    watch's per-layer statistics are thinned, and the count is a series of its own."""
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with trickscope.init(project="p", url=capture.url, queue_size=1, **settings) as run:
-        for step in range(500):
-            run.log({"m": 1.0}, step=step)
-    assert run.incidents.drops > 0
-    assert max(capture.captured.points()["agent/dropped_samples"].values()) == run.incidents.drops
+        run.watch(model, optimizer, every=1, hist_every=1)
+        for step in range(300):
+            optimizer.zero_grad()
+            loss = model(torch.randn(8, 4)).square().mean()
+            loss.backward()
+            optimizer.step()
+            run.log({"m": float(step), "loss": loss.detach()}, step=step)
+    points = capture.captured.points()
+    assert points["m"] == {step: float(step) for step in range(300)}
+    assert sorted(points["loss"]) == list(range(300))
+    assert sorted(points["lr/group0"]) == list(range(300))  # host values of thinned steps too
+    assert run.incidents.thinned > 0 and run.incidents.errors == 0
+    assert max(points["agent/thinned_samples"].values()) == run.incidents.thinned
+    assert len(points["grad_norm/weight"]) < 300
 
 
 def test_setup_mistakes_raise_at_once(capture: Any, settings: dict[str, Any]) -> None:
