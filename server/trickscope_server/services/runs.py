@@ -19,7 +19,13 @@ from trickscope_server.errors import (
 from trickscope_server.schemas import RunOut, RunPage, SeriesList, SeriesOut
 from trickscope_server.services import liveness
 from trickscope_server.services._convert import finite_or_none, run_out_dict, stored_last_value
-from trickscope_server.services.limits import check_unix
+from trickscope_server.services.limits import (
+    MAX_BODY_DEPTH,
+    check_int64,
+    check_json_value,
+    check_unix,
+    unstorable_text,
+)
 from trickscope_server.storage import Database, RunRow, SeriesRow, Session
 from trickscope_server.storage import runs as store
 from trickscope_wire import (
@@ -289,14 +295,35 @@ def _encode_cursor(sort: str, value: object, run_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
-def _decode_cursor(cursor: str, sort: str) -> tuple[bool, object, str]:
+def _sort_value(kind: str, value: object) -> object:
+    """A cursor's sort value, checked against what the sort ``kind`` can hold (a hand-made
+    cursor must not reach the database with a value of another type or unstorable text)."""
+    if value is None:
+        return None
+    if kind in ("created_at", "metric"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("the sort value must be a number")
+        return float(value)
+    if kind in ("name", "status"):
+        if not isinstance(value, str) or unstorable_text(value) is not None:
+            raise ValueError("the sort value must be text")
+        return value
+    check_json_value(["query", "cursor"], value, max_depth=MAX_BODY_DEPTH)  # config: JSON
+    if isinstance(value, int) and not isinstance(value, bool):
+        check_int64(["query", "cursor"], value)
+    return value
+
+
+def _decode_cursor(cursor: str, sort: str, kind: str) -> tuple[bool, object, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         cursor_sort, missing, value, run_id = orjson.loads(raw)
         if cursor_sort != sort or not isinstance(missing, bool) or not isinstance(run_id, str):
             raise ValueError("cursor fields do not match this listing")
-        return missing, _value_from_cursor(value), run_id
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        if unstorable_text(run_id) is not None:
+            raise ValueError("the cursor's run id is not one this server stores")
+        return missing, _sort_value(kind, _value_from_cursor(value)), run_id
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError, InvalidPayloadError):
         raise _bad(
             "cursor",
             f"cursor {cursor!r:.80} is not one this server issued for this sort: "
@@ -334,7 +361,7 @@ def list_runs(
     )
     if grace_seconds is not None:
         query = dataclasses.replace(query, silent_before=liveness.silent_before(grace_seconds))
-    after = _decode_cursor(cursor, sort) if cursor else None
+    after = _decode_cursor(cursor, sort, query.sort) if cursor else None
     with db.reader() as session:
         rows = store.list_runs(session, query, after=after, limit=limit + 1)
         page = rows[:limit]

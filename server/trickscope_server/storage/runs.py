@@ -209,6 +209,8 @@ def _sort_expr(session: Session, query: RunQuery) -> Any:
 def _bind_sort_value(session: Session, query: RunQuery, value: Any) -> Any:
     if query.sort == "config" and _is_pg(session):
         return cast(literal(json.dumps(value)), JSONB)
+    if isinstance(value, dict | list):  # SQLite's json_extract gives containers as JSON text
+        return json.dumps(value, separators=(",", ":"))
     return value
 
 

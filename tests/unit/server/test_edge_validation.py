@@ -3,11 +3,13 @@ PostgreSQL alike, and reads that survive rows stored before these checks existed
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -351,3 +353,35 @@ def test_series_summaries_describe_the_points_a_read_returns(client: TestClient)
     assert (y["count"], y["min_value"], y["max_value"]) == (3, 0.5, 8.0)
     assert y["first_nonfinite_step"] is None  # the NaN at step 5 was overwritten by 7.0
     assert client.get("/api/v1/runs/r").json()["latest"] == {"x": 4.0, "y": 0.5}
+
+
+def _cursor(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(parts))).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("sort", "value", "run_id", "status"),
+    [
+        ("-created_at", 1.0, "a\x00", 422),
+        ("-created_at", "x\x00", "a", 422),
+        ("-created_at", [1], "a", 422),
+        ("-created_at", 18446744073709551615, "a", 200),
+        ("-created_at", {"f": "NaN"}, "a", 200),
+        ("config:lr", {"x": "\x00"}, "a", 422),
+        ("config:lr", {"x": 1}, "a", 200),
+        ("config:lr", 18446744073709551615, "a", 422),
+        ("metric:loss", "zz", "a", 422),
+        ("name", 5, "a", 422),
+        ("name", "b", "a", 200),
+    ],
+)
+def test_hand_made_cursors_are_refused_or_answered(
+    client: TestClient, sort: str, value: Any, run_id: str, status: int
+) -> None:
+    client.put("/api/v1/runs/a", json={"project": "p", "name": "n", "config": {"lr": {"x": 0}}})
+    response = client.get(
+        "/api/v1/runs", params={"sort": sort, "cursor": _cursor(sort, False, value, run_id)}
+    )
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert_refused(response, ["query", "cursor"])
