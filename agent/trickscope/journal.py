@@ -168,7 +168,7 @@ def upload(
             set_aside.append(request)
             result.set_aside += 1
             if result.first_refusal is None:
-                result.first_refusal = f"{request.method} {request.path}: {exc}"
+                result.first_refusal = str(exc)  # names the request and the answer
     return result
 
 

@@ -611,10 +611,8 @@ class Sender:
         self._retry_at = 0.0
         if self.dead_lettered == 1:
             logger.warning(
-                "trickscope: %s %s was refused (%s); it is set aside in %s and the run's other "
-                "data goes on. Once the cause is fixed, replay it with `trickscope sync %s`",
-                request.method,
-                request.path,
+                "trickscope: a request was refused (%s); it is set aside in %s and the run's "
+                "other data goes on. Once the cause is fixed, replay it with `trickscope sync %s`",
                 exc,
                 self.dead.path,
                 self.dead.path,

@@ -22,9 +22,11 @@ _STALE = (
 class Rejected(ConnectionError):
     """The server answered with a status that retrying cannot fix (4xx)."""
 
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"the server answered {status}: {detail}")
+    def __init__(self, status: int, detail: str, where: str = "") -> None:
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}the server answered {status}: {detail}")
         self.status = status
+        self.detail = detail
 
 
 class Unavailable(ConnectionError):
@@ -116,7 +118,7 @@ class Connection:
         detail = problem_detail(answer)
         if status in _RETRYABLE:
             raise Unavailable(f"{method} {path}: the server answered {status}: {detail}", status)
-        raise Rejected(status, f"{method} {path}: {detail}")
+        raise Rejected(status, detail, f"{method} {path}")
 
     def send_with_retries(self, method: str, path: str, body: bytes, retries: int) -> int:
         """:meth:`send`, retrying :class:`Unavailable` with backoff (blocking; not for the

@@ -1,13 +1,23 @@
-"""``trickscope sync``: upload runs recorded offline (the agent's journal) to a server."""
+"""``trickscope sync``: upload runs recorded offline (the agent's journal) to a server.
+
+A journal that was uploaded whole is deleted: the server holds its requests. A request the
+server refuses (a 4xx answer, or a 500 every time) does not stop the others: it is set aside in
+the journal's dead-letter file (``<run id>.dead.jsonl``), and the command says what the server
+answered and exits with 1. Dead-letter files (the agent's or this command's) are replayed only
+when named: what the server refused once is retried once its cause is fixed, not at every sync.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from trickscope_cli.errors import CliError
+
+_DEAD_SUFFIX = ".dead.jsonl"  # trickscope.journal.DEAD_SUFFIX, without importing the agent
 
 
 def add_parser(commands: Any) -> None:
@@ -15,40 +25,94 @@ def add_parser(commands: Any) -> None:
         "sync",
         help="upload journals written while the server was unreachable",
         description="Replay the agent's on-disk journal(s) to a server. Uploads are idempotent: "
-        "syncing twice stores every point once.",
+        "syncing twice stores every point once. A journal uploaded whole is deleted; requests "
+        "the server refuses are set aside in <run>.dead.jsonl, replayed when named.",
     )
     parser.add_argument("journal", nargs="+", type=Path, help="journal file(s) or folder(s)")
     parser.add_argument("--url", help="server to upload to (default: TRICKSCOPE_URL)")
+    parser.add_argument(
+        "--token", help="a write token of the server (default: TRICKSCOPE_TOKEN)", default=None
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from trickscope import replay
-
     url = args.url or os.environ.get("TRICKSCOPE_URL")
     if not url:
         raise CliError("no server given: pass --url or set TRICKSCOPE_URL")
-    for path in journal_files(args.journal):
-        try:
-            requests = replay(path, url)
-        except ConnectionError as exc:
-            raise CliError(f"could not reach {url}: {exc}") from None
-        print(f"trickscope: synced {path} ({requests} requests)", flush=True)
-    return 0
+    token = args.token or os.environ.get("TRICKSCOPE_TOKEN") or None
+    files, skipped = journal_files(args.journal)
+    refused = False
+    for path in files:
+        refused |= _sync_one(path, url, token)
+    if skipped:
+        names = ", ".join(str(path) for path in skipped)
+        print(
+            f"trickscope: left {len(skipped)} dead-letter file(s) alone ({names}): they hold "
+            "requests the server refused before; name one to retry it",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 1 if refused else 0
 
 
-def journal_files(paths: list[Path]) -> list[Path]:
-    """The journal files named, with each folder standing for the ``*.jsonl`` files inside it.
+def _sync_one(path: Path, url: str, token: str | None) -> bool:
+    """Upload one file; True when the server refused some of its requests."""
+    from trickscope.journal import Journal, dead_letter_path, upload
+    from trickscope.transport import Connection, Unavailable
+
+    replaying_dead = path.name.endswith(_DEAD_SUFFIX)
+    dead = dead_letter_path(path)
+    # A dead-letter file being retried keeps, in a new copy, only what is refused again.
+    set_aside = Journal(dead.with_name(dead.name + ".retry") if replaying_dead else dead)
+    try:
+        connection = Connection(url, timeout=30.0, token=token)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        result = upload(path, connection, set_aside=set_aside)
+    except Unavailable as exc:
+        set_aside.close()
+        if exc.status is None:
+            raise CliError(f"could not reach {url}: {exc}; {path} is kept") from None
+        raise CliError(f"{exc}; {path} is kept, sync again later") from None
+    except ValueError as exc:
+        set_aside.close()
+        raise CliError(str(exc)) from None
+    finally:
+        connection.close()
+    kept = set_aside.close()
+    if replaying_dead and kept is not None:
+        os.replace(kept, path)
+    else:
+        path.unlink(missing_ok=True)
+    print(f"trickscope: synced {path} ({result.sent} requests)", flush=True)
+    if result.set_aside:
+        print(
+            f"trickscope: the server refused {result.set_aside} request(s) of {path}; the first: "
+            f"{result.first_refusal}. They are set aside in {dead}: sync it once the cause "
+            "is fixed",
+            file=sys.stderr,
+            flush=True,
+        )
+    return bool(result.set_aside)
+
+
+def journal_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """The journal files named, with each folder standing for the ``*.jsonl`` files inside it,
+    and the dead-letter files of those folders, which are left alone.
 
     Rank 0's journal of a distributed run (``<id>.jsonl``) goes before the other ranks'
     (``<id>.rank<r>.jsonl``): it creates the run their points belong to.
     """
     files: list[Path] = []
+    skipped: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(path.glob("*.jsonl"))
+            for file in sorted(path.glob("*.jsonl")):
+                (skipped if file.name.endswith(_DEAD_SUFFIX) else files).append(file)
         elif path.exists():
             files.append(path)
         else:
             raise CliError(f"no such journal: {path}")
-    return sorted(files, key=lambda file: ".rank" in file.name)  # stable: otherwise as given
+    return sorted(files, key=lambda file: ".rank" in file.name), skipped

@@ -21,7 +21,10 @@ class Captured:
     """Requests received by :class:`CaptureServer`, bodies decoded from JSON."""
 
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # one per request
     gzipped: int = 0
+    # The status to answer each request with (default 200); answers >= 400 are not recorded.
+    status: Callable[[str, str, dict[str, Any]], int] = lambda method, path, body: 200
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> list[tuple[str, str, dict[str, Any]]]:
@@ -57,7 +60,8 @@ class Captured:
 
 
 class CaptureServer:
-    """A stdlib HTTP/1.1 server in a thread answering 200 ``{}`` to every PUT and POST."""
+    """A stdlib HTTP/1.1 server in a thread answering 200 ``{}`` to every PUT and POST (or what
+    ``captured.status`` says)."""
 
     def __init__(self) -> None:
         captured = self.captured = Captured()
@@ -70,10 +74,14 @@ class CaptureServer:
                 if self.headers.get("Content-Encoding") == "gzip":
                     raw = gzip.decompress(raw)
                     captured.gzipped += 1
-                with captured.lock:
-                    captured.requests.append((self.command, self.path, json.loads(raw)))
-                answer = b"{}"
-                self.send_response(200)
+                body = json.loads(raw)
+                status = captured.status(self.command, self.path, body)
+                if status < 400:
+                    with captured.lock:
+                        captured.requests.append((self.command, self.path, body))
+                        captured.headers.append(dict(self.headers.items()))
+                answer = b"{}" if status < 400 else b'{"detail": "refused by the test"}'
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
