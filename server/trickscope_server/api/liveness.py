@@ -23,10 +23,10 @@ router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=DecodingRoute)
 async def post_heartbeat(
     run_id: RunId,
     db: DatabaseDep,
-    _payload: Annotated[
-        dict[str, Any],
-        Body(description="An empty JSON object, {}; members are ignored."),
-    ],
+    body: Annotated[
+        dict[str, Any] | None,
+        Body(title="Heartbeat", description="{} (members are ignored); may be left out."),
+    ] = None,
 ) -> Response:
     """Record that the run's training process is alive (204, no body).
 

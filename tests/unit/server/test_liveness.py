@@ -96,6 +96,13 @@ def test_heartbeat_of_an_unknown_run_is_a_404_problem(client: TestClient) -> Non
     assert answer.json()["type"] == "urn:trickscope:problem:run-not-found"
 
 
+def test_heartbeat_may_leave_its_body_out(
+    client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    make_run("r1")
+    assert client.post("/api/v1/runs/r1/heartbeat").status_code == 204
+
+
 @pytest.mark.parametrize("body", [b"[]", b"1", b"not json"])
 def test_heartbeat_body_must_be_a_json_object(
     client: TestClient, make_run: Callable[..., dict], body: bytes
