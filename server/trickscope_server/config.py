@@ -11,6 +11,8 @@ import platformdirs
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from trickscope_wire import limits as wire
+
 
 def default_database_url() -> str:
     """A SQLite file under the user's data directory (created if missing): zero set-up."""
@@ -38,13 +40,14 @@ class Settings(BaseSettings):
     web_dir: Path = Field(default_factory=default_web_dir)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # Input limits checked before anything is stored (422 naming the field past any of them).
-    max_json_depth: int = Field(default=32, ge=1, le=200)  # config, system, setup, evidence
-    max_config_bytes: int = Field(default=1024 * 1024, gt=0)  # config and system, encoded
-    max_tags: int = Field(default=256, ge=0)
-    max_tag_chars: int = Field(default=256, ge=1)
-    max_name_chars: int = Field(default=256, ge=1)  # project and run name
-    max_series_name_chars: int = Field(default=512, ge=1)  # series, histogram and layer names
-    max_layers: int = Field(default=100_000, ge=0)
+    # Defaults shared with the agent (trickscope_wire.limits); names are capped by their columns.
+    max_json_depth: int = Field(default=wire.MAX_JSON_DEPTH, ge=1, le=60)  # config, setup, ...
+    max_config_bytes: int = Field(default=wire.MAX_DOCUMENT_BYTES, gt=0)  # config and system
+    max_tags: int = Field(default=wire.MAX_TAGS, ge=0)
+    max_tag_chars: int = Field(default=wire.MAX_TAG_CHARS, ge=1)
+    max_name_chars: int = Field(default=wire.MAX_NAME_CHARS, ge=1, le=256)  # project, run name
+    max_series_name_chars: int = Field(default=wire.MAX_SERIES_NAME_CHARS, ge=1, le=512)
+    max_layers: int = Field(default=wire.MAX_LAYERS, ge=0)
     max_batch_points: int = Field(default=5_000_000, gt=0)
     default_points: int = Field(default=2000, ge=3)
     max_points: int = Field(default=100_000, ge=3)

@@ -18,12 +18,13 @@ from typing import Any
 import orjson
 
 from trickscope_server.errors import InvalidPayloadError
+from trickscope_wire import limits as wire
 
-INT64_MIN = -(1 << 63)
-INT64_MAX = (1 << 63) - 1
-# Unix seconds a datetime can show: 0001-01-01 is below the epoch, so 0 .. 9999-12-31T23:59:59.
-UNIX_MIN = 0.0
-UNIX_MAX = 253402300799.0
+INT64_MIN = wire.INT64_MIN
+INT64_MAX = wire.INT64_MAX
+# Unix seconds a datetime can show: 0 .. 9999-12-31T23:59:59.
+UNIX_MIN = wire.UNIX_MIN
+UNIX_MAX = wire.UNIX_MAX
 # Any JSON body deeper than this is refused before its fields are looked at: it bounds the
 # recursion of every later step (validation, storage, the JSON encoders of the responses).
 MAX_BODY_DEPTH = 64
@@ -39,13 +40,13 @@ Loc = list[str | int]
 class Limits:
     """The limits of one server, from its settings (``TRICKSCOPE_MAX_*``)."""
 
-    json_depth: int = 32
-    config_bytes: int = 1 << 20
-    tags: int = 256
-    tag_chars: int = 256
-    name_chars: int = 256
-    series_name_chars: int = 512
-    layers: int = 100_000
+    json_depth: int = wire.MAX_JSON_DEPTH
+    config_bytes: int = wire.MAX_DOCUMENT_BYTES
+    tags: int = wire.MAX_TAGS
+    tag_chars: int = wire.MAX_TAG_CHARS
+    name_chars: int = wire.MAX_NAME_CHARS
+    series_name_chars: int = wire.MAX_SERIES_NAME_CHARS
+    layers: int = wire.MAX_LAYERS
 
     @classmethod
     def of(cls, settings: Any) -> Limits:
