@@ -271,7 +271,8 @@ class Sender:
         self.peak_request_bytes = max((len(request.body) for request in first), default=0)
         self.delivered = 0
         self.dead_lettered = 0
-        self.heartbeats = 0
+        self.heartbeats_sent = 0
+        self.heartbeats = 0  # those the server accepted
         self._failures = 0
         self._poison_failures = 0  # consecutive 500s of the request at the head
         self._retry_at = 0.0
@@ -627,6 +628,7 @@ class Sender:
         if now - self._last_contact < self._config.heartbeat_secs:
             return
         self._last_contact = now
+        self.heartbeats_sent += 1
         try:
             self._connection.send(
                 "POST", self._heartbeat_path, _HEARTBEAT_BODY, timeout=self._config.http_timeout

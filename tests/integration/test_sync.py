@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -17,22 +18,35 @@ def get_json(url: str) -> dict:
         return json.loads(response.read())
 
 
-def test_sync_uploads_an_offline_journal_folder_idempotently(
-    live_server: LiveServer, tmp_path: Path
-) -> None:
-    journal_dir = tmp_path / "journal"
-    run = trickscope.init(project="offline", url=live_server.url, offline=True,
-                          journal_dir=str(journal_dir))  # fmt: skip
+def offline_run(journal_dir: Path, url: str) -> trickscope.Run:
+    run = trickscope.init(project="offline", url=url, offline=True, journal_dir=str(journal_dir))
     for step in range(30):
         run.log({"loss": 1.0 / (step + 1), "odd": float("nan") if step == 7 else step}, step=step)
     run.finish()
-    assert get_json(f"{live_server.url}/api/v1/runs?project=offline")["runs"] == []
+    return run
 
-    command = [sys.executable, "-m", "trickscope_cli", "sync", str(journal_dir),
-               "--url", live_server.url]  # fmt: skip
-    for _ in range(2):  # a second sync must not duplicate anything
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stdout + result.stderr
+
+def sync(*arguments: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "trickscope_cli", "sync", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_sync_uploads_an_offline_journal_folder_idempotently_and_removes_it(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    journal_dir = tmp_path / "journal"
+    run = offline_run(journal_dir, live_server.url)
+    assert get_json(f"{live_server.url}/api/v1/runs?project=offline")["runs"] == []
+    journal = journal_dir / f"{run.id}.jsonl"
+    copy = tmp_path / "copy.jsonl"
+    shutil.copy(journal, copy)
+
+    result = sync(str(journal_dir), "--url", live_server.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"synced {journal}" in result.stdout
+    assert not journal.exists()  # uploaded whole: the server holds it now
+    result = sync(str(copy), "--url", live_server.url)  # a second upload changes nothing
+    assert result.returncode == 0, result.stdout + result.stderr
 
     (stored,) = get_json(f"{live_server.url}/api/v1/runs?project=offline")["runs"]
     assert stored["id"] == run.id and stored["status"] == "finished"
@@ -40,6 +54,42 @@ def test_sync_uploads_an_offline_journal_folder_idempotently(
     loss = get_json(base + "loss")
     assert loss["step"] == list(range(30)) and loss["total"] == 30
     assert get_json(base + "odd")["value"][7] == "NaN"
+
+
+def test_sync_uploads_the_rest_of_a_journal_the_server_refuses_part_of(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    journal_dir = tmp_path / "journal"
+    run = offline_run(journal_dir, live_server.url)
+    journal = journal_dir / f"{run.id}.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    # A request the server refuses, between the run's creation and its points.
+    refused = {"method": "PUT", "path": f"/api/v1/runs/{run.id}/layers", "body": {"layers": 5}}
+    journal.write_bytes(lines[0] + json.dumps(refused).encode() + b"\n" + b"".join(lines[1:]))
+
+    result = sync(str(journal_dir), "--url", live_server.url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the server answered 422" in result.stderr and "could not reach" not in result.stderr
+    assert "Traceback" not in result.stderr
+    dead = journal_dir / f"{run.id}.dead.jsonl"
+    assert dead.exists() and not journal.exists()
+    stored = get_json(f"{live_server.url}/api/v1/runs/{run.id}")
+    assert stored["status"] == "finished"
+    assert get_json(f"{live_server.url}/api/v1/runs/{run.id}/points?name=loss")["total"] == 30
+
+    # The folder's dead-letter file is named, not replayed, by a later sync of the folder.
+    again = sync(str(journal_dir), "--url", live_server.url)
+    assert again.returncode == 0 and "dead-letter" in again.stderr and dead.exists()
+
+
+def test_sync_to_a_server_that_is_down_keeps_the_journal(tmp_path: Path) -> None:
+    journal_dir = tmp_path / "journal"
+    run = offline_run(journal_dir, "http://127.0.0.1:9")
+    result = sync(str(journal_dir), "--url", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert "could not reach http://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (journal_dir / f"{run.id}.jsonl").exists()
 
 
 def test_sync_of_a_missing_journal_is_a_one_line_error(tmp_path: Path) -> None:
