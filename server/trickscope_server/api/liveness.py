@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
-from fastapi.concurrency import run_in_threadpool
 
 from trickscope_server.api.deps import DatabaseDep, RunId
 from trickscope_server.api.encoding import DecodingRoute
@@ -20,7 +19,7 @@ router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=DecodingRoute)
     response_class=Response,
     responses={404: {"description": "No run with this id (a problem document)."}},
 )
-async def post_heartbeat(
+def post_heartbeat(
     run_id: RunId,
     db: DatabaseDep,
     body: Annotated[
@@ -34,5 +33,5 @@ async def post_heartbeat(
     every other request for the run counts as well. A running run that sends nothing for
     ``liveness_grace_seconds`` reads as crashed, and running again from its next request.
     """
-    await run_in_threadpool(liveness.heartbeat, db, run_id=run_id)
+    liveness.heartbeat(db, run_id=run_id)
     return Response(status_code=204)
