@@ -3,7 +3,8 @@
 In order, each failing with a problem response:
 
 1. ``Host`` must name this server (421): DNS rebinding.
-2. A write from a browser must come from this origin (403): cross-site requests.
+2. A write from a browser must come from this origin, or one named in ``allowed_hosts`` (403):
+   cross-site requests.
 3. When the server has any token, the request must carry one, as ``Authorization: Bearer`` or
    the dashboard's session cookie (401; a page without one is sent to ``/login``), and a write
    needs a ``write`` token (403).
@@ -110,7 +111,11 @@ class SecurityGuard:
                 "TRICKSCOPE_ALLOWED_HOSTS (or --allowed-host) if it is this server's",
             )
         origin = headers.get("origin")
-        if method not in SAFE_METHODS and origin is not None and not _same_origin(origin, host):
+        if (
+            method not in SAFE_METHODS
+            and origin is not None
+            and not (_same_origin(origin, host) or self.hosts.trusts_origin(origin))
+        ):
             return self._problem(
                 scope,
                 403,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -52,6 +53,7 @@ class HostPolicy:
     def __init__(self, *, allowed_hosts: Iterable[str], bind_host: str) -> None:
         names = {host_name(name) for name in allowed_hosts if name.strip()}
         self.any_host = "*" in names
+        self.configured = frozenset(names - {"*"})
         bind = host_name(bind_host)
         if bind and not _is_ip_literal(bind):
             names.add(bind)
@@ -63,3 +65,12 @@ class HostPolicy:
             return True  # browsers always send Host: a request without one is not a rebinding
         name = host_name(header)
         return name in self.names or _is_ip_literal(name)
+
+    def trusts_origin(self, origin: str) -> bool:
+        """Whether a browser ``Origin`` names this server by a configured name.
+
+        Behind a reverse proxy that rewrites ``Host`` (to ``127.0.0.1:8000``, say) the browser's
+        origin is the public name, which the operator lists in ``allowed_hosts``.
+        """
+        name = urlsplit(origin).hostname
+        return name is not None and host_name(name) in self.configured

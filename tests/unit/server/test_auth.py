@@ -46,6 +46,13 @@ def test_host_policy_accepts_loopback_addresses_configured_names_and_the_bind_ho
     assert not policy.allows("attacker.example")
     assert not policy.allows("dash.example.attacker.example")
     assert HostPolicy(allowed_hosts=["*"], bind_host="127.0.0.1").allows("anything.example")
+    # Writes from a browser: the origin of a configured name (a proxy may rewrite Host), no other.
+    assert policy.trusts_origin("https://dash.example")
+    assert not policy.trusts_origin("http://localhost:3000")  # another local site
+    assert not policy.trusts_origin("null")
+    assert not HostPolicy(allowed_hosts=["*"], bind_host="0.0.0.0").trusts_origin(
+        "http://x.example"
+    )
 
 
 @pytest.mark.parametrize(
@@ -208,6 +215,9 @@ def test_writes_from_another_origin_are_refused_even_with_a_session(
     assert null.status_code == 403
     same = secured.put("/api/v1/runs/r1", json=body, headers={"Origin": "http://127.0.0.1:8000"})
     assert same.status_code == 200
+    # A configured name (allowed_hosts: testserver) is this server as a reverse proxy presents it.
+    proxied = secured.put("/api/v1/runs/r1", json=body, headers={"Origin": "https://testserver"})
+    assert proxied.status_code == 200
 
 
 def test_every_answer_carries_the_security_headers(secured: TestClient) -> None:
