@@ -3,7 +3,9 @@ the serve command's refusal, and the guard's answers through the app."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,13 @@ def test_a_session_cookie_is_bound_to_its_key_token_digest_and_expiry() -> None:
     assert sessions.session_key(None) != sessions.session_key(None)
 
 
+def refresh(registry: TokenRegistry) -> None:
+    """``registry.refresh()`` on a loop of its own thread (the browser tests' Playwright keeps a
+    loop running on the main thread when the suites run together)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, registry.refresh()).result()
+
+
 def test_the_registry_sees_new_and_revoked_tokens_only_after_its_cache_time(
     tmp_path: Path,
 ) -> None:
@@ -103,20 +112,18 @@ def test_the_registry_sees_new_and_revoked_tokens_only_after_its_cache_time(
     info, secret = tokens.create_token(db, scope="read", name="r")
     assert registry.by_secret(secret) is None  # cached: no query per request
 
-    import asyncio
-
     now[0] += 1.0
-    asyncio.run(registry.refresh())
+    refresh(registry)
     assert registry.by_secret(secret) is None  # still within the cache time
     now[0] += 1.5
-    asyncio.run(registry.refresh())
+    refresh(registry)
     grant = registry.by_secret(secret)
     assert grant is not None and grant.scope == "read" and not grant.can_write
     assert registry.auth_required and registry.by_id(info.id) == grant
 
     tokens.revoke_token(db, token_id=info.id)
     now[0] += 2.5
-    asyncio.run(registry.refresh())
+    refresh(registry)
     assert registry.by_secret(secret) is None and registry.by_id(info.id) is None
     assert not registry.auth_required
     db.dispose()
