@@ -1,6 +1,6 @@
 """The agent's benchmarks run end to end here: bench/gpu_check.py in its CPU smoke mode (the GPU
-run needs CUDA), bench/host_ops.py (no GPU needed), bench/sender.py and one short round of
-bench/agent_overhead.py."""
+run needs CUDA), bench/host_ops.py (no GPU needed), bench/sender.py, one short round of
+bench/agent_overhead.py and a short bench/log_throughput.py."""
 
 from __future__ import annotations
 
@@ -53,6 +53,17 @@ def test_sender_bench_measures_the_sender_thread() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| vit_b_16 ")]
     assert len(rows) == 1 and float(rows[0].split("|")[3].split()[0]) > 0, result.stdout
+
+
+def test_log_throughput_bench_stores_every_point_it_logs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "log_throughput.py"), "--points", "20000"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| trickscope ")]
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert float(cells[1]) > 0 and cells[-1] == "20,000 / 20,000", row
 
 
 @pytest.mark.timeout(600)
