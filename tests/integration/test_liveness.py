@@ -71,8 +71,14 @@ def listed(http: httpx.Client, **params: str) -> dict[str, str]:
 
 
 def wait_status(http: httpx.Client, run_id: str, wanted: str, timeout: float = 15) -> None:
+    """Wait until the run reads ``wanted`` (an agent creates its run in the background)."""
+
+    def reads_wanted() -> bool:
+        answer = http.get(f"/api/v1/runs/{run_id}")
+        return answer.status_code == 200 and answer.json()["status"] == wanted
+
     wait_until(
-        lambda: status(http, run_id) == wanted,
+        reads_wanted,
         timeout=timeout,
         interval=0.1,
         what=f"run {run_id} to read {wanted}",
@@ -144,6 +150,42 @@ TRAINING = textwrap.dedent(
         time.sleep(0.05)
     """
 )
+
+
+IDLE = textwrap.dedent(
+    """
+    import sys, time
+    import trickscope
+
+    run = trickscope.init(project="live", name="idle", url=sys.argv[1], heartbeat_secs=0.3)
+    run.log({"loss/train": 1.0}, step=0)
+    print(run.id, flush=True)
+    time.sleep(600)  # evaluating, say: nothing logged, only heartbeats
+    """
+)
+
+
+def test_an_idle_process_stays_running_on_heartbeats_alone_until_it_is_killed(
+    http: httpx.Client, server: LiveServer, tmp_path: Path
+) -> None:
+    env = {**os.environ, "TRICKSCOPE_JOURNAL_DIR": str(tmp_path / "journal")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", IDLE, server.url], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        run_id = process.stdout.readline().strip()
+        wait_status(http, run_id, "running")
+        seen = set()
+        quiet_until = time.monotonic() + 3 * GRACE_SECONDS
+        while time.monotonic() < quiet_until:
+            seen.add(status(http, run_id))
+            time.sleep(0.1)
+        assert seen == {"running"}
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    wait_status(http, run_id, "crashed", timeout=GRACE_SECONDS + 15)
 
 
 def test_a_training_process_killed_with_sigkill_leaves_its_run_crashed(
