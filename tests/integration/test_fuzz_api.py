@@ -1,7 +1,8 @@
 """The whole REST API fuzzed against a real server, on SQLite and PostgreSQL: zero 5xx.
 
 Bounded for the default run (``TRICKSCOPE_FUZZ_EXAMPLES`` examples per operation and generation
-mode, 20 by default: about 25 s per back end); ``bench/fuzz_api.py`` runs the longer campaign.
+mode, 20 by default: 9 to 25 s per back end on two shared cores); ``bench/fuzz_api.py`` runs
+the longer campaign.
 """
 
 from __future__ import annotations
