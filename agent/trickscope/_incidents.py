@@ -25,8 +25,9 @@ class Incidents:
         self._lock = threading.Lock()
         self._last_log: dict[str, float] = {}
 
-    def error(self, kind: str, exc: BaseException) -> None:
-        """Count an exception of ``kind``; log it with its traceback the first time."""
+    def error(self, kind: str, exc: BaseException, *, traceback: bool = True) -> None:
+        """Count an exception of ``kind``; log it the first time, with its traceback unless
+        ``traceback`` is False (a value the caller passed, whose message says it all)."""
         with self._lock:
             self.errors += 1
             count = self.by_kind.get(kind, 0) + 1
@@ -38,7 +39,7 @@ class Incidents:
                 kind,
                 type(exc).__name__,
                 exc,
-                exc_info=exc,
+                exc_info=exc if traceback else None,
             )
 
     def thin(self, reason: str) -> None:

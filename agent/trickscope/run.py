@@ -342,6 +342,8 @@ class Run:
             return
         try:
             self._log(metrics, step)
+        except (TypeError, ValueError, OverflowError) as exc:  # a value it cannot take
+            self.incidents.error("log", exc, traceback=False)
         except Exception as exc:
             self.incidents.error("log", exc)
 

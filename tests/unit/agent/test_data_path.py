@@ -317,3 +317,17 @@ def test_a_hostile_config_tags_and_names_reach_the_wire_repaired(
     assert create["config"] == {"a": "NaN"}
     assert len(create["tags"]) == 256 and create["tags"][:3] == ["ok", "t\ufffd", "\ufffd"]
     assert set(capture.captured.points()) == {"loss\ufffdx", "z" * 512}
+
+
+def test_a_value_log_cannot_take_is_one_line_without_a_traceback(
+    capture: Any, settings: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="trickscope"):
+        with trickscope.init(project="p", url=capture.url, **settings) as run:
+            run.log({"s": "text"}, step=0)  # type: ignore[dict-item]
+            run.log({"big": 1.0}, step=2**63)
+            run.log({"ok": 1.0}, step=1)
+    assert run.incidents.errors == 2
+    assert [r for r in caplog.records if "log failed" in r.getMessage()]
+    assert all(record.exc_info is None for record in caplog.records)
+    assert capture.captured.points() == {"ok": {1: 1.0}}
