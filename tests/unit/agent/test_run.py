@@ -90,11 +90,14 @@ def test_requests_arrive_in_order(capture: Any, settings: dict[str, Any]) -> Non
     run.finish()
     requests = capture.captured.snapshot()
     paths = [(method, path.removeprefix(f"/api/v1/runs/{run.id}")) for method, path, _ in requests]
+    # The run's creation comes first and its finish last; control requests keep their order.
+    # Logged scalars bypass the inbox (packed columns), so a points batch may precede a later
+    # metadata request: the server takes points for any run that exists.
     assert paths[0] == ("PUT", "")
-    assert paths[1] == ("PUT", "/layers")
-    assert paths[2] == ("PUT", "/setup")
     assert paths[-1] == ("POST", "/finish")
-    assert all(p == ("POST", "/points") for p in paths[3:-1]) and len(paths) > 4
+    control = [p for p in paths[1:-1] if p != ("POST", "/points")]
+    assert control == [("PUT", "/layers"), ("PUT", "/setup")]
+    assert paths.count(("POST", "/points")) >= 1
     create = requests[0][2]
     assert create["project"] == "p" and create["config"] == {"lr": 1e-3}
     assert create["tags"] == ["a"] and "torch" in create["system"]
