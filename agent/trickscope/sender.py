@@ -22,37 +22,36 @@ aside in the run's dead-letter file and the rest goes on. When nothing else was 
 from __future__ import annotations
 
 import atexit
-import base64
-import ctypes
 import logging
 import sys
 import threading
 import time
 import uuid
-from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from trickscope._incidents import Incidents
 from trickscope._sanitize import MAX_SERIES_CHARS, clean_text
+from trickscope.batches import (
+    Batcher,
+    HistogramBuffer,
+    StatRows,
+    b64_column,
+    encode_points,
+    packed_rows,
+)
 from trickscope.config import AgentConfig
 from trickscope.journal import POISON_STATUSES, Journal, Request, dead_letter_path
 from trickscope.scalars import Columns, ScalarBuffer, read_overflow
 from trickscope.transfer import Parcel
 from trickscope.transport import Connection, Rejected, Unavailable, backoff
 from trickscope_wire import (
-    HistogramColumns,
     PointBatch,
     SeriesColumns,
-    dumps,
     encode_f64,
-    encode_f64_rows,
     encode_i64,
 )
 
@@ -89,122 +88,6 @@ class Sample:
     # ``watch``'s per-layer statistics, sent in the rarer bulk batches and thinned under
     # overload; ``log``'s values are neither.
     bulk: bool = False
-
-
-class _Rows:
-    """Buffered bulk samples of one list of keys, a row of values per sample.
-
-    A due step's statistics (thousands of values) are kept as the host tensor they arrive in and
-    only turned into per-series columns when flushed, all at once: the sender thread shares the
-    GIL with the training loop, which on a GPU is often bound by its own Python and launches,
-    so per value Python work here would slow it.
-    """
-
-    __slots__ = ("keys", "steps", "times", "rows")
-
-    def __init__(self, keys: tuple[str, ...]) -> None:
-        self.keys = keys
-        self.steps: list[int] = []
-        self.times: list[float] = []
-        self.rows: list[Tensor] = []
-
-    def add(self, step: int, wall: float, values: Tensor) -> None:
-        self.steps.append(step)
-        self.times.append(wall)
-        self.rows.append(values)
-
-    def columns(self) -> Tensor:
-        """One row per key, one column per sample: float64, contiguous, on the host."""
-        return torch.stack(self.rows).to(torch.float64).T.contiguous()
-
-
-def _packed_rows(matrix: Tensor) -> list[str]:
-    """Each row of a contiguous float64 host matrix as an ``encode_f64`` column, packed from the
-    matrix's own bytes (one copy out of the tensor, no Python float per value)."""
-    if sys.byteorder != "little":
-        return [encode_f64(row.tolist()) for row in matrix]
-    if matrix.numel() == 0:
-        return [encode_f64([]) for _ in range(matrix.shape[0])]
-    raw = ctypes.string_at(matrix.data_ptr(), matrix.numel() * 8)
-    return encode_f64_rows(raw, matrix.shape[1] * 8)
-
-
-def _encode_points(batch: PointBatch) -> bytes:
-    """The batch as JSON. orjson (a dependency; the wire package itself is stdlib-only) writes
-    it ~5x faster: a batch holds only strings and ints, so its NaN-as-null rule cannot apply."""
-    if _fast_dumps is None:
-        return dumps(batch)
-    return _fast_dumps(batch)
-
-
-class _Histograms:
-    """Buffered histograms of one series, column by column."""
-
-    __slots__ = ("bins", "steps", "lo", "hi", "counts", "nonfinite", "times")
-
-    def __init__(self, bins: int) -> None:
-        self.bins = bins
-        self.steps: list[int] = []
-        self.lo: list[float] = []
-        self.hi: list[float] = []
-        self.counts: list[float] = []
-        self.nonfinite: list[float] = []
-        self.times: list[float] = []
-
-    def columns(self, name: str) -> HistogramColumns:
-        return HistogramColumns(
-            name=name,
-            bins=self.bins,
-            steps=encode_i64(self.steps),
-            lo=encode_f64(self.lo),
-            hi=encode_f64(self.hi),
-            counts=encode_f64(self.counts),
-            nonfinite=encode_f64(self.nonfinite),
-            times=encode_f64(self.times),
-        )
-
-
-def _b64(column: array[Any]) -> str:
-    """A packed ``q``/``d`` column as the wire's base64 of little-endian bytes."""
-    if not _LITTLE:
-        column = array(column.typecode, column)
-        column.byteswap()
-    return base64.b64encode(memoryview(column)).decode("ascii")
-
-
-class _Batcher:
-    """Groups logged points into batches of at most ``limit`` points, one entry per series."""
-
-    def __init__(self, limit: int, emit: Callable[[dict[str, Columns]], None]) -> None:
-        self._limit = limit
-        self._emit = emit
-        self._series: dict[str, Columns] = {}
-        self._count = 0
-
-    def add(self, name: str, columns: Columns) -> None:
-        total, start = len(columns), 0
-        while start < total:
-            take = min(self._limit - self._count, total - start)
-            whole = start == 0 and take == total
-            piece = columns if whole else _slice(columns, start, start + take)
-            held = self._series.get(name)
-            if held is None:
-                self._series[name] = piece
-            else:
-                held.extend(piece)
-            self._count += take
-            start += take
-            if self._count >= self._limit:
-                self.flush()
-
-    def flush(self) -> None:
-        if self._series:
-            series, self._series, self._count = self._series, {}, 0
-            self._emit(series)
-
-
-def _slice(columns: Columns, start: int, stop: int) -> Columns:
-    return Columns(columns.steps[start:stop], columns.values[start:stop], columns.times[start:stop])
 
 
 class Sender:
@@ -254,9 +137,9 @@ class Sender:
             on_full=self._wake.set,
         )
         self._clean_names: dict[str, str] = {}
-        self._histograms: dict[str, _Histograms] = {}
+        self._histograms: dict[str, HistogramBuffer] = {}
         # watch's per-layer statistics, as rows: flushed every stats_flush_secs, like histograms
-        self._rows: dict[tuple[str, ...], _Rows] = {}
+        self._rows: dict[tuple[str, ...], StatRows] = {}
         self._pending_points = 0  # in both
         # Everything is flushed past this many points: a batch's size, and the memory held in
         # buffered points (at most half of max_buffer_bytes), stay bounded.
@@ -398,7 +281,7 @@ class Sender:
                 keys = tuple(sample.keys)
                 rows = self._rows.get(keys)
                 if rows is None:
-                    rows = self._rows[keys] = _Rows(keys)
+                    rows = self._rows[keys] = StatRows(keys)
                 rows.add(sample.step, sample.time, row)
                 self._pending_points += row.numel()
             else:
@@ -419,7 +302,7 @@ class Sender:
             if hist is None or hist.bins != sample.bins:
                 if hist is not None:
                     self._flush()
-                hist = self._histograms[key] = _Histograms(sample.bins)
+                hist = self._histograms[key] = HistogramBuffer(sample.bins)
             hist.steps.append(sample.step)
             hist.lo.append(row[0])
             hist.hi.append(row[1])
@@ -455,14 +338,14 @@ class Sender:
             self._pending_points = 0
             self._rows.clear()
             self._histograms.clear()
-            self._enqueue(Request("POST", self._points_path, _encode_points(batch)))
+            self._enqueue(Request("POST", self._points_path, encode_points(batch)))
         self._flush_logged(take_wait)
 
     def _flush_logged(self, take_wait: float) -> None:
         """Logged points in batches of at most ``FLUSH_POINTS``: the overflow files first
         (older), then memory, each series in the order it was logged."""
         files, series = self.scalars.take(take_wait)
-        batcher = _Batcher(FLUSH_POINTS, self._enqueue_logged)
+        batcher = Batcher(FLUSH_POINTS, self._enqueue_logged)
         for path in files:
             for name, columns in read_overflow(path):
                 batcher.add(self._clean(name), columns)
@@ -476,13 +359,13 @@ class Sender:
         batch = PointBatch(
             batch_id=uuid.uuid4().hex,
             series=[
-                SeriesColumns(name, _b64(c.steps), _b64(c.values), _b64(c.times))
+                SeriesColumns(name, b64_column(c.steps), b64_column(c.values), b64_column(c.times))
                 for name, c in series.items()
             ],
         )
-        self._enqueue(Request("POST", self._points_path, _encode_points(batch)))
+        self._enqueue(Request("POST", self._points_path, encode_points(batch)))
 
-    def _series_columns(self, rows: list[_Rows]) -> list[SeriesColumns]:
+    def _series_columns(self, rows: list[StatRows]) -> list[SeriesColumns]:
         """``watch``'s rows as series, their steps and times encoded once per group of keys. A
         series found in more than one group (a gradient that came or went between two layouts)
         is merged into one."""
@@ -494,8 +377,8 @@ class Sender:
         for group in rows:
             packed_steps, packed_times = encode_i64(group.steps), encode_f64(group.times)
             matrix = group.columns()
-            packed_rows = _packed_rows(matrix)
-            for index, (key, packed) in enumerate(zip(group.keys, packed_rows, strict=True)):
+            packed = packed_rows(matrix)
+            for index, (key, row) in enumerate(zip(group.keys, packed, strict=True)):
                 name = self._clean(key)
                 if seen[name] > 1:
                     had = merged.get(name, ([], [], []))
@@ -505,7 +388,7 @@ class Sender:
                         had[2] + group.times,
                     )
                 else:
-                    series.append(SeriesColumns(name, packed_steps, packed, packed_times))
+                    series.append(SeriesColumns(name, packed_steps, row, packed_times))
         series.extend(
             SeriesColumns(name, encode_i64(steps), encode_f64(values), encode_f64(times))
             for name, (steps, values, times) in merged.items()

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from trickscope.sender import _encode_points, _packed_rows
+from trickscope.batches import encode_points, packed_rows
 from trickscope_wire import (
     HistogramColumns,
     PointBatch,
@@ -39,14 +39,14 @@ def test_packed_rows_equal_the_plain_encoder(
     every host)."""
     monkeypatch.setattr(sys, "byteorder", byteorder)
     matrix = sample_rows()
-    assert _packed_rows(matrix) == [encode_f64(row.tolist()) for row in matrix]
+    assert packed_rows(matrix) == [encode_f64(row.tolist()) for row in matrix]
     empty = torch.zeros(3, 0, dtype=torch.float64)
-    assert _packed_rows(empty) == [encode_f64([])] * 3
+    assert packed_rows(empty) == [encode_f64([])] * 3
 
 
 def test_packed_rows_keep_nan() -> None:
     matrix = torch.tensor([[math.nan, 1.0], [2.0, math.nan]], dtype=torch.float64)
-    decoded = [list(decode_f64(text)) for text in _packed_rows(matrix)]
+    decoded = [list(decode_f64(text)) for text in packed_rows(matrix)]
     assert math.isnan(decoded[0][0]) and decoded[0][1] == 1.0
     assert decoded[1][0] == 2.0 and math.isnan(decoded[1][1])
 
@@ -73,6 +73,6 @@ def test_a_batch_through_orjson_is_the_json_the_wire_encoder_writes() -> None:
             )
         ],
     )
-    body = _encode_points(batch)
+    body = encode_points(batch)
     assert json.loads(body) == json.loads(dumps(batch))
     assert b"\n" not in body

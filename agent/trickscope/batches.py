@@ -1,0 +1,148 @@
+"""The sender thread's buffers: watch's statistics as rows, histograms column by column, and
+logged points grouped into bounded batches, with their encodings for the wire."""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import sys
+from array import array
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from trickscope.scalars import Columns
+from trickscope_wire import (
+    HistogramColumns,
+    PointBatch,
+    dumps,
+    encode_f64,
+    encode_f64_rows,
+    encode_i64,
+)
+
+_fast_dumps: Callable[[Any], bytes] | None
+try:
+    from orjson import dumps as _fast_dumps
+except ImportError:  # a declared dependency; without it the stdlib encoder stands in
+    _fast_dumps = None
+
+_LITTLE = sys.byteorder == "little"
+
+
+class StatRows:
+    """Buffered bulk samples of one list of keys, a row of values per sample.
+
+    A due step's statistics (thousands of values) are kept as the host tensor they arrive in and
+    only turned into per-series columns when flushed, all at once: the sender thread shares the
+    GIL with the training loop, which on a GPU is often bound by its own Python and launches,
+    so per value Python work here would slow it.
+    """
+
+    __slots__ = ("keys", "steps", "times", "rows")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.steps: list[int] = []
+        self.times: list[float] = []
+        self.rows: list[Tensor] = []
+
+    def add(self, step: int, wall: float, values: Tensor) -> None:
+        self.steps.append(step)
+        self.times.append(wall)
+        self.rows.append(values)
+
+    def columns(self) -> Tensor:
+        """One row per key, one column per sample: float64, contiguous, on the host."""
+        return torch.stack(self.rows).to(torch.float64).T.contiguous()
+
+
+def packed_rows(matrix: Tensor) -> list[str]:
+    """Each row of a contiguous float64 host matrix as an ``encode_f64`` column, packed from the
+    matrix's own bytes (one copy out of the tensor, no Python float per value)."""
+    if sys.byteorder != "little":
+        return [encode_f64(row.tolist()) for row in matrix]
+    if matrix.numel() == 0:
+        return [encode_f64([]) for _ in range(matrix.shape[0])]
+    raw = ctypes.string_at(matrix.data_ptr(), matrix.numel() * 8)
+    return encode_f64_rows(raw, matrix.shape[1] * 8)
+
+
+def encode_points(batch: PointBatch) -> bytes:
+    """The batch as JSON. orjson (a dependency; the wire package itself is stdlib-only) writes
+    it ~5x faster: a batch holds only strings and ints, so its NaN-as-null rule cannot apply."""
+    if _fast_dumps is None:
+        return dumps(batch)
+    return _fast_dumps(batch)
+
+
+class HistogramBuffer:
+    """Buffered histograms of one series, column by column."""
+
+    __slots__ = ("bins", "steps", "lo", "hi", "counts", "nonfinite", "times")
+
+    def __init__(self, bins: int) -> None:
+        self.bins = bins
+        self.steps: list[int] = []
+        self.lo: list[float] = []
+        self.hi: list[float] = []
+        self.counts: list[float] = []
+        self.nonfinite: list[float] = []
+        self.times: list[float] = []
+
+    def columns(self, name: str) -> HistogramColumns:
+        return HistogramColumns(
+            name=name,
+            bins=self.bins,
+            steps=encode_i64(self.steps),
+            lo=encode_f64(self.lo),
+            hi=encode_f64(self.hi),
+            counts=encode_f64(self.counts),
+            nonfinite=encode_f64(self.nonfinite),
+            times=encode_f64(self.times),
+        )
+
+
+def b64_column(column: array[Any]) -> str:
+    """A packed ``q``/``d`` column as the wire's base64 of little-endian bytes."""
+    if not _LITTLE:
+        column = array(column.typecode, column)
+        column.byteswap()
+    return base64.b64encode(memoryview(column)).decode("ascii")
+
+
+class Batcher:
+    """Groups logged points into batches of at most ``limit`` points, one entry per series."""
+
+    def __init__(self, limit: int, emit: Callable[[dict[str, Columns]], None]) -> None:
+        self._limit = limit
+        self._emit = emit
+        self._series: dict[str, Columns] = {}
+        self._count = 0
+
+    def add(self, name: str, columns: Columns) -> None:
+        total, start = len(columns), 0
+        while start < total:
+            take = min(self._limit - self._count, total - start)
+            whole = start == 0 and take == total
+            piece = columns if whole else slice_columns(columns, start, start + take)
+            held = self._series.get(name)
+            if held is None:
+                self._series[name] = piece
+            else:
+                held.extend(piece)
+            self._count += take
+            start += take
+            if self._count >= self._limit:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._series:
+            series, self._series, self._count = self._series, {}, 0
+            self._emit(series)
+
+
+def slice_columns(columns: Columns, start: int, stop: int) -> Columns:
+    return Columns(columns.steps[start:stop], columns.values[start:stop], columns.times[start:stop])
