@@ -17,22 +17,56 @@ with trickscope.init(project="digits", config={"lr": 0.1}) as run:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trickscope import distributed
 from trickscope.config import AgentConfig
-from trickscope.journal import replay
-from trickscope.run import Run
+
+if TYPE_CHECKING:
+    from trickscope import tricks
+    from trickscope.journal import replay
+    from trickscope.run import Run
 
 __version__ = "0.1.0"
 
-__all__ = ["AgentConfig", "Run", "__version__", "init", "replay"]
+__all__ = [
+    "AgentConfig",
+    "Run",
+    "__version__",
+    "init",
+    "replay",
+    "tricks",
+]
 
 logger = logging.getLogger("trickscope")
+
+# Imported on first use, so that ``import trickscope`` needs no torch: the client
+# and the command line run on machines that only read runs.
+_LAZY_ATTRIBUTES = {
+    "Run": ("trickscope.run", "Run"),
+    "replay": ("trickscope.journal", "replay"),
+}
+_LAZY_MODULES = frozenset({"tricks"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_ATTRIBUTES:
+        module, attribute = _LAZY_ATTRIBUTES[name]
+        value = getattr(importlib.import_module(module), attribute)
+    elif name in _LAZY_MODULES:
+        value = importlib.import_module(f"trickscope.{name}")
+    else:
+        raise AttributeError(f"module 'trickscope' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def init(
@@ -72,6 +106,9 @@ def init(
         >>> run.log({"loss/train": 0.5}, step=0)
         >>> run.finish()
     """
+    from trickscope import distributed
+    from trickscope.run import Run
+
     agent = AgentConfig.from_env(os.environ, url=url, token=token, **settings)
     rank = distributed.current()
     if rank is None and not agent.disabled and distributed.launched_but_not_initialised(os.environ):
