@@ -148,8 +148,18 @@ class CheckOut(BaseModel):
     findings: int
 
 
+class BandOut(BaseModel):
+    """A range a health rule calls healthy, and the rule of thumb inside it."""
+
+    low: float
+    high: float
+    typical: float | None = None
+
+
 class HealthReport(BaseModel):
     """A run's health findings, most severe first, and the checks that ran or were skipped."""
 
     findings: list[FindingOut]
     checks: list[CheckOut]
+    # What the rules judge by, for charts to shade the same: {"update_ratio": {low, high, ...}}.
+    bands: dict[str, BandOut] = {}

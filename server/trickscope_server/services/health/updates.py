@@ -9,7 +9,17 @@ import numpy as np
 from trickscope_server.services.health.model import Finding, NotApplicable, RunView, finding, rule
 from trickscope_server.services.health.series import per_layer
 
-UPDATE_RATIO_BAND = (1e-5, 1e-1)  # persistently outside: steps too small or too large
+# The band the rule judges by and the run page shades: a layer whose median ratio lies outside it
+# takes steps too small or too large for its weights (TRICKS.md; CS231n, Karpathy), and the rule of
+# thumb inside it. health_report() sends both, so the chart and the rule cannot disagree.
+UPDATE_RATIO_BAND = (1e-5, 1e-1)
+UPDATE_RATIO_TYPICAL = 1e-3
+
+
+def update_ratio_band() -> dict[str, float]:
+    """The update-ratio band as the health report sends it: ``{low, high, typical}``."""
+    low, high = UPDATE_RATIO_BAND
+    return {"low": low, "high": high, "typical": UPDATE_RATIO_TYPICAL}
 
 
 @rule("update-ratio", "Update-to-weight ratio per layer")
@@ -41,7 +51,7 @@ def update_ratio(view: RunView) -> Iterable[Finding]:
                 "warning",
                 f"Updates are large relative to weights in {len(high)} layer(s)",
                 why=f"{layer} changes by {ratio:.1e} of its norm per step (rule of thumb: about "
-                "1e-3; CS231n). Weights this volatile rarely settle.",
+                f"{UPDATE_RATIO_TYPICAL:.0e}; CS231n). Weights this volatile rarely settle.",
                 remedy="Lower the learning rate (or this layer's, with a param group).",
                 layer=layer,
                 median_ratio=ratio,
@@ -57,7 +67,7 @@ def update_ratio(view: RunView) -> Iterable[Finding]:
                 "info",
                 f"Updates are tiny relative to weights in {len(low)} layer(s)",
                 why=f"{layer} changes by {ratio:.1e} of its norm per step (rule of thumb: about "
-                "1e-3). These layers barely learn.",
+                f"{UPDATE_RATIO_TYPICAL:.0e}). These layers barely learn.",
                 remedy="The learning rate may be too low for them, or weight decay and the "
                 "gradient cancel.",
                 layer=layer,

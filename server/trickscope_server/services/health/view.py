@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 
 from trickscope_server.services.health.engine import Diagnosis, diagnose
 from trickscope_server.services.health.model import Summary
+from trickscope_server.services.health.updates import update_ratio_band
 from trickscope_server.services.query import LayerGrid, load_layer_grid, load_series
 from trickscope_server.services.runs import require_run
 from trickscope_server.storage import Database, RunRow, SeriesRow, Session
@@ -79,9 +80,14 @@ def diagnose_run(db: Database, *, run_id: str) -> Diagnosis:
 
 
 def health_report(db: Database, *, run_id: str) -> dict[str, Any]:
-    """The ``/health`` body of a stored run: ``{"findings": [...], "checks": [...]}``."""
+    """The ``/health`` body of a stored run: findings, checks, and the bands the rules judge by.
+
+    ``bands`` lets a chart shade exactly what a rule calls healthy (the run page's update-ratio
+    chart), so the two cannot drift apart.
+    """
     diagnosis = diagnose_run(db, run_id=run_id)
     return {
         "findings": [f.as_dict() for f in diagnosis.findings],
         "checks": [c.as_dict() for c in diagnosis.checks],
+        "bands": {"update_ratio": update_ratio_band()},
     }
