@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 from trickscope.config import AgentConfig
 
 if TYPE_CHECKING:
-    from trickscope import tricks
+    from trickscope import client, tricks
+    from trickscope.client import Api
     from trickscope.journal import replay
     from trickscope.run import Run
 
@@ -35,8 +36,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentConfig",
+    "Api",
     "Run",
     "__version__",
+    "client",
     "init",
     "replay",
     "tricks",
@@ -47,10 +50,11 @@ logger = logging.getLogger("trickscope")
 # Imported on first use, so that ``import trickscope`` needs no torch: the client
 # and the command line run on machines that only read runs.
 _LAZY_ATTRIBUTES = {
+    "Api": ("trickscope.client", "Api"),
     "Run": ("trickscope.run", "Run"),
     "replay": ("trickscope.journal", "replay"),
 }
-_LAZY_MODULES = frozenset({"tricks"})
+_LAZY_MODULES = frozenset({"client", "tricks"})
 
 
 def __getattr__(name: str) -> Any:
