@@ -9,6 +9,13 @@ from pydantic import BaseModel, Field
 FloatOrToken = float | str  # non-finite floats travel as "NaN", "Infinity", "-Infinity"
 
 
+class SeriesRange(BaseModel):
+    """The smallest and largest finite value of a series (None: it has no finite value)."""
+
+    min: float | None
+    max: float | None
+
+
 class RunOut(BaseModel):
     """A run with the last value of each of its non-per-layer series."""
 
@@ -35,6 +42,10 @@ class RunOut(BaseModel):
     # since the server tracks liveness, so the status is the stored one.
     last_seen_at: str | None = None
     latest: dict[str, FloatOrToken | None]
+    # From the series summaries kept at ingest (no point is read): the largest last step of the
+    # run's non-per-layer series, and each such series' min and max over its finite values.
+    last_step: int | None = None
+    summary: dict[str, SeriesRange] = Field(default_factory=dict)
 
 
 class RunPage(BaseModel):
@@ -86,6 +97,24 @@ class CompareSeries(BaseModel):
 
     name: str
     runs: list[RunSeriesPoints]
+
+
+class Sparkline(BaseModel):
+    """One run's main series, thinned for an inline chart; ``name`` None: none of the asked
+    names exists in the run (or the run does not exist), and the columns are empty."""
+
+    run_id: str
+    name: str | None
+    step: list[int]
+    value: list[FloatOrToken]
+    total: int
+
+
+class Sparklines(BaseModel):
+    """The first present series of ``names`` for each run (``GET /sparklines``)."""
+
+    names: list[str]
+    runs: list[Sparkline]
 
 
 class Histograms(BaseModel):

@@ -20,6 +20,7 @@ from trickscope_server.schemas import (
     RunPage,
     SeriesList,
     SeriesPoints,
+    Sparklines,
 )
 from trickscope_server.services import declare, export, health, limits, query, runs
 from trickscope_server.services.limits import Limits
@@ -223,6 +224,21 @@ def get_compare_series(
         end=end,
         points=points if points is not None else settings.default_points,
         max_points=settings.max_points,
+    )
+    return OrjsonResponse(body)
+
+
+@router.get("/sparklines", response_model=Sparklines)
+def get_sparklines(
+    db: DatabaseDep,
+    runs_: Annotated[str, Query(alias="runs", min_length=1, max_length=16384)],
+    name: Annotated[list[str], Query()],
+    points: Annotated[int, Query(ge=3, le=query.MAX_SPARKLINE_POINTS)] = 48,
+) -> Response:
+    """Each run's first present series of ``name`` (repeat it: the names to try, in order),
+    thinned to ``points`` for an inline chart: ``runs=a,b,...``, up to a page of runs."""
+    body = query.read_sparklines(
+        db, run_ids=[r.strip() for r in runs_.split(",")], names=name, points=points
     )
     return OrjsonResponse(body)
 

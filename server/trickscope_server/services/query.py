@@ -299,6 +299,75 @@ def read_compare(
     return {"name": name, "runs": out}
 
 
+MAX_SPARKLINE_RUNS = 200  # a page of the runs table (services.runs.MAX_PAGE)
+MAX_SPARKLINE_NAMES = 8
+MAX_SPARKLINE_POINTS = 500
+
+
+def read_sparklines(
+    db: Database, *, run_ids: list[str], names: list[str], points: int
+) -> dict[str, Any]:
+    """For each run, the first of ``names`` it has, downsampled to ``points`` (extremes kept).
+
+    One request for a whole page of the runs table. A run that does not exist, or has none of
+    the names, comes back with ``name`` None and empty columns: the table shows what exists,
+    and a run deleted while the page was open does not fail the others.
+    """
+    check_budget(points, max_points=MAX_SPARKLINE_POINTS)
+    ids = list(dict.fromkeys(r for r in run_ids if r))
+    if not 1 <= len(ids) <= MAX_SPARKLINE_RUNS:
+        raise InvalidPayloadError(
+            f"runs must name 1 to {MAX_SPARKLINE_RUNS} run ids separated by commas, got {len(ids)}",
+            errors=[{"loc": ["query", "runs"], "msg": f"must name 1 to {MAX_SPARKLINE_RUNS} runs"}],
+        )
+    wanted = list(dict.fromkeys(n for n in names if n))
+    if any(len(n) > 512 for n in wanted):
+        raise InvalidPayloadError(
+            "each name must be at most 512 characters",
+            errors=[{"loc": ["query", "name"], "msg": "must be at most 512 characters"}],
+        )
+    if not 1 <= len(wanted) <= MAX_SPARKLINE_NAMES:
+        raise InvalidPayloadError(
+            f"name must be given 1 to {MAX_SPARKLINE_NAMES} times (the series to try, in "
+            f"order), got {len(wanted)}",
+            errors=[
+                {"loc": ["query", "name"], "msg": f"must be given 1 to {MAX_SPARKLINE_NAMES} times"}
+            ],
+        )
+    out = []
+    with db.reader() as session:
+        found = {r.id: r for r in (run_store.get_run(session, run_id) for run_id in ids) if r}
+        by_run: dict[str, dict[str, int]] = defaultdict(dict)
+        for row in run_store.series_of_runs(session, list(found)):
+            if row.count and row.name in wanted:
+                by_run[row.run_id][row.name] = row.id
+        for run_id in ids:
+            present = by_run.get(run_id, {})
+            name = next((n for n in wanted if n in present), None)
+            if run_id not in found or name is None:
+                out.append({"run_id": run_id, "name": None, "step": [], "value": [], "total": 0})
+                continue
+            loaded, idx = _downsampled(
+                session,
+                series_id=present[name],
+                start=None,
+                end=None,
+                cursor=found[run_id].last_seq,
+                points=points,
+                want_times=False,
+            )
+            out.append(
+                {
+                    "run_id": run_id,
+                    "name": name,
+                    "step": loaded.steps[idx].tolist(),
+                    "value": json_values(loaded.values[idx]),
+                    "total": loaded.total,
+                }
+            )
+    return {"names": wanted, "runs": out}
+
+
 def read_histograms(
     db: Database, *, run_id: str, name: str, points: int, max_points: int
 ) -> dict[str, Any]:

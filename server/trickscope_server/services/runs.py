@@ -18,7 +18,13 @@ from trickscope_server.errors import (
 )
 from trickscope_server.schemas import RunOut, RunPage, SeriesList, SeriesOut
 from trickscope_server.services import liveness
-from trickscope_server.services._convert import finite_or_none, run_out_dict, stored_last_value
+from trickscope_server.services._convert import (
+    finite_or_none,
+    per_layer,
+    readable,
+    run_out_dict,
+    stored_last_value,
+)
 from trickscope_server.services.limits import (
     MAX_BODY_DEPTH,
     check_int64,
@@ -77,7 +83,28 @@ def run_out(session: Session, run: RunRow, *, silent_before: float | None = None
 def _run_out(run: RunRow, series: list[SeriesRow], silent_before: float | None) -> RunOut:
     fields = run_out_dict(run, series)
     fields["status"] = liveness.shown_status(run.status, run.last_seen_at, silent_before)
+    fields.update(_summary_fields(run, series))
     return RunOut.model_validate(fields)
+
+
+def _summary_fields(run: RunRow, series: list[SeriesRow]) -> dict[str, object]:
+    """``last_step`` and ``summary`` of a run, from the summaries its series keep at ingest.
+
+    Per-layer series are left out, as in ``latest``: a runs table shows run-level numbers.
+    """
+    layers = set(run.layers)
+    shown = [s for s in series if s.count and not per_layer(s.name, layers)]
+    steps = [s.last_step for s in shown if s.last_step is not None]
+    return {
+        "last_step": max(steps) if steps else None,
+        "summary": {
+            readable(s.name): {
+                "min": finite_or_none(s.min_value),
+                "max": finite_or_none(s.max_value),
+            }
+            for s in shown
+        },
+    }
 
 
 def require_run(session: Session, run_id: str, *, for_update: bool = False) -> RunRow:
