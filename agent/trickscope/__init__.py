@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from trickscope.config import AgentConfig
 
 if TYPE_CHECKING:
-    from trickscope import client, tricks
+    from trickscope import client, integrations, tricks
     from trickscope.client import Api
     from trickscope.journal import replay
     from trickscope.run import Run
@@ -41,6 +41,7 @@ __all__ = [
     "__version__",
     "client",
     "init",
+    "integrations",
     "replay",
     "tricks",
 ]
@@ -54,7 +55,7 @@ _LAZY_ATTRIBUTES = {
     "Run": ("trickscope.run", "Run"),
     "replay": ("trickscope.journal", "replay"),
 }
-_LAZY_MODULES = frozenset({"client", "tricks"})
+_LAZY_MODULES = frozenset({"client", "integrations", "tricks"})
 
 
 def __getattr__(name: str) -> Any:
