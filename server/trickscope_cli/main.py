@@ -6,7 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from trickscope_cli import demo_cmd, report_cmd, serve_cmd, sync_cmd, token_cmd
+from trickscope_cli import (
+    demo_cmd,
+    export_cmd,
+    report_cmd,
+    runs_cmd,
+    serve_cmd,
+    sync_cmd,
+    token_cmd,
+)
 from trickscope_cli.errors import CliError
 
 
@@ -21,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_parser(commands)
     sync_cmd.add_parser(commands)
     report_cmd.add_parser(commands)
+    runs_cmd.add_parser(commands)
+    export_cmd.add_parser(commands)
     token_cmd.add_parser(commands)
     return parser
 

@@ -24,10 +24,11 @@ from trickscope.client._values import to_floats
 
 Source = Literal["auto", "json", "parquet"]
 
-# Parquet wins once the series asked for hold this share of the run's points (measured: see
-# the README's client section); below it, moving the other series costs more than JSON's
-# slower decoding saves. Small reads stay on JSON: a handful of requests either way.
-PARQUET_MIN_SHARE = 0.2
+# Parquet wins once the series asked for hold this share of the run's points. Measured on a
+# loopback server: JSON pages cost about 0.5 s per million points asked for, the Parquet export
+# about 0.19 s per million points of the whole run, so the two break even near 0.38. Small reads
+# stay on JSON: a handful of requests either way.
+PARQUET_MIN_SHARE = 0.4
 PARQUET_MIN_POINTS = 20_000
 
 

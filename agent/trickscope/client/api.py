@@ -47,6 +47,7 @@ class Api:
         # Points per request when reading every point; lowered on its own if the server caps
         # requests lower (TRICKSCOPE_MAX_POINTS).
         self.page_points = DEFAULT_PAGE_POINTS
+        self.page_size = MAX_PAGE  # runs per request of a listing
 
     @property
     def url(self) -> str:
@@ -130,7 +131,7 @@ class Api:
             "config": query.config,
             "metric": query.metric,
         }
-        page = MAX_PAGE if limit is None else max(1, min(limit, MAX_PAGE))
+        page = self.page_size if limit is None else max(1, min(limit, self.page_size))
         return RunList(self, params, limit, page)
 
     def runs_frame(
