@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from trickscope_cli import (
     demo_cmd,
     export_cmd,
+    import_cmd,
     report_cmd,
     runs_cmd,
     serve_cmd,
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_parser(commands)
     sync_cmd.add_parser(commands)
     report_cmd.add_parser(commands)
+    import_cmd.add_parser(commands)
     runs_cmd.add_parser(commands)
     export_cmd.add_parser(commands)
     token_cmd.add_parser(commands)
