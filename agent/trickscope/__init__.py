@@ -87,14 +87,18 @@ def init(
 
     Args:
         project: Groups runs on the dashboard.
-        name: Display name (default: a timestamp and the start of the run id).
+        name: Display name (default: the script's name and the start of the run id, e.g.
+            ``train-3f2a9c``; ``notebook`` or ``python`` when there is no script).
         config: Hyperparameters; stored JSON-safe (tensors as ``repr``, NaN as ``"NaN"``).
         tags: Free-form labels.
         url: Server base URL (default: ``TRICKSCOPE_URL``, else ``http://127.0.0.1:8000``).
         token: A write token of the server, sent as ``Authorization: Bearer <token>`` (default:
             ``TRICKSCOPE_TOKEN``; a loopback server may run without one).
-        **settings: Other :class:`AgentConfig` fields (``disabled``, ``offline``,
+        **settings: Other :class:`AgentConfig` fields (``disabled``, ``offline``, ``quiet``,
             ``journal_dir``, ``flush_secs``, ...), each falling back to ``TRICKSCOPE_<FIELD>``.
+
+    The run's URL is logged once, at INFO on the ``trickscope`` logger (rank 0 only; not when
+    disabled; ``quiet=True`` or ``TRICKSCOPE_QUIET=1`` silences it).
 
     Returns:
         The :class:`Run`; also a context manager that finishes it (``"failed"`` on an exception).

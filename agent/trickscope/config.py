@@ -59,6 +59,7 @@ class AgentConfig:
         disabled: Make every call a no-op (``TRICKSCOPE_DISABLED``).
         offline: Never touch the network; write everything to the journal for
             ``trickscope sync`` (``TRICKSCOPE_OFFLINE``).
+        quiet: Do not log the run's URL when it starts (``TRICKSCOPE_QUIET``).
         journal_dir: Where unsent requests spill (``TRICKSCOPE_JOURNAL_DIR``).
         flush_secs: Longest time a logged point (``log``, the learning rate) waits before it is
             sent: what the live charts' latency is made of.
@@ -87,6 +88,7 @@ class AgentConfig:
     url: str = DEFAULT_URL
     disabled: bool = False
     offline: bool = False
+    quiet: bool = False
     journal_dir: Path = Path(".")
     flush_secs: float = 0.5
     stats_flush_secs: float = 5.0
@@ -101,7 +103,7 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         _check_url("url", self.url)
-        for name in ("disabled", "offline"):
+        for name in ("disabled", "offline", "quiet"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}={getattr(self, name)!r} must be True or False")
         positive = {
@@ -155,7 +157,7 @@ class AgentConfig:
 
 
 def _from_text(name: str, variable: str, text: str) -> Any:
-    if name in ("disabled", "offline"):
+    if name in ("disabled", "offline", "quiet"):
         return parse_bool(variable, text)
     if name in ("max_buffer_bytes", "log_buffer_bytes", "queue_size", "dead_letter_after"):
         return _parse_number(variable, text, int)

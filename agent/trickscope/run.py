@@ -32,6 +32,7 @@ from trickscope._sanitize import (
     json_safe,
 )
 from trickscope._signals import unwatch_sigterm, watch_sigterm
+from trickscope.announce import announce_run, default_name
 from trickscope.config import AgentConfig
 from trickscope.diagnose import Diagnoser
 from trickscope.distributed import Rank
@@ -120,8 +121,7 @@ class Run:
         self._log_prefix = "" if rank is None or rank.primary else f"rank/{rank.rank}/"
         # What the server cannot store is repaired here, so that the run is never refused.
         self.project = clean_text(project, MAX_NAME_CHARS)
-        default_name = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.id[:6]}"
-        self.name = clean_text(name, MAX_NAME_CHARS) if name else default_name
+        self.name = clean_text(name or default_name(self.id), MAX_NAME_CHARS)
         self.url = f"{agent.url}/runs/{self.id}"
         self.agent = agent
         self.incidents = Incidents()
@@ -155,6 +155,8 @@ class Run:
         )
         atexit.register(self._at_exit)
         watch_sigterm(id(self), self.finish)
+        if self._primary and not agent.quiet:
+            announce_run(self.name, self.url, offline=agent.offline, journal_dir=agent.journal_dir)
 
     @property
     def reports_tricks(self) -> bool:
