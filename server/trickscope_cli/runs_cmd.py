@@ -27,9 +27,9 @@ def add_parser(commands: Any) -> None:
         "ls",
         help="list runs as a table",
         description="List runs, newest first, as a table: id, name, status, start, duration, "
-        "then config and metric columns (by default the keys filtered or sorted on, the config "
-        "keys whose values differ between the runs listed, and the loss). Filters are the REST "
-        "API's and all must hold.",
+        "last step, then config and metric columns (by default the keys filtered or sorted on, "
+        "the config keys whose values differ between the runs listed, and the loss). Filters "
+        "are the REST API's and all must hold.",
     )
     ls.add_argument("--project", help="only this project's runs")
     ls.add_argument(
@@ -184,11 +184,12 @@ def cell(value: Any) -> str:
 
 def table_rows(records: Sequence[Any], columns: Sequence[str]) -> list[list[str]]:
     """The header and one row per run."""
-    header = ["ID", "NAME", "STATUS", "STARTED", "DURATION"]
+    header = ["ID", "NAME", "STATUS", "STARTED", "DURATION", "STEP"]
     header += [c.removeprefix("latest.").removeprefix("config.") for c in columns]
     rows = [header]
     for r in records:
         row = [r.id, cell(r.name), r.status, _when(r.started_at), _duration(r.duration)]
+        row.append(cell(r.last_step))
         for column in columns:
             kind, _, key = column.partition(".")
             value = _config_value(r.config, key) if kind == "config" else r.latest.get(key)

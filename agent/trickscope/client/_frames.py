@@ -93,6 +93,7 @@ def run_row(record: RunRecord) -> dict[str, Any]:
         "started_at": record.started_at,
         "ended_at": record.ended_at,
         "duration_s": record.duration,
+        "last_step": record.last_step,
     }
     for key, value in record.config.items():
         _flatten(f"config.{key}", value, row)

@@ -33,6 +33,9 @@ class RunRecord:
         config: The hyperparameters, as logged (nested dicts stay nested).
         tags: The run's tags.
         latest: The last value of each run-level series, NaN and ±Inf as floats.
+        last_step: The largest last step of the run-level series (None: nothing logged, or a
+            server that does not say).
+        summary: ``{series: (min, max)}`` over each run-level series' finite values.
         created_at, started_at, ended_at, last_seen_at: Aware UTC datetimes (None if unknown).
         system, setup, layers: What the agent saw of the host, the training setup and the
             model's parameter names.
@@ -53,6 +56,11 @@ class RunRecord:
         self.layers: list[str] = list(data.get("layers") or [])
         self.latest: dict[str, float | None] = {
             name: to_float(value) for name, value in (data.get("latest") or {}).items()
+        }
+        self.last_step: int | None = data.get("last_step")
+        self.summary: dict[str, tuple[float | None, float | None]] = {
+            name: (to_float(r.get("min")), to_float(r.get("max")))
+            for name, r in (data.get("summary") or {}).items()
         }
         self.created_at: datetime | None = to_datetime(data.get("created_at"))
         self.started_at: datetime | None = to_datetime(data.get("started_at"))
@@ -249,7 +257,7 @@ class RunList(Sequence[RunRecord]):
 
     def to_frame(self, as_frame: bool | None = True) -> Any:
         """Every run as one row: ``id`` (the index), name, project, status, tags, times,
-        ``duration_s``, then ``config.<dotted.key>`` and ``latest.<series>`` columns.
+        ``duration_s``, ``last_step``, then ``config.<dotted.key>`` and ``latest.<series>`` columns.
 
         Args:
             as_frame: True (default): a DataFrame (ImportError without pandas); False or None
