@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
 def names(dashboard) -> list[str]:
     return dashboard.page.eval_on_selector_all(
-        "#runs-body tr:not(.group-row)", "trs => trs.map(tr => tr.cells[1].textContent)"
+        "#runs-body tr:not(.group-row)",
+        "trs => trs.map(tr => tr.querySelector('td[data-col=name] a').textContent)",
     )
 
 
@@ -67,18 +68,18 @@ def test_runs_page_sorts_by_config_and_metric_and_groups_by_project(dashboard, c
     page.wait_for_function("() => !document.getElementById('sort-col').hidden")
     page.click("#sort-dir")  # ascending
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#runs-body tr')].map(tr => tr.cells[1].textContent)"
+        "() => [...document.querySelectorAll('#runs-body tr')].map(tr => tr.querySelector('a').textContent)"
         ".join() === 'gamma,beta,alpha'"
     )
     assert page.text_content("#sort-col") == "lr"
     page.select_option("#sort-key", "metric:loss/train")
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#runs-body tr')].map(tr => tr.cells[1].textContent)"
+        "() => [...document.querySelectorAll('#runs-body tr')].map(tr => tr.querySelector('a').textContent)"
         ".join() === 'beta,gamma,alpha'"
     )
     page.click("button.th-sort[data-sort='name']")
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#runs-body tr')].map(tr => tr.cells[1].textContent)"
+        "() => [...document.querySelectorAll('#runs-body tr')].map(tr => tr.querySelector('a').textContent)"
         ".join() === 'alpha,beta,gamma'"
     )
     page.check("#group-projects")

@@ -10,14 +10,20 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 def rows(dashboard) -> list[dict[str, str]]:
     return dashboard.page.eval_on_selector_all(
         "#runs-body tr",
-        """trs => trs.map(tr => ({
-            id: tr.dataset.runId,
-            project: tr.cells[0].textContent,
-            name: tr.cells[1].textContent,
-            href: tr.cells[1].querySelector('a').getAttribute('href'),
-            status: tr.cells[2].textContent,
-            loss: tr.cells[4].textContent,
-        }))""",
+        """trs => trs.map(tr => {
+            const cell = (col) => tr.querySelector(`td[data-col="${col}"]`);
+            return {
+                id: tr.dataset.runId,
+                project: cell('project').textContent,
+                name: cell('name').querySelector('a').textContent,
+                label: cell('name').textContent,
+                href: cell('name').querySelector('a').getAttribute('href'),
+                status: cell('status').textContent,
+                loss: cell('main').querySelector('.main-value').textContent,
+                duration: cell('duration').textContent,
+                step: cell('step').textContent,
+            };
+        })""",
     )
 
 
@@ -81,7 +87,7 @@ def test_runs_page_updates_status_without_reload(dashboard, client):
 
     client.finish(run_id, status="failed")
     dashboard.page.wait_for_function(
-        "() => document.querySelector('#runs-body tr td:nth-child(3)').textContent === 'failed'"
+        "() => document.querySelector('#runs-body td[data-col=status]').textContent === 'failed'"
     )
     dashboard.assert_clean()
 

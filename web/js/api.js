@@ -55,6 +55,8 @@ export const api = {
   histograms: (runId, name, points) => getJSON(`/runs/${enc(runId)}/histograms`, { name, points }),
   compare: (runIds, name, points, start, end) =>
     getJSON("/compare/series", { runs: runIds.join(","), name, points, start, end }),
+  sparklines: (runIds, names, points) =>
+    getJSON("/sparklines", { runs: runIds.join(","), name: names, points }),
   eventsUrl: (runId, after) => `${BASE}/runs/${enc(runId)}/events?after=${enc(after)}`,
 };
 
