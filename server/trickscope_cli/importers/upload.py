@@ -72,10 +72,11 @@ def point_batches(
 
     for name in sorted(run.scalars):
         series = run.scalars[name]
-        for start in range(0, len(series), limit):
-            end = min(start + limit, len(series))
-            if pending.cells + end - start > limit:
+        start = 0
+        while start < len(series):  # each batch filled up, a series split where it must be
+            if pending.cells >= limit:
                 yield flush()
+            end = min(len(series), start + limit - pending.cells)
             pending.series.append(
                 SeriesColumns(
                     name=name,
@@ -86,14 +87,16 @@ def point_batches(
             )
             pending.cells += end - start
             pending.items += end - start
+            start = end
     for name in sorted(run.histograms):
         binned = to_bins(run.histograms[name])
-        per_piece = max(1, limit // binned.bins)
-        for start in range(0, len(binned.steps), per_piece):
-            end = min(start + per_piece, len(binned.steps))
-            cells = (end - start) * binned.bins
-            if pending.cells and pending.cells + cells > limit:
+        start = 0
+        while start < len(binned.steps):
+            room = (limit - pending.cells) // binned.bins
+            if room < 1 and pending.cells:
                 yield flush()
+                room = limit // binned.bins
+            end = min(len(binned.steps), start + max(1, room))
             pending.histograms.append(
                 HistogramColumns(
                     name=name,
@@ -106,8 +109,9 @@ def point_batches(
                     times=_packed(binned.times[start:end], "<f8"),
                 )
             )
-            pending.cells += cells
+            pending.cells += (end - start) * binned.bins
             pending.items += end - start
+            start = end
     if pending.cells:
         yield flush()
 
