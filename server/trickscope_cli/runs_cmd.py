@@ -50,7 +50,11 @@ def add_parser(commands: Any) -> None:
         help="a latest value compared with <, <=, >, >= or =, e.g. 'loss/train<0.5' "
         "(repeatable; quote it for the shell)",
     )
-    ls.add_argument("--status", choices=["running", "finished", "failed", "crashed"])
+    ls.add_argument(
+        "--status",
+        choices=["running", "finished", "failed", "crashed"],
+        help="only runs in this state (a silent running run reads as crashed)",
+    )
     ls.add_argument(
         "--sort",
         metavar="KEY",

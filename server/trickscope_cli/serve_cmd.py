@@ -42,7 +42,10 @@ def add_parser(commands: Any) -> None:
         "can read, change and delete every run",
     )
     parser.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="what the server logs (default warning)",
     )
     parser.set_defaults(handler=run)
 
