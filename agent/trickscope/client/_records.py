@@ -139,7 +139,13 @@ class RunRecord:
             )
         summaries = [every[n] for n in wanted]
         chosen = _history.choose_source(
-            source, summaries, list(every.values()), points=points, start=start, end=end
+            source,
+            summaries,
+            list(every.values()),
+            points=points,
+            start=start,
+            end=end,
+            wall_time=wall_time,
         )
         columns: dict[str, Columns]
         if chosen == "parquet":

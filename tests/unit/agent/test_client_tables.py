@@ -88,6 +88,13 @@ def test_parquet_is_chosen_only_for_a_large_share_of_a_large_run() -> None:
     # A window holding a small part of the points reads JSON.
     assert choose_source("auto", big, big, points=None, start=0, end=999) == "json"
     assert choose_source("json", big, big, points=None, start=None, end=None) == "json"
+    # Wall times double what JSON moves: a smaller share already reads Parquet.
+    three = big[:3]
+    assert choose_source("auto", three, big, points=None, start=None, end=None) == "json"
+    assert (
+        choose_source("auto", three, big, points=None, start=None, end=None, wall_time=True)
+        == "parquet"
+    )
 
 
 def test_findings_keep_the_documented_fields_and_ignore_new_ones() -> None:
