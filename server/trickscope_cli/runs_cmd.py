@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CliError(str(exc)) from None
         records = list(listing)
+        cut = listing.has_more
     if args.json:
         print(json.dumps([r.data for r in records], indent=2))
         return 0
@@ -103,6 +105,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     extra = parse_columns(args.columns) if args.columns else default_columns(args, records)
     print(render_table(table_rows(records, extra)))
+    if cut:
+        print(
+            f"trickscope: the first {len(records)} runs; --limit 0 lists them all",
+            file=sys.stderr,
+            flush=True,
+        )
     return 0
 
 

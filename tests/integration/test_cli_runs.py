@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
+import pty
 import re
+import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 import urllib.parse
 import urllib.request
@@ -137,7 +142,7 @@ def test_runs_ls_filters_sort_and_columns(server, capsys) -> None:
         capsys, "runs", "ls", "--url", live.url, "--tag", "base", "--status", "finished"
     )
     assert [row[1] for row in table(out)[1:]] == ["alpha"]
-    code, out, _ = cli(
+    code, out, err = cli(
         capsys,
         "runs",
         "ls",
@@ -151,6 +156,7 @@ def test_runs_ls_filters_sort_and_columns(server, capsys) -> None:
         "config.depth,metric.loss/train",
     )
     rows = table(out)
+    assert err.strip() == "trickscope: the first 2 runs; --limit 0 lists them all"
     assert rows[0][-2:] == ["depth", "loss/train"]
     assert [(r[1], r[-2], r[-1]) for r in rows[1:]] == [("alpha", "4", "0.5"), ("beta", "4", "1.5")]
     code, out, _ = cli(capsys, "runs", "ls", "--url", live.url, "--project", "none")
@@ -215,6 +221,51 @@ def test_export_errors_are_one_line(server, capsys, tmp_path) -> None:
     assert code == 2 and "does not exist" in err
     code, _, err = cli(capsys, "export", ids["alpha"], "--url", f"http://127.0.0.1:{free_port()}")
     assert code == 2 and "could not reach" in err
+
+
+def test_export_draws_a_byte_progress_bar_on_a_terminal(server, tmp_path) -> None:
+    """On a terminal the download shows its bytes; through a pipe (above) it stays quiet."""
+    live, ids = server
+    primary, replica = pty.openpty()  # stderr is a terminal, stdout a pipe
+    # A terminal 100 columns wide (a new pseudo-terminal has none, and the bar fits its width).
+    fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "trickscope_cli",
+                "export",
+                ids["alpha"],
+                "--url",
+                live.url,
+                "-o",
+                str(tmp_path / "a.csv"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=replica,
+            timeout=60,
+            text=True,
+        )
+        os.close(replica)
+        replica = -1
+        drawn = b""
+        while select.select([primary], [], [], 0.5)[0]:
+            try:
+                piece = os.read(primary, 65536)
+            except OSError:  # the terminal closed once everything was read
+                break
+            if not piece:
+                break
+            drawn += piece
+    finally:
+        if replica != -1:
+            os.close(replica)
+        os.close(primary)
+    assert done.returncode == 0
+    assert (tmp_path / "a.csv").stat().st_size > 0
+    text = drawn.decode()
+    assert f"export {ids['alpha'][:12]}: " in text and "B/s]" in text  # a bar counting bytes
 
 
 @pytest.fixture

@@ -257,6 +257,13 @@ class RunList(Sequence[RunRecord]):
                 self._fetch_page()
         return self._runs[index]
 
+    @property
+    def has_more(self) -> bool:
+        """Whether the server holds more matching runs than this listing will fetch (its
+        ``limit`` cut it), once every page up to the limit has been read."""
+        self._fetch_all()
+        return self._cursor is not None
+
     def __repr__(self) -> str:
         more = "" if self._done else ", more on the server"
         return f"RunList({len(self._runs)} fetched{more})"
