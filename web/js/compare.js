@@ -1,68 +1,64 @@
-// The compare page: /compare?runs=a,b[,...][&name=series]. One series of several runs overlaid
-// (one request to /compare/series), zoom re-reads the window, and the config keys that differ.
+// The compare page: /compare?runs=a,b[,...][&panel=name...][&smooth=0.6]. A grid of the common
+// charts (loss, eval metrics, LR, global gradient norm) of the selected runs, one colour per run
+// on every chart, EMA smoothing applied to every panel at once, more charts added by searching
+// the series names, and the config keys that differ kept on top.
 
 import { api } from "./api.js";
-import { LineChart, plotlyReady, plotlyText } from "./charts.js";
+import { plotlyReady } from "./charts.js";
+import { ComparePanel } from "./compare_chart.js";
+import { defaultPanels, orderedNames, searchNames } from "./compare_series.js";
+import { configDifferences, valueText } from "./config_keys.js";
 import { clearError, el, showError } from "./dom.js";
 import { runBadge } from "./liveness.js";
+import { runColor } from "./run_colors.js";
 
-const POINTS = 2000;
+const DEFAULT_SMOOTHING = 0.6;
 
-const hooks = {};
-window.__trickscope = hooks;
+const state = { runs: [], names: [], panels: [], smoothing: DEFAULT_SMOOTHING };
+window.__trickscope = { state };
 
-function idsFromUrl() {
+function readUrl() {
   const params = new URLSearchParams(window.location.search);
   const ids = (params.get("runs") || "")
     .split(",")
     .map((id) => id.trim())
     .filter(Boolean);
-  return { ids: [...new Set(ids)], name: params.get("name") || "" };
+  const panels = params.getAll("panel");
+  if (params.get("name")) panels.push(params.get("name")); // the one-series page's links
+  const smooth = Number.parseFloat(params.get("smooth"));
+  return {
+    ids: [...new Set(ids)],
+    panels: [...new Set(panels)],
+    smoothing: Number.isFinite(smooth) ? Math.min(Math.max(smooth, 0), 0.99) : DEFAULT_SMOOTHING,
+  };
 }
 
-/** A nested config flattened to dotted keys; arrays and scalars are leaves. */
-export function flatten(object, prefix = "", out = {}) {
-  if (object && typeof object === "object" && !Array.isArray(object)) {
-    const entries = Object.entries(object);
-    if (!entries.length && prefix) out[prefix] = object;
-    for (const [key, value] of entries) flatten(value, prefix ? `${prefix}.${key}` : key, out);
-  } else if (prefix) {
-    out[prefix] = object;
-  }
-  return out;
-}
-
-function valueText(value) {
-  if (value === undefined) return "\u2014";
-  if (value === null) return "null";
-  if (typeof value === "object") return JSON.stringify(value);
-  return String(value);
-}
-
-/** The keys whose values differ between the runs (a key missing from a run differs). */
-export function configDifferences(configs) {
-  const flat = configs.map((config) => flatten(config || {}));
-  const keys = new Set(flat.flatMap((item) => Object.keys(item)));
-  const rows = [];
-  for (const key of [...keys].sort()) {
-    const texts = flat.map((item) => (key in item ? JSON.stringify(item[key]) : undefined));
-    if (texts.some((text) => text !== texts[0])) rows.push({ key, values: flat.map((item) => item[key]) });
-  }
-  return rows;
+function writeUrl() {
+  const params = new URLSearchParams();
+  params.set("runs", state.runs.map((run) => run.id).join(","));
+  for (const panel of state.panels) params.append("panel", panel.name);
+  if (state.smoothing !== DEFAULT_SMOOTHING) params.set("smooth", String(state.smoothing));
+  window.history.replaceState(null, "", `?${params.toString().replace(/%2C/g, ",")}`);
 }
 
 function label(run) {
   return `${run.name || run.id} (${run.id.slice(0, 8)})`;
 }
 
+function swatch(color) {
+  const node = el("span", { className: "swatch", attrs: { "aria-hidden": "true" } });
+  node.style.backgroundColor = color; // CSSOM, not a style attribute: the CSP allows it
+  return node;
+}
+
 function renderRuns(runs) {
-  const list = document.getElementById("compare-runs");
-  list.replaceChildren(
+  document.getElementById("compare-runs").replaceChildren(
     ...runs.map((run) =>
       el("li", { dataset: { runId: run.id } }, [
+        swatch(run.color),
         el("a", { href: `/runs/${encodeURIComponent(run.id)}`, text: run.name || run.id }),
         " ",
-        el("span", { className: "muted small-text", text: `${run.project} · ${run.id.slice(0, 8)}` }),
+        el("span", { className: "muted small-text", text: `${run.project} \u00b7 ${run.id.slice(0, 8)}` }),
         " ",
         runBadge(run),
       ]),
@@ -71,11 +67,10 @@ function renderRuns(runs) {
 }
 
 function renderDiff(runs) {
-  const table = document.getElementById("config-diff");
   const rows = configDifferences(runs.map((run) => run.config));
   const head = el("tr", {}, [
     el("th", { text: "key" }),
-    ...runs.map((run) => el("th", { text: label(run), attrs: { scope: "col" } })),
+    ...runs.map((run) => el("th", { attrs: { scope: "col" } }, [swatch(run.color), label(run)])),
   ]);
   const body = rows.map((row) =>
     el("tr", { dataset: { key: row.key } }, [
@@ -83,27 +78,103 @@ function renderDiff(runs) {
       ...row.values.map((value) => el("td", { text: valueText(value), className: value === undefined ? "muted" : "" })),
     ]),
   );
-  table.replaceChildren(el("thead", {}, [head]), el("tbody", {}, body));
+  document.getElementById("config-diff").replaceChildren(el("thead", {}, [head]), el("tbody", {}, body));
   document.getElementById("diff-note").textContent = rows.length
     ? `${rows.length} of the keys differ; equal keys are hidden`
     : "the configs are identical";
 }
 
-function isLayerSeries(name, layers) {
-  for (let at = name.indexOf("/"); at > 0; at = name.indexOf("/", at + 1)) {
-    if (layers.has(name.slice(at + 1))) return true;
-  }
-  return false;
+function removePanel(panel) {
+  state.panels = state.panels.filter((item) => item !== panel);
+  panel.destroy();
+  writeUrl();
 }
 
-function defaultSeries(names) {
-  for (const wanted of ["loss/train", "loss"]) if (names.includes(wanted)) return wanted;
-  return names.find((name) => name.startsWith("loss")) || names[0] || "";
+/** Add a panel for `name` (first in the grid), or bring its panel into view. */
+function addPanel(name, { first = false } = {}) {
+  const existing = state.panels.find((panel) => panel.name === name);
+  if (existing) {
+    existing.card.scrollIntoView({ block: "nearest" });
+    return existing;
+  }
+  const panel = new ComparePanel(name, state.runs, state.smoothing, removePanel);
+  const grid = document.getElementById("panels");
+  if (first) {
+    grid.prepend(panel.card);
+    state.panels.unshift(panel);
+  } else {
+    grid.append(panel.card);
+    state.panels.push(panel);
+  }
+  panel.load();
+  writeUrl();
+  return panel;
+}
+
+function setupSmoothing() {
+  const input = document.getElementById("smoothing");
+  const output = document.getElementById("smoothing-value");
+  input.value = String(state.smoothing);
+  output.textContent = state.smoothing.toFixed(2);
+  let frame = null;
+  input.addEventListener("input", () => {
+    state.smoothing = Number(input.value);
+    output.textContent = state.smoothing.toFixed(2);
+    // One redraw per frame while the slider moves.
+    if (frame === null) {
+      frame = window.requestAnimationFrame(() => {
+        frame = null;
+        for (const panel of state.panels) panel.setSmoothing(state.smoothing);
+        writeUrl();
+      });
+    }
+  });
+}
+
+function setupSearch() {
+  const input = document.getElementById("series-search");
+  const list = document.getElementById("series-hits");
+  const pick = (name) => {
+    addPanel(name, { first: true });
+    input.value = "";
+    list.hidden = true;
+    list.replaceChildren();
+  };
+  const show = () => {
+    const hits = searchNames(state.names, input.value);
+    list.replaceChildren(
+      ...hits.map((name) => {
+        const button = el("button", { className: "series-hit mono", text: name, attrs: { type: "button" } });
+        button.addEventListener("click", () => pick(name));
+        return el("li", {}, [button]);
+      }),
+    );
+    list.hidden = !hits.length;
+    document.getElementById("series-note").textContent =
+      input.value.trim() && !hits.length ? "no series matches" : `${state.names.length} series`;
+  };
+  input.addEventListener("input", show);
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      const first = list.querySelector("button.series-hit");
+      if (first) pick(first.textContent);
+    } else if (event.key === "Escape") {
+      input.value = "";
+      show();
+    }
+  });
+  // A click elsewhere closes the list (it lies over the charts).
+  document.addEventListener("click", (event) => {
+    if (!event.target.closest(".series-search")) list.hidden = true;
+  });
+  document.getElementById("series-note").textContent = `${state.names.length} series`;
 }
 
 async function load() {
-  const { ids, name: requested } = idsFromUrl();
-  if (!ids.length) {
+  const wanted = readUrl();
+  state.smoothing = wanted.smoothing;
+  if (!wanted.ids.length) {
     showError("Pick runs to compare on the runs page (or open /compare?runs=<id>,<id>).");
     document.body.dataset.loaded = "true";
     return;
@@ -112,87 +183,29 @@ async function load() {
   let seriesLists;
   try {
     [runs, seriesLists] = await Promise.all([
-      Promise.all(ids.map((id) => api.run(id))),
-      Promise.all(ids.map((id) => api.series(id))),
+      Promise.all(wanted.ids.map((id) => api.run(id))),
+      Promise.all(wanted.ids.map((id) => api.series(id))),
     ]);
   } catch (error) {
     showError(`Could not load the runs: ${error.message}`);
     document.body.dataset.loaded = "true";
     return;
   }
-  renderRuns(runs);
-  renderDiff(runs);
+  state.runs = runs.map((run, index) => ({ ...run, color: runColor(index), label: label(run) }));
+  renderRuns(state.runs);
+  renderDiff(state.runs);
   const layers = new Set(runs.flatMap((run) => run.layers || []));
   const all = new Set(seriesLists.flatMap((list) => (list.series || []).map((item) => item.name)));
-  // Run-level series first, then the per-layer ones; each group sorted.
-  const names = [...all].sort((a, b) => {
-    const la = isLayerSeries(a, layers);
-    const lb = isLayerSeries(b, layers);
-    return la === lb ? a.localeCompare(b) : la ? 1 : -1;
-  });
-  const byId = new Map(runs.map((run) => [run.id, run]));
-  const state = { name: requested && all.has(requested) ? requested : defaultSeries(names), chart: null };
-  hooks.state = state;
-
-  const select = document.getElementById("compare-series");
-  const filter = document.getElementById("series-filter");
-  const fillOptions = () => {
-    const needle = filter.value.trim().toLowerCase();
-    const shown = names.filter((name) => !needle || name.toLowerCase().includes(needle) || name === state.name);
-    select.replaceChildren(...shown.map((name) => el("option", { text: name, attrs: { value: name } })));
-    select.value = state.name;
-  };
-  fillOptions();
-  filter.addEventListener("input", fillOptions);
-
+  state.names = orderedNames(all, layers);
+  setupSmoothing();
+  setupSearch();
+  const chosen = wanted.panels.filter((name) => all.has(name));
   await plotlyReady();
-  const div = document.getElementById("chart-compare");
-
-  const draw = async (name) => {
-    state.name = name;
-    document.getElementById("compare-title").textContent = name || "Series";
-    const params = new URLSearchParams(window.location.search);
-    params.set("name", name);
-    window.history.replaceState(null, "", `?${params.toString()}`);
-    if (state.chart) {
-      state.chart.retired = true;
-      window.Plotly.purge(div);
-    }
-    div.dataset.points = "0";
-    const reads = new Map();
-    const readWindow = (start, end) => {
-      const key = `${start},${end}`;
-      if (!reads.has(key)) reads.set(key, api.compare(ids, name, POINTS, start, end));
-      return reads.get(key);
-    };
-    const chart = new LineChart(div, {
-      ytitle: name,
-      // Traces are keyed by run id; the legend shows the run's name.
-      styleOf: (runId) => ({ name: plotlyText(label(byId.get(runId) || { id: runId })) }),
-      fetchWindow: async (runId, start, end) => {
-        const answer = await readWindow(start, end);
-        reads.delete(`${start},${end}`); // a later zoom to the same window reads again
-        return answer.runs.find((item) => item.run_id === runId);
-      },
-    });
-    state.chart = chart;
-    const first = readWindow(undefined, undefined);
-    await chart.enqueue(async () => {
-      const answer = await first;
-      if (chart.retired) return;
-      await chart.draw(answer.runs.map((item) => ({ ...item, name: item.run_id })));
-    });
-    div.dataset.name = name;
-  };
-
-  select.addEventListener("change", () => draw(select.value).catch((error) => showError(error.message)));
-  document.getElementById("compare-logy").addEventListener("click", () => state.chart && state.chart.toggleLogY());
-  try {
-    await draw(state.name);
-    clearError();
-  } catch (error) {
-    showError(`Could not load ${state.name}: ${error.message}`);
-  }
+  for (const name of chosen.length ? chosen : defaultPanels(state.names, layers)) addPanel(name);
+  await Promise.all(state.panels.map((panel) => panel.queue));
+  const failed = state.panels.filter((panel) => panel.div.dataset.error);
+  if (failed.length) showError(`Could not load ${failed.map((panel) => panel.name).join(", ")}: ${failed[0].div.dataset.error}`);
+  else clearError();
   document.body.dataset.loaded = "true";
 }
 

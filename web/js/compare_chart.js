@@ -1,0 +1,196 @@
+// One panel of the compare grid: one series of every selected run on one Plotly chart, one
+// colour per run (the same on every panel), each run's line smoothed with the raw line faint
+// behind it. Zooming re-reads the visible window of every run in one request.
+
+import { api } from "./api.js";
+import { plotlyText } from "./charts.js";
+import { el } from "./dom.js";
+import { emaSmooth, rawLine } from "./smoothing.js";
+
+const POINTS = 2000;
+const PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+
+function layout(name) {
+  return {
+    margin: { l: 56, r: 16, t: 12, b: 36 },
+    height: 300,
+    uirevision: "keep", // zoom and legend choices survive redraws (smoothing, window reads)
+    hovermode: "x unified",
+    showlegend: true,
+    legend: { orientation: "h", x: 0, y: -0.14, yanchor: "top", font: { size: 11 } },
+    xaxis: { automargin: true, zeroline: false, hoverformat: "d" },
+    yaxis: { title: { text: plotlyText(name) }, automargin: true, zeroline: false },
+    paper_bgcolor: "#ffffff",
+    plot_bgcolor: "#ffffff",
+    font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12 },
+  };
+}
+
+/** Points of `whole` outside [start, end] around the window's points (the window replaces). */
+function splice(whole, window, start, end) {
+  const step = [];
+  const value = [];
+  const push = (s, v) => {
+    step.push(s);
+    value.push(v);
+  };
+  whole.step.forEach((s, i) => s < start && push(s, whole.value[i]));
+  window.step.forEach((s, i) => push(s, window.value[i]));
+  whole.step.forEach((s, i) => s > end && push(s, whole.value[i]));
+  return { step, value };
+}
+
+export class ComparePanel {
+  /**
+   * `runs`: [{id, label, color}] in the page's order; `smoothing`: the EMA weight to start with;
+   * `onRemove(panel)`: the user closed the panel.
+   */
+  constructor(name, runs, smoothing, onRemove) {
+    this.name = name;
+    this.runs = runs;
+    this.smoothing = smoothing;
+    this.whole = new Map(); // run id -> {step, value} of the whole-series read
+    this.shown = new Map(); // run id -> what is drawn (the whole read with a window spliced in)
+    this.queue = Promise.resolve();
+    this.div = el("div", { className: "chart compare-chart", dataset: { name, points: "0" } });
+    const logy = el("button", { className: "small", text: "log y", attrs: { type: "button" } });
+    logy.addEventListener("click", () => this.enqueue(() => this.toggleLogY()));
+    const close = el("button", {
+      className: "small",
+      text: "\u00d7",
+      title: "remove this panel",
+      attrs: { type: "button", "aria-label": `remove ${name}` },
+    });
+    close.addEventListener("click", () => onRemove(this));
+    this.card = el("section", { className: "card compare-panel", dataset: { name } }, [
+      el("div", { className: "card-head" }, [el("h2", { text: name }), el("div", { className: "picker" }, [logy, close])]),
+      this.div,
+    ]);
+  }
+
+  enqueue(task) {
+    this.queue = this.queue.then(task).catch((error) => {
+      this.div.dataset.error = String(error && error.message ? error.message : error);
+    });
+    return this.queue;
+  }
+
+  /** Read the series of every run (one request) and draw it. */
+  load() {
+    return this.enqueue(async () => {
+      const answer = await api.compare(
+        this.runs.map((run) => run.id),
+        this.name,
+        POINTS,
+      );
+      for (const item of answer.runs) {
+        const columns = { step: item.step || [], value: item.value || [] };
+        this.whole.set(item.run_id, columns);
+        this.shown.set(item.run_id, columns);
+      }
+      await this.draw();
+      this.div.on("plotly_relayout", (event) => this.onRelayout(event || {}));
+    });
+  }
+
+  traces() {
+    const traces = [];
+    for (const run of this.runs) {
+      const columns = this.shown.get(run.id) || { step: [], value: [] };
+      const name = plotlyText(run.label);
+      // The raw line first (behind), faint; hidden when nothing is smoothed.
+      traces.push({
+        type: "scatter",
+        mode: "lines",
+        name,
+        x: columns.step,
+        y: rawLine(columns.value),
+        legendgroup: run.id,
+        showlegend: false,
+        visible: this.smoothing > 0,
+        hoverinfo: "skip",
+        opacity: 0.25,
+        line: { color: run.color, width: 1 },
+        meta: { run: run.id, raw: true },
+      });
+      traces.push({
+        type: "scatter",
+        mode: columns.step.length === 1 ? "markers" : "lines",
+        name,
+        x: columns.step,
+        y: emaSmooth(columns.value, this.smoothing),
+        legendgroup: run.id,
+        hovertemplate: "%{y:.4g}",
+        connectgaps: false,
+        line: { color: run.color, width: 1.6 },
+        marker: { color: run.color, size: 6 },
+        meta: { run: run.id, raw: false },
+      });
+    }
+    return traces;
+  }
+
+  async draw() {
+    await window.Plotly.react(this.div, this.traces(), layout(this.name), PLOT_CONFIG);
+    let points = 0;
+    let series = 0;
+    for (const columns of this.shown.values()) {
+      points += columns.step.length;
+      if (columns.step.length) series += 1;
+    }
+    this.div.dataset.points = String(points);
+    this.div.dataset.series = String(series);
+    this.div.dataset.smoothing = String(this.smoothing);
+  }
+
+  /** Redraw with another EMA weight (0 to 0.99); nothing is read again. */
+  setSmoothing(weight) {
+    this.smoothing = weight;
+    return this.enqueue(() => this.draw());
+  }
+
+  async toggleLogY() {
+    const isLog = this.div.layout && this.div.layout.yaxis && this.div.layout.yaxis.type === "log";
+    await window.Plotly.relayout(this.div, { "yaxis.type": isLog ? "linear" : "log" });
+  }
+
+  onRelayout(event) {
+    let lo = event["xaxis.range[0]"];
+    let hi = event["xaxis.range[1]"];
+    if (Array.isArray(event["xaxis.range"])) [lo, hi] = event["xaxis.range"];
+    if (lo !== undefined && hi !== undefined) {
+      const start = Math.max(0, Math.floor(Math.min(lo, hi)));
+      const end = Math.ceil(Math.max(lo, hi));
+      this.enqueue(() => this.readWindow(start, end));
+    } else if (event["xaxis.autorange"] === true) {
+      this.enqueue(async () => {
+        this.shown = new Map(this.whole);
+        await this.draw();
+        this.div.dataset.window = "";
+      });
+    }
+  }
+
+  /** Re-read [start, end] of every run at full resolution and splice it into the whole read. */
+  async readWindow(start, end) {
+    const answer = await api.compare(
+      this.runs.map((run) => run.id),
+      this.name,
+      POINTS,
+      start,
+      end,
+    );
+    for (const item of answer.runs) {
+      const whole = this.whole.get(item.run_id) || { step: [], value: [] };
+      this.shown.set(item.run_id, splice(whole, item, start, end));
+    }
+    await this.draw();
+    this.div.dataset.window = `${start},${end}`;
+  }
+
+  /** Remove the chart (Plotly's listeners and all) from the page. */
+  destroy() {
+    window.Plotly.purge(this.div);
+    this.card.remove();
+  }
+}
