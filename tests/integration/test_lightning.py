@@ -164,3 +164,18 @@ def test_a_given_run_beside_lightnings_own_logger(live_server: LiveServer, tmp_p
     assert stored["config"]["note"] == "mine"
     assert stored["config"]["lightning"]["max_steps"] == 4
     assert points(live_server, run.id, "train/loss")["step"] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_the_example_runs_and_arrives(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runpy
+
+    monkeypatch.setenv("TRICKSCOPE_URL", live_server.url)
+    root = Path(__file__).resolve().parents[2]
+    runpy.run_path(str(root / "examples" / "lightning_example.py"), run_name="__main__")
+    (run,) = get_json(f"{live_server.url}/api/v1/runs?project=examples")["runs"]
+    assert run["status"] == "finished" and run["name"].startswith("lightning_example-")
+    assert points(live_server, run["id"], "val/acc")["value"]
+    assert points(live_server, run["id"], "clip/pre_norm")["value"]

@@ -120,3 +120,18 @@ def test_trainer_streams_series_setup_and_findings(live_server: LiveServer, tmp_
     report = get_json(f"{live_server.url}/api/v1/runs/{run_id}/health")
     checks = {finding["check"] for finding in report["findings"]}
     assert {"clipping-always", "no-warmup"} <= checks, report["findings"]
+
+
+@pytest.mark.slow
+def test_the_example_runs_and_arrives(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runpy
+
+    monkeypatch.setenv("TRICKSCOPE_URL", live_server.url)
+    root = Path(__file__).resolve().parents[2]
+    runpy.run_path(str(root / "examples" / "hf_trainer_example.py"), run_name="__main__")
+    (run,) = get_json(f"{live_server.url}/api/v1/runs?project=examples")["runs"]
+    assert run["status"] == "finished"
+    assert points(live_server, run["id"], "eval/loss")["step"] == [19, 29]
+    assert points(live_server, run["id"], "train/loss")["step"] == [4, 9, 14, 19, 24, 29]
