@@ -95,32 +95,34 @@ class PointReader:
         self, summary: SeriesSummary, start: int | None, end: int | None, wall_time: bool
     ) -> Columns:
         """Every point of the window, in windows the server answers without downsampling."""
-        if summary.first_step is None or summary.last_step is None:
-            return Columns([], [], [] if wall_time else None)
-        lo = summary.first_step if start is None else max(start, summary.first_step)
-        hi = summary.last_step if end is None else min(end, summary.last_step)
+        steps: list[int] = []
+        values: list[float] = []
+        times: list[float] | None = [] if wall_time else None
+        first, last = summary.first_step, summary.last_step
+        if first is None or last is None:
+            return Columns(steps, values, times)
+        lo = first if start is None else max(start, first)
+        hi = last if end is None else min(end, last)
         if hi < lo:
-            return Columns([], [], [] if wall_time else None)
+            return Columns(steps, values, times)
         # Windows sized from the summary, each holding about 80% of a page; a window that holds
         # more (points bunched up) is split again.
-        parts = max(1, math.ceil(summary.count_in(lo, hi) / (0.8 * self.page_points)))
+        parts = math.ceil(summary.count_in(lo, hi) / (0.8 * self.page_points))
         pending = _split(lo, hi, parts)[::-1]
-        out = Columns([], [], [] if wall_time else None)
         while pending:
             a, b = pending.pop()
             body = self._page(summary.name, a, b, wall_time)
-            if body.get("downsampled"):
-                pieces = max(2, math.ceil(int(body.get("total") or 0) / (0.8 * self.page_points)))
-                if b - a + 1 < 2:
-                    raise RuntimeError(f"step {a} of {summary.name!r} holds over a page of points")
+            if body.get("downsampled") and b > a:  # one step is one point: it always fits
+                total = int(body.get("total") or 0)
+                pieces = max(2, math.ceil(total / (0.8 * self.page_points)))
                 pending.extend(_split(a, b, pieces)[::-1])
                 continue
             page = _columns(body, wall_time)
-            out.step.extend(page.step)  # type: ignore[attr-defined]
-            out.value.extend(page.value)  # type: ignore[attr-defined]
-            if wall_time and page.wall_time is not None:
-                out.wall_time.extend(page.wall_time)  # type: ignore[union-attr]
-        return out
+            steps += page.step
+            values += page.value
+            if times is not None and page.wall_time is not None:
+                times += page.wall_time
+        return Columns(steps, values, times)
 
     def _page(self, name: str, start: int, end: int, wall_time: bool) -> dict[str, Any]:
         while True:

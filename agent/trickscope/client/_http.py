@@ -105,18 +105,14 @@ class Http:
         return kind(self._host, self._port, timeout=self.timeout)
 
     def _target(self, path: str, params: QueryParams | None) -> str:
-        query = ""
-        if params:
-            pairs = [(k, v) for k, v in params.items() if v is not None]
-            query = "?" + urlencode(
-                [
-                    (k, item)
-                    for k, v in pairs
-                    for item in (v if isinstance(v, list | tuple) else [v])
-                ]
-            )
-            query = "" if query == "?" else query
-        return self._prefix + path + query
+        """The request target: a list value repeats its parameter, None leaves it out."""
+        pairs = [
+            (key, item)
+            for key, value in (params or {}).items()
+            if value is not None
+            for item in (value if isinstance(value, list | tuple) else [value])
+        ]
+        return self._prefix + path + (f"?{urlencode(pairs)}" if pairs else "")
 
     def get_bytes(self, path: str, params: QueryParams | None = None) -> bytes:
         """The body of a successful GET.
