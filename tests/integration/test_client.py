@@ -284,6 +284,30 @@ def test_auto_source_and_a_points_budget(server: LiveServer, history_run: str) -
         record.history("lr", points=100, source="parquet")
 
 
+def test_history_of_no_names_is_every_run_level_series(server: LiveServer) -> None:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with trickscope.init(project="watched", url=server.url) as run:
+        run.watch(model, optimizer, every=1)
+        for step in range(5):
+            loss = model(torch.randn(16, 4)).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            run.log({"loss/train": loss.detach()}, step=step)
+    record = Api(server.url).run(run.id)
+    every = {s.name for s in record.series()}
+    assert "grad_norm/0.weight" in every and "grad_norm/total" in every
+    frame = record.history()
+    assert {"loss/train", "grad_norm/total", "lr/group0"} <= set(frame.columns)
+    assert not any(name.endswith(("0.weight", "0.bias")) for name in frame.columns)
+    assert frame.index.tolist() == list(range(5))
+
+
 def test_findings_name_the_first_nonfinite_loss(server: LiveServer, history_run: str) -> None:
     findings = Api(server.url).run(history_run).findings()
     assert all(isinstance(f, Finding) for f in findings)

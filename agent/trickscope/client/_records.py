@@ -12,7 +12,7 @@ from trickscope.client import _history
 from trickscope.client._findings import Finding
 from trickscope.client._frames import history_table, runs_table, want_frame
 from trickscope.client._http import path_of
-from trickscope.client._series import Columns, SeriesSummary
+from trickscope.client._series import Columns, SeriesSummary, is_layer_series
 from trickscope.client._values import to_datetime, to_float
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class RunRecord:
 
     def history(
         self,
-        names: str | Sequence[str],
+        names: str | Sequence[str] | None = None,
         points: int | None = None,
         start: int | None = None,
         end: int | None = None,
@@ -103,7 +103,8 @@ class RunRecord:
         """Series of the run, one column per name, one row per step.
 
         Args:
-            names: A series name or several (``"loss/train"``, ``["loss/train", "lr/group0"]``).
+            names: A series name or several (``"loss/train"``, ``["loss/train", "lr/group0"]``);
+                None: every run-level series (the per-layer statistics left out).
             points: None for every point, exactly as logged (NaN and ±Inf included); a number
                 for at most that many points per series, downsampled on the server with the
                 extremes kept (what the charts draw).
@@ -126,11 +127,14 @@ class RunRecord:
             KeyError: the run has no series of one of the names.
             ApiError: the server refused a request.
         """
-        wanted = [names] if isinstance(names, str) else list(dict.fromkeys(names))
         if points is not None and points < 3:
             raise ValueError(f"points={points} must be at least 3 (or None for every point)")
         frame = want_frame(as_frame)
         every = {s.name: s for s in self.series()}
+        if names is None:
+            layers = set(self.layers)
+            names = [n for n in every if not is_layer_series(n, layers)]
+        wanted = [names] if isinstance(names, str) else list(dict.fromkeys(names))
         missing = [n for n in wanted if n not in every]
         if missing:
             raise KeyError(

@@ -61,3 +61,13 @@ class Columns:
 
     def __len__(self) -> int:
         return len(self.step)
+
+
+def is_layer_series(name: str, layers: set[str]) -> bool:
+    """Whether ``name`` is a per-layer statistic (``<stat>/<parameter name>``) of these layers."""
+    at = name.find("/")
+    while at > 0:
+        if name[at + 1 :] in layers:
+            return True
+        at = name.find("/", at + 1)
+    return False

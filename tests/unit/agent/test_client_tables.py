@@ -10,7 +10,7 @@ import pytest
 from trickscope.client import Api, Finding, RunRecord, SeriesSummary
 from trickscope.client._frames import history_table, runs_table
 from trickscope.client._history import choose_source
-from trickscope.client._series import Columns
+from trickscope.client._series import Columns, is_layer_series
 from trickscope.client._values import to_float, to_floats
 
 SERIES = {
@@ -102,3 +102,11 @@ def test_findings_keep_the_documented_fields_and_ignore_new_ones() -> None:
         {"check": "c", "severity": "error", "title": "t", "step": 3, "layer": None, "new": 1}
     )
     assert (finding.check, finding.step, finding.layer, finding.evidence) == ("c", 3, None, {})
+
+
+def test_per_layer_series_are_told_from_run_level_ones() -> None:
+    layers = {"fc.weight", "blocks.0/attn.qkv"}
+    assert is_layer_series("grad_norm/fc.weight", layers)
+    assert is_layer_series("update_ratio/blocks.0/attn.qkv", layers)
+    assert not is_layer_series("grad_norm/total", layers)
+    assert not is_layer_series("fc.weight", layers)
