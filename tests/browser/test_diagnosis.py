@@ -287,7 +287,9 @@ def test_setup_card_says_what_was_seen(dashboard, client):
     assert seen["accum"] == "4 backward passes per optimizer step (latest)"
     assert seen["clip"] == "observed on 50% of steps (10 of 20 seen)"
     assert seen["cadence"] == "statistics every 10 steps \u00b7 histograms every 100"
-    assert page.text_content("#setup-summary") == "AdamW \u00b7 OneCycleLR \u00b7 EMA \u00b7 AMP"
+    assert page.text_content("#setup-summary") == (
+        "AdamW \u00b7 OneCycleLR, warmup 300 \u00b7 EMA 0.999 \u00b7 AMP \u00b7 clipped 50%"
+    )
 
     groups = page.eval_on_selector_all(
         "#setup table.setup-groups tr",
@@ -316,10 +318,11 @@ def test_setup_card_says_what_was_seen(dashboard, client):
     decayed = page.get_attribute("#setup tr[data-group='0'] td.setup-decayed", "title")
     assert decayed.split("\n") == ["blocks.0.norm1.weight", "blocks.0.attn.qkv.bias", "pos_embed"]
 
-    # The card folds away; its summary line stays.
-    page.click("#setup > summary")
+    # The card starts folded to its summary line, and opens on a click.
     assert page.locator("#setup-body").is_hidden()
     assert page.locator("#setup-summary").is_visible()
+    page.click("#setup > summary")
+    assert page.locator("#setup-body").is_visible()
     assert page.locator("img").count() == 0
     dashboard.assert_clean()
 
@@ -501,20 +504,33 @@ def test_health_and_charts_stay_above_the_fold_at_1440x900(dashboard, client, re
     wait_loaded(dashboard)
     wait_health(dashboard, "findings")
     page.wait_for_function("() => document.getElementById('setup').dataset.state === 'shown'")
+    ids = ["health", "chart-loss", "chart-gradnorm", "run-details", "config-details", "setup"]
     box = page.evaluate(
-        """() => Object.fromEntries(['health', 'setup', 'chart-loss', 'chart-gradnorm']
-            .map(id => [id, document.getElementById(id).getBoundingClientRect().toJSON()]))"""
+        """ids => Object.fromEntries(ids.map(id =>
+            [id, document.getElementById(id).getBoundingClientRect().toJSON()]))""",
+        ids,
     )
-    assert box["health"]["bottom"] <= 900, box
-    # Setup sits beside Health, not under it.
-    assert box["setup"]["top"] == pytest.approx(box["health"]["top"], abs=2), box
-    assert box["setup"]["left"] > box["health"]["right"], box
-    # The overview charts start on the first screen, with a good part of their plot visible.
+    # Health, then the overview charts, whole on the first screen.
+    assert box["health"]["bottom"] <= box["chart-loss"]["top"], box
     for chart in ("chart-loss", "chart-gradnorm"):
-        assert 900 - box[chart]["top"] >= 120, box
+        assert box[chart]["bottom"] <= 900, box
+    # Config and setup come after them, each folded to one line that opens on a click.
+    assert box["run-details"]["top"] >= box["chart-loss"]["bottom"], box
+    line = page.eval_on_selector(
+        "#config-details > summary",
+        "s => [s.getBoundingClientRect().height, getComputedStyle(s).whiteSpace]",
+    )
+    assert line[0] < 40 and line[1] == "nowrap", line
+    assert page.text_content("#config-summary").startswith("29 keys \u00b7 key_00=value 0 ")
+    assert page.locator("#config-table").is_hidden()
+    assert page.locator("#setup-body").is_hidden()
+    assert page.locator("#setup-summary").is_visible()
     artifacts = Path(request.config.rootpath) / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     page.screenshot(path=str(artifacts / "run-page-1440x900.png"))
+    page.click("#config-details > summary")
+    assert page.locator("#config-table").is_visible()
+    assert page.locator("#config-table tr").count() == 29
     dashboard.assert_clean()
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.browser.test_run_page import chart_data, steps, trace_names, wait_chart, wait_loaded
 from tests.helpers import start_server, stop_server
+from trickscope_server.services.health.updates import UPDATE_RATIO_BAND, UPDATE_RATIO_TYPICAL
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -275,14 +276,19 @@ def test_layer_picker_draws_the_chosen_layers_statistics(dashboard, client):
     ]
     ratio = wait_chart(dashboard, "chart-update-ratio", n)
     assert ratio["series"] == "1"
+    # The band comes with the health report: the one the update-ratio rule judges by.
+    page.wait_for_function(
+        "() => (document.getElementById('chart-update-ratio').layout.shapes || []).length === 2"
+    )
     layout = page.eval_on_selector(
         "#chart-update-ratio", "div => ({type: div.layout.yaxis.type, shapes: div.layout.shapes})"
     )
     assert layout["type"] == "log"
     band, line = layout["shapes"]
-    assert (band["y0"], band["y1"]) == (1e-4, 1e-2)
-    assert (line["y0"], line["y1"]) == (1e-3, 1e-3)
-    # The band is drawn where the axis says 1e-4 .. 1e-2 (shapes on a log axis use data values).
+    assert (band["y0"], band["y1"]) == UPDATE_RATIO_BAND
+    assert (line["y0"], line["y1"]) == (UPDATE_RATIO_TYPICAL, UPDATE_RATIO_TYPICAL)
+    assert page.text_content("#ratio-band-label").startswith("(band 1e-5\u20261e-1, line 1e-3")
+    # The band is drawn where the axis says (shapes on a log axis use data values).
     ys = page.eval_on_selector(
         "#chart-update-ratio",
         """div => {

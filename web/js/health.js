@@ -26,7 +26,8 @@ function okText(checks) {
  *
  * accept(report) renders a report the live stream pushed; it supersedes any read in flight and
  * postpones the next scheduled one, so polling only fills in where no push comes.
- * onReport(findings) hears every report rendered (the page marks the findings on its charts).
+ * onReport(findings, report) hears every report rendered (the page marks the findings on its
+ * charts and shades the bands the rules judge by).
  *
  * The root carries data-state (loading | ok | findings | error), data-count and data-refreshes
  * (answers received, read or pushed) for tests.
@@ -132,7 +133,7 @@ export class HealthPanel {
       this.shownKey = key;
       this.list.replaceChildren(...findings.map((finding, i) => findingRow(finding, actions[i])));
       if (this.checks) renderChecks(this.checks, checks);
-      this.onReport(findings);
+      this.onReport(findings, report);
     }
     this.summary.textContent = summaryText(findings);
     this.status.textContent = findings.length ? "" : okText(checks);

@@ -25,11 +25,12 @@ function blockStyle(state, name, kind) {
  * One panel per trick, in this order; each appears when its first series does. `match` picks
  * the series, `title` names the card, `note` (optional) writes a line under the heading,
  * `section` (default "tricks") says where: "ranks" holds a distributed job's per-rank summary.
+ * `logy` asks for a log axis; a chart whose values include zero (or less) gets a linear one.
  */
 export const PANELS = [
   {
     key: "lr",
-    title: "Learning rate per param group (warmup shaded)",
+    title: "Learning rate per param group", // "(warmup shaded)" is added when a warmup is known
     match: (name) => name.startsWith("lr/"),
     ytitle: "learning rate",
     warmup: true,
@@ -59,13 +60,19 @@ export const PANELS = [
     logy: true,
   },
   { key: "emadecay", title: "EMA decay per step", match: (name) => name.startsWith("ema/") && name !== "ema/distance", ytitle: "decay" },
+  // Linear axes: a group without decay (norms, biases) is at 0, a value a log axis cannot draw.
   {
     key: "wd",
-    title: "Weight decay per group and per-step shrink lr·wd",
-    match: (name) => name.startsWith("wd/"),
-    ytitle: "decay",
-    logy: true,
-    style: (name) => (name.startsWith("wd/shrink/") ? { line: { dash: "dot" } } : {}),
+    title: "Weight decay per group",
+    match: (name) => name.startsWith("wd/") && !name.startsWith("wd/shrink/"),
+    ytitle: "weight decay",
+  },
+  {
+    key: "wdshrink",
+    title: "Per-step shrink lr·wd per group",
+    match: (name) => name.startsWith("wd/shrink/"),
+    ytitle: "lr·wd",
+    style: () => ({ line: { dash: "dot" } }),
   },
   {
     key: "droppath",

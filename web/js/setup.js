@@ -205,6 +205,27 @@ function groupsTable(setup, groups) {
 
 // ---- card ---------------------------------------------------------------------------------
 
+/**
+ * The folded card's one line: "AdamW · OneCycleLR, warmup 300 · EMA 0.999 · AMP · clipped 50%".
+ */
+function setupBrief(setup, optimizer, facts) {
+  const brief = [optimizer ? String(optimizer.class || "") : ""];
+  const scheduler = isObject(setup.scheduler) ? setup.scheduler : null;
+  if (scheduler) {
+    const warmup = num(scheduler.warmup_steps);
+    brief.push(`${scheduler.class || "scheduler"}${warmup ? `, warmup ${formatValue(warmup)}` : ""}`);
+  }
+  if (isObject(setup.ema)) {
+    const decay = num(setup.ema.decay);
+    brief.push(decay === null ? "EMA" : `EMA ${formatValue(decay)}`);
+  }
+  if (isObject(setup.scaler) && setup.scaler.enabled !== false) brief.push("AMP");
+  if (facts.clip && facts.clip.count && facts.clip.clipped) {
+    brief.push(`clipped ${(100 * facts.clip.share).toFixed(0)}%`);
+  }
+  return brief.filter(Boolean).join(" \u00B7 ");
+}
+
 function fact(key, label, value) {
   const nodes = typeof value === "string" ? [el("span", { text: value })] : value;
   return el("div", { dataset: { fact: key } }, [el("dt", { text: label }), el("dd", {}, nodes)]);
@@ -242,10 +263,5 @@ export function renderSetup(root, setup, facts = {}) {
   const nodes = [el("dl", { className: "setup-facts" }, rows)];
   if (groups.length) nodes.push(groupsTable(setup, groups));
   body.replaceChildren(...nodes);
-  // The closed card still says the essentials.
-  const brief = [optimizer ? String(optimizer.class || "") : ""];
-  if (isObject(setup.scheduler)) brief.push(String(setup.scheduler.class || ""));
-  if (isObject(setup.ema)) brief.push("EMA");
-  if (isObject(setup.scaler) && setup.scaler.enabled !== false) brief.push("AMP");
-  if (summary) summary.textContent = brief.filter(Boolean).join(" \u00B7 ");
+  if (summary) summary.textContent = setupBrief(setup, optimizer, facts);
 }
