@@ -132,6 +132,7 @@ PROBES: dict[tuple[str, str], Probe] = {
         "/api/v1/runs/{run}/histograms/names", 200
     ),
     ("GET", "/api/v1/compare/series"): Probe("/api/v1/compare/series?runs={run}&name=loss", 200),
+    ("GET", "/api/v1/sparklines"): Probe("/api/v1/sparklines?runs={run}&name=loss", 200),
     ("GET", "/api/v1/runs/{run_id}/heatmap"): Probe(
         "/api/v1/runs/{run}/heatmap?stat=grad_norm", 200
     ),
