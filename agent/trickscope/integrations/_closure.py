@@ -40,10 +40,12 @@ def _closure_first(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> 
         with torch.enable_grad():
             result = closure()
         return args, {**kwargs, "closure": _Evaluated(result)}
-    if isinstance(args, tuple) and args and _pending(args[0]):
+    # The hook's args start with the optimizer itself (``step`` is a method).
+    at = 1 if isinstance(args, tuple) and args and args[0] is optimizer else 0
+    if isinstance(args, tuple) and len(args) > at and _pending(args[at]):
         with torch.enable_grad():
-            result = args[0]()
-        return (_Evaluated(result), *args[1:]), kwargs
+            result = args[at]()
+        return (*args[:at], _Evaluated(result), *args[at + 1 :]), kwargs
     return None
 
 
