@@ -158,9 +158,10 @@ class LightningObserver:
     @guarded("on_before_optimizer_step")
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         clip = trainer.gradient_clip_val
-        if self.run is None or optimizer is not self._optimizer or not clip or clip <= 0:
+        watched = self._optimizer
+        if self.run is None or watched is None or optimizer is not watched or not clip or clip <= 0:
             return
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        grads = [p.grad for g in watched.param_groups for p in g["params"] if p.grad is not None]
         if not grads:
             return
         # One foreach norm on the device, read later by the sender with the logged values.
@@ -257,7 +258,10 @@ def scheduler_of(trainer: Any, optimizer: torch.optim.Optimizer) -> Any:
 
 def planned_steps(trainer: Any) -> int | None:
     """Optimizer steps the fit will take, where Lightning can tell (max_steps or epochs)."""
-    estimated = trainer.estimated_stepping_batches
+    try:  # sizes the train loader; one without a length leaves the plan unknown
+        estimated = trainer.estimated_stepping_batches
+    except Exception:
+        return None
     if isinstance(estimated, (int, float)) and math.isfinite(estimated) and estimated >= 1:
         return int(estimated)
     return None
