@@ -98,3 +98,26 @@ def test_a_configured_root_logger_gets_the_line_and_nothing_is_added(tmp_path: P
     )
     shown = [line for line in done.stderr.splitlines() if "/runs/" in line]
     assert len(shown) == 1 and shown[0].startswith("ROOT trickscope: run train-"), done.stderr
+
+
+@pytest.mark.parametrize(("rank", "shown"), [(0, 1), (1, 0)])
+def test_only_rank_zero_logs_the_url(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, rank: int, shown: int
+) -> None:
+    from trickscope.config import AgentConfig
+    from trickscope.distributed import Rank
+    from trickscope.run import Run
+
+    agent = AgentConfig.from_env({}, offline=True, journal_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="trickscope"):
+        run = Run(
+            project="p",
+            name=None,
+            config=None,
+            tags=None,
+            agent=agent,
+            rank=Rank(rank=rank, world_size=2, backend="gloo"),
+            run_id="0123456789abcdef",
+        )
+        run.finish()
+    assert len([r for r in caplog.records if run.url in r.getMessage()]) == shown
