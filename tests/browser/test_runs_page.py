@@ -195,7 +195,7 @@ def test_sparklines_draw_the_main_metric_from_one_batched_read(dashboard, client
     assert drawn["empty"] is None
     assert len(requests) == 1, "one request for the whole table"
     # The main metric can be chosen: the sparklines follow it.
-    page.select_option("#main-metric", "loss")
+    page.fill("#main-metric", "loss")
     page.wait_for_function(
         "() => document.querySelectorAll('svg.sparkline').length === 1"
         " && document.querySelector('svg.sparkline').dataset.name === 'loss'"

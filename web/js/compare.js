@@ -66,6 +66,21 @@ function renderRuns(runs) {
   );
 }
 
+const DIFF_CHARS = 160;
+
+/** A value of the diff table; a long one (a list of param groups) is cut, whole in its tooltip. */
+function diffCell(value) {
+  const text = valueText(value);
+  const cell = el("td", { className: value === undefined ? "muted" : "" });
+  if (text.length > DIFF_CHARS) {
+    cell.textContent = `${text.slice(0, DIFF_CHARS - 1)}\u2026`;
+    cell.title = text;
+  } else {
+    cell.textContent = text;
+  }
+  return cell;
+}
+
 function renderDiff(runs) {
   const rows = configDifferences(runs.map((run) => run.config));
   const head = el("tr", {}, [
@@ -75,7 +90,7 @@ function renderDiff(runs) {
   const body = rows.map((row) =>
     el("tr", { dataset: { key: row.key } }, [
       el("th", { text: row.key, attrs: { scope: "row" } }),
-      ...row.values.map((value) => el("td", { text: valueText(value), className: value === undefined ? "muted" : "" })),
+      ...row.values.map((value) => diffCell(value)),
     ]),
   );
   document.getElementById("config-diff").replaceChildren(el("thead", {}, [head]), el("tbody", {}, body));

@@ -42,8 +42,11 @@ export function defaultPanels(names, layers) {
   };
   add(TRAIN_LOSS.find((name) => present.has(name)));
   add(EVAL_LOSS.find((name) => present.has(name)));
+  // Eval losses before the other eval metrics (eval/loss_raw, then eval/acc_raw, ...).
+  const evalRank = (name) => (/loss/.test(name) ? 0 : 1);
   runLevel
     .filter((name) => EVAL_PREFIXES.some((prefix) => name.startsWith(prefix)) && !panels.includes(name))
+    .sort((a, b) => evalRank(a) - evalRank(b) || a.localeCompare(b))
     .slice(0, MAX_EVAL)
     .forEach(add);
   add(runLevel.find(isLr));

@@ -27,7 +27,7 @@ const controls = {
   group: document.getElementById("group-projects"),
 };
 const compareButton = document.getElementById("compare-button");
-const mainSelect = document.getElementById("main-metric");
+const mainInput = document.getElementById("main-metric");
 const knownProjects = new Set();
 const sortKeys = new Set();
 const state = {
@@ -38,6 +38,7 @@ const state = {
   viewProject: null,
   sparklines: new Map(), // run id -> the /sparklines answer for it
   sparkKeys: new Map(), // run id -> what that answer was read for (names, last step)
+  metricNames: new Set(), // the series the main metric can be
   inFlight: false,
   pending: false,
 };
@@ -76,12 +77,13 @@ const FIXED_SORTS = [
   ["loss", "main metric"],
 ];
 
-function replaceOptions(select, pairs, value) {
-  const current = [...select.options].map((option) => option.value);
+/** Give a <select> or <datalist> these [value, text] options (only when they changed). */
+function replaceOptions(list, pairs, value) {
+  const current = [...list.options].map((option) => option.value);
   if (current.length !== pairs.length || current.some((v, i) => v !== pairs[i][0])) {
-    select.replaceChildren(...pairs.map(([key, text]) => el("option", { text, attrs: { value: key } })));
+    list.replaceChildren(...pairs.map(([key, text]) => el("option", { text, attrs: { value: key } })));
   }
-  select.value = value;
+  if (value !== undefined) list.value = value;
 }
 
 function updateSortOptions(selectedKey) {
@@ -163,10 +165,13 @@ function render(runs, anyRuns, filters) {
   document.getElementById("no-match").hidden = !anyRuns || runs.length > 0;
 }
 
+/** The main-metric box suggests the runs' series (a datalist: typing narrows it). */
 function updateMainOptions(runs) {
   const names = [...new Set(runs.flatMap((run) => Object.keys(run.latest || {})))].sort();
-  if (state.view.main && !names.includes(state.view.main)) names.unshift(state.view.main);
-  replaceOptions(mainSelect, [["", "auto (loss)"], ...names.map((name) => [name, name])], state.view.main);
+  state.metricNames = new Set(names);
+  const list = document.getElementById("main-metric-names");
+  replaceOptions(list, names.map((name) => [name, name]));
+  if (document.activeElement !== mainInput) mainInput.value = state.view.main;
 }
 
 /** Read the sparklines of the runs whose main series may have changed, in batched requests. */
@@ -274,7 +279,13 @@ function start() {
     setSortDir(controls.sortDir.dataset.dir !== "desc");
     refresh();
   });
-  mainSelect.addEventListener("change", () => setView({ ...state.view, main: mainSelect.value }));
+  // A name the runs have, or empty for the automatic choice; anything else waits for more typing.
+  mainInput.addEventListener("input", () => {
+    const name = mainInput.value.trim();
+    if ((name === "" || state.metricNames.has(name)) && name !== state.view.main) {
+      setView({ ...state.view, main: name });
+    }
+  });
   document.getElementById("select-all").addEventListener("click", () => {
     for (const run of state.shown) state.selected.add(run.id);
     for (const box of document.querySelectorAll("input.select-run")) box.checked = true;
