@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import Client
+from tests.browser.test_cross_origin import TOKEN
 from tests.browser.test_run_page import HOSTILE, steps
 from tests.browser.test_runs_page import wait_rows
+from tests.helpers import LiveServer, start_server, stop_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -290,3 +295,46 @@ def test_compare_zoom_rereads_every_run(dashboard, client, live_server):
     )
     assert windows == [201, 201]
     dashboard.assert_clean()
+
+
+@pytest.fixture
+def token_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A loopback server with authentication on (TRICKSCOPE_TOKEN)."""
+    server = start_server(
+        f"sqlite:///{tmp_path / 'trickscope.db'}",
+        tmp_path / "server.log",
+        env={"TRICKSCOPE_TOKEN": TOKEN},
+    )
+    yield server
+    stop_server(server)
+
+
+def test_table_and_compare_read_through_a_login_session(browser, token_server):
+    api = Client(token_server.url, token=TOKEN)
+    ids = [api.create_run(name=f"r{i}", config={"lr": 0.1 * (i + 1)}) for i in range(2)]
+    for run_id in ids:
+        api.post_points(run_id, {"loss/train": (steps(5), [5.0, 4.0, 3.0, 2.0, 1.0])})
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    try:
+        page.goto(f"{token_server.url}/login?next=%2F")
+        page.fill("#token", TOKEN)
+        page.click("#login-button")
+        page.wait_for_url(f"{token_server.url}/")
+        page.wait_for_function("() => document.body.dataset.sparklines === 'true'")
+        assert page.locator("svg.sparkline[data-points='5']").count() == 2
+        page.click("#select-all")
+        page.click("#compare-button")
+        page.wait_for_url("**/compare?runs=*")
+        page.wait_for_function("() => document.body.dataset.loaded === 'true'")
+        page.wait_for_function(
+            "() => document.querySelector('.compare-chart')?.dataset.series === '2'"
+        )
+        assert page.locator("#error-banner").is_hidden()
+        assert not errors, errors
+    finally:
+        context.close()
