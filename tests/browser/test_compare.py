@@ -124,9 +124,10 @@ def panels(dashboard) -> dict[str, dict[str, object]]:
         """divs => Object.fromEntries(divs.map(div => [div.dataset.name, {
             series: +div.dataset.series,
             points: +div.dataset.points,
-            traces: (div.data || []).length,
+            traces: (div.data || []).filter(t => !t.meta.nonfinite).length,
+            nonfinite: (div.data || []).filter(t => t.meta.nonfinite).map(t => t.x),
             smoothed: (div.data || []).filter(t => !t.meta.raw).map(t => t.y),
-            raw: (div.data || []).filter(t => t.meta.raw).map(t => t.y),
+            raw: (div.data || []).filter(t => t.meta.raw && !t.meta.nonfinite).map(t => t.y),
             colors: (div.data || []).filter(t => !t.meta.raw).map(t => t.line.color),
         }]))""",
     )
@@ -163,7 +164,7 @@ def test_filter_select_all_then_compare_shows_the_common_charts(dashboard, clien
             {
                 "eval/acc": ([0, 1], [0.5 + shift, 0.7 + shift]),
                 "lr/group0": ([0, 1], [0.01, 0.02]),
-                "grad_norm/total": ([0, 1], [3.0, 2.0 + shift]),
+                "grad_norm/total": ([0, 1], [3.0, float("nan") if shift else 2.0]),
                 "grad_norm/fc.weight": ([0, 1], [1.0, 1.0]),
             },
         )
@@ -184,6 +185,9 @@ def test_filter_select_all_then_compare_shows_the_common_charts(dashboard, clien
     for name, panel in grid.items():
         assert panel["series"] == 2, name
         assert panel["traces"] == 4, f"{name}: a smoothed and a faint raw line per run"
+    # gamma's NaN is marked at its step, not left as a silent gap.
+    assert grid["grad_norm/total"]["nonfinite"] == [[1]]
+    assert grid["loss/train"]["nonfinite"] == []
     # One colour per run, the same on every panel.
     assert len({tuple(panel["colors"]) for panel in grid.values()}) == 1
     assert len(set(grid["loss/train"]["colors"])) == 2

@@ -154,6 +154,13 @@ def test_chosen_columns_persist_per_project_and_sort_by_a_config_column(dashboar
         "#runs-body td[data-col='max:eval/acc']", "tds => tds.map(td => td.textContent)"
     )
     assert maxima == ["0.9", "0.7", "0.4"]
+    # A column's filter button starts a filter on it in the filter bar.
+    page.click("th[data-col='config:batch'] button[aria-label='filter by batch']")
+    assert page.input_value("#filter-config") == "batch:"
+    page.type("#filter-config", "64")
+    assert [row["name"] for row in wait_rows(dashboard, 1)] == ["c"]
+    page.fill("#filter-config", "")
+    wait_rows(dashboard, 3)
     # Another project has a view of its own.
     page.select_option("#filter-project", "")
     page.wait_for_function(

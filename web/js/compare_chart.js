@@ -2,7 +2,7 @@
 // colour per run (the same on every panel), each run's line smoothed with the raw line faint
 // behind it. Zooming re-reads the visible window of every run in one request.
 
-import { api } from "./api.js";
+import { api, nonFiniteLabel } from "./api.js";
 import { plotlyText } from "./charts.js";
 import { el } from "./dom.js";
 import { emaSmooth, rawLine } from "./smoothing.js";
@@ -20,6 +20,8 @@ function layout(name) {
     legend: { orientation: "h", x: 0, y: -0.14, yanchor: "top", font: { size: 11 } },
     xaxis: { automargin: true, zeroline: false, hoverformat: "d" },
     yaxis: { title: { text: plotlyText(name) }, automargin: true, zeroline: false },
+    // The non-finite markers sit at the top of the plot, on a hidden 0..1 axis.
+    yaxis2: { overlaying: "y", range: [0, 1], visible: false, fixedrange: true },
     paper_bgcolor: "#ffffff",
     plot_bgcolor: "#ffffff",
     font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12 },
@@ -93,8 +95,37 @@ export class ComparePanel {
     });
   }
 
+  /** Markers at the top of the plot where a run's value is NaN or infinite (not a silent gap). */
+  nonFiniteTrace(run, columns) {
+    const x = [];
+    const text = [];
+    columns.value.forEach((value, i) => {
+      const label = nonFiniteLabel(value);
+      if (label) {
+        x.push(columns.step[i]);
+        text.push(`${plotlyText(run.label)}: ${label} at step ${columns.step[i]}`);
+      }
+    });
+    if (!x.length) return null;
+    return {
+      type: "scatter",
+      mode: "markers",
+      name: "non-finite",
+      x,
+      y: x.map(() => 0.96),
+      text,
+      yaxis: "y2",
+      legendgroup: run.id,
+      showlegend: false,
+      hovertemplate: "%{text}<extra></extra>",
+      marker: { symbol: "x", size: 10, color: run.color, line: { width: 2, color: run.color } },
+      meta: { run: run.id, raw: true, nonfinite: true },
+    };
+  }
+
   traces() {
     const traces = [];
+    const marks = [];
     for (const run of this.runs) {
       const columns = this.shown.get(run.id) || { step: [], value: [] };
       const name = plotlyText(run.label);
@@ -126,19 +157,24 @@ export class ComparePanel {
         marker: { color: run.color, size: 6 },
         meta: { run: run.id, raw: false },
       });
+      const nonfinite = this.nonFiniteTrace(run, columns);
+      if (nonfinite) marks.push(nonfinite);
     }
-    return traces;
+    return [...traces, ...marks];
   }
 
   async draw() {
     await window.Plotly.react(this.div, this.traces(), layout(this.name), PLOT_CONFIG);
     let points = 0;
     let series = 0;
+    let nonfinite = 0;
     for (const columns of this.shown.values()) {
       points += columns.step.length;
       if (columns.step.length) series += 1;
+      nonfinite += columns.value.filter((value) => nonFiniteLabel(value)).length;
     }
     this.div.dataset.points = String(points);
+    this.div.dataset.nonfinite = String(nonfinite);
     this.div.dataset.series = String(series);
     this.div.dataset.smoothing = String(this.smoothing);
   }
