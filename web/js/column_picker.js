@@ -37,21 +37,31 @@ export class ColumnPicker {
   render() {
     const needle = this.search.value.trim().toLowerCase();
     const chosen = new Set(this.chosen);
-    // Chosen columns stay listed (to untick them) whatever the search says.
-    const offered = [...this.chosen.filter((key) => !this.options.some((o) => o.key === key)).map((key) => ({ key, kind: "" })), ...this.options];
-    const hits = offered.filter((option) => chosen.has(option.key) || !needle || option.key.toLowerCase().includes(needle));
-    const items = hits.slice(0, SHOWN).map((option) => {
-      const box = el("input", { attrs: { type: "checkbox" }, dataset: { key: option.key } });
-      box.checked = chosen.has(option.key);
-      box.addEventListener("change", () => this.onToggle(option.key, box.checked));
-      return el("li", {}, [
-        el("label", {}, [box, " ", el("span", { className: "mono", text: columnLabel(option.key) }), " ", el("span", { className: "muted small-text", text: option.kind })]),
-      ]);
-    });
+    // Chosen columns stay listed (to untick them) whatever the search says, even when no run
+    // in view has them any more.
+    const known = new Set(this.options.map((option) => option.key));
+    const gone = this.chosen.filter((key) => !known.has(key)).map((key) => ({ key, kind: "" }));
+    const hits = [...gone, ...this.options].filter(
+      (option) => chosen.has(option.key) || !needle || option.key.toLowerCase().includes(needle),
+    );
+    const items = hits.slice(0, SHOWN).map((option) => this.item(option, chosen.has(option.key)));
     if (hits.length > SHOWN) {
       items.push(el("li", { className: "muted small-text", text: `${hits.length - SHOWN} more: narrow the search` }));
     }
     if (!hits.length) items.push(el("li", { className: "muted small-text", text: "no column matches" }));
     this.list.replaceChildren(...items);
+  }
+
+  item(option, checked) {
+    const box = el("input", { attrs: { type: "checkbox" }, dataset: { key: option.key } });
+    box.checked = checked;
+    box.addEventListener("change", () => this.onToggle(option.key, box.checked));
+    return el("li", {}, [
+      el("label", {}, [
+        box,
+        el("span", { className: "mono", text: columnLabel(option.key) }),
+        el("span", { className: "muted small-text", text: option.kind }),
+      ]),
+    ]);
   }
 }

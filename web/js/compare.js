@@ -219,8 +219,12 @@ async function load() {
   for (const name of chosen.length ? chosen : defaultPanels(state.names, layers)) addPanel(name);
   await Promise.all(state.panels.map((panel) => panel.queue));
   const failed = state.panels.filter((panel) => panel.div.dataset.error);
-  if (failed.length) showError(`Could not load ${failed.map((panel) => panel.name).join(", ")}: ${failed[0].div.dataset.error}`);
-  else clearError();
+  if (failed.length) {
+    const names = failed.map((panel) => panel.name).join(", ");
+    showError(`Could not load ${names}: ${failed[0].div.dataset.error}`);
+  } else {
+    clearError();
+  }
   document.body.dataset.loaded = "true";
 }
 

@@ -65,7 +65,10 @@ export class ComparePanel {
     });
     close.addEventListener("click", () => onRemove(this));
     this.card = el("section", { className: "card compare-panel", dataset: { name } }, [
-      el("div", { className: "card-head" }, [el("h2", { text: name }), el("div", { className: "picker" }, [logy, close])]),
+      el("div", { className: "card-head" }, [
+        el("h2", { text: name }),
+        el("div", { className: "picker" }, [logy, close]),
+      ]),
       this.div,
     ]);
   }

@@ -7,7 +7,15 @@ import { ColumnPicker } from "./column_picker.js";
 import { differingKeys, nameParts } from "./config_keys.js";
 import { clearError, el, showError } from "./dom.js";
 import { filtersFromUrl, filtersToUrl, matches, readFilters, serverParams, sortRuns } from "./run_filters.js";
-import { availableColumns, durationSeconds, formatDuration, loadView, mainNames, parseColumn, saveView } from "./run_columns.js";
+import {
+  availableColumns,
+  durationSeconds,
+  formatDuration,
+  loadView,
+  mainNames,
+  parseColumn,
+  saveView,
+} from "./run_columns.js";
 import { groupRow, headerRow, runRow, tableColumns } from "./runs_table.js";
 import { sparkline } from "./sparkline.js";
 
@@ -226,7 +234,8 @@ async function refresh() {
     updateSortOptions(filters.sort.key);
     picker.update(offered, state.view.columns);
     updateMainOptions(allRuns);
-    const runs = sortRuns(((page || all).runs || []).filter((run) => matches(run, filters)), filters.sort, state.view.main);
+    const listed = ((page || all).runs || []).filter((run) => matches(run, filters));
+    const runs = sortRuns(listed, filters.sort, state.view.main);
     state.shown = runs;
     state.byId = new Map(runs.map((run) => [run.id, run]));
     render(runs, allRuns.length > 0, filters);
