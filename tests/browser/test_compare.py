@@ -342,3 +342,22 @@ def test_table_and_compare_read_through_a_login_session(browser, token_server):
         assert not errors, errors
     finally:
         context.close()
+
+
+def test_compare_follows_runs_that_are_still_training(dashboard, client, live_server):
+    require_compare_page(live_server.url)
+    a = client.create_run(name="a")
+    b = client.create_run(name="b")
+    for run_id in (a, b):
+        client.post_points(run_id, {"loss": (steps(3), [3.0, 2.0, 1.0])})
+    client.finish(b)
+    dashboard.goto(f"/compare?runs={a},{b}")
+    assert wait_panels(dashboard, 1)["loss"]["points"] == 6
+    client.post_points(a, {"loss": (steps(2, start=3), [0.5, 0.25])})
+    client.finish(a)
+    page = dashboard.page
+    page.wait_for_function("() => document.querySelector('.compare-chart').dataset.points === '8'")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#compare-runs .badge-finished').length === 2"
+    )
+    dashboard.assert_clean()

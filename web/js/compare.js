@@ -13,6 +13,7 @@ import { runBadge } from "./liveness.js";
 import { runColor } from "./run_colors.js";
 
 const DEFAULT_SMOOTHING = 0.6;
+const LIVE_MS = 3000;
 
 const state = { runs: [], names: [], panels: [], smoothing: DEFAULT_SMOOTHING };
 window.__trickscope = { state };
@@ -186,6 +187,20 @@ function setupSearch() {
   document.getElementById("series-note").textContent = `${state.names.length} series`;
 }
 
+/** While some run trains, refresh its status and re-read every panel (one request each). */
+async function followLive() {
+  const running = state.runs.filter((run) => run.status === "running");
+  if (!running.length || document.hidden) return;
+  try {
+    const fresh = await Promise.all(running.map((run) => api.run(run.id)));
+    for (const run of fresh) Object.assign(state.runs.find((item) => item.id === run.id), run);
+    renderRuns(state.runs);
+    await Promise.all(state.panels.map((panel) => panel.reload()));
+  } catch (error) {
+    showError(`Could not refresh the runs: ${error.message}`);
+  }
+}
+
 async function load() {
   const wanted = readUrl();
   state.smoothing = wanted.smoothing;
@@ -226,6 +241,7 @@ async function load() {
     clearError();
   }
   document.body.dataset.loaded = "true";
+  window.setInterval(followLive, LIVE_MS);
 }
 
 load();

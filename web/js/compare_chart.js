@@ -83,19 +83,30 @@ export class ComparePanel {
   /** Read the series of every run (one request) and draw it. */
   load() {
     return this.enqueue(async () => {
-      const answer = await api.compare(
-        this.runs.map((run) => run.id),
-        this.name,
-        POINTS,
-      );
-      for (const item of answer.runs) {
-        const columns = { step: item.step || [], value: item.value || [] };
-        this.whole.set(item.run_id, columns);
-        this.shown.set(item.run_id, columns);
-      }
-      await this.draw();
+      await this.readWhole();
       this.div.on("plotly_relayout", (event) => this.onRelayout(event || {}));
     });
+  }
+
+  /** Read the whole series again (runs still training), unless the user zoomed into a window. */
+  reload() {
+    return this.enqueue(async () => {
+      if (!this.div.dataset.window) await this.readWhole();
+    });
+  }
+
+  async readWhole() {
+    const answer = await api.compare(
+      this.runs.map((run) => run.id),
+      this.name,
+      POINTS,
+    );
+    for (const item of answer.runs) {
+      const columns = { step: item.step || [], value: item.value || [] };
+      this.whole.set(item.run_id, columns);
+      this.shown.set(item.run_id, columns);
+    }
+    await this.draw();
   }
 
   /** Markers at the top of the plot where a run's value is NaN or infinite (not a silent gap). */
