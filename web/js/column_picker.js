@@ -37,12 +37,11 @@ export class ColumnPicker {
   render() {
     const needle = this.search.value.trim().toLowerCase();
     const chosen = new Set(this.chosen);
-    // Chosen columns stay listed (to untick them) whatever the search says, even when no run
-    // in view has them any more.
+    // Chosen columns no run offers any more stay listed, to untick them.
     const known = new Set(this.options.map((option) => option.key));
     const gone = this.chosen.filter((key) => !known.has(key)).map((key) => ({ key, kind: "" }));
     const hits = [...gone, ...this.options].filter(
-      (option) => chosen.has(option.key) || !needle || option.key.toLowerCase().includes(needle),
+      (option) => !needle || option.key.toLowerCase().includes(needle),
     );
     const items = hits.slice(0, SHOWN).map((option) => this.item(option, chosen.has(option.key)));
     if (hits.length > SHOWN) {

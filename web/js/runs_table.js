@@ -65,7 +65,7 @@ export function headerRow(columns, sort, actions) {
       if (kind === "config" || kind === "metric") {
         const filter = el("button", {
           className: "th-action",
-          text: "\u29e9",
+          text: "\u25bf",
           title: "filter by this column",
           attrs: { type: "button", "aria-label": `filter by ${column.label}` },
         });
