@@ -163,6 +163,7 @@ def test_filter_select_all_then_compare_shows_the_common_charts(dashboard, clien
             run_id,
             {
                 "eval/acc": ([0, 1], [0.5 + shift, 0.7 + shift]),
+                "eval/runtime": ([0, 1], [1.5, 1.6]),  # bookkeeping, not a default chart
                 "lr/group0": ([0, 1], [0.01, 0.02]),
                 "grad_norm/total": ([0, 1], [3.0, float("nan") if shift else 2.0]),
                 "grad_norm/fc.weight": ([0, 1], [1.0, 1.0]),

@@ -5,6 +5,8 @@ const TRAIN_LOSS = ["loss/train", "train/loss", "loss", "train_loss", "train/los
 const EVAL_LOSS = ["loss/eval", "eval/loss", "loss/val", "val/loss", "val_loss", "eval_loss", "loss/valid"];
 const GRAD_NORM = ["grad_norm/total", "grad_norm", "train/grad_norm", "grad_norm/total_preclip"];
 const EVAL_PREFIXES = ["eval/", "val/", "valid/", "test/", "eval_", "val_"];
+// Bookkeeping a trainer logs beside its eval metrics (Hugging Face's eval_runtime, ...).
+const NOT_METRICS = /(runtime|per_second|epoch|step)$/;
 const MAX_EVAL = 4;
 const MAX_PANELS = 8;
 
@@ -45,7 +47,8 @@ export function defaultPanels(names, layers) {
   // Eval losses before the other eval metrics (eval/loss_raw, then eval/acc_raw, ...).
   const evalRank = (name) => (/loss/.test(name) ? 0 : 1);
   runLevel
-    .filter((name) => EVAL_PREFIXES.some((prefix) => name.startsWith(prefix)) && !panels.includes(name))
+    .filter((name) => EVAL_PREFIXES.some((prefix) => name.startsWith(prefix)))
+    .filter((name) => !panels.includes(name) && !NOT_METRICS.test(name))
     .sort((a, b) => evalRank(a) - evalRank(b) || a.localeCompare(b))
     .slice(0, MAX_EVAL)
     .forEach(add);

@@ -5,7 +5,7 @@ import { formatValue } from "./api.js";
 import { flatten, valueText } from "./config_keys.js";
 
 /** The main metric when the user chose none: the first of these a run has. */
-export const MAIN_CANDIDATES = ["loss/train", "train/loss", "loss"];
+export const MAIN_CANDIDATES = ["loss/train", "train/loss", "loss", "train_loss"];
 
 /** The series names tried, in order, for the main metric (`chosen` "" means automatic). */
 export function mainNames(chosen) {
