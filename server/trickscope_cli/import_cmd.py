@@ -132,10 +132,11 @@ def run_tensorboard(args: argparse.Namespace) -> int:
                     f"{f', config of {len(run.config)} keys' if run.config else ''}"
                 )
                 if uploader is None:
-                    print(f"trickscope: would import {name} as run {identity}: {summary}")
+                    bar.write(f"trickscope: would import {name} as run {identity}: {summary}")
                     continue
                 _upload(uploader, run, identity, project, name, tags)
-                print(f"trickscope: imported {name}: {summary}; {uploader.url}/runs/{identity}")
+                # Through the bar, which clears itself and is drawn again below the line.
+                bar.write(f"trickscope: imported {name}: {summary}; {uploader.url}/runs/{identity}")
     finally:
         if uploader is not None:
             uploader.close()

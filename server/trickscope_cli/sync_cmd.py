@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trickscope_cli.errors import CliError
+from trickscope_cli.progress import progress_bar
 
 _DEAD_SUFFIX = ".dead.jsonl"  # trickscope.journal.DEAD_SUFFIX, without importing the agent
 
@@ -43,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("TRICKSCOPE_TOKEN") or None
     files, skipped = journal_files(args.journal)
     refused = False
-    for path in files:
-        refused |= _sync_one(path, url, token)
+    with progress_bar(sum(map(request_count, files)), desc="sync", unit="req") as bar:
+        for path in files:
+            bar.set_description(f"sync {path.name}")
+            refused |= _sync_one(path, url, token, bar)
     if skipped:
         names = ", ".join(str(path) for path in skipped)
         print(
@@ -56,7 +59,28 @@ def run(args: argparse.Namespace) -> int:
     return 1 if refused else 0
 
 
-def _sync_one(path: Path, url: str, token: str | None) -> bool:
+def request_count(path: Path) -> int:
+    """The requests of a journal file: its lines (one request each), counted in blocks."""
+    with path.open("rb") as file:
+        return sum(block.count(b"\n") for block in iter(lambda: file.read(1 << 20), b""))
+
+
+class _Ticking:
+    """A connection that moves the progress bar on after each request it was given, delivered
+    or not (a refused one is set aside and the upload goes on)."""
+
+    def __init__(self, connection: Any, bar: Any) -> None:
+        self._connection = connection
+        self._bar = bar
+
+    def send_with_retries(self, method: str, path: str, body: bytes, retries: int) -> int:
+        try:
+            return int(self._connection.send_with_retries(method, path, body, retries))
+        finally:
+            self._bar.update(1)
+
+
+def _sync_one(path: Path, url: str, token: str | None, bar: Any) -> bool:
     """Upload one file; True when the server refused some of its requests."""
     from trickscope.journal import Journal, dead_letter_path, upload
     from trickscope.transport import Connection, Unavailable
@@ -70,7 +94,7 @@ def _sync_one(path: Path, url: str, token: str | None) -> bool:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:
-        result = upload(path, connection, set_aside=set_aside)
+        result = upload(path, _Ticking(connection, bar), set_aside=set_aside)  # type: ignore[arg-type]
     except Unavailable as exc:
         set_aside.close()
         if exc.status is None:
@@ -86,14 +110,13 @@ def _sync_one(path: Path, url: str, token: str | None) -> bool:
         os.replace(kept, path)
     else:
         path.unlink(missing_ok=True)
-    print(f"trickscope: synced {path} ({result.sent} requests)", flush=True)
+    bar.write(f"trickscope: synced {path} ({result.sent} requests)")  # clears the bar first
     if result.set_aside:
-        print(
+        bar.write(
             f"trickscope: the server refused {result.set_aside} request(s) of {path}; the first: "
             f"{result.first_refusal}. They are set aside in {dead}: sync it once the cause "
             "is fixed",
             file=sys.stderr,
-            flush=True,
         )
     return bool(result.set_aside)
 
