@@ -90,9 +90,13 @@ def test_fit_streams_series_setup_and_the_clipping_finding(
     torch.manual_seed(0)
     callback = TrickscopeCallback(project="lightning", url=live_server.url, every=1, hist_every=0)
     train, val = loaders()
-    quiet_trainer(tmp_path, callback, gradient_clip_val=CLIP).fit(Regressor(), train, val)
+    trainer = quiet_trainer(tmp_path, callback, gradient_clip_val=CLIP)
+    model = Regressor()
+    trainer.fit(model, train, val)
     run_id = callback.run.id
     assert callback.run.status == "finished"
+    trainer.validate(model, val)  # after the fit: nothing more is sent, nothing fails
+    assert callback.run.id == run_id and not callback.run.incidents.by_kind
 
     run = get_json(f"{live_server.url}/api/v1/runs/{run_id}")
     assert run["status"] == "finished"

@@ -89,7 +89,8 @@ class LightningObserver:
         if stage != "fit":
             return
         settings = trainer_settings(trainer)
-        if self.run is None:
+        if self.run is None or (self._owns_run and self.run.status is not None):
+            # A first fit, or another fit with this callback after its run finished.
             import trickscope
 
             config = {**hparams(pl_module), **self._config, "lightning": settings}
@@ -178,11 +179,14 @@ class LightningObserver:
     # -- logged metrics ----------------------------------------------------------------------
 
     def _send_logged(self, trainer: Any) -> None:
-        if self.run is None or not self._log_metrics or trainer.sanity_checking:
+        run = self.run
+        if run is None or run.status is not None or not self._log_metrics:
+            return  # none yet, or finished (a validate() after fit())
+        if trainer.sanity_checking:
             return
         metrics = logged_now(trainer)
         if metrics:
-            self.run.log(metrics, step=last_step(int(trainer.global_step)))
+            run.log(metrics, step=last_step(int(trainer.global_step)))
 
     @guarded("on_train_batch_end")
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any, **kwargs: Any) -> None:

@@ -161,8 +161,8 @@ class TrickscopeCallback(TrainerCallback):
         logs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if self.run is None or not logs:
-            return
+        if self.run is None or self.run.status is not None or not logs:
+            return  # none yet, or finished (an evaluate() after train())
         step = last_step(int(state.global_step), self._start)
         metrics = numeric_items({rename(key): value for key, value in logs.items()})
         if metrics:
