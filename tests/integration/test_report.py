@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import Client
+from trickscope_cli.errors import CliError
 from trickscope_cli.report_cmd import json_for_html, script_safe
+from trickscope_cli.report_page import module_bundle
+
+WEB = Path(__file__).resolve().parents[2] / "web"
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,6 +33,8 @@ def report(url: str, run_id: str, output: Path) -> subprocess.CompletedProcess:
 
 
 def make_run(client: Client) -> str:
+    """A finished run with a hostile name and config, a warmup, per-layer statistics, ε dominance,
+    an update ratio and histograms: something for every part of the run page."""
     run_id = client.create_run(
         project="vision",
         name=HOSTILE,
@@ -43,8 +49,19 @@ def make_run(client: Client) -> str:
             "loss/<b>odd</b>": ([0, 1, 2], [1.0, math.nan, math.inf]),
             "grad_norm/conv.weight": (list(range(30)), [0.5] * 30),
             "grad_norm/fc.weight": (list(range(30)), [0.25] * 30),
+            "update_ratio/conv.weight": (list(range(30)), [1e-3] * 30),
+            "opt/eps_dominance/conv.weight": (list(range(30)), [0.2] * 30),
         },
     )
+    client.post_histograms(
+        run_id,
+        "grad_hist/conv.weight",
+        [0, 10, 20],
+        [-1.0, -1.0, -1.0],
+        [1.0, 1.0, 1.0],
+        [[1.0, 2.0, 3.0, 4.0]] * 3,
+    )
+    client.finish(run_id)
     return run_id
 
 
@@ -59,19 +76,61 @@ def test_report_writes_one_self_contained_file(live_server, tmp_path: Path):
     assert "Plotly" in html and len(html) > 1_000_000
     assert not re.search(r"<script[^>]*\ssrc=", html)
     assert not re.search(r"<link[^>]*href=", html)
-    # The data block cannot be ended by a name: exactly the three script elements close.
-    assert html.count("</script>") == 3
+    # No name can end a block: exactly the four script elements close (data, modules, Plotly,
+    # loader), and the hostile name's markup appears nowhere as markup.
+    assert html.count("</script>") == 4
     assert "<img" not in html
-    block = re.search(
-        r'<script type="application/json" id="trickscope-data">(.*?)</script>', html, re.S
-    )
-    data = json.loads(block.group(1))
+    data = json.loads(block(html, "trickscope-data"))
     assert data["run"]["name"] == HOSTILE
-    names = {s["name"]: s for s in data["series"]}
-    assert set(names) == {"loss/train", "lr/group0", "loss/<b>odd</b>"}
-    assert names["loss/<b>odd</b>"]["value"] == [1.0, "NaN", "Infinity"]
-    assert [h["stat"] for h in data["heatmaps"]] == ["grad_norm"]
-    assert data["heatmaps"][0]["layers"] == ["conv.weight", "fc.weight"]
+    assert (
+        set(data["points"])
+        == {s["name"] for s in data["series"]}
+        == {
+            "loss/train",
+            "lr/group0",
+            "loss/<b>odd</b>",
+            "grad_norm/conv.weight",
+            "grad_norm/fc.weight",
+            "update_ratio/conv.weight",
+            "opt/eps_dominance/conv.weight",
+        }
+    )
+    assert data["points"]["loss/<b>odd</b>"]["value"] == [1.0, "NaN", "Infinity"]
+    assert sorted(data["heatmaps"]) == ["grad_norm", "update_ratio"]
+    assert data["heatmaps"]["grad_norm"]["layers"] == ["conv.weight", "fc.weight"]
+    assert data["histograms"]["grad_hist/conv.weight"]["step"] == [0, 10, 20]
+    assert data["health"]["bands"]["update_ratio"]["low"] == 1e-5
+    # The run page's own modules draw it, with the inline data source in place of the REST client.
+    modules = json.loads(block(html, "trickscope-modules"))
+    assert modules["entry"] == "run.js"
+    assert {"run.js", "run-layers.js", "line-chart.js", "report-api.js", "api.js"} <= set(
+        modules["modules"]
+    )
+    assert modules["modules"]["run.js"]["source"] == (WEB / "js" / "run.js").read_text()
+
+
+def block(html: str, block_id: str) -> str:
+    found = re.search(
+        rf'<script type="application/json" id="{block_id}">(.*?)</script>', html, re.S
+    )
+    assert found is not None, block_id
+    return found.group(1)
+
+
+def test_every_page_module_reads_the_inline_data_and_only_it_the_rest_client():
+    bundle = module_bundle(WEB / "js")
+    for name, module in bundle["modules"].items():
+        if "api.js" in module["imports"]:
+            expected = "api.js" if name == "report-api.js" else "report-api.js"
+            assert module["imports"]["api.js"] == expected, name
+    assert "session.js" not in bundle["modules"]  # the page's login handling needs a server
+
+
+def test_a_module_cycle_is_refused(tmp_path: Path):
+    (tmp_path / "run.js").write_text('import { b } from "./b.js";\n')
+    (tmp_path / "b.js").write_text('import { a } from "./run.js";\nexport const b = 1;\n')
+    with pytest.raises(CliError, match="cycle"):
+        module_bundle(tmp_path)
 
 
 def test_report_of_an_unknown_run_fails_with_a_message(live_server, tmp_path: Path):

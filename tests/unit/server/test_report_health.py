@@ -27,7 +27,8 @@ def test_the_report_holds_the_findings_and_the_checks(base_url: str) -> None:  #
     assert (finding["check"], finding["step"]) == ("nonfinite-loss", 4)
     assert {c["id"] for c in data["health"]["checks"]} >= {"warmup", "ema", "loss"}
     html = render(data)
-    assert 'id="findings"' in html and 'id="checks"' in html
+    # The run page's Health panel draws them from the inline report.
+    assert 'id="health-list"' in html and 'id="health-checks"' in html
     embedded = re.search(r'id="trickscope-data">(.*?)</script>', html, re.S)
     assert embedded is not None
     assert json.loads(embedded.group(1))["health"]["findings"][0]["check"] == "nonfinite-loss"
