@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trickscope_cli.errors import CliError
+from trickscope_cli.help_format import ExamplesFormatter
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 IMPORT_TAG = "imported:tensorboard"
@@ -28,7 +29,7 @@ examples:
 Each folder holding event files becomes one run, named by its path under LOGDIR (lr0.1/seed1).
 Kept: scalars (tags as series names, steps and wall times, NaN and Inf included), histograms
 and hparams (as the run's config); images, audio, text and graphs are counted and skipped.
-Importing again updates the same runs and stores no point twice.
+Importing again updates the same runs; unchanged logs store nothing new.
 """
 
 
@@ -46,7 +47,7 @@ def add_parser(commands: Any) -> None:
         "(from torch.utils.tensorboard, TensorFlow, Lightning, Keras, ...) as trickscope runs. "
         "Needs the tensorboard package: pip install 'trickscope[tensorboard]'.",
         epilog=_TENSORBOARD_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ExamplesFormatter,
     )
     tensorboard.add_argument(
         "logdir", type=Path, metavar="LOGDIR", help="folder of event files (searched recursively)"
@@ -65,7 +66,7 @@ def add_parser(commands: Any) -> None:
         choices=NAME_SOURCES,
         default="path",
         help="run names: the folder's path under LOGDIR (lr0.1/seed1), its last part (seed1) "
-        "or LOGDIR's name and the path (sweep/lr0.1/seed1) (default: path)",
+        "or LOGDIR's name and the path (sweep/lr0.1/seed1) (default path)",
     )
     tensorboard.add_argument(
         "--tag",

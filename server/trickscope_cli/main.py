@@ -19,6 +19,7 @@ from trickscope_cli import (
     token_cmd,
 )
 from trickscope_cli.errors import CliError
+from trickscope_cli.help_format import ExamplesFormatter
 
 DESCRIPTION = """\
 Trick-aware training diagnostics for PyTorch: a server with live charts and health
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trickscope",
         usage="trickscope [-h] [--version] COMMAND [ARGS]",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ExamplesFormatter,
         epilog=EPILOG,
     )
     parser.add_argument(

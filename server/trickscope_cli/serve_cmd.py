@@ -7,6 +7,7 @@ import gc
 from typing import Any
 
 from trickscope_cli.errors import CliError
+from trickscope_cli.help_format import ExamplesFormatter
 
 
 def add_parser(commands: Any) -> None:
@@ -15,6 +16,11 @@ def add_parser(commands: Any) -> None:
         help="start the server and dashboard",
         description="Start the trickscope server: REST API under /api/v1, dashboard at /. "
         "Settings come from TRICKSCOPE_* environment variables; flags override them.",
+        epilog="examples:\n"
+        "  trickscope serve                     dashboard at http://127.0.0.1:8000/\n"
+        "  trickscope serve --port 8080 --db postgresql+psycopg://user:pass@host/db\n"
+        "  TRICKSCOPE_TOKEN=$(openssl rand -hex 32) trickscope serve --host 0.0.0.0",
+        formatter_class=ExamplesFormatter,
     )
     parser.add_argument(
         "--db",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trickscope_cli.errors import CliError
+from trickscope_cli.help_format import ExamplesFormatter
 from trickscope_cli.progress import progress_bar
 
 _DEAD_SUFFIX = ".dead.jsonl"  # trickscope.journal.DEAD_SUFFIX, without importing the agent
@@ -28,6 +29,10 @@ def add_parser(commands: Any) -> None:
         description="Replay the agent's on-disk journal(s) to a server. Uploads are idempotent: "
         "syncing twice stores every point once. A journal uploaded whole is deleted; requests "
         "the server refuses are set aside in <run>.dead.jsonl, replayed when named.",
+        epilog="examples:\n"
+        "  trickscope sync ~/.cache/trickscope/journal --url http://127.0.0.1:8000\n"
+        "  trickscope sync RUN_ID.dead.jsonl     retry what the server refused once",
+        formatter_class=ExamplesFormatter,
     )
     parser.add_argument("journal", nargs="+", type=Path, help="journal file(s) or folder(s)")
     parser.add_argument("--url", help="server to upload to (default: TRICKSCOPE_URL)")

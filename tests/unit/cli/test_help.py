@@ -73,3 +73,10 @@ def test_version_prints_the_installed_version() -> None:
 def test_a_bare_trickscope_prints_the_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     assert capsys.readouterr().out == build_parser().format_help()
+
+
+def test_help_fits_a_100_column_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")  # argparse wraps to the terminal's width
+    for path, _, parser in [((), "", build_parser()), *ALL]:
+        for line in parser.format_help().splitlines():
+            assert len(line) <= 100, f"trickscope {' '.join(path)}: {line!r}"
