@@ -13,6 +13,7 @@ from trickscope_server.api import events, ingest, liveness, pages, runs, session
 from trickscope_server.api.problems import install_problem_handlers
 from trickscope_server.config import Settings
 from trickscope_server.live import Broadcaster
+from trickscope_server.live.notify import PgRelay
 from trickscope_server.security import (
     Authenticator,
     HostPolicy,
@@ -36,10 +37,25 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.migrate_on_start:
         db.upgrade()
 
+    broadcaster = Broadcaster(
+        db,
+        poll_seconds=settings.sse_poll_seconds,
+        health_seconds=settings.sse_health_seconds,
+        grace_seconds=settings.liveness_grace_seconds,
+    )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        db.dispose()
+        # On PostgreSQL other processes (workers) may ingest: their commits wake our readers.
+        relay = PgRelay(settings.database_url, broadcaster) if db.dialect == "postgresql" else None
+        if relay is not None:
+            relay.start()
+        try:
+            yield
+        finally:
+            if relay is not None:
+                relay.close()
+            db.dispose()
 
     app = FastAPI(
         title="trickscope",
@@ -53,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = db
-    app.state.broadcaster = Broadcaster()
+    app.state.broadcaster = broadcaster
     install_problem_handlers(app)
     registry = TokenRegistry(
         db, env_token=settings.env_token(), ttl_seconds=settings.token_cache_seconds
@@ -81,3 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
         name="static",
     )
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app from ``TRICKSCOPE_*`` variables alone: the factory each uvicorn worker calls."""
+    return create_app(Settings())

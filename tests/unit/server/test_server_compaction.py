@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from tests.unit.server.conftest import JSON, point_batch
 from tests.unit.server.test_server_sse import _events, base_url  # noqa: F401 (fixture)
-from trickscope_server.api import events as events_api
+from trickscope_server.live import feed as live_feed
 from trickscope_server.services import compact, ingest, runs
 from trickscope_server.storage import ChunkRow
 from trickscope_wire import RankDeclare, RunCreate, dumps
@@ -137,7 +137,7 @@ def test_sse_resume_across_a_compaction_gets_every_point_once(
     page: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(events_api, "CHUNKS_PER_MESSAGE", page)
+    monkeypatch.setattr(live_feed, "CHUNKS_PER_MESSAGE", page)
     timeout = httpx.Timeout(10.0)
     with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as api:
         assert api.put("/api/v1/runs/r1", json={"project": "p", "name": "n"}).status_code == 200

@@ -1,0 +1,164 @@
+"""The per-run reader: one storage read per wake-up serves every live stream of the run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from fastapi.concurrency import run_in_threadpool
+
+from trickscope_server.errors import RunNotFoundError
+from trickscope_server.live.subscriber import Subscriber, sse_message
+from trickscope_server.services import health, query
+from trickscope_server.storage import Database
+
+# Chunks per page: bounds one message's size when a stream resumes far behind.
+CHUNKS_PER_MESSAGE = 500
+# Messages a stream may have queued before it counts as lagging (re-read from its cursor).
+OUTBOX_CAPACITY = 32
+
+
+class RunFeed:
+    """Reads one run for all its subscribers in this process.
+
+    Subscribers at the same cursor (every stream that has caught up) share one read and one
+    encoded message per wake-up; a stream resuming from elsewhere gets its own read until it
+    reaches the others. Health is diagnosed once per interval for all of them. Created and used
+    on the event loop; ``wake`` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        run_id: str,
+        *,
+        poll_seconds: float,
+        health_seconds: float,
+        grace_seconds: float | None,
+    ) -> None:
+        self.db = db
+        self.run_id = run_id
+        self.poll_seconds = poll_seconds
+        self.health_seconds = health_seconds
+        self.grace_seconds = grace_seconds
+        self.subscribers: set[Subscriber] = set()
+        self.reads = 0  # storage reads so far (for benches and tests)
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._health_due = True
+        self._health_forced = False
+        self._health_at = -float("inf")
+        self._health: bytes | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def join(self, after: int) -> Subscriber:
+        """A new subscriber from cursor ``after``; starts the reader if it is not running."""
+        subscriber = Subscriber(after, OUTBOX_CAPACITY, self.wake)
+        self.subscribers.add(subscriber)
+        self._health_forced = True  # a new stream gets a diagnosis as soon as it caught up
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"live-feed-{self.run_id}")
+        self.wake()
+        return subscriber
+
+    def leave(self, subscriber: Subscriber) -> bool:
+        """Drop a subscriber; True (and the reader stopped) when it was the last one."""
+        self.subscribers.discard(subscriber)
+        if self.subscribers:
+            return False
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        return True
+
+    def wake(self) -> None:
+        """Something changed: read again. Safe from any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._wake.set)
+        except RuntimeError:
+            pass  # the loop has closed: nobody is listening any more
+
+    async def _run(self) -> None:
+        while self.subscribers:
+            # Cleared before reading, so a commit landing during the read still wakes us.
+            self._wake.clear()
+            more = await self._read_round()
+            await self._push_health()
+            if more:
+                continue  # a page was full or a group is behind: read again before waiting
+            timeout = self.poll_seconds
+            if self._health_due:
+                left = max(0.0, self._health_at + self.health_seconds - time.monotonic())
+                timeout = min(timeout, left)
+            try:
+                # The timeout doubles as a poll, which keeps workers sharing PostgreSQL live.
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _read_round(self) -> bool:
+        """One read per distinct cursor; True when some read returned points."""
+        groups: dict[int, list[Subscriber]] = defaultdict(list)
+        for subscriber in self.subscribers:
+            if not subscriber.lagging and not subscriber.finished:
+                groups[subscriber.cursor].append(subscriber)
+        more = False
+        for cursor, members in groups.items():
+            self.reads += 1
+            result = await run_in_threadpool(
+                query.read_events,
+                self.db,
+                run_id=self.run_id,
+                after=cursor,
+                limit=CHUNKS_PER_MESSAGE,
+                grace_seconds=self.grace_seconds,
+            )
+            if result is None:
+                deleted = sse_message("status", {"status": "deleted"})
+                for subscriber in self.subscribers:
+                    subscriber.finish(deleted)
+                return False
+            new_cursor, series, status = result
+            if series:
+                more = True
+                self._health_due = True
+                message = sse_message("points", {"series": series, "status": status}, new_cursor)
+                for subscriber in members:
+                    subscriber.caught_up = False
+                    if subscriber.cursor == cursor and subscriber.offer(message):
+                        subscriber.cursor = new_cursor
+                continue
+            for subscriber in members:
+                subscriber.caught_up = True
+                if status != subscriber.sent_status:
+                    if subscriber.offer(sse_message("status", {"status": status}, cursor)):
+                        subscriber.sent_status = status
+                        # A final status re-diagnoses at once: some checks judge finished runs.
+                        self._health_forced = True
+        return more
+
+    async def _push_health(self) -> None:
+        """Diagnose when due (at most every interval, or at once when forced) and tell each
+        caught-up subscriber whose last report differs."""
+        now = time.monotonic()
+        forced = self._health_forced
+        if forced or (self._health_due and now - self._health_at >= self.health_seconds):
+            self._health_due, self._health_forced, self._health_at = False, False, now
+            try:
+                report: Any = await run_in_threadpool(
+                    health.health_report, self.db, run_id=self.run_id
+                )
+            except RunNotFoundError:
+                return  # deleted meanwhile: the next read says so
+            self._health = orjson.dumps(report)
+        if self._health is None:
+            return
+        message: bytes | None = None
+        for subscriber in self.subscribers:
+            if subscriber.caught_up and subscriber.sent_health != self._health:
+                message = message or b"event: health\ndata: " + self._health + b"\n\n"
+                if subscriber.offer(message):
+                    subscriber.sent_health = self._health

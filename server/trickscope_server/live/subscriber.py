@@ -1,0 +1,77 @@
+"""One live stream's side of a run feed: its cursor, what it was last told, a bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+import orjson
+
+
+def sse_message(event: str, data: object, event_id: int | None = None) -> bytes:
+    """One Server-Sent Events message; ``event_id`` becomes the client's Last-Event-ID."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
+class Subscriber:
+    """A stream's cursor and outbox, fed by its run's reader on the event loop.
+
+    The outbox holds at most ``capacity`` messages. When it is full the subscriber is *lagging*:
+    the reader stops handing it pages, its cursor stays at the last page it accepted, and once
+    the stream has drained half of the outbox the reader reads again from that cursor. A slow
+    client therefore never blocks the others and never loses a point.
+    """
+
+    def __init__(self, cursor: int, capacity: int, on_drained: Callable[[], None]) -> None:
+        self.cursor = cursor
+        self.capacity = capacity
+        self.sent_status = "running"  # a running run needs no status message; others do
+        self.sent_health: bytes | None = None
+        self.caught_up = False  # the last read from this cursor found nothing newer
+        self.lagging = False
+        self._outbox: deque[bytes] = deque()
+        self._final: bytes | None = None
+        self._ready = asyncio.Event()
+        self._on_drained = on_drained
+
+    @property
+    def finished(self) -> bool:
+        """The stream has a last message pending (the run was deleted)."""
+        return self._final is not None
+
+    def offer(self, message: bytes) -> bool:
+        """Queue a message; False (and lagging) when the outbox is full."""
+        if len(self._outbox) >= self.capacity:
+            self.lagging = True
+            return False
+        self._outbox.append(message)
+        self._ready.set()
+        return True
+
+    def finish(self, message: bytes) -> None:
+        """End the stream with ``message`` once what is queued has been sent."""
+        self._final = message
+        self._ready.set()
+
+    async def next(self, timeout: float) -> bytes | None:
+        """The next message, or None after ``timeout`` seconds without one.
+
+        After the final message, every call returns ``b""`` (the stream should end).
+        """
+        while True:
+            if self._outbox:
+                message = self._outbox.popleft()
+                if self.lagging and len(self._outbox) <= self.capacity // 2:
+                    self.lagging = False
+                    self._on_drained()
+                return message
+            if self._final is not None:
+                final, self._final = self._final, b""
+                return final
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except asyncio.TimeoutError:
+                return None
