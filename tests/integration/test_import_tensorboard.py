@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from tests.helpers import LiveServer
+from tests.helpers import LiveServer, start_server, stop_server
 
 T0 = 1_700_000_000.0  # wall times written explicitly, so they can be compared exactly
 SPECIAL = {7: math.nan, 8: math.inf, 9: -math.inf}
@@ -194,3 +194,30 @@ def test_without_a_server_the_import_fails_with_one_line(tmp_path: Path) -> None
         "trickscope import: could not reach a trickscope server at http://127.0.0.1:9: "
         "is it running?"
     )
+
+
+def test_a_server_with_tokens_takes_the_import_with_a_token_and_refuses_it_without(
+    tmp_path: Path,
+) -> None:
+    token = "import-token-" + "0" * 20
+    server = start_server(f"sqlite:///{tmp_path / 'ts.db'}", tmp_path / "server.log",
+                          env={"TRICKSCOPE_TOKEN": token})  # fmt: skip
+    try:
+        logdir = tmp_path / "logs"
+        with SummaryWriter(str(logdir / "a")) as writer:
+            writer.add_scalar("loss", 0.5, 3)
+        refused = trickscope_import(str(logdir), "--url", server.url, env={"TRICKSCOPE_TOKEN": ""})
+        assert refused.returncode == 2
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith(f"trickscope import: the server at {server.url} refused the import")
+        assert "401" in line
+        taken = trickscope_import(str(logdir), "--url", server.url, "--token", token)
+        assert taken.returncode == 0, taken.stdout + taken.stderr
+        request = urllib.request.Request(
+            f"{server.url}/api/v1/runs?project=logs", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            (run,) = json.loads(response.read())["runs"]
+        assert run["name"] == "a" and run["latest"] == {"loss": 0.5}
+    finally:
+        stop_server(server)
