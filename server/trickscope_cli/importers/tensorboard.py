@@ -134,6 +134,8 @@ def read_run(folder: EventFolder, on_bytes: Callable[[int], Any] = lambda n: Non
             size = event.ByteSize() + 16  # a record's length, CRCs and data
             read += size
             on_bytes(size)
+        if read < expected:  # the reader stops quietly at a bad record: say so
+            run.skipped["event files read only in part (corrupt, or still being written)"] += 1
         on_bytes(max(0, expected - read))
     return run
 

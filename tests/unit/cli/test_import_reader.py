@@ -98,3 +98,20 @@ def test_run_ids_and_batches_are_the_same_for_the_same_logs(tmp_path: Path) -> N
     assert [items for _, items in small] == [100, 100, 40]  # acc first (names in order), split
     assert small == list(point_batches(second, "tb-x", limit=100))
     assert small != list(point_batches(second, "tb-y", limit=100))  # batch ids name the run
+
+
+def test_a_corrupt_event_file_is_read_up_to_the_damage_and_reported(tmp_path: Path) -> None:
+    with SummaryWriter(str(tmp_path)) as writer:
+        for step in range(100):
+            writer.add_scalar("x", float(step), step)
+    (folder,) = find_runs(tmp_path)
+    assert not read_run(folder).skipped  # a clean file is read to its end
+    raw = bytearray(folder.files[0].read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    folder.files[0].write_bytes(bytes(raw))
+    run = read_run(folder)
+    assert 0 < run.points < 100
+    assert run.points == len(run.scalars["x"]) and list(run.scalars["x"].steps) == list(
+        range(run.points)
+    )
+    assert run.skipped == {"event files read only in part (corrupt, or still being written)": 1}
