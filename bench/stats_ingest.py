@@ -1,0 +1,256 @@
+"""Server CPU per due step of per-layer statistics, and the reads that show them.
+
+    python bench/stats_ingest.py [--backends sqlite postgresql] [--layers 75] [--steps 300]
+
+A real server (``trickscope serve``) in its own process and a real agent in this one: an MLP of
+``--layers`` linear layers (two tensors each: 150 tensors, 1,650 per-layer series at the default
+75) trained for ``--steps`` steps with ``watch(model, optimizer, every=1, hist_every=0)``, every
+statistic at every step. Reported: the server's CPU time (``/proc``, user + system) from the
+first step to the agent's last acknowledged batch, less its idle CPU over the same wall time
+(measured just before), per step; then the latency of the two reads a user makes of them: the
+heatmap of one statistic over every layer, and one layer's chart (median of ``--reads``).
+
+A second table takes the network, the agent's cadence and the training out: the server's ingest
+path alone (``parse_batch`` then ``ingest_batch``, in this process) over batches of the same
+1,650 series shaped as the agent sends them (one shared steps and times column, ``--batch-steps``
+steps each, what a 0.5 s flush holds at 20 steps/s), CPU time per step, median of 3 rounds.
+
+PostgreSQL needs ``--pg-url`` (default: the test database of the CI setup).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+PG_URL = "postgresql+psycopg://trickscope:trickscope@127.0.0.1:5432/trickscope_test"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(db_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``trickscope serve`` process on a free port, and its URL once it answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trickscope_cli", "serve", "--db", db_url, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1)
+            return process, url
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the trickscope server did not start")
+
+
+def train(url: str, *, layers: int, steps: int, width: int) -> str:
+    """Train the MLP with every statistic at every step until the server acknowledged every
+    batch; the run's id."""
+    import torch
+
+    import trickscope
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(layers)])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    data = torch.randn(32, width)
+    run = trickscope.init(project="bench", name=f"stats-{layers}x2", url=url)
+    run.watch(model, optimizer, every=1, hist_every=0)
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = model(data).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        run.log({"loss": loss.detach()}, step=step)
+    run.finish()  # flushes: returns once the server acknowledged every batch
+    return run.id
+
+
+def get(url: str) -> float:
+    """Seconds to read ``url`` whole."""
+    began = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=60) as response:
+        response.read()
+    return time.perf_counter() - began
+
+
+def read_json(url: str) -> dict:
+    """The JSON document at ``url``."""
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def measure(db_url: str, args: argparse.Namespace) -> dict[str, float]:
+    """One backend: server CPU per step and read latencies."""
+    process, url = start_server(db_url)
+    try:
+        time.sleep(1.0)  # past start-up work
+        idle_from, idle_cpu = time.monotonic(), cpu_seconds(process.pid)
+        time.sleep(args.idle)
+        idle_rate = (cpu_seconds(process.pid) - idle_cpu) / (time.monotonic() - idle_from)
+        began, cpu = time.monotonic(), cpu_seconds(process.pid)
+        run_id = train(url, layers=args.layers, steps=args.steps, width=args.width)
+        wall = time.monotonic() - began
+        busy = cpu_seconds(process.pid) - cpu - idle_rate * wall
+        base = f"{url}/api/v1/runs/{urllib.parse.quote(run_id)}"
+        names = [s["name"] for s in read_json(f"{base}/series")["series"]]
+        per_layer = [n for n in names if "/" in n and not n.startswith(("rank/", "global/"))]
+        heatmap = f"{base}/heatmap?stat=grad_norm"
+        if len(read_json(heatmap)["layers"]) != args.layers * 2:
+            raise RuntimeError("the heatmap does not show every tensor")
+        layer = urllib.parse.quote(sorted(n for n in names if n.startswith("grad_norm/"))[0])
+        chart = f"{base}/points?name={layer}"
+        for target in (heatmap, chart):
+            get(target)  # warm
+        heat = statistics.median(get(heatmap) for _ in range(args.reads))
+        one = statistics.median(get(chart) for _ in range(args.reads))
+        return {
+            "series": len(names),
+            "per_layer_series": len(per_layer),
+            "cpu_ms_per_step": 1000 * busy / args.steps,
+            "idle_ms_per_s": 1000 * idle_rate,
+            "wall_s": wall,
+            "heatmap_ms": 1000 * heat,
+            "chart_ms": 1000 * one,
+        }
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+STATS = (
+    "grad_norm",
+    "grad_mean",
+    "grad_std",
+    "grad_max_abs",
+    "grad_zero_frac",
+    "weight_norm",
+    "weight_mean",
+    "weight_std",
+    "weight_max_abs",
+    "update_ratio",
+    "update_norm",
+)
+
+
+def service_cpu(db_url: str, *, layers: int, batch_steps: int, batches: int = 30) -> float:
+    """CPU milliseconds per step of the ingest path alone, median of 3 rounds of ``batches``."""
+    import numpy as np
+
+    from trickscope_server.services.ingest import ingest_batch, parse_batch
+    from trickscope_server.services.runs import upsert_run
+    from trickscope_server.storage import Database
+    from trickscope_wire import (
+        PointBatch,
+        RunCreate,
+        SeriesColumns,
+        dumps,
+        encode_f64,
+        encode_i64,
+    )
+
+    db = Database(db_url)
+    db.upgrade()
+    run_id = f"service-{time.time_ns()}"
+    upsert_run(db, run_id=run_id, payload=RunCreate(project="bench", name="service"))
+    names = [f"{stat}/{i}.{k}" for stat in STATS for i in range(layers) for k in ("weight", "bias")]
+    rng = np.random.default_rng(0)
+    bodies = []
+    for b in range(5 + 3 * batches):
+        steps = np.arange(b * batch_steps, (b + 1) * batch_steps, dtype="<i8")
+        shared_steps = encode_i64(steps.tolist())
+        shared_times = encode_f64((1.7e9 + steps * 0.05).tolist())
+        series = [
+            SeriesColumns(
+                name=name,
+                steps=shared_steps,
+                values=encode_f64(rng.random(batch_steps).tolist()),
+                times=shared_times,
+            )
+            for name in names
+        ]
+        bodies.append(dumps(PointBatch(batch_id=f"b{b}", series=series)))
+
+    def ingest(part: list[bytes]) -> float:
+        began = time.process_time()
+        for body in part:
+            ingest_batch(db, run_id=run_id, batch=parse_batch(body, max_points=10**8))
+        return time.process_time() - began
+
+    ingest(bodies[:5])  # warm: series created, ids cached
+    rounds = [ingest(bodies[5 + r * batches : 5 + (r + 1) * batches]) for r in range(3)]
+    db.dispose()
+    return 1000 * statistics.median(rounds) / (batches * batch_steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--pg-url", default=os.environ.get("TRICKSCOPE_TEST_PG_URL", PG_URL))
+    parser.add_argument("--layers", type=int, default=75, help="linear layers (2 tensors each)")
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU measured")
+    parser.add_argument("--reads", type=int, default=7)
+    parser.add_argument("--batch-steps", type=int, default=10, help="steps per batch (service)")
+    parser.add_argument("--json", action="store_true", help="one JSON line per backend")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    series = args.layers * 2 * 11
+    print(
+        f"{platform.machine()}, {os.cpu_count()} cores; MLP {args.layers} layers "
+        f"({args.layers * 2} tensors, ~{series} per-layer series), {args.steps} steps, every=1"
+    )
+    print(
+        "| backend | series | server CPU per due step (ms) | heatmap (ms) "
+        "| one layer's chart (ms) |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as scratch:
+        for backend in args.backends:
+            db = f"sqlite:///{scratch}/bench.db" if backend == "sqlite" else args.pg_url
+            result = measure(db, args)
+            if args.json:
+                print(json.dumps({"backend": backend, **result}))
+            print(
+                f"| {backend} | {result['series']} | {result['cpu_ms_per_step']:.2f} "
+                f"| {result['heatmap_ms']:.1f} "
+                f"| {result['chart_ms']:.1f} |",
+                flush=True,
+            )
+        print(
+            f"\nIngest path alone: {args.layers * 2 * len(STATS)} series, "
+            f"{args.batch_steps} steps a batch"
+        )
+        print("| backend | CPU per step (ms) |")
+        print("|---|---:|")
+        for backend in args.backends:
+            db = f"sqlite:///{scratch}/service.db" if backend == "sqlite" else args.pg_url
+            cpu = service_cpu(db, layers=args.layers, batch_steps=args.batch_steps)
+            print(f"| {backend} | {cpu:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
