@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
+import pty
 import re
+import select
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -152,3 +158,37 @@ def test_escaping_keeps_script_text_inert():
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
     assert json.loads(text) == {"a": "</script><!-- & \u2028"}
     assert script_safe("x = '</SCRIPT>' + '<!--'") == "x = '<\\/SCRIPT>' + '<\\!--'"
+
+
+def test_report_draws_a_progress_bar_over_its_reads_on_a_terminal(live_server, tmp_path: Path):
+    run_id = make_run(Client(live_server.url))
+    primary, replica = pty.openpty()  # stderr is a terminal, stdout a pipe
+    fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    drawn = b""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "trickscope_cli", "report", run_id, "--url", live_server.url]
+            + ["-o", str(tmp_path / "r.html")],
+            stdout=subprocess.PIPE,
+            stderr=replica,
+            timeout=60,
+            text=True,
+        )
+        os.close(replica)
+        replica = -1
+        while select.select([primary], [], [], 0.5)[0]:
+            try:
+                piece = os.read(primary, 65536)
+            except OSError:  # the terminal closed once everything was read
+                break
+            if not piece:
+                break
+            drawn += piece
+    finally:
+        if replica != -1:
+            os.close(replica)
+        os.close(primary)
+    assert done.returncode == 0
+    # A bar over the reads: 7 series, 2 heatmaps, 1 histogram name and the health report.
+    text = drawn.decode()
+    assert f"report {run_id[:8]}: " in text and "/11 [" in text and "read/s]" in text
