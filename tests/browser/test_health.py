@@ -89,7 +89,7 @@ def test_nan_layer_is_an_error_row_and_a_click_picks_the_layer(dashboard, client
     assert first["action"] == "layer"
     assert "1 error" in page.text_content("#health-summary")
     assert page.locator("#health-status").is_hidden()
-    # The panel sits right under the header (beside the Setup card), above the charts.
+    # The panel sits right under the header, above the charts.
     order = page.evaluate(
         """() => [...document.querySelectorAll('main > section, main > div.diagnosis')]
             .map(s => s.id || s.className)"""
