@@ -143,12 +143,18 @@ LINE_STARTS = """th => {
 
 def test_a_long_config_key_wraps_only_between_its_parts(dashboard, client):
     key = "model.encoder.layers.self_attention.query_key_value.initializer_range_multiplier"
-    run_id = client.create_run(project="nlp", name="keys", config={key: 0.02, "lr": 3e-4})
+    system = {"python": "3.11.7", "torch": "2.5.0", "cpu_count": 8}
+    run_id = client.create_run(
+        project="nlp", name="keys", config={key: 0.02, "lr": 3e-4}, system=system
+    )
     client.post_points(run_id, {"loss/train": (steps(3), [1.0, 0.9, 0.8])})
     page = dashboard.page
     page.set_viewport_size({"width": 700, "height": 900})
     dashboard.goto(f"/runs/{run_id}")
     wait_loaded(dashboard)
+    # The folded lines say the essentials; keys not on a line are left out, never "undefined".
+    assert page.text_content("#config-summary") == f"2 keys \u00b7 lr=0.0003 {key}=0.02"
+    assert page.text_content("#system-summary") == "python 3.11.7 \u00b7 torch 2.5.0"
     page.click("#config-details > summary")
     row = page.locator("#config-table th", has_text="initializer").first
     assert row.get_attribute("title") == key

@@ -156,7 +156,8 @@ function systemSummary(system, ranks) {
   const info = system && typeof system === "object" ? system : {};
   const parts = [];
   for (const key of ["hostname", "python", "torch", "device", "gpu"]) {
-    if (isPlain(info[key]) && info[key] !== null && info[key] !== "") parts.push(`${key} ${info[key]}`);
+    const value = info[key];
+    if (value !== undefined && value !== null && value !== "" && isPlain(value)) parts.push(`${key} ${value}`);
   }
   const count = Object.keys(ranks || {}).length;
   if (count) parts.push(plural(count, "rank"));
