@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
+import secrets
 from typing import Any
 
 from trickscope_cli.errors import CliError
@@ -48,6 +51,13 @@ def add_parser(commands: Any) -> None:
         "can read, change and delete every run",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the port (default 1; TRICKSCOPE_WORKERS). More than one "
+        "needs PostgreSQL: SQLite serializes writers, so extra processes only wait on its lock",
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error"],
@@ -62,7 +72,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
     overrides = {
         field: getattr(args, field)
-        for field in ("database_url", "host", "port", "allowed_hosts", "insecure")
+        for field in ("database_url", "host", "port", "allowed_hosts", "insecure", "workers")
         if getattr(args, field, None) is not None
     }
     try:
@@ -78,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from trickscope_server.security import is_loopback_bind
 
     settings = settings_from_args(args)
+    refusal = workers_refusal(settings)
+    if refusal is not None:
+        raise CliError(refusal)
     app = create_app(settings)
     refusal = exposure_refusal(settings, auth_required=app.state.auth.registry.auth_required)
     if refusal is not None:
@@ -94,8 +107,70 @@ def run(args: argparse.Namespace) -> int:
         print("trickscope: authentication on (a token is required)", flush=True)
     elif not is_loopback_bind(settings.host):
         print("trickscope: --insecure: serving WITHOUT authentication", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    if settings.workers > 1:
+        app.state.db.dispose()  # the parent only migrated and checked; the workers serve
+        print(f"trickscope: {settings.workers} worker processes", flush=True)
+        os.environ.update(worker_environment(settings))
+        uvicorn.run(
+            "trickscope_server.app:create_app_from_env",
+            factory=True,
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        )
+        return 0
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
     return 0
+
+
+# Live streams never finish on their own: on SIGTERM, requests get this long to complete, then
+# the open streams are closed (browsers reconnect with Last-Event-ID and miss nothing).
+SHUTDOWN_GRACE_SECONDS = 3
+
+
+def workers_refusal(settings: Any) -> str | None:
+    """Why these settings cannot run several workers, or None when they can."""
+    from sqlalchemy.engine import make_url
+
+    if settings.workers > 1 and make_url(settings.database_url).get_backend_name() == "sqlite":
+        return (
+            f"refusing --workers {settings.workers} on SQLite: a SQLite file admits one writer "
+            "at a time, so extra server processes would only queue on its lock (and each "
+            "would hold live streams the others cannot wake). Use PostgreSQL "
+            "(--db postgresql+psycopg://user:pass@host/db) or run one worker"
+        )
+    return None
+
+
+def worker_environment(settings: Any) -> dict[str, str]:
+    """``TRICKSCOPE_*`` variables that give every worker the parent's settings.
+
+    Workers build their app from the environment alone. They share one session secret (made
+    here when none is set), so a login cookie signed by one worker verifies on the others, and
+    they skip migrating: the parent has already done it.
+    """
+    session_secret = (
+        settings.session_secret.get_secret_value()
+        if settings.session_secret
+        else secrets.token_hex(32)
+    )
+    return {
+        "TRICKSCOPE_DATABASE_URL": settings.database_url,
+        "TRICKSCOPE_HOST": settings.host,
+        "TRICKSCOPE_PORT": str(settings.port),
+        "TRICKSCOPE_ALLOWED_HOSTS": json.dumps(settings.allowed_hosts),
+        "TRICKSCOPE_INSECURE": "true" if settings.insecure else "false",
+        "TRICKSCOPE_SESSION_SECRET": session_secret,
+        "TRICKSCOPE_MIGRATE_ON_START": "false",
+    }
 
 
 MIN_TOKEN_CHARS = 16

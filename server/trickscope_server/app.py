@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -101,4 +102,9 @@ def create_app(settings: Settings) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """The app from ``TRICKSCOPE_*`` variables alone: the factory each uvicorn worker calls."""
-    return create_app(Settings())
+    app = create_app(Settings())
+    # As ``serve`` does for one process: what lives as long as the server leaves the cyclic
+    # collector's reach, so full collections stop pausing ingest and the live streams.
+    gc.collect()
+    gc.freeze()
+    return app

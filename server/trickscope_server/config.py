@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     default_points: int = Field(default=2000, ge=3)
     max_points: int = Field(default=100_000, ge=3)
     migrate_on_start: bool = True
+    # Server processes sharing the port (``serve --workers``); more than one needs PostgreSQL.
+    workers: int = Field(default=1, ge=1, le=64)
     sse_poll_seconds: float = Field(default=1.0, gt=0)
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     # A live stream re-diagnoses its run at most this often, and only after new data arrived.
