@@ -213,15 +213,16 @@ def main() -> None:
         or os.environ.get("TRICKSCOPE_TEST_PG_URL"),
         help="PostgreSQL URL (default: TRICKSCOPE_BENCH_PG_URL, then TRICKSCOPE_TEST_PG_URL)",
     )
-    parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--store", choices=["both", "sqlite", "postgresql"], default="both")
     args = parser.parse_args()
     machine = f"{platform.platform()}, {os.cpu_count()} cores"
     print(f"machine: {machine}, Python {platform.python_version()}")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         stores = [("sqlite", f"sqlite:///{scratch}/live.db")]
-        if args.pg and not args.sqlite_only:
+        if args.pg:
             stores.append(("postgresql", args.pg))
+        stores = [s for s in stores if args.store in ("both", s[0])]
         for store, url in stores:
             server = start_trickscope(url)
             try:
