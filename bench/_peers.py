@@ -49,7 +49,7 @@ def _wait(url: str, process: subprocess.Popen, timeout: float) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
-def start_trickscope(database_url: str) -> Server:
+def start_trickscope(database_url: str, *extra_args: str) -> Server:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -61,6 +61,7 @@ def start_trickscope(database_url: str) -> Server:
             database_url,
             "--port",
             str(port),
+            *extra_args,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

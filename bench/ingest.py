@@ -1,6 +1,7 @@
 """Ingest throughput: trickscope's HTTP ingest against an MLflow tracking server's log_batch.
 
     python bench/ingest.py [--pg postgresql+psycopg://...] [--mlflow-pg postgresql://...]
+    python bench/ingest.py --workers-only --pg postgresql+psycopg://...   # 1, 2, 4 workers
 
 Both servers run on loopback, started by this script, and receive the same kind of points: many
 series (per-layer statistics) over consecutive steps. trickscope gets its packed columnar batches,
@@ -122,6 +123,25 @@ def bench_trickscope(server: Server, args: argparse.Namespace, store: str) -> li
     return rows
 
 
+def bench_workers(database_url: str, args: argparse.Namespace) -> list[tuple[int, int, float]]:
+    """Points/s of ``--worker-clients`` concurrent clients against 1, 2 and 4 workers."""
+    rows = []
+    clients = args.worker_clients
+    per_client = args.series * args.steps_per_batch * args.batches
+    for workers in (1, 2, 4):
+        server = start_trickscope(database_url, "--workers", str(workers))
+        try:
+            bodies = trickscope_bodies(args.series, args.steps_per_batch, args.batches)
+            rates = [
+                clients * per_client / measure(clients, push_trickscope, server.url, bodies, False)
+                for _ in range(args.repeats)
+            ]
+            rows.append((workers, clients, statistics.median(rates)))
+        finally:
+            server.stop()
+    return rows
+
+
 def bench_mlflow(server: Server, args: argparse.Namespace, store: str) -> list[tuple]:
     rows = []
     points = args.mlflow_series * args.mlflow_steps
@@ -152,7 +172,20 @@ def main() -> None:
         help="PostgreSQL URL for trickscope (default: TRICKSCOPE_TEST_PG_URL)",
     )
     parser.add_argument("--mlflow-pg", help="PostgreSQL URL for MLflow's store (its own database)")
+    parser.add_argument(
+        "--worker-clients", type=int, default=8, help="concurrent clients in the workers table"
+    )
+    parser.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="only the table of 1, 2 and 4 server workers on PostgreSQL (needs --pg)",
+    )
     args = parser.parse_args()
+    if args.workers_only:
+        if not args.pg:
+            parser.error("--workers-only needs --pg (or TRICKSCOPE_TEST_PG_URL)")
+        print_workers_table(bench_workers(args.pg, args))
+        return
 
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} cores, "
@@ -190,6 +223,8 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for name, store, clients, points, rate in rows:
         print(f"| {name} | {store} | {clients} | {points:,} | {rate:,.0f} |")
+    if args.pg:
+        print_workers_table(bench_workers(args.pg, args))
     for store in ("sqlite", "postgresql"):
         for clients in (1, 4):
             ours = [
@@ -205,6 +240,17 @@ def main() -> None:
                     f"\n{store}, {clients} client(s): trickscope / MLflow = "
                     f"{ours[0] / theirs[0]:,.0f}x"
                 )
+
+
+def print_workers_table(rows: list[tuple[int, int, float]]) -> None:
+    print(
+        f"\ntrickscope serve --workers N on PostgreSQL ({os.cpu_count()} cores; the database, "
+        "the clients and the workers share them)"
+    )
+    print("| workers | clients | points/s (median) |")
+    print("|---:|---:|---:|")
+    for workers, clients, rate in rows:
+        print(f"| {workers} | {clients} | {rate:,.0f} |")
 
 
 if __name__ == "__main__":

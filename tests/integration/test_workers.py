@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import psutil
 import pytest
 
 from tests.helpers import free_port, postgres_url, wait_until
+from tests.integration.test_auth_matrix import compose_server_env
 from tests.unit.server.conftest import point_batch
 from trickscope_server.security.sessions import COOKIE_NAME
 from trickscope_wire import dumps
@@ -98,19 +100,47 @@ class EventStream:
                 yield from orjson.loads(text[len("data: ") :])["series"]["loss"]["step"]
 
 
+def compose_environment(values: dict[str, str]) -> dict[str, str]:
+    """The server's environment in docker-compose.yml with ``${NAME:-default}`` and
+    ``${NAME:?message}`` substituted as compose does, from ``values`` (an ``.env`` file)."""
+    resolved = {}
+    for key, raw in compose_server_env().items():
+        text = str(raw)
+        match = re.fullmatch(r"\$\{(\w+):([-?])(.*)\}", text)
+        if match is None:
+            resolved[key] = text
+            continue
+        name, kind, rest = match.groups()
+        if values.get(name):
+            resolved[key] = values[name]
+        else:
+            assert kind == "-", f"compose stops without {name}: {rest}"
+            resolved[key] = rest
+    return resolved
+
+
+def test_compose_runs_several_workers_from_the_env_file_that_the_example_documents() -> None:
+    env = compose_environment({"TRICKSCOPE_TOKEN": TOKEN})
+    assert int(env["TRICKSCOPE_WORKERS"]) > 1
+    assert env["TRICKSCOPE_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert (
+        compose_environment({"TRICKSCOPE_TOKEN": TOKEN, "TRICKSCOPE_WORKERS": "3"})[
+            "TRICKSCOPE_WORKERS"
+        ]
+        == "3"
+    )
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    assert "\nTRICKSCOPE_WORKERS=" in example
+
+
 @pytest.fixture
 def workers_server() -> Iterator[tuple[subprocess.Popen[str], int, list[psutil.Process]]]:
-    """``serve`` with two workers on PostgreSQL, configured as docker-compose.yml does."""
+    """``trickscope serve`` (the image's command) with docker-compose.yml's environment, two
+    workers and the test PostgreSQL in place of the compose database host."""
     port = free_port()
-    env = {
-        "TRICKSCOPE_DATABASE_URL": postgres_url() or "",
-        "TRICKSCOPE_HOST": "0.0.0.0",
-        "TRICKSCOPE_PORT": str(port),
-        "TRICKSCOPE_WORKERS": "2",
-        "TRICKSCOPE_TOKEN": TOKEN,
-        "TRICKSCOPE_ALLOWED_HOSTS": "",
-        "TRICKSCOPE_SESSION_SECRET": "",  # empty as in compose: the workers must share one
-    }
+    env = compose_environment({"TRICKSCOPE_TOKEN": TOKEN, "TRICKSCOPE_WORKERS": "2"})
+    assert env["TRICKSCOPE_SESSION_SECRET"] == ""  # the workers must make and share one
+    env |= {"TRICKSCOPE_DATABASE_URL": postgres_url() or "", "TRICKSCOPE_PORT": str(port)}
     process = serve(env)
     parent = psutil.Process(process.pid)
 
