@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 from typing import Any
@@ -19,6 +20,11 @@ from trickscope_server.storage import Database
 CHUNKS_PER_MESSAGE = 500
 # Messages a stream may have queued before it counts as lagging (re-read from its cursor).
 OUTBOX_CAPACITY = 32
+# Ends a stream whose reader failed: the browser's EventSource reconnects after a second with
+# its Last-Event-ID, so nothing is skipped.
+RECONNECT = b"retry: 1000\n\n"
+
+log = logging.getLogger(__name__)
 
 
 class RunFeed:
@@ -82,6 +88,15 @@ class RunFeed:
             pass  # the loop has closed: nobody is listening any more
 
     async def _run(self) -> None:
+        try:
+            await self._follow()
+        except Exception:  # a failed read must not leave streams waiting forever
+            log.exception("live reader of run %s failed; its streams are closed", self.run_id)
+            for subscriber in self.subscribers:
+                subscriber.finish(RECONNECT)
+            self._task = None  # the next stream to join starts a fresh reader
+
+    async def _follow(self) -> None:
         while self.subscribers:
             # Cleared before reading, so a commit landing during the read still wakes us.
             self._wake.clear()

@@ -85,3 +85,27 @@ def test_a_slow_subscriber_falls_behind_without_holding_others_and_misses_nothin
             assert slow.cursor == fast.cursor
 
     asyncio.run(scenario())
+
+
+def test_a_failed_read_ends_the_streams_and_the_next_stream_gets_a_fresh_reader(
+    app: FastAPI,
+) -> None:
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    _store(app, "r", 0)
+    live = Broadcaster(app.state.db, poll_seconds=30.0, health_seconds=30.0)
+
+    async def scenario() -> None:
+        async with live.subscribe("r", 0) as before:
+            assert await _points(before) == [0]
+            chunks = app.state.db.engine.dialect.identifier_preparer.quote("chunks")
+            with app.state.db.engine.begin() as conn:  # a real storage failure
+                conn.exec_driver_sql(f"ALTER TABLE {chunks} RENAME TO chunks_away")
+            live.publish("r")
+            assert await before.next(5.0) == feed.RECONNECT  # the client reconnects
+            assert await before.next(5.0) == b""  # and the stream ends
+            with app.state.db.engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE chunks_away RENAME TO {chunks}")
+            async with live.subscribe("r", 0) as after:
+                assert await _points(after) == [0]
+
+    asyncio.run(scenario())
