@@ -180,16 +180,57 @@ _SQLITE_INSERT_CHUNKS = "INSERT INTO chunks ({}) VALUES ({})".format(
 _chunk_values = operator.itemgetter(*_CHUNK_COLUMNS)  # a row dict's values, in column order
 
 
+# PostgreSQL: every row of a batch in one statement, each column bound as one array and unnested
+# (one round trip and one parameter per column, where an executemany binds each row's values).
+_PG_CHUNK_TYPES = {
+    "run_id": "text[]",
+    "series_id": "bigint[]",
+    "step_min": "bigint[]",
+    "step_max": "bigint[]",
+    "count": "integer[]",
+    "vmin": "float8[]",
+    "vmax": "float8[]",
+    "steps": "bytea[]",
+    "values": "bytea[]",
+    "times": "bytea[]",
+    "seq": "bigint[]",
+    "seq_lo": "bigint[]",
+    "origins": "bytea[]",
+    "dsteps": "bytea[]",
+    "dvalues": "bytea[]",
+}
+_PG_INSERT_CHUNKS = "INSERT INTO chunks ({}) SELECT * FROM unnest({})".format(
+    ", ".join('"' + c + '"' for c in _CHUNK_COLUMNS),
+    ", ".join(f"%(c_{c})s::{_PG_CHUNK_TYPES[c]}" for c in _CHUNK_COLUMNS),
+)
+
+
+def _unique_series(rows: Sequence[dict[str, Any]], key: str) -> bool:
+    """Whether no two rows name one series: one statement over all rows merges each series once,
+    so a batch naming a series twice keeps the row-by-row statements (applied in order)."""
+    return len({row[key] for row in rows}) == len(rows)
+
+
+def _pg_arrays(rows: Sequence[dict[str, Any]], columns: Sequence[str], prefix: str) -> dict:  # type: ignore[type-arg]
+    """One list per column of ``rows``, keyed ``prefix + column``."""
+    return {prefix + c: [row[c] for row in rows] for c in columns}
+
+
 def insert_chunks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert chunk rows (keys are the ``chunks`` columns) in one executemany."""
+    """Insert chunk rows (keys are the ``chunks`` columns) in one statement."""
     if not rows:
         return
-    if session.get_bind().dialect.name == "sqlite":
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
         # The hot path: straight to the driver's executemany. SQLAlchemy's per-row parameter
         # processing costs a third of a 1,000-series batch here, and every value is already in
         # the driver's types.
         session.connection().exec_driver_sql(
             _SQLITE_INSERT_CHUNKS, [_chunk_values(row) for row in rows]
+        )
+    elif dialect == "postgresql" and _unique_series(rows, "series_id"):
+        session.connection().exec_driver_sql(
+            _PG_INSERT_CHUNKS, _pg_arrays(rows, _CHUNK_COLUMNS, "c_")
         )
     else:
         session.execute(insert(_chunks), list(rows))
@@ -249,12 +290,53 @@ _SQLITE_UPDATE_SUMMARY = (
 )
 
 
+def _pg_lower(column: str, param: str) -> str:
+    return (
+        f"CASE WHEN s.{column} IS NULL OR b.{param} < s.{column} THEN b.{param} ELSE s.{column} END"
+    )
+
+
+_SUMMARY_COLUMNS = (
+    ("b_id", "bigint[]"),
+    ("b_count", "bigint[]"),
+    ("b_first", "bigint[]"),
+    ("b_last", "bigint[]"),
+    ("b_last_value", "float8[]"),
+    ("b_min", "float8[]"),
+    ("b_max", "float8[]"),
+    ("b_nonfinite", "bigint[]"),
+)
+# The same merge as _UPDATE_SUMMARY over every series of a batch in one statement: the batch's
+# summaries arrive as one array per column (SET expressions read the row from before the update).
+_PG_UPDATE_SUMMARIES = (
+    "UPDATE series AS s SET count = s.count + b.b_count, "
+    f"first_step = {_pg_lower('first_step', 'b_first')}, "
+    "last_step = CASE WHEN s.last_step IS NULL OR b.b_last >= s.last_step "
+    "THEN b.b_last ELSE s.last_step END, "
+    "last_value = CASE WHEN s.last_step IS NULL OR b.b_last >= s.last_step "
+    "THEN b.b_last_value ELSE s.last_value END, "
+    f"min_value = {_pg_lower('min_value', 'b_min')}, "
+    "max_value = CASE WHEN s.max_value IS NULL OR b.b_max > s.max_value "
+    "THEN b.b_max ELSE s.max_value END, "
+    f"first_nonfinite_step = {_pg_lower('first_nonfinite_step', 'b_nonfinite')}, "
+    "pending_chunks = s.pending_chunks + 1 "
+    "FROM unnest({}) AS b({}) WHERE s.id = b.b_id".format(
+        ", ".join(f"%({name})s::{kind}" for name, kind in _SUMMARY_COLUMNS),
+        ", ".join(name for name, _ in _SUMMARY_COLUMNS),
+    )
+)
+
+
 def update_summaries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Merge per-batch summaries into the series rows (keys ``b_id``, ``b_count``, ...)."""
     if not rows:
         return
-    if session.get_bind().dialect.name == "sqlite":
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
         session.connection().exec_driver_sql(_SQLITE_UPDATE_SUMMARY, list(rows))
+    elif dialect == "postgresql" and _unique_series(rows, "b_id"):
+        names = [name for name, _ in _SUMMARY_COLUMNS]
+        session.connection().exec_driver_sql(_PG_UPDATE_SUMMARIES, _pg_arrays(rows, names, ""))
     else:
         session.connection().execute(_UPDATE_SUMMARY, list(rows))
 
