@@ -28,17 +28,24 @@ def overlapping(
     series_ids: list[int],
 ) -> list[int]:
     """Ids of the series whose new steps (``steps[i]`` for ``series_ids[i]``) overwrite a stored
-    point or repeat within the batch; call before the batch's summaries are merged."""
+    point or repeat within the batch; call before the batch's summaries are merged.
+
+    A series named twice in one batch is among them: its two columns may share a step, and each
+    column's summary is merged as if its steps were new.
+    """
     if not steps:
         return []
     firsts, repeats = _firsts_and_repeats(steps)
     stored = store.last_steps_from(session, run_id=run_id, low=min(firsts))
-    out = []
+    named_twice = len(set(series_ids)) < len(series_ids)
+    out: dict[int, None] = {}
+    seen: set[int] = set()
     for sid, first, repeat in zip(series_ids, firsts, repeats, strict=True):
         last = stored.get(sid)
-        if repeat or (last is not None and first <= last):
-            out.append(sid)
-    return out
+        if repeat or (last is not None and first <= last) or (named_twice and sid in seen):
+            out[sid] = None
+        seen.add(sid)
+    return list(out)
 
 
 def _firsts_and_repeats(steps: list[NDArray[np.int64]]) -> tuple[list[int], list[bool]]:

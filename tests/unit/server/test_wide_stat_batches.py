@@ -125,3 +125,34 @@ def test_every_batch_checks_its_names_after_a_wide_batch_was_accepted(
     assert _post_raw(client, "r1", {"batch_id": "ok", "series": [column(known)]}) == 200
     stored = client.get("/api/v1/runs/r1/series").json()["series"]
     assert {s["name"]: s["count"] for s in stored}[known] == 3
+
+
+def test_a_series_named_twice_in_one_batch_is_summarised_as_its_points_read(
+    client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    make_run("r1")
+
+    def column(steps: list[int], values: list[float]) -> dict[str, object]:
+        times = encode_f64([float(s) for s in steps])
+        return {
+            "name": "x",
+            "steps": encode_i64(steps),
+            "values": encode_f64(values),
+            "times": times,
+        }
+
+    body = {"batch_id": "b", "series": [column([1, 2], [1.0, 2.0]), column([2, 3], [20.0, -3.0])]}
+    assert _post_raw(client, "r1", body) == 200
+    points = client.get("/api/v1/runs/r1/points", params={"name": "x"}).json()
+    assert (points["step"], points["value"]) == ([1, 2, 3], [1.0, 20.0, -3.0])
+    (summary,) = client.get("/api/v1/runs/r1/series").json()["series"]
+    assert summary == {
+        "name": "x",
+        "count": 3,
+        "first_step": 1,
+        "last_step": 3,
+        "last_value": -3.0,
+        "min_value": -3.0,
+        "max_value": 20.0,
+        "first_nonfinite_step": None,
+    }
