@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 
+import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
 
+from tests.helpers import wait_until
 from tests.unit.server.conftest import point_batch
+from tests.unit.server.test_server_sse import base_url  # noqa: F401 (fixture)
 from trickscope_server.live import Broadcaster, Subscriber, feed
 from trickscope_server.services import ingest, runs
 from trickscope_wire import RunCreate, dumps
@@ -109,3 +112,19 @@ def test_a_failed_read_ends_the_streams_and_the_next_stream_gets_a_fresh_reader(
                 assert await _points(after) == [0]
 
     asyncio.run(scenario())
+
+
+def test_streams_closed_by_their_clients_leave_and_the_reader_stops(
+    app: FastAPI,
+    base_url: str,  # noqa: F811
+) -> None:
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    live: Broadcaster = app.state.broadcaster
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        streams = [client.stream("GET", "/api/v1/runs/r/events") for _ in range(3)]
+        for stream in streams:
+            assert stream.__enter__().status_code == 200
+        wait_until(lambda: live.listener_count("r") == 3, timeout=5, what="three listeners")
+        for stream in streams:
+            stream.__exit__(None, None, None)
+    wait_until(lambda: live.feed("r") is None, timeout=5, what="the reader to stop")
