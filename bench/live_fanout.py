@@ -171,6 +171,7 @@ def phase(server: Server, args: argparse.Namespace, viewers: int) -> dict[str, f
         if not connected.wait(60):
             raise RuntimeError("viewers did not connect within 60 s")
         time.sleep(2)  # past the catch-up reads
+    viewers_cpu_before = cpu_seconds(viewer_process.pid) if viewer_process else 0.0
     cpu_before, wall_before = cpu_seconds(server.process.pid), time.perf_counter()
     latencies, last = write(
         server.url,
@@ -180,7 +181,11 @@ def phase(server: Server, args: argparse.Namespace, viewers: int) -> dict[str, f
         first_step=step,
         series=args.series,
     )
-    cpu = (cpu_seconds(server.process.pid) - cpu_before) / (time.perf_counter() - wall_before)
+    elapsed = time.perf_counter() - wall_before
+    cpu = (cpu_seconds(server.process.pid) - cpu_before) / elapsed
+    viewers_cpu = (
+        (cpu_seconds(viewer_process.pid) - viewers_cpu_before) / elapsed if viewer_process else 0.0
+    )
     achieved = len(latencies) / (time.perf_counter() - wall_before)
     delays: list[float] = []
     exact = 0
@@ -198,6 +203,7 @@ def phase(server: Server, args: argparse.Namespace, viewers: int) -> dict[str, f
         "delivery_p95": p95(delays) if delays else float("nan"),
         "exact": exact,
         "cpu": cpu,
+        "viewers_cpu": viewers_cpu,
     }
 
 
@@ -232,9 +238,10 @@ def main() -> None:
                 server.stop()
     print(
         "\n| store | viewers | ingest p50 ms | ingest p95 ms | p95 vs no viewers | batches/s "
-        "| delivery p95 s | viewers with every point once | server CPU (cores) |"
+        "| delivery p95 s | viewers with every point once | server CPU (cores) "
+        "| viewers' CPU (cores) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     baseline: dict[str, float] = {}
     for store, viewers, r in rows:
         baseline.setdefault(store, r["ingest_p95"])
@@ -243,7 +250,8 @@ def main() -> None:
         seen = "–" if viewers == 0 else f"{r['exact']}/{viewers}"
         print(
             f"| {store} | {viewers} | {r['ingest_p50']:.1f} | {r['ingest_p95']:.1f} | {ratio:.2f}x "
-            f"| {r['batches_per_s']:.1f} | {delivery} | {seen} | {r['cpu']:.2f} |"
+            f"| {r['batches_per_s']:.1f} | {delivery} | {seen} | {r['cpu']:.2f} "
+            f"| {r['viewers_cpu']:.2f} |"
         )
 
 
