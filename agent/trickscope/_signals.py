@@ -39,6 +39,9 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         except Exception as exc:  # the signal is re-delivered whatever happened
             logger.warning("trickscope: could not finish a run on SIGTERM (%s)", exc)
     _restore()
+    # Unconditionally: a framework that saved and later restored its own view of the handlers
+    # (Lightning does, around fit) can leave this one installed when no run is open any more.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 
 
@@ -56,7 +59,9 @@ def watch_sigterm(key: int, finish: _Finish) -> None:
         return
     with _lock:
         if not _installed:
-            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            # This module's own handler, left behind by a framework's restore, counts as the
+            # default: it ends the process as the default does once no run is open.
+            if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, _on_sigterm):
                 return
             signal.signal(signal.SIGTERM, _on_sigterm)
             _installed = True

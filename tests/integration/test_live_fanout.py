@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers import LiveServer, start_server, stop_server
+from tests.helpers import LiveServer, run_async, start_server, stop_server
 from tests.unit.server.conftest import point_batch
 from trickscope_wire import dumps
 
@@ -78,4 +78,4 @@ def test_sixty_viewers_get_every_point_once_within_the_live_target(server: LiveS
         delays = {step: arrivals[step] - sent[step] for step in sent}
         assert max(delays.values()) <= LIVE_TARGET_SECONDS, delays
 
-    asyncio.run(scenario())
+    run_async(scenario)

@@ -5,12 +5,12 @@
 
 import { api } from "./api.js";
 import { plotlyReady } from "./charts.js";
-import { ComparePanel } from "./compare_chart.js";
-import { defaultPanels, orderedNames, searchNames } from "./compare_series.js";
-import { configDifferences, valueText } from "./config_keys.js";
+import { ComparePanel } from "./compare-chart.js";
+import { defaultPanels, orderedNames, searchNames } from "./compare-series.js";
+import { configDifferences, valueText } from "./config-keys.js";
 import { clearError, el, showError } from "./dom.js";
 import { runBadge } from "./liveness.js";
-import { runColor } from "./run_colors.js";
+import { runColor } from "./run-colors.js";
 
 const DEFAULT_SMOOTHING = 0.6;
 const LIVE_MS = 3000;

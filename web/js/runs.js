@@ -3,10 +3,10 @@
 // project grouping, and a selection (by hand or every run the filters match) to compare.
 
 import { api } from "./api.js";
-import { ColumnPicker } from "./column_picker.js";
-import { differingKeys, nameParts } from "./config_keys.js";
+import { ColumnPicker } from "./column-picker.js";
+import { differingKeys, nameParts } from "./config-keys.js";
 import { clearError, el, showError } from "./dom.js";
-import { filtersFromUrl, filtersToUrl, matches, readFilters, serverParams, sortRuns } from "./run_filters.js";
+import { filtersFromUrl, filtersToUrl, matches, readFilters, serverParams, sortRuns } from "./run-filters.js";
 import {
   availableColumns,
   durationSeconds,
@@ -15,8 +15,8 @@ import {
   mainNames,
   parseColumn,
   saveView,
-} from "./run_columns.js";
-import { groupRow, headerRow, runRow, tableColumns } from "./runs_table.js";
+} from "./run-columns.js";
+import { groupRow, headerRow, runRow, tableColumns } from "./runs-table.js";
 import { sparkline } from "./sparkline.js";
 
 const REFRESH_MS = 3000;

@@ -35,7 +35,6 @@ def test_healthy_recipe_raises_nothing(
     assert_healthy(pitfall_server, train(pitfall_server, script, **kw), must_run)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_demo_raises_nothing(pitfall_server: LiveServer, optimizer: str) -> None:
     """The demo's own recipe, at its default length (its EMA horizon needs the run's length)."""

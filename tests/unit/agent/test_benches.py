@@ -66,6 +66,7 @@ def test_log_throughput_bench_stores_every_point_it_logs() -> None:
     assert float(cells[1]) > 0 and cells[-1] == "20,000 / 20,000", row
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_agent_overhead_bench_runs_a_round_against_a_real_server() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -88,6 +89,7 @@ def test_agent_overhead_bench_runs_a_round_against_a_real_server() -> None:
     assert float(rows["trickscope_every1"][3]) >= 0, result.stdout
 
 
+@pytest.mark.slow
 def test_diagnosis_cost_bench_times_each_part_of_the_agent() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "diagnosis_cost.py"), "--models", "vit_tiny",

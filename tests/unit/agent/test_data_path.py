@@ -331,3 +331,36 @@ def test_a_value_log_cannot_take_is_one_line_without_a_traceback(
     assert [r for r in caplog.records if "log failed" in r.getMessage()]
     assert all(record.exc_info is None for record in caplog.records)
     assert capture.captured.points() == {"ok": {1: 1.0}}
+
+
+FRAMEWORK_RESTORES_HANDLERS = """
+import os, signal
+from trickscope import _signals
+
+saved = {}
+_signals.watch_sigterm(1, lambda status, timeout: None)
+saved["term"] = signal.getsignal(signal.SIGTERM)  # a framework records the handlers at fit start
+signal.signal(signal.SIGTERM, lambda *args: None)  # ... installs its own
+_signals.unwatch_sigterm(1)  # the run finishes while the framework's handler is in place
+signal.signal(signal.SIGTERM, saved["term"])  # ... and restores what it recorded at teardown
+assert signal.getsignal(signal.SIGTERM) is _signals._on_sigterm
+_signals.watch_sigterm(2, lambda status, timeout: None)  # a later run takes it over
+_signals.unwatch_sigterm(2)
+assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+signal.signal(signal.SIGTERM, _signals._on_sigterm)  # left behind with no run open
+os.kill(os.getpid(), signal.SIGTERM)
+raise SystemExit("SIGTERM did not end the process")
+"""
+
+
+def test_a_handler_left_behind_by_a_framework_still_ends_the_process_on_sigterm() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", FRAMEWORK_RESTORES_HANDLERS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == -signal.SIGTERM, result.stderr

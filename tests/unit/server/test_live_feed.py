@@ -10,7 +10,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from tests.helpers import wait_until
+from tests.helpers import run_async, wait_until
 from tests.unit.server.conftest import point_batch
 from tests.unit.server.test_server_sse import base_url  # noqa: F401 (fixture)
 from trickscope_server.live import Broadcaster, Subscriber, feed
@@ -63,7 +63,7 @@ def test_many_subscribers_share_one_reader_and_each_gets_every_point_once(app: F
                 assert run_feed.reads - reads_before <= 3
         assert live.feed("r") is None  # the reader stopped with its last subscriber
 
-    asyncio.run(scenario())
+    run_async(scenario)
 
 
 def test_a_slow_subscriber_falls_behind_without_holding_others_and_misses_nothing(
@@ -87,7 +87,7 @@ def test_a_slow_subscriber_falls_behind_without_holding_others_and_misses_nothin
             assert got == list(range(12))  # in order, none twice, none missing
             assert slow.cursor == fast.cursor
 
-    asyncio.run(scenario())
+    run_async(scenario)
 
 
 def test_a_failed_read_ends_the_streams_and_the_next_stream_gets_a_fresh_reader(
@@ -111,7 +111,7 @@ def test_a_failed_read_ends_the_streams_and_the_next_stream_gets_a_fresh_reader(
             async with live.subscribe("r", 0) as after:
                 assert await _points(after) == [0]
 
-    asyncio.run(scenario())
+    run_async(scenario)
 
 
 def test_streams_closed_by_their_clients_leave_and_the_reader_stops(

@@ -3,8 +3,8 @@
 // the server applied them), and kept in the URL.
 
 import { toNumber } from "./api.js";
-import { flatten } from "./config_keys.js";
-import { durationSeconds, mainValue } from "./run_columns.js";
+import { flatten } from "./config-keys.js";
+import { durationSeconds, mainValue } from "./run-columns.js";
 
 const METRIC_RE = /^(.+?)(<=|>=|<|>|=)\s*(\S+)$/;
 // Sorts the server runs; the others (project, loss, duration, step, min/max) sort the page here.

@@ -12,7 +12,7 @@ import {
   isNumeric,
   mainValue,
   parseColumn,
-} from "./run_columns.js";
+} from "./run-columns.js";
 import { sparkline } from "./sparkline.js";
 
 /**

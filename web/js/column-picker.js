@@ -2,7 +2,7 @@
 // checkbox. It shows at most SHOWN options (a model has hundreds of keys): search narrows them.
 
 import { el } from "./dom.js";
-import { columnLabel } from "./run_columns.js";
+import { columnLabel } from "./run-columns.js";
 
 const SHOWN = 150;
 

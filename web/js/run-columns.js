@@ -2,7 +2,7 @@
 // summary columns, and the choice of columns remembered per project in localStorage.
 
 import { formatValue } from "./api.js";
-import { flatten, valueText } from "./config_keys.js";
+import { flatten, valueText } from "./config-keys.js";
 
 /** The main metric when the user chose none: the first of these a run has. */
 export const MAIN_CANDIDATES = ["loss/train", "train/loss", "loss", "train_loss"];
