@@ -59,8 +59,9 @@ def test_many_subscribers_share_one_reader_and_each_gets_every_point_once(app: F
                 await _publish_and_store(app, live, "r", step)
                 for subscriber in subscribers:
                     assert await _points(subscriber) == [step]
-                # One read brought the batch to all 50 (a second may confirm nothing is left).
-                assert run_feed.reads - reads_before <= 3
+                # One read brings the batch to all 50; a wake-up or a periodic poll that lands
+                # on a loaded machine may add a few, far from the 50 that a read per stream makes.
+                assert run_feed.reads - reads_before <= 6
         assert live.feed("r") is None  # the reader stopped with its last subscriber
 
     run_async(scenario)
