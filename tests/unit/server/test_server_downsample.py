@@ -62,3 +62,10 @@ def test_dedupe_keeps_the_latest_write_of_each_step_sorted() -> None:
     out_steps, out_values = dedupe_latest(steps, values)
     assert out_steps.tolist() == [1, 2, 3, 4, 5]
     assert out_values.tolist() == [10.0, 21.0, 30.0, 40.0, 50.0]
+
+
+def test_dedupe_keeps_one_value_of_a_step_written_twice_in_a_row() -> None:
+    steps = np.array([1, 2, 3, 3, 4], dtype=np.int64)  # never decreasing, not strictly rising
+    out_steps, out_values = dedupe_latest(steps, np.array([10.0, 20.0, 30.0, 31.0, 40.0]))
+    assert out_steps.tolist() == [1, 2, 3, 4]
+    assert out_values.tolist() == [10.0, 20.0, 31.0, 40.0]

@@ -111,6 +111,9 @@ def test_a_step_logged_again_reads_back_once_with_the_later_value(
     make_run("r1")
     post_batch("r1", "b1", {"loss": ([1, 2, 3], [1.0, 2.0, 3.0])})
     post_batch("r1", "b2", {"loss": ([3, 4], [30.0, 4.0])})
+    # Step 3 again in the very next batch: stored steps 1, 2, 3, 3, 4 never go backwards.
+    body = _points(client, "r1", "loss")
+    assert (body["step"], body["value"]) == ([1, 2, 3, 4], [1.0, 2.0, 30.0, 4.0])
     post_batch("r1", "b3", {"loss": ([2], [NAN])})
     body = _points(client, "r1", "loss")
     assert body["step"] == [1, 2, 3, 4]
