@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from trickscope import _foreach, discover, setup
+from trickscope import _foreach, discover, setup, sharded
 from trickscope._incidents import Incidents
 from trickscope._modules import unwrap
 from trickscope.probes import drop_path, due, finite, loss_scale, sentinel
@@ -88,6 +88,10 @@ class Diagnoser:
         self.names = [n for n, _ in named]
         self._params = [p for _, p in named]
         self._ids = {id(p): n for n, p in named}
+        # Norms of DTensor parameters would be collectives on rank 0 alone: the per-step checks
+        # and due-step probes that read parameters are off for them, and the merged statistics
+        # (trickscope.sharded) report grad_norm/total on due steps.
+        self._sharded = sharded.has_dtensors(model)
         self._every = every
         self._hist_every = hist_every
         self._check_every = check_every
@@ -110,9 +114,8 @@ class Diagnoser:
         self._due_count = 0
         self._sent: str | None = None
         self._handles: list[Any] = []
-        self._sentinels = sentinel.Sentinels(
-            [self._params[i] for i in sentinel.pick(self.names, self._params)], incidents
-        )
+        picked = [] if self._sharded else sentinel.pick(self.names, self._params)
+        self._sentinels = sentinel.Sentinels([self._params[i] for i in picked], incidents)
         self._loss = loss_scale.LossScaleProbe(model, incidents)
         self._sites = drop_path.find(model)
         self._drop = drop_path.DropPathProbe(self._sites, incidents)
@@ -246,10 +249,12 @@ class Diagnoser:
         pieces.extend(befores)
         pieces.extend(afters)
         with torch.no_grad():
-            if self._finite:
+            if self._finite and not self._sharded:
                 meta.weights = list(range(len(self._params)))
                 pieces.extend(_norms([p.detach() for p in self._params]))
-            meta.grads = [i for i, p in enumerate(self._params) if p.grad is not None]
+            meta.grads = [
+                i for i, p in enumerate(self._params) if p.grad is not None and not self._sharded
+            ]
             grads = [self._params[i].grad for i in meta.grads]
             pieces.extend(_norms([g.detach() for g in grads if g is not None]))
             if due_step:
@@ -342,6 +347,8 @@ class Diagnoser:
             self._send_finding(found)
 
     def _report_due(self, step: int) -> None:
+        if self._sharded:
+            return
         values: list[tuple[str, Tensor]] = due.dead_units(self.names, self._params)
         host: list[tuple[str, float]] = []
         if self._adam and (self._due_count - 1) % due.EPS_EVERY == 0:

@@ -9,6 +9,11 @@ every rank), but two things can only be seen by comparing ranks:
 * **replicas that drift apart**: DDP keeps the weights identical only if every update goes
   through it. The total gradient and weight norms of each rank must agree with rank 0's.
 
+Sharded parameters (FSDP2, DTensor) differ across ranks by design: the norms then take only the
+parameters every rank holds whole (plain tensors, replicated DTensors), and are left out where
+there are none. On such a model the summary also keeps, on ranks other than 0, the hooks of the
+watcher that merges the shards' statistics (:func:`trickscope.sharded.rejoin`).
+
 Every ``every`` optimizer steps a rank reports, under ``rank/<r>/``: ``grad_norm`` and
 ``weight_norm`` (totals, device ops, copied with the other tensors), ``step_time`` and
 ``data_time`` (seconds, means over the steps since the last report, host clocks) and, on CUDA,
@@ -25,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.profiler import record_function
 
-from trickscope import _foreach
+from trickscope import _foreach, sharded
 from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 
@@ -61,8 +66,9 @@ class RankSummary:
         emit: Emit,
         incidents: Incidents,
     ) -> None:
-        self._params: list[Tensor] = list(model.parameters())
-        self._device = self._params[0].device
+        params = list(model.parameters())
+        self._params: list[Tensor] = [p for p in params if sharded.replicated(p)]
+        self._device = sharded.local(params[0]).device
         self._every = check_int("every", every, 1)
         self._prefix = f"rank/{rank}/"
         self._emit = emit
@@ -78,6 +84,8 @@ class RankSummary:
             model.register_forward_pre_hook(self._forward),
             optimizer.register_step_post_hook(self._post),
         ]
+        if rank != 0:
+            self._handles.extend(sharded.rejoin(optimizer))
 
     def close(self) -> None:
         """Remove the hooks."""
@@ -116,15 +124,16 @@ class RankSummary:
         prefix = self._prefix
         keys: list[str] = []
         values: list[Tensor] = []
-        grads = [p.grad for p in self._params if p.grad is not None]
+        grads = [sharded.local(p.grad) for p in self._params if p.grad is not None]
         if grads:
             norm = total_norm(grads, self._device)
             if isinstance(grad_scale, Tensor):  # a fused AMP step leaves the gradients scaled
                 norm = norm / grad_scale.to(self._device, torch.float32)
             keys.append(prefix + "grad_norm")
             values.append(norm)
-        keys.append(prefix + "weight_norm")
-        values.append(total_norm(self._params, self._device))
+        if self._params:
+            keys.append(prefix + "weight_norm")
+            values.append(total_norm([sharded.local(p) for p in self._params], self._device))
         host = [
             (prefix + name, mean.take())
             for name, mean in (("step_time", self._step_time), ("data_time", self._data_time))
@@ -133,7 +142,8 @@ class RankSummary:
         if self._device.type == "cuda":
             allocated = torch.cuda.max_memory_allocated(self._device)
             host.append((prefix + "cuda_max_allocated", float(allocated)))
-        self._emit(step, keys, torch.stack(values), host)
+        vector = torch.stack(values) if values else torch.zeros(0, device=self._device)
+        self._emit(step, keys, vector, host)
 
 
 class _Mean:

@@ -64,6 +64,15 @@ class _Layout:
 class Watcher:
     """Hooks on one optimizer reporting on one model's parameters."""
 
+    def __new__(cls, model: nn.Module, *args: Any, **kwargs: Any) -> Watcher:
+        # DTensor parameters (FSDP2, tensor parallel): every rank's shards, merged.
+        if cls is Watcher and isinstance(model, nn.Module):
+            from trickscope import sharded
+
+            if sharded.has_dtensors(model):
+                return super().__new__(sharded.ShardedWatcher)
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: nn.Module,

@@ -1,0 +1,268 @@
+"""Per-layer statistics of sharded parameters (FSDP2's ``fully_shard``, any DTensor).
+
+A DTensor's norm is a collective: computed on rank 0 alone it hangs, or reports rank 0's shard.
+Here every rank computes the statistics of its local pieces (``to_local()``, the gradients'
+likewise) with the ordinary per-tensor code, on its device, and at each due optimizer step every
+rank takes part in one ``all_gather`` of a small table of partials (``13`` float64 per parameter,
+:mod:`trickscope.shard_merge`) on the default process group; rank 0 merges them into the exact
+statistics of the whole parameters and emits them under the unsharded module's names.
+Histograms take two more small collectives on their steps: the common finite range, then the
+counts binned over it.
+
+Which rank counts a piece: a DTensor's shards each count once; a dimension of the mesh on
+which it is replicated counts on its first coordinate only; a plain tensor (a module left out
+of ``fully_shard``) counts on rank 0, whose value it reports, as under DDP.
+
+Every rank issues the same collectives in the same order, from the optimizer step hook: the
+watcher runs on every rank (:func:`rejoin` gives the per-rank summary, which every rank keeps,
+the hooks of a watcher its run did not keep), and a due step whose statistics failed on one
+rank still joins the collective with an empty table, so that no rank waits for another.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from trickscope import _foreach, shard_merge, stats
+from trickscope._modules import unwrap
+from trickscope.watch import EmitHist, Watcher, _Layout
+
+# The latest sharded watcher built for each optimizer, for :func:`rejoin`.
+_latest: weakref.WeakKeyDictionary[torch.optim.Optimizer, ShardedWatcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _dtensor_type() -> type | None:
+    """``DTensor``, where it has been imported (no DTensor can exist before that)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
+def is_dtensor(tensor: Any) -> bool:
+    """Whether ``tensor`` is a DTensor."""
+    kind = _dtensor_type()
+    return kind is not None and isinstance(tensor, kind)
+
+
+def has_dtensors(model: nn.Module) -> bool:
+    """Whether any parameter of ``model`` is a DTensor (and a process group is up)."""
+    dist = torch.distributed
+    if _dtensor_type() is None or not (dist.is_available() and dist.is_initialized()):
+        return False
+    return any(is_dtensor(param) for param in unwrap(model).parameters())
+
+
+def local(tensor: Tensor) -> Tensor:
+    """This rank's piece of ``tensor`` (a DTensor's local shard, else the tensor), detached."""
+    if is_dtensor(tensor):
+        with torch.no_grad():
+            return tensor.to_local().detach()  # type: ignore[attr-defined]
+    return tensor.detach()
+
+
+def replicated(tensor: Tensor) -> bool:
+    """Whether every rank holds all of ``tensor``: a plain tensor, or a DTensor replicated on
+    every dimension of its mesh."""
+    if not is_dtensor(tensor):
+        return True
+    return all(placement.is_replicate() for placement in tensor.placements)  # type: ignore[attr-defined]
+
+
+def counts_here(tensor: Tensor, rank: int) -> bool:
+    """Whether this rank's piece of ``tensor`` counts towards its statistics."""
+    if not is_dtensor(tensor):
+        return rank == 0
+    coordinate = tensor.device_mesh.get_coordinate()  # type: ignore[attr-defined]
+    if coordinate is None:  # this rank is not on the tensor's mesh
+        return False
+    placements = tensor.placements  # type: ignore[attr-defined]
+    return all(
+        placement.is_shard() or index == 0
+        for placement, index in zip(placements, coordinate, strict=True)
+    )
+
+
+def _stand_in(param: Tensor) -> Tensor:
+    """A plain tensor that shares ``param``'s local storage, with the local gradient as its
+    ``grad``: what the statistics read in place of a DTensor parameter."""
+    if not is_dtensor(param):
+        return param
+    piece = local(param)
+    grad = param.grad
+    if grad is not None:
+        piece.grad = local(grad)
+    return piece
+
+
+def _norms(tensors: list[Tensor], device: torch.device) -> Tensor:
+    """Each tensor's L2 norm, float32, as one vector on ``device`` (empty tensors: 0)."""
+    out: list[Tensor] = [torch.zeros((), device=device)] * len(tensors)
+    for members in _foreach.group_by_device_dtype(tensors).values():
+        group = [tensors[i] for i in members]
+        for i, norm in zip(members, _foreach.norm(group, dtype=torch.float32), strict=True):
+            out[i] = norm.to(device, non_blocking=True)
+    return torch.stack(out)
+
+
+class ShardedWatcher(Watcher):
+    """A :class:`~trickscope.watch.Watcher` for a model with DTensor parameters: it runs on
+    every rank, computes the statistics of the local shards and merges them (rank 0 emits)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, **kwargs: Any) -> None:
+        dist = torch.distributed
+        self._rank = dist.get_rank()
+        self._world = dist.get_world_size()
+        self._primary = self._rank == 0
+        self._emit_merged = kwargs["emit"]
+        self._emit_hist_merged: EmitHist | None = kwargs.get("emit_hist")
+        kwargs["emit"] = self._gather_scalars
+        if not self._primary:
+            kwargs["emit_host"] = None  # rank 0 reports the learning rates
+        super().__init__(model, optimizer, **kwargs)
+        self._shards = list(self._params)  # the DTensor (and plain) parameters themselves
+        self._rows = {name: row for row, name in enumerate(self.names)}
+        self._own = [counts_here(param, self._rank) for param in self._shards]
+        self._plans: dict[tuple[str, ...], shard_merge.Plan] = {}
+        self._before: Tensor | None = None
+        self._gathered = False
+        self._binned = False
+        _latest[optimizer] = self
+
+    def _localise(self) -> None:
+        self._params = [_stand_in(param) for param in self._shards]
+
+    def _pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._next == self._due:
+            try:
+                self._localise()
+                self._before = None
+                if self._next == self._due_scalars and self._update_ratio:
+                    with torch.no_grad():
+                        self._before = _norms(self._params, self._params[0].device)
+            except Exception as exc:
+                self._incidents.error("watch pre-step hook", exc)
+        super()._pre(optimizer, args, kwargs)
+
+    def _post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        step = self.step
+        scalars = step == self._due_scalars
+        hist = step == self._due_hist
+        self._gathered = self._binned = False
+        if scalars or hist:
+            try:
+                self._localise()
+            except Exception as exc:
+                self._incidents.error("watch post-step hook", exc)
+        super()._post(optimizer, args, kwargs)
+        # Whatever failed on this rank, it joins the collectives the other ranks issue.
+        try:
+            if scalars and not self._gathered:
+                self._gather(None)
+            if hist and not self._binned:
+                self._bin([], [], self._bins)
+        except Exception as exc:
+            self._incidents.error("sharded statistics", exc)
+
+    def _gather_scalars(
+        self, step: int, keys: Any, values: Tensor, host: list[tuple[str, float]]
+    ) -> None:
+        key_list = list(keys)
+        the_plan = self._plans.get(tuple(key_list))
+        if the_plan is None:
+            numels = [param.numel() for param in self._params]
+            the_plan = shard_merge.plan(key_list, self._rows, numels, self._own, values.device)
+            self._plans[tuple(key_list)] = the_plan
+        merged = self._gather(shard_merge.table(the_plan, values, self._before))
+        if merged is not None and self._primary:
+            self._emit_merged(
+                step, key_list, shard_merge.merged_values(the_plan, values, merged), host
+            )
+
+    def _gather(self, table: Tensor | None) -> Tensor | None:
+        """All ranks' tables (an empty one where this rank has none), merged; ``None`` where
+        this rank had no table."""
+        self._gathered = True
+        rows = len(self._shards)
+        mine = table
+        if mine is None:  # counts of zero: this rank adds nothing
+            device = self._shards[0].device
+            mine = torch.zeros(rows, shard_merge.COLUMNS, dtype=torch.float64, device=device)
+        everyone = torch.empty(self._world * mine.numel(), dtype=torch.float64, device=mine.device)
+        torch.distributed.all_gather_into_tensor(everyone, mine.reshape(-1))
+        if table is None:
+            return None
+        return shard_merge.merge(everyone.view(self._world, rows, shard_merge.COLUMNS))
+
+    def _report_hist(self, layout: _Layout, grad_scale: Tensor | None) -> None:
+        keys: list[str] = []
+        tensors: list[Tensor] = []
+        rows: list[int] = []
+        for row, (name, param) in enumerate(zip(self.names, self._params, strict=True)):
+            if param.grad is not None:
+                keys.append(f"{stats.GRAD_HIST}/{name}")
+                tensors.append(param.grad)
+                rows.append(row)
+        grads = len(tensors)
+        for row, (name, param) in enumerate(zip(self.names, self._params, strict=True)):
+            keys.append(f"{stats.WEIGHT_HIST}/{name}")
+            tensors.append(param)
+            rows.append(len(self._params) + row)
+        block = self._bin(tensors, rows, self._bins)
+        if block is None or not self._primary or self._emit_hist_merged is None:
+            return
+        if isinstance(grad_scale, Tensor) and grads:
+            edges = block[:grads, :2] / grad_scale.to(block.device, torch.float64)
+            block = torch.cat([torch.cat([edges, block[:grads, 2:]], 1), block[grads:]])
+        self._emit_hist_merged(self.step, keys, self._bins, block.reshape(-1))
+
+    def _bin(self, tensors: list[Tensor], rows: list[int], bins: int) -> Tensor | None:
+        """Histograms of ``tensors`` (table ``rows``: gradients first, then weights) merged over
+        the ranks, as ``stats.histograms`` lays them out; ``None`` without tensors here."""
+        self._binned = True
+        dist = torch.distributed
+        params = len(self._shards)
+        device = self._shards[0].device if not tensors else tensors[0].device
+        ranges = torch.full((2 * params, 2), float("inf"), device=device)
+        mine = [i for i, row in enumerate(rows) if self._own[row % params]]
+        index = torch.tensor([rows[i] for i in mine], dtype=torch.int64, device=device)
+        if mine:
+            ranges[index] = shard_merge.local_range([tensors[i] for i in mine]).to(device)
+        dist.all_reduce(ranges, op=dist.ReduceOp.MIN)
+        lo, hi = shard_merge.agreed_edges(ranges)
+        counts = torch.zeros(2 * params, bins + 1, dtype=torch.float64, device=device)
+        if mine:
+            local = [tensors[i] for i in mine]
+            counts[index] = shard_merge.local_counts(local, lo[index], hi[index], bins)
+        dist.all_reduce(counts)
+        if not tensors:
+            return None
+        wanted = torch.tensor(rows, dtype=torch.int64, device=device)
+        return torch.cat(
+            [
+                lo.double()[wanted, None],
+                hi.double()[wanted, None],
+                counts[wanted, bins:],
+                counts[wanted, :bins],
+            ],
+            dim=1,
+        )
+
+
+def rejoin(optimizer: torch.optim.Optimizer) -> list[RemovableHandle]:
+    """The hooks of the sharded watcher last built for ``optimizer``, registered again: on a
+    rank whose run keeps no watcher, so that it still takes part in the merge. Empty where the
+    optimizer has no sharded watcher."""
+    watcher = _latest.get(optimizer)
+    if watcher is None:
+        return []
+    return [
+        optimizer.register_step_pre_hook(watcher._pre),
+        optimizer.register_step_post_hook(watcher._post),
+    ]

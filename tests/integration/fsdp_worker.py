@@ -1,0 +1,177 @@
+"""One rank of a real FSDP2 (``fully_shard``, gloo, CPU) job, checked against the same model
+unsharded.
+
+``test_sharded.py`` starts one process per rank, as ``torchrun`` would. Every rank feeds the same
+batches, so that the sharded model's averaged gradients equal those of one unsharded copy fed the
+same batches: the per-layer statistics and histograms of the two must agree. The script checks:
+
+* ``full``: every module sharded (the last layer's single output row leaves rank 1 an empty
+  shard), statistics and histograms every step;
+* ``partial``: only the first layer sharded, the others plain tensors;
+* ``accumulation``: two micro-batches under ``set_requires_gradient_sync(False)``, then one
+  that synchronises, before each step;
+* ``run``: ``trickscope.init`` and ``run.watch`` on the sharded model, reporting to the server
+  in ``TRICKSCOPE_URL`` (only rank 0 keeps a watcher there; the others join the merge through
+  their per-rank summary); rank 0 prints its unsharded reference for the test to compare.
+
+The last line on stdout is one JSON object: ``{"rank", "checked", "mismatches", "reference",
+"run_id"}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributed.fsdp import fully_shard
+
+import trickscope
+from trickscope._incidents import Incidents
+from trickscope.sharded import ShardedWatcher
+from trickscope.watch import Watcher
+
+STEPS = 3
+RUN_STEPS = 3
+
+
+class Recorder:
+    """What a watcher emits, by step: statistics ``{key: value}`` and histograms
+    ``{key: [lo, hi, non-finite, counts...]}``."""
+
+    def __init__(self) -> None:
+        self.scalars: dict[int, dict[str, float]] = {}
+        self.hists: dict[int, dict[str, list[float]]] = {}
+
+    def emit(self, step: int, keys: Sequence[str], values: Tensor, host: Any) -> None:
+        self.scalars.setdefault(step, {}).update(zip(keys, values.tolist(), strict=True))
+
+    def emit_hist(self, step: int, keys: Sequence[str], bins: int, values: Tensor) -> None:
+        rows = values.view(len(keys), bins + 3).tolist()
+        self.hists.setdefault(step, {}).update(zip(keys, rows, strict=True))
+
+
+def model_pair(shard: str) -> tuple[nn.Module, nn.Module]:
+    """The model to shard and an unsharded copy with the same weights."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3), nn.ReLU(), nn.Linear(3, 1))
+    reference = copy.deepcopy(model)
+    if shard == "partial":
+        fully_shard(model[0])
+    else:
+        fully_shard(model[0])
+        fully_shard(model[2])
+        fully_shard(model)
+    return model, reference
+
+
+def watched(model: nn.Module, record: Recorder) -> tuple[Watcher, torch.optim.Optimizer]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    watcher = Watcher(model, optimizer, every=1, start_step=0, emit=record.emit,
+                      incidents=Incidents(), hist_every=1, emit_hist=record.emit_hist)  # fmt: skip
+    return watcher, optimizer
+
+
+def batches(step: int, count: int) -> list[tuple[Tensor, Tensor]]:
+    generator = torch.Generator().manual_seed(100 + step)
+    return [(torch.randn(4, 8, generator=generator), torch.randn(4, 1, generator=generator))
+            for _ in range(count)]  # fmt: skip
+
+
+def train(model: nn.Module, optimizer: torch.optim.Optimizer, step: int, accumulate: bool) -> None:
+    micro = batches(step, 3 if accumulate else 1)
+    for index, (x, y) in enumerate(micro):
+        if accumulate and hasattr(model, "set_requires_gradient_sync"):
+            model.set_requires_gradient_sync(index == len(micro) - 1)
+        F.mse_loss(model(x), y).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def close(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+
+
+def compare(case: str, got: Recorder, want: Recorder, mismatches: list[str]) -> int:
+    """Compare rank 0's merged output with the reference; returns the values checked."""
+    checked = 0
+    if sorted(got.scalars) != sorted(want.scalars) or sorted(got.hists) != sorted(want.hists):
+        mismatches.append(f"{case}: steps {sorted(got.scalars)} != {sorted(want.scalars)}")
+        return 0
+    for step, expected in want.scalars.items():
+        actual = got.scalars[step]
+        if set(actual) != set(expected):
+            mismatches.append(f"{case} step {step}: keys {set(actual) ^ set(expected)}")
+        for key in set(actual) & set(expected):
+            checked += 1
+            if not close(actual[key], expected[key]):
+                mismatches.append(f"{case} step {step} {key}: {actual[key]} != {expected[key]}")
+    for step, expected_hists in want.hists.items():
+        actual_hists = got.hists[step]
+        if set(actual_hists) != set(expected_hists):
+            mismatches.append(f"{case} step {step}: hist keys differ")
+        for key in set(actual_hists) & set(expected_hists):
+            checked += 1
+            a, e = actual_hists[key], expected_hists[key]
+            if not (close(a[0], e[0]) and close(a[1], e[1]) and a[2:] == e[2:]):
+                mismatches.append(f"{case} step {step} {key}: {a} != {e}")
+    return checked
+
+
+def check(case: str, mismatches: list[str]) -> int:
+    model, reference = model_pair(case)
+    got, want = Recorder(), Recorder()
+    watcher, optimizer = watched(model, got)
+    if not isinstance(watcher, ShardedWatcher):
+        mismatches.append(f"{case}: a {type(watcher).__name__} watches the sharded model")
+    ref_watcher, ref_optimizer = watched(reference, want)
+    for step in range(STEPS):
+        train(model, optimizer, step, accumulate=case == "accumulation")
+        train(reference, ref_optimizer, step, accumulate=case == "accumulation")
+    watcher.close()
+    ref_watcher.close()
+    if dist.get_rank() != 0:
+        return 0
+    return compare(case, got, want, mismatches)
+
+
+def run_job() -> tuple[str, dict[str, float]]:
+    """A watched run on the sharded model; rank 0's unsharded reference of the last step."""
+    model, reference = model_pair("full")
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    run = trickscope.init(project="fsdp", flush_secs=0.1)
+    run.watch(model, optimizer, every=1, hist_every=2)
+    want = Recorder()
+    ref_watcher, ref_optimizer = watched(reference, want)
+    for step in range(RUN_STEPS):
+        train(model, optimizer, step, accumulate=False)
+        train(reference, ref_optimizer, step, accumulate=False)
+    run.finish()
+    ref_watcher.close()
+    return run.id, want.scalars[RUN_STEPS - 1]
+
+
+def main() -> None:
+    dist.init_process_group("gloo")
+    mismatches: list[str] = []
+    checked = sum(check(case, mismatches) for case in ("full", "partial", "accumulation"))
+    run_id, reference = run_job()
+    dist.barrier()
+    rank = dist.get_rank()
+    dist.destroy_process_group()
+    result = {"rank": rank, "checked": checked, "mismatches": mismatches[:20],
+              "reference": reference if rank == 0 else {}, "run_id": run_id}  # fmt: skip
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
