@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import json
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ from trickscope_server.config import default_web_dir
 ENTRY = "run.js"
 # The inline data source stands in for the REST client; it imports the real one for the rest.
 ALIASES = {"api.js": "report-api.js"}
+# The vendored partial Plotly bundle, relative to the dashboard's files (web/vendor/README.md).
+PLOTLY_BUNDLE = Path("vendor") / "plotly-cartesian.min.js"
 _IMPORT = re.compile(r'\b(?:from|import)\s*"\./([\w.-]+\.js)"')
 
 # Runs in the file (no server, no CSP): builds the blob URLs and starts the page's entry module.
@@ -118,13 +119,14 @@ def module_bundle(js_dir: Path, entry: str = ENTRY) -> dict[str, Any]:
     return {"entry": entry, "modules": modules}
 
 
-def plotly_js() -> str:
-    """``plotly.min.js`` from the installed ``plotly`` package."""
-    path = resources.files("plotly").joinpath("package_data", "plotly.min.js")
+def plotly_js(web: Path) -> str:
+    """The dashboard's vendored Plotly bundle (the one the server serves, see
+    ``trickscope_server.api.pages.PLOTLY_BUNDLE``): only the trace types the pages draw."""
+    path = web / PLOTLY_BUNDLE
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise CliError("plotly.min.js is missing from the installed plotly package") from None
+        raise CliError(f"the Plotly bundle is missing from the dashboard ({path})") from None
 
 
 def script_safe(text: str) -> str:
@@ -166,6 +168,6 @@ def render(data: dict[str, Any]) -> str:
         main=_main_of((web / "run.html").read_text(encoding="utf-8")),
         data=json_for_html(data),
         modules=json_for_html(module_bundle(web / "js")),
-        plotly=script_safe(plotly_js()),
+        plotly=script_safe(plotly_js(web)),
         loader=script_safe(LOADER),
     )

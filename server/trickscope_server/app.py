@@ -90,7 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(liveness.router)
     app.include_router(events.router)
-    # Pages before the static mount: /static/vendor/plotly.min.js is served from the package.
+    # Pages before the static mount: the Plotly bundle is served with its own caching.
     app.include_router(pages.router)
     app.mount(
         "/static",

@@ -348,7 +348,7 @@ def test_overview_shows_a_preview_while_plotly_loads_then_the_plotly_chart(dashb
     def hold(route) -> None:  # Plotly's response waits until the test lets it through
         held.append(route)
 
-    page.route("**/static/vendor/plotly.min.js", hold)
+    page.route("**/static/vendor/plotly-cartesian-*.min.js", hold)
     dashboard.goto(f"/runs/{run_id}")
     page.wait_for_selector("#chart-loss svg.chart-preview")
     page.wait_for_selector("#chart-gradnorm svg.chart-preview")

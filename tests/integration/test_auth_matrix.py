@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from tests.helpers import LiveServer, free_port, start_server, stop_server, wait_until
+from trickscope_server.api.pages import plotly_bundle, plotly_version
 from trickscope_server.app import create_app
-from trickscope_server.config import Settings
+from trickscope_server.config import Settings, default_web_dir
 from trickscope_wire import (
     HistogramColumns,
     PointBatch,
@@ -35,6 +36,9 @@ pytestmark = pytest.mark.timeout(180)
 
 SEEDED = "seeded"  # the run every read probe reads
 JSON = {"Content-Type": "application/json"}
+PLOTLY_URL = (
+    f"/static/vendor/plotly-cartesian-{plotly_version(plotly_bundle(default_web_dir()))}.min.js"
+)
 
 
 def trickscope_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -149,7 +153,7 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/static/vendor/swagger-ui/{name}"): Probe(
         "/static/vendor/swagger-ui/swagger-ui-bundle.js", 200
     ),
-    ("GET", "/static/vendor/plotly.min.js"): Probe("/static/vendor/plotly.min.js", 200),
+    ("GET", "/static/vendor/plotly-cartesian-{version}.min.js"): Probe(PLOTLY_URL, 200),
     ("GET", "/healthz"): Probe("/healthz", 200),
     ("GET", "/static"): Probe("/static/app.css", 200),  # the dashboard's files (a mount)
 }
@@ -161,7 +165,7 @@ OPEN = {
     ("POST", "/api/v1/session"),
     ("DELETE", "/api/v1/session"),
     ("GET", "/static/vendor/swagger-ui/{name}"),
-    ("GET", "/static/vendor/plotly.min.js"),
+    ("GET", "/static/vendor/plotly-cartesian-{version}.min.js"),
     ("GET", "/static"),
 }
 

@@ -38,6 +38,9 @@ def test_wheel_holds_only_trickscope_packages_and_web_assets(wheel: Path) -> Non
         "trickscope_server/app.py",
         "trickscope_server/web/index.html",
         "trickscope_server/web/run.html",
+        # The Plotly bundle the pages load and the report inlines, with its licence.
+        "trickscope_server/web/vendor/plotly-cartesian.min.js",
+        "trickscope_server/web/vendor/LICENSE",
         "trickscope_cli/main.py",
     ):
         assert required in names

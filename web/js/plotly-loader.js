@@ -1,7 +1,7 @@
 // Plotly is window.Plotly, read when drawing: pages may load it after the modules start (see
 // plotlyReady), so the data fetches overlap Plotly's parse.
 
-const PLOTLY_URL = "/static/vendor/plotly.min.js";
+const PLOTLY_URL = "/static/vendor/plotly-cartesian-4.1.1.min.js";
 let plotlyRequested;
 const plotlyRequest = new Promise((resolve) => {
   plotlyRequested = resolve;

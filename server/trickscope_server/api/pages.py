@@ -1,4 +1,4 @@
-"""The dashboard's pages and static files, the Plotly bundle and Swagger UI from installed packages.
+"""The dashboard's pages and static files, the vendored Plotly bundle and Swagger UI.
 
 Every page carries the Content-Security-Policy of ``security/headers.py``: scripts, styles and
 fetches are same-origin only, so nothing is loaded from a CDN.
@@ -6,8 +6,9 @@ fetches are same-origin only, so nothing is loaded from a CDN.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-from importlib import resources
+import re
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
@@ -26,9 +27,29 @@ _PAGE_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
 _SWAGGER_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
 
 
-def plotly_bundle() -> Path:
-    """``plotly.min.js`` from the installed ``plotly`` package (no CDN, no network)."""
-    return Path(str(resources.files("plotly").joinpath("package_data", "plotly.min.js")))
+# The vendored partial bundle (web/vendor/README.md): only the trace types the dashboard draws.
+PLOTLY_BUNDLE = Path("vendor") / "plotly-cartesian.min.js"
+_PLOTLY_VERSION = re.compile(rb"plotly\.js \(cartesian - minified\) v(\d+\.\d+\.\d+)")
+
+
+def plotly_bundle(web_dir: Path) -> Path:
+    """The Plotly bundle shipped with the dashboard's files (no CDN, no network)."""
+    return web_dir / PLOTLY_BUNDLE
+
+
+@functools.lru_cache(maxsize=4)
+def plotly_version(bundle: Path) -> str:
+    """The plotly.js version in the bundle's header: the pages' URL names it, so that a year of
+    caching can never serve a browser the bundle of an older trickscope."""
+    try:
+        with bundle.open("rb") as file:
+            header = file.read(512)
+    except FileNotFoundError:
+        raise NotFoundError(f"the Plotly bundle is missing from the dashboard ({bundle})") from None
+    found = _PLOTLY_VERSION.search(header)
+    if found is None:
+        raise NotFoundError(f"{bundle} has no plotly.js cartesian version header")
+    return found.group(1).decode()
 
 
 def _page(web_dir: Path, name: str) -> FileResponse:
@@ -91,16 +112,19 @@ def swagger_asset(name: str) -> FileResponse:
     )
 
 
-@router.get("/static/vendor/plotly.min.js")
-def plotly_js() -> FileResponse:
-    """The Plotly bundle, cached long: it changes only when the plotly package does."""
-    path = plotly_bundle()
-    if not path.is_file():
-        raise NotFoundError(f"plotly.min.js is missing from the plotly package ({path})")
+@router.get("/static/vendor/plotly-cartesian-{version}.min.js")
+def plotly_js(version: str, settings: SettingsDep) -> FileResponse:
+    """The Plotly bundle, cached for a year: its URL changes with its version."""
+    path = plotly_bundle(settings.web_dir)
+    if version != plotly_version(path):
+        raise NotFoundError(
+            f"no Plotly bundle of version {version!r:.40} (this server ships "
+            f"{plotly_version(path)})"
+        )
     return FileResponse(
         path,
         media_type="text/javascript",
-        headers={"Cache-Control": "public, max-age=31536000"},
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
     )
 
 

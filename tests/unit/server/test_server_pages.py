@@ -1,4 +1,4 @@
-"""Dashboard pages, static files, the packaged Plotly bundle and the health probe."""
+"""Dashboard pages, static files and the health probe (the Plotly bundle: test_plotly_bundle)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,8 @@ def test_pages_are_served_with_a_content_security_policy(client: TestClient) -> 
         assert "script-src 'self'" in csp and "default-src 'self'" in csp
 
 
-def test_static_files_and_plotly_come_from_disk(client: TestClient) -> None:
+def test_static_files_come_from_disk(client: TestClient) -> None:
     assert client.get("/static/app.js").text == "export const x = 1;\n"
-    plotly = client.get("/static/vendor/plotly.min.js")
-    assert plotly.status_code == 200
-    assert "max-age" in plotly.headers["cache-control"]
-    assert len(plotly.content) > 1_000_000
     assert client.get("/static/missing.js").status_code == 404
 
 
