@@ -9,8 +9,12 @@
     while Plotly still loads, or a Plotly chart), to the first Plotly (interactive) chart, and
     to every initial chart drawn, cold (fresh browser context) and warm (reload in the same
     context). Medians.
+(c) Plotly bundle, with --compare-bundles: the cold load of (b) with the shipped partial bundle
+    and with the full plotly.min.js of the ``plotly`` Python package, both handed to the page by
+    the same request interception (so only the bundle differs), alternating, medians; and the
+    size of the run's ``trickscope report`` file with each bundle inline.
 
-    .venv/bin/python bench/browser.py [--points 100] [--repeats 5]
+    .venv/bin/python bench/browser.py [--points 100] [--repeats 5] [--compare-bundles]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import Client, start_trickscope  # noqa: E402
 
 from trickscope.stats import GRAD_STATS, UPDATE_STAT, WEIGHT_STATS
+from trickscope_cli.report_page import PLOTLY_BUNDLE, script_safe
+from trickscope_server.config import default_web_dir
 from trickscope_wire import (
     LayersDeclare,
     PointBatch,
@@ -160,6 +167,58 @@ def page_load(browser, url: str, run_id: str, repeats: int) -> dict[str, dict[st
     }
 
 
+def full_bundle() -> bytes | None:
+    """The full plotly.min.js of the ``plotly`` Python package (a dev dependency), if installed."""
+    from importlib import resources
+
+    try:
+        return resources.files("plotly").joinpath("package_data", "plotly.min.js").read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError):
+        return None
+
+
+def cold_first_chart(browser, url: str, run_id: str, bundle: bytes) -> float:
+    """ms to the first Plotly chart of a cold load, the page given ``bundle`` as its Plotly."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.route(
+        "**/static/vendor/plotly-cartesian-*.min.js",
+        lambda route: route.fulfill(body=bundle, content_type="text/javascript"),
+    )
+    page = context.new_page()
+    page.goto(f"{url}/runs/{run_id}")
+    page.wait_for_function(
+        "() => window.__trickscope && window.__trickscope.loadedAt !== null", timeout=60_000
+    )
+    first = page.evaluate("() => window.__trickscope.firstChartAt")
+    context.close()
+    return first
+
+
+def compare_bundles(browser, url: str, run_id: str, repeats: int) -> dict[str, float]:
+    """Median cold first-Plotly-chart ms per bundle, the two alternating to share the noise."""
+    bundles = {"partial": (default_web_dir() / PLOTLY_BUNDLE).read_bytes(), "full": full_bundle()}
+    samples: dict[str, list[float]] = {name: [] for name in bundles}
+    for i in range(repeats):
+        for name in sorted(bundles, reverse=bool(i % 2)):
+            samples[name].append(cold_first_chart(browser, url, run_id, bundles[name]))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def report_sizes(url: str, run_id: str, tmp: Path) -> dict[str, int]:
+    """Bytes of the run's report file as written, and with the full bundle inline instead."""
+    output = tmp / "report.html"
+    subprocess.run(
+        [sys.executable, "-m", "trickscope_cli", "report", run_id, "-o", str(output), "--url", url],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    size = output.stat().st_size
+    partial = script_safe((default_web_dir() / PLOTLY_BUNDLE).read_text(encoding="utf-8"))
+    full = script_safe(full_bundle().decode("utf-8"))
+    return {"partial": size, "full": size - len(partial.encode()) + len(full.encode())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=100)
@@ -167,7 +226,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--layers", type=int, default=200)
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument(
+        "--compare-bundles",
+        action="store_true",
+        help="also time the cold load with the full Plotly bundle (needs the plotly package)",
+    )
     args = parser.parse_args()
+    if args.compare_bundles and full_bundle() is None:
+        parser.error("--compare-bundles needs the plotly package (pip install plotly)")
+    bundles, sizes = {}, {}
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,6 +247,9 @@ def main() -> None:
                 live = live_latency(browser, server.url, args.points, args.interval)
                 run_id = big_run(server.url, args.layers, args.steps)
                 load = page_load(browser, server.url, run_id, args.repeats)
+                if args.compare_bundles:
+                    bundles = compare_bundles(browser, server.url, run_id, args.repeats)
+                    sizes = report_sizes(server.url, run_id, Path(tmp))
                 browser.close()
         finally:
             server.stop()
@@ -195,6 +265,12 @@ def main() -> None:
             f"first chart shown {times['firstShownAt']:.0f} ms, first Plotly chart "
             f"{times['firstChartAt']:.0f} ms, all initial charts {times['loadedAt']:.0f} ms "
             f"(median of {args.repeats})"
+        )
+
+    for name, first in bundles.items():
+        print(
+            f"cold, {name} Plotly bundle (interception): first Plotly chart {first:.0f} ms "
+            f"(median of {args.repeats}); report file {sizes[name] / 1e6:.2f} MB"
         )
 
 
