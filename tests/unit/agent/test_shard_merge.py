@@ -1,0 +1,107 @@
+"""Statistics of a tensor cut into shards, computed per shard and merged, equal those of the whole
+tensor: the merge that sharded (FSDP2, DTensor) parameters go through, in one process."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from tests.stats_reference import assert_close, reference_grad, reference_weight
+from trickscope import shard_merge, stats
+
+
+def cut(tensor: Tensor, bounds: list[int]) -> list[Tensor]:
+    """``tensor`` flattened and cut at ``bounds`` (empty pieces allowed), as shards are."""
+    flat = tensor.reshape(-1)
+    edges = [0, *bounds, flat.numel()]
+    return [flat[a:b].clone() for a, b in zip(edges, edges[1:], strict=False)]
+
+
+def whole_tensors() -> list[Tensor]:
+    torch.manual_seed(0)
+    specials = torch.randn(40)
+    specials[3] = math.nan
+    with_inf = torch.randn(30)
+    with_inf[29] = math.inf
+    return [
+        torch.randn(50) * 1e-3,
+        torch.randn(64) + 1000.0,  # a mean that dominates the spread
+        specials,
+        with_inf,
+        torch.tensor([0.0, 0.0, 1.5, 0.0, -2.0, 0.0]),
+        torch.tensor([2.5]),
+    ]
+
+
+# Where each tensor is cut for three ranks: empty shards, one-element shards, uneven shards.
+BOUNDS = [[10, 10], [1, 40], [20, 39], [5, 30], [3, 6], [0, 1]]
+RANKS = 3
+
+
+def rank_tables(wholes: list[Tensor], befores: list[Tensor]) -> Tensor:
+    """Each rank's table, from the statistics of its shards as a watcher emits them."""
+    names = {f"p{i}": i for i in range(len(wholes))}
+    tables = []
+    for rank in range(RANKS):
+        grads = [cut(t, b)[rank] for t, b in zip(wholes, BOUNDS, strict=True)]
+        old = [cut(t, b)[rank] for t, b in zip(befores, BOUNDS, strict=True)]
+        keys = [f"{stat}/p{i}" for stat in stats.GRAD_STATS for i in range(len(wholes))]
+        keys += [f"{stat}/p{i}" for stat in stats.WEIGHT_STATS for i in range(len(wholes))]
+        keys += [f"{stats.UPDATE_STAT}/p{i}" for i in range(len(wholes))]
+        keys += [stats.TOTAL_GRAD_NORM, "lr/group0"]
+        n = stats.numels(grads)
+        ratios = torch.stack(
+            [
+                torch.linalg.vector_norm(b - a) / torch.linalg.vector_norm(b)
+                for a, b in zip(grads, old, strict=True)
+            ]
+        )
+        values = torch.cat(
+            [
+                stats.grad_stats(grads, n, fused=False).reshape(-1),
+                stats.weight_stats(grads, n, fused=False).reshape(-1),
+                ratios,
+                torch.tensor([123.0, 0.1]),
+            ]
+        )
+        numels = [g.numel() for g in grads]
+        plan = shard_merge.plan(keys, names, numels, [True] * len(wholes), torch.device("cpu"))
+        before_norms = torch.stack([torch.linalg.vector_norm(b) for b in old])
+        tables.append(shard_merge.table(plan, values, before_norms))
+        if rank == 0:
+            first_plan, first_values = plan, values
+    merged = shard_merge.merge(torch.stack(tables))
+    return shard_merge.merged_values(first_plan, first_values, merged), keys
+
+
+def test_merged_shard_statistics_equal_the_whole_tensors() -> None:
+    wholes = whole_tensors()
+    befores = [t * 0.9 + 0.01 for t in wholes]
+    values, keys = rank_tables(wholes, befores)
+    by_key = dict(zip(keys, values.tolist(), strict=True))
+    for i, whole in enumerate(wholes):
+        grad = [by_key[f"{stat}/p{i}"] for stat in stats.GRAD_STATS]
+        assert_close(grad, reference_grad(whole), f"grad statistics of tensor {i}")
+        weight = [by_key[f"{stat}/p{i}"] for stat in stats.WEIGHT_STATS]
+        assert_close(weight, reference_weight(whole), f"weight statistics of tensor {i}")
+        ratio = torch.linalg.vector_norm(befores[i] - whole) / torch.linalg.vector_norm(befores[i])
+        assert_close([by_key[f"{stats.UPDATE_STAT}/p{i}"]], [ratio.item()], f"ratio {i}")
+    norms = torch.tensor([reference_grad(t)[0] for t in wholes])
+    assert_close([by_key[stats.TOTAL_GRAD_NORM]], [torch.linalg.vector_norm(norms).item()], "total")
+    assert by_key["lr/group0"] == torch.tensor(0.1).item()  # passed through as rank 0 has it
+
+
+def test_histograms_over_agreed_edges_sum_to_the_whole_tensors() -> None:
+    wholes = whole_tensors()
+    pieces = [
+        [cut(t, b)[rank] for t, b in zip(wholes, BOUNDS, strict=True)] for rank in range(RANKS)
+    ]
+    ranges = torch.stack([shard_merge.local_range(shards) for shards in pieces]).amin(0)
+    lo, hi = shard_merge.agreed_edges(ranges)
+    counts = sum(shard_merge.local_counts(shards, lo, hi, stats.BINS) for shards in pieces)
+    want = stats.histograms(wholes, stats.BINS, fused=False)
+    assert torch.equal(lo.double(), want[:, 0]) and torch.equal(hi.double(), want[:, 1])
+    assert torch.equal(counts[:, stats.BINS], want[:, 2])  # NaN and ±Inf
+    assert torch.equal(counts[:, : stats.BINS], want[:, 3:])
