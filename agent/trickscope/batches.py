@@ -15,8 +15,11 @@ from torch import Tensor
 
 from trickscope.scalars import Columns
 from trickscope_wire import (
+    BLOCKS_WIRE_VERSION,
     HistogramColumns,
     PointBatch,
+    SeriesColumns,
+    StatBlock,
     dumps,
     encode_f64,
     encode_f64_rows,
@@ -71,11 +74,49 @@ def packed_rows(matrix: Tensor) -> list[str]:
 
 
 def encode_points(batch: PointBatch) -> bytes:
-    """The batch as JSON. orjson (a dependency; the wire package itself is stdlib-only) writes
-    it ~5x faster: a batch holds only strings and ints, so its NaN-as-null rule cannot apply."""
+    """The batch as JSON, its per-layer statistics as blocks (see :func:`as_blocks`). orjson (a
+    dependency; the wire package itself is stdlib-only) writes it ~5x faster: a batch holds only
+    strings and ints, so its NaN-as-null rule cannot apply."""
+    batch = as_blocks(batch)
     if _fast_dumps is None:
         return dumps(batch)
     return _fast_dumps(batch)
+
+
+def as_blocks(batch: PointBatch) -> PointBatch:
+    """The batch with each group of ``family/<layer>`` series that share one steps and one times
+    column object (``watch``'s statistics of a flush: encoded once per group of keys) sent as one
+    :class:`StatBlock`; the server then stores and summarises a statistic's layers at once.
+
+    Columns are matched by identity, not by content: series logged one by one keep the
+    per-series form even when their steps happen to match.
+    """
+    groups: dict[tuple[int, int, str], list[SeriesColumns]] = {}
+    for series in batch.series:
+        family, sep, layer = series.name.partition("/")
+        if sep and family and layer:
+            groups.setdefault((id(series.steps), id(series.times), family), []).append(series)
+    blocks = [
+        StatBlock(
+            family=family,
+            layers=[s.name[len(family) + 1 :] for s in members],
+            steps=members[0].steps,
+            times=members[0].times,
+            values=[s.values for s in members],
+        )
+        for (_, _, family), members in groups.items()
+        if len(members) > 1
+    ]
+    if not blocks:
+        return batch
+    in_blocks = {id(s) for members in groups.values() if len(members) > 1 for s in members}
+    return PointBatch(
+        batch_id=batch.batch_id,
+        series=[s for s in batch.series if id(s) not in in_blocks],
+        histograms=batch.histograms,
+        wire_version=BLOCKS_WIRE_VERSION,
+        blocks=blocks,
+    )
 
 
 class HistogramBuffer:

@@ -16,6 +16,7 @@ from trickscope_wire.columns import (
     token_to_float,
 )
 from trickscope_wire.payloads import (
+    BLOCKS_WIRE_VERSION,
     WIRE_VERSION,
     AgentFinding,
     FindingsDeclare,
@@ -27,10 +28,12 @@ from trickscope_wire.payloads import (
     RunFinish,
     SeriesColumns,
     SetupDeclare,
+    StatBlock,
     dumps,
 )
 
 __all__ = [
+    "BLOCKS_WIRE_VERSION",
     "WIRE_VERSION",
     "AgentFinding",
     "FindingsDeclare",
@@ -42,6 +45,7 @@ __all__ = [
     "RunFinish",
     "SeriesColumns",
     "SetupDeclare",
+    "StatBlock",
     "decode_f64",
     "decode_i64",
     "dumps",

@@ -15,6 +15,10 @@ from typing import Any
 WIRE_VERSION = 1
 """Bumped on any incompatible change; the server rejects versions it does not speak."""
 
+BLOCKS_WIRE_VERSION = 2
+"""The version a ``PointBatch`` carrying ``blocks`` declares, so that a server that predates
+blocks refuses the batch (the agent keeps it) rather than store it without them."""
+
 RUN_STATUSES = ("running", "finished", "failed", "crashed")
 FINAL_STATUSES = ("finished", "failed", "crashed")
 
@@ -61,13 +65,29 @@ class HistogramColumns:
 
 
 @dataclass(frozen=True)
+class StatBlock:
+    """One statistic of many layers over the same steps: series ``family/<layer>`` for each of
+    ``layers``, sent as one block instead of one ``SeriesColumns`` each.
+
+    ``values[i]`` is layer ``i``'s column (``encode_f64``, one value per step).
+    """
+
+    family: str  # the statistic, without "/"
+    layers: list[str]
+    steps: str  # encode_i64, shared by every layer
+    times: str  # encode_f64, shared by every layer
+    values: list[str]
+
+
+@dataclass(frozen=True)
 class PointBatch:
     """``POST /api/v1/runs/{run_id}/points``: one transaction on the server."""
 
     batch_id: str
     series: list[SeriesColumns]
     histograms: list[HistogramColumns] = field(default_factory=list)
-    wire_version: int = WIRE_VERSION
+    wire_version: int = WIRE_VERSION  # BLOCKS_WIRE_VERSION when ``blocks`` is not empty
+    blocks: list[StatBlock] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

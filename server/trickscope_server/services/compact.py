@@ -1,5 +1,8 @@
 """Compaction: a series' runs of small consecutive chunks merged into chunks of thousands of points.
 
+A family's blocks (per-layer statistics stored a batch at a time) are turned into one chunk per
+member series first, which then compact like any other chunks.
+
 The agent flushes every 0.5 s, so a long run stores many chunks of a few points each; reads would
 then spend their time on rows rather than on points. Compaction merges consecutive small chunks
 (in ingest order) of one series into one chunk, sorted by step with the later write of a re-logged
@@ -22,8 +25,12 @@ import threading
 import numpy as np
 
 from trickscope_server.services._chunks import F64, I64, Part, decode_origins, merge
-from trickscope_server.storage import Database
+from trickscope_server.storage import Database, Session, block_summaries
+from trickscope_server.storage import blocks as block_store
+from trickscope_server.storage import chunks as chunk_store
 from trickscope_server.storage import points as store
+from trickscope_server.storage import summaries as summary_store
+from trickscope_server.storage.block_summaries import family_of
 
 log = logging.getLogger("trickscope_server")
 
@@ -61,35 +68,99 @@ def plan(layout: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int, i
     return groups
 
 
+def _parts(chunks: list[chunk_store.ChunkData]) -> list[Part]:
+    parts = []
+    for c in chunks:
+        steps = np.frombuffer(c.steps, dtype=I64)
+        parts.append(
+            Part(
+                seq=c.seq,
+                steps=steps,
+                values=np.frombuffer(c.values, dtype=F64),
+                times=np.frombuffer(c.times or b"", dtype=F64),
+                origins=decode_origins(c.origins, seq=c.seq, count=steps.size),
+            )
+        )
+    return parts
+
+
+def _compact_family(session: Session, *, run_id: str, family: str) -> int:
+    """Turn the family's blocks into one chunk per member series; blocks turned.
+
+    A member's chunk holds its rows of every block plus its chunks stored between its first and
+    last block (in ingest order), so later-write-wins order is kept; each point keeps the
+    sequence of its batch in ``origins``.
+    """
+    blocks = block_store.family_blocks(session, run_id=run_id, family=family)
+    if not blocks:
+        return 0
+    spans: dict[int, list[int]] = {}
+    for block in blocks:
+        for sid in block.members.tolist():
+            span = spans.setdefault(sid, [block.seq, block.seq])
+            span[1] = block.seq
+    between: dict[int, list[tuple[int, chunk_store.ChunkData]]] = {}
+    for sid, seq_lo, chunk in chunk_store.run_chunks_between(
+        session, run_id=run_id, lo=blocks[0].seq, hi=blocks[-1].seq
+    ):
+        span = spans.get(sid)
+        if span is not None and span[0] <= seq_lo and chunk.seq <= span[1]:
+            between.setdefault(sid, []).append((seq_lo, chunk))
+    rows = []
+    for sid, (lo, _) in spans.items():
+        parts = [
+            Part(
+                block.seq,
+                block.steps,
+                block.values[row],
+                block.times,
+                np.full(block.steps.size, block.seq, dtype=I64),
+            )
+            for block in blocks
+            for row in np.flatnonzero(block.members == sid).tolist()
+        ]
+        found = between.get(sid, [])
+        chunks = [c for _, c in found]
+        keyed = [((p.seq, 0, i), p) for i, p in enumerate(parts)]
+        keyed += [((c.seq, 1, c.id), p) for c, p in zip(chunks, _parts(chunks), strict=True)]
+        ordered = [p for _, p in sorted(keyed, key=lambda kp: kp[0])]
+        seq_lo = min([lo, *(low for low, _ in found)])
+        rows.append(merge(ordered, run_id=run_id, series_id=sid, seq_lo=seq_lo))
+    if block_store.delete_blocks(session, ids=[b.id for b in blocks]) != len(blocks):
+        raise _Raced
+    gone = [c.id for found in between.values() for _, c in found]
+    if gone and not chunk_store.delete_chunks(session, ids=gone):
+        raise _Raced
+    chunk_store.insert_chunks(session, rows)
+    summary_store.add_pending(session, series_ids=list(spans))
+    block_summaries.take_pending(session, run_id=run_id, family=family, blocks=len(blocks))
+    return len(blocks)
+
+
 def _compact_one(db: Database, series_id: int) -> int:
     with db.transaction() as session:
-        run_id = store.series_run(session, series_id=series_id)
-        if run_id is None:
+        found = store.series_run_and_name(session, series_id=series_id)
+        if found is None:
             return 0  # the run was deleted meanwhile
-        groups = plan(store.series_chunk_layout(session, series_id=series_id))
+        run_id, name = found
+        family = family_of(name)
         merged = 0
+        if family is not None:
+            # First, so that no block of the series lies between the chunks merged below.
+            merged += _compact_family(session, run_id=run_id, family=family)
+        groups = plan(chunk_store.series_chunk_layout(session, series_id=series_id))
         for group in groups:
             ids = [c[0] for c in group]
-            data = store.chunk_data(session, ids=ids, times=True)
+            data = chunk_store.chunk_data(session, ids=ids, times=True)
             if len(data) != len(ids):
                 raise _Raced
-            parts = []
-            for c in data:
-                steps = np.frombuffer(c.steps, dtype=I64)
-                parts.append(
-                    Part(
-                        seq=c.seq,
-                        steps=steps,
-                        values=np.frombuffer(c.values, dtype=F64),
-                        times=np.frombuffer(c.times or b"", dtype=F64),
-                        origins=decode_origins(c.origins, seq=c.seq, count=steps.size),
-                    )
-                )
-            row = merge(parts, run_id=run_id, series_id=series_id, seq_lo=min(c[2] for c in group))
-            if not store.replace_chunks(session, ids=ids, row=row):
+            row = merge(
+                _parts(data), run_id=run_id, series_id=series_id, seq_lo=min(c[2] for c in group)
+            )
+            if not chunk_store.replace_chunks(session, ids=ids, row=row):
                 raise _Raced
             merged += len(ids)
-        store.set_pending(session, series_id=series_id, pending=0)
+        summary_store.set_pending(session, series_id=series_id, pending=0)
     return merged
 
 

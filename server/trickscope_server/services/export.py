@@ -10,16 +10,13 @@ import io
 import math
 from collections.abc import Iterator
 
-import numpy as np
-from numpy.typing import NDArray
-
-from trickscope_server.downsample import dedupe_latest
 from trickscope_server.errors import ExportUnavailableError
-from trickscope_server.services._chunks import decode_origins
-from trickscope_server.services._convert import F64, I64
+from trickscope_server.services._series_read import Columns, series_columns
 from trickscope_server.services.runs import require_run
 from trickscope_server.storage import Database
+from trickscope_server.storage import blocks as block_store
 from trickscope_server.storage import points as store
+from trickscope_server.storage.block_summaries import family_of
 
 CSV_HEADER = "series,step,value,wall_time\r\n"
 _ROWS_PER_PIECE = 8192
@@ -32,28 +29,31 @@ def _series_list(db: Database, run_id: str) -> tuple[int, list[tuple[int, str]]]
         return cursor, store.series_ids_of_run(session, run_id=run_id)
 
 
-def _series_columns(
-    db: Database, series_id: int, cursor: int
-) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
-    with db.reader() as session:
-        chunks = store.series_chunk_data(session, series_id=series_id, cursor=cursor)
-    steps_parts, values_parts, times_parts = [], [], []
-    for c in chunks:
-        steps = np.frombuffer(c.steps, dtype=I64)
-        values = np.frombuffer(c.values, dtype=F64)
-        times = np.frombuffer(c.times or b"", dtype=F64)
-        if c.seq > cursor:  # compacted after the export began: keep the export's snapshot
-            keep = decode_origins(c.origins, seq=c.seq, count=steps.size) <= cursor
-            steps, values, times = steps[keep], values[keep], times[keep]
-        steps_parts.append(steps)
-        values_parts.append(values)
-        times_parts.append(times)
-    if not steps_parts:
-        return np.empty(0, I64), np.empty(0, F64), np.empty(0, F64)
-    steps, values, times = dedupe_latest(
-        np.concatenate(steps_parts), np.concatenate(values_parts), np.concatenate(times_parts)
-    )
-    return steps, values, times
+class _SeriesReader:
+    """Reads series one at a time, keeping the last family's blocks: the run's series come by
+    name, so a family's members come one after the other and its blocks are read once."""
+
+    def __init__(self, db: Database, run_id: str, cursor: int) -> None:
+        self._db, self._run_id, self._cursor = db, run_id, cursor
+        self._family: str | None = None
+        self._blocks: list[block_store.Block] = []
+
+    def columns(self, series_id: int, name: str) -> Columns:
+        family = family_of(name)
+        with self._db.reader() as session:
+            if family is not None and family != self._family:
+                self._family = family
+                self._blocks = block_store.family_blocks(
+                    session, run_id=self._run_id, family=family, cursor=self._cursor
+                )
+            return series_columns(
+                session,
+                run_id=self._run_id,
+                series_id=series_id,
+                name=name,
+                cursor=self._cursor,
+                blocks=self._blocks if family is not None else [],
+            )
 
 
 def _csv_float(value: float) -> str:
@@ -75,13 +75,16 @@ def export_csv(db: Database, *, run_id: str) -> Iterator[bytes]:
 
     Problems (an unknown run) are raised here, before the stream starts.
     """
-    return _csv_pieces(db, *_series_list(db, run_id))
+    return _csv_pieces(db, run_id, *_series_list(db, run_id))
 
 
-def _csv_pieces(db: Database, cursor: int, series: list[tuple[int, str]]) -> Iterator[bytes]:
+def _csv_pieces(
+    db: Database, run_id: str, cursor: int, series: list[tuple[int, str]]
+) -> Iterator[bytes]:
     yield CSV_HEADER.encode()
+    reader = _SeriesReader(db, run_id, cursor)
     for series_id, name in series:
-        steps, values, times = _series_columns(db, series_id, cursor)
+        steps, values, times = reader.columns(series_id, name)
         label = _csv_name(name)
         for start in range(0, steps.size, _ROWS_PER_PIECE):
             stop = start + _ROWS_PER_PIECE
@@ -127,10 +130,12 @@ def export_parquet(db: Database, *, run_id: str) -> Iterator[bytes]:
         raise ExportUnavailableError(
             "Parquet export needs pyarrow: pip install pyarrow (or use export.csv)"
         ) from None
-    return _parquet_pieces(db, *_series_list(db, run_id))
+    return _parquet_pieces(db, run_id, *_series_list(db, run_id))
 
 
-def _parquet_pieces(db: Database, cursor: int, series: list[tuple[int, str]]) -> Iterator[bytes]:
+def _parquet_pieces(
+    db: Database, run_id: str, cursor: int, series: list[tuple[int, str]]
+) -> Iterator[bytes]:
     import pyarrow as pa
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
@@ -143,10 +148,11 @@ def _parquet_pieces(db: Database, cursor: int, series: list[tuple[int, str]]) ->
         ]
     )
     sink = _Sink()
+    reader = _SeriesReader(db, run_id, cursor)
     writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema)
     try:
         for series_id, name in series:
-            steps, values, times = _series_columns(db, series_id, cursor)
+            steps, values, times = reader.columns(series_id, name)
             if not steps.size:
                 continue
             table = pa.table(

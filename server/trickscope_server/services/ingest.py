@@ -7,8 +7,6 @@ and stored as the very bytes that arrived, so there is no per-point Python work.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import time
 import zlib
@@ -27,11 +25,27 @@ from trickscope_server.errors import (
 )
 from trickscope_server.services._chunks import DIGEST_MIN, digest
 from trickscope_server.services._convert import F64, I64
-from trickscope_server.services.limits import unstorable_text
+from trickscope_server.services._payload import STORABLE_NAMES
+from trickscope_server.services._payload import checked_name as _name
+from trickscope_server.services._payload import column as _column
+from trickscope_server.services._payload import fail as _fail
+from trickscope_server.services.ingest_blocks import (
+    DecodedBlock,
+    block_row,
+    merge_blocks,
+    parse_blocks,
+    storable_as_block,
+)
 from trickscope_server.services.runs import check_wire_version
 from trickscope_server.services.summaries import overlapping, resummarise
 from trickscope_server.storage import Database
+from trickscope_server.storage import block_summaries as block_store
+from trickscope_server.storage import blocks as blocks_store
+from trickscope_server.storage import chunks as chunk_store
+from trickscope_server.storage import histograms as histogram_store
 from trickscope_server.storage import points as store
+from trickscope_server.storage import summaries as summary_store
+from trickscope_wire import BLOCKS_WIRE_VERSION
 
 _MAX_BATCH_ID = 128
 _MAX_NAME = 512
@@ -81,6 +95,7 @@ class DecodedBatch:
     series: list[DecodedSeries]
     points: int
     histograms: list[DecodedHistograms] = dataclasses.field(default_factory=list)
+    blocks: list[DecodedBlock] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -117,23 +132,6 @@ def decompress(body: bytes, *, encoding: str | None, max_bytes: int) -> bytes:
     return out
 
 
-def _fail(loc: list[str | int], msg: str) -> InvalidPayloadError:
-    where = ".".join(str(part) for part in loc)
-    return InvalidPayloadError(f"{where}: {msg}", errors=[{"loc": loc, "msg": msg}])
-
-
-def _column(text: Any, loc: list[str | int], name: str) -> bytes:
-    if not isinstance(text, str):
-        raise _fail(loc, f"series {name!r}: must be a base64 string, got {type(text).__name__}")
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise _fail(loc, f"series {name!r}: not valid base64 ({exc})") from None
-    if len(raw) % 8:
-        raise _fail(loc, f"series {name!r}: {len(raw)} bytes is not a multiple of 8")
-    return raw
-
-
 def _shared_column(
     shared: dict[str, tuple[bytes, NDArray[np.int64]]], text: Any, loc: list[str | int], name: str
 ) -> tuple[bytes, NDArray[np.int64]]:
@@ -145,27 +143,6 @@ def _shared_column(
     return known
 
 
-# Names that passed :func:`unstorable_text`: a run sends the same thousands of per-layer names in
-# every batch, and the check is a regular-expression scan of each. Cleared when full.
-_STORABLE_NAMES: set[str] = set()
-_STORABLE_NAMES_MAX = 1 << 16
-
-
-def _name(value: Any, loc: list[str | int], max_chars: int) -> str:
-    """A series or histogram name: 1 to ``max_chars`` characters a back end can store."""
-    if not isinstance(value, str) or not 0 < len(value) <= max_chars:
-        raise _fail(loc, f"must be a string of 1 to {max_chars} characters")
-    if value in _STORABLE_NAMES:
-        return value
-    reason = unstorable_text(value)
-    if reason is not None:
-        raise _fail(loc, reason)
-    if len(_STORABLE_NAMES) >= _STORABLE_NAMES_MAX:
-        _STORABLE_NAMES.clear()
-    _STORABLE_NAMES.add(value)
-    return value
-
-
 def parse_batch(body: bytes, *, max_points: int, max_name: int = _MAX_NAME) -> DecodedBatch:
     """Validate a ``PointBatch`` JSON body and decode its columns."""
     try:
@@ -175,7 +152,9 @@ def parse_batch(body: bytes, *, max_points: int, max_name: int = _MAX_NAME) -> D
         raise _fail(["body"], f"is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise _fail(["body"], f"must be a JSON object, got {type(data).__name__}")
-    check_wire_version(data.get("wire_version", 1))
+    version = data.get("wire_version", 1)
+    if not (version == BLOCKS_WIRE_VERSION and type(version) is int):
+        check_wire_version(version)
     batch_id = _name(data.get("batch_id"), ["body", "batch_id"], _MAX_BATCH_ID)
     raw_series = data.get("series")
     if not isinstance(raw_series, list):
@@ -190,7 +169,7 @@ def parse_batch(body: bytes, *, max_points: int, max_name: int = _MAX_NAME) -> D
         if not isinstance(item, dict):
             raise _fail(["body", "series", i], f"must be an object, got {type(item).__name__}")
         name = item.get("name")
-        if not (type(name) is str and name in _STORABLE_NAMES and len(name) <= max_name):
+        if not (type(name) is str and name in STORABLE_NAMES and len(name) <= max_name):
             name = _name(name, ["body", "series", i, "name"], max_name)
         text = item.get("steps")
         known = shared.get(text) if type(text) is str else None
@@ -225,10 +204,15 @@ def parse_batch(body: bytes, *, max_points: int, max_name: int = _MAX_NAME) -> D
                 values=np.frombuffer(values, dtype=F64),
             )
         )
+    blocks, points = parse_blocks(
+        data.get("blocks", []), points=points, max_points=max_points, max_name=max_name
+    )
     histograms = _parse_histograms(
         data.get("histograms", []), points=points, max_points=max_points, max_name=max_name
     )
-    return DecodedBatch(batch_id=batch_id, series=decoded, points=points, histograms=histograms)
+    return DecodedBatch(
+        batch_id=batch_id, series=decoded, points=points, histograms=histograms, blocks=blocks
+    )
 
 
 def _parse_histograms(
@@ -449,6 +433,35 @@ class _Duplicate(Exception):
     """Raised inside the transaction to roll it back: the batch was stored before."""
 
 
+def _split_blocks(batch: DecodedBatch) -> tuple[list[DecodedSeries], list[DecodedBlock]]:
+    """The batch's series and the blocks stored as blocks; a block that cannot be (a step
+    repeated, a member also named elsewhere in the batch) joins the series, row by row."""
+    if not batch.blocks:
+        return batch.series, []
+    counts: dict[str, int] = {}
+    for name in [s.name for s in batch.series] + [n for b in batch.blocks for n in b.names]:
+        counts[name] = counts.get(name, 0) + 1
+    series, blocks = list(batch.series), []
+    for block in batch.blocks:
+        if storable_as_block(block) and all(counts[n] == 1 for n in block.names):
+            blocks.append(block)
+            continue
+        width = block.steps.size * 8
+        for row, name in enumerate(block.names):
+            raw = block.values_raw[row * width : (row + 1) * width]
+            series.append(
+                DecodedSeries(
+                    name=name,
+                    steps_raw=block.steps_raw,
+                    values_raw=raw,
+                    times_raw=block.times_raw,
+                    steps=block.steps,
+                    values=np.frombuffer(raw, dtype=F64),
+                )
+            )
+    return series, blocks
+
+
 def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) -> IngestOutcome:
     with db.transaction() as session:
         taken = store.next_seq(session, run_id=run_id, now=now)
@@ -461,29 +474,49 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             session, run_id=run_id, batch_id=batch.batch_id, points=batch.points, now=now
         ):
             raise _Duplicate  # roll back the sequence number taken above: nothing changes
-        nonempty = [s for s in batch.series if s.steps.size]
+        series, blocks = _split_blocks(batch)
+        nonempty = [s for s in series if s.steps.size]
         ids = store.ensure_series(
             session,
             run_id=run_id,
-            names=[s.name for s in nonempty],
+            names=[s.name for s in nonempty] + [n for b in blocks for n in b.names],
             known=db.series_ids.get(run_id, created_at),
         )
+        families = block_store.load(session, run_id=run_id)
         chunks, summaries = _all_summaries(nonempty, ids, run_id, seq)
         # Read before the merge: which series get a step logged again (their summaries are
-        # recounted from the points once this batch's chunks are in).
+        # recounted from the points once this batch's points are in).
         recount = overlapping(
             session,
             run_id=run_id,
             steps=[s.steps for s in nonempty],
             series_ids=[ids[s.name] for s in nonempty],
+            families=families,
         )
-        store.insert_chunks(session, chunks)
-        store.update_summaries(session, summaries)
+        members = [np.array([ids[n] for n in b.names], dtype=np.int64) for b in blocks]
+        if blocks:
+            low = min(int(b.steps[0]) for b in blocks)
+            stored = summary_store.last_steps_from(session, run_id=run_id, low=low)
+            recount += sorted(merge_blocks(blocks, members, stored, families))
+        chunk_store.insert_chunks(session, chunks)
+        summary_store.update_summaries(session, summaries)
+        blocks_store.insert_blocks(
+            session, [block_row(b, run_id, seq, m) for b, m in zip(blocks, members, strict=True)]
+        )
         if recount:
-            resummarise(session, recount)
-        store.upsert_histograms(session, _histogram_rows(run_id, batch))
-        due = store.series_needing_compaction(
+            names = {sid: name for name, sid in ids.items()}
+            resummarise(
+                session,
+                run_id=run_id,
+                series={sid: names[sid] for sid in recount},
+                families=families,
+            )
+        block_store.save(session, families)
+        histogram_store.upsert_histograms(session, _histogram_rows(run_id, batch))
+        due = summary_store.series_needing_compaction(
             session, run_id=run_id, series_ids=list(ids.values()), bound=COMPACT_AFTER_CHUNKS
         )
+        # A family's blocks are compacted through any one member series (services/compact.py).
+        due += [int(families.records[f]["id"][0]) for f in families.due(COMPACT_AFTER_CHUNKS)]
     db.series_ids.add(run_id, created_at, ids)  # committed: safe to reuse
-    return IngestOutcome(batch.points, False, due)
+    return IngestOutcome(batch.points, False, list(dict.fromkeys(due)))

@@ -13,9 +13,12 @@ from trickscope_server.downsample import dedupe_latest, downsample
 from trickscope_server.errors import InvalidPayloadError, SeriesNotFoundError
 from trickscope_server.services import liveness
 from trickscope_server.services._chunks import DIGEST_BLOCK, decode_origins
-from trickscope_server.services._convert import F64, I64, concat, json_values
+from trickscope_server.services._convert import F64, I64, json_values
 from trickscope_server.services.runs import require_run
 from trickscope_server.storage import Database, Session
+from trickscope_server.storage import blocks as block_store
+from trickscope_server.storage import chunks as chunk_store
+from trickscope_server.storage import histograms as histogram_store
 from trickscope_server.storage import points as store
 from trickscope_server.storage import runs as run_store
 from trickscope_wire import finite_or_token
@@ -42,7 +45,7 @@ class _Loaded:
     total: int  # points in the window (digests stand for more points than they hold)
 
 
-def _isolated(metas: list[store.ChunkMeta]) -> set[int]:
+def _isolated(metas: list[chunk_store.ChunkMeta]) -> set[int]:
     # Chunks whose step range overlaps no other chunk's: no re-logged step can hide in them.
     order = sorted(metas, key=lambda m: (m.step_min, m.step_max))
     out: set[int] = set()
@@ -58,6 +61,8 @@ def _isolated(metas: list[store.ChunkMeta]) -> set[int]:
 def _load(
     session: Session,
     *,
+    run_id: str,
+    name: str,
     series_id: int,
     start: int | None,
     end: int | None,
@@ -67,14 +72,26 @@ def _load(
 ) -> _Loaded:
     """The series' points in [start, end] as of ``cursor``, deduplicated, sorted by step.
 
-    On a coarse read (``DIGEST_BLOCK`` or more points per requested point) chunks that lie wholly
-    inside the window, overlap no other chunk and have a digest contribute their digest instead of
-    their points: the extremes of every block survive, at 1/32 of the bytes.
+    Points come from the series' chunks and from its rows of blocks. On a coarse read
+    (``DIGEST_BLOCK`` or more points per requested point) chunks that lie wholly inside the
+    window, overlap no other piece and have a digest contribute their digest instead of their
+    points: the extremes of every block survive, at 1/32 of the bytes.
     """
-    metas = store.chunk_meta(session, series_id=series_id, start=start, end=end, cursor=cursor)
-    use_digest: list[store.ChunkMeta] = []
-    if not want_times and sum(m.count for m in metas) > budget * DIGEST_BLOCK:
-        isolated = _isolated(metas)
+    metas = chunk_store.chunk_meta(
+        session, series_id=series_id, start=start, end=end, cursor=cursor
+    )
+    slices = block_store.series_slices(
+        session, run_id=run_id, name=name, series_id=series_id, cursor=cursor, start=start, end=end
+    )
+    pieces = metas + [
+        chunk_store.ChunkMeta(
+            s.id, s.seq, s.seq, int(s.steps[0]), int(s.steps[-1]), s.steps.size, False, False
+        )
+        for s in slices
+    ]
+    use_digest: list[chunk_store.ChunkMeta] = []
+    if not want_times and sum(m.count for m in pieces) > budget * DIGEST_BLOCK:
+        isolated = _isolated(pieces)
         use_digest = [
             m
             for m in metas
@@ -89,10 +106,10 @@ def _load(
         if sum(m.count for m in use_digest) <= 2 * budget:
             use_digest = []
     skip = {m.id for m in use_digest}
-    data = store.chunk_data(
+    data = chunk_store.chunk_data(
         session, ids=[m.id for m in metas if m.id not in skip], times=want_times
     )
-    step_parts, value_parts, time_parts = [], [], []
+    parts: list[tuple[int, int, Any, Any, Any]] = []
     for c in data:
         steps = np.frombuffer(c.steps, dtype=I64)
         values = np.frombuffer(c.values, dtype=F64)
@@ -102,15 +119,15 @@ def _load(
             keep = decode_origins(c.origins, seq=c.seq, count=steps.size) <= cursor
             steps, values = steps[keep], values[keep]
             times = times[keep] if times is not None else None
-        step_parts.append(steps)
-        value_parts.append(values)
-        if times is not None:
-            time_parts.append(times)
-    if step_parts:
-        steps = np.concatenate(step_parts)
-        values = np.concatenate(value_parts)
+        parts.append((c.seq, c.id, steps, values, times))
+    parts.extend((s.seq, s.id, s.steps, s.values, s.times if want_times else None) for s in slices)
+    parts.sort(key=lambda p: (p[0], p[1]))  # ingest order: the later write of a step wins
+    if parts:
+        steps = np.concatenate([p[2] for p in parts])
+        values = np.concatenate([p[3] for p in parts])
         if want_times:
-            steps, values, times_all = dedupe_latest(steps, values, np.concatenate(time_parts))
+            times_joined = np.concatenate([p[4] for p in parts])
+            steps, values, times_all = dedupe_latest(steps, values, times_joined)
         else:
             steps, values = dedupe_latest(steps, values)
             times_all = None
@@ -123,7 +140,7 @@ def _load(
     times_all = times_all[lo:hi] if times_all is not None else None
     total = int(steps.size)
     if use_digest:
-        digests = store.chunk_digests(session, ids=[m.id for m in use_digest])
+        digests = chunk_store.chunk_digests(session, ids=[m.id for m in use_digest])
         total += sum(m.count for m in use_digest)
         steps = np.concatenate([steps, *(np.frombuffer(d[0], dtype=I64) for d in digests)])
         values = np.concatenate([values, *(np.frombuffer(d[1], dtype=F64) for d in digests)])
@@ -143,6 +160,8 @@ def _check_window(start: int | None, end: int | None) -> None:
 def _downsampled(
     session: Session,
     *,
+    run_id: str,
+    name: str,
     series_id: int,
     start: int | None,
     end: int | None,
@@ -153,6 +172,8 @@ def _downsampled(
     """The window's points and the indices that a ``points`` budget keeps (extremes first)."""
     loaded = _load(
         session,
+        run_id=run_id,
+        name=name,
         series_id=series_id,
         start=start,
         end=end,
@@ -182,6 +203,8 @@ def _series_points(
     cursor = store.run_seq(session, run_id=run_id)
     loaded, idx = _downsampled(
         session,
+        run_id=run_id,
+        name=name,
         series_id=series.id,
         start=start,
         end=end,
@@ -201,11 +224,13 @@ def _series_points(
 
 
 def load_series(
-    session: Session, *, series_id: int, cursor: int, points: int
+    session: Session, *, run_id: str, name: str, series_id: int, cursor: int, points: int
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """A whole series downsampled to ``points`` with its extremes kept, as arrays."""
     loaded, idx = _downsampled(
         session,
+        run_id=run_id,
+        name=name,
         series_id=series_id,
         start=None,
         end=None,
@@ -349,6 +374,8 @@ def read_sparklines(
                 continue
             loaded, idx = _downsampled(
                 session,
+                run_id=run_id,
+                name=name,
                 series_id=present[name],
                 start=None,
                 end=None,
@@ -375,7 +402,7 @@ def read_histograms(
     check_budget(points, max_points=max_points)
     with db.reader() as session:
         require_run(session, run_id)
-        steps = store.histogram_steps(session, run_id=run_id, name=name)
+        steps = histogram_store.histogram_steps(session, run_id=run_id, name=name)
         if not steps:
             raise SeriesNotFoundError(
                 f"run {run_id!r} has no histograms {name!r}: "
@@ -384,7 +411,7 @@ def read_histograms(
         if len(steps) > points:
             pick = np.unique(np.linspace(0, len(steps) - 1, points).round().astype(np.intp))
             steps = [steps[i] for i in pick.tolist()]
-        rows = store.histogram_rows(session, run_id=run_id, name=name, steps=steps)
+        rows = histogram_store.histogram_rows(session, run_id=run_id, name=name, steps=steps)
     bins = max(r[1] for r in rows)
     counts: list[list[float]] = []
     for r in rows:
@@ -406,7 +433,7 @@ def list_histograms(db: Database, *, run_id: str) -> list[str]:
     """Names of the run's histograms."""
     with db.reader() as session:
         require_run(session, run_id)
-        return store.histogram_names(session, run_id=run_id)
+        return histogram_store.histogram_names(session, run_id=run_id)
 
 
 def _bucket_extremes(
@@ -448,22 +475,35 @@ def load_layer_grid(
     A bucket keeps the value of largest magnitude (non-finite first), so a spike survives.
     """
     prefix = stat + "/"
-    rows = store.prefixed_chunks(session, run_id=run_id, prefix=prefix)
-    parts: dict[str, tuple[list[bytes], list[bytes]]] = defaultdict(lambda: ([], []))
     aggregates = _NOT_LAYERS - set(declared)  # a model may name a parameter "total"
-    for name, steps_raw, values_raw in rows:
+    # Per layer, its pieces in ingest order: (sequence, id, steps, values).
+    parts: dict[str, list[tuple[int, int, Any, Any]]] = defaultdict(list)
+    for name, steps_raw, values_raw, seq, chunk_id in chunk_store.prefixed_chunks(
+        session, run_id=run_id, prefix=prefix
+    ):
         layer = name[len(prefix) :]
-        if layer in aggregates:
-            continue
-        parts[layer][0].append(steps_raw)
-        parts[layer][1].append(values_raw)
+        if layer not in aggregates:
+            parts[layer].append(
+                (seq, chunk_id, np.frombuffer(steps_raw, I64), np.frombuffer(values_raw, F64))
+            )
+    blocks = block_store.family_blocks(session, run_id=run_id, family=stat)
+    if blocks:
+        names = block_store.names_of_family(session, run_id=run_id, family=stat)
+        layers = {sid: name[len(prefix) :] for sid, name in names.items()}
+        for block in blocks:
+            for row, sid in enumerate(block.members.tolist()):
+                layer = layers.get(sid)
+                if layer is not None and layer not in aggregates:
+                    parts[layer].append((block.seq, -block.id, block.steps, block.values[row]))
     present = set(parts)
     order = [layer for layer in declared if layer in present]
     order += sorted(present - set(order))
-    columns = {
-        layer: dedupe_latest(concat(parts[layer][0], I64), concat(parts[layer][1], F64))
-        for layer in order
-    }
+    columns = {}
+    for layer in order:
+        pieces = sorted(parts[layer], key=lambda p: (p[0], p[1]))
+        columns[layer] = dedupe_latest(
+            np.concatenate([p[2] for p in pieces]), np.concatenate([p[3] for p in pieces])
+        )
     grid = (
         np.unique(np.concatenate([c[0] for c in columns.values()])) if columns else np.empty(0, I64)
     )
@@ -530,20 +570,13 @@ def read_events(
             return None
         cutoff = None if grace_seconds is None else liveness.silent_before(grace_seconds)
         status = liveness.shown_status(run.status, run.last_seen_at, cutoff)
-        cursor, rows = store.chunks_after(session, run_id=run_id, after=after, limit=limit)
+        cursor, pieces = _pieces_after(session, run_id=run_id, after=after, limit=limit)
     grouped: dict[str, tuple[list[NDArray[np.int64]], list[NDArray[np.float64]]]] = defaultdict(
         lambda: ([], [])
     )
-    for name, steps_raw, values_raw, origins, seq in rows:
-        steps = np.frombuffer(steps_raw, dtype=I64)
-        values = np.frombuffer(values_raw, dtype=F64)
-        if origins is not None:
-            seqs = decode_origins(origins, seq=seq, count=steps.size)
-            keep = (seqs > after) & (seqs <= cursor)
-            steps, values = steps[keep], values[keep]
-        if steps.size:
-            grouped[name][0].append(steps)
-            grouped[name][1].append(values)
+    for name, steps, values in pieces:
+        grouped[name][0].append(steps)
+        grouped[name][1].append(values)
     series = {
         name: {
             "step": np.concatenate(steps_parts).tolist(),
@@ -552,3 +585,44 @@ def read_events(
         for name, (steps_parts, values_parts) in grouped.items()
     }
     return cursor, series, status
+
+
+def _pieces_after(
+    session: Session, *, run_id: str, after: int, limit: int
+) -> tuple[int, list[tuple[str, NDArray[np.int64], NDArray[np.float64]]]]:
+    """(hi, [(name, steps, values)]): the points of sequence in (after, hi], in ingest order.
+
+    ``hi`` is the sequence of the ``limit``-th stored piece (chunk or block) after ``after``, or
+    the newest.
+    """
+    seqs = sorted(
+        chunk_store.chunk_seqs_after(session, run_id=run_id, after=after, limit=limit)
+        + block_store.block_seqs_after(session, run_id=run_id, after=after, limit=limit)
+    )[:limit]
+    if not seqs:
+        return after, []
+    hi = seqs[-1]
+    out: list[tuple[int, int, str, NDArray[np.int64], NDArray[np.float64]]] = []
+    for name, steps_raw, values_raw, origins, seq, chunk_id in chunk_store.chunks_between(
+        session, run_id=run_id, after=after, hi=hi
+    ):
+        steps = np.frombuffer(steps_raw, dtype=I64)
+        values = np.frombuffer(values_raw, dtype=F64)
+        if origins is not None:
+            origin = decode_origins(origins, seq=seq, count=steps.size)
+            keep = (origin > after) & (origin <= hi)
+            steps, values = steps[keep], values[keep]
+        if steps.size:
+            out.append((seq, chunk_id, name, steps, values))
+    blocks = block_store.blocks_between(session, run_id=run_id, after=after, hi=hi)
+    names: dict[str, dict[int, str]] = {}
+    for block in blocks:
+        family_names = names.get(block.family)
+        if family_names is None:
+            family_names = names[block.family] = block_store.names_of_family(
+                session, run_id=run_id, family=block.family
+            )
+        for row, sid in enumerate(block.members.tolist()):
+            out.append((block.seq, -block.id, family_names[sid], block.steps, block.values[row]))
+    out.sort(key=lambda p: (p[0], p[1]))
+    return hi, [(name, steps, values) for _, _, name, steps, values in out]

@@ -15,9 +15,10 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy.orm import Session
 
-from trickscope_server.downsample import dedupe_latest
-from trickscope_server.services._convert import F64, I64
-from trickscope_server.storage import points as store
+from trickscope_server.services._series_read import series_columns
+from trickscope_server.storage import blocks as block_store
+from trickscope_server.storage import summaries as summary_store
+from trickscope_server.storage.block_summaries import FamilySummaries, family_of
 
 
 def overlapping(
@@ -26,6 +27,7 @@ def overlapping(
     run_id: str,
     steps: list[NDArray[np.int64]],
     series_ids: list[int],
+    families: FamilySummaries,
 ) -> list[int]:
     """Ids of the series whose new steps (``steps[i]`` for ``series_ids[i]``) overwrite a stored
     point or repeat within the batch; call before the batch's summaries are merged.
@@ -36,7 +38,11 @@ def overlapping(
     if not steps:
         return []
     firsts, repeats = _firsts_and_repeats(steps)
-    stored = store.last_steps_from(session, run_id=run_id, low=min(firsts))
+    low = min(firsts)
+    # The last stored step of a series is the later of its row's and its block record's.
+    stored = summary_store.last_steps_from(session, run_id=run_id, low=low)
+    for sid, last in families.last_steps(low).items():
+        stored[sid] = max(last, stored.get(sid, last))
     named_twice = len(set(series_ids)) < len(series_ids)
     out: dict[int, None] = {}
     seen: set[int] = set()
@@ -64,19 +70,37 @@ def _firsts_and_repeats(steps: list[NDArray[np.int64]]) -> tuple[list[int], list
     return firsts, repeats
 
 
-def resummarise(session: Session, series_ids: list[int]) -> None:
-    """Recompute these series' summaries from their stored points (later write wins)."""
-    rows = [_summary(session, sid) for sid in series_ids]
-    store.set_summaries(session, [row for row in rows if row is not None])
+def resummarise(
+    session: Session, *, run_id: str, series: dict[int, str], families: FamilySummaries
+) -> None:
+    """Recompute these series' summaries ({id: name}) from their stored points (later write
+    wins) into their rows, and empty their block records (the rows now hold everything)."""
+    rows = []
+    blocks: dict[str, list[block_store.Block]] = {}
+    by_family: dict[str, list[int]] = {}
+    for sid, name in series.items():
+        family = family_of(name)
+        if family is not None and family not in blocks:
+            blocks[family] = block_store.family_blocks(session, run_id=run_id, family=family)
+        if family is not None:
+            by_family.setdefault(family, []).append(sid)
+        steps, values, _ = series_columns(
+            session,
+            run_id=run_id,
+            series_id=sid,
+            name=name,
+            blocks=blocks[family] if family is not None else [],
+        )
+        if steps.size:
+            rows.append(_summary(sid, steps, values))
+    summary_store.set_summaries(session, rows)
+    for family, ids in by_family.items():
+        families.clear(family, ids)
 
 
-def _summary(session: Session, series_id: int) -> dict[str, Any] | None:
-    chunks = store.series_chunk_data(session, series_id=series_id)
-    if not chunks:
-        return None
-    steps = np.frombuffer(b"".join(c.steps for c in chunks), dtype=I64)
-    values = np.frombuffer(b"".join(c.values for c in chunks), dtype=F64)
-    steps, values = dedupe_latest(steps, values)
+def _summary(
+    series_id: int, steps: NDArray[np.int64], values: NDArray[np.float64]
+) -> dict[str, Any]:
     finite = np.isfinite(values)
     nonfinite_steps = steps[~finite]
     return {

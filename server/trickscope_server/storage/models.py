@@ -123,6 +123,52 @@ class ChunkRow(Base):
     )
 
 
+class BlockRow(Base):
+    """One statistic of many series from one batch: a members x steps block of points.
+
+    A wide batch of per-layer statistics stores one of these per statistic (``family``, the text
+    before the first ``/`` of its series' names) rather than one chunk per series: every member
+    shares the block's steps and times. ``values`` is row-major, one row of ``steps_count``
+    values per member (``members``: series ids, int64). Blocks are fresh data only: compaction
+    turns a family's blocks into per-series chunks (see ``services/compact.py``).
+    """
+
+    __tablename__ = "blocks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    family: Mapped[str] = mapped_column(String(512))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    step_min: Mapped[int] = mapped_column(BigInteger)
+    step_max: Mapped[int] = mapped_column(BigInteger)
+    steps_count: Mapped[int] = mapped_column(Integer)
+    members: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian int64 series ids
+    steps: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian int64, strictly increasing
+    times: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float64, Unix seconds
+    values: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float64, members x steps
+
+    __table_args__ = (
+        Index("ix_blocks_run_family_seq", "run_id", "family", "seq"),
+        Index("ix_blocks_run_seq", "run_id", "seq"),
+    )
+
+
+class BlockSummaryRow(Base):
+    """Summaries of the points a family's series received in blocks, one packed record each.
+
+    A series' summary is its ``series`` row merged with its record here (the two describe
+    disjoint steps: a batch that re-logs a step recounts the series into its row and clears the
+    record). ``pending`` counts the family's blocks stored since its last compaction.
+    """
+
+    __tablename__ = "block_summaries"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    family: Mapped[str] = mapped_column(String(512), primary_key=True)
+    records: Mapped[bytes] = mapped_column(LargeBinary)  # see storage/block_summaries.RECORD
+    pending: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 class BatchRow(Base):
     """A batch id seen for a run: written in the same transaction as its points."""
 

@@ -26,8 +26,18 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
-from trickscope_server.storage.models import BatchRow, ChunkRow, HistogramRow, RunRow, SeriesRow
+from trickscope_server.storage.block_summaries import NO_STEP, records_of_runs
+from trickscope_server.storage.models import (
+    BatchRow,
+    BlockRow,
+    BlockSummaryRow,
+    ChunkRow,
+    HistogramRow,
+    RunRow,
+    SeriesRow,
+)
 
 # Keeps every IN list well under SQLite's bound-parameter limit and PostgreSQL's plan sizes.
 IN_CHUNK = 500
@@ -283,13 +293,56 @@ def series_of_runs(session: Session, run_ids: Sequence[str]) -> list[SeriesRow]:
             .order_by(SeriesRow.run_id, SeriesRow.name)
         )
         rows.extend(session.scalars(stmt))
+    _merge_block_records(rows, records_of_runs(session, run_ids))
     return rows
+
+
+def _merge_block_records(rows: list[SeriesRow], records: dict[int, Any]) -> None:
+    """Each row's summary merged with the record of the points its series received in blocks.
+
+    The two describe disjoint steps (a re-logged step recounts the series into its row), so the
+    counts add and the later of the two last steps carries the last value. The merged values are
+    set as loaded state: a reader's session never writes them back.
+    """
+    for row in rows:
+        rec = records.get(row.id)
+        if rec is None:
+            continue
+        count, first, last = int(rec["count"]), int(rec["first"]), int(rec["last"])
+        vmin, vmax = float(rec["vmin"]), float(rec["vmax"])
+        nonfinite = None if int(rec["nonfinite"]) == NO_STEP else int(rec["nonfinite"])
+        had = bool(row.count)
+        later = not had or row.last_step is None or last > row.last_step
+        merged = {
+            "count": (row.count or 0) + count,
+            "first_step": first if not had else min(first, row.first_step),
+            "last_step": last if later else row.last_step,
+            "last_value": float(rec["last_value"]) if later else row.last_value,
+            "min_value": _either(min, row.min_value if had else None, vmin),
+            "max_value": _either(max, row.max_value if had else None, vmax),
+            "first_nonfinite_step": _either(
+                min, row.first_nonfinite_step if had else None, nonfinite
+            ),
+        }
+        for key, value in merged.items():
+            set_committed_value(row, key, value)
+
+
+def _either(pick: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    """``pick`` of the two values that are present (None, or NaN for a float, is absent)."""
+    a = None if a is None or (isinstance(a, float) and math.isnan(a)) else a
+    b = None if b is None or (isinstance(b, float) and math.isnan(b)) else b
+    if a is None or b is None:
+        return b if a is None else a
+    return pick(a, b)
 
 
 def delete_run(session: Session, run_id: str) -> bool:
     """Delete a run and everything it owns; False when there was no such run."""
     # Children first and explicitly: correct even where foreign keys are not enforced.
     session.execute(delete(ChunkRow).where(ChunkRow.run_id == run_id))
+    session.execute(delete(BlockRow).where(BlockRow.run_id == run_id))
+    session.execute(delete(BlockSummaryRow).where(BlockSummaryRow.run_id == run_id))
     session.execute(delete(HistogramRow).where(HistogramRow.run_id == run_id))
     session.execute(delete(BatchRow).where(BatchRow.run_id == run_id))
     session.execute(delete(SeriesRow).where(SeriesRow.run_id == run_id))

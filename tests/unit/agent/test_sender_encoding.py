@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from trickscope.batches import encode_points, packed_rows
+from trickscope.batches import as_blocks, encode_points, packed_rows
 from trickscope_wire import (
+    BLOCKS_WIRE_VERSION,
     HistogramColumns,
     PointBatch,
     SeriesColumns,
@@ -74,5 +75,11 @@ def test_a_batch_through_orjson_is_the_json_the_wire_encoder_writes() -> None:
         ],
     )
     body = encode_points(batch)
-    assert json.loads(body) == json.loads(dumps(batch))
+    assert json.loads(body) == json.loads(dumps(as_blocks(batch)))
     assert b"\n" not in body
+    # The two layers share their steps and times objects: one block, in the blocks' version.
+    sent = json.loads(body)
+    assert sent["series"] == [] and sent["wire_version"] == BLOCKS_WIRE_VERSION
+    (block,) = sent["blocks"]
+    assert block["family"] == "grad_norm" and block["layers"] == ["w", "层.\nweight"]
+    assert block["values"] == [s.values for s in batch.series]

@@ -66,7 +66,12 @@ class StoredRun:
             filled = grid.filled[row]
             return grid.steps[filled], grid.cells[row][filled]
         return load_series(
-            self.session, series_id=self._ids[name], cursor=self._cursor, points=HEALTH_POINTS
+            self.session,
+            run_id=self.run.id,
+            name=name,
+            series_id=self._ids[name],
+            cursor=self._cursor,
+            points=HEALTH_POINTS,
         )
 
 

@@ -1,0 +1,48 @@
+"""Checks shared by the batch parsers: error locations, packed columns and storable names."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from trickscope_server.errors import InvalidPayloadError
+from trickscope_server.services.limits import unstorable_text
+
+
+def fail(loc: list[str | int], msg: str) -> InvalidPayloadError:
+    where = ".".join(str(part) for part in loc)
+    return InvalidPayloadError(f"{where}: {msg}", errors=[{"loc": loc, "msg": msg}])
+
+
+def column(text: Any, loc: list[str | int], name: str) -> bytes:
+    if not isinstance(text, str):
+        raise fail(loc, f"series {name!r}: must be a base64 string, got {type(text).__name__}")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise fail(loc, f"series {name!r}: not valid base64 ({exc})") from None
+    if len(raw) % 8:
+        raise fail(loc, f"series {name!r}: {len(raw)} bytes is not a multiple of 8")
+    return raw
+
+
+# Names that passed :func:`unstorable_text`: a run sends the same thousands of per-layer names in
+# every batch, and the check is a regular-expression scan of each. Cleared when full.
+STORABLE_NAMES: set[str] = set()
+STORABLE_NAMES_MAX = 1 << 16
+
+
+def checked_name(value: Any, loc: list[str | int], max_chars: int) -> str:
+    """A series or histogram name: 1 to ``max_chars`` characters a back end can store."""
+    if not isinstance(value, str) or not 0 < len(value) <= max_chars:
+        raise fail(loc, f"must be a string of 1 to {max_chars} characters")
+    if value in STORABLE_NAMES:
+        return value
+    reason = unstorable_text(value)
+    if reason is not None:
+        raise fail(loc, reason)
+    if len(STORABLE_NAMES) >= STORABLE_NAMES_MAX:
+        STORABLE_NAMES.clear()
+    STORABLE_NAMES.add(value)
+    return value
