@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import LiveServer, free_port
 from tests.integration.fsdp_worker import RUN_STEPS
 from tests.integration.test_distributed import get_json, points, series_names
@@ -22,15 +24,22 @@ from tests.integration.test_distributed import get_json, points, series_names
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 
 
-def launch(world_size: int, env: dict[str, str]) -> list[dict[str, Any]]:
+def launch(world_size: int, env: dict[str, str], *args: str) -> list[dict[str, Any]]:
     """Run the worker on ``world_size`` ranks; each rank's last JSON line."""
     port = str(free_port())
     processes = [
         subprocess.Popen(
-            [sys.executable, str(WORKER)],
-            env={**os.environ, **env, "RANK": str(rank), "LOCAL_RANK": str(rank),
-                 "WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": port, "OMP_NUM_THREADS": "1"},  # fmt: skip
+            [sys.executable, str(WORKER), *args],
+            env={
+                **os.environ,
+                **env,
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": str(world_size),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+                "OMP_NUM_THREADS": "1",
+            },  # fmt: skip
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -78,3 +87,10 @@ def test_sharded_statistics_equal_the_unsharded_models(live_server: LiveServer) 
     assert "rank/1/grad_norm" not in names
     hist = get_json(f"{url}/api/v1/runs/{run_id}/histograms/names")["names"]
     assert "grad_hist/4.weight" in hist and "weight_hist/0.weight" in hist
+
+
+@pytest.mark.slow
+def test_tensor_parallel_statistics_equal_the_unsharded_models() -> None:
+    first, second = launch(2, {"TRICKSCOPE_DISABLED": "1"}, "tensor-parallel")
+    assert first["mismatches"] == [] and first["checked"] > 200
+    assert second["mismatches"] == []
