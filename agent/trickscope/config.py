@@ -83,6 +83,9 @@ class AgentConfig:
         dead_letter_after: Attempts after which a request the server keeps failing with 500 is
             set aside in ``<run id>.dead.jsonl`` (a request it refuses, 4xx, at once), so it
             cannot hold up the run's other data.
+        compress: gzip request bodies over 4 KiB (``TRICKSCOPE_COMPRESS``). By default only
+            for a server that is not on this machine: on loopback compressing costs both sides
+            CPU and saves nothing. Set it for a remote server reached through a local tunnel.
     """
 
     url: str = DEFAULT_URL
@@ -100,12 +103,15 @@ class AgentConfig:
     token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
     heartbeat_secs: float = 30.0
     dead_letter_after: int = 5
+    compress: bool | None = None
 
     def __post_init__(self) -> None:
         _check_url("url", self.url)
         for name in ("disabled", "offline", "quiet"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}={getattr(self, name)!r} must be True or False")
+        if self.compress is not None and not isinstance(self.compress, bool):
+            raise TypeError(f"compress={self.compress!r} must be True, False or None")
         positive = {
             "flush_secs": self.flush_secs,
             "stats_flush_secs": self.stats_flush_secs,
@@ -157,7 +163,7 @@ class AgentConfig:
 
 
 def _from_text(name: str, variable: str, text: str) -> Any:
-    if name in ("disabled", "offline", "quiet"):
+    if name in ("disabled", "offline", "quiet", "compress"):
         return parse_bool(variable, text)
     if name in ("max_buffer_bytes", "log_buffer_bytes", "queue_size", "dead_letter_after"):
         return _parse_number(variable, text, int)
