@@ -2,6 +2,7 @@
 
     python bench/ingest.py [--pg postgresql+psycopg://...] [--mlflow-pg postgresql://...]
     python bench/ingest.py --workers-only --pg postgresql+psycopg://...   # 1, 2, 4 workers
+    python bench/ingest.py --agent [--keys 2000 --steps 500 --values float|tensor]   # run.log
 
 Both servers run on loopback, started by this script, and receive the same kind of points: many
 series (per-layer statistics) over consecutive steps. trickscope gets its packed columnar batches,
@@ -24,6 +25,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _agent_ingest import bench_agent, print_agent_table  # noqa: E402
 from _peers import Client, Server, mlflow_executable, start_mlflow, start_trickscope  # noqa: E402
 
 from trickscope_wire import PointBatch, RunCreate, SeriesColumns, dumps, encode_f64, encode_i64
@@ -180,7 +182,19 @@ def main() -> None:
         action="store_true",
         help="only the table of 1, 2 and 4 server workers on PostgreSQL (needs --pg)",
     )
+    parser.add_argument(
+        "--agent",
+        action="store_true",
+        help="only run.log end to end: a dict of --keys floats per step for --steps steps",
+    )
+    parser.add_argument("--keys", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--values", choices=("float", "tensor"), default="float")
     args = parser.parse_args()
+    if args.agent:
+        rounds = bench_agent(args.keys, args.steps, args.repeats, args.values)
+        print_agent_table(args.keys, args.steps, rounds, args.values)
+        return
     if args.workers_only:
         if not args.pg:
             parser.error("--workers-only needs --pg (or TRICKSCOPE_TEST_PG_URL)")

@@ -4,17 +4,27 @@
 every point must reach the server. A queue of Python objects would cost ~100 bytes a point and
 must either block or drop when full. Here each series is three ``array`` columns (int64 steps,
 float64 values, float64 wall times): 24 bytes a point, one lock around a few appends, no object
-per value. Past ``max_bytes`` (the sender thread is behind: a slow server, a starved thread) the
-columns are appended, as raw bytes, to an overflow file beside the journal and the memory is
-reused: the training thread never waits longer than that append, and nothing is dropped. The
-sender reads overflow files back, oldest first, before what is still in memory.
+per value. A wide dict logged step after step (the same keys in the same order: a
+:class:`Layout`) is kept as a :class:`RowBlock` instead, one row of values per step, so that
+``log`` does no Python work per key; the sender turns rows into columns in bulk. A series lives
+in one place at a time: when a name turns up in a second layout, or alone as well as in a
+layout, the rows held so far become columns first (:meth:`ScalarBuffer._seal`), which keeps
+every series in the order it was logged.
 
-Overflow record: ``<u32 name bytes, u32 points>``, the UTF-8 name (surrogates passed through),
-then the steps, values and times columns in native byte order.
+Past ``max_bytes`` (the sender thread is behind: a slow server, a starved thread) what is held
+is appended, as raw bytes, to an overflow file beside the journal and the memory is reused: the
+training thread never waits longer than that append, and nothing is dropped. The sender reads
+overflow files back, oldest first, before what is still in memory.
+
+Overflow records, native byte order, names in UTF-8 with surrogates passed through:
+``<u8 0, u32 name bytes, u32 points>``, the name, then the steps, values and times columns; or
+``<u8 1, u32 width, u32 rows>``, ``width`` times ``<u32 name bytes>`` and the name, then the
+steps and times columns and the ``rows x width`` values, row by row.
 """
 
 from __future__ import annotations
 
+import ctypes
 import struct
 import threading
 from array import array
@@ -23,8 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import torch
+
 POINT_BYTES = 24  # int64 step, float64 value, float64 time
-_HEADER = struct.Struct("<II")
+_HEADER = struct.Struct("<BII")
+_NAME = struct.Struct("<I")
+_SERIES, _BLOCK = 0, 1
 
 
 @dataclass
@@ -48,8 +62,89 @@ class Columns:
         self.times.extend(other.times)
 
 
+class Layout:
+    """The series names of a dict that ``log`` receives again and again, in its key order.
+
+    Compared by identity: the caller keeps one per key order and hands the same object back.
+    ``wire_names`` is left for the sender thread (the names as the server stores them).
+    """
+
+    __slots__ = ("names", "wire_names", "__weakref__")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.wire_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class RowBlock:
+    """Points of one :class:`Layout`: a step, a time and a row of ``len(layout)`` values per
+    ``log`` call, the rows back to back in one float64 array."""
+
+    __slots__ = ("layout", "steps", "times", "values")
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.steps: array[int] = array("q")
+        self.times: array[float] = array("d")
+        self.values: array[float] = array("d")
+
+    def __len__(self) -> int:
+        """Points held (rows times width)."""
+        return len(self.values)
+
+    @property
+    def rows(self) -> int:
+        return len(self.steps)
+
+    def matrix(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` as a ``width x rows`` float64 tensor, one row per series (a copy:
+        the block's array may grow afterwards)."""
+        stop = self.rows if stop is None else stop
+        width = len(self.layout)
+        if stop <= start or width == 0:
+            return torch.empty((width, 0), dtype=torch.float64)
+        flat = torch.frombuffer(
+            self.values, dtype=torch.float64, count=(stop - start) * width, offset=start * width * 8
+        )
+        return flat.view(stop - start, width).T.contiguous()
+
+    def columns(self) -> Iterator[tuple[str, Columns]]:
+        """Each series' points, as columns."""
+        if not self.rows:
+            return
+        raw = matrix_bytes(self.matrix())
+        row_bytes = self.rows * 8
+        for index, name in enumerate(self.layout.names):
+            values = array("d")
+            values.frombytes(raw[index * row_bytes : (index + 1) * row_bytes])
+            yield name, Columns(array("q", self.steps), values, array("d", self.times))
+
+
+def matrix_bytes(matrix: torch.Tensor) -> bytes:
+    """A contiguous host tensor's bytes, in native order (one copy, no Python object per
+    value)."""
+    return ctypes.string_at(matrix.data_ptr(), matrix.numel() * matrix.element_size())
+
+
+@dataclass
+class Taken:
+    """What :meth:`ScalarBuffer.take` hands the sender: overflow files (oldest first; read them
+    with :func:`read_overflow`, then delete them), then the series and row blocks that were in
+    memory, which are newer. No series is in both ``series`` and ``blocks``."""
+
+    files: list[Path]
+    series: dict[str, Columns]
+    blocks: list[RowBlock]
+
+    def __bool__(self) -> bool:
+        return bool(self.files or self.series or self.blocks)
+
+
 class ScalarBuffer:
-    """Per-series packed columns shared by the training thread (appends) and the sender
+    """Packed columns and row blocks shared by the training thread (appends) and the sender
     (takes them all at once).
 
     Args:
@@ -71,6 +166,8 @@ class ScalarBuffer:
     ) -> None:
         self._lock = threading.Lock()
         self._series: dict[str, Columns] = {}
+        self._blocks: dict[Layout, RowBlock] = {}
+        self._block_names: set[str] = set()  # every name of self._blocks
         self._count = 0
         self._max_points = max(1, max_bytes // POINT_BYTES)
         self._flush_points = flush_points
@@ -99,7 +196,7 @@ class ScalarBuffer:
             for name, value in items:
                 columns = series.get(name)
                 if columns is None:
-                    columns = series[name] = Columns.empty()
+                    columns = self._new_series(name)
                 # The value first: a bad one raises before the step is appended.
                 columns.values.append(value)
                 try:
@@ -109,19 +206,14 @@ class ScalarBuffer:
                     raise
                 columns.times.append(wall)
                 added += 1
-            self._count += added
-            if self._count >= self._flush_points and not self._signalled:
-                self._signalled = True
-                self._on_full()
-            if self._count >= self._max_points:
-                self._spill()
+            self._added(added)
 
     def add_point(self, name: str, step: int, value: float, wall: float) -> None:
         """:meth:`add` of one point, without building a list (the hot path of ``run.log``)."""
         with self._lock:
             columns = self._series.get(name)
             if columns is None:
-                columns = self._series[name] = Columns.empty()
+                columns = self._new_series(name)
             columns.values.append(value)
             try:
                 columns.steps.append(step)
@@ -129,15 +221,79 @@ class ScalarBuffer:
                 columns.values.pop()
                 raise
             columns.times.append(wall)
-            self._count += 1
-            if self._count >= self._flush_points and not self._signalled:
-                self._signalled = True
-                self._on_full()
-            if self._count >= self._max_points:
-                self._spill()
+            self._added(1)
+
+    def add_row(self, layout: Layout, step: int, wall: float, values: array[float]) -> None:
+        """Append one point to each series of ``layout``: ``values`` in its order. Raises
+        ``OverflowError`` (before appending anything) for a step outside int64."""
+        if len(values) != len(layout):
+            raise ValueError(f"{len(values)} values for {len(layout)} names")
+        with self._lock:
+            block = self._blocks.get(layout)
+            if block is None:
+                names = layout.names
+                if not self._block_names.isdisjoint(names):
+                    self._seal()
+                if not self._series.keys().isdisjoint(names):
+                    # Some of these series hold points already: append to them, in order.
+                    self._add_columns(names, step, wall, values)
+                    return
+                block = self._blocks[layout] = RowBlock(layout)
+                self._block_names.update(names)
+            block.steps.append(step)
+            block.values.extend(values)
+            block.times.append(wall)
+            self._added(len(values))
+
+    def _new_series(self, name: str) -> Columns:
+        """The columns of a series not held as such yet (lock held): those of its rows if a
+        block holds it, else empty ones."""
+        if name in self._block_names:
+            self._seal()
+            columns = self._series.get(name)
+            if columns is not None:
+                return columns
+        columns = self._series[name] = Columns.empty()
+        return columns
+
+    def _add_columns(
+        self, names: tuple[str, ...], step: int, wall: float, values: array[float]
+    ) -> None:
+        """:meth:`add_row` one series at a time (lock held)."""
+        array("q", [step])  # raises OverflowError before anything is appended
+        for name, value in zip(names, values, strict=True):
+            columns = self._series.get(name)
+            if columns is None:
+                columns = self._new_series(name)
+            columns.steps.append(step)
+            columns.values.append(value)
+            columns.times.append(wall)
+        self._added(len(values))
+
+    def _added(self, points: int) -> None:
+        """Count ``points`` just appended; wake the sender or spill as due (lock held)."""
+        self._count += points
+        if self._count >= self._flush_points and not self._signalled:
+            self._signalled = True
+            self._on_full()
+        if self._count >= self._max_points:
+            self._spill()
+
+    def _seal(self) -> None:
+        """Turn every row block into per-series columns (lock held): a name about to be
+        appended elsewhere keeps its earlier points ahead of the new ones."""
+        for block in self._blocks.values():
+            for name, columns in block.columns():
+                held = self._series.get(name)
+                if held is None:
+                    self._series[name] = columns
+                else:
+                    held.extend(columns)
+        self._blocks = {}
+        self._block_names = set()
 
     def _spill(self) -> None:
-        """Append every series to the overflow file and empty memory (lock held)."""
+        """Append everything held to the overflow file and empty memory (lock held)."""
         if self._overflow is None:
             self._overflow_dir.mkdir(parents=True, exist_ok=True)
             self._overflow_files += 1
@@ -147,45 +303,57 @@ class ScalarBuffer:
         file = self._overflow
         for name, columns in self._series.items():
             encoded = name.encode("utf-8", "surrogatepass")
-            file.write(_HEADER.pack(len(encoded), len(columns)))
+            file.write(_HEADER.pack(_SERIES, len(encoded), len(columns)))
             file.write(encoded)
             columns.steps.tofile(file)
             columns.values.tofile(file)
             columns.times.tofile(file)
+        for block in self._blocks.values():
+            file.write(_HEADER.pack(_BLOCK, len(block.layout), block.rows))
+            for name in block.layout.names:
+                encoded = name.encode("utf-8", "surrogatepass")
+                file.write(_NAME.pack(len(encoded)))
+                file.write(encoded)
+            block.steps.tofile(file)
+            block.times.tofile(file)
+            block.values.tofile(file)
         file.flush()
         self.peak_points = max(self.peak_points, self._count)
         self.spilled_points += self._count
         self._series = {}
+        self._blocks = {}
+        self._block_names = set()
         self._count = 0
 
-    def take(self, wait: float = -1) -> tuple[list[Path], dict[str, Columns]]:
-        """Everything logged so far: overflow files (oldest first; the caller reads them with
-        :func:`read_overflow` and deletes them) and the series in memory, which are newer.
+    def take(self, wait: float = -1) -> Taken:
+        """Everything logged so far (see :class:`Taken`).
 
         ``wait`` bounds how long to wait for the lock (-1: as long as it takes). At exit, a
-        signal handler may have interrupted the training thread inside :meth:`add` while it held
-        the lock; that thread is then stopped in the handler, so the columns are taken anyway
-        and trimmed to their common length (a half-appended point is the only possible damage).
+        signal handler may have interrupted the training thread inside an append while it held
+        the lock; that thread is then stopped in the handler, so everything is taken anyway and
+        trimmed to whole points (a half-appended point or row is the only possible damage).
         """
         locked = self._lock.acquire(timeout=wait)
         try:
-            series, self._series = self._series, {}
+            taken = Taken([], self._series, list(self._blocks.values()))
+            self._series, self._blocks, self._block_names = {}, {}, set()
             self.peak_points = max(self.peak_points, self._count)
             self._count = 0
             self._signalled = False
-            files: list[Path] = []
             if self._overflow is not None and self._overflow_path is not None:
                 self._overflow.close()
-                files.append(self._overflow_path)
+                taken.files.append(self._overflow_path)
                 self._overflow = None
                 self._overflow_path = None
         finally:
             if locked:
                 self._lock.release()
         if not locked:
-            for columns in series.values():
+            for columns in taken.series.values():
                 _trim(columns)
-        return files, series
+            for block in taken.blocks:
+                _trim_block(block)
+        return taken
 
 
 def _trim(columns: Columns) -> None:
@@ -194,23 +362,61 @@ def _trim(columns: Columns) -> None:
         del column[length:]
 
 
-def read_overflow(path: Path) -> Iterator[tuple[str, Columns]]:
-    """The records of an overflow file, in the order they were written."""
+def _trim_block(block: RowBlock) -> None:
+    rows = min(len(block.steps), len(block.times), len(block.values) // max(1, len(block.layout)))
+    del block.steps[rows:], block.times[rows:], block.values[rows * len(block.layout) :]
+
+
+def read_overflow(path: Path) -> Iterator[tuple[str, Columns] | RowBlock]:
+    """The records of an overflow file, in the order they were written: a series' columns as
+    ``(name, columns)``, a layout's rows as a :class:`RowBlock`."""
     with open(path, "rb") as file:
         while True:
             header = file.read(_HEADER.size)
             if len(header) < _HEADER.size:
                 return
-            name_bytes, points = _HEADER.unpack(header)
-            name = file.read(name_bytes).decode("utf-8", "surrogatepass")
-            columns = Columns.empty()
+            kind, size, count = _HEADER.unpack(header)
             try:
-                columns.steps.fromfile(file, points)
-                columns.values.fromfile(file, points)
-                columns.times.fromfile(file, points)
-            except EOFError:  # a record cut short (the process died while writing it)
-                _trim(columns)
-                if len(columns):
-                    yield name, columns
+                if kind == _BLOCK:
+                    yield _read_block(file, size, count)
+                    continue
+                name = file.read(size).decode("utf-8", "surrogatepass")
+                columns = Columns.empty()
+                try:
+                    columns.steps.fromfile(file, count)
+                    columns.values.fromfile(file, count)
+                    columns.times.fromfile(file, count)
+                except EOFError:  # a record cut short (the process died while writing it)
+                    _trim(columns)
+                    if len(columns):
+                        yield name, columns
+                    return
+                yield name, columns
+            except _CutShort as cut:
+                if cut.block is not None and cut.block.rows:
+                    yield cut.block
                 return
-            yield name, columns
+
+
+class _CutShort(Exception):
+    def __init__(self, block: RowBlock | None = None) -> None:
+        self.block = block
+
+
+def _read_block(file: BinaryIO, width: int, rows: int) -> RowBlock:
+    names = []
+    for _ in range(width):
+        size = file.read(_NAME.size)
+        if len(size) < _NAME.size:
+            raise _CutShort()
+        (length,) = _NAME.unpack(size)
+        names.append(file.read(length).decode("utf-8", "surrogatepass"))
+    block = RowBlock(Layout(tuple(names)))
+    try:
+        block.steps.fromfile(file, rows)
+        block.times.fromfile(file, rows)
+        block.values.fromfile(file, rows * width)
+    except EOFError:
+        _trim_block(block)
+        raise _CutShort(block) from None
+    return block

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import uuid
+from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,17 +36,11 @@ from typing import Any
 
 from trickscope._incidents import Incidents
 from trickscope._sanitize import MAX_SERIES_CHARS, clean_text
-from trickscope.batches import (
-    Batcher,
-    HistogramBuffer,
-    StatRows,
-    b64_column,
-    encode_points,
-    packed_rows,
-)
+from trickscope.batches import HistogramBuffer, StatRows, encode_points, packed_rows
 from trickscope.config import AgentConfig
 from trickscope.journal import POISON_STATUSES, Journal, Request, dead_letter_path
-from trickscope.scalars import Columns, ScalarBuffer, read_overflow
+from trickscope.logged import LoggedBatcher
+from trickscope.scalars import Layout, RowBlock, ScalarBuffer, read_overflow
 from trickscope.transfer import Parcel
 from trickscope.transport import Connection, Rejected, Unavailable, backoff
 from trickscope_wire import (
@@ -64,7 +59,11 @@ except ImportError:  # a declared dependency; without it the stdlib encoder stan
 logger = logging.getLogger("trickscope")
 
 THINNED = "agent/thinned_samples"
-FLUSH_POINTS = 50_000
+FLUSH_POINTS = 50_000  # most points in one request
+# Logged points waiting that wake the sender before its flush_secs: the more points a series
+# brings to one request, the less the server spends on it (its cost is mostly per series and
+# request), so a tight loop is taken in large slices (6 MB of columns; log_buffer_bytes bounds).
+LOG_WAKE_POINTS = 250_000
 _POINT_BYTES = 96  # estimated memory of one buffered bulk point (list slots and floats)
 _STOP = object()
 _LITTLE = sys.byteorder == "little"
@@ -88,6 +87,8 @@ class Sample:
     # ``watch``'s per-layer statistics, sent in the rarer bulk batches and thinned under
     # overload; ``log``'s values are neither.
     bulk: bool = False
+    # ``log``'s values of a wide dict: ``keys`` are this layout's names, kept as one row.
+    layout: Layout | None = None
 
 
 class Sender:
@@ -125,7 +126,9 @@ class Sender:
         # Bulk samples handed over and taken: each counter has one writer, so no lock.
         self._bulk_in = 0
         self._bulk_out = 0
-        self._connection = Connection(config.url, timeout=config.http_timeout, token=config.token)
+        self._connection = Connection(
+            config.url, timeout=config.http_timeout, token=config.token, compress=config.compress
+        )
         stem = run_id if rank == 0 else f"{run_id}.rank{rank}"
         self.journal = Journal(config.journal_dir / f"{stem}.jsonl")
         self.dead = Journal(dead_letter_path(self.journal.path))
@@ -133,7 +136,7 @@ class Sender:
             max_bytes=config.log_buffer_bytes,
             overflow_dir=config.journal_dir,
             stem=stem,
-            flush_points=FLUSH_POINTS,
+            flush_points=LOG_WAKE_POINTS,
             on_full=self._wake.set,
         )
         self._clean_names: dict[str, str] = {}
@@ -240,7 +243,7 @@ class Sender:
                     self._flush()
                     next_bulk = now + config.stats_flush_secs
                     next_flush = now + config.flush_secs
-                elif now >= next_flush or self.scalars.count >= FLUSH_POINTS:
+                elif now >= next_flush or self.scalars.count >= LOG_WAKE_POINTS:
                     self._flush(bulk=False)
                     next_flush = now + config.flush_secs
                 self._deliver()
@@ -288,7 +291,14 @@ class Sender:
                 values = sample.parcel.values()
                 if len(values) != len(sample.keys):
                     raise ValueError(f"{len(values)} values for {len(sample.keys)} keys")
-                self.scalars.add(sample.step, sample.time, zip(sample.keys, values, strict=True))
+                if sample.layout is not None:
+                    self.scalars.add_row(
+                        sample.layout, sample.step, sample.time, array("d", values)
+                    )
+                else:
+                    self.scalars.add(
+                        sample.step, sample.time, zip(sample.keys, values, strict=True)
+                    )
         if sample.host:
             self.scalars.add(sample.step, sample.time, sample.host)
 
@@ -344,25 +354,24 @@ class Sender:
     def _flush_logged(self, take_wait: float) -> None:
         """Logged points in batches of at most ``FLUSH_POINTS``: the overflow files first
         (older), then memory, each series in the order it was logged."""
-        files, series = self.scalars.take(take_wait)
-        batcher = Batcher(FLUSH_POINTS, self._enqueue_logged)
-        for path in files:
-            for name, columns in read_overflow(path):
-                batcher.add(self._clean(name), columns)
+        taken = self.scalars.take(take_wait)
+        batcher = LoggedBatcher(FLUSH_POINTS, self._enqueue_logged, self._clean)
+        for path in taken.files:
+            for record in read_overflow(path):
+                if isinstance(record, RowBlock):
+                    batcher.add_block(record)
+                else:
+                    batcher.add(*record)
             batcher.flush()  # journaled or queued before the file goes
             path.unlink(missing_ok=True)
-        for name, columns in series.items():
-            batcher.add(self._clean(name), columns)
+        for name, columns in taken.series.items():
+            batcher.add(name, columns)
+        for block in taken.blocks:
+            batcher.add_block(block)
         batcher.flush()
 
-    def _enqueue_logged(self, series: dict[str, Columns]) -> None:
-        batch = PointBatch(
-            batch_id=uuid.uuid4().hex,
-            series=[
-                SeriesColumns(name, b64_column(c.steps), b64_column(c.values), b64_column(c.times))
-                for name, c in series.items()
-            ],
-        )
+    def _enqueue_logged(self, series: list[SeriesColumns]) -> None:
+        batch = PointBatch(batch_id=uuid.uuid4().hex, series=series)
         self._enqueue(Request("POST", self._points_path, encode_points(batch)))
 
     def _series_columns(self, rows: list[StatRows]) -> list[SeriesColumns]:

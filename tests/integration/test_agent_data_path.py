@@ -4,6 +4,8 @@ is sent, idle runs send heartbeats, and a SIGTERM'd script does not leave its ru
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import math
@@ -90,6 +92,53 @@ def test_past_the_memory_bound_logged_points_spill_to_disk_and_still_all_arrive(
         steps, values = stored(wide_server, run.id, name)
         assert steps == list(range(200_000)) and values == [sign * s for s in steps]
     assert not list(tmp_path.glob("*.overflow.*"))  # read back and removed
+
+
+def exported(server: LiveServer, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every point of the run, per series, from its CSV export."""
+    with urllib.request.urlopen(f"{server.url}/api/v1/runs/{run_id}/export.csv") as response:
+        rows = list(csv.reader(io.TextIOWrapper(response, encoding="utf-8", newline="")))
+    points: dict[str, list[tuple[int, float]]] = {}
+    for name, step, value, _ in rows[1:]:
+        points.setdefault(name, []).append((int(step), float(value)))
+    return points
+
+
+def test_wide_dicts_from_a_tight_loop_are_all_stored_exactly_within_the_memory_bound(
+    wide_server: LiveServer, tmp_path: Path
+) -> None:
+    """Dicts of 200 floats (NaN and ±Inf among them) and of 16 tensors, logged step after step
+    with a buffer of a few thousand points; the key set changes half way and one name moves
+    from the dict to a call of its own. Every point is stored once, with its exact value, and
+    the agent held no more than its bound."""
+    bound = 48 * 1024  # 2,048 points: the run logs ~60,000
+    run = trickscope.init(project="wide", url=wide_server.url, journal_dir=str(tmp_path),
+                          log_buffer_bytes=bound)  # fmt: skip
+    special = (math.nan, math.inf, -math.inf)
+    keys = [f"m/{k}" for k in range(200)]
+    for s in range(300):
+        metrics = {
+            key: special[k % 3] if (s + k) % 97 == 0 else s + k / 7 for k, key in enumerate(keys)
+        }
+        if s >= 150:  # "m/0" leaves the dict and is logged on its own
+            run.log({"m/0": metrics.pop("m/0")}, step=s)
+        run.log(metrics, step=s)
+        if s % 10 == 0:
+            loss = torch.tensor(float(s), requires_grad=True) * 2
+            run.log({f"t/{k}": loss * (k + 1) for k in range(16)}, step=s)
+    assert run.sender is not None
+    scalars = run.sender.scalars
+    run.finish()
+    got = exported(wide_server, run.id)
+    for k, key in enumerate(keys):
+        expected = [(s, special[k % 3] if (s + k) % 97 == 0 else s + k / 7) for s in range(300)]
+        assert [step for step, _ in got[key]] == list(range(300)), key
+        assert [repr(v) for _, v in got[key]] == [repr(v) for _, v in expected], key
+    for k in range(16):
+        assert got[f"t/{k}"] == [(s, 2.0 * s * (k + 1)) for s in range(0, 300, 10)]
+    assert len(got) == 216 and run.incidents.errors == 0
+    assert scalars.spilled_points > 0 and scalars.peak_points < bound // 24 + 200
+    assert not list(tmp_path.glob("*.overflow.*")) and run.sender.journal_path is None
 
 
 def test_the_run_exists_before_its_first_points_batch(

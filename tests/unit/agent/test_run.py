@@ -141,14 +141,18 @@ def test_nan_and_inf_survive_to_the_wire(
     assert math.isnan(points["x"][0])
 
 
-def test_large_batches_are_gzipped_and_still_decoded(
-    capture: Any, settings: dict[str, Any]
+@pytest.mark.parametrize("compress", [True, None])
+def test_large_batches_are_gzipped_when_asked_and_still_decoded(
+    capture: Any, settings: dict[str, Any], compress: bool | None
 ) -> None:
-    with trickscope.init(project="p", url=capture.url, queue_size=4096, **settings) as run:
+    """Compressed on request; by default not to a server on loopback (CPU for nothing)."""
+    with trickscope.init(
+        project="p", url=capture.url, queue_size=4096, compress=compress, **settings
+    ) as run:
         for step in range(2000):
             run.log({f"m{i}": float(i) for i in range(5)}, step=step)
     assert len(capture.captured.points()["m4"]) == 2000
-    assert capture.captured.gzipped >= 1
+    assert (capture.captured.gzipped >= 1) == bool(compress)
     assert run.incidents.thinned == 0
 
 
