@@ -201,6 +201,26 @@ def test_bad_log_values_are_counted_not_raised(capture: Any, settings: dict[str,
     assert run.incidents.errors == 2
 
 
+def test_wide_dicts_of_numbers_tensors_and_mixed_values(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """Numbers go in as one row, tensors stacked, a mixed dict key by key; a dict holding a
+    value log cannot take is counted and none of its values is kept, as for a narrow one."""
+    keys = [f"k{i}" for i in range(12)]
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.log({key: i for i, key in enumerate(keys)}, step=0)
+        run.log({key: torch.tensor(i + 0.5, requires_grad=True) for i, key in enumerate(keys)}, 1)
+        run.log({key: torch.tensor(i) if i % 2 else float(i) for i, key in enumerate(keys)}, 2)
+        run.log({**dict.fromkeys(keys, 1.0), "k3": "text"}, step=3)  # type: ignore[dict-item]
+        run.log({key: torch.ones(2 if key == "k3" else ()) for key in keys}, step=4)
+        run.log({key: 2**1100 if key == "k3" else 1 for key in keys}, step=5)
+        run.log({key: -float(i) for i, key in enumerate(reversed(keys))}, step=6)  # new order
+    points = capture.captured.points()
+    assert points["k5"] == {0: 5.0, 1: 5.5, 2: 5.0, 6: -6.0}
+    assert points["k0"] == {0: 0.0, 1: 0.5, 2: 0.0, 6: -11.0}
+    assert run.incidents.errors == 3
+
+
 def test_config_is_made_json_safe() -> None:
     from pathlib import Path
 
