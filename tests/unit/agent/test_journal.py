@@ -25,7 +25,8 @@ def test_unreachable_server_keeps_memory_bounded_and_finish_prompt(
     cap = 32 * 1024
     model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    settings = {**settings, "max_buffer_bytes": cap, "flush_secs": 0.01}
+    # finish(timeout=1.0) must override a finish_timeout that would keep it a minute.
+    settings = {**settings, "max_buffer_bytes": cap, "flush_secs": 0.01, "finish_timeout": 60.0}
     run = trickscope.init(project="p", url=UNREACHABLE, queue_size=100_000, **settings)
     run.watch(model, optimizer, every=1, hist_every=1)  # histograms buffer too
     for step in range(400):
@@ -35,7 +36,8 @@ def test_unreachable_server_keeps_memory_bounded_and_finish_prompt(
         run.log({"loss": torch.tensor(float(step))})
     started = time.monotonic()
     run.finish(timeout=1.0)
-    assert time.monotonic() - started < 4.0
+    # A loaded machine may take seconds over the timeout; never the minute of finish_timeout.
+    assert time.monotonic() - started < 20.0
     sender = run.sender
     assert sender is not None
     assert run.incidents.errors == 0, run.incidents.by_kind
