@@ -182,6 +182,14 @@ def pg_sizes(url: str) -> dict[str, int]:
                     text("SELECT pg_total_relation_size(:t), pg_indexes_size(:t)"), {"t": table}
                 ).one()
                 sizes[table], sizes[f"{table} indexes"] = total, indexes
+            # Packed columns past ~2 kB live in the TOAST table, read through its own index.
+            toast, toast_index = conn.execute(
+                text(
+                    "SELECT pg_relation_size(reltoastrelid), pg_indexes_size(reltoastrelid) "
+                    "FROM pg_class WHERE relname = 'chunks'"
+                )
+            ).one()
+            sizes["chunks TOAST"], sizes["chunks TOAST index"] = toast, toast_index
             for (name,) in conn.execute(
                 text("SELECT indexname FROM pg_indexes WHERE tablename = 'chunks'")
             ):
