@@ -202,5 +202,7 @@ def local_counts(tensors: list[Tensor], lo: Tensor, hi: Tensor, bins: int) -> Te
         position = (x - lo[index]) * bins / width[index]
         position = position.nan_to_num(nan=-1.0, posinf=-1.0, neginf=-1.0).clamp(max=bins - 1)
         slots = position.to(torch.int64).remainder(bins + 1)
-        rows.append(torch.bincount(slots, minlength=bins + 1).to(torch.float64))
+        # Not bincount: on CUDA it reads the largest slot back to the host to size its output.
+        row = torch.zeros(bins + 1, dtype=torch.float64, device=x.device)
+        rows.append(row.scatter_add_(0, slots, torch.ones_like(slots, dtype=torch.float64)))
     return torch.stack(rows)

@@ -21,6 +21,7 @@ rank still joins the collective with an empty table, so that no rank waits for a
 
 from __future__ import annotations
 
+import math
 import sys
 import weakref
 from typing import Any
@@ -31,6 +32,7 @@ from torch.utils.hooks import RemovableHandle
 
 from trickscope import _foreach, shard_merge, stats
 from trickscope._modules import unwrap
+from trickscope.segments import to_device
 from trickscope.watch import EmitHist, Watcher, _Layout
 
 # The latest sharded watcher built for each optimizer, for :func:`rejoin`.
@@ -111,6 +113,15 @@ def _norms(tensors: list[Tensor], device: torch.device) -> Tensor:
     return torch.stack(out)
 
 
+def _collective_device(device: torch.device) -> torch.device:
+    """Where the merge's collectives run: the parameters' device, or the current CUDA device
+    for parameters on the host (CPU offload) under a backend without a CPU transport (NCCL)."""
+    backend = str(torch.distributed.get_backend())
+    if device.type == "cpu" and "gloo" not in backend and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 class ShardedWatcher(Watcher):
     """A :class:`~trickscope.watch.Watcher` for a model with DTensor parameters: it runs on
     every rank, computes the statistics of the local shards and merges them (rank 0 emits)."""
@@ -128,6 +139,7 @@ class ShardedWatcher(Watcher):
         super().__init__(model, optimizer, **kwargs)
         self._shards = list(self._params)  # the DTensor (and plain) parameters themselves
         self._rows = {name: row for row, name in enumerate(self.names)}
+        self._device = _collective_device(local(self._shards[0]).device)
         self._own = [counts_here(param, self._rank) for param in self._shards]
         self._plans: dict[tuple[str, ...], shard_merge.Plan] = {}
         self._before: Tensor | None = None
@@ -190,15 +202,19 @@ class ShardedWatcher(Watcher):
         this rank had no table."""
         self._gathered = True
         rows = len(self._shards)
-        mine = table
-        if mine is None:  # counts of zero: this rank adds nothing
-            device = self._shards[0].device
-            mine = torch.zeros(rows, shard_merge.COLUMNS, dtype=torch.float64, device=device)
-        everyone = torch.empty(self._world * mine.numel(), dtype=torch.float64, device=mine.device)
-        torch.distributed.all_gather_into_tensor(everyone, mine.reshape(-1))
+        device = self._device
+        if table is None:  # counts of zero: this rank adds nothing
+            mine = torch.zeros(rows * shard_merge.COLUMNS, dtype=torch.float64, device=device)
+        else:
+            mine = table.reshape(-1).to(device, non_blocking=True)
+        everyone = torch.empty(self._world * mine.numel(), dtype=torch.float64, device=device)
+        # all_gather_single where torch has it (all_gather_into_tensor is deprecated there).
+        gather = getattr(torch.distributed, "all_gather_single", None)
+        (gather or torch.distributed.all_gather_into_tensor)(everyone, mine)
         if table is None:
             return None
-        return shard_merge.merge(everyone.view(self._world, rows, shard_merge.COLUMNS))
+        tables = everyone.view(self._world, rows, shard_merge.COLUMNS).to(table.device)
+        return shard_merge.merge(tables)
 
     def _report_hist(self, layout: _Layout, grad_scale: Tensor | None) -> None:
         keys: list[str] = []
@@ -224,26 +240,40 @@ class ShardedWatcher(Watcher):
 
     def _bin(self, tensors: list[Tensor], rows: list[int], bins: int) -> Tensor | None:
         """Histograms of ``tensors`` (table ``rows``: gradients first, then weights) merged over
-        the ranks, as ``stats.histograms`` lays them out; ``None`` without tensors here."""
+        the ranks, as ``stats.histograms`` lays them out; ``None`` without tensors here.
+
+        Both collectives run whatever fails on this rank (which then adds nothing), so that the
+        other ranks never wait for it; the failure is raised after them."""
         self._binned = True
         dist = torch.distributed
         params = len(self._shards)
-        device = self._shards[0].device if not tensors else tensors[0].device
-        ranges = torch.full((2 * params, 2), float("inf"), device=device)
-        mine = [i for i, row in enumerate(rows) if self._own[row % params]]
-        index = torch.tensor([rows[i] for i in mine], dtype=torch.int64, device=device)
-        if mine:
-            ranges[index] = shard_merge.local_range([tensors[i] for i in mine]).to(device)
+        device = self._device
+        ranges = torch.full((2 * params, 2), math.inf, device=device)
+        counts = torch.zeros(2 * params, bins + 1, dtype=torch.float64, device=device)
+        mine = [tensors[i] for i, row in enumerate(rows) if self._own[row % params]]
+        own_rows = [row for row in rows if self._own[row % params]]
+        index = to_device(torch.tensor(own_rows, dtype=torch.int64), device)
+        failure: Exception | None = None
+        try:
+            if mine:
+                ranges[index] = shard_merge.local_range(mine).to(device)
+        except Exception as exc:
+            failure = exc
         dist.all_reduce(ranges, op=dist.ReduceOp.MIN)
         lo, hi = shard_merge.agreed_edges(ranges)
-        counts = torch.zeros(2 * params, bins + 1, dtype=torch.float64, device=device)
-        if mine:
-            local = [tensors[i] for i in mine]
-            counts[index] = shard_merge.local_counts(local, lo[index], hi[index], bins)
+        try:
+            if mine and failure is None:
+                here = mine[0].device
+                low, high = lo[index].to(here), hi[index].to(here)
+                counts[index] = shard_merge.local_counts(mine, low, high, bins).to(device)
+        except Exception as exc:
+            failure = exc
         dist.all_reduce(counts)
+        if failure is not None:
+            raise failure
         if not tensors:
             return None
-        wanted = torch.tensor(rows, dtype=torch.int64, device=device)
+        wanted = to_device(torch.tensor(rows, dtype=torch.int64), device)
         return torch.cat(
             [
                 lo.double()[wanted, None],

@@ -12,6 +12,7 @@ same batches: the per-layer statistics and histograms of the two must agree. The
   that synchronises, before each step;
 * ``tensor-parallel`` (alone, with that argument): ``ColwiseParallel`` and ``RowwiseParallel``
   layers, whose DTensor parameters are sharded on either dimension or replicated;
+* a rank whose statistics fail at every step still joins the collectives;
 * ``run``: ``trickscope.init`` and ``run.watch`` on the sharded model, reporting to the server
   in ``TRICKSCOPE_URL`` (only rank 0 keeps a watcher there; the others join the merge through
   their per-rank summary); rank 0 prints its unsharded reference for the test to compare.
@@ -156,6 +157,30 @@ def check(case: str, mismatches: list[str]) -> int:
     return compare(case, got, want, mismatches)
 
 
+def survive_a_failing_rank(mismatches: list[str]) -> None:
+    """Rank 1's statistics and histograms fail at every step: it still joins the collectives,
+    so rank 0 reports every step and nobody hangs."""
+    model, _ = model_pair("full")
+    got = Recorder()
+    watcher, optimizer = watched(model, got)
+    incidents = watcher._incidents
+
+    def fail(*args: Any) -> None:
+        raise RuntimeError("planted")
+
+    if dist.get_rank() == 1:
+        watcher._report = fail  # type: ignore[method-assign]
+        watcher._report_hist = fail  # type: ignore[method-assign]
+    for step in range(STEPS):
+        train(model, optimizer, step, accumulate=False)
+    watcher.close()
+    if dist.get_rank() == 1 and incidents.errors == 0:
+        mismatches.append("failing rank: no incident recorded")
+    reported = (sorted(got.scalars), sorted(got.hists))
+    if dist.get_rank() == 0 and reported != (list(range(STEPS)), list(range(STEPS))):
+        mismatches.append(f"failing rank: rank 0 reported {sorted(got.scalars)}")
+
+
 def run_job() -> tuple[str, dict[str, float]]:
     """A watched run on the sharded model; rank 0's unsharded reference of the last step."""
     model, reference = model_pair("full")
@@ -181,6 +206,7 @@ def main() -> None:
         dist.destroy_process_group()
         return
     checked = sum(check(case, mismatches) for case in ("full", "partial", "accumulation"))
+    survive_a_failing_rank(mismatches)
     run_id, reference = run_job()
     dist.barrier()
     rank = dist.get_rank()
