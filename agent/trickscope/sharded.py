@@ -3,7 +3,7 @@
 A DTensor's norm is a collective: computed on rank 0 alone it hangs, or reports rank 0's shard.
 Here every rank computes the statistics of its local pieces (``to_local()``, the gradients'
 likewise) with the ordinary per-tensor code, on its device, and at each due optimizer step every
-rank takes part in one ``all_gather`` of a small table of partials (``13`` float64 per parameter,
+rank takes part in one ``all_gather`` of a small table of partials (15 float64 per parameter,
 :mod:`trickscope.shard_merge`) on the default process group; rank 0 merges them into the exact
 statistics of the whole parameters and emits them under the unsharded module's names.
 Histograms take two more small collectives on their steps: the common finite range, then the
