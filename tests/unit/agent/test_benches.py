@@ -1,6 +1,6 @@
 """The agent's benchmarks run end to end here: bench/gpu_check.py in its CPU smoke mode (the GPU
 run needs CUDA), bench/host_ops.py (no GPU needed), bench/sender.py, one short round of
-bench/agent_overhead.py and a short bench/log_throughput.py."""
+bench/agent_overhead.py, a short bench/log_throughput.py and bench/ingest.py's agent mode."""
 
 from __future__ import annotations
 
@@ -64,6 +64,18 @@ def test_log_throughput_bench_stores_every_point_it_logs() -> None:
     (row,) = [line for line in result.stdout.splitlines() if line.startswith("| trickscope ")]
     cells = [cell.strip() for cell in row.split("|")[1:-1]]
     assert float(cells[1]) > 0 and cells[-1] == "20,000 / 20,000", row
+
+
+def test_ingest_bench_agent_mode_reads_back_every_point_it_logs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ingest.py"), "--agent", "--keys", "40",
+         "--steps", "30", "--repeats", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| 1 |")]
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert float(cells[2].replace(",", "")) > 0 and cells[-1] == "1,200", row
 
 
 @pytest.mark.slow
