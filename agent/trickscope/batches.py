@@ -1,5 +1,5 @@
-"""The sender thread's buffers: watch's statistics as rows, histograms column by column, and
-logged points grouped into bounded batches, with their encodings for the wire."""
+"""The sender thread's buffers: watch's statistics as rows and histograms column by column,
+with their encodings for the wire (logged points are batched in :mod:`trickscope.logged`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trickscope.scalars import Columns
 from trickscope_wire import (
     BLOCKS_WIRE_VERSION,
     HistogramColumns,
@@ -152,38 +151,3 @@ def b64_column(column: array[Any]) -> str:
         column = array(column.typecode, column)
         column.byteswap()
     return base64.b64encode(memoryview(column)).decode("ascii")
-
-
-class Batcher:
-    """Groups logged points into batches of at most ``limit`` points, one entry per series."""
-
-    def __init__(self, limit: int, emit: Callable[[dict[str, Columns]], None]) -> None:
-        self._limit = limit
-        self._emit = emit
-        self._series: dict[str, Columns] = {}
-        self._count = 0
-
-    def add(self, name: str, columns: Columns) -> None:
-        total, start = len(columns), 0
-        while start < total:
-            take = min(self._limit - self._count, total - start)
-            whole = start == 0 and take == total
-            piece = columns if whole else slice_columns(columns, start, start + take)
-            held = self._series.get(name)
-            if held is None:
-                self._series[name] = piece
-            else:
-                held.extend(piece)
-            self._count += take
-            start += take
-            if self._count >= self._limit:
-                self.flush()
-
-    def flush(self) -> None:
-        if self._series:
-            series, self._series, self._count = self._series, {}, 0
-            self._emit(series)
-
-
-def slice_columns(columns: Columns, start: int, stop: int) -> Columns:
-    return Columns(columns.steps[start:stop], columns.values[start:stop], columns.times[start:stop])
