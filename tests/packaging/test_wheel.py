@@ -45,6 +45,17 @@ def test_wheel_holds_only_trickscope_packages_and_web_assets(wheel: Path) -> Non
     ):
         assert required in names
     assert not any(n.startswith("trickscope_server/web/") and "__pycache__" in n for n in names)
+    # Every page, module and stylesheet the checkout serves: a page left out of the wheel would
+    # answer 404 to an installed server while the checkout's tests pass.
+    assets = [
+        f"trickscope_server/web/{path.relative_to(ROOT / 'web').as_posix()}"
+        for path in (ROOT / "web").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert {"trickscope_server/web/compare.html", "trickscope_server/web/js/compare.js"} <= set(
+        assets
+    )
+    assert sorted(set(assets) - set(names)) == []
 
 
 def test_wheel_declares_the_trickscope_command_and_no_torch_dependency(wheel: Path) -> None:
