@@ -181,6 +181,9 @@ class ShardedWatcher(Watcher):
                 self._bin([], [], self._bins)
         except Exception as exc:
             self._incidents.error("sharded statistics", exc)
+        # The stand-ins hold this step's local gradients: let zero_grad() free them.
+        self._params = list(self._shards)
+        self._before = None
 
     def _gather_scalars(
         self, step: int, keys: Any, values: Tensor, host: list[tuple[str, float]]

@@ -152,6 +152,8 @@ def check(case: str, mismatches: list[str]) -> int:
         train(reference, ref_optimizer, step, accumulate=case == "accumulation")
     watcher.close()
     ref_watcher.close()
+    if any(param.grad is not None for param in watcher._params):
+        mismatches.append(f"{case}: the watcher keeps gradients alive after zero_grad()")
     if dist.get_rank() != 0:
         return 0
     return compare(case, got, want, mismatches)
