@@ -1,6 +1,7 @@
 """Server CPU per due step of per-layer statistics, and the reads that show them.
 
-    python bench/stats_ingest.py [--backends sqlite postgresql] [--layers 75] [--steps 300]
+    python bench/stats_ingest.py [--backends sqlite postgresql] [--forms series blocks]
+                                 [--layers 75] [--steps 300]
 
 A real server (``trickscope serve``) in its own process and a real agent in this one: an MLP of
 ``--layers`` linear layers (two tensors each: 150 tensors, 1,650 per-layer series at the default
@@ -14,6 +15,11 @@ A second table takes the network, the agent's cadence and the training out: the 
 path alone (``parse_batch`` then ``ingest_batch``, in this process) over batches of the same
 1,650 series shaped as the agent sends them (one shared steps and times column, ``--batch-steps``
 steps each, what a 0.5 s flush holds at 20 steps/s), CPU time per step, median of 3 rounds.
+
+Each is measured for both wire forms (``--forms``): ``series``, one column per series as older
+agents send them, stored as one chunk row and one summary update per series (the layout before
+blocks); ``blocks``, one column per statistic (a layers x steps block), stored as one row per
+statistic and batch with the family's summaries merged in one row.
 
 PostgreSQL needs ``--pg-url`` (default: the test database of the CI setup).
 """
@@ -65,12 +71,16 @@ def start_server(db_url: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the trickscope server did not start")
 
 
-def train(url: str, *, layers: int, steps: int, width: int) -> str:
+def train(url: str, *, layers: int, steps: int, width: int, form: str) -> str:
     """Train the MLP with every statistic at every step until the server acknowledged every
-    batch; the run's id."""
+    batch; the run's id. ``form`` "series": the agent sends each series on its own, as agents
+    before blocks did."""
     import torch
 
     import trickscope
+    import trickscope.batches
+
+    trickscope.batches.as_blocks = _BLOCKS if form == "blocks" else _series_form
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(layers)])
@@ -102,7 +112,14 @@ def read_json(url: str) -> dict:
         return json.loads(response.read())
 
 
-def measure(db_url: str, args: argparse.Namespace) -> dict[str, float]:
+def _series_form(batch: object) -> object:
+    return batch
+
+
+_BLOCKS = None  # the agent's own as_blocks, set by main()
+
+
+def measure(db_url: str, args: argparse.Namespace, form: str) -> dict[str, float]:
     """One backend: server CPU per step and read latencies."""
     process, url = start_server(db_url)
     try:
@@ -111,7 +128,7 @@ def measure(db_url: str, args: argparse.Namespace) -> dict[str, float]:
         time.sleep(args.idle)
         idle_rate = (cpu_seconds(process.pid) - idle_cpu) / (time.monotonic() - idle_from)
         began, cpu = time.monotonic(), cpu_seconds(process.pid)
-        run_id = train(url, layers=args.layers, steps=args.steps, width=args.width)
+        run_id = train(url, layers=args.layers, steps=args.steps, width=args.width, form=form)
         wall = time.monotonic() - began
         busy = cpu_seconds(process.pid) - cpu - idle_rate * wall
         base = f"{url}/api/v1/runs/{urllib.parse.quote(run_id)}"
@@ -155,10 +172,13 @@ STATS = (
 )
 
 
-def service_cpu(db_url: str, *, layers: int, batch_steps: int, batches: int = 30) -> float:
+def service_cpu(
+    db_url: str, *, layers: int, batch_steps: int, form: str, batches: int = 30
+) -> float:
     """CPU milliseconds per step of the ingest path alone, median of 3 rounds of ``batches``."""
     import numpy as np
 
+    from trickscope.batches import as_blocks
     from trickscope_server.services.ingest import ingest_batch, parse_batch
     from trickscope_server.services.runs import upsert_run
     from trickscope_server.storage import Database
@@ -191,7 +211,8 @@ def service_cpu(db_url: str, *, layers: int, batch_steps: int, batches: int = 30
             )
             for name in names
         ]
-        bodies.append(dumps(PointBatch(batch_id=f"b{b}", series=series)))
+        batch = PointBatch(batch_id=f"b{b}", series=series)
+        bodies.append(dumps(as_blocks(batch) if form == "blocks" else batch))
 
     def ingest(part: list[bytes]) -> float:
         began = time.process_time()
@@ -206,8 +227,10 @@ def service_cpu(db_url: str, *, layers: int, batch_steps: int, batches: int = 30
 
 
 def main() -> None:
+    global _BLOCKS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--forms", nargs="+", default=["series", "blocks"])
     parser.add_argument("--pg-url", default=os.environ.get("TRICKSCOPE_TEST_PG_URL", PG_URL))
     parser.add_argument("--layers", type=int, default=75, help="linear layers (2 tensors each)")
     parser.add_argument("--width", type=int, default=16)
@@ -218,38 +241,45 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="one JSON line per backend")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import trickscope.batches
+
+    _BLOCKS = trickscope.batches.as_blocks
     series = args.layers * 2 * 11
     print(
         f"{platform.machine()}, {os.cpu_count()} cores; MLP {args.layers} layers "
         f"({args.layers * 2} tensors, ~{series} per-layer series), {args.steps} steps, every=1"
     )
     print(
-        "| backend | series | server CPU per due step (ms) | heatmap (ms) "
+        "| backend | wire form | series | server CPU per due step (ms) | heatmap (ms) "
         "| one layer's chart (ms) |"
     )
-    print("|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as scratch:
         for backend in args.backends:
-            db = f"sqlite:///{scratch}/bench.db" if backend == "sqlite" else args.pg_url
-            result = measure(db, args)
-            if args.json:
-                print(json.dumps({"backend": backend, **result}))
-            print(
-                f"| {backend} | {result['series']} | {result['cpu_ms_per_step']:.2f} "
-                f"| {result['heatmap_ms']:.1f} "
-                f"| {result['chart_ms']:.1f} |",
-                flush=True,
-            )
+            for form in args.forms:
+                db = f"sqlite:///{scratch}/bench-{form}.db" if backend == "sqlite" else args.pg_url
+                result = measure(db, args, form)
+                if args.json:
+                    print(json.dumps({"backend": backend, "form": form, **result}))
+                print(
+                    f"| {backend} | {form} | {result['series']} "
+                    f"| {result['cpu_ms_per_step']:.2f} | {result['heatmap_ms']:.1f} "
+                    f"| {result['chart_ms']:.1f} |",
+                    flush=True,
+                )
         print(
             f"\nIngest path alone: {args.layers * 2 * len(STATS)} series, "
             f"{args.batch_steps} steps a batch"
         )
-        print("| backend | CPU per step (ms) |")
-        print("|---|---:|")
+        print("| backend | wire form | CPU per step (ms) |")
+        print("|---|---|---:|")
         for backend in args.backends:
-            db = f"sqlite:///{scratch}/service.db" if backend == "sqlite" else args.pg_url
-            cpu = service_cpu(db, layers=args.layers, batch_steps=args.batch_steps)
-            print(f"| {backend} | {cpu:.2f} |", flush=True)
+            for form in args.forms:
+                db = (
+                    f"sqlite:///{scratch}/service-{form}.db" if backend == "sqlite" else args.pg_url
+                )
+                cpu = service_cpu(db, layers=args.layers, batch_steps=args.batch_steps, form=form)
+                print(f"| {backend} | {form} | {cpu:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

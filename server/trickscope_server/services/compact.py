@@ -25,7 +25,7 @@ import threading
 import numpy as np
 
 from trickscope_server.services._chunks import F64, I64, Part, decode_origins, merge
-from trickscope_server.storage import Database, Session, block_summaries
+from trickscope_server.storage import Database, Session
 from trickscope_server.storage import blocks as block_store
 from trickscope_server.storage import chunks as chunk_store
 from trickscope_server.storage import points as store
@@ -133,7 +133,6 @@ def _compact_family(session: Session, *, run_id: str, family: str) -> int:
         raise _Raced
     chunk_store.insert_chunks(session, rows)
     summary_store.add_pending(session, series_ids=list(spans))
-    block_summaries.take_pending(session, run_id=run_id, family=family, blocks=len(blocks))
     return len(blocks)
 
 

@@ -439,11 +439,15 @@ def _split_blocks(batch: DecodedBatch) -> tuple[list[DecodedSeries], list[Decode
     if not batch.blocks:
         return batch.series, []
     counts: dict[str, int] = {}
-    for name in [s.name for s in batch.series] + [n for b in batch.blocks for n in b.names]:
-        counts[name] = counts.get(name, 0) + 1
+    names = [s.name for s in batch.series] + [n for b in batch.blocks for n in b.names]
+    if len(set(names)) < len(names):  # rare: count who is named twice
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
     series, blocks = list(batch.series), []
     for block in batch.blocks:
-        if storable_as_block(block) and all(counts[n] == 1 for n in block.names):
+        if storable_as_block(block) and (
+            not counts or all(counts.get(n, 1) == 1 for n in block.names)
+        ):
             blocks.append(block)
             continue
         width = block.steps.size * 8
@@ -462,6 +466,22 @@ def _split_blocks(batch: DecodedBatch) -> tuple[list[DecodedSeries], list[Decode
     return series, blocks
 
 
+def _note_rows(
+    families: block_store.RunSummaries,
+    summaries: list[dict[str, Any]],
+    series: list[DecodedSeries],
+) -> None:
+    """Tell the block summaries which of their series got points in their own rows."""
+    if not families.records.size:
+        return
+    lasts: dict[int, int] = {}
+    for row, s in zip(summaries, series, strict=True):
+        if block_store.family_of(s.name) is not None:
+            lasts[row["b_id"]] = max(row["b_last"], lasts.get(row["b_id"], row["b_last"]))
+    if lasts:
+        families.rows_written(lasts)
+
+
 def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) -> IngestOutcome:
     with db.transaction() as session:
         taken = store.next_seq(session, run_id=run_id, now=now)
@@ -476,13 +496,22 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             raise _Duplicate  # roll back the sequence number taken above: nothing changes
         series, blocks = _split_blocks(batch)
         nonempty = [s for s in series if s.steps.size]
+        cached = [db.series_ids.members(run_id, created_at, b.layout) for b in blocks]
         ids = store.ensure_series(
             session,
             run_id=run_id,
-            names=[s.name for s in nonempty] + [n for b in blocks for n in b.names],
+            names=[s.name for s in nonempty]
+            + [n for b, m in zip(blocks, cached, strict=True) if m is None for n in b.names],
             known=db.series_ids.get(run_id, created_at),
         )
-        families = block_store.load(session, run_id=run_id)
+        members = [
+            np.array([ids[n] for n in b.names], dtype=np.int64) if m is None else m
+            for b, m in zip(blocks, cached, strict=True)
+        ]
+        if blocks or any(block_store.family_of(s.name) for s in nonempty):
+            families = block_store.load(session, run_id=run_id)
+        else:  # no series of this batch can have points from blocks
+            families = block_store.RunSummaries(run_id, np.zeros(0, dtype=block_store.RECORD))
         chunks, summaries = _all_summaries(nonempty, ids, run_id, seq)
         # Read before the merge: which series get a step logged again (their summaries are
         # recounted from the points once this batch's points are in).
@@ -493,11 +522,8 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             series_ids=[ids[s.name] for s in nonempty],
             families=families,
         )
-        members = [np.array([ids[n] for n in b.names], dtype=np.int64) for b in blocks]
-        if blocks:
-            low = min(int(b.steps[0]) for b in blocks)
-            stored = summary_store.last_steps_from(session, run_id=run_id, low=low)
-            recount += sorted(merge_blocks(blocks, members, stored, families))
+        _note_rows(families, summaries, nonempty)
+        recount += sorted(merge_blocks(session, blocks, members, families))
         chunk_store.insert_chunks(session, chunks)
         summary_store.update_summaries(session, summaries)
         blocks_store.insert_blocks(
@@ -505,6 +531,8 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
         )
         if recount:
             names = {sid: name for name, sid in ids.items()}
+            for block, block_ids in zip(blocks, members, strict=True):
+                names.update(zip(block_ids.tolist(), block.names, strict=True))
             resummarise(
                 session,
                 run_id=run_id,
@@ -513,10 +541,22 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             )
         block_store.save(session, families)
         histogram_store.upsert_histograms(session, _histogram_rows(run_id, batch))
+        # Only the series stored as chunks here counted one more chunk each.
         due = summary_store.series_needing_compaction(
-            session, run_id=run_id, series_ids=list(ids.values()), bound=COMPACT_AFTER_CHUNKS
+            session,
+            run_id=run_id,
+            series_ids=list(dict.fromkeys(ids[s.name] for s in nonempty)),
+            bound=COMPACT_AFTER_CHUNKS,
         )
         # A family's blocks are compacted through any one member series (services/compact.py).
-        due += [int(families.records[f]["id"][0]) for f in families.due(COMPACT_AFTER_CHUNKS)]
+        if blocks:
+            for family in blocks_store.families_due(
+                session, run_id=run_id, bound=COMPACT_AFTER_CHUNKS
+            ):
+                member = blocks_store.first_member(session, run_id=run_id, family=family)
+                due += [] if member is None else [member]
     db.series_ids.add(run_id, created_at, ids)  # committed: safe to reuse
+    for block, block_ids, known in zip(blocks, members, cached, strict=True):
+        if known is None:
+            db.series_ids.add_members(run_id, created_at, block.layout, block_ids)
     return IngestOutcome(batch.points, False, list(dict.fromkeys(due)))

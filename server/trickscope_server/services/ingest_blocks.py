@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from sqlalchemy.orm import Session
 
 from trickscope_server.errors import PayloadTooLargeError
 from trickscope_server.services._convert import F64, I64
-from trickscope_server.services._payload import STORABLE_NAMES, checked_name, column, fail
-from trickscope_server.storage.block_summaries import FamilySummaries
+from trickscope_server.services._payload import checked_name, column, fail
+from trickscope_server.storage import summaries as summary_store
+from trickscope_server.storage.block_summaries import RunSummaries
 
 
 @dataclass(slots=True)
@@ -32,6 +34,7 @@ class DecodedBlock:
     values_raw: bytes
     steps: NDArray[np.int64]
     values: NDArray[np.float64]  # (members, steps)
+    layout: tuple[str, tuple[str, ...]]  # (family, layers): the same object for equal layouts
 
 
 def _row(text: Any, loc: list[str | int], name: str, size: int) -> bytes:
@@ -44,6 +47,57 @@ def _row(text: Any, loc: list[str | int], name: str, size: int) -> bytes:
     if len(raw) != size:
         raise fail(loc, f"series {name!r}: {len(raw)} bytes, the block's steps need {size}")
     return raw
+
+
+# Member names of blocks seen before, by (family, layers), with the longest one's length: a run
+# sends the same layers in every flush, and checking each name costs more than looking their
+# tuple up. Cleared when full.
+_KNOWN_LAYOUTS: dict[
+    tuple[str, tuple[str, ...]], tuple[list[str], int, tuple[str, tuple[str, ...]]]
+] = {}
+_KNOWN_LAYOUTS_MAX = 1024
+
+
+def _member_names(
+    family: str, layers: list[Any], loc: list[str | int], max_name: int
+) -> tuple[list[str], tuple[str, tuple[str, ...]]]:
+    """``family/<layer>`` for each layer, each checked, none twice; and the layout's key."""
+    key = (family, tuple(layers))
+    try:
+        known = _KNOWN_LAYOUTS.get(key)
+    except TypeError:  # a layer that is not hashable: reported below
+        known = None
+    if known is not None and known[1] <= max_name:
+        return known[0], known[2]
+    prefix = family + "/"
+    names = []
+    for j, layer in enumerate(layers):
+        if not isinstance(layer, str) or not layer:
+            raise fail([*loc, "layers", j], "must be a non-empty string")
+        names.append(checked_name(prefix + layer, [*loc, "layers", j], max_name))
+    if len(set(names)) != len(names):
+        raise fail([*loc, "layers"], f"block {family!r}: a layer is named twice")
+    if len(_KNOWN_LAYOUTS) >= _KNOWN_LAYOUTS_MAX:
+        _KNOWN_LAYOUTS.clear()
+    _KNOWN_LAYOUTS[key] = (names, max(map(len, names), default=0), key)
+    return names, key
+
+
+def _rows(rows: list[Any], loc: list[str | int], names: list[str], size: int) -> bytes:
+    """The block's value rows (base64, ``size`` bytes each) decoded and joined, row-major.
+
+    Decoded in one pass; a block with a row at fault is decoded again row by row, which names
+    the row.
+    """
+    try:
+        decoded = [binascii.a2b_base64(text, strict_mode=True) for text in rows]
+    except (binascii.Error, ValueError, TypeError):
+        decoded = []
+    if len(decoded) == len(rows) and (not rows or set(map(len, decoded)) == {size}):
+        return b"".join(decoded)
+    return b"".join(
+        [_row(text, [*loc, "values", j], names[j], size) for j, text in enumerate(rows)]
+    )
 
 
 def parse_blocks(
@@ -73,20 +127,8 @@ def parse_blocks(
                 f"batch holds more than the server's limit of {max_points} points "
                 "(TRICKSCOPE_MAX_BATCH_POINTS): send smaller batches"
             )
-        prefix = family + "/"
-        names = []
-        for j, layer in enumerate(layers):
-            name = prefix + layer if type(layer) is str else layer
-            if not (type(name) is str and name in STORABLE_NAMES and len(name) <= max_name):
-                if not isinstance(layer, str) or not layer:
-                    raise fail([*loc, "layers", j], "must be a non-empty string")
-                name = checked_name(name, [*loc, "layers", j], max_name)
-            names.append(name)
-        if len(set(names)) != len(names):
-            raise fail([*loc, "layers"], f"block {family!r}: a layer is named twice")
-        values = b"".join(
-            [_row(text, [*loc, "values", j], names[j], len(steps)) for j, text in enumerate(rows)]
-        )
+        names, layout = _member_names(family, layers, loc, max_name)
+        values = _rows(rows, loc, names, len(steps))
         step_array = np.frombuffer(steps, dtype=I64)
         out.append(
             DecodedBlock(
@@ -97,6 +139,7 @@ def parse_blocks(
                 values,
                 step_array,
                 np.frombuffer(values, dtype=F64).reshape(len(names), step_array.size),
+                layout,
             )
         )
     return out, points
@@ -128,22 +171,26 @@ def block_row(
 
 
 def merge_blocks(
+    session: Session,
     blocks: list[DecodedBlock],
     members: list[NDArray[np.int64]],
-    stored_last: dict[int, int],
-    families: FamilySummaries,
+    summaries: RunSummaries,
 ) -> set[int]:
-    """Merge the blocks into their families' summaries; returns the ids of the members that
-    re-log a stored step (``stored_last``: the last stored step of series that have one at or
-    above the blocks' lowest step), to be recounted from their points instead."""
+    """Merge the blocks into the run's block summaries; returns the ids of the members that
+    re-log a stored step, to be recounted from their points instead.
+
+    Blocks over the same steps (a flush's statistics all are) are merged as one stacked matrix.
+    """
+    by_steps: dict[bytes, list[int]] = {}
+    for i, block in enumerate(blocks):
+        by_steps.setdefault(block.steps_raw, []).append(i)
     recount: set[int] = set()
-    lasts = families.last_steps(min(int(b.steps[0]) for b in blocks)) if blocks else {}
-    for source in (stored_last, lasts):
-        for block, ids in zip(blocks, members, strict=True):
-            if not source:
-                break
-            first = int(block.steps[0])
-            recount.update(sid for sid in ids.tolist() if source.get(sid, first - 1) >= first)
-    for block, ids in zip(blocks, members, strict=True):
-        families.merge_block(block.family, ids, block.steps, block.values, recount)
+    for group in by_steps.values():
+        ids = np.concatenate([members[i] for i in group])
+        values = np.concatenate([blocks[i].values for i in group])
+        new = summaries.unknown(ids)
+        # A member's first block: its row may hold points already (an older agent's).
+        rows = summary_store.row_last_steps(session, series_ids=new.tolist()) if new.size else {}
+        again = summaries.merge(ids, blocks[group[0]].steps, values, rows)
+        recount.update(again.tolist())
     return recount

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from trickscope_server.services._series_read import series_columns
 from trickscope_server.storage import blocks as block_store
 from trickscope_server.storage import summaries as summary_store
-from trickscope_server.storage.block_summaries import FamilySummaries, family_of
+from trickscope_server.storage.block_summaries import RunSummaries, family_of
 
 
 def overlapping(
@@ -27,7 +27,7 @@ def overlapping(
     run_id: str,
     steps: list[NDArray[np.int64]],
     series_ids: list[int],
-    families: FamilySummaries,
+    families: RunSummaries,
 ) -> list[int]:
     """Ids of the series whose new steps (``steps[i]`` for ``series_ids[i]``) overwrite a stored
     point or repeat within the batch; call before the batch's summaries are merged.
@@ -40,7 +40,7 @@ def overlapping(
     firsts, repeats = _firsts_and_repeats(steps)
     low = min(firsts)
     # The last stored step of a series is the later of its row's and its block record's.
-    stored = summary_store.last_steps_from(session, run_id=run_id, low=low)
+    stored = summary_store.last_steps_from(session, run_id=run_id, low=low, series_ids=series_ids)
     for sid, last in families.last_steps(low).items():
         stored[sid] = max(last, stored.get(sid, last))
     named_twice = len(set(series_ids)) < len(series_ids)
@@ -71,19 +71,16 @@ def _firsts_and_repeats(steps: list[NDArray[np.int64]]) -> tuple[list[int], list
 
 
 def resummarise(
-    session: Session, *, run_id: str, series: dict[int, str], families: FamilySummaries
+    session: Session, *, run_id: str, series: dict[int, str], families: RunSummaries
 ) -> None:
     """Recompute these series' summaries ({id: name}) from their stored points (later write
     wins) into their rows, and empty their block records (the rows now hold everything)."""
     rows = []
     blocks: dict[str, list[block_store.Block]] = {}
-    by_family: dict[str, list[int]] = {}
     for sid, name in series.items():
         family = family_of(name)
         if family is not None and family not in blocks:
             blocks[family] = block_store.family_blocks(session, run_id=run_id, family=family)
-        if family is not None:
-            by_family.setdefault(family, []).append(sid)
         steps, values, _ = series_columns(
             session,
             run_id=run_id,
@@ -94,8 +91,7 @@ def resummarise(
         if steps.size:
             rows.append(_summary(sid, steps, values))
     summary_store.set_summaries(session, rows)
-    for family, ids in by_family.items():
-        families.clear(family, ids)
+    families.recounted({row["b_id"]: row["b_last"] for row in rows})
 
 
 def _summary(

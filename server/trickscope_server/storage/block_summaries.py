@@ -1,18 +1,20 @@
-"""Summaries of the points series received in blocks: one packed record per series, per family.
+"""Summaries of the points series received in blocks: one packed record per series, per run.
 
-A block of a wide batch updates its family's records with a few array operations over all its
-members instead of one ``UPDATE`` per series; the family's row is read and written once per batch.
-The run's row lock (taken by ``next_seq``) serialises batches of a run, so the read-merge-write
-cannot interleave with another batch of the same run.
+A wide batch updates the records of all its blocks' members with a few array operations instead
+of one ``UPDATE`` per series; the run's row is read and written once per batch. The run's row lock
+(taken by ``next_seq``) serialises batches of a run, so the read-merge-write cannot interleave
+with another batch of the same run.
 
 Record fields: ``count`` 0 means no points; ``vmin``/``vmax`` NaN means no finite value;
-``nonfinite`` ``NO_STEP`` means every value was finite.
+``nonfinite`` ``NO_STEP`` means every value was finite. ``row_last`` is the last step held by the
+series' own row (``NO_ROW``: none), so a block finds the members it re-logs a step of without
+reading the series table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -32,9 +34,11 @@ RECORD = np.dtype(
         ("vmin", "<f8"),
         ("vmax", "<f8"),
         ("nonfinite", "<i8"),
+        ("row_last", "<i8"),
     ]
 )
 NO_STEP = np.iinfo(np.int64).max
+NO_ROW = np.iinfo(np.int64).min
 
 _table = cast(Table, BlockSummaryRow.__table__)
 _t = _table.c
@@ -47,162 +51,147 @@ def family_of(name: str) -> str | None:
 
 
 @dataclass
-class FamilySummaries:
-    """The block summaries of one run, loaded once per batch and written back once.
+class RunSummaries:
+    """The block summaries of one run's series, loaded once per batch and written back once.
 
-    Records of a family are kept sorted by series id, so a block's members find their records
-    with one ``searchsorted``.
+    Records are kept sorted by series id, so a block's members find theirs with one
+    ``searchsorted``.
     """
 
     run_id: str
-    records: dict[str, NDArray[Any]] = field(default_factory=dict)
-    stored: set[str] = field(default_factory=set)  # families that have a row already
-    dirty: set[str] = field(default_factory=set)
-    added_blocks: dict[str, int] = field(default_factory=dict)
-    pending: dict[str, int] = field(default_factory=dict)  # as stored, plus what save() added
-
-    def due(self, bound: int) -> list[str]:
-        """Families with at least ``bound`` blocks stored since their last compaction."""
-        return [f for f, n in self.pending.items() if n >= bound and self.records[f].size]
+    records: NDArray[Any]
+    stored: bool = False  # the run has a row already
+    dirty: bool = False
 
     def last_steps(self, low: int) -> dict[int, int]:
-        """{series id: last step} of the series whose block records reach ``low`` or above."""
-        out: dict[int, int] = {}
-        for recs in self.records.values():
-            hit = recs[(recs["count"] > 0) & (recs["last"] >= low)]
-            out.update(zip(hit["id"].tolist(), hit["last"].tolist(), strict=True))
-        return out
+        """{series id: last step} of the series whose records reach ``low`` or above."""
+        recs = self.records
+        hit = recs[(recs["count"] > 0) & (recs["last"] >= low)]
+        return dict(zip(hit["id"].tolist(), hit["last"].tolist(), strict=True))
 
-    def merge_block(
+    def unknown(self, members: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The members that have no record yet."""
+        known = self.records["id"]
+        if not known.size:
+            return members
+        at = np.minimum(np.searchsorted(known, members), known.size - 1)
+        return members[known[at] != members]
+
+    def merge(
         self,
-        family: str,
         members: NDArray[np.int64],
         steps: NDArray[np.int64],
         values: NDArray[np.float64],
-        recount: set[int],
-    ) -> None:
-        """Merge a block (``values``: members x steps, ``steps`` strictly increasing) into the
-        family's records, except for the members in ``recount`` (summarised from their points)."""
-        recs = self._with_members(family, members)
+        row_last: dict[int, int],
+    ) -> NDArray[np.int64]:
+        """Merge blocks over the same ``steps`` (strictly increasing; ``values``: members x
+        steps, members of several blocks stacked) into the records; returns the members that
+        re-log a stored step instead, to be recounted from their points (:meth:`recounted`).
+
+        ``row_last``: the last step in the series row of members without a record yet.
+        """
+        recs = self._with_members(members, row_last)
         where = np.searchsorted(recs["id"], members)
-        keep = np.ones(members.size, dtype=bool)
-        if recount:
-            keep = ~np.isin(members, np.fromiter(recount, dtype=np.int64, count=len(recount)))
-        where, block = where[keep], values[keep]
-        finite = np.isfinite(block)
-        empty = recs["count"][where] == 0
         first = int(steps[0])
+        stored = np.maximum(
+            np.where(recs["count"][where] > 0, recs["last"][where], NO_ROW),
+            recs["row_last"][where],
+        )
+        again = stored >= first
+        if again.any():
+            where, values = where[~again], values[~again]
+        finite = np.isfinite(values)
+        empty = recs["count"][where] == 0
         recs["first"][where] = np.where(empty, first, np.minimum(recs["first"][where], first))
         recs["count"][where] += steps.size
         # Not recounted: every new step lies after the series' stored ones.
         recs["last"][where] = int(steps[-1])
-        recs["last_value"][where] = block[:, -1]
+        recs["last_value"][where] = values[:, -1]
         with np.errstate(invalid="ignore"):
-            low = np.where(finite, block, np.inf).min(axis=1)
-            high = np.where(finite, block, -np.inf).max(axis=1)
+            low = np.where(finite, values, np.inf).min(axis=1)
+            high = np.where(finite, values, -np.inf).max(axis=1)
         low[np.isinf(low)] = np.nan  # no finite value in the block
         high[np.isinf(high)] = np.nan
         recs["vmin"][where] = np.fmin(recs["vmin"][where], low)
         recs["vmax"][where] = np.fmax(recs["vmax"][where], high)
         bad = ~finite
-        has_bad = bad.any(axis=1)
-        new_bad = np.where(has_bad, steps[np.argmax(bad, axis=1)], NO_STEP)
+        new_bad = np.where(bad.any(axis=1), steps[np.argmax(bad, axis=1)], NO_STEP)
         recs["nonfinite"][where] = np.minimum(recs["nonfinite"][where], new_bad)
-        self.dirty.add(family)
-        self.added_blocks[family] = self.added_blocks.get(family, 0) + 1
+        self.dirty = True
+        return members[again]
 
-    def clear(self, family: str, ids: Iterable[int]) -> None:
-        """Empty the records of these series (their summary now lives in their series row)."""
-        recs = self.records.get(family)
-        if recs is None:
-            return
-        wanted = np.fromiter(ids, dtype=np.int64)
-        hit = np.isin(recs["id"], wanted) & (recs["count"] > 0)
-        if hit.any():
-            recs["count"][hit] = 0
-            recs["vmin"][hit] = np.nan
-            recs["vmax"][hit] = np.nan
-            recs["nonfinite"][hit] = NO_STEP
-            self.dirty.add(family)
+    def rows_written(self, lasts: dict[int, int]) -> None:
+        """Series that got points in their own rows ({id: last step}): later blocks must see
+        those steps as stored."""
+        where, hit = self._find(lasts)
+        if where.size:
+            new = np.fromiter(lasts.values(), dtype=np.int64, count=len(lasts))[hit]
+            self.records["row_last"][where] = np.maximum(self.records["row_last"][where], new)
+            self.dirty = True
 
-    def _with_members(self, family: str, members: NDArray[np.int64]) -> NDArray[Any]:
-        recs = self.records.get(family)
-        if recs is None:
-            recs = np.zeros(0, dtype=RECORD)
-        known = recs["id"]
-        new = np.setdiff1d(members, known, assume_unique=False)
+    def recounted(self, lasts: dict[int, int]) -> None:
+        """Series recounted into their rows ({id: last step}): their records are emptied (the
+        rows hold every point now)."""
+        where, hit = self._find(lasts)
+        if where.size:
+            recs = self.records
+            recs["count"][where] = 0
+            recs["vmin"][where] = np.nan
+            recs["vmax"][where] = np.nan
+            recs["nonfinite"][where] = NO_STEP
+            recs["row_last"][where] = np.fromiter(lasts.values(), dtype=np.int64)[hit]
+            self.dirty = True
+
+    def _find(self, lasts: dict[int, int]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        known = self.records["id"]
+        ids = np.fromiter(lasts, dtype=np.int64, count=len(lasts))
+        if not known.size or not ids.size:
+            return np.empty(0, np.intp), np.zeros(ids.size, bool)
+        at = np.minimum(np.searchsorted(known, ids), known.size - 1)
+        hit = known[at] == ids
+        return at[hit], hit
+
+    def _with_members(self, members: NDArray[np.int64], row_last: dict[int, int]) -> NDArray[Any]:
+        new = self.unknown(members)
         if new.size:
             add = np.zeros(new.size, dtype=RECORD)
             add["id"] = new
             add["vmin"] = add["vmax"] = np.nan
             add["nonfinite"] = NO_STEP
-            recs = np.concatenate([recs, add])
-            recs = recs[np.argsort(recs["id"], kind="stable")]
-        self.records[family] = recs
-        return recs
+            add["row_last"] = [row_last.get(sid, NO_ROW) for sid in new.tolist()]
+            recs = np.concatenate([self.records, add])
+            self.records = recs[np.argsort(recs["id"], kind="stable")]
+        return self.records
 
 
-def load(session: Session, *, run_id: str) -> FamilySummaries:
-    """Every family's records of the run."""
-    out = FamilySummaries(run_id)
-    rows = session.connection().execute(_LOAD, {"b_run": run_id})
-    for family, raw, pending in rows:
-        out.records[str(family)] = np.frombuffer(bytes(raw), dtype=RECORD).copy()
-        out.stored.add(str(family))
-        out.pending[str(family)] = int(pending)
-    return out
+def load(session: Session, *, run_id: str) -> RunSummaries:
+    """The run's records (none yet: an empty set)."""
+    raw = session.connection().execute(_LOAD, {"b_run": run_id}).scalar()
+    if raw is None:
+        return RunSummaries(run_id, np.zeros(0, dtype=RECORD))
+    return RunSummaries(run_id, np.frombuffer(bytes(raw), dtype=RECORD).copy(), stored=True)
 
 
-_LOAD = select(_t.family, _t.records, _t.pending).where(_t.run_id == bindparam("b_run"))
+_LOAD = select(_t.records).where(_t.run_id == bindparam("b_run"))
 _UPDATE = (
-    update(_table)
-    .where(_t.run_id == bindparam("b_run"), _t.family == bindparam("b_family"))
-    .values(records=bindparam("b_records"), pending=_t.pending + bindparam("b_added"))
+    update(_table).where(_t.run_id == bindparam("b_run")).values(records=bindparam("b_records"))
 )
 
 
-def save(session: Session, summaries: FamilySummaries) -> None:
-    """Write back the families a batch changed; ``pending`` grows by the blocks it added."""
-    updates, inserts = [], []
-    for family in sorted(summaries.dirty):
-        raw = summaries.records[family].tobytes()
-        added = summaries.added_blocks.get(family, 0)
-        summaries.pending[family] = summaries.pending.get(family, 0) + added
-        if family in summaries.stored:
-            updates.append(
-                {"b_run": summaries.run_id, "b_family": family, "b_records": raw, "b_added": added}
-            )
-        else:
-            inserts.append(
-                {"run_id": summaries.run_id, "family": family, "records": raw, "pending": added}
-            )
-    connection = session.connection()
-    if updates:
-        connection.execute(_UPDATE, updates)
-    if inserts:
-        connection.execute(insert(_table), inserts)
-    summaries.stored.update(summaries.dirty)
-    summaries.dirty.clear()
-    summaries.added_blocks.clear()
-
-
-def due_families(session: Session, *, run_id: str, bound: int) -> list[str]:
-    """Families of the run with at least ``bound`` blocks stored since their last compaction."""
-    stmt = select(_t.family).where(_t.run_id == run_id, _t.pending >= bound)
-    return [str(f) for f in session.execute(stmt).scalars()]
-
-
-def take_pending(session: Session, *, run_id: str, family: str, blocks: int) -> None:
-    """Count ``blocks`` of the family as compacted."""
-    session.execute(
-        update(_table)
-        .where(_t.run_id == run_id, _t.family == family)
-        .values(pending=_t.pending - blocks)
-    )
+def save(session: Session, summaries: RunSummaries) -> None:
+    """Write the records back, if a batch changed them."""
+    if not summaries.dirty:
+        return
+    raw = summaries.records.tobytes()
+    if summaries.stored:
+        session.connection().execute(_UPDATE, {"b_run": summaries.run_id, "b_records": raw})
+    else:
+        session.connection().execute(insert(_table), {"run_id": summaries.run_id, "records": raw})
+    summaries.stored, summaries.dirty = True, False
 
 
 def records_of_runs(session: Session, run_ids: Sequence[str]) -> dict[int, Any]:
-    """{series id: record} of the series of these runs that received points in blocks."""
+    """{series id: record} of the series of these runs that hold points from blocks."""
     out: dict[int, Any] = {}
     if not run_ids:
         return out

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Table, bindparam, delete, insert, select
+from sqlalchemy import Table, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from trickscope_server.storage.models import BlockRow, SeriesRow
@@ -139,6 +139,31 @@ def blocks_between(session: Session, *, run_id: str, after: int, hi: int) -> lis
         .order_by(_b.seq, _b.id)
     )
     return [_block(row) for row in session.execute(stmt)]
+
+
+def families_due(session: Session, *, run_id: str, bound: int) -> list[str]:
+    """Families of the run with at least ``bound`` blocks (blocks are fresh data: compaction
+    turns them into chunks)."""
+    stmt = (
+        select(_b.family)
+        .where(_b.run_id == bindparam("b_run"))
+        .group_by(_b.family)
+        .having(func.count() >= bindparam("b_bound"))
+    )
+    rows = session.connection().execute(stmt, {"b_run": run_id, "b_bound": bound})
+    return [str(f) for f in rows.scalars()]
+
+
+def first_member(session: Session, *, run_id: str, family: str) -> int | None:
+    """A series id stored in the family's oldest block."""
+    stmt = (
+        select(_b.members)
+        .where(_b.run_id == run_id, _b.family == family)
+        .order_by(_b.seq, _b.id)
+        .limit(1)
+    )
+    raw = session.scalar(stmt)
+    return None if raw is None else int(np.frombuffer(bytes(raw)[:8], dtype=I64)[0])
 
 
 def delete_blocks(session: Session, *, ids: Sequence[int]) -> int:

@@ -154,19 +154,17 @@ class BlockRow(Base):
 
 
 class BlockSummaryRow(Base):
-    """Summaries of the points a family's series received in blocks, one packed record each.
+    """Summaries of the points a run's series received in blocks, one packed record each.
 
     A series' summary is its ``series`` row merged with its record here (the two describe
     disjoint steps: a batch that re-logs a step recounts the series into its row and clears the
-    record). ``pending`` counts the family's blocks stored since its last compaction.
+    record).
     """
 
     __tablename__ = "block_summaries"
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    family: Mapped[str] = mapped_column(String(512), primary_key=True)
     records: Mapped[bytes] = mapped_column(LargeBinary)  # see storage/block_summaries.RECORD
-    pending: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class BatchRow(Base):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import cast
 
+import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -72,6 +74,9 @@ def record_batch(session: Session, *, run_id: str, batch_id: str, points: int, n
     return session.connection().execute(stmt, values).first() is not None
 
 
+_LAYOUTS_PER_RUN = 256
+
+
 class SeriesIdCache:
     """Series ids of recently written runs, so a batch does not look up thousands of names.
 
@@ -83,7 +88,27 @@ class SeriesIdCache:
     def __init__(self, runs: int = 256) -> None:
         self._runs = runs
         self._entries: OrderedDict[tuple[str, float], dict[str, int]] = OrderedDict()
+        # Per run, the member ids of block layouts seen: a block of a known layout looks up
+        # one key instead of each of its names.
+        self._layouts: dict[tuple[str, float], dict[Hashable, NDArray[np.int64]]] = {}
         self._lock = threading.Lock()
+
+    def members(self, run_id: str, created_at: float, layout: Hashable) -> NDArray[np.int64] | None:
+        """The member ids of a block layout of the run, when known."""
+        with self._lock:
+            return self._layouts.get((run_id, created_at), {}).get(layout)
+
+    def add_members(
+        self, run_id: str, created_at: float, layout: Hashable, ids: NDArray[np.int64]
+    ) -> None:
+        """Remember the committed member ids of a block layout of the run."""
+        with self._lock:
+            key = (run_id, created_at)
+            if key in self._entries:
+                layouts = self._layouts.setdefault(key, {})
+                if len(layouts) >= _LAYOUTS_PER_RUN:
+                    layouts.clear()
+                layouts[layout] = ids
 
     def get(self, run_id: str, created_at: float) -> dict[str, int]:
         """A copy of the ids known for the run (empty when none)."""
@@ -101,7 +126,8 @@ class SeriesIdCache:
             self._entries.setdefault(key, {}).update(ids)
             self._entries.move_to_end(key)
             while len(self._entries) > self._runs:
-                self._entries.popitem(last=False)
+                gone, _ = self._entries.popitem(last=False)
+                self._layouts.pop(gone, None)
 
 
 def ensure_series(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from trickscope_server.storage.chunks import _pg_arrays, _unique_series
 from trickscope_server.storage.models import SeriesRow
+from trickscope_server.storage.runs import IN_CHUNK
 
 _series = cast(Table, SeriesRow.__table__)
 
@@ -129,9 +130,15 @@ def series_needing_compaction(
     """Those of ``series_ids`` (series of ``run_id``) with at least ``bound`` chunks stored since
     their last compaction.
 
-    One query over the run's series (its index) rather than an ``IN`` list of a wide batch's
-    thousands of ids, which cost more to bind than the rows cost to read.
+    A few series are looked up by id; many by one query over the run's series (its index)
+    rather than an ``IN`` list of a wide batch's thousands of ids, which cost more to bind than
+    the rows cost to read.
     """
+    if not series_ids:
+        return []
+    if len(series_ids) <= _FEW:
+        stmt = select(_c.id).where(_c.id.in_(list(series_ids)), _c.pending_chunks >= bound)
+        return [int(i) for i in session.execute(stmt).scalars()]
     wanted = set(series_ids)
     rows = session.connection().execute(_NEEDING_COMPACTION, {"b_run": run_id, "b_bound": bound})
     return [int(i) for i in rows.scalars() if i in wanted]
@@ -147,14 +154,36 @@ def set_pending(session: Session, *, series_id: int, pending: int) -> None:
     session.execute(update(_series).where(_c.id == series_id).values(pending_chunks=pending))
 
 
-def last_steps_from(session: Session, *, run_id: str, low: int) -> dict[int, int]:
-    """{series id: last step} of the run's series whose last step is ``low`` or above: the
-    only ones a batch whose steps start at ``low`` can overwrite a point of."""
+def last_steps_from(
+    session: Session, *, run_id: str, low: int, series_ids: Sequence[int]
+) -> dict[int, int]:
+    """{series id: last step} of those of ``series_ids`` (series of the run) whose last step is
+    ``low`` or above: the only ones a batch whose steps start at ``low`` can overwrite a point of.
+
+    A few series are looked up by id; many by one pass over the run's series, which costs less
+    than binding thousands of ids.
+    """
+    if len(series_ids) <= _FEW:
+        found = row_last_steps(session, series_ids=series_ids)
+        return {sid: last for sid, last in found.items() if last >= low}
     stmt = select(_c.id, _c.last_step).where(
         _c.run_id == bindparam("b_run"), _c.last_step >= bindparam("b_low", type_=BigInteger)
     )
     rows = session.connection().execute(stmt, {"b_run": run_id, "b_low": low})
     return {int(i): int(last) for i, last in rows}
+
+
+_FEW = 64
+
+
+def row_last_steps(session: Session, *, series_ids: Sequence[int]) -> dict[int, int]:
+    """{series id: last step} of those of these series whose rows hold points."""
+    out: dict[int, int] = {}
+    for start in range(0, len(series_ids), IN_CHUNK):
+        part = list(series_ids[start : start + IN_CHUNK])
+        stmt = select(_c.id, _c.last_step).where(_c.id.in_(part), _c.last_step.is_not(None))
+        out.update({int(i): int(last) for i, last in session.execute(stmt)})
+    return out
 
 
 _SET_SUMMARY = (

@@ -49,9 +49,7 @@ def upgrade() -> None:
             sa.ForeignKey("runs.id", ondelete="CASCADE"),
             primary_key=True,
         ),
-        sa.Column("family", sa.String(512), primary_key=True),
         sa.Column("records", sa.LargeBinary(), nullable=False),
-        sa.Column("pending", sa.Integer(), nullable=False, server_default="0"),
     )
 
 
