@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 import trickscope
-from tests.helpers import LiveServer
+from tests.helpers import LiveServer, import_or_skip
 
-L = pytest.importorskip("lightning")
+L = import_or_skip("lightning")
 from trickscope.integrations.lightning import TrickscopeCallback  # noqa: E402
 
 MAX_STEPS = 12  # optimizer steps; two micro-batches each

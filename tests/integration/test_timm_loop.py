@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import trickscope
-from tests.helpers import LiveServer
+from tests.helpers import LiveServer, import_or_skip
 
-timm = pytest.importorskip("timm")
+timm = import_or_skip("timm")
 from timm.scheduler import CosineLRScheduler  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import LiveServer
+from tests.helpers import LiveServer, import_or_skip
 
-transformers = pytest.importorskip("transformers")
+transformers = import_or_skip("transformers")
 from trickscope.integrations.transformers import TrickscopeCallback  # noqa: E402
 
 MAX_STEPS = 8

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import import_or_skip
 from trickscope.integrations._closure import evaluate_closure_first
 from trickscope.integrations._hooks import inner_optimizer, last_step, numeric_items
 
@@ -78,7 +79,7 @@ def test_lbfgs_is_left_alone() -> None:
 
 
 def test_inner_optimizer_unwraps_accelerate() -> None:
-    accelerate = pytest.importorskip("accelerate")
+    accelerate = import_or_skip("accelerate")
     accelerate.Accelerator(cpu=True)
     try:
         model = nn.Linear(2, 1)
@@ -102,7 +103,7 @@ def test_last_step_and_numeric_items() -> None:
 def test_a_failing_callback_hook_warns_once_and_never_raises(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    pytest.importorskip("transformers")
+    import_or_skip("transformers")
     from trickscope.integrations.transformers import TrickscopeCallback, rename
 
     callback = TrickscopeCallback(disabled=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import torch
 from torch import nn
 
 import trickscope
+from tests.helpers import import_or_skip
 from trickscope import discover, setup
 from trickscope.tricks import DropPath, ModelEma
 
@@ -129,7 +129,7 @@ def test_averaged_model_decay_is_read_from_its_closure() -> None:
 
 
 def test_timm_style_ema_decay_and_discovery() -> None:
-    timm_ema = pytest.importorskip("timm.utils.model_ema")
+    timm_ema = import_or_skip("timm.utils.model_ema")
     model = nn.Linear(3, 2)
     ema = timm_ema.ModelEmaV3(model, decay=0.9998, use_warmup=True)
     assert setup.describe_ema(ema) == {

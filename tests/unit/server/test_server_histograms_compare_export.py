@@ -162,7 +162,8 @@ def test_parquet_export_reads_back_with_pyarrow(
     make_run: Callable[..., dict],  # type: ignore[type-arg]
     post_batch: Callable[..., dict],  # type: ignore[type-arg]
 ) -> None:
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq  # a dependency of the server (Parquet export)
+
     make_run("r1")
     _export_points(post_batch)
     post_batch("r1", "b3", {"nan": ([5], [NAN])})
