@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from fastapi.testclient import TestClient
+from sqlalchemy import inspect, text
 
+from trickscope_server.app import create_app
+from trickscope_server.config import Settings
 from trickscope_server.storage import upgrade_database
-from trickscope_server.storage.database import make_engine
+from trickscope_server.storage.database import MIGRATIONS, make_engine
 from trickscope_server.storage.models import Base
+from trickscope_wire import (
+    BLOCKS_WIRE_VERSION,
+    PointBatch,
+    StatBlock,
+    dumps,
+    encode_f64,
+    encode_i64,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,3 +58,85 @@ def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path: object) -> None:
             assert driver.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     finally:
         engine.dispose()
+
+
+def _at_revision(url: str, revision: str) -> None:
+    """Migrate the database at ``url`` up to ``revision`` only."""
+    engine = make_engine(url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", MIGRATIONS)
+        with engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            connection.commit()
+    finally:
+        engine.dispose()
+
+
+def test_per_series_chunks_of_a_0005_database_read_the_same_after_the_upgrade_beside_blocks(
+    db_url: str, settings: Settings
+) -> None:
+    _at_revision(db_url, "0005")
+    engine = make_engine(db_url)
+    steps, values = [0, 1, 2], [1.5, float("nan"), -2.0]
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO runs (id, project, name, status, config, tags, system, layers, "
+                    "ranks, setup, agent_findings, created_at, updated_at, last_seq) VALUES "
+                    "('old', 'p', 'old', 'finished', '{}', '[]', '{}', '[\"w\"]', '{}', '{}', "
+                    "'{}', 1.0, 1.0, 1)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO series (run_id, name, count, first_step, last_step, last_value, "
+                    "min_value, max_value, first_nonfinite_step, pending_chunks) VALUES "
+                    "('old', 'grad_norm/w', 3, 0, 2, -2.0, -2.0, 1.5, 1, 1)"
+                )
+            )
+            series_id = connection.execute(text("SELECT id FROM series")).scalar_one()
+            connection.execute(
+                text(
+                    "INSERT INTO chunks (run_id, series_id, step_min, step_max, count, vmin, "
+                    'vmax, steps, "values", times, seq, seq_lo) VALUES '
+                    "('old', :sid, 0, 2, 3, -2.0, 1.5, :steps, :values, :times, 1, 1)"
+                ),
+                {
+                    "sid": series_id,
+                    "steps": np.array(steps, "<i8").tobytes(),
+                    "values": np.array(values, "<f8").tobytes(),
+                    "times": np.array([9.0, 9.0, 9.0], "<f8").tobytes(),
+                },
+            )
+    finally:
+        engine.dispose()
+    app = create_app(settings)  # upgrades to head
+    try:
+        with TestClient(app, headers={"Content-Type": "application/json"}) as client:
+            body = client.get("/api/v1/runs/old/points", params={"name": "grad_norm/w"}).json()
+            assert (body["step"], body["value"]) == (steps, [1.5, "NaN", -2.0])
+            block = StatBlock(
+                "grad_norm", ["w"], encode_i64([3]), encode_f64([9.5]), [encode_f64([4.0])]
+            )
+            batch = PointBatch("b", [], wire_version=BLOCKS_WIRE_VERSION, blocks=[block])
+            assert client.post("/api/v1/runs/old/points", content=dumps(batch)).status_code == 200
+            body = client.get("/api/v1/runs/old/points", params={"name": "grad_norm/w"}).json()
+            assert (body["step"], body["value"]) == ([0, 1, 2, 3], [1.5, "NaN", -2.0, 4.0])
+            (summary,) = client.get("/api/v1/runs/old/series").json()["series"]
+            assert summary == {
+                "name": "grad_norm/w",
+                "count": 4,
+                "first_step": 0,
+                "last_step": 3,
+                "last_value": 4.0,
+                "min_value": -2.0,
+                "max_value": 4.0,
+                "first_nonfinite_step": 1,
+            }
+            heat = client.get("/api/v1/runs/old/heatmap", params={"stat": "grad_norm"}).json()
+            assert heat["z"] == [[1.5, "NaN", -2.0, 4.0]]
+    finally:
+        app.state.db.dispose()
