@@ -221,7 +221,13 @@ class ScalarBuffer:
                 columns.values.pop()
                 raise
             columns.times.append(wall)
-            self._added(1)
+            # _added(1), inline: this is the hot path of a tight loop of single values.
+            self._count += 1
+            if self._count >= self._flush_points and not self._signalled:
+                self._signalled = True
+                self._on_full()
+            if self._count >= self._max_points:
+                self._spill()
 
     def add_row(self, layout: Layout, step: int, wall: float, values: array[float]) -> None:
         """Append one point to each series of ``layout``: ``values`` in its order. Raises
