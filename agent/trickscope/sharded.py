@@ -21,19 +21,27 @@ rank still joins the collective with an empty table, so that no rank waits for a
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import weakref
+from datetime import timedelta
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from trickscope import _foreach, shard_merge, stats
+from trickscope import _foreach, distributed, shard_merge, stats
 from trickscope._modules import unwrap
 from trickscope.segments import to_device
 from trickscope.watch import EmitHist, Watcher, _Layout
+
+HANDSHAKE_TIMEOUT = timedelta(seconds=30)
+"""How long the first due step waits for every rank's watcher to say it is running."""
+
+# The n-th sharded watcher of this process pairs with the n-th of every other rank.
+_generations = itertools.count()
 
 # The latest sharded watcher built for each optimizer, for :func:`rejoin`.
 _latest: weakref.WeakKeyDictionary[torch.optim.Optimizer, ShardedWatcher] = (
@@ -145,12 +153,50 @@ class ShardedWatcher(Watcher):
         self._before: Tensor | None = None
         self._gathered = False
         self._binned = False
+        self._generation = next(_generations)
+        self._announced = False
+        self._everyone: bool | None = None  # whether every rank runs its hooks (None: unknown)
         _latest[optimizer] = self
 
     def _localise(self) -> None:
         self._params = [_stand_in(param) for param in self._shards]
 
+    def _key(self, rank: int) -> str:
+        return f"trickscope/sharded/{self._generation}/{rank}"
+
+    def _announce(self) -> None:
+        """Say in the process group's store that this rank's hooks run (its first step)."""
+        self._announced = True
+        store = distributed._default_store()
+        if store is not None:
+            store.set(self._key(self._rank), "1")
+
+    def _all_ranks_watch(self) -> bool:
+        """Whether every rank runs its hooks, so that the collectives have partners: a job that
+        watches on rank 0 alone would otherwise hang at its first due step. Asked once, through
+        the store (no collective); every rank sees the same keys, so all decide alike."""
+        if self._everyone is None:
+            store = distributed._default_store()
+            keys = [self._key(rank) for rank in range(self._world)]
+            try:
+                if store is not None:
+                    store.wait(keys, HANDSHAKE_TIMEOUT)
+                self._everyone = True
+            except Exception as exc:
+                self._everyone = False
+                error = RuntimeError(
+                    "not every rank runs watch() on this sharded model, so the shards' "
+                    f"statistics cannot be merged and are not reported ({exc})"
+                )
+                self._incidents.error("sharded statistics", error, traceback=False)
+        return self._everyone
+
     def _pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._announced:
+            self._announce()
+        if self._everyone is False:  # nothing is merged: only count the step, as the base does
+            self.step = self._next
+            return
         if self._next == self._due:
             try:
                 self._localise()
@@ -167,7 +213,10 @@ class ShardedWatcher(Watcher):
         scalars = step == self._due_scalars
         hist = step == self._due_hist
         self._gathered = self._binned = False
-        if scalars or hist:
+        if (scalars or hist) and not self._all_ranks_watch():
+            self._pending = None  # nothing to compute: the base hook only moves the cadence on
+            scalars = hist = False
+        elif scalars or hist:
             try:
                 self._localise()
             except Exception as exc:

@@ -13,6 +13,7 @@ same batches: the per-layer statistics and histograms of the two must agree. The
 * ``tensor-parallel`` (alone, with that argument): ``ColwiseParallel`` and ``RowwiseParallel``
   layers, whose DTensor parameters are sharded on either dimension or replicated;
 * a rank whose statistics fail at every step still joins the collectives;
+* a rank that does not watch (its watcher closed) leaves rank 0 reporting nothing, not hanging;
 * ``run``: ``trickscope.init`` and ``run.watch`` on the sharded model, reporting to the server
   in ``TRICKSCOPE_URL`` (only rank 0 keeps a watcher there; the others join the merge through
   their per-rank summary); rank 0 prints its unsharded reference for the test to compare.
@@ -28,6 +29,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -39,6 +41,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 import trickscope
+from trickscope import sharded
 from trickscope._incidents import Incidents
 from trickscope.sharded import ShardedWatcher
 from trickscope.watch import Watcher
@@ -183,6 +186,22 @@ def survive_a_failing_rank(mismatches: list[str]) -> None:
         mismatches.append(f"failing rank: rank 0 reported {sorted(got.scalars)}")
 
 
+def survive_a_rank_that_does_not_watch(mismatches: list[str]) -> None:
+    """Rank 1 builds its watcher and closes it (as a rank whose run is off does): rank 0 finds
+    out through the store at its first due step and reports nothing, instead of hanging."""
+    sharded.HANDSHAKE_TIMEOUT = timedelta(seconds=2)
+    model, _ = model_pair("full")
+    got = Recorder()
+    watcher, optimizer = watched(model, got)
+    if dist.get_rank() == 1:
+        watcher.close()
+    for step in range(STEPS):
+        train(model, optimizer, step, accumulate=False)
+    watcher.close()
+    if dist.get_rank() == 0 and (got.scalars or got.hists or watcher._incidents.errors != 1):
+        mismatches.append(f"rank 0 alone: reported {sorted(got.scalars)}, no incident")
+
+
 def run_job() -> tuple[str, dict[str, float]]:
     """A watched run on the sharded model; rank 0's unsharded reference of the last step."""
     model, reference = model_pair("full")
@@ -210,6 +229,7 @@ def main() -> None:
     checked = sum(check(case, mismatches) for case in ("full", "partial", "accumulation"))
     survive_a_failing_rank(mismatches)
     run_id, reference = run_job()
+    survive_a_rank_that_does_not_watch(mismatches)
     dist.barrier()
     rank = dist.get_rank()
     dist.destroy_process_group()
