@@ -16,7 +16,10 @@ of ``fully_shard``) counts on rank 0, whose value it reports, as under DDP.
 Every rank issues the same collectives in the same order, from the optimizer step hook: the
 watcher runs on every rank (:func:`rejoin` gives the per-rank summary, which every rank keeps,
 the hooks of a watcher its run did not keep), and a due step whose statistics failed on one
-rank still joins the collective with an empty table, so that no rank waits for another.
+rank still joins the collective with an empty table, so that no rank waits for another. A
+collective without partners would pair with the training's own (and abort it): before the first
+one, every rank's watcher says through the process group's store that its hooks run, and where
+one does not, none of them issues any.
 """
 
 from __future__ import annotations
