@@ -69,3 +69,36 @@ def test_dedupe_keeps_one_value_of_a_step_written_twice_in_a_row() -> None:
     out_steps, out_values = dedupe_latest(steps, np.array([10.0, 20.0, 30.0, 31.0, 40.0]))
     assert out_steps.tolist() == [1, 2, 3, 4]
     assert out_values.tolist() == [10.0, 20.0, 31.0, 40.0]
+
+
+def test_non_finite_points_that_fit_half_the_budget_are_all_kept() -> None:
+    values = np.cos(np.arange(100_000) / 100.0)
+    nonfinite = np.arange(500, 100_000, 1_100)[:90]  # 90 of them, isolated, for a budget of 200
+    values[nonfinite] = np.nan
+    idx = downsample(np.arange(values.size, dtype=np.int64), values, 200)
+    assert idx.size <= 200 and set(nonfinite.tolist()) <= set(idx.tolist())
+
+
+def test_where_each_non_finite_stretch_starts_and_ends_is_kept() -> None:
+    values = np.ones(100_000)
+    stretches = [(10_000, 20_000), (30_000, 40_000), (60_000, 70_000)]
+    for start, end in stretches:
+        values[start:end] = np.inf
+    idx = set(downsample(np.arange(values.size, dtype=np.int64), values, 100).tolist())
+    assert {edge for start, end in stretches for edge in (start, end - 1)} <= idx
+
+
+def test_too_many_non_finite_stretches_are_thinned_keeping_the_first_and_last() -> None:
+    values = np.ones(100_000)
+    for start in range(1_000, 99_000, 1_000):  # 98 stretches, 196 edges, for a budget of 100
+        values[start : start + 10] = np.nan
+    idx = downsample(np.arange(values.size, dtype=np.int64), values, 100)
+    assert idx.size <= 100
+    assert {1_000, 98_009} <= set(idx.tolist())
+
+
+@pytest.mark.parametrize("budget", range(3, 13))
+def test_a_small_budget_is_never_exceeded(budget: int) -> None:
+    values = np.random.default_rng(budget).normal(size=1_000)
+    idx = downsample(np.arange(values.size, dtype=np.int64), values, budget)
+    assert 0 < idx.size <= budget and np.all(np.diff(idx) > 0)
