@@ -90,7 +90,7 @@ def test_sharded_statistics_equal_the_unsharded_models(live_server: LiveServer) 
 
 
 @pytest.mark.slow
-def test_tensor_parallel_statistics_equal_the_unsharded_models() -> None:
-    first, second = launch(2, {"TRICKSCOPE_DISABLED": "1"}, "tensor-parallel")
-    assert first["mismatches"] == [] and first["checked"] > 200
+def test_tensor_parallel_and_hybrid_sharded_statistics_equal_the_unsharded_models() -> None:
+    first, second = launch(2, {"TRICKSCOPE_DISABLED": "1"}, "tensor-parallel", "hybrid")
+    assert first["mismatches"] == [] and first["checked"] > 400
     assert second["mismatches"] == []
