@@ -194,7 +194,7 @@ def survive_a_failing_rank(mismatches: list[str]) -> None:
 def survive_a_rank_that_does_not_watch(mismatches: list[str]) -> None:
     """Rank 1 builds its watcher and closes it (as a rank whose run is off does): rank 0 finds
     out through the store at its first due step and reports nothing, instead of hanging."""
-    sharded.HANDSHAKE_TIMEOUT = timedelta(seconds=2)
+    sharded.HANDSHAKE_TIMEOUT = timedelta(seconds=1)
     model, _ = model_pair("full")
     got = Recorder()
     watcher, optimizer = watched(model, got)
