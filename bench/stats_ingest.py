@@ -14,7 +14,9 @@ heatmap of one statistic over every layer, and one layer's chart (median of ``--
 A second table takes the network, the agent's cadence and the training out: the server's ingest
 path alone (``parse_batch`` then ``ingest_batch``, in this process) over batches of the same
 1,650 series shaped as the agent sends them (one shared steps and times column, ``--batch-steps``
-steps each, what a 0.5 s flush holds at 20 steps/s), CPU time per step, median of 3 rounds.
+steps each, what a 0.5 s flush holds at 20 steps/s), CPU time per step, median of 3 rounds; and
+the compaction those batches cause once per ``COMPACT_AFTER_CHUNKS`` batches (after the answer,
+so outside the first table's 300 steps), CPU time per step it covers.
 
 Each is measured for both wire forms (``--forms``): ``series``, one column per series as older
 agents send them, stored as one chunk row and one summary update per series (the layout before
@@ -226,6 +228,48 @@ def service_cpu(
     return 1000 * statistics.median(rounds) / (batches * batch_steps)
 
 
+def compaction_cpu(db_url: str, *, layers: int, batch_steps: int, form: str) -> float:
+    """CPU milliseconds per step of compacting what ``COMPACT_AFTER_CHUNKS`` batches stored
+    (the ingest path triggers it once per that many batches, after acknowledging)."""
+    import numpy as np
+
+    from trickscope.batches import as_blocks
+    from trickscope_server.services import compact
+    from trickscope_server.services.ingest import COMPACT_AFTER_CHUNKS, ingest_batch, parse_batch
+    from trickscope_server.services.runs import upsert_run
+    from trickscope_server.storage import Database
+    from trickscope_wire import PointBatch, RunCreate, SeriesColumns, dumps, encode_f64, encode_i64
+
+    db = Database(db_url)
+    db.upgrade()
+    run_id = f"compaction-{time.time_ns()}"
+    upsert_run(db, run_id=run_id, payload=RunCreate(project="bench", name="compaction"))
+    names = [f"{stat}/{i}.{k}" for stat in STATS for i in range(layers) for k in ("weight", "bias")]
+    rng = np.random.default_rng(0)
+    due: list[int] = []
+    for b in range(COMPACT_AFTER_CHUNKS):
+        steps = np.arange(b * batch_steps, (b + 1) * batch_steps, dtype="<i8")
+        shared_steps = encode_i64(steps.tolist())
+        shared_times = encode_f64((1.7e9 + steps * 0.05).tolist())
+        series = [
+            SeriesColumns(
+                name, shared_steps, encode_f64(rng.random(batch_steps).tolist()), shared_times
+            )
+            for name in names
+        ]
+        batch = PointBatch(batch_id=f"b{b}", series=series)
+        body = dumps(as_blocks(batch) if form == "blocks" else batch)
+        due = (
+            ingest_batch(db, run_id=run_id, batch=parse_batch(body, max_points=10**8)).compact
+            or due
+        )
+    began = time.process_time()
+    compact.compact_series(db, series_ids=due)
+    spent = time.process_time() - began
+    db.dispose()
+    return 1000 * spent / (COMPACT_AFTER_CHUNKS * batch_steps)
+
+
 def main() -> None:
     global _BLOCKS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -271,15 +315,23 @@ def main() -> None:
             f"\nIngest path alone: {args.layers * 2 * len(STATS)} series, "
             f"{args.batch_steps} steps a batch"
         )
-        print("| backend | wire form | CPU per step (ms) |")
-        print("|---|---|---:|")
+        print("| backend | wire form | ingest CPU per step (ms) | compaction CPU per step (ms) |")
+        print("|---|---|---:|---:|")
         for backend in args.backends:
             for form in args.forms:
                 db = (
                     f"sqlite:///{scratch}/service-{form}.db" if backend == "sqlite" else args.pg_url
                 )
                 cpu = service_cpu(db, layers=args.layers, batch_steps=args.batch_steps, form=form)
-                print(f"| {backend} | {form} | {cpu:.2f} |", flush=True)
+                db = (
+                    f"sqlite:///{scratch}/compaction-{form}.db"
+                    if backend == "sqlite"
+                    else args.pg_url
+                )
+                packed = compaction_cpu(
+                    db, layers=args.layers, batch_steps=args.batch_steps, form=form
+                )
+                print(f"| {backend} | {form} | {cpu:.2f} | {packed:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -105,3 +105,81 @@ def merge(parts: list[Part], *, run_id: str, series_id: int, seq_lo: int) -> dic
         "dsteps": None if dig is None else dig[0],
         "dvalues": None if dig is None else dig[1],
     }
+
+
+def merge_stacked(
+    *,
+    run_id: str,
+    members: NDArray[np.int64],
+    seqs: list[int],
+    steps: list[NDArray[np.int64]],
+    times: list[NDArray[np.float64]],
+    values: list[NDArray[np.float64]],
+) -> list[dict[str, Any]]:
+    """One compacted chunk row per member from blocks that share their members (in order) and
+    whose steps rise strictly from one block to the next: :func:`merge` of each member's rows,
+    with the work shared by all members (steps, times, origins, extremes, digests) done once
+    over the stacked matrix.
+
+    ``values[i]`` is block ``i``'s members x steps matrix, ``seqs[i]`` its sequence.
+    """
+    all_steps = np.concatenate(steps).astype(I64)
+    matrix = np.hstack(values)  # members x steps
+    n = int(all_steps.size)
+    steps_raw = all_steps.tobytes()
+    times_raw = np.concatenate(times).astype(F64).tobytes()
+    origins = encode_origins(np.repeat(np.array(seqs, dtype=I64), [s.size for s in steps]))
+    finite = np.isfinite(matrix)
+    all_finite = finite.all(axis=1)
+    with np.errstate(invalid="ignore"):
+        vmin = np.where(finite, matrix, np.inf).min(axis=1)
+        vmax = np.where(finite, matrix, -np.inf).max(axis=1)
+    has_finite = finite.any(axis=1)
+    lows = highs = None
+    if n >= DIGEST_MIN:
+        blocks = -(-n // DIGEST_BLOCK)
+        pad = blocks * DIGEST_BLOCK - n
+        padded = np.pad(matrix, ((0, 0), (0, pad)), constant_values=np.nan)
+        shaped = padded.reshape(matrix.shape[0], blocks, DIGEST_BLOCK)
+        base = np.arange(blocks, dtype=np.intp) * DIGEST_BLOCK
+        with np.errstate(invalid="ignore"):
+            lows = base + np.argmin(np.where(np.isnan(shaped), np.inf, shaped), axis=2)
+            highs = base + np.argmax(np.where(np.isnan(shaped), -np.inf, shaped), axis=2)
+    picks = keep = None
+    if lows is not None and highs is not None:
+        # Each row's digest indices, sorted; ``keep`` drops the repeats.
+        ends = np.broadcast_to(np.array([0, n - 1], dtype=np.intp), (matrix.shape[0], 2))
+        picks = np.sort(np.concatenate([lows, highs, ends], axis=1), axis=1)
+        keep = np.ones(picks.shape, dtype=bool)
+        keep[:, 1:] = picks[:, 1:] != picks[:, :-1]
+    seq, seq_lo = max(seqs), min(seqs)
+    rows = []
+    for i, sid in enumerate(members.tolist()):
+        row = matrix[i]
+        if picks is None or keep is None:
+            dig = None
+        elif all_finite[i]:
+            idx = picks[i][keep[i]]
+            dig = all_steps[idx].tobytes(), row[idx].tobytes()
+        else:
+            dig = digest(all_steps, row)
+        rows.append(
+            {
+                "run_id": run_id,
+                "series_id": sid,
+                "step_min": int(all_steps[0]),
+                "step_max": int(all_steps[-1]),
+                "count": n,
+                "vmin": float(vmin[i]) if has_finite[i] else None,
+                "vmax": float(vmax[i]) if has_finite[i] else None,
+                "steps": steps_raw,
+                "values": row.astype(F64).tobytes(),
+                "times": times_raw,
+                "seq": seq,
+                "seq_lo": seq_lo,
+                "origins": origins,
+                "dsteps": None if dig is None else dig[0],
+                "dvalues": None if dig is None else dig[1],
+            }
+        )
+    return rows

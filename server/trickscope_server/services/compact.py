@@ -24,7 +24,14 @@ import threading
 
 import numpy as np
 
-from trickscope_server.services._chunks import F64, I64, Part, decode_origins, merge
+from trickscope_server.services._chunks import (
+    F64,
+    I64,
+    Part,
+    decode_origins,
+    merge,
+    merge_stacked,
+)
 from trickscope_server.storage import Database, Session
 from trickscope_server.storage import blocks as block_store
 from trickscope_server.storage import chunks as chunk_store
@@ -94,18 +101,62 @@ def _compact_family(session: Session, *, run_id: str, family: str) -> int:
     blocks = block_store.family_blocks(session, run_id=run_id, family=family)
     if not blocks:
         return 0
-    spans: dict[int, list[int]] = {}
-    for block in blocks:
-        for sid in block.members.tolist():
-            span = spans.setdefault(sid, [block.seq, block.seq])
-            span[1] = block.seq
-    between: dict[int, list[tuple[int, chunk_store.ChunkData]]] = {}
-    for sid, seq_lo, chunk in chunk_store.run_chunks_between(
-        session, run_id=run_id, lo=blocks[0].seq, hi=blocks[-1].seq
-    ):
-        span = spans.get(sid)
-        if span is not None and span[0] <= seq_lo and chunk.seq <= span[1]:
+    members = np.unique(np.concatenate([b.members for b in blocks]))
+    nearby = chunk_store.chunks_within(
+        session, series_ids=members.tolist(), lo=blocks[0].seq, hi=blocks[-1].seq
+    )
+    if not nearby and _stackable(blocks):
+        between: dict[int, list[tuple[int, chunk_store.ChunkData]]] = {}
+        rows = merge_stacked(
+            run_id=run_id,
+            members=blocks[0].members,
+            seqs=[b.seq for b in blocks],
+            steps=[b.steps for b in blocks],
+            times=[b.times for b in blocks],
+            values=[b.values for b in blocks],
+        )
+    else:
+        spans: dict[int, list[int]] = {}
+        for block in blocks:
+            for sid in block.members.tolist():
+                span = spans.setdefault(sid, [block.seq, block.seq])
+                span[1] = block.seq
+        inside = {
+            chunk_id: (sid, seq_lo)
+            for chunk_id, sid, seq_lo, seq in nearby
+            if spans[sid][0] <= seq_lo and seq <= spans[sid][1]
+        }
+        between = {}
+        for chunk in chunk_store.chunk_data(session, ids=list(inside), times=True):
+            sid, seq_lo = inside[chunk.id]
             between.setdefault(sid, []).append((seq_lo, chunk))
+        rows = _merged_rows(run_id, blocks, spans, between)
+    if block_store.delete_blocks(session, ids=[b.id for b in blocks]) != len(blocks):
+        raise _Raced
+    gone = [c.id for found in between.values() for _, c in found]
+    if gone and not chunk_store.delete_chunks(session, ids=gone):
+        raise _Raced
+    chunk_store.insert_chunks(session, rows)
+    summary_store.add_pending(session, series_ids=members.tolist())
+    return len(blocks)
+
+
+def _stackable(blocks: list[block_store.Block]) -> bool:
+    """Whether the blocks share their members, in order, and their steps rise strictly from one
+    to the next (the common case: one layout, a run going forward)."""
+    first = blocks[0].members
+    if any(b.members.size != first.size or not np.array_equal(b.members, first) for b in blocks):
+        return False
+    return all(int(a.steps[-1]) < int(b.steps[0]) for a, b in zip(blocks, blocks[1:], strict=False))
+
+
+def _merged_rows(
+    run_id: str,
+    blocks: list[block_store.Block],
+    spans: dict[int, list[int]],
+    between: dict[int, list[tuple[int, chunk_store.ChunkData]]],
+) -> list[dict[str, object]]:
+    """Each member's compacted chunk row, member by member (any layout, any steps)."""
     rows = []
     for sid, (lo, _) in spans.items():
         parts = [
@@ -126,14 +177,7 @@ def _compact_family(session: Session, *, run_id: str, family: str) -> int:
         ordered = [p for _, p in sorted(keyed, key=lambda kp: kp[0])]
         seq_lo = min([lo, *(low for low, _ in found)])
         rows.append(merge(ordered, run_id=run_id, series_id=sid, seq_lo=seq_lo))
-    if block_store.delete_blocks(session, ids=[b.id for b in blocks]) != len(blocks):
-        raise _Raced
-    gone = [c.id for found in between.values() for _, c in found]
-    if gone and not chunk_store.delete_chunks(session, ids=gone):
-        raise _Raced
-    chunk_store.insert_chunks(session, rows)
-    summary_store.add_pending(session, series_ids=list(spans))
-    return len(blocks)
+    return rows
 
 
 def _compact_one(db: Database, series_id: int) -> int:

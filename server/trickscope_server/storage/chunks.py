@@ -261,23 +261,19 @@ def replace_chunks(session: Session, *, ids: Sequence[int], row: dict[str, Any])
     return True
 
 
-def run_chunks_between(
-    session: Session, *, run_id: str, lo: int, hi: int
-) -> list[tuple[int, int, ChunkData]]:
-    """(series id, seq_lo, chunk) of the run's chunks lying wholly within sequences [lo, hi]."""
-    stmt = select(
-        _k.series_id, _k.seq_lo, _k.id, _k.seq, _k.steps, _k["values"], _k.times, _k.origins
-    ).where(_k.run_id == run_id, _k.seq >= lo, _k.seq <= hi, _k.seq_lo >= lo)
-    return [
-        (
-            int(sid),
-            int(low),
-            ChunkData(
-                int(i), int(seq), bytes(s), bytes(v), bytes(t), None if o is None else bytes(o)
-            ),
+def chunks_within(
+    session: Session, *, series_ids: Sequence[int], lo: int, hi: int
+) -> list[tuple[int, int, int, int]]:
+    """(id, series id, seq_lo, seq) of these series' chunks lying wholly within sequences
+    [lo, hi]."""
+    out = []
+    for start in range(0, len(series_ids), IN_CHUNK):
+        part = list(series_ids[start : start + IN_CHUNK])
+        stmt = select(_k.id, _k.series_id, _k.seq_lo, _k.seq).where(
+            _k.series_id.in_(part), _k.seq >= lo, _k.seq <= hi, _k.seq_lo >= lo
         )
-        for sid, low, i, seq, s, v, t, o in session.execute(stmt.order_by(_k.seq, _k.id))
-    ]
+        out.extend((int(i), int(s), int(low), int(q)) for i, s, low, q in session.execute(stmt))
+    return out
 
 
 def delete_chunks(session: Session, *, ids: Sequence[int]) -> bool:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from trickscope_server.services import compact, query
+from trickscope_server.services._chunks import Part, merge, merge_stacked
 from trickscope_wire import (
     BLOCKS_WIRE_VERSION,
     PointBatch,
@@ -268,3 +269,44 @@ def test_a_malformed_block_is_a_422(client: TestClient, make_run: Callable[..., 
         response = client.post("/api/v1/runs/r3/points", json=body)
         assert response.status_code == 422, (change, response.text)
     assert client.get("/api/v1/runs/r3/series").json()["series"] == []
+
+
+def test_stacked_compaction_equals_merging_each_series() -> None:
+    """Blocks of one layout compact as one matrix: the rows equal ``merge`` of each member's
+    rows, digests (300 steps: past the digest's minimum) and non-finite edges included."""
+    rng = np.random.default_rng(5)
+    steps = [np.arange(i * 100, (i + 1) * 100, dtype=np.int64) for i in range(3)]
+    times = [s.astype(np.float64) + 0.5 for s in steps]
+    values = [rng.normal(size=(4, 100)) for _ in steps]
+    values[1][2, 7], values[2][3, 0], values[0][3, 99] = NAN, INF, -INF
+    members = np.array([11, 12, 13, 14], dtype=np.int64)
+    seqs = [5, 8, 9]
+    rows = merge_stacked(
+        run_id="r", members=members, seqs=seqs, steps=steps, times=times, values=values
+    )
+    for row, (i, sid) in zip(rows, enumerate(members.tolist()), strict=True):
+        parts = [
+            Part(q, s, v[i], t, np.full(s.size, q, dtype=np.int64))
+            for q, s, v, t in zip(seqs, steps, values, times, strict=True)
+        ]
+        want = merge(parts, run_id="r", series_id=sid, seq_lo=5)
+        assert row.keys() == want.keys()
+        for key, value in want.items():
+            assert row[key] == value or (value != value and row[key] != row[key]), (sid, key)
+
+
+def test_blocks_of_one_layout_compact_into_chunks_that_read_the_same(
+    app: FastAPI, client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    make_run("r4")
+    client.put("/api/v1/runs/r4/layers", json={"layers": LAYERS})
+    sent: Points = {}
+    for i in range(4):
+        _post_blocks(client, "r4", f"b{i}", list(range(i * 3, i * 3 + 3)), seed=i, sent=sent)
+    db = app.state.db
+    before = {c: query.read_events(db, run_id="r4", after=c, limit=1000) for c in range(4)}
+    assert compact.compact_run(db, run_id="r4") == 8  # 4 batches x 2 statistics
+    _check_reads(client, "r4", sent)
+    for cursor, events in before.items():
+        after = query.read_events(db, run_id="r4", after=cursor, limit=1000)
+        assert events is not None and after is not None and after[1] == events[1], cursor
