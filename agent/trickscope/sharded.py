@@ -24,6 +24,7 @@ one does not, none of them issues any.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import sys
@@ -167,23 +168,33 @@ class ShardedWatcher(Watcher):
     def _key(self, rank: int) -> str:
         return f"trickscope/sharded/{self._generation}/{rank}"
 
+    def _signature(self) -> str:
+        """What the ranks must share for their tables to line up: the parameters' names."""
+        return hashlib.sha256("\n".join(self.names).encode()).hexdigest()
+
     def _announce(self) -> None:
-        """Say in the process group's store that this rank's hooks run (its first step)."""
+        """Say in the process group's store that this rank's hooks run (its first step), and
+        on which parameters."""
         self._announced = True
         store = distributed._default_store()
         if store is not None:
-            store.set(self._key(self._rank), "1")
+            store.set(self._key(self._rank), self._signature())
 
     def _all_ranks_watch(self) -> bool:
-        """Whether every rank runs its hooks, so that the collectives have partners: a job that
-        watches on rank 0 alone would otherwise hang at its first due step. Asked once, through
-        the store (no collective); every rank sees the same keys, so all decide alike."""
+        """Whether every rank runs its hooks on the same parameters, so that the collectives
+        have partners of the same size: a job that watches on rank 0 alone, or whose ranks hold
+        different layers (pipeline stages), would otherwise pair the merge with the training's
+        own collectives. Asked once, through the store (no collective); every rank reads the
+        same values, so all decide alike."""
         if self._everyone is None:
             store = distributed._default_store()
             keys = [self._key(rank) for rank in range(self._world)]
             try:
                 if store is not None:
                     store.wait(keys, HANDSHAKE_TIMEOUT)
+                    signatures = {store.get(key).decode() for key in keys}
+                    if signatures != {self._signature()}:
+                        raise RuntimeError("the ranks watch different parameters")
                 self._everyone = True
             except Exception as exc:
                 self._everyone = False

@@ -14,7 +14,8 @@ same batches: the per-layer statistics and histograms of the two must agree. The
   ``RowwiseParallel`` layers, whose DTensor parameters are sharded on either dimension or
   replicated; ``hybrid``, HSDP on a 2-D mesh (replicated on one dimension, sharded on the other);
 * a rank whose statistics fail at every step still joins the collectives;
-* a rank that does not watch (its watcher closed) leaves rank 0 reporting nothing, not hanging;
+* a rank that does not watch (its watcher closed), or watches other parameter names, leaves
+  rank 0 reporting nothing, not hanging;
 * ``run``: ``trickscope.init`` and ``run.watch`` on the sharded model, reporting to the server
   in ``TRICKSCOPE_URL`` (only rank 0 keeps a watcher there; the others join the merge through
   their per-rank summary); rank 0 prints its unsharded reference for the test to compare.
@@ -191,20 +192,25 @@ def survive_a_failing_rank(mismatches: list[str]) -> None:
         mismatches.append(f"failing rank: rank 0 reported {sorted(got.scalars)}")
 
 
-def survive_a_rank_that_does_not_watch(mismatches: list[str]) -> None:
-    """Rank 1 builds its watcher and closes it (as a rank whose run is off does): rank 0 finds
-    out through the store at its first due step and reports nothing, instead of hanging."""
+def survive_ranks_that_do_not_watch_alike(mismatches: list[str]) -> None:
+    """Rank 1 builds its watcher and closes it (as a rank whose run is off does), then watches
+    other parameter names than rank 0 (as pipeline stages would): the ranks find out through
+    the store at their first due step and report nothing, instead of hanging."""
     sharded.HANDSHAKE_TIMEOUT = timedelta(seconds=1)
-    model, _ = model_pair("full")
-    got = Recorder()
-    watcher, optimizer = watched(model, got)
-    if dist.get_rank() == 1:
+    for fault in ("rank 1 does not watch", "rank 1 watches other names"):
+        model, _ = model_pair("full")
+        got = Recorder()
+        if dist.get_rank() == 1 and fault == "rank 1 watches other names":
+            watcher, optimizer = watched(nn.ModuleDict({"stage": model}), got)
+        else:
+            watcher, optimizer = watched(model, got)
+        if dist.get_rank() == 1 and fault == "rank 1 does not watch":
+            watcher.close()
+        for step in range(STEPS):
+            train(model, optimizer, step, accumulate=False)
         watcher.close()
-    for step in range(STEPS):
-        train(model, optimizer, step, accumulate=False)
-    watcher.close()
-    if dist.get_rank() == 0 and (got.scalars or got.hists or watcher._incidents.errors != 1):
-        mismatches.append(f"rank 0 alone: reported {sorted(got.scalars)}, no incident")
+        if dist.get_rank() == 0 and (got.scalars or got.hists or watcher._incidents.errors != 1):
+            mismatches.append(f"{fault}: rank 0 reported {sorted(got.scalars)}, or no incident")
 
 
 def run_job() -> tuple[str, dict[str, float]]:
@@ -234,7 +240,7 @@ def main() -> None:
     checked = sum(check(case, mismatches) for case in ("full", "partial", "accumulation"))
     survive_a_failing_rank(mismatches)
     run_id, reference = run_job()
-    survive_a_rank_that_does_not_watch(mismatches)
+    survive_ranks_that_do_not_watch_alike(mismatches)
     dist.barrier()
     rank = dist.get_rank()
     dist.destroy_process_group()
