@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from tests.unit.server.health_view import Run, check, healthy_run, skipped
+from trickscope_server.services.health import RULES, Finding, NotApplicable, Rule, diagnose
+from trickscope_server.services.health.model import SEVERITIES
 
 
 def test_two_micro_batches_with_an_undivided_loss_are_reported() -> None:
@@ -72,3 +74,75 @@ def test_ten_pinned_norms_at_the_end_are_enough_to_infer_clipping() -> None:
     del run.columns["grad_norm/total"]
     run.add("grad_norm/total", [1.0] * 41)  # 9 at the end
     assert "too few" in (skipped(run, "clipping-always") or "")
+
+
+def test_three_dead_samples_are_enough_and_a_two_dimensional_parameter_is_the_one_named() -> None:
+    run = Run(layers=["proj.w", "proj.b"])
+    run.setup = {"params": [{"name": "proj.w", "shape": [4, 4]}, {"name": "proj.b", "shape": [4]}]}
+    for layer in run.layers:
+        run.add(f"grad_zero_frac/{layer}", [1.0, 1.0, 1.0])
+    (found,) = check(run, "dead-layer")
+    assert (found.layer, found.step) == ("proj.w", 0)
+
+
+def test_a_straggler_check_on_zero_step_times_runs_and_finds_nothing() -> None:
+    run = healthy_run(20)
+    for rank, wait in ((0, 0.01), (1, 0.01), (2, 0.5)):
+        run.add(f"rank/{rank}/data_time", [wait] * 20).add(f"rank/{rank}/step_time", [0.0] * 20)
+    assert check(run, "stragglers") == []
+
+
+def test_drop_path_rates_falling_at_the_last_block_are_named() -> None:
+    run = healthy_run()
+    run.setup["drop_path"] = [
+        {"module": f"b.{i}.dp", "class": "DropPath", "rate": rate, "parent": f"b.{i}"}
+        for i, rate in enumerate([0.0, 0.1, 0.2, 0.1])
+    ]
+    (found,) = check(run, "drop-path")
+    assert (found.check, found.layer) == ("drop-path-order", "b.3")
+
+
+def test_an_ema_decay_of_one_is_no_horizon_and_breaks_nothing() -> None:
+    run = healthy_run()
+    run.setup["ema"]["decay"] = 1.0
+    run.values("ema/decay")[:] = 1.0
+    assert check(run, "ema") == []
+
+
+def test_an_ema_over_half_a_percent_behind_the_raw_model_is_worse() -> None:
+    run = healthy_run()
+    run.values("eval/acc_ema")[-1] = 0.944  # raw 0.95: 0.6% behind, over the 0.5% margin
+    assert [f.check for f in check(run, "ema")] == ["ema-worse"]
+    run.values("eval/acc_ema")[-1] = 0.947  # 0.3% behind: noise between evaluations
+    assert check(run, "ema") == []
+
+
+def test_findings_are_ordered_most_severe_first_then_by_step() -> None:
+    run = healthy_run()
+    run.values("lr/group0")[:30] = 0.0  # a warning at step 0
+    run.values("loss/train")[300:] = np.nan  # an error at step 300
+    run.values("update_ratio/conv.bias")[:] = 1e-7  # info, no step
+    found = [(f.severity, f.check) for f in diagnose(run).findings]
+    assert found[0] == ("error", "nonfinite-loss")
+    assert [s for s, _ in found] == sorted((s for s, _ in found), key=SEVERITIES.index)
+    assert {"warning", "info"} <= {s for s, _ in found}
+
+
+def test_a_rule_that_fails_or_cannot_judge_counts_no_findings_and_hides_none() -> None:
+    def broken(view: object) -> list[Finding]:
+        raise ZeroDivisionError("a bug in one rule")
+
+    def not_applicable(view: object) -> list[Finding]:
+        raise NotApplicable("nothing to judge")
+
+    rules = [Rule("broken", "B", broken), Rule("na", "N", not_applicable)]
+    rules += [r for r in RULES if r.id == "nonfinite"]
+    run = healthy_run()
+    run.values("loss/train")[300:] = np.nan
+    diagnosis = diagnose(run, rules=rules)
+    assert [(c.id, c.status, c.reason, c.findings) for c in diagnosis.checks] == [
+        ("broken", "skipped", "the check failed", 0),
+        ("na", "skipped", "nothing to judge", 0),
+        ("nonfinite", "ran", None, 1),
+    ]
+    assert [f.check for f in diagnosis.findings] == ["nonfinite-loss"]
