@@ -67,6 +67,10 @@ class LoggedBatcher:
         names = block.layout.wire_names
         if names is None:
             names = block.layout.wire_names = [self._clean(name) for name in block.layout.names]
+        if len(set(names)) < width:  # two keys the server stores under one name: merge them
+            for name, columns in block.columns():
+                self.add(name, columns)
+            return
         if not self._encoded_names.isdisjoint(names) or not self._series.keys().isdisjoint(names):
             self.flush()
         for first in range(0, rows, self._limit):  # a series longer than a batch: in pieces

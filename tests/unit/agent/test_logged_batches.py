@@ -27,6 +27,7 @@ def test_blocks_and_series_are_cut_into_bounded_batches_without_losing_order() -
     batcher.add_block(block(("a", "b", "c\x00"), range(2, 7)))  # "a" again: a batch of its own
     batcher.add_block(block(("w", *(f"x{k}" for k in range(14))), range(2)))
     batcher.add("b", Columns(array("q", [9]), array("d", [-math.inf]), array("d", [3])))
+    batcher.add_block(block(("d\x00", "d?", "e"), range(2)))  # two keys, one stored name
     batcher.flush()
     got: dict[str, list[tuple[int, float, float]]] = {}
     for batch in batches:
@@ -44,4 +45,5 @@ def test_blocks_and_series_are_cut_into_bounded_batches_without_losing_order() -
     assert got["b"] == [(s, s + 1 / 8, 1000.0 + s) for s in range(2, 7)] + [(9, -math.inf, 3.0)]
     assert [s for s, _, _ in got["c?"]] == list(range(2, 7))
     assert got["x13"] == [(0, 14 / 8, 1000.0), (1, 1 + 14 / 8, 1001.0)]
-    assert len(got) == 18
+    assert [s for s, _, _ in got["d?"]] == [0, 1, 0, 1] and len(got["e"]) == 2
+    assert len(got) == 20
