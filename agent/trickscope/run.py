@@ -57,7 +57,7 @@ from trickscope_wire import (
 # A dict this wide is logged as one row (see Run._log_row); a narrower one key by key.
 ROW_MIN_KEYS = 8
 MAX_LAYOUTS = 256
-_NUMBER_TYPES = frozenset({float, int})
+_NUMBER_TYPES = (float, int)  # and their subclasses: numpy.float64, bool, IntEnum
 _TENSOR_TYPES = frozenset({Tensor})
 
 
@@ -430,7 +430,7 @@ class Run:
             self._layouts[slot] = (keys, layout)
         values = list(metrics.values())
         kinds = set(map(type, values))
-        if kinds <= _NUMBER_TYPES:
+        if all(issubclass(kind, _NUMBER_TYPES) for kind in kinds):
             sender.scalars.add_row(layout, step, wall, array("d", values))
             return True
         if kinds != _TENSOR_TYPES:

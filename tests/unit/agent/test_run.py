@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -215,9 +216,10 @@ def test_wide_dicts_of_numbers_tensors_and_mixed_values(
         run.log({key: torch.ones(2 if key == "k3" else ()) for key in keys}, step=4)
         run.log({key: 2**1100 if key == "k3" else 1 for key in keys}, step=5)
         run.log({key: -float(i) for i, key in enumerate(reversed(keys))}, step=6)  # new order
+        run.log({key: np.float64(i) if i else True for i, key in enumerate(keys)}, step=7)
     points = capture.captured.points()
-    assert points["k5"] == {0: 5.0, 1: 5.5, 2: 5.0, 6: -6.0}
-    assert points["k0"] == {0: 0.0, 1: 0.5, 2: 0.0, 6: -11.0}
+    assert points["k5"] == {0: 5.0, 1: 5.5, 2: 5.0, 6: -6.0, 7: 5.0}
+    assert points["k0"] == {0: 0.0, 1: 0.5, 2: 0.0, 6: -11.0, 7: 1.0}
     assert run.incidents.errors == 3
 
 
