@@ -5,7 +5,7 @@ gloo, and what sending each rank's partials to the server would cost instead.
 
 Each rank trains a ``layers``-layer MLP (``Linear(256, 256)``: ``2 × layers`` parameter tensors)
 under ``fully_shard`` with ``watch``'s statistics due at every step, and times, per due step,
-the watcher's whole post-step work and, inside it, the merge: the ``all_gather`` and rank 0's
+the watcher's whole post-step work and, inside it, the merge: the ``gather`` to rank 0 and its
 merge, after a barrier so that the wait for a slower rank is not counted (wall clock and the
 thread's CPU clock, medians after a warm-up). The bytes are the table's: ``COLUMNS`` float64 per
 parameter tensor from each rank.
@@ -87,7 +87,7 @@ def rank_main(rank: int, ranks: int, port: int, layers: int, steps: int, out: An
                 "merge_cpu_ms": statistics.median(merge_cpu[warm:]) * 1e3,
                 "post_ms": statistics.median(post_wall[warm:]) * 1e3,
                 "sent_bytes": tensors * shard_merge.COLUMNS * 8,
-                "received_bytes": ranks * tensors * shard_merge.COLUMNS * 8,
+                "received_bytes": (ranks - 1) * tensors * shard_merge.COLUMNS * 8,
                 "server_points": ranks * tensors * SERVER_PARTIALS,
             }
         )
@@ -112,8 +112,8 @@ def main() -> None:
     print("| path | bytes per due step | time per due step |")
     print("|---|---:|---:|")
     print(
-        f"| all_gather (sharded watcher) | {result['sent_bytes']:,} B sent, "
-        f"{result['received_bytes']:,} B received a rank | merge {result['merge_ms']:.2f} ms "
+        f"| gather to rank 0 (sharded watcher) | {result['sent_bytes']:,} B sent a rank, "
+        f"{result['received_bytes']:,} B received by rank 0 | merge {result['merge_ms']:.2f} ms "
         f"wall, {result['merge_cpu_ms']:.2f} ms CPU, of {result['post_ms']:.2f} ms post-step |"
     )
     print(

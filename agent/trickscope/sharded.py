@@ -3,9 +3,10 @@
 A DTensor's norm is a collective: computed on rank 0 alone it hangs, or reports rank 0's shard.
 Here every rank computes the statistics of its local pieces (``to_local()``, the gradients'
 likewise) with the ordinary per-tensor code, on its device, and at each due optimizer step every
-rank takes part in one ``all_gather`` of a small table of partials (15 float64 per parameter,
-:mod:`trickscope.shard_merge`) on the default process group; rank 0 merges them into the exact
-statistics of the whole parameters and emits them under the unsharded module's names.
+rank takes part in one ``gather`` to rank 0 of a small table of partials (15 float64 per
+parameter, :mod:`trickscope.shard_merge`) on the default process group; rank 0 merges them
+into the exact statistics of the whole parameters and emits them under the unsharded module's
+names.
 Histograms take two more small collectives on their steps: the common finite range, then the
 counts binned over it.
 
@@ -264,23 +265,21 @@ class ShardedWatcher(Watcher):
             )
 
     def _gather(self, table: Tensor | None) -> Tensor | None:
-        """All ranks' tables (an empty one where this rank has none), merged; ``None`` where
-        this rank had no table."""
+        """Every rank's table (an empty one where this rank has none) gathered on rank 0, which
+        merges them; ``None`` elsewhere. Only rank 0 reports, so only it receives: the other
+        ranks send their table and get nothing back."""
         self._gathered = True
         rows = len(self._shards)
         device = self._device
         if table is None:  # counts of zero: this rank adds nothing
-            mine = torch.zeros(rows * shard_merge.COLUMNS, dtype=torch.float64, device=device)
+            mine = torch.zeros(rows, shard_merge.COLUMNS, dtype=torch.float64, device=device)
         else:
-            mine = table.reshape(-1).to(device, non_blocking=True)
-        everyone = torch.empty(self._world * mine.numel(), dtype=torch.float64, device=device)
-        # all_gather_single where torch has it (all_gather_into_tensor is deprecated there).
-        gather = getattr(torch.distributed, "all_gather_single", None)
-        (gather or torch.distributed.all_gather_into_tensor)(everyone, mine)
-        if table is None:
+            mine = table.to(device, non_blocking=True)
+        everyone = [torch.empty_like(mine) for _ in range(self._world)] if self._primary else None
+        torch.distributed.gather(mine, everyone, dst=0)
+        if table is None or everyone is None:
             return None
-        tables = everyone.view(self._world, rows, shard_merge.COLUMNS).to(table.device)
-        return shard_merge.merge(tables)
+        return shard_merge.merge(torch.stack(everyone).to(table.device))
 
     def _report_hist(self, layout: _Layout, grad_scale: Tensor | None) -> None:
         keys: list[str] = []
