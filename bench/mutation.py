@@ -71,6 +71,7 @@ TARGETS: dict[str, list[tuple[list[str], list[str]]]] = {
             [
                 "tests/unit/server/test_health_pairs.py",
                 "tests/unit/server/test_health_edges.py",
+                "tests/unit/server/test_health_evidence.py",
                 "tests/unit/server/test_health_gradients.py",
                 "tests/unit/server/test_health_training.py",
                 "tests/unit/server/test_health_tricks.py",
