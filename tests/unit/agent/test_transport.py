@@ -1,4 +1,5 @@
-"""The keep-alive connection survives a server that closes idle connections."""
+"""The keep-alive connection survives a server that closes idle connections; bodies are
+compressed only where a network lies between the agent and the server."""
 
 from __future__ import annotations
 
@@ -55,3 +56,11 @@ def test_a_server_that_is_down_is_still_reported() -> None:
     connection = Connection("http://127.0.0.1:9", timeout=1)
     with pytest.raises(Unavailable):
         connection.send("POST", "/x", b"{}")
+
+
+def test_bodies_are_compressed_by_default_only_to_a_server_off_this_machine() -> None:
+    for url in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"):
+        assert not Connection(url, timeout=1.0).compress
+        assert Connection(url, timeout=1.0, compress=True).compress
+    assert Connection("http://trickscope.internal:8000", timeout=1.0).compress
+    assert not Connection("http://trickscope.internal:8000", timeout=1.0, compress=False).compress
