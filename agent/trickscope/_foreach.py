@@ -156,11 +156,18 @@ def copy_(dst: list[Tensor], src: list[Tensor], *, fused: bool = True) -> None:
 
 
 def below_fraction(tensors: list[Tensor], thresholds: list[float]) -> list[Tensor]:
-    """Per tensor, the fraction of elements strictly below its threshold, as 0-d tensors.
+    """Per tensor, the fraction of elements strictly below its threshold, as 0-d tensors."""
+    counts = count_below(tensors, thresholds)
+    return [c / max(t.numel(), 1) for c, t in zip(counts, tensors, strict=True)]
+
+
+def count_below(tensors: list[Tensor], thresholds: list[float]) -> list[Tensor]:
+    """Per tensor, the number of elements strictly below its threshold, as 0-d tensors.
 
     Built from ``sign``, ``clamp_max`` and an L1 norm so that it is one foreach pass per op
     instead of one comparison kernel per tensor: ``-sign(x - c)`` clamped at 0 is 1 exactly
-    where ``x < c``, and its L1 norm counts those elements.
+    where ``x < c``, and its L1 norm counts those elements. The difference is a temporary the
+    size of ``tensors``: callers bound it with :func:`pieces`.
     """
     if not tensors:
         return []
@@ -168,7 +175,38 @@ def below_fraction(tensors: list[Tensor], thresholds: list[float]) -> list[Tenso
         diff = list(torch._foreach_sub(tensors, thresholds))
         torch._foreach_sign_(diff)
         torch._foreach_clamp_max_(diff, 0.0)
-        counts = torch._foreach_norm(diff, 1)
-    else:
-        counts = [(t < c).sum().to(t.dtype) for t, c in zip(tensors, thresholds, strict=True)]
-    return [c / max(t.numel(), 1) for c, t in zip(counts, tensors, strict=True)]
+        return list(torch._foreach_norm(diff, 1))
+    return [(t < c).sum().to(t.dtype) for t, c in zip(tensors, thresholds, strict=True)]
+
+
+# Elements a chunk of :func:`pieces` holds at most (16 MiB of float32): what a pass that makes
+# temporaries the size of its inputs adds to the agent's memory at most.
+PIECE_ELEMENTS = 1 << 22
+
+
+def pieces(
+    tensors: list[Tensor], limit: int = PIECE_ELEMENTS
+) -> Iterator[tuple[list[int], list[Tensor]]]:
+    """``tensors`` in chunks of at most ``limit`` elements: per chunk, the index of the tensor
+    each piece comes from and the pieces, flat views (a contiguous tensor larger than ``limit``
+    is cut into several; a non-contiguous one goes whole, in a chunk of its own). Sums over a
+    tensor's pieces give its sums: foreach passes over the chunks allocate temporaries of one
+    chunk at a time, not of the whole model."""
+    owners: list[int] = []
+    chunk: list[Tensor] = []
+    total = 0
+    for index, tensor in enumerate(tensors):
+        if tensor.is_contiguous():
+            flat = tensor.reshape(-1)
+            parts = list(flat.split(limit)) if flat.numel() > limit else [flat]
+        else:
+            parts = [tensor]
+        for part in parts:
+            if chunk and total + part.numel() > limit:
+                yield owners, chunk
+                owners, chunk, total = [], [], 0
+            owners.append(index)
+            chunk.append(part)
+            total += part.numel()
+    if chunk:
+        yield owners, chunk

@@ -43,6 +43,36 @@ def _parse_number(variable: str, text: str, kind: type[int] | type[float]) -> fl
     return value
 
 
+SCRATCH_BYTES_VARIABLE = "TRICKSCOPE_SCRATCH_BYTES"
+DEFAULT_SCRATCH_BYTES = 32 * 2**20
+# On a GPU the scratch buffer takes at most this share of the device's memory.
+SCRATCH_DEVICE_SHARE = 1 / 256
+
+
+def scratch_bytes(device: Any, environ: Mapping[str, str] | None = None) -> int:
+    """Size of ``watch``'s scratch buffer per device (float32 copies of a block of tensors, for
+    histograms and the statistics of tensors that cannot be read in place).
+
+    ``TRICKSCOPE_SCRATCH_BYTES`` where set, else :data:`DEFAULT_SCRATCH_BYTES` (32 MiB), and on
+    a CUDA device at most :data:`SCRATCH_DEVICE_SHARE` of its memory (16 MiB on a 4 GB GPU).
+    Read when ``watch`` lays out a model, not at import.
+    """
+    env = os.environ if environ is None else environ
+    text = env.get(SCRATCH_BYTES_VARIABLE, "")
+    if text:
+        value = int(_parse_number(SCRATCH_BYTES_VARIABLE, text, int))
+        if value <= 0:
+            raise ValueError(f"{SCRATCH_BYTES_VARIABLE}={text!r} must be a positive integer")
+        return value
+    limit = DEFAULT_SCRATCH_BYTES
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        total = torch.cuda.get_device_properties(device).total_memory
+        limit = min(limit, int(total * SCRATCH_DEVICE_SHARE))
+    return limit
+
+
 def _check_url(variable: str, url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

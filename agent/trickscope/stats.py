@@ -20,6 +20,7 @@ counted apart.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,6 +41,7 @@ WEIGHT_STATS = ("weight_norm", "weight_mean", "weight_std")
 UPDATE_STAT = "update_ratio"
 TOTAL_GRAD_NORM = "grad_norm/total"
 AMP_SCALE = "amp/scale"
+AMP_SKIPPED = "amp/skipped_steps"  # steps the GradScaler skipped so far
 GRAD_HIST = "grad_hist"
 WEIGHT_HIST = "weight_hist"
 BINS = 64
@@ -71,42 +73,81 @@ class Scratch:
     :mod:`trickscope.segments`) at a prefix of one storage tensor, with one cached layout per list
     of shapes: gradients (only the parameters that have one), weights and the update share the
     storage in turn, and a due step allocates nothing the size of the model.
+
+    The storage is allocated on first use of ``views`` or ``matrix``, not by :meth:`bind`: where
+    the statistics read the tensors in place (float32 on CPU, the row kernels on CUDA) a group
+    never allocates it, and otherwise it is as large as the largest block a caller binds
+    (``trickscope.watch`` cuts a model into blocks of a bounded size).
     """
 
     def __init__(self, tensors: list[Tensor]) -> None:
         self.device = tensors[0].device
         self._storage = torch.empty(0, dtype=torch.float32, device=self.device)
-        self._layouts: dict[Shapes, tuple[list[Tensor], RowLayout]] = {}
+        # Per list of shapes: the views (once allocated) and the row layout (once needed).
+        self._layouts: dict[Shapes, list[Any]] = {}
         self._zero_padded: RowLayout | None = None  # the layout whose padding is known to be 0
-        self._bound: RowLayout | None = None
+        self._shapes: Shapes = ()
         # Whether the buffer holds what the last load() copied in, in the current layout.
         self.loaded = False
         self.bind(tensors)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the storage allocated so far."""
+        return self._storage.numel() * 4
 
     def bind(self, tensors: list[Tensor], shapes: Shapes | None = None) -> Scratch:
         """Lay the buffer out as ``tensors`` (shapes only; ``shapes``, where the caller knows
         them already, saves a pass over the list); returns ``self``."""
         if shapes is None:
             shapes = shapes_of(tensors)
-        layout = self._layouts.get(shapes)
-        if layout is None:
-            sizes = [t.numel() for t in tensors]
-            rows = RowLayout(sizes, self.device)
-            if rows.elements > self._storage.numel():
-                self._storage = torch.zeros(rows.elements, dtype=torch.float32, device=self.device)
-                self._layouts.clear()
-                self._zero_padded = None
-            flat = self._storage
-            views = [
-                flat[start : start + size].view(shape)
-                for start, size, shape in zip(rows.starts, sizes, shapes, strict=True)
-            ]
-            layout = self._layouts[shapes] = (views, rows)
-        self.views, self.rows = layout
-        if self.rows is not self._bound:
-            self._bound, self.loaded = self.rows, False
-        self.matrix = self._storage[: self.rows.elements].view(-1, ROW)
+        if shapes not in self._layouts:
+            self._layouts[shapes] = [None, None]
+        if shapes != self._shapes:
+            self._shapes, self.loaded = shapes, False
         return self
+
+    @property
+    def rows(self) -> RowLayout:
+        """The bound tensors' row layout (built on first use: the CPU's per-tensor statistics
+        of float32 tensors never need it)."""
+        entry = self._layouts[self._shapes]
+        if entry[1] is None:
+            entry[1] = RowLayout([shape.numel() for shape in self._shapes], self.device)
+        rows: RowLayout = entry[1]
+        return rows
+
+    @property
+    def views(self) -> list[Tensor]:
+        """One view of the buffer per bound tensor, of its shape (allocates on first use)."""
+        views: list[Tensor] | None = self._layouts[self._shapes][0]
+        if views is None or self.rows.elements > self._storage.numel():
+            views = self._allocate()
+        return views
+
+    @property
+    def matrix(self) -> Tensor:
+        """The bound prefix of the buffer as a ``(rows, ROW)`` matrix (allocates on first use)."""
+        if self.rows.elements > self._storage.numel():
+            self._allocate()
+        return self._storage[: self.rows.elements].view(-1, ROW)
+
+    def _allocate(self) -> list[Tensor]:
+        """The bound layout's views, growing the storage to hold it where it is too small."""
+        rows, shapes = self.rows, self._shapes
+        if rows.elements > self._storage.numel():
+            self._storage = torch.empty(0, dtype=torch.float32, device=self.device)  # free first
+            self._storage = torch.zeros(rows.elements, dtype=torch.float32, device=self.device)
+            for entry in self._layouts.values():
+                entry[0] = None
+            self._zero_padded, self.loaded = None, False
+        sizes = [shape.numel() for shape in shapes]
+        views = [
+            self._storage[start : start + size].view(shape)
+            for start, size, shape in zip(rows.starts, sizes, shapes, strict=True)
+        ]
+        self._layouts[shapes][0] = views
+        return views
 
     def load(self, tensors: list[Tensor], fused: bool) -> list[Tensor]:
         """Copy (and upcast) ``tensors`` into the buffer, zeros between them; returns the views."""
@@ -418,7 +459,9 @@ def total_norm(norms: Tensor) -> Tensor:
     return total.reshape(1)
 
 
-HIST_ROWS = 4096  # rows of the buffer per pass (4 Mi elements): bounds the passes' temporaries
+# Rows of the buffer per pass (1 Mi elements): bounds the passes' temporaries (~17 MB: positions,
+# their int64 bins, the per-row counts) whatever the block's size.
+HIST_ROWS = 1024
 
 
 def histograms(

@@ -13,7 +13,9 @@ all-reduce and, under AMP, after ``GradScaler.unscale_``: ``scaler.step(optimize
 before it calls ``optimizer.step()``. An optimizer that unscales inside its own fused step
 receives ``grad_scale`` as an argument; the hooks see it and divide the gradient statistics by
 it. When the scaler skips a step (Inf/NaN gradients) it does not call ``optimizer.step()``, so no
-hook runs and the step is not counted: ``step`` counts optimizer updates that happened.
+hook runs and the step is not counted: ``step`` counts optimizer updates that happened. The
+skipped ones are counted apart, from the scaler's scale (:mod:`trickscope.probes.amp_skips`),
+and reported as ``amp/skipped_steps`` (the running total) beside ``amp/scale``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from trickscope import segments, stats
 from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 from trickscope._modules import unwrap
+from trickscope.config import scratch_bytes as default_scratch_bytes
+from trickscope.probes.amp_skips import SkippedSteps
+from trickscope.update_sample import SAMPLE_ELEMENTS, UpdateSample
 
 Emit = Callable[[int, Sequence[str], Tensor, list[tuple[str, float]]], None]
 EmitHost = Callable[[int, list[tuple[str, float]]], None]
@@ -45,7 +50,8 @@ class _Group:
     n_every: Tensor
     n_with_grad: Tensor | None
     scratch: stats.Scratch
-    before: stats.Scratch | None  # the weights with a gradient, as they were before the step
+    # A sample of the weights with a gradient, as they were before the step (update ratio).
+    before: UpdateSample | None
     # The two lists' buffer layout keys, kept: rebuilding them costs a pass over the parameters.
     every_shapes: stats.Shapes
     grad_shapes: stats.Shapes
@@ -90,6 +96,8 @@ class Watcher:
         emit_host: EmitHost | None = None,
         fused: bool = True,
         update_ratio: bool = True,
+        scratch_bytes: int | None = None,
+        update_sample: int = SAMPLE_ELEMENTS,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -105,6 +113,12 @@ class Watcher:
         self._hist_every = check_int("hist_every", hist_every, 0)
         self._lr_every = check_int("lr_every", lr_every, 0) if emit_host is not None else 0
         self._bins = check_int("bins", bins, 1)
+        self._scratch_bytes = (
+            None if scratch_bytes is None else check_int("scratch_bytes", scratch_bytes, 1)
+        )
+        self._update_sample = check_int("update_sample", update_sample, 1)
+        if scratch_bytes is None:  # a bad TRICKSCOPE_SCRATCH_BYTES is said here, to the caller
+            default_scratch_bytes(None)
         start = check_int("start_step", start_step, 0)
         if scaler is not None and not hasattr(scaler, "_scale"):
             raise TypeError(
@@ -121,6 +135,7 @@ class Watcher:
         self._emit_hist = emit_hist
         self._emit_host = emit_host
         self._scaler = scaler
+        self._skips = SkippedSteps(scaler) if scaler is not None else None
         self._incidents = incidents
         self._fused = fused
         self._update_ratio = bool(update_ratio)
@@ -167,6 +182,11 @@ class Watcher:
     def _post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._next += 1
         step = self.step
+        if self._skips is not None:
+            try:
+                self._skips.after_step()
+            except Exception as exc:
+                self._incidents.error("watch skipped-step count", exc)
         if step != self._due:
             return
         scalars = step == self._due_scalars
@@ -230,7 +250,9 @@ class Watcher:
         keys: list[str] = []
         hist_keys: list[str] = []
         for (device, _), kind in by_kind.items():
-            for members in _blocks(kind, [self._params[i].numel() for i in kind]):
+            limit = self._scratch_bytes or default_scratch_bytes(device)
+            sizes = [self._params[i].numel() for i in kind]
+            for members in _blocks(kind, sizes, max(limit // 4, segments.ROW)):
                 with_grad = [i for i in members if signature[i][2]]
                 params = [self._params[i] for i in members]
                 n_every = stats.numels(params)
@@ -242,7 +264,8 @@ class Watcher:
                     scratch = self._scratches[device] = stats.Scratch(params)
                 before = None
                 if with_grad and self._update_ratio:
-                    before = stats.Scratch([self._params[i] for i in with_grad])
+                    sampled = [self._params[i] for i in with_grad]
+                    before = UpdateSample(sampled, self._update_sample)
                 groups.append(
                     _Group(
                         members,
@@ -272,7 +295,7 @@ class Watcher:
         for group in layout.groups:
             if group.before is not None:
                 params = [self._params[i] for i in group.with_grad]
-                group.before.bind(params, group.grad_shapes).load(params, self._fused)
+                group.before.snapshot(params, self._fused)
         return layout
 
     def _report(self, layout: _Layout, grad_scale: Tensor | None) -> None:
@@ -299,15 +322,7 @@ class Watcher:
             pieces.append(block.reshape(-1))
             if group.before is not None:
                 after = [self._params[i] for i in group.with_grad]
-                ratio = stats.update_ratio(
-                    after,
-                    group.before,
-                    scratch=scratch,
-                    fused=fused,
-                    after_loaded=group.with_grad == group.every,  # weight_stats loaded them
-                    shapes=group.grad_shapes,
-                )
-                pieces.append(ratio)
+                pieces.append(group.before.ratio(after, fused))
         device = layout.device
         pieces = [piece.to(device, non_blocking=True) for piece in pieces]
         if norms:
@@ -322,6 +337,10 @@ class Watcher:
         if isinstance(scale, Tensor):
             pieces.append(scale.detach().reshape(1).to(device, torch.float32, non_blocking=True))
             extra_keys.append(stats.AMP_SCALE)
+        skipped = self._skips.count if self._skips is not None else None
+        if skipped is not None:
+            pieces.append(skipped.reshape(1).to(device, non_blocking=True))
+            extra_keys.append(stats.AMP_SKIPPED)
         for index, param_group in enumerate(self._optimizer.param_groups):
             lr = param_group.get("lr")
             key = f"lr/group{index}"
@@ -360,20 +379,16 @@ class Watcher:
         emit(self.step, layout.hist_keys, bins, values)
 
 
-# A due step goes through a (device, dtype) group in blocks of at most this many buffer elements
-# (512 MiB of float32), so that the scratch buffer stays that small whatever the model's size,
-# or the size of its largest tensor where that is larger.
-BLOCK_ELEMENTS = 1 << 27
-
-
-def _blocks(members: list[int], sizes: list[int]) -> list[list[int]]:
-    """``members`` cut, in order, into runs whose row-aligned sizes add up to at most
-    :data:`BLOCK_ELEMENTS` (a tensor larger than that is a block of its own)."""
+def _blocks(members: list[int], sizes: list[int], limit: int) -> list[list[int]]:
+    """``members`` cut, in order, into runs whose row-aligned sizes add up to at most ``limit``
+    elements (the scratch buffer's size: ``scratch_bytes`` / 4), so that the buffer stays that
+    small whatever the model's size (a tensor larger than that is a block of its own, and the
+    buffer its size where it has to hold it)."""
     blocks: list[list[int]] = [[]]
     total = 0
     for member, size in zip(members, sizes, strict=True):
         padded = segments.padded(size)
-        if blocks[-1] and total + padded > BLOCK_ELEMENTS:
+        if blocks[-1] and total + padded > limit:
             blocks.append([])
             total = 0
         blocks[-1].append(member)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,8 @@ def dead_units(names: Sequence[str], params: Sequence[Tensor]) -> list[tuple[str
         grad = param.grad
         if grad is None or grad.ndim < 2 or grad.shape[0] == 0 or grad.is_sparse:
             continue
-        rows = grad.detach().reshape(grad.shape[0], -1).abs().amax(1)
+        # max |x| per row as a reduction: no temporary the size of the gradient.
+        rows = torch.linalg.vector_norm(grad.detach().reshape(grad.shape[0], -1), math.inf, dim=1)
         out.append((f"grad_dead_units/{name}", (rows == 0).float().mean()))
     return out
 

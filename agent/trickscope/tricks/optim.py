@@ -161,15 +161,26 @@ def eps_dominance(
             inv = (1.0 / (1.0 - beta2**t)).to(v_device, non_blocking=True)
             for k, value in zip(idx, inv.unbind(), strict=True):
                 inv_bias[k] = value
-        v_hat = _foreach.mul(vs, inv_bias)
-        fractions = _foreach.below_fraction(v_hat, thresholds)
-        if among_positive:
-            # below·n counts v̂ < eps² (zeros included); ‖v̂‖₀ counts v̂ > 0 (v̂ is never < 0).
-            positive = _foreach.norm(v_hat, 0, dtype=torch.float32)
-            fractions = [
-                ((f * v.numel() - (v.numel() - nz)) / nz.clamp_min(1)).clamp_min(0)
-                for f, v, nz in zip(fractions, v_hat, positive, strict=True)
-            ]
+        # v̂ is made a bounded chunk at a time (a whole copy would double Adam's state).
+        below: list[torch.Tensor | float] = [0.0] * len(vs)
+        positive: list[torch.Tensor | float] = [0.0] * len(vs)
+        for owners, parts in _foreach.pieces(vs):
+            v_hat = _foreach.mul(parts, [inv_bias[k] for k in owners])
+            counts = _foreach.count_below(v_hat, [thresholds[k] for k in owners])
+            nonzero = _foreach.norm(v_hat, 0, dtype=torch.float32) if among_positive else counts
+            for k, count, nz in zip(owners, counts, nonzero, strict=True):
+                below[k] = below[k] + count
+                positive[k] = positive[k] + nz
+        fractions = []
+        for v, count, nz in zip(vs, below, positive, strict=True):
+            n = max(v.numel(), 1)
+            if among_positive:
+                # count is of v̂ < eps² (zeros included); ‖v̂‖₀ counts v̂ > 0 (v̂ is never < 0).
+                nz = torch.as_tensor(nz, dtype=torch.float32, device=v.device)
+                fraction = ((count - (v.numel() - nz)) / nz.clamp_min(1)).clamp_min(0)
+            else:
+                fraction = torch.as_tensor(count, dtype=torch.float32, device=v.device) / n
+            fractions.append(fraction)
     return dict(zip(keys, fractions, strict=True))
 
 

@@ -249,8 +249,7 @@ def test_blocks_of_a_large_model_report_what_one_block_reports(
 
     monkeypatch.setattr(_foreach, "_segmented", lambda device: segmented)
     reports: dict[int, dict[str, float]] = {}
-    for block in (watch.BLOCK_ELEMENTS, 2048):
-        monkeypatch.setattr(watch, "BLOCK_ELEMENTS", block)
+    for block in (1 << 27, 2048):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(8, 300), nn.ReLU(), nn.Linear(300, 3))
         model[0].bias.requires_grad_(False)  # a parameter without a gradient
@@ -271,7 +270,7 @@ def test_blocks_of_a_large_model_report_what_one_block_reports(
 
         watcher = watch.Watcher(
             model, optimizer, every=1, start_step=0, emit=stats_out, incidents=Incidents(),
-            hist_every=1, emit_hist=hist_out,
+            hist_every=1, emit_hist=hist_out, scratch_bytes=4 * block,
         )  # fmt: skip
         for _ in range(2):
             optimizer.zero_grad()
