@@ -64,3 +64,11 @@ def test_disabled_run_still_checks_setup_arguments(monkeypatch: pytest.MonkeyPat
     run = trickscope.init(project="p")
     with pytest.raises(TypeError, match="torch.nn.Module"):
         run.watch("not a model", None)  # type: ignore[arg-type]
+
+
+def test_compress_is_automatic_unless_set() -> None:
+    assert AgentConfig.from_env({}).compress is None
+    assert AgentConfig.from_env({"TRICKSCOPE_COMPRESS": "1"}).compress is True
+    assert AgentConfig.from_env({"TRICKSCOPE_COMPRESS": "no"}, compress=True).compress is True
+    with pytest.raises(TypeError, match="compress='yes'"):
+        AgentConfig(compress="yes")  # type: ignore[arg-type]
