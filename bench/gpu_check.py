@@ -1,28 +1,35 @@
-"""GPU check: zero host syncs from the agent, and its overhead against plain training.
+"""GPU check: the agent's overhead, host syncs and memory against plain training, one table.
 
-    python bench/gpu_check.py                               # CUDA: ResNet-50 and ViT-B/16
-    python bench/gpu_check.py --device cpu --steps 3 --rounds 1 --small   # smoke test, any machine
+    bash bench/gpu_check.sh                 # this, then pytest tests/gpu (≈ 5 min on one H100)
+    python bench/gpu_check.py               # CUDA: ResNet-50, ViT-B/16, a 1.1B bf16 transformer
+    python bench/gpu_check.py --dry-run     # tiny models on the CPU: checks the script, any machine
 
-Per model: warm-up, then ``--steps`` steps with every statistic and every histogram due at every
-step under ``torch.cuda.set_sync_debug_mode("error")`` (any host sync on the training thread
-raises), then plain training, the default cadence and every scalar statistic at every step (with
-the fused row kernels of ``trickscope.row_kernels``, then with torch ops alone), timed step by
-step in alternating blocks, medians compared. Exits non-zero when a sync was caught, the agent
-recorded an error, or the row kernels failed on CUDA where Triton is installed (the overhead
-target, ≤ 1 % on a GPU, is printed, not enforced: it is a benchmark).
+Models are built from configs (torchvision ``weights=None``, a ``transformers`` Llama config of
+TinyLlama's shape in bf16): nothing is downloaded. Per model: warm-up, then ``--steps`` steps
+with every statistic and every histogram due at every step under
+``torch.cuda.set_sync_debug_mode("warn")``, the synchronising calls counted (less those of as
+many plain steps: what the agent adds), and the peak CUDA memory those steps add over plain
+ones, against the target of 1 % of the parameters' bytes + 64 MiB. Then plain training, the
+default cadence and every scalar at every step, each with the fused row kernels of
+``trickscope.row_kernels`` and with torch ops alone, timed step by step in alternating blocks,
+medians compared. Where the machine has two GPUs, a two-rank FSDP2 job (``fully_shard``, NCCL)
+adds a row. Exits non-zero when the agent synced the host, recorded an error, went over the
+memory target, or the row kernels failed on CUDA where Triton is installed (the overhead
+targets, ≤ 1 % at the default cadence and ≤ 5 % at every step on a GPU, are printed, not
+enforced: it is a benchmark).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,33 +38,80 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+MODELS = ("resnet50", "vit_b_16", "llama_1b")
+MIB = 2**20
+BUDGET_SHARE, BUDGET_FIXED = 0.01, 64 * MIB  # the agent's memory target
 
-def build(name: str, small: bool) -> tuple[nn.Module, tuple[int, ...]]:
-    """The model and its input shape (batch, channels, height, width)."""
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+Built = tuple[nn.Module, Callable[[nn.Module, Batch], torch.Tensor], Callable[[], Batch]]
+
+
+def build(name: str, small: bool, device: torch.device) -> Built:
+    """The model on ``device``, its loss, and a function making one batch there."""
+    if name == "llama_1b":
+        return _llama(small, device)
     if small:
         from models import ResNet18, ViT
 
-        if name == "resnet50":
-            return ResNet18(width=8), (4, 3, 32, 32)
-        return ViT(image=32, patch=8, dim=32, depth=2, heads=2), (4, 3, 32, 32)
-    from torchvision.models import resnet50, vit_b_16
+        model: nn.Module = (
+            ResNet18(width=8) if name == "resnet50"
+            else ViT(image=32, patch=8, dim=32, depth=2, heads=2)
+        )  # fmt: skip
+        shape = (4, 3, 32, 32)
+    else:
+        from torchvision.models import resnet50, vit_b_16
 
-    if name == "resnet50":
-        return resnet50(weights=None), (64, 3, 224, 224)
-    return vit_b_16(weights=None), (64, 3, 224, 224)
+        model = resnet50(weights=None) if name == "resnet50" else vit_b_16(weights=None)
+        shape = (64, 3, 224, 224)
+
+    def batch() -> Batch:
+        return torch.randn(shape, device=device), torch.randint(0, 10, (shape[0],), device=device)
+
+    def loss(model: nn.Module, data: Batch) -> torch.Tensor:
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            return nn.functional.cross_entropy(model(data[0]), data[1])
+
+    return model.to(device), loss, batch
 
 
-@contextlib.contextmanager
-def sync_mode(device: torch.device, mode: str) -> Iterator[None]:
-    if device.type != "cuda":
-        yield
-        return
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode(mode)
+def _llama(small: bool, device: torch.device) -> Built:
+    """A Llama of TinyLlama's shape (1.1B parameters), built in bf16 on ``device``, or a tiny
+    one."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if small:
+        config = LlamaConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=256,
+        )  # fmt: skip
+        shape = (2, 16)
+    else:
+        config = LlamaConfig(
+            hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+            num_attention_heads=32, num_key_value_heads=4, vocab_size=32000,
+        )  # fmt: skip
+        shape = (4, 512)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # built in bf16 where it lives: no fp32 copy
     try:
-        yield
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
     finally:
-        torch.cuda.set_sync_debug_mode(previous)
+        torch.set_default_dtype(default)
+    vocab = config.vocab_size
+
+    def batch() -> Batch:
+        tokens = torch.randint(0, vocab, shape, device=device)
+        return tokens, tokens
+
+    def loss(model: nn.Module, data: Batch) -> torch.Tensor:
+        out: torch.Tensor = model(input_ids=data[0], labels=data[1]).loss
+        return out
+
+    return model, loss, batch
 
 
 def timed(step: Callable[[], None], steps: int, device: torch.device) -> list[float]:
@@ -110,26 +164,61 @@ def allocated(device: torch.device) -> int:
     return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
 
 
+def peak_during(device: torch.device, work: Callable[[], None]) -> int:
+    """The peak CUDA memory ``work`` reaches above what was allocated before it (0 on CPU)."""
+    if device.type != "cuda":
+        work()
+        return 0
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    work()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def syncs_during(device: torch.device, work: Callable[[], None]) -> int:
+    """Host syncs ``work`` makes on CUDA, counted by ``set_sync_debug_mode("warn")``."""
+    if device.type != "cuda":
+        work()
+        return 0
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            work()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    return sum("synchronizing" in str(w.message) for w in caught)
+
+
 def check(name: str, args: argparse.Namespace, journal: str) -> dict[str, Any]:
     import trickscope
     from trickscope import row_kernels
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model, shape = build(name, args.small)
-    model = model.to(device)
+    model, loss_of, batch = build(name, args.small, device)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(shape, device=device)
-    y = torch.randint(0, 10, (shape[0],), device=device)
-    use_bf16 = device.type == "cuda"
+    data = batch()
+    steps = args.steps if name != "llama_1b" else max(args.steps // 4, 2)
+    run = trickscope.init(project="gpu-check", offline=True, journal_dir=journal, quiet=True)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = nn.functional.cross_entropy(model(x), y)
+        loss = loss_of(model, data)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         run.log({"loss/train": loss.detach()})
+
+    def several(count: int) -> Callable[[], None]:
+        def work() -> None:
+            for _ in range(count):
+                step()
+
+        return work
 
     def watch(**cadence: int) -> None:
         """(Re)attach with ``cadence`` and take one untimed step, which builds the buffers."""
@@ -138,52 +227,68 @@ def check(name: str, args: argparse.Namespace, journal: str) -> dict[str, Any]:
         step()
 
     def unwatch() -> None:
-        if run._watcher is not None:
-            run._watcher.close()
-            run._watcher = None
+        run._close_hooks()  # the statistics' and the diagnosis' hooks
 
-    run = trickscope.init(project="gpu-check", offline=True, journal_dir=journal)
     for _ in range(args.warmup):
         step()
-    # 1. Every statistic and every histogram at every step: no host sync may happen.
+    # 1. Plain steps, then every statistic and histogram at every step: the syncs and the peak
+    # memory the agent adds, and what it keeps between steps.
+    plain_syncs = syncs_during(device, several(steps))
+    plain_peak = peak_during(device, several(steps))
     before = allocated(device)
     watch(every=1, hist_every=1)
-    agent_bytes = allocated(device) - before  # scratch and result buffers the agent keeps
-    with sync_mode(device, "error"):
-        for _ in range(args.steps):
-            step()
+    kept = allocated(device) - before  # buffers the agent keeps between due steps
+    watched_syncs = syncs_during(device, several(steps))
+    watched_peak = peak_during(device, several(steps))
     errors = run.incidents.errors
-    # The fused row kernels ran through part 1 (on CUDA, where Triton is) unless one failed.
     kernels = row_kernels.usable(device)
-    # 2. Overhead: plain, default cadence and every scalar at every step (with the fused row
-    # kernels, then with torch ops alone), in alternating blocks so that clock and thermal drift
-    # hit all alike; medians over all their steps.
-    times: dict[str, list[float]] = {"plain": [], "default": [], "every1": [], "every1_ops": []}
-    block = max(args.steps // args.rounds, 1)
+    # 2. Overhead, in alternating blocks so that clock and thermal drift hit all alike.
+    variants = {
+        "default": {},
+        "every1": {"every": 1, "hist_every": 0},
+    }
+    times: dict[str, list[float]] = {"plain": []}
+    block = max(steps // args.rounds, 1)
     for _ in range(args.rounds):
         unwatch()
         times["plain"] += timed(step, block, device)
-        watch()  # the defaults: scalars every 10 steps, histograms every 100
-        times["default"] += timed(step, block, device)
-        watch(every=1, hist_every=0)
-        times["every1"] += timed(step, block, device)
-        with row_kernels.use_kernels(False):
-            times["every1_ops"] += timed(step, block, device)
+        for label, cadence in variants.items():
+            watch(**cadence)
+            times.setdefault(label, []).extend(timed(step, block, device))
+            with row_kernels.use_kernels(False):
+                times.setdefault(f"{label}_ops", []).extend(timed(step, block, device))
     if args.profile:
         profile(step, device)
     run.finish(timeout=10.0)
     base = statistics.median(times["plain"])
-    return {
+    result: dict[str, Any] = {
         "plain_ms": 1000 * base,
-        "default_pct": 100 * (statistics.median(times["default"]) / base - 1),
-        "every1_ms": 1000 * statistics.median(times["every1"]),
-        "every1_pct": 100 * (statistics.median(times["every1"]) / base - 1),
-        "every1_ops_pct": 100 * (statistics.median(times["every1_ops"]) / base - 1),
         "kernels": kernels,
-        "agent_mib": agent_bytes / 2**20,
+        "param_mib": params / MIB,
+        "kept_mib": kept / MIB,
+        "peak_mib": max(watched_peak - plain_peak, 0) / MIB,
+        "budget_mib": (BUDGET_SHARE * params + BUDGET_FIXED) / MIB,
+        "syncs": watched_syncs - plain_syncs,
         "agent_errors": errors + run.incidents.errors,
         "incidents": dict(run.incidents.by_kind),
     }
+    for label in times:
+        result[f"{label}_pct"] = 100 * (statistics.median(times[label]) / base - 1)
+    return result
+
+
+def fsdp_row(args: argparse.Namespace) -> str:
+    """A two-rank FSDP2 job on the first two GPUs (``bench/_gpu_fsdp.py``): its table row."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent / "_gpu_fsdp.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               str(script), "--steps", str(args.steps)]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| fsdp2")]
+    if out.returncode != 0 or not rows:
+        return f"| fsdp2 x2 | FAILED (exit {out.returncode}): {out.stderr.strip()[-300:]} |"
+    return rows[-1]
 
 
 def main() -> int:
@@ -195,42 +300,62 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing blocks")
     parser.add_argument("--profile", action="store_true", help="profile 5 watched steps per model")
     parser.add_argument("--small", action="store_true", help="tiny models (smoke test)")
-    parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="tiny models on the CPU, 2 steps: checks the script anywhere",
+    )  # fmt: skip
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     args = parser.parse_args()
+    if args.dry_run:
+        args.device, args.small, args.steps, args.rounds, args.warmup = "cpu", True, 2, 1, 1
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device: run with --device cpu --steps 3 --small for a smoke test")
+        print("no CUDA device: run with --dry-run for a smoke test")
         return 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     triton_installed = importlib.util.find_spec("triton") is not None
     print(f"machine: {platform.platform()}, {name or 'cpu'}, torch {torch.__version__}")
     print(
-        "| model | plain step (ms) | default cadence | every=1 (ms) | every=1 | "
-        "every=1, torch ops only | row kernels | agent GPU memory | host syncs |"
+        "| model | params (MiB) | plain step (ms) | default | default, torch ops | every=1 | "
+        "every=1, torch ops | row kernels | host syncs | memory kept | peak memory added | "
+        "target | errors |"
     )
-    print("|---|---:|---:|---:|---:|---:|---|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|")
     failed = False
     with tempfile.TemporaryDirectory() as journal:
         for model in args.models:
-            try:
-                result = check(model, args, journal)
-            except RuntimeError as exc:  # set_sync_debug_mode("error") raises on a sync
-                print(f"| {model} | | | | | | | | FAILED: {exc} |")
-                failed = True
-                continue
+            started = time.perf_counter()
+            result = check(model, args, journal)
             errors = result["agent_errors"]
-            syncs = "none" if errors == 0 else f"agent errors: {result['incidents']}"
-            failed |= errors != 0
+            notes = "none" if errors == 0 else f"{result['incidents']}"
+            over = result["peak_mib"] > result["budget_mib"] or (
+                result["kept_mib"] > result["budget_mib"]
+            )
+            failed |= errors != 0 or result["syncs"] != 0 or over
             if device.type == "cuda" and triton_installed and not result["kernels"]:
-                syncs += "; the row kernels failed (see the warning above)"
+                notes += "; the row kernels failed (see the warning above)"
                 failed = True
             print(
-                f"| {model} | {result['plain_ms']:.1f} | {result['default_pct']:+.1f} % | "
-                f"{result['every1_ms']:.1f} | {result['every1_pct']:+.1f} % | "
-                f"{result['every1_ops_pct']:+.1f} % | {'on' if result['kernels'] else 'off'} | "
-                f"{result['agent_mib']:.0f} MiB | {syncs} |"
+                f"| {model} | {result['param_mib']:.0f} | {result['plain_ms']:.1f} | "
+                f"{result['default_pct']:+.1f} % | {result['default_ops_pct']:+.1f} % | "
+                f"{result['every1_pct']:+.1f} % | {result['every1_ops_pct']:+.1f} % | "
+                f"{'on' if result['kernels'] else 'off'} | {result['syncs']} | "
+                f"{result['kept_mib']:.0f} MiB | {result['peak_mib']:.0f} MiB | "
+                f"≤ {result['budget_mib']:.0f} MiB{' OVER' if over else ''} | {notes} |",
+                flush=True,
             )
-    print("target: overhead ≤ 1 % on a GPU; zero host syncs from the agent")
+            print(f"({model}: {time.perf_counter() - started:.0f} s)", file=sys.stderr)
+            torch.cuda.empty_cache() if device.type == "cuda" else None
+    if device.type == "cuda" and torch.cuda.device_count() >= 2 and not args.dry_run:
+        row = fsdp_row(args)
+        failed |= "FAILED" in row
+        print(row)
+    else:
+        print("| fsdp2 x2 | not run: needs two GPUs |")
+    print(
+        "targets on a GPU: overhead ≤ 1 % at the default cadence, ≤ 5 % at every step; zero "
+        "host syncs; memory ≤ 1 % of the parameters + 64 MiB"
+    )
     return 1 if failed else 0
 
 

@@ -15,17 +15,24 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.timeout(600)
-def test_gpu_check_smoke_mode_runs_on_cpu() -> None:
+def test_gpu_check_dry_run_builds_every_model_and_prints_one_table_on_cpu() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--steps", "3",
-         "--rounds", "1", "--small"],
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    assert any(line.startswith("| resnet50 |") and "none" in line for line in lines), lines
-    assert any(line.startswith("| vit_b_16 |") and "none" in line for line in lines), lines
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
+    header, by_model = rows[0], {cells[0].strip(): cells for cells in rows[1:]}
+    assert set(by_model) == {"model", "resnet50", "vit_b_16", "llama_1b", "fsdp2 x2"} - {"model"}
+    column = {name.strip(): index for index, name in enumerate(header)}
+    for model in ("resnet50", "vit_b_16", "llama_1b"):
+        cells = [cell.strip() for cell in by_model[model]]
+        assert cells[column["errors"]] == "none", cells
+        assert cells[column["host syncs"]] == "0", cells
+        assert "OVER" not in cells[column["target"]], cells
+    assert "needs two GPUs" in by_model["fsdp2 x2"][1]
+    assert (ROOT / "bench" / "gpu_check.sh").stat().st_mode & 0o111  # the one command
 
 
 def test_host_ops_bench_counts_the_launches_of_a_due_step() -> None:
