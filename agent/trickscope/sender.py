@@ -40,7 +40,7 @@ from trickscope.batches import HistogramBuffer, StatRows, encode_points, packed_
 from trickscope.config import AgentConfig
 from trickscope.journal import POISON_STATUSES, Journal, Request, dead_letter_path
 from trickscope.logged import LoggedBatcher
-from trickscope.scalars import Layout, RowBlock, ScalarBuffer, read_overflow
+from trickscope.scalars import POINT_BYTES, Layout, RowBlock, ScalarBuffer, read_overflow
 from trickscope.transfer import Parcel
 from trickscope.transport import Connection, Rejected, Unavailable, backoff
 from trickscope_wire import (
@@ -134,11 +134,14 @@ class Sender:
         stem = run_id if rank == 0 else f"{run_id}.rank{rank}"
         self.journal = Journal(config.journal_dir / f"{stem}.jsonl")
         self.dead = Journal(dead_letter_path(self.journal.path))
+        # Woken at half the logged points' memory at most, so that a tight loop is sent, not
+        # spilled, while the sender keeps up.
+        self._log_wake = max(1, min(LOG_WAKE_POINTS, config.log_buffer_bytes // POINT_BYTES // 2))
         self.scalars = ScalarBuffer(
             max_bytes=config.log_buffer_bytes,
             overflow_dir=config.journal_dir,
             stem=stem,
-            flush_points=LOG_WAKE_POINTS,
+            flush_points=self._log_wake,
             on_full=self._wake.set,
         )
         self._clean_names: dict[str, str] = {}
@@ -245,7 +248,7 @@ class Sender:
                     self._flush()
                     next_bulk = now + config.stats_flush_secs
                     next_flush = now + config.flush_secs
-                elif now >= next_flush or self.scalars.count >= LOG_WAKE_POINTS:
+                elif now >= next_flush or self.scalars.count >= self._log_wake:
                     self._flush(bulk=False)
                     next_flush = now + config.flush_secs
                 self._deliver()
