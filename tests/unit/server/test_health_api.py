@@ -154,3 +154,32 @@ def test_health_reads_stored_series_and_lists_its_checks(
 
 def test_the_health_of_an_unknown_run_is_a_404_problem(client: Any) -> None:
     _is_problem(client.get("/api/v1/runs/nope/health"), 404)
+
+
+def test_every_check_judges_the_stored_run_and_reads_its_last_values(
+    client: Any, make_run: Any, post_batch: Any
+) -> None:
+    make_run("ema")
+    layers = ["stem.weight", "head.weight"]
+    assert _put(client, "/api/v1/runs/ema/layers", LayersDeclare(layers=layers)).status_code == 200
+    steps = list(range(100))
+    post_batch("ema", "b1", {
+        "grad_norm/stem.weight": (steps, [0.1] * 100),
+        "grad_norm/head.weight": (steps, [0.2] * 100),
+        "loss/train": (steps, [2.0 - i / 100 for i in steps]),
+        "eval/acc_raw": ([50, 99], [0.9, 0.95]),
+        "eval/acc_ema": ([50, 99], [0.9, 0.7]),  # the EMA ends worse than the raw model
+        "eval/loss_ema": ([50, 99], [1.0, math.nan]),  # a NaN last value is no comparison
+        "eval/loss_raw": ([50, 99], [1.0, 0.5]),
+    })  # fmt: skip
+    assert client.post("/api/v1/runs/ema/finish", json={"status": "finished"}).status_code == 200
+    body = client.get("/api/v1/runs/ema/health").json()
+    failed = [c["id"] for c in body["checks"] if c["reason"] == "the check failed"]
+    assert failed == []
+    assert {c["id"] for c in body["checks"] if c["status"] == "ran"} >= {
+        "nonfinite", "exploding-gradient", "vanishing-gradient", "loss", "ema"
+    }  # fmt: skip
+    worse = [f for f in body["findings"] if f["check"] == "ema-worse"]
+    assert [(f["evidence"]["ema_series"], f["evidence"]["ema"]) for f in worse] == [
+        ("eval/acc_ema", 0.7)
+    ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.unit.server.health_view import Run, check, healthy_run, skipped
+from tests.unit.server.health_view import Run, adam_setup, check, healthy_run, skipped
 from trickscope_server.services.health import RULES, Finding, NotApplicable, Rule, diagnose
 from trickscope_server.services.health.model import SEVERITIES
 
@@ -146,3 +146,19 @@ def test_a_rule_that_fails_or_cannot_judge_counts_no_findings_and_hides_none() -
         ("nonfinite", "ran", None, 1),
     ]
     assert [f.check for f in diagnosis.findings] == ["nonfinite-loss"]
+
+
+def test_decay_on_norm_gains_is_a_warning_unless_it_is_a_small_coupled_sgd_l2() -> None:
+    norm = [("n.weight", "norm")]
+    adam_l2 = adam_setup(norm, weight_decay=0.1, decoupled=False, cls="Adam")
+    small_decoupled_sgd = adam_setup(norm, weight_decay=1e-4, cls="SGDW", family="sgd")
+    for setup in (adam_l2, small_decoupled_sgd):
+        (found,) = check(Run(setup=setup), "decay-on-norm-bias")
+        assert found.severity == "warning", setup["optimizer"]["class"]
+
+
+def test_update_ratios_on_the_band_edges_are_inside_it() -> None:
+    for median in (1e-5, 1e-1):
+        run = healthy_run()
+        run.values("update_ratio/head.weight")[:] = median
+        assert check(run, "update-ratio") == [], median
