@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.profiler import record_function
 
-from trickscope import segments, stats
+from trickscope import row_kernels, segments, stats
 from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 from trickscope._modules import unwrap
@@ -55,6 +55,8 @@ class _Group:
     # The two lists' buffer layout keys, kept: rebuilding them costs a pass over the parameters.
     every_shapes: stats.Shapes
     grad_shapes: stats.Shapes
+    # The histograms' blocks: (parameters with a gradient, all) of at most the scratch size.
+    hist_parts: list[tuple[list[int], list[int]]]
 
 
 @dataclass
@@ -250,10 +252,21 @@ class Watcher:
         keys: list[str] = []
         hist_keys: list[str] = []
         for (device, _), kind in by_kind.items():
-            limit = self._scratch_bytes or default_scratch_bytes(device)
-            sizes = [self._params[i].numel() for i in kind]
-            for members in _blocks(kind, sizes, max(limit // 4, segments.ROW)):
+            limit = max((self._scratch_bytes or default_scratch_bytes(device)) // 4, segments.ROW)
+            size = {i: self._params[i].numel() for i in kind}
+            # Where the row kernels read the tensors in place (CUDA) the scalar statistics need
+            # no scratch: they take large blocks, each a few launches. The histograms, which
+            # load their tensors, go through blocks of the scratch's size.
+            in_place = row_kernels.usable(device) and row_kernels.readable(
+                [self._params[i] for i in kind]
+            )
+            scalar_limit = IN_PLACE_BLOCK_ELEMENTS if in_place else limit
+            for members in _blocks(kind, [size[i] for i in kind], scalar_limit):
                 with_grad = [i for i in members if signature[i][2]]
+                hist_parts = [
+                    ([i for i in part if signature[i][2]], part)
+                    for part in _blocks(members, [size[i] for i in members], limit)
+                ]
                 params = [self._params[i] for i in members]
                 n_every = stats.numels(params)
                 n_grad = stats.numels([self._params[i] for i in with_grad]) if with_grad else None
@@ -276,10 +289,12 @@ class Watcher:
                         before,
                         stats.shapes_of(params),
                         stats.shapes_of([self._params[i] for i in with_grad]),
+                        hist_parts,
                     )
                 )
-                hist_keys.extend(f"{stats.GRAD_HIST}/{self.names[i]}" for i in with_grad)
-                hist_keys.extend(f"{stats.WEIGHT_HIST}/{self.names[i]}" for i in members)
+                for part_grads, part in hist_parts:
+                    hist_keys.extend(f"{stats.GRAD_HIST}/{self.names[i]}" for i in part_grads)
+                    hist_keys.extend(f"{stats.WEIGHT_HIST}/{self.names[i]}" for i in part)
                 for stat in stats.GRAD_STATS:
                     keys.extend(f"{stat}/{self.names[i]}" for i in with_grad)
                 for stat in stats.WEIGHT_STATS:
@@ -360,23 +375,27 @@ class Watcher:
         bins = self._bins
         pieces: list[Tensor] = []
         for group in layout.groups:
-            if group.with_grad:
-                grads: list[Tensor] = [self._params[i].grad for i in group.with_grad]  # type: ignore[misc]
-                block = stats.histograms(
-                    grads, bins, scratch=group.scratch, fused=self._fused, shapes=group.grad_shapes
+            for part_grads, part in group.hist_parts:
+                if part_grads:
+                    grads: list[Tensor] = [self._params[i].grad for i in part_grads]  # type: ignore[misc]
+                    block = stats.histograms(grads, bins, scratch=group.scratch, fused=self._fused)
+                    if isinstance(grad_scale, Tensor):
+                        edges = block[:, :2] / grad_scale.to(block.device, torch.float64)
+                        block = torch.cat([edges, block[:, 2:]], dim=1)
+                    pieces.append(block.reshape(-1))
+                weights = [self._params[i] for i in part]
+                weight_hist = stats.histograms(
+                    weights, bins, scratch=group.scratch, fused=self._fused
                 )
-                if isinstance(grad_scale, Tensor):
-                    edges = block[:, :2] / grad_scale.to(block.device, torch.float64)
-                    block = torch.cat([edges, block[:, 2:]], dim=1)
-                pieces.append(block.reshape(-1))
-            weights = [self._params[i] for i in group.every]
-            weight_hist = stats.histograms(
-                weights, bins, scratch=group.scratch, fused=self._fused, shapes=group.every_shapes
-            )
-            pieces.append(weight_hist.reshape(-1))
+                pieces.append(weight_hist.reshape(-1))
         device = layout.device
         values = torch.cat([piece.to(device, non_blocking=True) for piece in pieces])
         emit(self.step, layout.hist_keys, bins, values)
+
+
+# Elements of a block of the scalar statistics where the row kernels read the tensors in place
+# (512 MiB of float32): should they fail and the torch ops take over, a block is loaded whole.
+IN_PLACE_BLOCK_ELEMENTS = 1 << 27
 
 
 def _blocks(members: list[int], sizes: list[int], limit: int) -> list[list[int]]:
