@@ -1,6 +1,7 @@
 """Training-loop overhead of per-layer statistics: trickscope against its peers, side by side.
 
     python bench/agent_overhead.py [--models resnet18 vit_tiny] [--rounds 3] [--steps 20]
+    python bench/agent_overhead.py --compile ...    # the same with a torch.compile'd model
 
 Every variant runs in a fresh process. A round runs plain training between every two variants
 (plain, A, plain, B, ..., plain; the variants' order rotates each round), and a variant's
@@ -61,6 +62,8 @@ def worker(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = build(args.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    if args.compile:  # compiled in the warm-up; every variant watches the compiled module
+        model = torch.compile(model)
     x = torch.randn(args.batch, 3, 64, 64)
     y = torch.randint(0, 10, (args.batch,))
     after_step = _attach(args, model, optimizer)
@@ -191,6 +194,7 @@ def driver(args: argparse.Namespace) -> None:
                 "--warmup", str(args.warmup), "--warmup-secs", str(args.warmup_secs),
                 "--batch", str(args.batch), "--server-pid", str(server.pid),
                 "--threads", str(args.threads), "--url", url, "--scratch", scratch,
+                *(["--compile"] if args.compile else []),
             ]  # fmt: skip
             out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -282,6 +286,9 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--compile", action="store_true", help="train a torch.compile'd model (inductor)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
