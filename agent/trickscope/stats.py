@@ -532,3 +532,39 @@ def histograms(
             [lo.double()[:, None], hi.double()[:, None], nonfinite[:, None], counts[:, :bins]],
             dim=1,
         )
+
+
+def streamed_histogram(tensor: Tensor, bins: int = BINS, chunk: int = HIST_ROWS * ROW) -> Tensor:
+    """The histogram of one tensor, as a row of :func:`histograms`, read ``chunk`` elements at
+    a time: for a tensor larger than the scratch buffer, whose temporaries then stay of the
+    chunk's size (float32 copies of a chunk, its bins) instead of the tensor's.
+
+    The same two passes and the same arithmetic as :func:`histograms`, over flat views of the
+    tensor (a non-contiguous one is flattened into a copy first).
+    """
+    with torch.no_grad():
+        flat = tensor.detach().reshape(-1)
+        device, inf = flat.device, math.inf
+        lo = torch.full((), inf, device=device)
+        hi = torch.full((), -inf, device=device)
+        parts = flat.split(chunk) if flat.numel() else []
+        for part in parts:
+            values = part.to(torch.float32)
+            lo = torch.minimum(lo, torch.nan_to_num(values, nan=inf, neginf=inf).amin())
+            hi = torch.maximum(hi, torch.nan_to_num(values, nan=-inf, posinf=-inf).amax())
+        empty = lo > hi
+        lo = torch.where(empty, 0.0, lo)
+        hi = torch.where(empty, 0.0, hi)
+        same = lo == hi
+        lo = torch.where(same, lo - 1.0, lo)
+        hi = torch.where(same, hi + 1.0, hi)
+        width = hi - lo
+        counts = torch.zeros(bins + 1, dtype=torch.float64, device=device)
+        for part in parts:
+            position = (part.to(torch.float32) - lo) * bins / width
+            position.nan_to_num_(nan=-1.0, posinf=-1.0, neginf=-1.0).clamp_(max=bins - 1)
+            index = position.to(torch.int64).remainder_(bins + 1)
+            ones = torch.ones(1, dtype=torch.float64, device=device).expand(index.shape)
+            counts.scatter_add_(0, index, ones)
+        head = torch.stack([lo.double(), hi.double(), counts[bins]])
+        return torch.cat([head, counts[:bins]])[None, :]

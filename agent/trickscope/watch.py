@@ -57,6 +57,7 @@ class _Group:
     grad_shapes: stats.Shapes
     # The histograms' blocks: (parameters with a gradient, all) of at most the scratch size.
     hist_parts: list[tuple[list[int], list[int]]]
+    hist_limit: int  # elements: a tensor larger than this is histogrammed streamed
 
 
 @dataclass
@@ -290,6 +291,7 @@ class Watcher:
                         stats.shapes_of(params),
                         stats.shapes_of([self._params[i] for i in with_grad]),
                         hist_parts,
+                        limit,
                     )
                 )
                 for part_grads, part in hist_parts:
@@ -378,19 +380,23 @@ class Watcher:
             for part_grads, part in group.hist_parts:
                 if part_grads:
                     grads: list[Tensor] = [self._params[i].grad for i in part_grads]  # type: ignore[misc]
-                    block = stats.histograms(grads, bins, scratch=group.scratch, fused=self._fused)
+                    block = self._histograms(grads, group)
                     if isinstance(grad_scale, Tensor):
                         edges = block[:, :2] / grad_scale.to(block.device, torch.float64)
                         block = torch.cat([edges, block[:, 2:]], dim=1)
                     pieces.append(block.reshape(-1))
                 weights = [self._params[i] for i in part]
-                weight_hist = stats.histograms(
-                    weights, bins, scratch=group.scratch, fused=self._fused
-                )
-                pieces.append(weight_hist.reshape(-1))
+                pieces.append(self._histograms(weights, group).reshape(-1))
         device = layout.device
         values = torch.cat([piece.to(device, non_blocking=True) for piece in pieces])
         emit(self.step, layout.hist_keys, bins, values)
+
+    def _histograms(self, tensors: list[Tensor], group: _Group) -> Tensor:
+        """Histograms of one block through the scratch buffer, or of one tensor larger than
+        the buffer read a chunk at a time."""
+        if len(tensors) == 1 and tensors[0].numel() > group.hist_limit:
+            return stats.streamed_histogram(tensors[0], self._bins)
+        return stats.histograms(tensors, self._bins, scratch=group.scratch, fused=self._fused)
 
 
 # Elements of a block of the scalar statistics where the row kernels read the tensors in place
@@ -401,8 +407,9 @@ IN_PLACE_BLOCK_ELEMENTS = 1 << 27
 def _blocks(members: list[int], sizes: list[int], limit: int) -> list[list[int]]:
     """``members`` cut, in order, into runs whose row-aligned sizes add up to at most ``limit``
     elements (the scratch buffer's size: ``scratch_bytes`` / 4), so that the buffer stays that
-    small whatever the model's size (a tensor larger than that is a block of its own, and the
-    buffer its size where it has to hold it)."""
+    small whatever the model's size (a tensor larger than that is a block of its own: its
+    histograms are streamed, but its scalar statistics load it whole where they cannot read it
+    in place: half precision on CPU, the torch-ops fallback on CUDA)."""
     blocks: list[list[int]] = [[]]
     total = 0
     for member, size in zip(members, sizes, strict=True):

@@ -321,3 +321,22 @@ def test_update_ratio_reloads_a_buffer_that_does_not_hold_the_weights(
     ]
     assert ratio.tolist() == pytest.approx(expected, rel=1e-5)
     assert scratch.loaded  # the weights, now
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        torch.cat([torch.randn(3000) * 5, torch.tensor([math.nan, -math.inf, math.inf, 0.0])]),
+        torch.full((2500,), 2.0),  # one value: edges widened by 1
+        torch.tensor([math.nan, math.inf]),  # nothing finite
+        torch.empty(0),
+        torch.randn(70, 40).to(torch.bfloat16),
+    ],
+)
+def test_a_streamed_histogram_equals_the_histogram_through_the_buffer(
+    values: torch.Tensor,
+) -> None:
+    """A tensor larger than the scratch buffer is read a chunk at a time, to the same counts."""
+    whole = stats.histograms([values])
+    streamed = stats.streamed_histogram(values, chunk=1000)
+    assert torch.equal(streamed, whole)
