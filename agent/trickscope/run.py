@@ -11,7 +11,6 @@ import socket
 import sys
 import time
 import uuid
-from array import array
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -38,6 +37,7 @@ from trickscope.config import AgentConfig
 from trickscope.diagnose import Diagnoser
 from trickscope.distributed import Rank
 from trickscope.journal import Request
+from trickscope.metrics import MetricLog
 from trickscope.rank_summary import RankSummary
 from trickscope.scalars import Layout
 from trickscope.sender import Sample, Sender
@@ -53,12 +53,6 @@ from trickscope_wire import (
     SetupDeclare,
     dumps,
 )
-
-# A dict this wide is logged as one row (see Run._log_row); a narrower one key by key.
-ROW_MIN_KEYS = 8
-MAX_LAYOUTS = 256
-_NUMBER_TYPES = (float, int)  # and their subclasses: numpy.float64, bool, IntEnum
-_TENSOR_TYPES = frozenset({Tensor})
 
 
 def system_info(rank: Rank | None = None) -> dict[str, Any]:
@@ -138,8 +132,7 @@ class Run:
         self._diagnoser: Diagnoser | None = None
         self._summary: RankSummary | None = None
         self._log_count = 0
-        # Wide dicts seen by log, by (width, first key, last key): their keys and Layout.
-        self._layouts: dict[tuple[int, str, str], tuple[tuple[Any, ...], Layout]] = {}
+        self._metrics = MetricLog(self._log_prefix, self._emit_logged)
         self._handoff = Handoff()
         self._sender: Sender | None = None
         self._active = not agent.disabled
@@ -372,78 +365,12 @@ class Run:
         if sender is None:
             return
         wall = time.time()
-        prefix = self._log_prefix
-        if len(metrics) == 1 and not prefix:  # the common case, without building lists
+        if len(metrics) == 1 and not self._log_prefix:  # the common case, in as few calls
             ((key, value),) = metrics.items()
             if type(value) is float and type(key) is str:
                 sender.scalars.add_point(key, step, value, wall)
                 return
-        elif len(metrics) >= ROW_MIN_KEYS and self._log_row(sender, metrics, step, wall):
-            return
-        keys: list[str] = []
-        tensors: list[Tensor] = []
-        host: list[tuple[str, float]] = []
-        for key, value in metrics.items():
-            if not isinstance(key, str):
-                raise TypeError(f"metric name {key!r} must be a string")
-            key = prefix + key
-            if type(value) is float:
-                host.append((key, value))
-            elif isinstance(value, Tensor):
-                if value.numel() != 1:
-                    raise ValueError(
-                        f"metric {key!r} is a tensor of shape {tuple(value.shape)}; log one value"
-                    )
-                keys.append(key)
-                tensors.append(value.detach().reshape(()))
-            elif isinstance(value, numbers.Real):
-                host.append((key, float(value)))
-            else:
-                raise TypeError(f"metric {key!r} has type {type(value).__name__}; log numbers")
-        if host:
-            sender.log_points(step, wall, host)
-        if tensors:
-            device = tensors[0].device
-            stacked = torch.stack([t.to(device, torch.float32, non_blocking=True) for t in tensors])
-            self._emit(step, keys, stacked, [], wall)
-
-    def _log_row(
-        self, sender: Sender, metrics: Mapping[str, float | Tensor], step: int, wall: float
-    ) -> bool:
-        """Log a wide dict as one row of its :class:`Layout` (the same keys, in the same order,
-        as an earlier call's): no Python work per key. Python numbers go into the buffer as one
-        float64 array; one-element tensors are stacked into one vector for the sender thread.
-        False when the values are neither all numbers nor all stackable tensors: the caller
-        then goes key by key (and raises where a value is wrong)."""
-        keys = tuple(metrics)
-        slot = (len(keys), keys[0], keys[-1])
-        known = self._layouts.get(slot)
-        if known is not None and known[0] == keys:
-            layout = known[1]
-        else:
-            if not all(type(key) is str for key in keys):
-                return False
-            if len(self._layouts) >= MAX_LAYOUTS:  # bounded: a run of ever-new key sets
-                self._layouts.clear()
-            prefix = self._log_prefix
-            layout = Layout(tuple(prefix + key for key in keys) if prefix else keys)
-            self._layouts[slot] = (keys, layout)
-        values = list(metrics.values())
-        kinds = set(map(type, values))
-        if all(issubclass(kind, _NUMBER_TYPES) for kind in kinds):
-            sender.scalars.add_row(layout, step, wall, array("d", values))
-            return True
-        if kinds != _TENSOR_TYPES:
-            return False
-        with torch.no_grad():
-            try:
-                stacked = torch.stack(values)
-            except (RuntimeError, TypeError):  # devices or shapes differ
-                return False
-        if stacked.numel() != len(values):
-            return False
-        self._emit(step, layout.names, stacked.reshape(-1).float(), [], wall, layout=layout)
-        return True
+        self._metrics.add(sender.scalars, metrics, step, wall)
 
     def _emit(
         self,
@@ -469,6 +396,11 @@ class Run:
         else:
             parcel = self._handoff.ship_or_hold(values)
         self._submit(Sample(step, wall, keys, parcel, host, bulk=bulk, layout=layout))
+
+    def _emit_logged(
+        self, step: int, keys: Sequence[str], values: Tensor, wall: float, layout: Layout | None
+    ) -> None:
+        self._emit(step, keys, values, [], wall, layout=layout)
 
     def _emit_stats(
         self, step: int, keys: Sequence[str], values: Tensor, host: list[tuple[str, float]]
