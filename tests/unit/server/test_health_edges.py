@@ -48,8 +48,8 @@ def _growth_run(passes: list[float], norms: list[float]) -> Run:
 
 
 def test_norm_growth_is_judged_from_six_common_steps_and_a_median_of_one_pass() -> None:
-    # Mostly one pass, now and then several: the median says 1, the norms still grow with N.
-    passes = [1.0, 1.0, 1.0, 2.0, 4.0, 1.0]
+    # Mostly one pass, now and then two: the median says 1, the norms still grow with N.
+    passes = [1.0, 1.0, 1.0, 2.0, 2.0, 1.0]
     run = _growth_run(passes, [0.3 * p for p in passes])
     run.add("accum/loss_scale", [1.0] * 6)  # measured: one pass's scale cannot tell
     (found,) = check(run, "accumulation")

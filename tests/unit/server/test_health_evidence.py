@@ -76,3 +76,19 @@ def test_training_losses_come_first_then_other_losses_then_evaluation_ones() -> 
     for name in ("val_loss", "xent_loss", "my_train_loss", "loss/train", "loss_scale"):
         run.add(name, [1.0, 0.5])
     assert loss_names(run) == ["loss/train", "my_train_loss", "xent_loss", "val_loss"]
+
+
+def test_lists_of_layers_put_the_worst_first() -> None:
+    run = healthy_run()
+    run.values("grad_norm/conv.weight")[200] = 1e3
+    run.values("grad_norm/head.weight")[300] = 1e3
+    (found,) = check(run, "exploding-gradient")
+    assert (found.layer, found.evidence["later"]) == ("conv.weight", ["grad_norm/head.weight"])
+    for layer, share in (("conv.weight", 0.6), ("head.weight", 0.9)):
+        run.values(f"opt/eps_dominance/{layer}")[:] = share
+    (found,) = check(run, "eps-dominates")
+    assert found.evidence["layers"] == ["head.weight", "conv.weight"]
+    for layer, ratio in (("conv.weight", 0.2), ("head.weight", 0.5)):
+        run.values(f"update_ratio/{layer}")[:] = ratio
+    (found,) = check(run, "update-ratio")
+    assert found.evidence["layers"] == ["head.weight", "conv.weight"]
