@@ -138,7 +138,9 @@ def measure(db_url: str, args: argparse.Namespace, form: str) -> dict[str, float
         per_layer = [n for n in names if "/" in n and not n.startswith(("rank/", "global/"))]
         heatmap = f"{base}/heatmap?stat=grad_norm"
         if len(read_json(heatmap)["layers"]) != args.layers * 2:
-            raise RuntimeError("the heatmap does not show every tensor")
+            raise RuntimeError(
+                f"the heatmap shows {len(read_json(heatmap)['layers'])} tensors, not {args.layers * 2}"
+            )
         layer = urllib.parse.quote(sorted(n for n in names if n.startswith("grad_norm/"))[0])
         chart = f"{base}/points?name={layer}"
         for target in (heatmap, chart):
