@@ -86,6 +86,8 @@ TARGETS: dict[str, list[tuple[list[str], list[str]]]] = {
             [f"{SERVER}/services/ingest.py"],
             [
                 "tests/unit/server/test_server_points.py",
+                "tests/unit/server/test_stat_blocks.py",
+                "tests/unit/server/test_server_errors.py",
                 "tests/unit/server/test_edge_validation.py",
                 "tests/unit/server/test_wide_stat_batches.py",
             ],
