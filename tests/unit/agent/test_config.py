@@ -72,3 +72,31 @@ def test_compress_is_automatic_unless_set() -> None:
     assert AgentConfig.from_env({"TRICKSCOPE_COMPRESS": "no"}, compress=True).compress is True
     with pytest.raises(TypeError, match="compress='yes'"):
         AgentConfig(compress="yes")  # type: ignore[arg-type]
+
+
+def test_scratch_bytes_comes_from_the_environment_or_defaults_to_32_mib() -> None:
+    import torch
+
+    from trickscope.config import DEFAULT_SCRATCH_BYTES, scratch_bytes
+
+    cpu = torch.device("cpu")
+    assert scratch_bytes(cpu, {}) == DEFAULT_SCRATCH_BYTES == 32 * 2**20
+    assert scratch_bytes(cpu, {"TRICKSCOPE_SCRATCH_BYTES": "4096"}) == 4096
+    for bad in ("0", "-1", "lots"):
+        with pytest.raises(ValueError, match="TRICKSCOPE_SCRATCH_BYTES"):
+            scratch_bytes(cpu, {"TRICKSCOPE_SCRATCH_BYTES": bad})
+
+
+def test_watch_refuses_a_bad_scratch_size_when_it_is_called(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from trickscope._incidents import Incidents
+    from trickscope.watch import Watcher
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monkeypatch.setenv("TRICKSCOPE_SCRATCH_BYTES", "-5")
+    with pytest.raises(ValueError, match="TRICKSCOPE_SCRATCH_BYTES"):
+        Watcher(model, optimizer, every=1, start_step=0, emit=print, incidents=Incidents())
