@@ -84,7 +84,7 @@ def main() -> None:
     pct = {k: 100 * (statistics.median(v) / base - 1) for k, v in times.items()}
     errors = run.incidents.errors
     if rank == 0:
-        params = sum(p.numel() for p in model.parameters()) * 2 * 2 / 2**20  # bf16, 2 shards
+        params = sum(p.numel() for p in model.parameters()) * 2 / 2**20  # bf16, global sizes
         print(
             f"| fsdp2 x2 | {params:.0f} | {1000 * base:.1f} | {pct['default']:+.1f} % | | "
             f"{pct['every1']:+.1f} % | | | | | | | "
