@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ from trickscope_server.services.ingest_blocks import (
     merge_blocks,
     parse_blocks,
     storable_as_block,
+    sub_block,
 )
 from trickscope_server.services.runs import check_wire_version
 from trickscope_server.services.summaries import overlapping, resummarise
@@ -433,9 +435,17 @@ class _Duplicate(Exception):
     """Raised inside the transaction to roll it back: the batch was stored before."""
 
 
-def _split_blocks(batch: DecodedBatch) -> tuple[list[DecodedSeries], list[DecodedBlock]]:
-    """The batch's series and the blocks stored as blocks; a block that cannot be (a step
-    repeated, a member also named elsewhere in the batch) joins the series, row by row."""
+def _split_blocks(
+    batch: DecodedBatch, layers: set[str]
+) -> tuple[list[DecodedSeries], list[DecodedBlock]]:
+    """The batch's series and the blocks stored as blocks.
+
+    Only a run's per-layer statistics (members named ``<statistic>/<declared layer>``) are stored
+    as blocks; other members (``train/loss`` logged with ``run.log``, ``grad_norm/total``) join
+    the series and keep their summaries in their rows, where the runs table sorts and filters by
+    a metric's last value. A block that cannot be stored as one (a step repeated, a member also
+    named elsewhere in the batch) joins the series whole.
+    """
     if not batch.blocks:
         return batch.series, []
     counts: dict[str, int] = {}
@@ -445,25 +455,39 @@ def _split_blocks(batch: DecodedBatch) -> tuple[list[DecodedSeries], list[Decode
             counts[name] = counts.get(name, 0) + 1
     series, blocks = list(batch.series), []
     for block in batch.blocks:
-        if storable_as_block(block) and (
-            not counts or all(counts.get(n, 1) == 1 for n in block.names)
+        if not storable_as_block(block) or (
+            counts and any(counts.get(n, 1) > 1 for n in block.names)
         ):
-            blocks.append(block)
+            series.extend(_as_series(block, range(len(block.names))))
             continue
-        width = block.steps.size * 8
-        for row, name in enumerate(block.names):
-            raw = block.values_raw[row * width : (row + 1) * width]
-            series.append(
-                DecodedSeries(
-                    name=name,
-                    steps_raw=block.steps_raw,
-                    values_raw=raw,
-                    times_raw=block.times_raw,
-                    steps=block.steps,
-                    values=np.frombuffer(raw, dtype=F64),
-                )
-            )
+        in_layers = layers.issuperset(block.layout[1])
+        if not in_layers:
+            keep = [i for i, layer in enumerate(block.layout[1]) if layer in layers]
+            others = [i for i, layer in enumerate(block.layout[1]) if layer not in layers]
+            series.extend(_as_series(block, others))
+            block = sub_block(block, keep) if keep else None
+        if block is not None:
+            blocks.append(block)
     return series, blocks
+
+
+def _as_series(block: DecodedBlock, rows: Sequence[int]) -> list[DecodedSeries]:
+    """These rows of a block as series of their own."""
+    width = block.steps.size * 8
+    out = []
+    for row in rows:
+        raw = block.values_raw[row * width : (row + 1) * width]
+        out.append(
+            DecodedSeries(
+                name=block.names[row],
+                steps_raw=block.steps_raw,
+                values_raw=raw,
+                times_raw=block.times_raw,
+                steps=block.steps,
+                values=np.frombuffer(raw, dtype=F64),
+            )
+        )
+    return out
 
 
 def _note_rows(
@@ -494,7 +518,8 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             session, run_id=run_id, batch_id=batch.batch_id, points=batch.points, now=now
         ):
             raise _Duplicate  # roll back the sequence number taken above: nothing changes
-        series, blocks = _split_blocks(batch)
+        layers = set(store.run_layers(session, run_id=run_id)) if batch.blocks else set()
+        series, blocks = _split_blocks(batch, layers)
         nonempty = [s for s in series if s.steps.size]
         cached = [db.series_ids.members(run_id, created_at, b.layout) for b in blocks]
         ids = store.ensure_series(

@@ -152,6 +152,22 @@ def storable_as_block(block: DecodedBlock) -> bool:
     return bool(steps.size and block.names and np.all(steps[1:] > steps[:-1]))
 
 
+def sub_block(block: DecodedBlock, rows: list[int]) -> DecodedBlock:
+    """A block of these rows (members) of ``block`` only."""
+    values = np.ascontiguousarray(block.values[rows])
+    layers = tuple(block.layout[1][i] for i in rows)
+    return DecodedBlock(
+        block.family,
+        [block.names[i] for i in rows],
+        block.steps_raw,
+        block.times_raw,
+        values.tobytes(),
+        block.steps,
+        values,
+        (block.family, layers),
+    )
+
+
 def block_row(
     block: DecodedBlock, run_id: str, seq: int, members: NDArray[np.int64]
 ) -> dict[str, Any]:

@@ -187,3 +187,12 @@ def series_run_and_name(session: Session, *, series_id: int) -> tuple[str, str] 
     """(run id, name) of a series, or None when it no longer exists."""
     row = session.execute(select(_c.run_id, _c.name).where(_c.id == series_id)).first()
     return None if row is None else (str(row[0]), str(row[1]))
+
+
+def run_layers(session: Session, *, run_id: str) -> list[str]:
+    """The run's declared layers (parameter names in model order)."""
+    value = session.connection().execute(_LAYERS, {"b_run": run_id}).scalar()
+    return [str(layer) for layer in value] if isinstance(value, list) else []
+
+
+_LAYERS = select(_runs.c.layers).where(_runs.c.id == bindparam("b_run"))

@@ -193,6 +193,7 @@ def test_a_series_named_in_a_block_and_on_its_own_in_one_batch_keeps_both_column
     """A member also sent as a series (a gradient that came or went between two layouts) makes
     its block go series by series: every point is kept, the later column winning a shared step."""
     make_run("r2")
+    client.put("/api/v1/runs/r2/layers", json={"layers": LAYERS})
     name = "grad_norm/" + LAYERS[0]
     block = StatBlock(
         "grad_norm",
@@ -310,3 +311,25 @@ def test_blocks_of_one_layout_compact_into_chunks_that_read_the_same(
     for cursor, events in before.items():
         after = query.read_events(db, run_id="r4", after=cursor, limit=1000)
         assert events is not None and after is not None and after[1] == events[1], cursor
+
+
+def test_logged_metrics_sent_as_a_block_sort_the_runs_table_by_their_last_value(
+    client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    """Members that are not layers of the run (``train/loss`` from ``run.log``) keep their
+    summary in their series row, which the runs table sorts and filters by."""
+    for run_id, last in (("a", 3.0), ("b", 1.0), ("c", 2.0)):
+        make_run(run_id)
+        block = StatBlock(
+            "train",
+            ["loss", "acc"],
+            encode_i64([1, 2]),
+            encode_f64([1.0, 2.0]),
+            [encode_f64([9.0, last]), encode_f64([0.5, 0.5])],
+        )
+        batch = PointBatch("b", [], wire_version=BLOCKS_WIRE_VERSION, blocks=[block])
+        assert client.post(f"/api/v1/runs/{run_id}/points", content=dumps(batch)).status_code == 200
+    page = client.get("/api/v1/runs", params={"sort": "metric:train/loss"}).json()
+    assert [r["id"] for r in page["runs"]] == ["b", "c", "a"]
+    below = client.get("/api/v1/runs", params={"metric": "train/loss<2.5"}).json()
+    assert sorted(r["id"] for r in below["runs"]) == ["b", "c"]
