@@ -137,10 +137,9 @@ def measure(db_url: str, args: argparse.Namespace, form: str) -> dict[str, float
         names = [s["name"] for s in read_json(f"{base}/series")["series"]]
         per_layer = [n for n in names if "/" in n and not n.startswith(("rank/", "global/"))]
         heatmap = f"{base}/heatmap?stat=grad_norm"
-        if len(read_json(heatmap)["layers"]) != args.layers * 2:
-            raise RuntimeError(
-                f"the heatmap shows {len(read_json(heatmap)['layers'])} tensors, not {args.layers * 2}"
-            )
+        shown = len(read_json(heatmap)["layers"])
+        if shown != args.layers * 2:
+            raise RuntimeError(f"the heatmap shows {shown} tensors, not {args.layers * 2}")
         layer = urllib.parse.quote(sorted(n for n in names if n.startswith("grad_norm/"))[0])
         chart = f"{base}/points?name={layer}"
         for target in (heatmap, chart):
@@ -184,9 +183,10 @@ def service_cpu(
 
     from trickscope.batches import as_blocks
     from trickscope_server.services.ingest import ingest_batch, parse_batch
-    from trickscope_server.services.runs import upsert_run
+    from trickscope_server.services.runs import declare_layers, upsert_run
     from trickscope_server.storage import Database
     from trickscope_wire import (
+        LayersDeclare,
         PointBatch,
         RunCreate,
         SeriesColumns,
@@ -199,7 +199,9 @@ def service_cpu(
     db.upgrade()
     run_id = f"service-{time.time_ns()}"
     upsert_run(db, run_id=run_id, payload=RunCreate(project="bench", name="service"))
-    names = [f"{stat}/{i}.{k}" for stat in STATS for i in range(layers) for k in ("weight", "bias")]
+    tensors = [f"{i}.{k}" for i in range(layers) for k in ("weight", "bias")]
+    declare_layers(db, run_id=run_id, payload=LayersDeclare(layers=tensors))  # as watch does
+    names = [f"{stat}/{tensor}" for stat in STATS for tensor in tensors]
     rng = np.random.default_rng(0)
     bodies = []
     for b in range(5 + 3 * batches):
@@ -238,15 +240,25 @@ def compaction_cpu(db_url: str, *, layers: int, batch_steps: int, form: str) -> 
     from trickscope.batches import as_blocks
     from trickscope_server.services import compact
     from trickscope_server.services.ingest import COMPACT_AFTER_CHUNKS, ingest_batch, parse_batch
-    from trickscope_server.services.runs import upsert_run
+    from trickscope_server.services.runs import declare_layers, upsert_run
     from trickscope_server.storage import Database
-    from trickscope_wire import PointBatch, RunCreate, SeriesColumns, dumps, encode_f64, encode_i64
+    from trickscope_wire import (
+        LayersDeclare,
+        PointBatch,
+        RunCreate,
+        SeriesColumns,
+        dumps,
+        encode_f64,
+        encode_i64,
+    )
 
     db = Database(db_url)
     db.upgrade()
     run_id = f"compaction-{time.time_ns()}"
     upsert_run(db, run_id=run_id, payload=RunCreate(project="bench", name="compaction"))
-    names = [f"{stat}/{i}.{k}" for stat in STATS for i in range(layers) for k in ("weight", "bias")]
+    tensors = [f"{i}.{k}" for i in range(layers) for k in ("weight", "bias")]
+    declare_layers(db, run_id=run_id, payload=LayersDeclare(layers=tensors))
+    names = [f"{stat}/{tensor}" for stat in STATS for tensor in tensors]
     rng = np.random.default_rng(0)
     due: list[int] = []
     for b in range(COMPACT_AFTER_CHUNKS):
