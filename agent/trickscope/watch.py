@@ -2,7 +2,8 @@
 histograms every ``hist_every``.
 
 ``step`` is the global optimizer step: the watcher counts ``optimizer.step()`` calls from
-``start_step``. The pre hook snapshots the weights on due steps (for the update ratio); the post
+``start_step``. The pre hook snapshots a fixed sample of the weights on due steps (for the
+update ratio, :mod:`trickscope.update_sample`); the post
 hook computes every statistic as device ops and hands one vector to ``emit`` (histograms: one
 vector to ``emit_hist``). The learning rate of every param group is read every ``lr_every``
 steps (default: each step) and handed to ``emit_host`` when nothing else is due: Python numbers
@@ -71,7 +72,12 @@ class _Layout:
 
 
 class Watcher:
-    """Hooks on one optimizer reporting on one model's parameters."""
+    """Hooks on one optimizer reporting on one model's parameters.
+
+    ``scratch_bytes`` caps the scratch buffer per device (default: ``TRICKSCOPE_SCRATCH_BYTES``,
+    else :func:`trickscope.config.scratch_bytes`); ``update_sample`` is the number of elements
+    per tensor the update ratio reads (a tensor that small or smaller is read whole: exact).
+    """
 
     def __new__(cls, model: nn.Module, *args: Any, **kwargs: Any) -> Watcher:
         # DTensor parameters (FSDP2, tensor parallel): every rank's shards, merged.
