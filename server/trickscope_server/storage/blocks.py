@@ -28,9 +28,37 @@ _s = cast(Table, SeriesRow.__table__).c
 
 
 def insert_blocks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert block rows (keys are the ``blocks`` columns but ``id``)."""
-    if rows:
+    """Insert block rows (keys are the ``blocks`` columns but ``id``) in one statement.
+
+    PostgreSQL gets one multi-row ``VALUES`` (one round trip, where an executemany sends each
+    row); SQLite's executemany is already in process.
+    """
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql" and len(rows) > 1:
+        arrays = {f"c_{c}": [row[c] for row in rows] for c in _PG_TYPES}
+        session.connection().exec_driver_sql(_PG_INSERT, arrays)
+    else:
         session.connection().execute(_INSERT, list(rows))
+
+
+# Each column bound as one array and unnested: one statement and one parameter per column.
+_PG_TYPES = {
+    "run_id": "text[]",
+    "family": "text[]",
+    "seq": "bigint[]",
+    "step_min": "bigint[]",
+    "step_max": "bigint[]",
+    "steps_count": "integer[]",
+    "members": "bytea[]",
+    "steps": "bytea[]",
+    "times": "bytea[]",
+    "values": "bytea[]",
+}
+_PG_INSERT = "INSERT INTO blocks ({}) SELECT * FROM unnest({})".format(
+    ", ".join(f'"{c}"' for c in _PG_TYPES),
+    ", ".join(f"%(c_{c})s::{kind}" for c, kind in _PG_TYPES.items()),
+)
 
 
 _INSERT = insert(_blocks)

@@ -173,7 +173,7 @@ def last_steps_from(
     return {int(i): int(last) for i, last in rows}
 
 
-_FEW = 64
+_FEW = 256
 
 
 def row_last_steps(session: Session, *, series_ids: Sequence[int]) -> dict[int, int]:
