@@ -87,6 +87,7 @@ TARGETS: dict[str, list[tuple[list[str], list[str]]]] = {
             [
                 "tests/unit/server/test_server_points.py",
                 "tests/unit/server/test_stat_blocks.py",
+                "tests/unit/server/test_server_histograms_compare_export.py",
                 "tests/unit/server/test_server_errors.py",
                 "tests/unit/server/test_edge_validation.py",
                 "tests/unit/server/test_wide_stat_batches.py",
