@@ -73,9 +73,12 @@ def test_clipping_without_a_preclip_norm_leaves_the_ratio_unknown() -> None:
 
 def test_training_losses_come_first_then_other_losses_then_evaluation_ones() -> None:
     run = Run()
-    for name in ("val_loss", "xent_loss", "my_train_loss", "loss/train", "loss_scale"):
+    # Names chosen so that alphabetical order would put each group in the wrong place.
+    names = ("val_loss", "xent_loss", "aux_loss", "total_train_loss", "loss/train", "loss_scale")
+    for name in names:
         run.add(name, [1.0, 0.5])
-    assert loss_names(run) == ["loss/train", "my_train_loss", "xent_loss", "val_loss"]
+    expected = ["loss/train", "total_train_loss", "aux_loss", "xent_loss", "val_loss"]
+    assert loss_names(run) == expected
 
 
 def test_lists_of_layers_put_the_worst_first() -> None:
