@@ -290,6 +290,17 @@ def test_dead_units_count_rows_whose_gradient_is_exactly_zero() -> None:
     assert out["grad_dead_units/weight"].item() == 0.5
 
 
+def test_dead_units_of_a_gradient_read_in_several_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trickscope import _foreach
+
+    monkeypatch.setattr(_foreach, "PIECE_ELEMENTS", 30)  # 10 rows of 3 per chunk
+    layer = nn.Linear(3, 25)
+    layer.weight.grad = torch.ones(25, 3)
+    layer.weight.grad[[0, 9, 10, 24]] = 0
+    out = dict(due.dead_units(["weight"], [layer.weight]))
+    assert out["grad_dead_units/weight"].item() == pytest.approx(4 / 25)
+
+
 def test_dead_units_and_eps_dominance_arrive_on_their_cadences(
     capture: Any, settings: dict[str, Any]
 ) -> None:
