@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from trickscope_server.errors import InvalidPayloadError
 from trickscope_server.storage import RunRow, SeriesRow
 from trickscope_wire import finite_or_token
 
@@ -135,3 +136,12 @@ def _object(value: Any) -> dict[str, Any]:
 def _strings(value: Any) -> list[str]:
     safe = readable(value)
     return [str(item) for item in safe] if isinstance(safe, list) else []
+
+
+def check_budget(points: int, *, max_points: int) -> None:
+    """Reject point budgets a chart cannot use."""
+    if not 3 <= points <= max_points:
+        raise InvalidPayloadError(
+            f"points must be between 3 and {max_points}, got {points}",
+            errors=[{"loc": ["query", "points"], "msg": f"must be between 3 and {max_points}"}],
+        )

@@ -11,11 +11,13 @@ from trickscope_server.services.limits import unstorable_text
 
 
 def fail(loc: list[str | int], msg: str) -> InvalidPayloadError:
+    """A 422 problem naming where in the body (``loc``) and what is wrong."""
     where = ".".join(str(part) for part in loc)
     return InvalidPayloadError(f"{where}: {msg}", errors=[{"loc": loc, "msg": msg}])
 
 
 def column(text: Any, loc: list[str | int], name: str) -> bytes:
+    """A packed column: base64 of whole little-endian 8-byte values."""
     if not isinstance(text, str):
         raise fail(loc, f"series {name!r}: must be a base64 string, got {type(text).__name__}")
     try:

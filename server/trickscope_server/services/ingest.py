@@ -38,6 +38,11 @@ from trickscope_server.services.ingest_blocks import (
     storable_as_block,
     sub_block,
 )
+from trickscope_server.services.ingest_histograms import (
+    DecodedHistograms,
+    histogram_rows,
+    parse_histograms,
+)
 from trickscope_server.services.runs import check_wire_version
 from trickscope_server.services.summaries import overlapping, resummarise
 from trickscope_server.storage import Database
@@ -51,7 +56,6 @@ from trickscope_wire import BLOCKS_WIRE_VERSION
 
 _MAX_BATCH_ID = 128
 _MAX_NAME = 512
-MAX_HISTOGRAM_BINS = 4096
 
 # A series with this many chunks stored since its last compaction gets compacted after the batch
 # that crossed the bound is acknowledged (the agent flushes logged points every 0.5 s: ~30 s of
@@ -73,20 +77,6 @@ class DecodedSeries:
     times_raw: bytes
     steps: NDArray[np.int64]
     values: NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class DecodedHistograms:
-    """Histograms of one name at several steps."""
-
-    name: str
-    bins: int
-    steps: NDArray[np.int64]
-    lo: NDArray[np.float64]
-    hi: NDArray[np.float64]
-    counts: NDArray[np.float64]  # (len(steps), bins)
-    nonfinite: NDArray[np.float64]
-    times: NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -209,71 +199,12 @@ def parse_batch(body: bytes, *, max_points: int, max_name: int = _MAX_NAME) -> D
     blocks, points = parse_blocks(
         data.get("blocks", []), points=points, max_points=max_points, max_name=max_name
     )
-    histograms = _parse_histograms(
+    histograms = parse_histograms(
         data.get("histograms", []), points=points, max_points=max_points, max_name=max_name
     )
     return DecodedBatch(
         batch_id=batch_id, series=decoded, points=points, histograms=histograms, blocks=blocks
     )
-
-
-def _parse_histograms(
-    raw: Any, *, points: int, max_points: int, max_name: int
-) -> list[DecodedHistograms]:
-    if not isinstance(raw, list):
-        raise _fail(["body", "histograms"], "must be a list of histogram columns")
-    out: list[DecodedHistograms] = []
-    cells = points
-    for i, item in enumerate(raw):
-        loc: list[str | int] = ["body", "histograms", i]
-        if not isinstance(item, dict):
-            raise _fail(loc, f"must be an object, got {type(item).__name__}")
-        name = _name(item.get("name"), [*loc, "name"], max_name)
-        bins = item.get("bins")
-        if (
-            isinstance(bins, bool)
-            or not isinstance(bins, int)
-            or not 1 <= bins <= MAX_HISTOGRAM_BINS
-        ):
-            raise _fail([*loc, "bins"], f"must be an integer from 1 to {MAX_HISTOGRAM_BINS}")
-        cols = {
-            key: _column(item.get(key), [*loc, key], name)
-            for key in ("steps", "lo", "hi", "counts", "nonfinite", "times")
-        }
-        n = len(cols["steps"]) // 8
-        for key in ("lo", "hi", "nonfinite", "times"):
-            if len(cols[key]) // 8 != n:
-                raise _fail([*loc, key], f"histograms {name!r}: needs {n} values, one per step")
-        if len(cols["counts"]) // 8 != n * bins:
-            raise _fail(
-                [*loc, "counts"], f"histograms {name!r}: needs {n} x {bins} counts (steps x bins)"
-            )
-        cells += n * bins
-        if cells > max_points:
-            raise PayloadTooLargeError(
-                f"batch holds more than the server's limit of {max_points} points and histogram "
-                "bins (TRICKSCOPE_MAX_BATCH_POINTS): send smaller batches"
-            )
-        counts = np.frombuffer(cols["counts"], dtype=F64).reshape(n, bins)
-        nonfinite = np.frombuffer(cols["nonfinite"], dtype=F64)
-        times = np.frombuffer(cols["times"], dtype=F64)
-        if not (np.isfinite(counts).all() and np.isfinite(nonfinite).all()):
-            raise _fail([*loc, "counts"], f"histograms {name!r}: counts must be finite")
-        if not np.isfinite(times).all():
-            raise _fail([*loc, "times"], f"histograms {name!r}: times must be finite")
-        out.append(
-            DecodedHistograms(
-                name=name,
-                bins=bins,
-                steps=np.frombuffer(cols["steps"], dtype=I64),
-                lo=np.frombuffer(cols["lo"], dtype=F64),
-                hi=np.frombuffer(cols["hi"], dtype=F64),
-                counts=counts,
-                nonfinite=nonfinite,
-                times=times,
-            )
-        )
-    return out
 
 
 def _rows(
@@ -397,25 +328,6 @@ def _all_summaries(
         chunks.append(chunk)
         summaries.append(summary)
     return chunks, summaries
-
-
-def _histogram_rows(run_id: str, batch: DecodedBatch) -> list[dict[str, Any]]:
-    rows: dict[tuple[str, int], dict[str, Any]] = {}
-    for h in batch.histograms:
-        for i in range(h.steps.size):
-            # Later in the batch wins, as a later batch does (one row per (name, step)).
-            rows[(h.name, int(h.steps[i]))] = {
-                "run_id": run_id,
-                "name": h.name,
-                "step": int(h.steps[i]),
-                "bins": h.bins,
-                "lo": float(h.lo[i]),
-                "hi": float(h.hi[i]),
-                "counts": h.counts[i].astype(F64).tobytes(),
-                "nonfinite": float(h.nonfinite[i]),
-                "wall_time": float(h.times[i]),
-            }
-    return list(rows.values())
 
 
 def ingest_batch(db: Database, *, run_id: str, batch: DecodedBatch) -> IngestOutcome:
@@ -565,7 +477,7 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
                 families=families,
             )
         block_store.save(session, families)
-        histogram_store.upsert_histograms(session, _histogram_rows(run_id, batch))
+        histogram_store.upsert_histograms(session, histogram_rows(run_id, batch))
         # Only the series stored as chunks here counted one more chunk each.
         due = summary_store.series_needing_compaction(
             session,

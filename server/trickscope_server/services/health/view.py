@@ -12,7 +12,8 @@ from numpy.typing import NDArray
 from trickscope_server.services.health.engine import Diagnosis, diagnose
 from trickscope_server.services.health.model import Summary
 from trickscope_server.services.health.updates import update_ratio_band
-from trickscope_server.services.query import LayerGrid, load_layer_grid, load_series
+from trickscope_server.services.heatmap import LayerGrid, load_layer_grid
+from trickscope_server.services.query import load_series
 from trickscope_server.services.runs import require_run
 from trickscope_server.storage import Database, RunRow, SeriesRow, Session
 from trickscope_server.storage import points as points_store
