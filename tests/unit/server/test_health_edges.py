@@ -119,12 +119,12 @@ def test_an_ema_over_half_a_percent_behind_the_raw_model_is_worse() -> None:
 def test_findings_are_ordered_most_severe_first_then_by_step() -> None:
     run = healthy_run()
     run.values("loss/train")[250] = 50.0  # info at step 250
-    run.values("loss/train")[300:] = np.nan  # an error at step 300
     run.values("lr/group0")[340:] = 0.0  # a warning at step 340
+    run.values("loss/train")[360:] = np.nan  # an error at a later step, 360
     run.values("update_ratio/head.weight")[:] = 0.5  # a warning without a step
     found = [(f.severity, f.check, f.step) for f in diagnose(run).findings]
     assert found == [
-        ("error", "nonfinite-loss", 300),
+        ("error", "nonfinite-loss", 360),
         ("warning", "lr-zero-early", 340),
         ("warning", "update-ratio-high", None),
         ("info", "loss-spike", 250),
