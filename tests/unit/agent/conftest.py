@@ -40,6 +40,13 @@ class Captured:
                     steps = decode_i64(series["steps"])
                     values = decode_f64(series["values"])
                     out.setdefault(series["name"], {}).update(zip(steps, values, strict=True))
+                # watch's statistics arrive as blocks: one column per layer over shared steps.
+                for block in body.get("blocks", []):
+                    steps = decode_i64(block["steps"])
+                    for layer, column in zip(block["layers"], block["values"], strict=True):
+                        name = f"{block['family']}/{layer}"
+                        values = decode_f64(column)
+                        out.setdefault(name, {}).update(zip(steps, values, strict=True))
         return out
 
     def histograms(self) -> dict[str, dict[int, tuple[float, float, float, list[float]]]]:
