@@ -44,6 +44,7 @@ from trickscope.scalars import POINT_BYTES, Layout, RowBlock, ScalarBuffer, read
 from trickscope.transfer import Parcel
 from trickscope.transport import Connection, Rejected, Unavailable, backoff
 from trickscope_wire import (
+    HistogramColumns,
     PointBatch,
     SeriesColumns,
     encode_f64,
@@ -91,6 +92,15 @@ class Sample:
     bulk: bool = False
     # ``log``'s values of a wide dict: ``keys`` are this layout's names, kept as one row.
     layout: Layout | None = None
+
+
+@dataclass
+class _Riding:
+    """``watch``'s part of a flush, encoded: sent with the flush's first logged batch."""
+
+    series: list[SeriesColumns]
+    histograms: list[HistogramColumns]
+    points: int
 
 
 class Sender:
@@ -149,6 +159,9 @@ class Sender:
         # watch's per-layer statistics, as rows: flushed every stats_flush_secs, like histograms
         self._rows: dict[tuple[str, ...], StatRows] = {}
         self._pending_points = 0  # in both
+        # watch's flushed statistics and histograms, encoded, waiting for the flush's first
+        # batch of logged points to go in one request with it (see ``_flush``)
+        self._riding: _Riding | None = None
         # Everything is flushed past this many points: a batch's size, and the memory held in
         # buffered points (at most half of max_buffer_bytes), stay bounded.
         self._flush_points = max(
@@ -249,7 +262,12 @@ class Sender:
                     next_bulk = now + config.stats_flush_secs
                     next_flush = now + config.flush_secs
                 elif now >= next_flush or self.scalars.count >= self._log_wake:
-                    self._flush(bulk=False)
+                    # watch's statistics due within one more flush interval go now, with the
+                    # logged points: one request where two would follow each other closely
+                    early = next_bulk - now <= config.flush_secs
+                    self._flush(bulk=early)
+                    if early:
+                        next_bulk = now + config.stats_flush_secs
                     next_flush = now + config.flush_secs
                 self._deliver()
                 self._heartbeat()
@@ -340,21 +358,24 @@ class Sender:
             self._reported_thinned = thinned
             self.scalars.add(self._last_step, time.time(), [(self._thinned_key, float(thinned))])
         if bulk and (self._histograms or self._rows):
-            # First, so that their buffered points are out of the count when the logged
-            # batches below are weighed against max_buffer_bytes.
+            # Encoded first, so that their buffered points are out of the count when the logged
+            # batches below are weighed against max_buffer_bytes; sent with the first of them
+            # (one request instead of two: the server's cost is mostly per request).
             rows = list(self._rows.values())
-            batch = PointBatch(
-                batch_id=uuid.uuid4().hex,
+            self._riding = _Riding(
                 series=self._series_columns(rows),
                 histograms=[
                     hist.columns(self._clean(name)) for name, hist in self._histograms.items()
                 ],
+                points=self._pending_points,
             )
             self._pending_points = 0
             self._rows.clear()
             self._histograms.clear()
-            self._enqueue(Request("POST", self._points_path, encode_points(batch)))
-        self._flush_logged(take_wait)
+        try:
+            self._flush_logged(take_wait)
+        finally:
+            self._send_riding()
 
     def _flush_logged(self, take_wait: float) -> None:
         """Logged points in batches of at most ``LOG_BATCH_POINTS``: the overflow files first
@@ -376,8 +397,28 @@ class Sender:
         batcher.flush()
 
     def _enqueue_logged(self, series: list[SeriesColumns]) -> None:
-        batch = PointBatch(batch_id=uuid.uuid4().hex, series=series)
+        riding, histograms = self._riding, []
+        if riding is not None:
+            points = sum(len(s.values) for s in series) * 3 // 32  # base64 of 8-byte values
+            names = {s.name for s in riding.series}
+            if riding.points + points <= LOG_BATCH_POINTS and names.isdisjoint(
+                s.name for s in series
+            ):
+                self._riding = None
+                series, histograms = riding.series + series, riding.histograms
+            else:  # too large together, or a series in both: watch's batch first, as before
+                self._send_riding()
+        batch = PointBatch(batch_id=uuid.uuid4().hex, series=series, histograms=histograms)
         self._enqueue(Request("POST", self._points_path, encode_points(batch)))
+
+    def _send_riding(self) -> None:
+        """Send watch's flushed statistics and histograms on their own, if still held."""
+        riding, self._riding = self._riding, None
+        if riding is not None:
+            batch = PointBatch(
+                batch_id=uuid.uuid4().hex, series=riding.series, histograms=riding.histograms
+            )
+            self._enqueue(Request("POST", self._points_path, encode_points(batch)))
 
     def _series_columns(self, rows: list[StatRows]) -> list[SeriesColumns]:
         """``watch``'s rows as series, their steps and times encoded once per group of keys. A

@@ -6,11 +6,16 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import torch
+
 import trickscope
 from tests.helpers import LiveServer
+from trickscope.journal import read
+from trickscope_wire import decode_f64, decode_i64
 
 
 def get_json(url: str) -> dict:
@@ -100,3 +105,41 @@ def test_sync_of_a_missing_journal_is_a_one_line_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "no such journal" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_one_flush_of_logged_scalars_and_statistics_is_one_request_stored_exactly(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """Logged points and watch's statistics flushed together go in one points request; the
+    server stores every point of both."""
+    journal_dir = tmp_path / "journal"
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = trickscope.init(project="together", url=live_server.url, offline=True,
+                          journal_dir=str(journal_dir), flush_secs=60.0,
+                          stats_flush_secs=60.0)  # fmt: skip
+    run.watch(model, optimizer, every=1, hist_every=0)
+    for step in range(5):
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        run.log({"loss": loss.detach(), "exact": step / 3}, step=step)
+    run.finish()
+    journal = journal_dir / f"{run.id}.jsonl"
+    posts = [r for r in read(journal) if r.path.endswith("/points")]
+    assert len(posts) == 1
+    body = json.loads(posts[0].body)
+    assert body["blocks"] and body["series"]  # statistics and logged scalars, both in it
+
+    result = sync(str(journal), "--url", live_server.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    base = f"{live_server.url}/api/v1/runs/{run.id}"
+    exact = get_json(f"{base}/points?name=exact")
+    assert exact["step"] == list(range(5)) and exact["value"] == [s / 3 for s in range(5)]
+    block = body["blocks"][0]
+    name = f"{block['family']}/{block['layers'][0]}"
+    stat = get_json(f"{base}/points?" + urllib.parse.urlencode({"name": name}))
+    assert stat["step"] == decode_i64(block["steps"]).tolist()
+    assert stat["value"] == decode_f64(block["values"][0]).tolist()
