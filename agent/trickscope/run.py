@@ -42,6 +42,7 @@ from trickscope.rank_summary import RankSummary
 from trickscope.scalars import Layout
 from trickscope.sender import Sample, Sender
 from trickscope.transfer import Handoff
+from trickscope.update_sample import SAMPLE_ELEMENTS
 from trickscope.watch import Watcher
 from trickscope_wire import (
     AgentFinding,
@@ -202,6 +203,8 @@ class Run:
         ema: Any = None,
         total_steps: int | None = None,
         check_every: int = 1,
+        scratch_bytes: int | None = None,
+        update_sample: int = SAMPLE_ELEMENTS,
     ) -> None:
         """Report per-layer gradient and weight statistics every ``every`` optimizer steps.
 
@@ -229,9 +232,9 @@ class Run:
             scaler: The AMP ``GradScaler`` in use, whose scale is then reported.
             lr_every: Period of the ``lr/group<i>`` report, read from ``optimizer.param_groups``
                 so any scheduler shows (host numbers only; 0: only with the statistics).
-            update_ratio: Report ``update_ratio``, for which the agent keeps a float32 copy of
-                the weights from before the step on their device (4 bytes per parameter);
-                ``False`` saves that memory.
+            update_ratio: Report ``update_ratio`` (‖Δw‖ / ‖w‖), from a fixed strided sample of
+                ``update_sample`` elements per tensor kept from before the step (a tensor that
+                small is taken whole); ``False`` skips it.
             scheduler: The LR scheduler; by default one driving ``optimizer`` is looked for in
                 the calling frames.
             ema: The EMA model (``AveragedModel``, timm ``ModelEma*``, ``tricks.ModelEma``); by
@@ -239,6 +242,10 @@ class Run:
             total_steps: The planned number of optimizer steps (else the scheduler's length).
             check_every: Period of the per-step check (global norms, clipping, the first
                 non-finite weight or gradient), in optimizer steps.
+            scratch_bytes: Cap of the device scratch buffer the statistics and histograms work
+                in (default: ``TRICKSCOPE_SCRATCH_BYTES``, else 32 MiB and at most 1/256 of a
+                GPU's memory). Larger means fewer kernel launches, smaller less memory.
+            update_sample: Elements per tensor sampled for ``update_ratio``.
 
         Besides the statistics, ``watch`` sends the setup document and the default diagnosis
         of ``docs/diagnosis.md``: ``grad_norm/total`` (every step), ``grad_norm/total_preclip``,
@@ -250,7 +257,8 @@ class Run:
         Raises:
             TypeError: ``model``, ``optimizer`` or ``scaler`` has the wrong type.
             ValueError: ``every``, ``start_step``, ``hist_every``, ``lr_every``,
-                ``total_steps`` or ``check_every`` is out of range.
+                ``total_steps``, ``check_every``, ``scratch_bytes`` or ``update_sample`` is out
+                of range.
         """
         if total_steps is not None:
             check_int("total_steps", total_steps, 1)
@@ -268,6 +276,8 @@ class Run:
             lr_every=lr_every,
             emit_host=self._emit_host,
             update_ratio=update_ratio,
+            scratch_bytes=scratch_bytes,
+            update_sample=update_sample,
         )
         if not self._active or self._sender is None:
             watcher.close()

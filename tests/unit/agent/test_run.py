@@ -190,6 +190,10 @@ def test_setup_mistakes_raise_at_once(capture: Any, settings: dict[str, Any]) ->
         run.watch(model, "sgd")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="every must be an int >= 1, got 0"):
         run.watch(model, torch.optim.SGD(model.parameters()), every=0)
+    with pytest.raises(ValueError, match="scratch_bytes must be an int >= 1, got 0"):
+        run.watch(model, torch.optim.SGD(model.parameters()), scratch_bytes=0)
+    with pytest.raises(ValueError, match="update_sample must be an int >= 1, got 0"):
+        run.watch(model, torch.optim.SGD(model.parameters()), update_sample=0)
     with pytest.raises(ValueError, match="project=''"):
         trickscope.init(project="", url=capture.url, **settings)
     run.finish()
