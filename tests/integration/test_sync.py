@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 import trickscope
-from tests.helpers import LiveServer
+from tests.helpers import LiveServer, wait_until
 from trickscope.journal import read
 from trickscope_wire import decode_f64, decode_i64
 
@@ -120,6 +120,9 @@ def test_one_flush_of_logged_scalars_and_statistics_is_one_request_stored_exactl
                           journal_dir=str(journal_dir), flush_secs=60.0,
                           stats_flush_secs=60.0)  # fmt: skip
     run.watch(model, optimizer, every=1, hist_every=0)
+    journal = journal_dir / f"{run.id}.jsonl"
+    # watch's control requests flush what waits when handled: let that be before training
+    wait_until(lambda: journal.exists() and b"/setup" in journal.read_bytes(), what="setup")
     for step in range(5):
         loss = model(torch.randn(8, 4)).pow(2).mean()
         optimizer.zero_grad()
@@ -127,7 +130,6 @@ def test_one_flush_of_logged_scalars_and_statistics_is_one_request_stored_exactl
         optimizer.step()
         run.log({"loss": loss.detach(), "exact": step / 3}, step=step)
     run.finish()
-    journal = journal_dir / f"{run.id}.jsonl"
     posts = [r for r in read(journal) if r.path.endswith("/points")]
     assert len(posts) == 1
     body = json.loads(posts[0].body)

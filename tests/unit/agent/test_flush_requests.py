@@ -1,0 +1,65 @@
+"""One flush's logged points and watch's statistics share a request unless a series is in
+both, when watch's go first, on their own, so that each series keeps its order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+import trickscope
+from tests.helpers import wait_until
+
+
+def _points_requests(capture: Any) -> list[dict[str, Any]]:
+    return [body for method, path, body in capture.captured.snapshot() if path.endswith("/points")]
+
+
+def _train(
+    run: trickscope.Run, model: nn.Module, optimizer: torch.optim.Optimizer, capture: Any
+) -> None:
+    # watch's control requests flush what waits when handled: let that be before training
+    snapshot = capture.captured.snapshot
+    wait_until(lambda: any(path.endswith("/setup") for _, path, _ in snapshot()), what="setup")
+    for step in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).sum().backward()
+        optimizer.step()
+        run.log({"loss": float(step)}, step=step)
+
+
+def test_a_series_both_watched_and_logged_keeps_its_order_across_two_requests(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    settings.update(flush_secs=60.0, stats_flush_secs=60.0)
+    run = trickscope.init(project="p", url=capture.url, **settings)
+    run.watch(model, optimizer, every=1, hist_every=0)
+    _train(run, model, optimizer, capture)
+    run.log({"grad_norm/weight": 99.0}, step=1)  # logged after watch's value of step 1
+    run.finish()
+    requests = _points_requests(capture)
+    assert len(requests) == 2
+    assert requests[0]["blocks"] and not any(s["name"] == "loss" for s in requests[0]["series"])
+    points = capture.captured.points()
+    assert points["grad_norm/weight"][1] == 99.0 and set(points["grad_norm/weight"]) == {0, 1, 2}
+    assert points["loss"] == {0: 0.0, 1: 1.0, 2: 2.0}
+
+
+def test_a_flush_of_logged_points_and_statistics_is_one_request(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    settings.update(flush_secs=60.0, stats_flush_secs=60.0)
+    run = trickscope.init(project="p", url=capture.url, **settings)
+    run.watch(model, optimizer, every=1, hist_every=1)
+    _train(run, model, optimizer, capture)
+    run.finish()
+    (request,) = _points_requests(capture)
+    assert request["blocks"] and request["histograms"]
+    points = capture.captured.points()
+    assert points["loss"] == {0: 0.0, 1: 1.0, 2: 2.0}
+    assert set(points["update_ratio/weight"]) == {0, 1, 2}
