@@ -41,6 +41,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 PG_URL = "postgresql+psycopg://trickscope:trickscope@127.0.0.1:5432/trickscope_test"
 
@@ -179,46 +180,11 @@ def service_cpu(
     db_url: str, *, layers: int, batch_steps: int, form: str, batches: int = 30
 ) -> float:
     """CPU milliseconds per step of the ingest path alone, median of 3 rounds of ``batches``."""
-    import numpy as np
-
-    from trickscope.batches import as_blocks
     from trickscope_server.services.ingest import ingest_batch, parse_batch
-    from trickscope_server.services.runs import declare_layers, upsert_run
-    from trickscope_server.storage import Database
-    from trickscope_wire import (
-        LayersDeclare,
-        PointBatch,
-        RunCreate,
-        SeriesColumns,
-        dumps,
-        encode_f64,
-        encode_i64,
-    )
 
-    db = Database(db_url)
-    db.upgrade()
-    run_id = f"service-{time.time_ns()}"
-    upsert_run(db, run_id=run_id, payload=RunCreate(project="bench", name="service"))
-    tensors = [f"{i}.{k}" for i in range(layers) for k in ("weight", "bias")]
-    declare_layers(db, run_id=run_id, payload=LayersDeclare(layers=tensors))  # as watch does
-    names = [f"{stat}/{tensor}" for stat in STATS for tensor in tensors]
-    rng = np.random.default_rng(0)
-    bodies = []
-    for b in range(5 + 3 * batches):
-        steps = np.arange(b * batch_steps, (b + 1) * batch_steps, dtype="<i8")
-        shared_steps = encode_i64(steps.tolist())
-        shared_times = encode_f64((1.7e9 + steps * 0.05).tolist())
-        series = [
-            SeriesColumns(
-                name=name,
-                steps=shared_steps,
-                values=encode_f64(rng.random(batch_steps).tolist()),
-                times=shared_times,
-            )
-            for name in names
-        ]
-        batch = PointBatch(batch_id=f"b{b}", series=series)
-        bodies.append(dumps(as_blocks(batch) if form == "blocks" else batch))
+    db, run_id, bodies = _run_with_bodies(
+        db_url, "service", layers=layers, batch_steps=batch_steps, form=form, count=5 + 3 * batches
+    )
 
     def ingest(part: list[bytes]) -> float:
         began = time.process_time()
@@ -235,11 +201,36 @@ def service_cpu(
 def compaction_cpu(db_url: str, *, layers: int, batch_steps: int, form: str) -> float:
     """CPU milliseconds per step of compacting what ``COMPACT_AFTER_CHUNKS`` batches stored
     (the ingest path triggers it once per that many batches, after acknowledging)."""
+    from trickscope_server.services import compact
+    from trickscope_server.services.ingest import COMPACT_AFTER_CHUNKS, ingest_batch, parse_batch
+
+    db, run_id, bodies = _run_with_bodies(
+        db_url,
+        "compaction",
+        layers=layers,
+        batch_steps=batch_steps,
+        form=form,
+        count=COMPACT_AFTER_CHUNKS,
+    )
+    due: list[int] = []
+    for body in bodies:
+        outcome = ingest_batch(db, run_id=run_id, batch=parse_batch(body, max_points=10**8))
+        due = outcome.compact or due
+    began = time.process_time()
+    compact.compact_series(db, series_ids=due)
+    spent = time.process_time() - began
+    db.dispose()
+    return 1000 * spent / (COMPACT_AFTER_CHUNKS * batch_steps)
+
+
+def _run_with_bodies(
+    db_url: str, name: str, *, layers: int, batch_steps: int, form: str, count: int
+) -> tuple[Any, str, list[bytes]]:
+    """A fresh run with ``layers`` declared as watch does, and ``count`` encoded batches of
+    every statistic of every tensor over ``batch_steps`` steps each, in wire form ``form``."""
     import numpy as np
 
     from trickscope.batches import as_blocks
-    from trickscope_server.services import compact
-    from trickscope_server.services.ingest import COMPACT_AFTER_CHUNKS, ingest_batch, parse_batch
     from trickscope_server.services.runs import declare_layers, upsert_run
     from trickscope_server.storage import Database
     from trickscope_wire import (
@@ -254,34 +245,29 @@ def compaction_cpu(db_url: str, *, layers: int, batch_steps: int, form: str) -> 
 
     db = Database(db_url)
     db.upgrade()
-    run_id = f"compaction-{time.time_ns()}"
-    upsert_run(db, run_id=run_id, payload=RunCreate(project="bench", name="compaction"))
+    run_id = f"{name}-{time.time_ns()}"
+    upsert_run(db, run_id=run_id, payload=RunCreate(project="bench", name=name))
     tensors = [f"{i}.{k}" for i in range(layers) for k in ("weight", "bias")]
     declare_layers(db, run_id=run_id, payload=LayersDeclare(layers=tensors))
     names = [f"{stat}/{tensor}" for stat in STATS for tensor in tensors]
     rng = np.random.default_rng(0)
-    due: list[int] = []
-    for b in range(COMPACT_AFTER_CHUNKS):
+    bodies = []
+    for b in range(count):
         steps = np.arange(b * batch_steps, (b + 1) * batch_steps, dtype="<i8")
         shared_steps = encode_i64(steps.tolist())
         shared_times = encode_f64((1.7e9 + steps * 0.05).tolist())
         series = [
             SeriesColumns(
-                name, shared_steps, encode_f64(rng.random(batch_steps).tolist()), shared_times
+                name=series_name,
+                steps=shared_steps,
+                values=encode_f64(rng.random(batch_steps).tolist()),
+                times=shared_times,
             )
-            for name in names
+            for series_name in names
         ]
         batch = PointBatch(batch_id=f"b{b}", series=series)
-        body = dumps(as_blocks(batch) if form == "blocks" else batch)
-        due = (
-            ingest_batch(db, run_id=run_id, batch=parse_batch(body, max_points=10**8)).compact
-            or due
-        )
-    began = time.process_time()
-    compact.compact_series(db, series_ids=due)
-    spent = time.process_time() - began
-    db.dispose()
-    return 1000 * spent / (COMPACT_AFTER_CHUNKS * batch_steps)
+        bodies.append(dumps(as_blocks(batch) if form == "blocks" else batch))
+    return db, run_id, bodies
 
 
 def main() -> None:
