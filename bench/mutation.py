@@ -83,7 +83,11 @@ TARGETS: dict[str, list[tuple[list[str], list[str]]]] = {
     ],
     "ingest": [
         (
-            [f"{SERVER}/services/ingest.py"],
+            [
+                f"{SERVER}/services/ingest.py",
+                f"{SERVER}/services/ingest_blocks.py",
+                f"{SERVER}/services/ingest_histograms.py",
+            ],
             [
                 "tests/unit/server/test_server_points.py",
                 "tests/unit/server/test_stat_blocks.py",
@@ -91,6 +95,7 @@ TARGETS: dict[str, list[tuple[list[str], list[str]]]] = {
                 "tests/unit/server/test_server_errors.py",
                 "tests/unit/server/test_edge_validation.py",
                 "tests/unit/server/test_wide_stat_batches.py",
+                "tests/unit/server/test_ingest_limits.py",
             ],
         )
     ],

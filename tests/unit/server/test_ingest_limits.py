@@ -1,0 +1,113 @@
+"""Batch decoding at its limits: a decompressed body, point counts of blocks and histograms
+exactly at the server's bound, and a block row that is not strict base64."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from trickscope_server.errors import InvalidPayloadError, PayloadTooLargeError
+from trickscope_server.services.ingest import decompress, parse_batch
+from trickscope_server.services.ingest_histograms import MAX_HISTOGRAM_BINS
+from trickscope_wire import (
+    BLOCKS_WIRE_VERSION,
+    HistogramColumns,
+    PointBatch,
+    StatBlock,
+    dumps,
+    encode_f64,
+    encode_i64,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _block(layers: list[str], steps: list[int], rows: list[str] | None = None) -> StatBlock:
+    values = rows or [encode_f64([float(j + s) for s in steps]) for j in range(len(layers))]
+    return StatBlock(
+        family="grad_norm",
+        layers=layers,
+        steps=encode_i64(steps),
+        times=encode_f64([float(s) for s in steps]),
+        values=values,
+    )
+
+
+def _blocks_body(*blocks: StatBlock) -> bytes:
+    return dumps(
+        PointBatch(batch_id="b1", series=[], wire_version=BLOCKS_WIRE_VERSION, blocks=list(blocks))
+    )
+
+
+def test_a_body_one_byte_over_the_limit_once_inflated_is_413() -> None:
+    assert decompress(gzip.compress(b"x" * 10), encoding="gzip", max_bytes=10) == b"x" * 10
+    with pytest.raises(PayloadTooLargeError, match="limit of 10 bytes"):
+        decompress(gzip.compress(b"x" * 11), encoding="gzip", max_bytes=10)
+
+
+def test_a_block_counts_each_layer_at_each_step_against_the_point_limit() -> None:
+    body = _blocks_body(_block(["a", "b", "c"], [1, 2, 3, 4]))
+    assert parse_batch(body, max_points=12).points == 12
+    with pytest.raises(PayloadTooLargeError, match="limit of 11 points"):
+        parse_batch(body, max_points=11)
+    # A block without steps holds no points (and is not an error).
+    empty = parse_batch(_blocks_body(_block(["a", "b"], [])), max_points=1)
+    assert empty.points == 0 and empty.blocks[0].values.shape == (2, 0)
+
+
+def _histograms(bins: int, steps: list[int]) -> HistogramColumns:
+    return HistogramColumns(
+        name="weights/fc",
+        bins=bins,
+        steps=encode_i64(steps),
+        lo=encode_f64([-1.0] * len(steps)),
+        hi=encode_f64([1.0] * len(steps)),
+        counts=encode_f64([1.0] * (bins * len(steps))),
+        nonfinite=encode_f64([0.0] * len(steps)),
+        times=encode_f64([0.0] * len(steps)),
+    )
+
+
+def _histograms_body(bins: int, steps: list[int]) -> bytes:
+    return dumps(PointBatch(batch_id="h1", series=[], histograms=[_histograms(bins, steps)]))
+
+
+def test_histogram_bins_exactly_at_the_point_limit_are_accepted() -> None:
+    body = _histograms_body(4, [1, 2])
+    assert parse_batch(body, max_points=8).histograms[0].counts.shape == (2, 4)
+    with pytest.raises(PayloadTooLargeError, match="histogram bins"):
+        parse_batch(body, max_points=7)
+
+
+@pytest.mark.parametrize("bins", [1, MAX_HISTOGRAM_BINS])
+def test_histograms_of_one_to_the_maximum_bins_are_accepted(bins: int) -> None:
+    parsed = parse_batch(_histograms_body(bins, [1]), max_points=10_000)
+    assert parsed.histograms[0].bins == bins
+
+
+@pytest.mark.parametrize("bins", [0, MAX_HISTOGRAM_BINS + 1])
+def test_histograms_outside_the_bins_range_are_422(bins: int) -> None:
+    with pytest.raises(InvalidPayloadError, match=f"from 1 to {MAX_HISTOGRAM_BINS}"):
+        parse_batch(_histograms_body(bins, [1]), max_points=10_000)
+
+
+def test_a_block_row_with_a_character_outside_base64_is_422_naming_the_row() -> None:
+    good = encode_f64([1.0, 2.0])
+    bad = good[:4] + "!" + good[4:]  # lenient base64 would skip the "!" and accept the row
+    with pytest.raises(InvalidPayloadError) as caught:
+        parse_batch(_blocks_body(_block(["a", "b"], [1, 2], [good, bad])), max_points=100)
+    assert caught.value.errors == [
+        {"loc": ["body", "blocks", 0, "values", 1], "msg": caught.value.errors[0]["msg"]}
+    ]
+    assert "'grad_norm/b'" in caught.value.detail and "base64" in caught.value.detail
+
+
+def test_block_values_keep_non_finite_values_and_their_layer_order() -> None:
+    values = [[float("nan"), 1.0], [float("inf"), -0.0], [-float("inf"), 5e-324]]
+    rows = [encode_f64(row) for row in values]
+    batch = parse_batch(_blocks_body(_block(["x", "y", "z"], [3, 9], rows)), max_points=100)
+    block = batch.blocks[0]
+    assert block.names == ["grad_norm/x", "grad_norm/y", "grad_norm/z"]
+    assert block.values.tobytes() == np.array(values, dtype=np.float64).tobytes()
