@@ -3,10 +3,14 @@ exactly at the server's bound, and a block row that is not strict base64."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+from collections.abc import Callable
 
 import numpy as np
+import orjson
 import pytest
+from fastapi.testclient import TestClient
 
 from trickscope_server.errors import InvalidPayloadError, PayloadTooLargeError
 from trickscope_server.services.ingest import decompress, parse_batch
@@ -15,6 +19,7 @@ from trickscope_wire import (
     BLOCKS_WIRE_VERSION,
     HistogramColumns,
     PointBatch,
+    SeriesColumns,
     StatBlock,
     dumps,
     encode_f64,
@@ -111,3 +116,47 @@ def test_block_values_keep_non_finite_values_and_their_layer_order() -> None:
     block = batch.blocks[0]
     assert block.names == ["grad_norm/x", "grad_norm/y", "grad_norm/z"]
     assert block.values.tobytes() == np.array(values, dtype=np.float64).tobytes()
+
+
+@pytest.mark.parametrize(
+    ("change", "loc", "needle"),
+    [
+        ({"values": [encode_f64([1.0])]}, ["body", "blocks", 0], "layers and values"),
+        ({"layers": ["a", "a"]}, ["body", "blocks", 0, "layers"], "a layer is named twice"),
+        ({"times": encode_f64([0.0])}, ["body", "blocks", 0], "steps and times differ"),
+        ({"family": "grad/norm"}, ["body", "blocks", 0, "family"], "without '/'"),
+        ({"layers": ["a", ""]}, ["body", "blocks", 0, "layers", 1], "non-empty string"),
+    ],
+)
+def test_malformed_blocks_are_422_naming_where(
+    change: dict[str, object], loc: list[str | int], needle: str
+) -> None:
+    block = {**dataclasses.asdict(_block(["a", "b"], [1, 2])), **change}
+    raw = orjson.dumps(
+        {"batch_id": "b1", "series": [], "wire_version": BLOCKS_WIRE_VERSION, "blocks": [block]}
+    )
+    with pytest.raises(InvalidPayloadError, match=needle) as caught:
+        parse_batch(raw, max_points=100)
+    assert caught.value.errors is not None and caught.value.errors[0]["loc"] == loc
+
+
+def test_a_block_member_also_sent_as_a_series_keeps_both_columns(
+    client: TestClient, make_run: Callable[..., dict[str, object]]
+) -> None:
+    """A batch naming one series twice (in a block and on its own) stores the block series by
+    series: every point of both is read back, and the batch counts all of them."""
+    make_run("r1")
+    assert client.put("/api/v1/runs/r1/layers", json={"layers": ["a", "b"]}).status_code == 200
+    batch = PointBatch(
+        batch_id="b1",
+        series=[
+            SeriesColumns("grad_norm/a", encode_i64([3]), encode_f64([30.0]), encode_f64([3.0]))
+        ],
+        wire_version=BLOCKS_WIRE_VERSION,
+        blocks=[_block(["a", "b"], [1, 2])],
+    )
+    answer = client.post("/api/v1/runs/r1/points", content=dumps(batch))
+    assert answer.json() == {"accepted": 5, "duplicate": False}
+    for name, values in (("grad_norm/a", [1.0, 2.0, 30.0]), ("grad_norm/b", [2.0, 3.0])):
+        read = client.get("/api/v1/runs/r1/points", params={"name": name}).json()
+        assert read["value"] == values, read
