@@ -10,11 +10,15 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from trickscope_server.errors import InvalidPayloadError, PayloadTooLargeError
+from trickscope_server.services import ingest
 from trickscope_server.services.ingest import decompress, parse_batch
 from trickscope_server.services.ingest_histograms import MAX_HISTOGRAM_BINS
+from trickscope_server.storage.models import SeriesRow
 from trickscope_wire import (
     BLOCKS_WIRE_VERSION,
     HistogramColumns,
@@ -40,9 +44,9 @@ def _block(layers: list[str], steps: list[int], rows: list[str] | None = None) -
     )
 
 
-def _blocks_body(*blocks: StatBlock) -> bytes:
+def _blocks_body(block: StatBlock, batch_id: str = "b1") -> bytes:
     return dumps(
-        PointBatch(batch_id="b1", series=[], wire_version=BLOCKS_WIRE_VERSION, blocks=list(blocks))
+        PointBatch(batch_id=batch_id, series=[], wire_version=BLOCKS_WIRE_VERSION, blocks=[block])
     )
 
 
@@ -160,3 +164,19 @@ def test_a_block_member_also_sent_as_a_series_keeps_both_columns(
     for name, values in (("grad_norm/a", [1.0, 2.0, 30.0]), ("grad_norm/b", [2.0, 3.0])):
         read = client.get("/api/v1/runs/r1/points", params={"name": name}).json()
         assert read["value"] == values, read
+
+
+def test_the_block_batch_that_reaches_the_bound_names_its_family_for_compaction(
+    app: FastAPI, client: TestClient, make_run: Callable[..., dict[str, object]]
+) -> None:
+    make_run("r1")
+    assert client.put("/api/v1/runs/r1/layers", json={"layers": ["a", "b"]}).status_code == 200
+    db = app.state.db
+    due = []
+    for b in range(ingest.COMPACT_AFTER_CHUNKS):
+        batch = ingest.parse_batch(_blocks_body(_block(["a", "b"], [b]), f"b{b}"), max_points=10)
+        due.append(ingest.ingest_batch(db, run_id="r1", batch=batch).compact)
+    with db.reader() as session:
+        first = session.scalar(select(SeriesRow.id).where(SeriesRow.name == "grad_norm/a"))
+    assert due[:-1] == [[]] * (ingest.COMPACT_AFTER_CHUNKS - 1)
+    assert due[-1] == [first]
