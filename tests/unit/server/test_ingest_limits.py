@@ -12,7 +12,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from trickscope_server.errors import InvalidPayloadError, PayloadTooLargeError
 from trickscope_server.services import ingest
@@ -33,10 +33,12 @@ from trickscope_wire import (
 pytestmark = pytest.mark.timeout(30)
 
 
-def _block(layers: list[str], steps: list[int], rows: list[str] | None = None) -> StatBlock:
+def _block(
+    layers: list[str], steps: list[int], rows: list[str] | None = None, family: str = "grad_norm"
+) -> StatBlock:
     values = rows or [encode_f64([float(j + s) for s in steps]) for j in range(len(layers))]
     return StatBlock(
-        family="grad_norm",
+        family=family,
         layers=layers,
         steps=encode_i64(steps),
         times=encode_f64([float(s) for s in steps]),
@@ -145,10 +147,11 @@ def test_malformed_blocks_are_422_naming_where(
 
 
 def test_a_block_member_also_sent_as_a_series_keeps_both_columns(
-    client: TestClient, make_run: Callable[..., dict[str, object]]
+    app: FastAPI, client: TestClient, make_run: Callable[..., dict[str, object]]
 ) -> None:
-    """A batch naming one series twice (in a block and on its own) stores the block series by
-    series: every point of both is read back, and the batch counts all of them."""
+    """A batch naming one series twice (in a block and on its own) stores that block series by
+    series: every point of both is read back, and the batch counts all of them. The batch's
+    other block is stored as a block still."""
     make_run("r1")
     assert client.put("/api/v1/runs/r1/layers", json={"layers": ["a", "b"]}).status_code == 200
     batch = PointBatch(
@@ -157,13 +160,20 @@ def test_a_block_member_also_sent_as_a_series_keeps_both_columns(
             SeriesColumns("grad_norm/a", encode_i64([3]), encode_f64([30.0]), encode_f64([3.0]))
         ],
         wire_version=BLOCKS_WIRE_VERSION,
-        blocks=[_block(["a", "b"], [1, 2])],
+        blocks=[_block(["a", "b"], [1, 2]), _block(["a", "b"], [1, 2], family="update_ratio")],
     )
     answer = client.post("/api/v1/runs/r1/points", content=dumps(batch))
-    assert answer.json() == {"accepted": 5, "duplicate": False}
-    for name, values in (("grad_norm/a", [1.0, 2.0, 30.0]), ("grad_norm/b", [2.0, 3.0])):
+    assert answer.json() == {"accepted": 9, "duplicate": False}
+    for name, values in (
+        ("grad_norm/a", [1.0, 2.0, 30.0]),
+        ("grad_norm/b", [2.0, 3.0]),
+        ("update_ratio/b", [2.0, 3.0]),
+    ):
         read = client.get("/api/v1/runs/r1/points", params={"name": name}).json()
         assert read["value"] == values, read
+    with app.state.db.reader() as session:
+        families = session.execute(text("SELECT family FROM blocks WHERE run_id = 'r1'")).all()
+    assert [f for (f,) in families] == ["update_ratio"]
 
 
 def test_the_block_batch_that_reaches_the_bound_names_its_family_for_compaction(
