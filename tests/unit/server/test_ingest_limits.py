@@ -190,3 +190,15 @@ def test_the_block_batch_that_reaches_the_bound_names_its_family_for_compaction(
         first = session.scalar(select(SeriesRow.id).where(SeriesRow.name == "grad_norm/a"))
     assert due[:-1] == [[]] * (ingest.COMPACT_AFTER_CHUNKS - 1)
     assert due[-1] == [first]
+
+
+def test_an_empty_block_is_accepted_and_stores_nothing(
+    app: FastAPI, client: TestClient, make_run: Callable[..., dict[str, object]]
+) -> None:
+    make_run("r1")
+    assert client.put("/api/v1/runs/r1/layers", json={"layers": ["a"]}).status_code == 200
+    answer = client.post("/api/v1/runs/r1/points", content=_blocks_body(_block(["a"], [])))
+    assert answer.json() == {"accepted": 0, "duplicate": False}
+    assert client.get("/api/v1/runs/r1/series").json() == {"series": []}
+    with app.state.db.reader() as session:
+        assert session.scalar(text("SELECT count(*) FROM blocks")) == 0
