@@ -504,13 +504,7 @@ def histograms(
             torch.amax(
                 torch.nan_to_num(part, nan=-inf, posinf=-inf, neginf=-inf), 1, out=row_hi[chunk]
             )
-        lo, hi = rows.min(row_lo), rows.max(row_hi)
-        empty = lo > hi
-        lo = torch.where(empty, 0.0, lo)
-        hi = torch.where(empty, 0.0, hi)
-        same = lo == hi
-        lo = torch.where(same, lo - 1.0, lo)
-        hi = torch.where(same, hi + 1.0, hi)
+        lo, hi = _binned_range(rows.min(row_lo), rows.max(row_hi))
         left, width = rows.per_row(lo)[:, None], rows.per_row(hi - lo)[:, None]
         counts = torch.zeros(len(tensors), bins + 1, dtype=torch.float64, device=matrix.device)
         one = torch.ones(1, dtype=torch.float64, device=matrix.device)
@@ -534,6 +528,17 @@ def histograms(
         )
 
 
+def _binned_range(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """The range binned for finite minima ``lo`` and maxima ``hi``: ``[0, 0]`` widened when there
+    was no finite element (``lo > hi``), and a single value widened by 1 each way, as
+    ``torch.histc`` does, so that the bins have a width."""
+    empty = lo > hi
+    lo = torch.where(empty, 0.0, lo)
+    hi = torch.where(empty, 0.0, hi)
+    same = lo == hi
+    return torch.where(same, lo - 1.0, lo), torch.where(same, hi + 1.0, hi)
+
+
 def streamed_histogram(tensor: Tensor, bins: int = BINS, chunk: int = HIST_ROWS * ROW) -> Tensor:
     """The histogram of one tensor, as a row of :func:`histograms`, read ``chunk`` elements at
     a time: for a tensor larger than the scratch buffer, whose temporaries then stay of the
@@ -552,12 +557,7 @@ def streamed_histogram(tensor: Tensor, bins: int = BINS, chunk: int = HIST_ROWS 
             values = part.to(torch.float32)
             lo = torch.minimum(lo, torch.nan_to_num(values, nan=inf, neginf=inf).amin())
             hi = torch.maximum(hi, torch.nan_to_num(values, nan=-inf, posinf=-inf).amax())
-        empty = lo > hi
-        lo = torch.where(empty, 0.0, lo)
-        hi = torch.where(empty, 0.0, hi)
-        same = lo == hi
-        lo = torch.where(same, lo - 1.0, lo)
-        hi = torch.where(same, hi + 1.0, hi)
+        lo, hi = _binned_range(lo, hi)
         width = hi - lo
         counts = torch.zeros(bins + 1, dtype=torch.float64, device=device)
         for part in parts:
