@@ -16,6 +16,18 @@ def _points_requests(capture: Any) -> list[dict[str, Any]]:
     return [body for method, path, body in capture.captured.snapshot() if path.endswith("/points")]
 
 
+def _watched_run(
+    capture: Any, settings: dict[str, Any], *, hist_every: int
+) -> tuple[trickscope.Run, nn.Module, torch.optim.Optimizer]:
+    """A run that flushes only at its end, watching a small model at every step."""
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    settings.update(flush_secs=60.0, stats_flush_secs=60.0)
+    run = trickscope.init(project="p", url=capture.url, **settings)
+    run.watch(model, optimizer, every=1, hist_every=hist_every)
+    return run, model, optimizer
+
+
 def _train(
     run: trickscope.Run, model: nn.Module, optimizer: torch.optim.Optimizer, capture: Any
 ) -> None:
@@ -32,11 +44,7 @@ def _train(
 def test_a_series_both_watched_and_logged_keeps_its_order_across_two_requests(
     capture: Any, settings: dict[str, Any]
 ) -> None:
-    model = nn.Linear(4, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    settings.update(flush_secs=60.0, stats_flush_secs=60.0)
-    run = trickscope.init(project="p", url=capture.url, **settings)
-    run.watch(model, optimizer, every=1, hist_every=0)
+    run, model, optimizer = _watched_run(capture, settings, hist_every=0)
     _train(run, model, optimizer, capture)
     run.log({"grad_norm/weight": 99.0}, step=1)  # logged after watch's value of step 1
     run.finish()
@@ -51,11 +59,7 @@ def test_a_series_both_watched_and_logged_keeps_its_order_across_two_requests(
 def test_a_flush_of_logged_points_and_statistics_is_one_request(
     capture: Any, settings: dict[str, Any]
 ) -> None:
-    model = nn.Linear(4, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    settings.update(flush_secs=60.0, stats_flush_secs=60.0)
-    run = trickscope.init(project="p", url=capture.url, **settings)
-    run.watch(model, optimizer, every=1, hist_every=1)
+    run, model, optimizer = _watched_run(capture, settings, hist_every=1)
     _train(run, model, optimizer, capture)
     run.finish()
     (request,) = _points_requests(capture)
