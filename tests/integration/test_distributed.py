@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 import trickscope
-from tests.helpers import LiveServer, free_port, wait_until
+from tests.helpers import LiveServer, free_port, rank_env, wait_until
 from tests.integration.ddp_worker import DRIFT_AFTER, STEPS
 from trickscope.distributed import Rank
 from trickscope.run import Run
@@ -39,16 +39,7 @@ def launch(world_size: int, fault: str, env: dict[str, str], slow_rank: int = -1
     processes = [
         subprocess.Popen(
             [sys.executable, str(WORKER), "--fault", fault, "--slow-rank", str(slow_rank)],
-            env={
-                **os.environ,
-                **env,
-                "RANK": str(rank),
-                "LOCAL_RANK": str(rank),
-                "WORLD_SIZE": str(world_size),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": port,
-                "OMP_NUM_THREADS": "1",
-            },
+            env={**os.environ, **env, **rank_env(rank, world_size, port)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

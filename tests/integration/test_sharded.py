@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import LiveServer, free_port
+from tests.helpers import LiveServer, free_port, rank_env
 from tests.integration.fsdp_worker import RUN_STEPS
 from tests.integration.test_distributed import get_json, points, series_names
 
@@ -30,16 +30,7 @@ def launch(world_size: int, env: dict[str, str], *args: str) -> list[dict[str, A
     processes = [
         subprocess.Popen(
             [sys.executable, str(WORKER), *args],
-            env={
-                **os.environ,
-                **env,
-                "RANK": str(rank),
-                "LOCAL_RANK": str(rank),
-                "WORLD_SIZE": str(world_size),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": port,
-                "OMP_NUM_THREADS": "1",
-            },  # fmt: skip
+            env={**os.environ, **env, **rank_env(rank, world_size, port)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
