@@ -202,3 +202,32 @@ def test_an_empty_block_is_accepted_and_stores_nothing(
     assert client.get("/api/v1/runs/r1/series").json() == {"series": []}
     with app.state.db.reader() as session:
         assert session.scalar(text("SELECT count(*) FROM blocks")) == 0
+
+
+def test_a_series_logged_on_its_own_between_its_blocks_is_summarised_exactly(
+    client: TestClient, make_run: Callable[..., dict[str, object]]
+) -> None:
+    make_run("r1")
+    assert client.put("/api/v1/runs/r1/layers", json={"layers": ["a", "b"]}).status_code == 200
+    assert client.post("/api/v1/runs/r1/points", content=_blocks_body(_block(["a", "b"], [1, 2])))
+    later = PointBatch(
+        batch_id="b2",
+        series=[
+            SeriesColumns("grad_norm/a", encode_i64([3]), encode_f64([30.0]), encode_f64([3.0]))
+        ],
+    )
+    assert client.post("/api/v1/runs/r1/points", content=dumps(later)).status_code == 200
+    # A block re-logging step 3 (value 3.0): the later write wins, step 3 is counted once.
+    again = _blocks_body(_block(["a", "b"], [3]), "b3")
+    assert client.post("/api/v1/runs/r1/points", content=again).status_code == 200
+    listed = {s["name"]: s for s in client.get("/api/v1/runs/r1/series").json()["series"]}
+    assert listed["grad_norm/a"] | {"name": None} == {
+        "name": None,
+        "count": 3,
+        "first_step": 1,
+        "last_step": 3,
+        "last_value": 3.0,
+        "min_value": 1.0,
+        "max_value": 3.0,
+        "first_nonfinite_step": None,
+    }
