@@ -17,6 +17,20 @@ const FINDINGS_TRACE = "findings";
  * Plotly renders a few HTML-like tags inside strings (<b>, <a>, <br>...) as SVG text. Names are
  * untrusted and should read literally, so escape them; Plotly turns the entities back into text.
  */
+/**
+ * The steps a Plotly relayout event zoomed the x axis to, as { start, end } (whole steps, the
+ * window's ends rounded outwards), { autorange: true } when it was reset, or null otherwise.
+ */
+export function zoomedSteps(event) {
+  let lo = event["xaxis.range[0]"];
+  let hi = event["xaxis.range[1]"];
+  if (Array.isArray(event["xaxis.range"])) [lo, hi] = event["xaxis.range"];
+  if (lo !== undefined && hi !== undefined) {
+    return { start: Math.max(0, Math.floor(Math.min(lo, hi))), end: Math.ceil(Math.max(lo, hi)) };
+  }
+  return event["xaxis.autorange"] === true ? { autorange: true } : null;
+}
+
 export function plotlyText(text) {
   return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }

@@ -3,6 +3,7 @@
 // behind it. Zooming re-reads the visible window of every run in one request.
 
 import { api, nonFiniteLabel } from "./api.js";
+import { zoomedSteps } from "./chart-base.js";
 import { plotlyText } from "./charts.js";
 import { el } from "./dom.js";
 import { emaSmooth, rawLine } from "./smoothing.js";
@@ -205,14 +206,10 @@ export class ComparePanel {
   }
 
   onRelayout(event) {
-    let lo = event["xaxis.range[0]"];
-    let hi = event["xaxis.range[1]"];
-    if (Array.isArray(event["xaxis.range"])) [lo, hi] = event["xaxis.range"];
-    if (lo !== undefined && hi !== undefined) {
-      const start = Math.max(0, Math.floor(Math.min(lo, hi)));
-      const end = Math.ceil(Math.max(lo, hi));
-      this.enqueue(() => this.readWindow(start, end));
-    } else if (event["xaxis.autorange"] === true) {
+    const zoom = zoomedSteps(event);
+    if (zoom && !zoom.autorange) {
+      this.enqueue(() => this.readWindow(zoom.start, zoom.end));
+    } else if (zoom) {
       this.enqueue(async () => {
         this.shown = new Map(this.whole);
         await this.draw();

@@ -10,6 +10,7 @@ import {
   findingTrace,
   plotlyText,
   splitPoints,
+  zoomedSteps,
 } from "./chart-base.js";
 import { toNumber } from "./api.js";
 import { clearPreview } from "./preview.js";
@@ -245,14 +246,10 @@ export class LineChart {
   }
 
   onRelayout(event) {
-    let lo = event["xaxis.range[0]"];
-    let hi = event["xaxis.range[1]"];
-    if (Array.isArray(event["xaxis.range"])) [lo, hi] = event["xaxis.range"];
-    if (lo !== undefined && hi !== undefined) {
-      const start = Math.max(0, Math.floor(Math.min(lo, hi)));
-      const end = Math.ceil(Math.max(lo, hi));
-      this.enqueue(() => this.readWindow(start, end));
-    } else if (event["xaxis.autorange"] === true) {
+    const zoom = zoomedSteps(event);
+    if (zoom && !zoom.autorange) {
+      this.enqueue(() => this.readWindow(zoom.start, zoom.end));
+    } else if (zoom) {
       this.enqueue(() => this.readWindow(undefined, undefined));
     }
   }
