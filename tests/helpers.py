@@ -30,6 +30,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class WatcherReports:
+    """What a ``Watcher`` emits, kept as ``{series: {step: value}}`` (pass it as ``emit``)."""
+
+    def __init__(self) -> None:
+        self.points: dict[str, dict[int, float]] = {}
+
+    def __call__(self, step: int, keys: Any, values: Any, host: Any) -> None:
+        for key, value in zip(keys, values.tolist(), strict=True):
+            self.points.setdefault(key, {})[step] = value
+
+
 def rank_env(rank: int, world_size: int, port: str) -> dict[str, str]:
     """The environment ``torchrun`` gives one rank of a job on this machine (one thread each)."""
     return {

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import trickscope
+from tests.helpers import WatcherReports
 from trickscope import _foreach, stats
 from trickscope._incidents import Incidents
 from trickscope.watch import Watcher
@@ -54,18 +55,7 @@ def test_half_tensors_near_the_fp16_max_give_finite_float32_statistics(
     assert grads[4, 1].item() == pytest.approx(500 / 2500)
 
 
-class Reports:
-    """What a :class:`Watcher` emits: ``{series: {step: value}}``."""
-
-    def __init__(self) -> None:
-        self.points: dict[str, dict[int, float]] = {}
-
-    def __call__(self, step: int, keys: Any, values: torch.Tensor, host: Any) -> None:
-        for key, value in zip(keys, values.tolist(), strict=True):
-            self.points.setdefault(key, {})[step] = value
-
-
-def _watcher(model: nn.Module, optimizer: Any, reports: Reports, **options: Any) -> Watcher:
+def _watcher(model: nn.Module, optimizer: Any, reports: WatcherReports, **options: Any) -> Watcher:
     return Watcher(model, optimizer, start_step=0, emit=reports, incidents=Incidents(), **options)
 
 
@@ -85,7 +75,7 @@ def test_half_precision_training_reports_float32_statistics_without_overflow(
     with torch.no_grad():
         model[0].weight.mul_(200.0)  # ±50: the sum of their squares overflows fp16
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
-    reports = Reports()
+    reports = WatcherReports()
     watcher = _watcher(model, optimizer, reports, every=1, hist_every=1)
     for _ in range(2):
         x = torch.randn(4, 16, dtype=param_dtype)
@@ -121,7 +111,7 @@ def test_skipped_steps_are_counted_apart_from_the_steps() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=64.0, growth_interval=2)
     good, bad = torch.ones(2, 3), torch.full((2, 3), math.inf)
-    reports = Reports()
+    reports = WatcherReports()
     watcher = _watcher(model, optimizer, reports, every=1, scaler=scaler)
     for x in (bad, bad, good, good, good, bad, good):
         _amp_step(model, optimizer, scaler, x)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import torch
 from torch import nn
 
+from tests.helpers import WatcherReports
 from trickscope._incidents import Incidents
 from trickscope.update_sample import SAMPLE_ELEMENTS, UpdateSample, stride_of
 from trickscope.watch import Watcher
@@ -39,15 +38,6 @@ def test_sampled_half_weights_are_read_in_float32() -> None:
     assert sample.nbytes == 2 * 4 * (SAMPLE_ELEMENTS + 5)
 
 
-class Reports:
-    def __init__(self) -> None:
-        self.points: dict[str, dict[int, float]] = {}
-
-    def __call__(self, step: int, keys: Any, values: torch.Tensor, host: Any) -> None:
-        for key, value in zip(keys, values.tolist(), strict=True):
-            self.points.setdefault(key, {})[step] = value
-
-
 @pytest.mark.parametrize("optimizer_name", ["adamw", "sgd"])
 def test_the_sampled_ratio_is_close_to_the_exact_ratio(optimizer_name: str) -> None:
     """Tensors of at most ``SAMPLE_ELEMENTS`` are exact; larger ones within SAMPLED_ERROR."""
@@ -59,7 +49,7 @@ def test_the_sampled_ratio_is_close_to_the_exact_ratio(optimizer_name: str) -> N
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    reports = Reports()
+    reports = WatcherReports()
     watcher = Watcher(
         model, optimizer, every=1, start_step=0, emit=reports, incidents=Incidents(),
         hist_every=0,
