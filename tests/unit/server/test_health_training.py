@@ -138,6 +138,18 @@ def test_lr_zero_at_the_start_and_long_before_the_end() -> None:
     assert check(healthy_run(), "lr-zero") == []
 
 
+def test_lr_decayed_to_a_negligible_share_of_its_peak_counts_as_zero() -> None:
+    """StepLR(step_size=1, gamma=0.5) meant per epoch but stepped per step: never exactly 0."""
+    run = healthy_run()
+    steps = run.values("lr/group0").size
+    run.values("lr/group0")[:] = 1e-3 * 0.5 ** np.arange(steps)
+    (found,) = check(run, "lr-zero")
+    assert (found.check, found.step) == ("lr-zero-early", 20)  # 0.5**20 < 1e-6
+    run = healthy_run()  # a cosine decay to a small floor is healthy
+    run.values("lr/group0")[:] = 1e-5 + 1e-3 * 0.5 * (1 + np.cos(np.linspace(0, np.pi, steps)))
+    assert check(run, "lr-zero") == []
+
+
 def test_an_epoch_scheduler_stepped_per_epoch_is_fine() -> None:
     run = healthy_run()
     run.setup["scheduler"] = {"class": "StepLR", "planned_steps": None, "warmup_steps": None}

@@ -26,6 +26,9 @@ JUMP_SIZE = 0.10  # ... each change larger than this share, is a schedule steppe
 SCHED_LAG = 0.5  # scheduler calls advancing slower than this share of optimizer steps
 ZERO_START_STEPS = 5  # LR 0 for more than this many first steps ...
 ZERO_START_SHARE = 0.01  # ... and more than this share of the run
+# An LR below this share of the run's peak trains no more than LR 0 does (an exponential decay
+# stepped per micro-batch reaches 1e-40 of its peak long before the end, never exactly 0).
+NEGLIGIBLE_LR = 1e-6
 
 
 def _lr(view: RunView) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
@@ -192,14 +195,16 @@ def lr_jumps(view: RunView) -> Iterable[Finding]:
 
 @rule("lr-zero", "Learning rate at zero")
 def lr_zero(view: RunView) -> Iterable[Finding]:
-    """LR zero for the first steps, or from long before the end to the end."""
+    """LR zero (or negligible against its peak) for the first steps, or from long before the end
+    to the end."""
     steps, lrs = _lr(view)
     found = []
-    nonzero = np.flatnonzero(lrs > 0)
+    live = lrs > NEGLIGIBLE_LR * max(float(lrs.max()), 0.0)
+    nonzero = np.flatnonzero(live)
     first = int(steps[nonzero[0]]) if nonzero.size else int(steps[-1])
     zero_span = first - int(steps[0])
     run_length = max(1, int(steps[-1] - steps[0]))
-    if zero_span > ZERO_START_STEPS and zero_span > ZERO_START_SHARE * run_length and lrs[0] <= 0:
+    if zero_span > ZERO_START_STEPS and zero_span > ZERO_START_SHARE * run_length and not live[0]:
         found.append(
             finding(
                 "lr-zero-start",
@@ -214,9 +219,9 @@ def lr_zero(view: RunView) -> Iterable[Finding]:
             )
         )
     if steps.size >= 10:
-        zero = np.flatnonzero(lrs <= 0)
+        zero = np.flatnonzero(~live)
         if zero.size and zero[-1] == lrs.size - 1:
-            positive = np.flatnonzero(lrs > 0)
+            positive = np.flatnonzero(live)
             start = int(positive[-1]) + 1 if positive.size else 0
             if positive.size and start < (1 - TAIL / 2) * steps.size:
                 step = int(steps[start])
@@ -225,7 +230,8 @@ def lr_zero(view: RunView) -> Iterable[Finding]:
                         "lr-zero-early",
                         "warning",
                         f"The learning rate is zero from step {step}",
-                        why=f"{steps.size - start} of {steps.size} logged steps train with LR 0: "
+                        why=f"{steps.size - start} of {steps.size} logged steps train with an LR "
+                        f"of 0 or below {NEGLIGIBLE_LR:g} of its peak: "
                         "the schedule's total steps is probably shorter than the run (counted in "
                         "epochs, or stepped per micro-batch).",
                         remedy="Give the scheduler the run's length in optimizer steps.",
