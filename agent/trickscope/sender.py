@@ -10,13 +10,9 @@ step, are thinned when more than ``queue_size`` of them wait, and counted as
 
 The sender thread waits on each sample's device copy, flushes logged points every
 ``flush_secs`` and the per-layer statistics every ``stats_flush_secs`` (or sooner once enough
-points wait), and sends requests in order over one keep-alive connection. The run's creation is
-the first request of all: nothing can reach the server before its run. Unsent requests live in
-a bounded in-memory outbox; past ``max_buffer_bytes`` the oldest spill to the run's
-:class:`~trickscope.journal.Journal`, which is delivered first once the server answers again.
-A request the server refuses (4xx), or fails with a 500 ``dead_letter_after`` times, is set
-aside in the run's dead-letter file and the rest goes on. When nothing else was sent for
-``heartbeat_secs``, a heartbeat tells the server the run is alive.
+points wait), and hands the requests, in order, to its :class:`~trickscope.delivery.Delivery`
+(outbox, journal spill, back-off, dead letters, heartbeats). The run's creation is the first
+request of all: nothing can reach the server before its run.
 """
 
 from __future__ import annotations
@@ -38,11 +34,11 @@ from trickscope._incidents import Incidents
 from trickscope._sanitize import MAX_SERIES_CHARS, clean_text
 from trickscope.batches import HistogramBuffer, StatRows, encode_points, packed_rows
 from trickscope.config import AgentConfig
-from trickscope.journal import POISON_STATUSES, Journal, Request, dead_letter_path
+from trickscope.delivery import Delivery
+from trickscope.journal import Journal, Request
 from trickscope.logged import LoggedBatcher
 from trickscope.scalars import POINT_BYTES, Layout, RowBlock, ScalarBuffer, read_overflow
 from trickscope.transfer import Parcel
-from trickscope.transport import Connection, Rejected, Unavailable, backoff
 from trickscope_wire import (
     HistogramColumns,
     PointBatch,
@@ -70,7 +66,6 @@ LOG_BATCH_POINTS = 200_000
 _POINT_BYTES = 96  # estimated memory of one buffered bulk point (list slots and floats)
 _STOP = object()
 _LITTLE = sys.byteorder == "little"
-_HEARTBEAT_BODY = b"{}"
 # Seconds ``close`` lets the final take of the logged points wait for the training thread's
 # lock: a signal handler finishing the run may have interrupted that thread holding it.
 _FINAL_TAKE_WAIT = 1.0
@@ -126,24 +121,19 @@ class Sender:
     ) -> None:
         self._config = config
         self._incidents = incidents
-        # Under torch.distributed rank 0 creates the run; another rank's first batches may reach
-        # the server before it does, so until one is accepted "no such run" means "not yet".
-        self._awaits_run = rank != 0
         self._thinned_key = THINNED if rank == 0 else f"rank/{rank}/{THINNED}"
-        self._run_id = run_id
         self._points_path = f"/api/v1/runs/{run_id}/points"
-        self._heartbeat_path = f"/api/v1/runs/{run_id}/heartbeat"
         self._inbox: deque[object] = deque()
         self._wake = threading.Event()
         # Bulk samples handed over and taken: each counter has one writer, so no lock.
         self._bulk_in = 0
         self._bulk_out = 0
-        self._connection = Connection(
-            config.url, timeout=config.http_timeout, token=config.token, compress=config.compress
-        )
         stem = run_id if rank == 0 else f"{run_id}.rank{rank}"
-        self.journal = Journal(config.journal_dir / f"{stem}.jsonl")
-        self.dead = Journal(dead_letter_path(self.journal.path))
+        # Under torch.distributed rank 0 creates the run; another rank's first batches may reach
+        # the server before it does, so until one is accepted "no such run" means "not yet".
+        self.delivery = Delivery(
+            config, run_id, incidents, journal_stem=stem, awaits_run=rank != 0, first=first
+        )
         # Woken at half the logged points' memory at most, so that a tight loop is sent, not
         # spilled, while the sender keeps up.
         self._log_wake = max(1, min(LOG_WAKE_POINTS, config.log_buffer_bytes // POINT_BYTES // 2))
@@ -169,25 +159,54 @@ class Sender:
         )
         self._last_step = 0
         self._reported_thinned = 0
-        self._outbox: deque[Request] = deque(first)
-        self.outbox_bytes = sum(len(request.body) for request in first)
-        self.peak_buffer_bytes = self.outbox_bytes
-        self.peak_request_bytes = max((len(request.body) for request in first), default=0)
-        self.delivered = 0
-        self.dead_lettered = 0
-        self.heartbeats_sent = 0
-        self.heartbeats = 0  # those the server accepted
-        self._failures = 0
-        self._poison_failures = 0  # consecutive 500s of the request at the head
-        self._retry_at = 0.0
-        self._accepted_any = False  # the server took a request of this run: it exists
-        self._last_contact = time.monotonic()
         self._deadline: float | None = None
         self.journal_path: Path | None = None
         self.dead_letter_path: Path | None = None
         self._thread = threading.Thread(target=self._main, name="trickscope-sender", daemon=True)
         self._thread.start()
         atexit.register(self.close)
+
+    # -- what delivery did, for callers and tests --------------------------------------------
+
+    @property
+    def journal(self) -> Journal:
+        """The run's journal: requests spilled, or not delivered by ``close``."""
+        return self.delivery.journal
+
+    @property
+    def dead(self) -> Journal:
+        """The run's dead-letter file: requests the server would not take."""
+        return self.delivery.dead
+
+    @property
+    def delivered(self) -> int:
+        """Requests the server accepted."""
+        return self.delivery.delivered
+
+    @property
+    def dead_lettered(self) -> int:
+        """Requests set aside in the dead-letter file."""
+        return self.delivery.dead_lettered
+
+    @property
+    def heartbeats_sent(self) -> int:
+        """Heartbeats sent, answered or not."""
+        return self.delivery.heartbeats_sent
+
+    @property
+    def heartbeats(self) -> int:
+        """Heartbeats the server accepted."""
+        return self.delivery.heartbeats
+
+    @property
+    def peak_buffer_bytes(self) -> int:
+        """Most bytes held at once in the outbox and in buffered points."""
+        return self.delivery.peak_buffer_bytes
+
+    @property
+    def peak_request_bytes(self) -> int:
+        """Largest request body queued."""
+        return self.delivery.peak_request_bytes
 
     # -- training thread ---------------------------------------------------------------------
 
@@ -246,11 +265,9 @@ class Sender:
             wake = min(now + 0.5, next_flush)  # logged points arrive without waking the thread
             if self._histograms or self._rows:
                 wake = min(wake, next_bulk)
-            if not config.offline:
-                if self._outbox or self.journal.pending:
-                    wake = min(wake, max(self._retry_at, now))  # due for (re)delivery
-                elif self._accepted_any:
-                    wake = min(wake, self._last_contact + config.heartbeat_secs)
+            due = self.delivery.due(now)  # (re)delivery, or a heartbeat
+            if due is not None:
+                wake = min(wake, due)
             self._wake.wait(max(0.0, wake - now))
             self._wake.clear()
             try:
@@ -269,8 +286,8 @@ class Sender:
                     if early:
                         next_bulk = now + config.stats_flush_secs
                     next_flush = now + config.flush_secs
-                self._deliver()
-                self._heartbeat()
+                self.delivery.deliver()
+                self.delivery.heartbeat()
             except Exception as exc:  # the sender must outlive any single bad item
                 self._incidents.error("sender", exc)
         self._shutdown()
@@ -451,129 +468,7 @@ class Sender:
         return series
 
     def _enqueue(self, request: Request) -> None:
-        self._outbox.append(request)
-        self.outbox_bytes += len(request.body)
-        self.peak_request_bytes = max(self.peak_request_bytes, len(request.body))
-        buffered = self.outbox_bytes + self._pending_points * _POINT_BYTES
-        self.peak_buffer_bytes = max(self.peak_buffer_bytes, buffered)
-        if self._config.offline:
-            self._spill(0)
-        elif buffered > self._config.max_buffer_bytes:
-            # Points still buffered count against the cap too (at most half of it, see
-            # ``_flush_points``), so that memory stays within cap plus one request.
-            pending = self._pending_points * _POINT_BYTES
-            self._spill(max(0, self._config.max_buffer_bytes // 2 - pending))
-
-    def _spill(self, keep_bytes: int) -> None:
-        """Move the oldest outbox requests to the journal until at most ``keep_bytes`` remain."""
-        while self._outbox and self.outbox_bytes > keep_bytes:
-            request = self._outbox.popleft()
-            self.outbox_bytes -= len(request.body)
-            self.journal.append(request)
-
-    def _deliver(self, deadline: float | None = None) -> None:
-        """Send journal entries, then outbox requests, until done, backing off, or past
-        ``deadline``."""
-        if self._config.offline:
-            return
-        while self.journal.pending or self._outbox:
-            now = time.monotonic()
-            if now < self._retry_at or (deadline is not None and now >= deadline):
-                return
-            from_journal = self.journal.pending
-            if from_journal:
-                request, size = self.journal.peek()
-            else:
-                request, size = self._outbox[0], 0
-            timeout = None if deadline is None else deadline - now
-            try:
-                self._connection.send(request.method, request.path, request.body, timeout=timeout)
-            except Rejected as exc:
-                if self._awaits_run and exc.status == 404:  # rank 0 has not created it yet
-                    self._back_off(
-                        "awaiting run",
-                        "trickscope: rank 0 has not created run %s on %s yet; holding this "
-                        "rank's data (%d attempts so far)",
-                        self._run_id,
-                        self._config.url,
-                        self._failures + 1,
-                    )
-                    return
-                # Retrying a request the server refuses would block everything behind it.
-                self._set_aside(request, from_journal, size, exc)
-                continue
-            except Unavailable as exc:
-                if exc.status in POISON_STATUSES:
-                    self._poison_failures += 1
-                    if self._poison_failures >= self._config.dead_letter_after:
-                        self._set_aside(request, from_journal, size, exc)
-                        continue
-                else:
-                    self._poison_failures = 0
-                self._back_off(
-                    "network",
-                    "trickscope: server %s did not take a request (%s); buffering, %d failed "
-                    "attempts so far",
-                    self._config.url,
-                    exc,
-                    self._failures + 1,
-                )
-                return
-            self._awaits_run = False
-            self._accepted_any = True
-            self._last_contact = time.monotonic()
-            self.delivered += 1
-            self._advance(from_journal, size)
-
-    def _back_off(self, kind: str, message: str, *args: object) -> None:
-        self._failures += 1
-        self._retry_at = time.monotonic() + backoff(self._failures)
-        self._incidents.throttled(kind, message, *args)
-
-    def _advance(self, from_journal: bool, size: int) -> None:
-        """The head request is done with (delivered or set aside): go on to the next."""
-        self._failures = 0
-        self._poison_failures = 0
-        if from_journal:
-            self.journal.advance(size)
-        else:
-            request = self._outbox.popleft()
-            self.outbox_bytes -= len(request.body)
-
-    def _set_aside(
-        self, request: Request, from_journal: bool, size: int, exc: ConnectionError
-    ) -> None:
-        """Write a request the server will not take to the dead-letter file, and go on."""
-        self.dead.append(request)
-        self.dead_lettered += 1
-        self._advance(from_journal, size)
-        self._retry_at = 0.0
-        if self.dead_lettered == 1:
-            logger.warning(
-                "trickscope: a request was refused (%s); it is set aside in %s and the run's "
-                "other data goes on. Once the cause is fixed, replay it with `trickscope sync %s`",
-                exc,
-                self.dead.path,
-                self.dead.path,
-            )
-
-    def _heartbeat(self) -> None:
-        """Tell the server the run is alive when nothing else was sent for ``heartbeat_secs``
-        (never journaled; any answer, even none, is fine)."""
-        if self._config.offline or not self._accepted_any or self._outbox or self.journal.pending:
-            return
-        now = time.monotonic()
-        if now - self._last_contact < self._config.heartbeat_secs:
-            return
-        self._last_contact = now
-        self.heartbeats_sent += 1
-        try:
-            self._connection.send(
-                "POST", self._heartbeat_path, _HEARTBEAT_BODY, timeout=self._config.http_timeout
-            )
-        except (Rejected, Unavailable):
-            return
-        self.heartbeats += 1
+        self.delivery.put(request, held_bytes=self._pending_points * _POINT_BYTES)
 
     def _shutdown(self) -> None:
         try:
@@ -581,36 +476,8 @@ class Sender:
                 self._drain()
             self._flush(take_wait=_FINAL_TAKE_WAIT)
             deadline = self._deadline if self._deadline is not None else time.monotonic()
-            backlog = self._outbox or self.journal.pending
-            if not self._config.offline and backlog and self._failures:
-                logger.warning(
-                    "trickscope: the server at %s is not answering; waiting up to %.0f s "
-                    "(finish_timeout) before leaving the rest in %s",
-                    self._config.url,
-                    max(0.0, deadline - time.monotonic()),
-                    self.journal.path,
-                )
-            self._retry_at = 0.0
-            while (
-                not self._config.offline
-                and (self.journal.pending or self._outbox)
-                and time.monotonic() < deadline
-            ):
-                self._deliver(deadline)
-                if self._retry_at > deadline:
-                    break
-                time.sleep(max(0.0, min(self._retry_at, deadline) - time.monotonic()))
-            self._spill(0)
-            self.journal_path = self.journal.close()
-            self.dead_letter_path = self.dead.close()
-            if self.journal_path is not None:
-                logger.warning(
-                    "trickscope: %s holds data the server has not received; upload it with "
-                    "`trickscope sync %s`",
-                    self.journal_path,
-                    self.journal_path,
-                )
+            self.journal_path, self.dead_letter_path = self.delivery.finish(deadline)
         except Exception as exc:
             self._incidents.error("sender shutdown", exc)
         finally:
-            self._connection.close()
+            self.delivery.close()

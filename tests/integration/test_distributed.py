@@ -163,7 +163,9 @@ def test_a_rank_that_reports_before_rank_0_created_the_run_is_not_lost(
     for step in range(5):
         second.log({"loss": torch.tensor(2.0**-step)}, step=step)
     # Its batches meet "no such run" for a while: they wait, as for an outage.
-    wait_until(lambda: second.sender is not None and second.sender._failures >= 2, timeout=10)
+    wait_until(
+        lambda: second.sender is not None and second.sender.delivery.failures >= 2, timeout=10
+    )
     first = Run(project="early", name=None, config=None, tags=None, agent=agent,
                 rank=Rank(0, 2, "gloo"), run_id=run_id)  # fmt: skip
     first.log({"loss": 0.5}, step=0)
