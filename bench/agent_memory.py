@@ -15,6 +15,13 @@ imports the agent from another checkout's ``agent`` folder (``git archive <commi
 tar -x -C /tmp/old``, then ``--agent /tmp/old/agent``) to compare with an earlier version. The
 workers run with glibc's mmap threshold fixed at 1 MiB (``MALLOC_MMAP_THRESHOLD_``), so that a
 freed block goes back to the system and the RSS follows what is allocated. Linux only.
+
+    python bench/agent_memory.py --layouts [--agent PATH]
+
+measures instead what the row layouts hold for the life of a run, at sizes no CPU run reaches:
+the layouts that ``watch`` builds for the row kernels (blocks of ``IN_PLACE_BLOCK_ELEMENTS``) of
+the 100M-parameter model and of Llama-2-7B's shapes (sizes only: no model is built), with every
+tensor a layout keeps counted, as bytes and as a share of the parameters' float32 and bf16 bytes.
 """
 
 from __future__ import annotations
@@ -87,6 +94,67 @@ def worker(args: argparse.Namespace) -> None:
     )
 
 
+def llama_7b_sizes() -> list[int]:
+    """Llama-2-7B's parameter sizes: embeddings, 32 layers, the norm and the output layer."""
+    width, hidden, vocab = 4096, 11008, 32000
+    layer = [width * width] * 4 + [width * hidden] * 3 + [width] * 2
+    return [vocab * width, *layer * 32, width, vocab * width]
+
+
+def layouts_worker(args: argparse.Namespace) -> None:
+    """Bytes the row layouts of two models keep: prints one JSON line per model."""
+    if args.agent:
+        sys.path.insert(0, args.agent)
+    import torch
+
+    from trickscope import segments, watch
+
+    models = {
+        f"{args.layers} x Linear({args.width}, {args.width})": [
+            args.width * args.width,
+            args.width,
+        ]
+        * args.layers,
+        "Llama-2-7B shapes": llama_7b_sizes(),
+    }
+    for name, sizes in models.items():
+        members = list(range(len(sizes)))
+        held: dict[int, int] = {}
+        kept = []  # alive together, as a watcher keeps them: no address is reused
+        for block in watch._blocks(members, sizes, watch.IN_PLACE_BLOCK_ELEMENTS):
+            rows = segments.RowLayout([sizes[i] for i in block], torch.device("cpu"))
+            rows.sum(torch.zeros(rows.elements // segments.ROW, 3))  # as the statistics use it
+            kept.append(rows)
+            for value in vars(rows).values():
+                tensors = value.values() if isinstance(value, dict) else [value]
+                for tensor in tensors:
+                    if isinstance(tensor, torch.Tensor):
+                        held[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+        params = sum(sizes)
+        print(json.dumps({"model": name, "params": params, "layout_bytes": sum(held.values())}))
+
+
+def layouts_main(args: argparse.Namespace) -> int:
+    command = [sys.executable, __file__, "--worker", "layouts", "--agent", args.agent]
+    command += ["--layers", str(args.layers), "--width", str(args.width)]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        print(out.stderr, file=sys.stderr)
+        return 1
+    print(f"agent: {args.agent or 'this checkout'}; one layout (a watcher keeps one per list of")
+    print("shapes: the gradients' and the weights', the same list when every parameter has one)")
+    print("| model | parameters | layout bytes | % of float32 bytes | % of bf16 bytes |")
+    print("|---|---:|---:|---:|---:|")
+    for line in out.stdout.strip().splitlines():
+        row = json.loads(line)
+        params, held = row["params"], row["layout_bytes"]
+        print(
+            f"| {row['model']} | {params / 1e9:.2f}B | {held:,} | "
+            f"{100 * held / (4 * params):.3f} | {100 * held / (2 * params):.3f} |"
+        )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=24)
@@ -96,11 +164,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--agent", default="", help="import the agent from this folder")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--layouts", action="store_true", help="the row layouts' bytes instead")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "layouts":
+        layouts_worker(args)
+        return 0
     if args.worker:
         worker(args)
         return 0
+    if args.layouts:
+        return layouts_main(args)
     rows = []
     for variant in args.variants:
         command = [sys.executable, __file__, "--worker", variant]

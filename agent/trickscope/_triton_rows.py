@@ -9,10 +9,13 @@ kernel (``merge_*``) then gives each tensor one program that combines its rows' 
 and one column per tensor.
 
 The row kernels read the tensors where they are, through a table of their addresses
-(``table_ptr``, int64, one per tensor, all of dtype ``DTYPE``): row ``r`` is elements
-``row_start[r] ..`` of tensor ``row_tensor[r]``, of which ``valid[r]`` belong to it. Masked
-loads never touch memory past a tensor's end. The table may point at the parameters and
-gradients themselves (no copy) or at a float32 buffer's views.
+(``table_ptr``, int64, one per tensor, all of dtype ``DTYPE``). The layout is given per tensor
+only (``offsets``: each tensor's first row, then the number of rows; ``sizes``: its elements):
+a row's program finds its tensor by a binary search of the offsets (``steps`` halvings, a few
+scalar loads of a small array that stays in cache), so that no index tensor the size of the
+model's rows is kept. Row ``r`` of tensor ``t`` is its elements ``(r − offsets[t]) · ROW ..``,
+up to its end. Masked loads never touch memory past a tensor's end. The table may point at the
+parameters and gradients themselves (no copy) or at a float32 buffer's views.
 
 (No ``from __future__ import annotations`` here: Triton reads the ``tl.constexpr`` annotations.)
 """
@@ -31,22 +34,45 @@ DTYPES = {
 
 
 @triton.jit
-def _load_row(
-    table_ptr, row_tensor_ptr, row_start_ptr, row, valid, ROW: tl.constexpr, DTYPE: tl.constexpr
-):
+def _tensor_of(offsets_ptr, tensors, steps, row):
+    """The tensor whose rows hold ``row``: the ``t`` with ``offsets[t] <= row < offsets[t + 1]``
+    (every tensor has a row, so the offsets rise strictly), after ``steps`` halvings of
+    ``[0, tensors)`` (``steps`` = ``tensors.bit_length()`` is enough)."""
+    low = row * 0
+    high = low + tensors
+    for _ in range(steps):
+        middle = (low + high) // 2
+        below = tl.load(offsets_ptr + middle) <= row
+        low = tl.where(below, middle, low)
+        high = tl.where(below, high, middle)
+    return low
+
+
+@triton.jit
+def _row_place(offsets_ptr, sizes_ptr, tensors, steps, row, ROW: tl.constexpr):
+    """The row's tensor, the row's first element in it and how many of its elements the row
+    holds (0 for an empty tensor's row)."""
+    tensor = _tensor_of(offsets_ptr, tensors, steps, row)
+    start = (row - tl.load(offsets_ptr + tensor)) * ROW
+    valid = tl.minimum(tl.load(sizes_ptr + tensor) - start, ROW)
+    return tensor, start, valid
+
+
+@triton.jit
+def _load_row(table_ptr, tensor, start, valid, ROW: tl.constexpr, DTYPE: tl.constexpr):
     """The row's elements (zeros after its ``valid`` ones), in the tensor's own dtype."""
-    tensor = tl.load(row_tensor_ptr + row)
     base = tl.load(table_ptr + tensor).to(tl.pointer_type(DTYPE))
     lanes = tl.arange(0, ROW)
-    return tl.load(base + tl.load(row_start_ptr + row) + lanes, mask=lanes < valid, other=0.0)
+    return tl.load(base + start + lanes, mask=lanes < valid, other=0.0)
 
 
 @triton.jit
 def moment_rows(
     table_ptr,
-    row_tensor_ptr,
-    row_start_ptr,
-    valid_ptr,
+    offsets_ptr,
+    sizes_ptr,
+    tensors,
+    steps,
     out_ptr,
     COUNTS: tl.constexpr,
     COLUMNS: tl.constexpr,
@@ -57,8 +83,8 @@ def moment_rows(
     non-zero, NaN and ±Inf counts and max |x| (NaN where a NaN is). ``COLUMNS`` is the output's
     row width: 7 with counts, else 3."""
     row = tl.program_id(0).to(tl.int64)
-    valid = tl.load(valid_ptr + row)
-    x = _load_row(table_ptr, row_tensor_ptr, row_start_ptr, row, valid, ROW, DTYPE).to(tl.float64)
+    tensor, start, valid = _row_place(offsets_ptr, sizes_ptr, tensors, steps, row, ROW)
+    x = _load_row(table_ptr, tensor, start, valid, ROW, DTYPE).to(tl.float64)
     total = tl.sum(x, axis=0)
     # Two passes over registers: the deviations from the row's own mean, so no cancellation.
     # An empty tensor's row (valid = 0) has a NaN mean and no deviations: M2 = 0.
@@ -84,9 +110,10 @@ def moment_rows(
 def update_rows(
     before_ptr,
     table_ptr,
-    row_tensor_ptr,
-    row_start_ptr,
-    valid_ptr,
+    offsets_ptr,
+    sizes_ptr,
+    tensors,
+    steps,
     out_ptr,
     ROW: tl.constexpr,
     DTYPE: tl.constexpr,
@@ -94,9 +121,9 @@ def update_rows(
     """Per row: Σb² and Σ(b − a)² of the snapshot ``before`` (a row-aligned float32 buffer,
     its padding zero) and the tensors now (through the table)."""
     row = tl.program_id(0).to(tl.int64)
-    valid = tl.load(valid_ptr + row)
+    tensor, start, valid = _row_place(offsets_ptr, sizes_ptr, tensors, steps, row, ROW)
     before = tl.load(before_ptr + row * ROW + tl.arange(0, ROW)).to(tl.float64)
-    after = _load_row(table_ptr, row_tensor_ptr, row_start_ptr, row, valid, ROW, DTYPE)
+    after = _load_row(table_ptr, tensor, start, valid, ROW, DTYPE)
     change = before - after.to(tl.float64)
     tl.store(out_ptr + row * 2, tl.sum(before * before, axis=0))
     tl.store(out_ptr + row * 2 + 1, tl.sum(change * change, axis=0))
@@ -106,13 +133,13 @@ def update_rows(
 def merge_moments(
     rows_ptr,
     offsets_ptr,
-    row_counts_ptr,
-    n_ptr,
+    sizes_ptr,
     out_ptr,
     tensors,
     COUNTS: tl.constexpr,
     COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
+    ROW: tl.constexpr,
 ):
     """Per tensor, from its rows of :func:`moment_rows`: L2 norm, mean and unbiased std, and
     with ``COUNTS`` max |x|, zero fraction, NaN and ±Inf counts; out is ``(3 or 7, tensors)``
@@ -124,7 +151,8 @@ def merge_moments(
     tensor = tl.program_id(0)
     start = tl.load(offsets_ptr + tensor)
     end = tl.load(offsets_ptr + tensor + 1)
-    n = tl.load(n_ptr + tensor).to(tl.float64)
+    size = tl.load(sizes_ptr + tensor)
+    n = size.to(tl.float64)
     lanes = tl.arange(0, BLOCK)
     squares = tl.zeros([BLOCK], tl.float64)
     sums = tl.zeros([BLOCK], tl.float64)
@@ -148,7 +176,9 @@ def merge_moments(
     for base in range(start, end, BLOCK):
         row = base + lanes
         inside = row < end
-        count = tl.load(row_counts_ptr + row, mask=inside, other=1.0)
+        # The row's own elements: ROW, but for the tensor's last row.
+        count = tl.minimum(size - (row - start) * ROW, ROW).to(tl.float64)
+        count = tl.where(inside, count, 1.0)
         apart = tl.load(rows_ptr + row * COLUMNS + 1, mask=inside, other=0.0) / count - mean
         within = tl.load(rows_ptr + row * COLUMNS + 2, mask=inside, other=0.0)
         spread += tl.where(inside, within + count * apart * apart, 0.0)

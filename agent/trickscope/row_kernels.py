@@ -102,14 +102,12 @@ def moment_rows(tensors: list[Tensor], rows: RowLayout, *, counts: bool) -> Tens
     if not usable(device):
         return None
     columns = len(MOMENT_COLUMNS) if counts else PLAIN_COLUMNS
-    out = torch.empty(rows.row_valid.shape[0], columns, dtype=torch.float64, device=device)
+    out = torch.empty(rows.elements // ROW, columns, dtype=torch.float64, device=device)
     launched = _launch(
         "moment_rows",
         out.shape[0],
         tensors,
-        rows.row_tensor,
-        rows.row_start,
-        rows.row_valid,
+        *_placing(rows),
         out,
         COUNTS=counts,
         COLUMNS=columns,
@@ -118,18 +116,18 @@ def moment_rows(tensors: list[Tensor], rows: RowLayout, *, counts: bool) -> Tens
     return out if launched else None
 
 
-def grad_stats(tensors: list[Tensor], rows: RowLayout, n: Tensor) -> Tensor | None:
-    """``trickscope.stats.GRAD_STATS`` of ``tensors`` (laid out as ``rows``, ``n`` their element
-    counts): float32, one row per statistic."""
-    return _moments(tensors, rows, n, counts=True)
+def grad_stats(tensors: list[Tensor], rows: RowLayout) -> Tensor | None:
+    """``trickscope.stats.GRAD_STATS`` of ``tensors`` (laid out as ``rows``, whose sizes give
+    the element counts): float32, one row per statistic."""
+    return _moments(tensors, rows, counts=True)
 
 
-def weight_stats(tensors: list[Tensor], rows: RowLayout, n: Tensor) -> Tensor | None:
+def weight_stats(tensors: list[Tensor], rows: RowLayout) -> Tensor | None:
     """``trickscope.stats.WEIGHT_STATS`` of ``tensors``, likewise."""
-    return _moments(tensors, rows, n, counts=False)
+    return _moments(tensors, rows, counts=False)
 
 
-def _moments(tensors: list[Tensor], rows: RowLayout, n: Tensor, *, counts: bool) -> Tensor | None:
+def _moments(tensors: list[Tensor], rows: RowLayout, *, counts: bool) -> Tensor | None:
     per_row = moment_rows(tensors, rows, counts=counts)
     if per_row is None:
         return None
@@ -140,13 +138,13 @@ def _moments(tensors: list[Tensor], rows: RowLayout, n: Tensor, *, counts: bool)
         len(tensors),
         per_row,
         rows.offsets,
-        rows.row_counts,
-        n,
+        rows.sizes,
         out,
         len(tensors),
         COUNTS=counts,
         COLUMNS=per_row.shape[1],
         BLOCK=MERGE_BLOCK,
+        ROW=ROW,
     )
     return out if launched else None
 
@@ -162,9 +160,7 @@ def update_rows(before: Tensor, after: list[Tensor], rows: RowLayout) -> Tensor 
         before.shape[0],
         before,
         after,
-        rows.row_tensor,
-        rows.row_start,
-        rows.row_valid,
+        *_placing(rows),
         out,
         ROW=ROW,
     )
@@ -180,6 +176,12 @@ def update_ratio(before: Tensor, after: list[Tensor], rows: RowLayout) -> Tensor
     out = torch.empty(len(after), device=before.device)
     launched = _launch("merge_update", len(after), per_row, rows.offsets, out, BLOCK=MERGE_BLOCK)
     return out if launched else None
+
+
+def _placing(rows: RowLayout) -> tuple[Tensor, Tensor, int, int]:
+    """What a row kernel needs to place its row: the per-tensor offsets and sizes, the number
+    of tensors and of halvings that find a row's tensor among them."""
+    return rows.offsets, rows.sizes, rows.tensors, rows.tensors.bit_length()
 
 
 def _kernels() -> Any:

@@ -39,6 +39,14 @@ class RowLayout:
 
     Built once per list of sizes (on the host, then copied without a sync); ``starts`` are
     element offsets into the buffer, ``elements`` its total size, a multiple of :data:`ROW`.
+
+    A layout keeps per-tensor metadata only (each tensor's first row, its size, where its last
+    row is): it lives as long as the run, so per-row index tensors would cost memory in
+    proportion to the model (28 bytes per row of 1,024 elements, 0.7 % of float32 parameter
+    bytes per layout, and a watcher keeps two). What a reduction needs per row (the tensor of
+    each row, its element count) is derived from the offsets when it runs, over the rows at hand
+    (:meth:`row_tensor`, :meth:`row_counts`), and the fused kernels find a row's tensor by a
+    binary search of the offsets (:mod:`trickscope._triton_rows`).
     """
 
     def __init__(self, sizes: list[int], device: torch.device) -> None:
@@ -50,29 +58,46 @@ class RowLayout:
             self.starts.append(offset * ROW)
             offset += count
         self.elements = offset * ROW
+        self.tensors = len(sizes)
         counts = torch.tensor(rows, dtype=torch.int64)
-        last = counts.cumsum(0) - 1
-        used = torch.tensor(sizes, dtype=torch.int64) - (counts - 1) * ROW
-        valid = torch.arange(ROW)[None, :] < used[:, None]
-        row_tensor = torch.repeat_interleave(counts)
-        row_counts = torch.full((len(row_tensor),), float(ROW), dtype=torch.float64)
-        row_counts[last] = used.to(torch.float64)
+        numel = torch.tensor(sizes, dtype=torch.int64)
+        used = numel - (counts - 1) * ROW  # elements of each tensor in its last row
         self._device = device
         self._rows = offset
         self._host_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
         self.offsets = to_device(self._host_offsets, device)  # each tensor's first row, the end
+        self.sizes = to_device(numel, device)  # each tensor's elements
         self._stacked: dict[int, Tensor] = {}  # offsets for k columns laid end to end
-        self.row_tensor = to_device(row_tensor, device)  # the tensor each row belongs to
-        # Where each row starts within its tensor, in elements.
-        row_start = (torch.arange(offset) - self._host_offsets[row_tensor]) * ROW
-        self.row_start = to_device(row_start, device)
-        padding = counts.to(torch.float64) * ROW - torch.tensor(sizes, dtype=torch.float64)
+        padding = counts.to(torch.float64) * ROW - numel.to(torch.float64)
         self.padding = to_device(padding, device)  # padding elements after each tensor
-        self.row_counts = to_device(row_counts, device)  # elements of its tensor in each row
-        self.row_valid = to_device(row_counts.to(torch.int32), device)  # the same, as int32
-        self._last_rows = to_device(last, device)
-        self._last_used = to_device(used.to(torch.float32), device)
-        self._last_is_tensor = to_device(valid, device)
+        self._last_rows = to_device(self._host_offsets[1:] - 1, device)
+        self._last_used = to_device(used, device)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the layout's own tensors: per tensor, none per row."""
+        held = [self._host_offsets, self.offsets, self.sizes, self.padding, self._last_rows]
+        held += [self._last_used, *self._stacked.values()]
+        # On the host, ``offsets`` is ``_host_offsets`` itself: counted once.
+        unique = {(t.device, t.data_ptr()): t for t in held}
+        return sum(t.numel() * t.element_size() for t in unique.values())
+
+    def row_tensor(self, chunk: slice | None = None) -> Tensor:
+        """The tensor each row of ``chunk`` (default: all rows) belongs to, int64, built on the
+        device from the offsets for this call (a sorted search: no sync)."""
+        start, stop, _ = (chunk or slice(None)).indices(self._rows)
+        index = torch.arange(start, stop, device=self._device)
+        return torch.searchsorted(self.offsets[1:], index, right=True)
+
+    def row_counts(self) -> Tensor:
+        """Elements of its tensor in each row, float64 (built for this call)."""
+        counts = torch.full((self._rows,), float(ROW), dtype=torch.float64, device=self._device)
+        return counts.index_copy_(0, self._last_rows, self._last_used.to(torch.float64))
+
+    def _last_is_tensor(self) -> Tensor:
+        """Per tensor, which elements of its last row are its own (``(tensors, ROW)`` bool)."""
+        lanes = torch.arange(ROW, device=self._device)
+        return lanes[None, :] < self._last_used[:, None]
 
     def sum(self, per_row: Tensor) -> Tensor:
         """Per tensor, the sum of its rows' values (``(rows,)`` or ``(rows, k)``), in float64.
@@ -107,9 +132,9 @@ class RowLayout:
         """Per tensor, the smallest of its rows' values (NaN wherever a row is NaN)."""
         return self._reduce(per_row, "min", self.offsets)
 
-    def per_row(self, per_tensor: Tensor) -> Tensor:
-        """A per-tensor value repeated for each of the tensor's rows."""
-        return per_tensor.index_select(0, self.row_tensor)
+    def per_row(self, per_tensor: Tensor, chunk: slice | None = None) -> Tensor:
+        """A per-tensor value repeated for each of the tensor's rows (those of ``chunk``)."""
+        return per_tensor.index_select(0, self.row_tensor(chunk))
 
     def moments(self, matrix: Tensor) -> tuple[Tensor, Tensor]:
         """Per row of the ``(rows, ROW)`` buffer (its padding zero), the mean and the sum of
@@ -122,16 +147,17 @@ class RowLayout:
         """
         variance, row_mean = torch.var_mean(matrix, dim=1, correction=0)
         last = matrix.index_select(0, self._last_rows)
-        last_mean = last.sum(dim=1) / self._last_used  # NaN for an empty tensor, as Tensor.mean
-        centred = torch.where(self._last_is_tensor, last - last_mean[:, None], 0.0)
+        # NaN for an empty tensor, as Tensor.mean
+        last_mean = last.sum(dim=1) / self._last_used.to(last.dtype)
+        centred = torch.where(self._last_is_tensor(), last - last_mean[:, None], 0.0)
         row_mean = row_mean.index_copy(0, self._last_rows, last_mean)
         row_m2 = (variance * ROW).index_copy(0, self._last_rows, centred.square().sum(dim=1))
         return row_mean.to(torch.float64), row_m2.to(torch.float64)
 
     def m2_between_rows(self, row_mean: Tensor, mean: Tensor) -> Tensor:
         """Per tensor, ``Σ nᵢ (meanᵢ − mean)²`` over its rows (float64)."""
-        apart = row_mean - mean.index_select(0, self.row_tensor)
-        return self.sum(self.row_counts * apart.square())
+        apart = row_mean - self.per_row(mean)
+        return self.sum(self.row_counts() * apart.square())
 
     def zero_padding(self, matrix: Tensor) -> None:
         """Zero the elements after each tensor in the ``(rows, ROW)`` buffer, in place."""
@@ -141,4 +167,4 @@ class RowLayout:
         """Set the elements after each tensor in the ``(rows, ROW)`` buffer to ``value``."""
         last = matrix.index_select(0, self._last_rows)
         filler = torch.full((), value, dtype=matrix.dtype, device=matrix.device)
-        matrix.index_copy_(0, self._last_rows, torch.where(self._last_is_tensor, last, filler))
+        matrix.index_copy_(0, self._last_rows, torch.where(self._last_is_tensor(), last, filler))

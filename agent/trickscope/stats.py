@@ -251,7 +251,7 @@ def _row_moments(buf: Scratch, *, counts: bool) -> Tensor:
     :data:`row_kernels.MOMENT_COLUMNS` (the first three without ``counts``), float64."""
     rows, matrix = buf.rows, buf.matrix
     row_mean, row_m2 = rows.moments(matrix)
-    columns = [_row_squares(matrix), row_mean * rows.row_counts, row_m2]
+    columns = [_row_squares(matrix), row_mean * rows.row_counts(), row_m2]
     if counts:
         f64 = torch.float64
         columns += [
@@ -269,7 +269,7 @@ def _per_tensor(rows: RowLayout, n: Tensor, per_row: Tensor) -> tuple[Tensor, ..
     reduction."""
     sums = rows.sum(per_row)
     mean = sums[:, 1] / n
-    m2 = sums[:, 2] + rows.m2_between_rows(per_row[:, 1] / rows.row_counts, mean)
+    m2 = sums[:, 2] + rows.m2_between_rows(per_row[:, 1] / rows.row_counts(), mean)
     # As in _centered_std: NaN wherever the mean is not finite, as Tensor.std does.
     std = (m2 / (n - 1.0)).sqrt() + mean * 0.0
     return (sums[:, 0].sqrt(), mean, std, *sums[:, 3:].unbind(1))
@@ -292,7 +292,7 @@ def _kernel_sources(
 def _grad_stats_by_rows(grads: list[Tensor], n: Tensor, buf: Scratch, fused: bool) -> Tensor:
     sources = _kernel_sources(grads, buf, fused)
     if sources is not None:
-        block = row_kernels.grad_stats(sources, buf.rows, n)
+        block = row_kernels.grad_stats(sources, buf.rows)
         if block is not None:
             return block
     buf.load(grads, fused)
@@ -360,7 +360,7 @@ def weight_stats(
     if _by_rows(buf, fused):
         sources = _kernel_sources(weights, buf, fused)
         if sources is not None:
-            block = row_kernels.weight_stats(sources, buf.rows, n)
+            block = row_kernels.weight_stats(sources, buf.rows)
             if block is not None:
                 return block
         buf.load(weights, fused)
@@ -505,12 +505,17 @@ def histograms(
                 torch.nan_to_num(part, nan=-inf, posinf=-inf, neginf=-inf), 1, out=row_hi[chunk]
             )
         lo, hi = _binned_range(rows.min(row_lo), rows.max(row_hi))
-        left, width = rows.per_row(lo)[:, None], rows.per_row(hi - lo)[:, None]
+        span = hi - lo
         counts = torch.zeros(len(tensors), bins + 1, dtype=torch.float64, device=matrix.device)
         one = torch.ones(1, dtype=torch.float64, device=matrix.device)
         for chunk in chunks:
             # torch.histc's arithmetic, in float32 and in this order, so that edges round alike.
-            position = (matrix[chunk] - left[chunk]) * bins / width[chunk]
+            # Per row of the chunk, its tensor: built per chunk, so that nothing per row of the
+            # whole block outlives a pass.
+            owner = rows.row_tensor(chunk)
+            left = lo.index_select(0, owner)[:, None]
+            width = span.index_select(0, owner)[:, None]
+            position = (matrix[chunk] - left) * bins / width
             # Finite elements lie in [0, bins] (``hi`` itself goes in the last bin). Casting NaN
             # or ±Inf to an int is undefined: they become -1 first, which the remainder turns
             # into the slot ``bins``.
@@ -520,7 +525,7 @@ def histograms(
                 index.shape[0], bins + 1, dtype=torch.float64, device=index.device
             )
             per_row.scatter_add_(1, index, one.expand(index.shape))
-            counts.index_add_(0, rows.row_tensor[chunk], per_row)
+            counts.index_add_(0, owner, per_row)
         nonfinite = counts[:, bins] - rows.padding
         return torch.cat(
             [lo.double()[:, None], hi.double()[:, None], nonfinite[:, None], counts[:, :bins]],

@@ -27,6 +27,7 @@ from tests.stats_reference import (
     watched_reports,
 )
 from trickscope import _foreach, row_kernels, stats
+from trickscope.segments import ROW
 
 CPU = torch.device("cpu")
 
@@ -118,3 +119,28 @@ def test_the_watcher_with_the_kernels_reports_what_the_per_tensor_loop_reports(
     assert len(fused) == 3
     for expected, got in zip(loop, fused, strict=True):
         assert got == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("tensors", [1, 2, 3, 37])
+def test_each_row_finds_its_tensor_by_searching_the_offsets(tensors: int) -> None:
+    """The layout holds per-tensor offsets only: every row's program searches them for its
+    tensor. Sizes around the row width, empty ones among them, for 1 to 37 tensors (searches
+    of 1 to 6 halvings): every tensor's statistics and update ratio as the per-tensor loop's."""
+    generator = torch.Generator().manual_seed(tensors)
+    choices = [0, 1, 5, ROW - 1, ROW, ROW + 1, 3 * ROW + 7]
+    picks = torch.randint(len(choices), (tensors,), generator=generator).tolist()
+    sizes = [3 * ROW + 7] + [choices[i] for i in picks[1:]]
+    xs = [torch.randn(size, generator=generator) for size in sizes]
+    present = [x for x in xs if x.numel() > 1]
+    assert_grad_block(stats.grad_stats(present, stats.numels(present)), present)
+    assert_weight_block(stats.weight_stats(present, stats.numels(present)), present)
+    rows = row_kernels.moment_rows(xs, stats.Scratch(xs).rows, counts=False)
+    assert rows is not None
+    sums = torch.stack([part.double().sum() for x in xs for part in (x.split(ROW) or [x])])
+    torch.testing.assert_close(rows[:, 1], sums)
+    before = [x + 0.5 for x in xs]
+    snapshot = stats.Scratch(before)
+    snapshot.load(before, fused=True)
+    ratio = stats.update_ratio(xs, snapshot)
+    want = torch.stack([(b - a).norm() / b.norm() for a, b in zip(xs, before, strict=True)])
+    torch.testing.assert_close(ratio, want, equal_nan=True, rtol=1e-5, atol=0)

@@ -58,9 +58,10 @@ def test_the_kernels_compile_for_nvidia_gpus_without_one(arch: int) -> None:
 
     pointers = {
         "table_ptr": "*i64",
-        "row_tensor_ptr": "*i64",
-        "row_start_ptr": "*i64",
-        "valid_ptr": "*i32",
+        "offsets_ptr": "*i64",
+        "sizes_ptr": "*i64",
+        "tensors": "i32",
+        "steps": "i32",
     }
     sources = [
         ASTSource(
@@ -95,19 +96,19 @@ def test_the_kernels_compile_for_nvidia_gpus_without_one(arch: int) -> None:
     merge = {
         "rows_ptr": "*fp64",
         "offsets_ptr": "*i64",
-        "row_counts_ptr": "*fp64",
-        "n_ptr": "*fp32",
+        "sizes_ptr": "*i64",
         "out_ptr": "*fp32",
         "tensors": "i32",
         "COUNTS": "constexpr",
         "COLUMNS": "constexpr",
         "BLOCK": "constexpr",
+        "ROW": "constexpr",
     }
     sources += [
         ASTSource(
             kernels.merge_moments,
             merge,
-            {"COUNTS": counts, "COLUMNS": columns, "BLOCK": row_kernels.MERGE_BLOCK},
+            {"COUNTS": counts, "COLUMNS": columns, "BLOCK": row_kernels.MERGE_BLOCK, "ROW": 1024},
         )
         for counts, columns in ((True, len(row_kernels.MOMENT_COLUMNS)), (False, 3))
     ]

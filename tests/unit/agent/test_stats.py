@@ -99,7 +99,7 @@ def test_foreach_fast_path_and_fallback_agree() -> None:
 def mean_and_m2(buf: stats.Scratch, sizes: list[int]) -> tuple[Tensor, Tensor]:
     rows = buf.rows
     row_mean, row_m2 = rows.moments(buf.matrix)
-    sums = rows.sum(torch.stack([row_mean * rows.row_counts, row_m2], 1))
+    sums = rows.sum(torch.stack([row_mean * rows.row_counts(), row_m2], 1))
     mean = sums[:, 0] / torch.tensor(sizes, dtype=torch.float64)
     return mean, sums[:, 1] + rows.m2_between_rows(row_mean, mean)
 
@@ -150,6 +150,33 @@ def test_row_layout_reduces_each_tensor_apart() -> None:
     assert matrix.nan_to_num().sum() == pytest.approx(
         sum((x + 1.0).nan_to_num().sum().item() for x in xs), rel=1e-5
     )
+
+
+def layout_tensor_bytes(rows: segments.RowLayout) -> int:
+    """Bytes of every tensor a layout holds (attributes and cached dictionaries alike)."""
+    held: list[Tensor] = []
+    for value in vars(rows).values():
+        if isinstance(value, Tensor):
+            held.append(value)
+        elif isinstance(value, dict):
+            held.extend(v for v in value.values() if isinstance(v, Tensor))
+    unique = {t.data_ptr(): t for t in held}  # on the host a copy to the device is itself
+    return sum(t.numel() * t.element_size() for t in unique.values())
+
+
+def test_a_row_layout_holds_per_tensor_metadata_only() -> None:
+    """A layout lives as long as the run: what it holds depends on the number of tensors, not
+    on their sizes (no index tensor per row), whatever reductions ran on it."""
+    small = segments.RowLayout([3, 1000, 7], torch.device("cpu"))
+    large = segments.RowLayout([3, 1_000_000_000, 7], torch.device("cpu"))  # ~1M rows
+    for rows in (small, large):
+        rows.sum(torch.ones(rows.elements // segments.ROW, 3))
+    assert layout_tensor_bytes(large) == layout_tensor_bytes(small) == large.nbytes
+    assert large.nbytes < 64 * 3 * 8
+    counts = small.row_counts()
+    assert counts.tolist() == [3.0, 1000.0, 7.0]
+    assert large.row_tensor(slice(0, 2)).tolist() == [0, 1]
+    assert large.row_tensor(slice(large.elements // segments.ROW - 2, None)).tolist() == [1, 2]
 
 
 def test_mean_and_m2_have_no_cancellation_on_offset_tensors() -> None:
