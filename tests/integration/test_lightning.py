@@ -139,6 +139,57 @@ def test_fit_streams_series_setup_and_the_clipping_finding(
     assert clipping and clipping[0]["evidence"]["threshold"] == CLIP, report["findings"]
 
 
+class EpochLogger(Regressor):
+    """Logs at epoch ends too: an epoch mean of ``training_step``'s loss, and values of its own
+    in ``on_train_epoch_end`` and ``on_validation_epoch_end`` (the sanity check's included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.micro_losses: list[torch.Tensor] = []
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], index: int) -> torch.Tensor:
+        loss = super().training_step(batch, index)
+        self.log("train/loss_mean", loss, on_step=False, on_epoch=True)
+        self.micro_losses.append(loss.detach())
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/epoch", torch.tensor(float(self.current_epoch)))
+
+    def on_validation_epoch_end(self) -> None:
+        sanity = self.trainer.sanity_checking
+        self.log("val/epoch", torch.tensor(-1.0 if sanity else float(self.current_epoch)))
+
+
+def test_values_logged_at_epoch_ends_arrive_at_the_global_step(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    callback = TrickscopeCallback(project="lightning", url=live_server.url, every=1, hist_every=0)
+    train, val = loaders()
+    model = EpochLogger()
+    quiet_trainer(tmp_path, callback).fit(model, train, val)  # 3 epochs of 4 optimizer steps
+    run_id = callback.run.id
+    assert callback.run.status == "finished" and not callback.run.incidents.by_kind
+
+    epoch_ends = [3, 7, 11]  # the last optimizer step of each epoch
+    assert points(live_server, run_id, "train/loss")["step"] == list(range(MAX_STEPS))
+    # Logged in the LightningModule's on_train_epoch_end: after every callback's hook.
+    assert points(live_server, run_id, "train/epoch")["step"] == epoch_ends
+    assert points(live_server, run_id, "train/epoch")["value"] == [0.0, 1.0, 2.0]
+    # on_validation_epoch_end's, never the sanity check's.
+    assert points(live_server, run_id, "val/epoch")["step"] == epoch_ends
+    assert points(live_server, run_id, "val/epoch")["value"] == [0.0, 1.0, 2.0]
+    # training_step's on_epoch=True value: the mean of the epoch's 8 micro-batches.
+    means = points(live_server, run_id, "train/loss_mean")
+    per_epoch = len(model.micro_losses) // len(epoch_ends)
+    expected = [
+        torch.stack(model.micro_losses[i * per_epoch : (i + 1) * per_epoch]).mean().item()
+        for i in range(len(epoch_ends))
+    ]
+    assert means["step"] == epoch_ends
+    assert means["value"] == pytest.approx(expected, rel=1e-6)
+
+
 def test_an_exception_in_training_marks_the_run_failed(
     live_server: LiveServer, tmp_path: Path
 ) -> None:

@@ -10,8 +10,10 @@ Hooks used (Lightning 2.x):
   closure is evaluated before ``watch``'s hooks (see :mod:`._closure`).
 - ``on_before_optimizer_step`` (after backward and unscaling, before Lightning clips): the
   pre-clip global gradient norm, reported like ``tricks.log_clip``.
-- ``on_train_batch_end``, ``on_train_epoch_end``, ``on_validation_end``: what ``self.log`` sends
-  to loggers, as tensors (no ``.item()``), at the last optimizer step.
+- ``on_train_batch_end``: the step values ``self.log`` sends to loggers, once per optimizer
+  step; the epoch values (training epoch end, validation end) where Lightning hands them to its
+  loggers (see :mod:`._lightning_logged`). All as tensors (no ``.item()``), at the last
+  optimizer step, none during the sanity check.
 - ``on_fit_end`` / ``on_exception``: finish the run (``failed`` on an exception).
 """
 
@@ -26,7 +28,8 @@ import torch
 
 from trickscope._incidents import Incidents
 from trickscope.integrations._closure import evaluate_closure_first
-from trickscope.integrations._hooks import guarded, last_step, numeric_items
+from trickscope.integrations._hooks import guarded, last_step
+from trickscope.integrations._lightning_logged import EpochValuesTap, logged_now
 
 logger = logging.getLogger("trickscope")
 
@@ -75,6 +78,7 @@ class LightningObserver:
         self._handles: list[Any] = []
         self._optimizer: torch.optim.Optimizer | None = None
         self._logged_at = -1  # global_step of the last training batch whose metrics were sent
+        self._epoch_tap: EpochValuesTap | None = None
 
     @property
     def incidents(self) -> Incidents:
@@ -109,6 +113,13 @@ class LightningObserver:
         if self.run is None:
             return
         self._logged_at = int(trainer.global_step)
+        if self._log_metrics and self._epoch_tap is None:
+            try:
+                self._epoch_tap = EpochValuesTap(
+                    trainer, lambda values: self._send(trainer, values), self.incidents
+                )
+            except AttributeError:  # another Lightning: epoch values read in the hooks below
+                logger.info("trickscope: epoch values read at the epoch-end hooks")
         optimizers = list(trainer.optimizers)
         if not optimizers:
             return
@@ -153,6 +164,9 @@ class LightningObserver:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        if self._epoch_tap is not None:
+            self._epoch_tap.remove()
+            self._epoch_tap = None
 
     # -- clipping ----------------------------------------------------------------------------
 
@@ -178,15 +192,15 @@ class LightningObserver:
 
     # -- logged metrics ----------------------------------------------------------------------
 
-    def _send_logged(self, trainer: Any) -> None:
+    def _send(self, trainer: Any, values: dict[str, float | torch.Tensor]) -> None:
+        """``values`` at the last optimizer step, unless there is no run to take them (none
+        yet, or finished: a ``validate()`` after ``fit()``) or Lightning is sanity checking."""
         run = self.run
         if run is None or run.status is not None or not self._log_metrics:
-            return  # none yet, or finished (a validate() after fit())
-        if trainer.sanity_checking:
             return
-        metrics = logged_now(trainer)
-        if metrics:
-            run.log(metrics, step=last_step(int(trainer.global_step)))
+        if trainer.sanity_checking or not values:
+            return
+        run.log(values, step=last_step(int(trainer.global_step)))
 
     @guarded("on_train_batch_end")
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any, **kwargs: Any) -> None:
@@ -194,26 +208,21 @@ class LightningObserver:
         global_step = int(trainer.global_step)
         if global_step != self._logged_at:
             self._logged_at = global_step
-            self._send_logged(trainer)
+            if self.run is not None and self._log_metrics:
+                self._send(trainer, logged_now(trainer))
+
+    # Without the tap (a Lightning whose logger connector differs), what is known at these
+    # hooks; the LightningModule's own epoch-end values come later and are missed.
 
     @guarded("on_train_epoch_end")
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._send_logged(trainer)
+        if self._epoch_tap is None and self.run is not None and self._log_metrics:
+            self._send(trainer, logged_now(trainer))
 
     @guarded("on_validation_end")
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        self._send_logged(trainer)
-
-
-def logged_now(trainer: Any) -> dict[str, float | torch.Tensor]:
-    """What ``self.log(..., logger=True)`` has for the loggers at this point: the step values
-    during a batch, the epoch values at an epoch's end; device tensors, never read here.
-
-    Read from the logger connector, the object that feeds Lightning's own loggers (there is no
-    public accessor that leaves out stale values: ``callback_metrics`` keeps every past key).
-    """
-    connector = trainer._logger_connector
-    return numeric_items(dict(connector.metrics["log"]))
+        if self._epoch_tap is None and self.run is not None and self._log_metrics:
+            self._send(trainer, logged_now(trainer))
 
 
 def hparams(pl_module: Any) -> dict[str, Any]:
