@@ -7,7 +7,9 @@ Its own optimizer pre and post hooks, registered after the :class:`~trickscope.w
   measurements, stacked into one vector sent to a pinned :class:`~trickscope.probes.ring.Ring`.
   Vectors whose copy is complete are read on the host (CPU: at once; CUDA: polled) and give
   ``grad_norm/total``, ``grad_norm/total_preclip``, ``clip/observed``, ``accum/loss_scale``,
-  ``drop_path/*`` and, at the first non-finite step, an agent finding.
+  ``drop_path/*``, ``bn/batch_size/*`` and, at the first non-finite step, an agent finding.
+  Counts of DropPath modules that changed their input in eval mode ride along on the next
+  checked step (``drop_path/eval_changed/*``), or are read at close.
 - post (due steps): dead units, eps dominance and the EMA's distance and norm, one device vector
   in the bulk statistics path; then the forward probes are armed for the next due step, and the
   setup document is refreshed from the calling frames (first steps, then every ``refresh`` steps).
@@ -28,10 +30,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from trickscope import _foreach, discover, setup, sharded
+from trickscope import _foreach, _host, discover, setup, sharded
 from trickscope._incidents import Incidents
 from trickscope._modules import unwrap
-from trickscope.probes import drop_path, due, finite, loss_scale, sentinel
+from trickscope.probes import batchnorm, drop_path, due, eval_mode, finite, loss_scale, sentinel
 from trickscope.probes.ring import Ring
 from trickscope_wire import AgentFinding
 
@@ -56,6 +58,8 @@ class _Meta:
     grads: list[int] = field(default_factory=list)  # param indices of the gradient norms
     loss_scale: bool = False  # [scale, residual]
     drop_path: list[str] = field(default_factory=list)  # blocks, three counts each
+    eval_drop: list[tuple[str, int]] = field(default_factory=list)  # module, forwards: one count
+    host: list[tuple[str, float]] = field(default_factory=list)  # host values measured by probes
 
 
 class Diagnoser:
@@ -119,6 +123,8 @@ class Diagnoser:
         self._loss = loss_scale.LossScaleProbe(model, incidents)
         self._sites = drop_path.find(model)
         self._drop = drop_path.DropPathProbe(self._sites, incidents)
+        self._eval_drop = eval_mode.EvalDropPathProbe(self._sites, incidents)
+        self._batchnorm = batchnorm.BatchNormProbe(batchnorm.find(model), incidents)
         self._discover(frame)
         self._arm(self._next)
         self._handles = [
@@ -134,8 +140,11 @@ class Diagnoser:
         self._sentinels.close()
         self._loss.close()
         self._drop.close()
+        self._eval_drop.close()
+        self._batchnorm.close()
         try:
             self._drain()
+            self._read_eval_at_close()
         except Exception as exc:
             self._incidents.error("diagnosis close", exc)
 
@@ -203,6 +212,7 @@ class Diagnoser:
         armed = self._due(step)
         self._loss.armed = armed
         self._drop.armed = armed
+        self._batchnorm.armed = armed
 
     def _pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         step = self._next
@@ -265,6 +275,16 @@ class Diagnoser:
                 for block, counts in self._drop.take():
                     meta.drop_path.append(block)
                     pieces.extend(counts.unbind())
+                smallest = self._batchnorm.take()
+                if smallest is not None:
+                    meta.host.append((f"bn/batch_size/{smallest[0]}", float(smallest[1])))
+            # Eval forwards happen between steps, due or not: read on the next checked step.
+            for module, checked, changed in self._eval_drop.take():
+                if changed is None:
+                    meta.host.append((f"drop_path/eval_changed/{module}", 0.0))
+                else:
+                    meta.eval_drop.append((module, checked))
+                    pieces.append(changed)
         if not pieces:
             self._ring_host(meta)
             return
@@ -276,7 +296,7 @@ class Diagnoser:
 
     def _ring_host(self, meta: _Meta) -> None:
         """A step whose vector is not computed still reports its host counters."""
-        host = [("accum/backward_passes", float(meta.passes))]
+        host = [("accum/backward_passes", float(meta.passes)), *meta.host]
         if meta.sched_calls is not None:
             host.append(("sched/calls", float(meta.sched_calls)))
         self._emit_host(meta.step, host)
@@ -328,9 +348,29 @@ class Diagnoser:
                 host.append((f"drop_path/realised/{block}", dropped / samples))
             if dropped > 0:
                 host.append((f"drop_path/unresidual/{block}", unresidual / dropped))
+        for module, checked in meta.eval_drop:
+            host.append((f"drop_path/eval_changed/{module}", values[at] / checked))
+            at += 1
+        host.extend(meta.host)
         self._emit_host(meta.step, host)
         if self._finite:
             self._find_nonfinite(meta, weights, grads)
+
+    def _read_eval_at_close(self) -> None:
+        """Eval forwards after the last step (a final evaluation) have no next step to be
+        read with: read them here, after training, with one host copy."""
+        taken = self._eval_drop.take()
+        if not taken:
+            return
+        step = self._next - 1 if self._next > self._start else self._start
+        counts = [changed for _, _, changed in taken if changed is not None]
+        # The one sync of this probe, when the hooks are gone: training is over.
+        read = _host.read(torch.stack([c.to("cpu") for c in counts])) if counts else []
+        host: list[tuple[str, float]] = []
+        for module, checked, changed in taken:
+            share = 0.0 if changed is None else read.pop(0) / checked
+            host.append((f"drop_path/eval_changed/{module}", share))
+        self._emit_host(step, host)
 
     def _find_nonfinite(self, meta: _Meta, weights: list[float], grads: list[float]) -> None:
         found = None

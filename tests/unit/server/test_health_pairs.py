@@ -53,6 +53,22 @@ def _drop_path(rates: list[float], unresidual: float = 0.0) -> Run:
     return run
 
 
+def _batchnorm(size: float = 32.0) -> Run:
+    """BatchNorm measured on due steps: the fewest samples one forward normalised over."""
+    run = healthy_run()
+    run.add("bn/batch_size/stem.1", np.full(STEPS // 10, size), np.arange(0, STEPS, 10))
+    return run
+
+
+def _evaluated(changed: float = 0.0) -> Run:
+    """DropPath models evaluated twice: the share of eval forwards that changed the input."""
+    run = _drop_path([0.0, 0.05, 0.1, 0.15])
+    for i in range(4):
+        share = changed if i == 1 else 0.0
+        run.add(f"drop_path/eval_changed/blocks.{i}.drop_path", [0.0, share], [199, 399])
+    return run
+
+
 def _ranks(world_size: int = 3, steps: int = 50) -> Run:
     """Replicas in agreement (the same norms on every rank), similar input waits."""
     rng = np.random.default_rng(1)
@@ -198,6 +214,12 @@ PAIRS: dict[str, tuple[Callable[[], Run], Callable[[], Run], str]] = {
         lambda: _drop_path([0.0, 0.05, 0.05, 0.1]),
         lambda: _drop_path([0.0, 0.1, 0.05, 0.2]),
         "drop-path-order",
+    ),
+    "drop-path-eval": (_evaluated, lambda: _evaluated(0.25), "drop-path-in-eval"),
+    "batchnorm": (
+        _batchnorm,
+        _with(_batchnorm, _set("bn/batch_size/stem.1", slice(None), 4.0)),
+        "batchnorm-small-batch",
     ),
     "replicas": (_ranks, _with(_ranks, _rank_differs), "ranks-gradients-differ"),
     "stragglers": (_ranks, _with(_ranks, _slow_rank), "straggler"),

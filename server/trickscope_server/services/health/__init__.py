@@ -24,6 +24,8 @@ from trickscope_server.services.health import (  # noqa: F401 - imported to regi
     eps,
     accumulation,
     drop_path,
+    drop_path_eval,
+    batchnorm,
     distributed,
 )
 
