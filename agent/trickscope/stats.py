@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trickscope import _foreach, row_kernels
-from trickscope.segments import ROW, RowLayout, to_device
+from trickscope import _foreach, row_kernels, streamed
+from trickscope.segments import ROW, RowLayout, padded, to_device
 
 GRAD_STATS = (
     "grad_norm",
@@ -80,8 +80,11 @@ class Scratch:
     (``trickscope.watch`` cuts a model into blocks of a bounded size).
     """
 
-    def __init__(self, tensors: list[Tensor]) -> None:
+    def __init__(self, tensors: list[Tensor], limit: int | None = None) -> None:
         self.device = tensors[0].device
+        # Elements the storage may hold (None: as many as a caller binds). The statistics of a
+        # larger block that must be loaded go through it in parts (:func:`_in_parts`).
+        self.limit = limit
         self._storage = torch.empty(0, dtype=torch.float32, device=self.device)
         # Per list of shapes: the views (once allocated) and the row layout (once needed).
         self._layouts: dict[Shapes, list[Any]] = {}
@@ -148,6 +151,10 @@ class Scratch:
         ]
         self._layouts[shapes][0] = views
         return views
+
+    def too_large(self) -> bool:
+        """Whether the bound layout is larger than the storage may grow."""
+        return self.limit is not None and self.rows.elements > self.limit
 
     def load(self, tensors: list[Tensor], fused: bool) -> list[Tensor]:
         """Copy (and upcast) ``tensors`` into the buffer, zeros between them; returns the views."""
@@ -286,7 +293,9 @@ def _kernel_sources(
     if row_kernels.readable(tensors):
         buf.forget()
         return tensors
-    return buf.views if loaded else buf.load(tensors, fused)
+    if loaded:
+        return buf.views
+    return None if buf.too_large() else buf.load(tensors, fused)
 
 
 def _grad_stats_by_rows(grads: list[Tensor], n: Tensor, buf: Scratch, fused: bool) -> Tensor:
@@ -295,6 +304,8 @@ def _grad_stats_by_rows(grads: list[Tensor], n: Tensor, buf: Scratch, fused: boo
         block = row_kernels.grad_stats(sources, buf.rows)
         if block is not None:
             return block
+    if buf.too_large():
+        return _in_parts(grads, n, buf, fused, counts=True)
     buf.load(grads, fused)
     per_row = _row_moments(buf, counts=True)
     absmax = buf.rows.max(per_row[:, -1].contiguous())
@@ -323,6 +334,8 @@ def grad_stats(
     buf = _scratch(grads, scratch, shapes)
     if _by_rows(buf, fused):
         return _grad_stats_by_rows(grads, n, buf, fused)
+    if grads[0].dtype != torch.float32 and buf.too_large():  # an upcast would load it whole
+        return _in_parts(grads, n, buf, fused, counts=True)
     x = buf.sources(grads, fused)
     l2 = _column(_foreach.norm(x, 2, fused=fused))
     absmax = _absmax(x)
@@ -334,6 +347,8 @@ def grad_stats(
         std = _finite_std(x, l2, mean, n)
         none = torch.zeros_like(l2)
         return torch.stack([l2, absmax, mean, std, zero_frac, none, none])
+    if buf.too_large():  # the counting passes below go through the buffer
+        return _in_parts(grads, n, buf, fused, counts=True)
     # NaN and ±Inf are non-zero: zeroing NaN, then ±Inf, and counting non-zeros after each
     # gives both counts exactly, in passes over our own buffer and without a branch.
     zeroed = buf.load_nan_zeroed(x)
@@ -363,15 +378,58 @@ def weight_stats(
             block = row_kernels.weight_stats(sources, buf.rows)
             if block is not None:
                 return block
+        if buf.too_large():
+            return _in_parts(weights, n, buf, fused, counts=False)
         buf.load(weights, fused)
         per_row = _row_moments(buf, counts=False)
         return torch.stack(_per_tensor(buf.rows, n, per_row)).to(torch.float32)
+    if weights[0].dtype != torch.float32 and buf.too_large():
+        return _in_parts(weights, n, buf, fused, counts=False)
     x = buf.sources(weights, fused)
     l2 = _column(_foreach.norm(x, 2, fused=fused))
     mean = torch.stack([t.sum() for t in x]).to(torch.float32) / n
     if _known_finite(l2):
         return torch.stack([l2, mean, _finite_std(x, l2, mean, n)])
+    if buf.too_large():  # the centred pass writes the buffer
+        return _in_parts(weights, n, buf, fused, counts=False)
     return torch.stack([l2, mean, _centered_std(buf, x, mean, n, fused)])
+
+
+def _in_parts(
+    tensors: list[Tensor], n: Tensor, buf: Scratch, fused: bool, *, counts: bool
+) -> Tensor:
+    """The statistics of a block larger than the buffer may grow, which must be loaded (half
+    precision on CPU, non-finite values there, the torch ops on CUDA): runs of tensors that fit
+    go through the buffer in turn, and a tensor that does not fit alone is read a chunk at a
+    time (:func:`trickscope.streamed.moments`). Columns as the whole block's."""
+    limit = buf.limit or 0
+    blocks: list[Tensor] = []
+    start = 0
+    for run in _runs([t.numel() for t in tensors], limit):
+        members = tensors[start : start + run]
+        if run == 1 and padded(members[0].numel()) > limit:
+            blocks.append(streamed.moments(members[0], counts=counts)[:, None])
+        else:
+            part = n.narrow(0, start, run)
+            stat = grad_stats if counts else weight_stats
+            blocks.append(stat(members, part, scratch=buf.bind(members), fused=fused))
+        start += run
+    return torch.cat(blocks, dim=1)
+
+
+def _runs(sizes: list[int], limit: int) -> list[int]:
+    """Lengths of the runs, in order, into which tensors of ``sizes`` go so that each run's
+    row-aligned size is at most ``limit`` elements (a larger tensor is a run of its own)."""
+    runs: list[int] = []
+    total = 0
+    for size in sizes:
+        if runs and total + padded(size) <= limit:
+            runs[-1] += 1
+            total += padded(size)
+        else:
+            runs.append(1)
+            total = padded(size)
+    return runs
 
 
 def _known_finite(values: Tensor) -> bool:
@@ -504,7 +562,7 @@ def histograms(
             torch.amax(
                 torch.nan_to_num(part, nan=-inf, posinf=-inf, neginf=-inf), 1, out=row_hi[chunk]
             )
-        lo, hi = _binned_range(rows.min(row_lo), rows.max(row_hi))
+        lo, hi = streamed.binned_range(rows.min(row_lo), rows.max(row_hi))
         span = hi - lo
         counts = torch.zeros(len(tensors), bins + 1, dtype=torch.float64, device=matrix.device)
         one = torch.ones(1, dtype=torch.float64, device=matrix.device)
@@ -531,45 +589,3 @@ def histograms(
             [lo.double()[:, None], hi.double()[:, None], nonfinite[:, None], counts[:, :bins]],
             dim=1,
         )
-
-
-def _binned_range(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-    """The range binned for finite minima ``lo`` and maxima ``hi``: ``[0, 0]`` widened when there
-    was no finite element (``lo > hi``), and a single value widened by 1 each way, as
-    ``torch.histc`` does, so that the bins have a width."""
-    empty = lo > hi
-    lo = torch.where(empty, 0.0, lo)
-    hi = torch.where(empty, 0.0, hi)
-    same = lo == hi
-    return torch.where(same, lo - 1.0, lo), torch.where(same, hi + 1.0, hi)
-
-
-def streamed_histogram(tensor: Tensor, bins: int = BINS, chunk: int = HIST_ROWS * ROW) -> Tensor:
-    """The histogram of one tensor, as a row of :func:`histograms`, read ``chunk`` elements at
-    a time: for a tensor larger than the scratch buffer, whose temporaries then stay of the
-    chunk's size (float32 copies of a chunk, its bins) instead of the tensor's.
-
-    The same two passes and the same arithmetic as :func:`histograms`, over flat views of the
-    tensor (a non-contiguous one is flattened into a copy first).
-    """
-    with torch.no_grad():
-        flat = tensor.detach().reshape(-1)
-        device, inf = flat.device, math.inf
-        lo = torch.full((), inf, device=device)
-        hi = torch.full((), -inf, device=device)
-        parts = flat.split(chunk) if flat.numel() else []
-        for part in parts:
-            values = part.to(torch.float32)
-            lo = torch.minimum(lo, torch.nan_to_num(values, nan=inf, neginf=inf).amin())
-            hi = torch.maximum(hi, torch.nan_to_num(values, nan=-inf, posinf=-inf).amax())
-        lo, hi = _binned_range(lo, hi)
-        width = hi - lo
-        counts = torch.zeros(bins + 1, dtype=torch.float64, device=device)
-        for part in parts:
-            position = (part.to(torch.float32) - lo) * bins / width
-            position.nan_to_num_(nan=-1.0, posinf=-1.0, neginf=-1.0).clamp_(max=bins - 1)
-            index = position.to(torch.int64).remainder_(bins + 1)
-            ones = torch.ones(1, dtype=torch.float64, device=device).expand(index.shape)
-            counts.scatter_add_(0, index, ones)
-        head = torch.stack([lo.double(), hi.double(), counts[bins]])
-        return torch.cat([head, counts[:bins]])[None, :]

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.profiler import record_function
 
-from trickscope import row_kernels, segments, stats
+from trickscope import row_kernels, segments, stats, streamed
 from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 from trickscope._modules import unwrap
@@ -281,7 +281,7 @@ class Watcher:
                 # the gradients, the weights and the update in turn.
                 scratch = self._scratches.get(device)
                 if scratch is None:
-                    scratch = self._scratches[device] = stats.Scratch(params)
+                    scratch = self._scratches[device] = stats.Scratch(params, limit)
                 before = None
                 if with_grad and self._update_ratio:
                     sampled = [self._params[i] for i in with_grad]
@@ -401,21 +401,22 @@ class Watcher:
         """Histograms of one block through the scratch buffer, or of one tensor larger than
         the buffer read a chunk at a time."""
         if len(tensors) == 1 and tensors[0].numel() > group.hist_limit:
-            return stats.streamed_histogram(tensors[0], self._bins)
+            return streamed.histogram(tensors[0], self._bins)
         return stats.histograms(tensors, self._bins, scratch=group.scratch, fused=self._fused)
 
 
 # Elements of a block of the scalar statistics where the row kernels read the tensors in place
-# (512 MiB of float32): should they fail and the torch ops take over, a block is loaded whole.
+# (512 MiB of float32): should they fail and the torch ops take over, the block goes through the
+# scratch buffer in parts of its size (``stats.Scratch.limit``).
 IN_PLACE_BLOCK_ELEMENTS = 1 << 27
 
 
 def _blocks(members: list[int], sizes: list[int], limit: int) -> list[list[int]]:
     """``members`` cut, in order, into runs whose row-aligned sizes add up to at most ``limit``
     elements (the scratch buffer's size: ``scratch_bytes`` / 4), so that the buffer stays that
-    small whatever the model's size (a tensor larger than that is a block of its own: its
-    histograms are streamed, but its scalar statistics load it whole where they cannot read it
-    in place: half precision on CPU, the torch-ops fallback on CUDA)."""
+    small whatever the model's size (a tensor larger than that is a block of its own, whose
+    histograms and, where they cannot read it in place, scalar statistics are read a chunk at
+    a time: :mod:`trickscope.streamed`)."""
     blocks: list[list[int]] = [[]]
     total = 0
     for member, size in zip(members, sizes, strict=True):

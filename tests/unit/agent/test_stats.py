@@ -19,7 +19,7 @@ from tests.stats_reference import (
     small_models,
     special_tensors,
 )
-from trickscope import _foreach, segments, stats
+from trickscope import _foreach, segments, stats, streamed
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -365,5 +365,5 @@ def test_a_streamed_histogram_equals_the_histogram_through_the_buffer(
 ) -> None:
     """A tensor larger than the scratch buffer is read a chunk at a time, to the same counts."""
     whole = stats.histograms([values])
-    streamed = stats.streamed_histogram(values, chunk=1000)
-    assert torch.equal(streamed, whole)
+    chunked = streamed.histogram(values, stats.BINS, chunk=1000)
+    assert torch.equal(chunked, whole)
