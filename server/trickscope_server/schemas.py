@@ -118,11 +118,15 @@ class Sparklines(BaseModel):
 
 
 class Histograms(BaseModel):
-    """Histograms of one name over steps: ``counts[step_index][bin]`` over ``[lo, hi]``."""
+    """Histograms of one name over steps: ``counts[step_index][bin]`` over ``[lo, hi]``.
+
+    ``bins`` is the most bins of any; a histogram with fewer (``row_bins``) is padded with zeros.
+    """
 
     name: str
     bins: int
     step: list[int]
+    row_bins: list[int]
     lo: list[FloatOrToken]
     hi: list[FloatOrToken]
     counts: list[list[float]]

@@ -410,6 +410,8 @@ def read_histograms(
         "name": name,
         "bins": bins,
         "step": [r[0] for r in rows],
+        # Each histogram's own bins: a shorter row is padded to ``bins`` with zeros.
+        "row_bins": [r[1] for r in rows],
         # SQLite stores NaN as NULL: an edge that was not finite comes back as "NaN".
         "lo": ["NaN" if r[2] is None else finite_or_token(r[2]) for r in rows],
         "hi": ["NaN" if r[3] is None else finite_or_token(r[3]) for r in rows],
