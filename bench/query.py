@@ -1,7 +1,9 @@
-"""Read latency: a downsampled 1M-point series and a 2,000-layer heatmap from trickscope, against
-MLflow's ``get_metric_history`` of a 100k-point metric, both servers on loopback.
+"""Read latency: a downsampled 1M-point series, a 2,000-layer heatmap and the runs list from
+trickscope, against MLflow's ``get_metric_history`` of a 100k-point metric, both servers on
+loopback.
 
     python bench/query.py [--pg postgresql+psycopg://...] [--mlflow-pg postgresql://...]
+    python bench/query.py --only runs-list [--pg ...]   # the runs list alone
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import Client, mlflow_executable, start_mlflow, start_trickscope  # noqa: E402
 
 from trickscope_wire import (
+    BLOCKS_WIRE_VERSION,
     LayersDeclare,
     PointBatch,
     RunCreate,
     SeriesColumns,
+    StatBlock,
     dumps,
     encode_f64,
     encode_i64,
@@ -78,6 +82,83 @@ def fill_heatmap(client: Client, layers: int, steps: int, chunk: int) -> str:
         batch = PointBatch(batch_id=uuid.uuid4().hex, series=series)
         client.request("POST", f"/api/v1/runs/{run_id}/points", dumps(batch))
     return run_id
+
+
+RUNS_LIST_STATS = ("grad_norm", "update_ratio")
+
+
+def fill_runs_table(client: Client, runs: int, layers: int, steps: int) -> tuple[str, str]:
+    """``runs`` runs of one project, each with ``layers`` x 2 per-layer statistics sent as blocks
+    (as ``watch`` sends them) and two run-level series; returns the project and a layer's name."""
+    project = f"runs-list-{uuid.uuid4().hex[:8]}"
+    names = [f"blocks.{i}.weight" for i in range(layers)]
+    step_col = encode_i64(range(steps))
+    times = encode_f64([0.0] * steps)
+    for r in range(runs):
+        run_id = uuid.uuid4().hex
+        create = RunCreate(project=project, name=f"run{r}", config={"lr": 10.0**-r})
+        client.request("PUT", f"/api/v1/runs/{run_id}", dumps(create))
+        client.request("PUT", f"/api/v1/runs/{run_id}/layers", dumps(LayersDeclare(layers=names)))
+        blocks = [
+            StatBlock(
+                family=stat,
+                layers=names,
+                steps=step_col,
+                times=times,
+                values=[encode_f64([(r + 1) * (i + 1) * 1e-3] * steps) for i in range(layers)],
+            )
+            for stat in RUNS_LIST_STATS
+        ]
+        series = [
+            SeriesColumns(name, step_col, encode_f64([1.0 / (r + 1)] * steps), times)
+            for name in ("loss/train", "lr/group0")
+        ]
+        batch = PointBatch(
+            batch_id=uuid.uuid4().hex,
+            series=series,
+            blocks=blocks,
+            wire_version=BLOCKS_WIRE_VERSION,
+        )
+        client.request("POST", f"/api/v1/runs/{run_id}/points", dumps(batch))
+    return project, names[layers // 2]
+
+
+def bench_runs_list(url: str, args: argparse.Namespace, store: str) -> list[tuple]:
+    """The runs table's reads: a page, a page sorted by a per-layer statistic, one filtered."""
+    import json
+
+    server = start_trickscope(url)
+    try:
+        client = Client(server.url)
+        series = args.list_layers * len(RUNS_LIST_STATS) + 2
+        project, layer = fill_runs_table(client, args.list_runs, args.list_layers, args.list_steps)
+        stat = urllib.parse.quote(f"{RUNS_LIST_STATS[0]}/{layer}", safe="")
+        reads = [
+            ("listed", f"/api/v1/runs?project={project}"),
+            (
+                "sorted by a per-layer statistic",
+                f"/api/v1/runs?project={project}&sort=-metric:{stat}",
+            ),
+            (
+                "filtered by a per-layer statistic",
+                f"/api/v1/runs?project={project}&metric={stat}%3E0",
+            ),
+        ]
+        rows = []
+        for what, path in reads:
+            seconds, body = timed(lambda path=path: client.request("GET", path), args.repeats)
+            listed = len(json.loads(body)["runs"])
+            rows.append(
+                (
+                    "trickscope",
+                    store,
+                    f"runs list, {args.list_runs} runs × {series:,} series, {what} → {listed} runs",
+                    seconds,
+                )
+            )
+        return rows
+    finally:
+        server.stop()
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -177,6 +258,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--pg", default=os.environ.get("TRICKSCOPE_TEST_PG_URL"))
     parser.add_argument("--mlflow-pg")
+    parser.add_argument("--list-runs", type=int, default=10, help="runs in the runs-list read")
+    parser.add_argument("--list-layers", type=int, default=500, help="layers per run (2 stats)")
+    parser.add_argument("--list-steps", type=int, default=20)
+    parser.add_argument("--only", choices=["runs-list"], help="run one read alone")
     args = parser.parse_args()
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} cores, "
@@ -188,8 +273,10 @@ def main() -> None:
         if args.pg:
             stores.append(("postgresql", args.pg))
         for store, url in stores:
-            rows += bench_trickscope(url, args, store)
-        if mlflow_executable():
+            if args.only is None:
+                rows += bench_trickscope(url, args, store)
+            rows += bench_runs_list(url, args, store)
+        if args.only is None and mlflow_executable():
             backends = [("sqlite", f"sqlite:///{scratch}/mlflow.db")]
             if args.mlflow_pg:
                 backends.append(("postgresql", args.mlflow_pg))

@@ -33,6 +33,7 @@ from trickscope_server.services.limits import (
     unstorable_text,
 )
 from trickscope_server.storage import Database, RunRow, SeriesRow, Session
+from trickscope_server.storage import run_listing as listing
 from trickscope_server.storage import runs as store
 from trickscope_wire import (
     WIRE_VERSION,
@@ -77,10 +78,11 @@ def _unix(field: str, value: float | None) -> float | None:
 def run_out(session: Session, run: RunRow, *, silent_before: float | None = None) -> RunOut:
     """The ``RunOut`` of a run read in this session, its status judged for liveness against
     ``silent_before`` (see ``services/liveness.py``; None shows the stored status)."""
-    return _run_out(run, store.series_of_runs(session, [run.id]), silent_before)
+    return _run_out(run, store.shown_series(session, [run])[run.id], silent_before)
 
 
 def _run_out(run: RunRow, series: list[SeriesRow], silent_before: float | None) -> RunOut:
+    """``series``: the run's series that are not per-layer (``store.shown_series``)."""
     fields = run_out_dict(run, series)
     fields["status"] = liveness.shown_status(run.status, run.last_seen_at, silent_before)
     fields.update(_summary_fields(run, series))
@@ -251,7 +253,7 @@ def parse_run_query(
     config: list[str],
     metrics: list[str],
     sort: str,
-) -> store.RunQuery:
+) -> listing.RunQuery:
     """A run listing's filters and order from query parameters (422 naming the parameter)."""
     if status is not None and status not in RUN_STATUSES:
         raise _bad("status", f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r:.40}")
@@ -292,7 +294,7 @@ def parse_run_query(
             f"sort {sort!r:.80} must be one of created_at, name, status, config:<dotted.key>, "
             "metric:<name>, optionally prefixed with - for descending",
         )
-    return store.RunQuery(
+    return listing.RunQuery(
         project=project,
         status=status,
         tags=tuple(tags),
@@ -390,13 +392,10 @@ def list_runs(
         query = dataclasses.replace(query, silent_before=liveness.silent_before(grace_seconds))
     after = _decode_cursor(cursor, sort, query.sort) if cursor else None
     with db.reader() as session:
-        rows = store.list_runs(session, query, after=after, limit=limit + 1)
+        rows = listing.list_runs(session, query, after=after, limit=limit + 1)
         page = rows[:limit]
-        series = store.series_of_runs(session, [r.id for r, _ in page])
-    by_run: dict[str, list[SeriesRow]] = {r.id: [] for r, _ in page}
-    for s in series:
-        by_run[s.run_id].append(s)
-    runs = [_run_out(r, by_run[r.id], query.silent_before) for r, _ in page]
+        shown = store.shown_series(session, [r for r, _ in page])
+    runs = [_run_out(r, shown[r.id], query.silent_before) for r, _ in page]
     next_cursor = None
     if len(rows) > limit:
         last, value = page[-1]

@@ -13,7 +13,8 @@ reading the series table.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -41,6 +42,7 @@ NO_STEP = np.iinfo(np.int64).max
 NO_ROW = np.iinfo(np.int64).min
 
 _table = cast(Table, BlockSummaryRow.__table__)
+_IN_CHUNK = 500  # run ids per IN list (see storage/runs.IN_CHUNK; imported there, so not here)
 _t = _table.c
 
 
@@ -190,14 +192,57 @@ def save(session: Session, summaries: RunSummaries) -> None:
     summaries.stored, summaries.dirty = True, False
 
 
-def records_of_runs(session: Session, run_ids: Sequence[str]) -> dict[int, Any]:
-    """{series id: record} of the series of these runs that hold points from blocks."""
+def merged(fields: Mapping[str, Any], rec: Any) -> dict[str, Any]:
+    """A series' summary ``fields`` (its row's ``count``, ``first_step``, ``last_step``,
+    ``last_value``, ``min_value``, ``max_value``, ``first_nonfinite_step``) merged with its record.
+
+    The two describe disjoint steps (a re-logged step recounts the series into its row), so the
+    counts add and the later of the two last steps carries the last value.
+    """
+    count, first, last = int(rec["count"]), int(rec["first"]), int(rec["last"])
+    nonfinite = None if int(rec["nonfinite"]) == NO_STEP else int(rec["nonfinite"])
+    had = bool(fields["count"])
+    later = not had or fields["last_step"] is None or last > fields["last_step"]
+    return {
+        "count": (fields["count"] or 0) + count,
+        "first_step": first if not had else min(first, fields["first_step"]),
+        "last_step": last if later else fields["last_step"],
+        "last_value": float(rec["last_value"]) if later else fields["last_value"],
+        "min_value": _either(min, fields["min_value"] if had else None, float(rec["vmin"])),
+        "max_value": _either(max, fields["max_value"] if had else None, float(rec["vmax"])),
+        "first_nonfinite_step": _either(
+            min, fields["first_nonfinite_step"] if had else None, nonfinite
+        ),
+    }
+
+
+def _either(pick: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    """``pick`` of the two values that are present (None, or NaN for a float, is absent)."""
+    a = None if a is None or (isinstance(a, float) and math.isnan(a)) else a
+    b = None if b is None or (isinstance(b, float) and math.isnan(b)) else b
+    if a is None or b is None:
+        return b if a is None else a
+    return pick(a, b)
+
+
+def records_of_series(session: Session, wanted: Mapping[str, Collection[int]]) -> dict[int, Any]:
+    """{series id: record} of the ``wanted`` series (run id -> series ids) that hold points from
+    blocks; a wanted series without block points has no entry.
+
+    Only the wanted records are decoded: each run's row is viewed in place and searched with one
+    ``searchsorted``, however many series the run has.
+    """
     out: dict[int, Any] = {}
-    if not run_ids:
-        return out
-    stmt = select(_t.records).where(_t.run_id.in_(list(run_ids)))
-    for (raw,) in session.execute(stmt):
-        recs = np.frombuffer(bytes(raw), dtype=RECORD)
-        for rec in recs[recs["count"] > 0]:
-            out[int(rec["id"])] = rec
+    runs = [run_id for run_id, ids in wanted.items() if ids]
+    for start in range(0, len(runs), _IN_CHUNK):
+        stmt = select(_t.run_id, _t.records).where(_t.run_id.in_(runs[start : start + _IN_CHUNK]))
+        for run_id, raw in session.execute(stmt):
+            recs = np.frombuffer(raw, dtype=RECORD)
+            if not recs.size:
+                continue
+            ids = np.fromiter(wanted[run_id], dtype=np.int64)
+            at = np.minimum(np.searchsorted(recs["id"], ids), recs.size - 1)
+            found = recs[at]
+            hit = (found["id"] == ids) & (found["count"] > 0)
+            out.update(zip(ids[hit].tolist(), found[hit], strict=True))
     return out
