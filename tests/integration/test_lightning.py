@@ -14,6 +14,7 @@ from torch import nn
 
 import trickscope
 from tests.helpers import LiveServer, import_or_skip
+from trickscope._incidents import Incidents
 
 L = import_or_skip("lightning")
 from trickscope.integrations.lightning import TrickscopeCallback  # noqa: E402
@@ -167,9 +168,11 @@ def test_values_logged_at_epoch_ends_arrive_at_the_global_step(
     callback = TrickscopeCallback(project="lightning", url=live_server.url, every=1, hist_every=0)
     train, val = loaders()
     model = EpochLogger()
-    quiet_trainer(tmp_path, callback).fit(model, train, val)  # 3 epochs of 4 optimizer steps
+    trainer = quiet_trainer(tmp_path, callback)
+    trainer.fit(model, train, val)  # 3 epochs of 4 optimizer steps
     run_id = callback.run.id
     assert callback.run.status == "finished" and not callback.run.incidents.by_kind
+    assert "log_metrics" not in vars(trainer._logger_connector)  # Lightning's own again
 
     epoch_ends = [3, 7, 11]  # the last optimizer step of each epoch
     assert points(live_server, run_id, "train/loss")["step"] == list(range(MAX_STEPS))
@@ -188,6 +191,33 @@ def test_values_logged_at_epoch_ends_arrive_at_the_global_step(
     ]
     assert means["step"] == epoch_ends
     assert means["value"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_failure_reading_epoch_values_is_counted_and_lightning_logs_on(tmp_path: Path) -> None:
+    from trickscope.integrations._lightning_logged import EpochValuesTap
+
+    def refuse(values: dict[str, Any]) -> None:
+        raise ValueError("cannot take these")
+
+    class Tapping(L.Callback):
+        def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+            self.tap = EpochValuesTap(trainer, refuse, incidents)
+
+    incidents = Incidents()
+    csv = L.pytorch.loggers.CSVLogger(tmp_path, name="csv")
+    train, val = loaders()
+    tapping = Tapping()
+    trainer = L.Trainer(
+        callbacks=[tapping], logger=csv, max_epochs=1, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+        num_sanity_val_steps=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(EpochLogger(), train, val)
+    tapping.tap.remove()
+    # Once per epoch-level call (the training epoch's end, validation's end), never raised.
+    assert incidents.by_kind == {"lightning epoch values": 2}
+    logged = (Path(csv.log_dir) / "metrics.csv").read_text()
+    assert "train/epoch" in logged and "val/epoch" in logged and "train/loss_mean" in logged
 
 
 def test_an_exception_in_training_marks_the_run_failed(

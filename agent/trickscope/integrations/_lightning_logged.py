@@ -11,6 +11,10 @@ Two moments matter:
   next hook. So :class:`EpochValuesTap` wraps the connector's ``log_metrics``, the one call that
   hands them to the loggers, and sees them there, still device tensors (Lightning turns them
   into numbers only after, for its loggers; nothing here reads them).
+
+Left out: an evaluation's per-batch values (``on_step=True`` in ``validation_step``), which
+Lightning numbers by evaluation batch, not optimizer step (at one global step they would
+overwrite each other), and the ``epoch`` number Lightning adds for its loggers.
 """
 
 from __future__ import annotations
