@@ -13,13 +13,17 @@ from fastapi.concurrency import run_in_threadpool
 
 from trickscope_server.errors import RunNotFoundError
 from trickscope_server.live.subscriber import Subscriber, sse_message
-from trickscope_server.services import health, query
+from trickscope_server.services import events, health
 from trickscope_server.storage import Database
 
 # Chunks per page: bounds one message's size when a stream resumes far behind.
 CHUNKS_PER_MESSAGE = 500
 # Messages a stream may have queued before it counts as lagging (re-read from its cursor).
 OUTBOX_CAPACITY = 32
+# Streams handed a message per turn of the event loop. Each stream then writes it to its socket
+# (~20-40 us); handing all of them out at once would queue a request that arrives meanwhile
+# (an ingest) behind hundreds of writes, in slices it waits for one slice at most.
+STREAMS_PER_TURN = 16
 # Ends a stream whose reader failed: the browser's EventSource reconnects after a second with
 # its Last-Event-ID, so nothing is skipped.
 RECONNECT = b"retry: 1000\n\n"
@@ -115,7 +119,7 @@ class RunFeed:
                 pass
 
     async def _read_round(self) -> bool:
-        """One read per distinct cursor; True when some read returned points."""
+        """One read per distinct cursor; True when a read stopped short of the newest point."""
         groups: dict[int, list[Subscriber]] = defaultdict(list)
         for subscriber in self.subscribers:
             if not subscriber.lagging and not subscriber.finished:
@@ -123,37 +127,56 @@ class RunFeed:
         more = False
         for cursor, members in groups.items():
             self.reads += 1
-            result = await run_in_threadpool(
-                query.read_events,
+            page = await run_in_threadpool(
+                events.read_event_page,
                 self.db,
                 run_id=self.run_id,
                 after=cursor,
                 limit=CHUNKS_PER_MESSAGE,
                 grace_seconds=self.grace_seconds,
             )
-            if result is None:
+            if page is None:
                 deleted = sse_message("status", {"status": "deleted"})
                 for subscriber in self.subscribers:
                     subscriber.finish(deleted)
                 return False
-            new_cursor, series, status = result
-            if series:
-                more = True
+            more = more or not page.complete
+            if page.series:
                 self._health_due = True
-                message = sse_message("points", {"series": series, "status": status}, new_cursor)
-                for subscriber in members:
-                    subscriber.caught_up = False
-                    if subscriber.cursor == cursor and subscriber.offer(message):
-                        subscriber.cursor = new_cursor
-                continue
-            for subscriber in members:
-                subscriber.caught_up = True
-                if status != subscriber.sent_status:
-                    if subscriber.offer(sse_message("status", {"status": status}, cursor)):
-                        subscriber.sent_status = status
-                        # A final status re-diagnoses at once: some checks judge finished runs.
-                        self._health_forced = True
+                # Encoded once for the whole group: every stream sends the same bytes.
+                message = sse_message(
+                    "points", {"series": page.series, "status": page.status}, page.cursor
+                )
+                await self._hand_out(members, cursor, message, page)
+            elif page.complete:
+                self._caught_up(members, page.status, cursor)
         return more
+
+    async def _hand_out(
+        self, members: list[Subscriber], cursor: int, message: bytes, page: events.EventPage
+    ) -> None:
+        """Offer a page to the group at ``cursor``, a slice per turn of the event loop."""
+        for start in range(0, len(members), STREAMS_PER_TURN):
+            if start:
+                await asyncio.sleep(0)  # let a waiting request (an ingest) run between slices
+            accepted = []
+            for subscriber in members[start : start + STREAMS_PER_TURN]:
+                subscriber.caught_up = False
+                if subscriber.cursor == cursor and subscriber.offer(message):
+                    subscriber.cursor = page.cursor
+                    accepted.append(subscriber)
+            if page.complete:  # the page reached the newest point: no empty read to find out
+                self._caught_up(accepted, page.status, page.cursor)
+
+    def _caught_up(self, members: list[Subscriber], status: str, cursor: int) -> None:
+        """These streams have every point up to the newest: tell them a status change."""
+        for subscriber in members:
+            subscriber.caught_up = True
+            if status != subscriber.sent_status:
+                if subscriber.offer(sse_message("status", {"status": status}, cursor)):
+                    subscriber.sent_status = status
+                    # A final status re-diagnoses at once: some checks judge finished runs.
+                    self._health_forced = True
 
     async def _push_health(self) -> None:
         """Diagnose when due (at most every interval, or at once when forced) and tell each

@@ -15,6 +15,11 @@ def sse_message(event: str, data: object, event_id: int | None = None) -> bytes:
     return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
 
 
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Subscriber:
     """A stream's cursor and outbox, fed by its run's reader on the event loop.
 
@@ -22,6 +27,10 @@ class Subscriber:
     the reader stops handing it pages, its cursor stays at the last page it accepted, and once
     the stream has drained half of the outbox the reader reads again from that cursor. A slow
     client therefore never blocks the others and never loses a point.
+
+    A message costs the stream one wake-up of its task: it waits on a bare future with a timer,
+    not ``asyncio.wait_for`` (which starts a task per call), because every stream of a run takes
+    a message per ingested batch.
     """
 
     def __init__(self, cursor: int, capacity: int, on_drained: Callable[[], None]) -> None:
@@ -33,7 +42,7 @@ class Subscriber:
         self.lagging = False
         self._outbox: deque[bytes] = deque()
         self._final: bytes | None = None
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._on_drained = on_drained
 
     @property
@@ -47,19 +56,22 @@ class Subscriber:
             self.lagging = True
             return False
         self._outbox.append(message)
-        self._ready.set()
+        if self._waiter is not None:
+            _release(self._waiter)
         return True
 
     def finish(self, message: bytes) -> None:
         """End the stream with ``message`` once what is queued has been sent."""
         self._final = message
-        self._ready.set()
+        if self._waiter is not None:
+            _release(self._waiter)
 
     async def next(self, timeout: float) -> bytes | None:
         """The next message, or None after ``timeout`` seconds without one.
 
         After the final message, every call returns ``b""`` (the stream should end).
         """
+        waited = False
         while True:
             if self._outbox:
                 message = self._outbox.popleft()
@@ -70,8 +82,14 @@ class Subscriber:
             if self._final is not None:
                 final, self._final = self._final, b""
                 return final
-            self._ready.clear()
+            if waited:
+                return None  # the timer fired first
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _release, waiter)
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
-            except asyncio.TimeoutError:
-                return None
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            waited = True
