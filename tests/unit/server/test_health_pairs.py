@@ -127,6 +127,10 @@ def _coupled(run: Run) -> None:
     run.setup["optimizer"]["groups"][0]["decoupled"] = False
 
 
+def _strong_decay(run: Run) -> None:
+    run.setup["optimizer"]["groups"][0]["weight_decay"] = 50.0  # lr 1e-3: 5 % a step
+
+
 def _stepped_warmup(run: Run) -> None:
     levels = np.repeat([1e-4, 3e-4, 6e-4, 1e-3], 25)
     run.values("lr/group0")[:] = np.concatenate([levels, np.full(STEPS - 100, 1e-3)])
@@ -197,6 +201,11 @@ PAIRS: dict[str, tuple[Callable[[], Run], Callable[[], Run], str]] = {
         "decay-on-norm-bias",
     ),
     "adam-coupled-l2": (_decay_split, _with(_decay_split, _coupled), "adam-coupled-l2"),
+    "weight-decay-strength": (
+        _decay_split,
+        _with(_decay_split, _strong_decay),
+        "weight-decay-too-strong",
+    ),
     "ema": (healthy_run, _with(healthy_run, _set("eval/acc_ema", -1, 0.8)), "ema-worse"),
     "eps-dominates": (
         healthy_run,

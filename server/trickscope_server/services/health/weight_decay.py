@@ -1,9 +1,12 @@
-"""Weight decay on norm gains, biases and embeddings, and Adam's coupled L2 term.
+"""Weight decay on norm gains, biases and embeddings, Adam's coupled L2 term, and decay so
+strong that it erases the weights within a few hundred steps.
 
 Decaying 1-D parameters pulls norm gains towards zero and biases towards the origin for no
 regularisation benefit (timm's ``param_groups_weight_decay``, nanoGPT's ``configure_optimizers``);
 in Adam an L2 term is divided by √v̂ and is not weight decay (Loshchilov & Hutter 2019,
-https://arxiv.org/abs/1711.05101).
+https://arxiv.org/abs/1711.05101). Decay shrinks the weights by ``lr·λ`` a step (``lr·λ/(1−μ)``
+for SGD's L2 term carried in momentum), so ``1/(lr·λ)`` steps is the horizon over which the
+weights forget what they learned (Wang & Aitchison 2024, https://arxiv.org/abs/2405.13698).
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from typing import Any
 
 from trickscope_server.services.health import setup_doc
 from trickscope_server.services.health.model import Finding, NotApplicable, RunView, finding, rule
+from trickscope_server.services.health.series import read_finite
 
 SMALL_COUPLED_DECAY = 1e-3  # SGD-style L2 this small barely moves norm gains or biases
+# A shrink above this share per step forgets the weights within 200 steps: ten times stronger
+# than the strong end of common recipes (AdamW lr 1e-3 with λ 0.3, SGD lr 0.4 with λ 5e-4).
+STRONG_SHRINK = 5e-3
 
 
 def _decayed_groups(view: RunView) -> dict[int, Mapping[str, Any]]:
@@ -113,5 +120,69 @@ def adam_coupled_l2(view: RunView) -> Iterable[Finding]:
             remedy="Use AdamW (or decoupled_weight_decay=True) with the same weight_decay.",
             weight_decay=decay,
             groups=[g.get("index") for g in coupled],
+        )
+    ]
+
+
+def _peak_lr(view: RunView, index: int, group: Mapping[str, Any]) -> float | None:
+    """The group's highest realised LR, else its declared one (``initial_lr``, then ``lr``)."""
+    name = f"lr/group{index}"
+    if name in view.summaries:
+        _, lrs = read_finite(view, name)
+        if lrs.size:
+            return float(lrs.max())
+    for key in ("initial_lr", "lr"):
+        value = setup_doc.number(group.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+def _shrink_per_step(group: Mapping[str, Any], lr: float, decay: float) -> float | None:
+    """The share of each weight that decay takes away per optimizer step at this LR."""
+    if group.get("decoupled") is True:
+        return lr * decay
+    momentum = setup_doc.number(group.get("momentum")) or 0.0
+    if group.get("decoupled") is False and 0 <= momentum < 1:
+        return lr * decay / (1 - momentum)  # the L2 gradient accumulates in the momentum buffer
+    return None  # Adam's coupled L2 is divided by √v̂: no fixed shrink (adam-coupled-l2)
+
+
+@rule("weight-decay-strength", "Weight decay strong enough to erase the weights")
+def weight_decay_strength(view: RunView) -> Iterable[Finding]:
+    """Param groups whose decay shrinks the weights by more than STRONG_SHRINK per step."""
+    if not setup_doc.groups(view):
+        raise NotApplicable("no setup with param groups was declared")
+    if setup_doc.family(view) == "adam" and all(
+        g.get("decoupled") is False for g in setup_doc.groups(view)
+    ):
+        raise NotApplicable("Adam's L2 term has no fixed shrink per step (see adam-coupled-l2)")
+    strong = []
+    for index, group in _decayed_groups(view).items():
+        lr = _peak_lr(view, index, group)
+        shrink = _shrink_per_step(group, lr, float(group["weight_decay"])) if lr else None
+        if shrink is not None and shrink > STRONG_SHRINK:
+            strong.append((shrink, index, float(group["weight_decay"]), lr))
+    if not strong:
+        return []
+    shrink, index, decay, lr = max(strong)
+    horizon = 1 / shrink
+    return [
+        finding(
+            "weight-decay-too-strong",
+            "warning",
+            f"Weight decay {decay:g} at LR {lr:g} shrinks param group {index}'s weights by "
+            f"{100 * shrink:.2g} % a step",
+            why=f"Without gradients the weights would fall to 1/e in {horizon:.0f} steps, so the "
+            "model forgets what it learned that fast: the decay, not the data, sets the weights' "
+            "size, and training stalls at a high loss.",
+            remedy="Use a weight decay in the usual range (AdamW 0.01–0.1, SGD 1e-5–5e-4), "
+            "keeping lr·weight_decay far below 1e-3 per step.",
+            group=index,
+            groups=[g for _, g, _, _ in sorted(strong, reverse=True)],
+            weight_decay=decay,
+            lr=lr,
+            shrink_per_step=shrink,
+            horizon_steps=horizon,
         )
     ]
