@@ -37,12 +37,12 @@ async def stream_events(
     The run's reader (shared with every other stream of the run in this process) queues the
     messages; a ``status`` event reports each change of the run's status, liveness included.
     """
-    # Wake at least once a second to notice a client that went away while nothing was sent.
+    # Woken at least once a second to notice a client that went away while nothing was sent.
     tick = min(1.0, keepalive_seconds)
-    async with live.subscribe(run_id, after) as subscriber:
+    async with live.subscribe(run_id, after, idle_seconds=tick) as subscriber:
         last_write = time.monotonic()
         while True:
-            message = await subscriber.next(tick)
+            message = await subscriber.next()
             if message == b"":
                 return  # the final message (run deleted) was sent
             if message is not None:

@@ -40,8 +40,11 @@ class Broadcaster:
         self.forward: Callable[[str], None] | None = None
 
     @asynccontextmanager
-    async def subscribe(self, run_id: str, after: int) -> AsyncIterator[Subscriber]:
-        """Follow a run from cursor ``after`` for the duration of the ``async with`` block."""
+    async def subscribe(
+        self, run_id: str, after: int, idle_seconds: float = 1.0
+    ) -> AsyncIterator[Subscriber]:
+        """Follow a run from cursor ``after`` for the duration of the ``async with`` block; the
+        subscriber's ``next()`` returns None after ``idle_seconds`` without a message."""
         self._loop = asyncio.get_running_loop()
         feed = self._feeds.get(run_id)
         if feed is None:
@@ -53,7 +56,7 @@ class Broadcaster:
                 grace_seconds=self.grace_seconds,
             )
             self._feeds[run_id] = feed
-        subscriber = feed.join(after)
+        subscriber = feed.join(after, idle_seconds)
         try:
             yield subscriber
         finally:

@@ -63,11 +63,16 @@ class RunFeed:
         self._health_at = -float("inf")
         self._health: bytes | None = None
         self._task: asyncio.Task[None] | None = None
+        self._nudge_every = float("inf")
+        self._nudge_at = -float("inf")
 
-    def join(self, after: int) -> Subscriber:
-        """A new subscriber from cursor ``after``; starts the reader if it is not running."""
-        subscriber = Subscriber(after, OUTBOX_CAPACITY, self.wake)
+    def join(self, after: int, idle_seconds: float = 1.0) -> Subscriber:
+        """A new subscriber from cursor ``after``, nudged after ``idle_seconds`` without a
+        message; starts the reader if it is not running."""
+        subscriber = Subscriber(after, OUTBOX_CAPACITY, self.wake, idle_seconds)
         self.subscribers.add(subscriber)
+        # Nudges are checked often enough for the most impatient stream.
+        self._nudge_every = min(self._nudge_every, idle_seconds / 2)
         self._health_forced = True  # a new stream gets a diagnosis as soon as it caught up
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"live-feed-{self.run_id}")
@@ -106,17 +111,35 @@ class RunFeed:
             self._wake.clear()
             more = await self._read_round()
             await self._push_health()
-            if more:
-                continue  # a page was full or a group is behind: read again before waiting
-            timeout = self.poll_seconds
-            if self._health_due:
-                left = max(0.0, self._health_at + self.health_seconds - time.monotonic())
-                timeout = min(timeout, left)
+            if not more:  # else a page was full or a group is behind: read again before waiting
+                await self._wait()
+
+    async def _wait(self) -> None:
+        """Until a wake-up, the next poll or a health diagnosis falls due, nudging idle streams
+        meanwhile."""
+        # The poll keeps workers sharing PostgreSQL live when a notification is lost.
+        due = time.monotonic() + self.poll_seconds
+        if self._health_due:
+            due = min(due, self._health_at + self.health_seconds)
+        while True:
+            self._nudge_idle()
+            now = time.monotonic()
+            if now >= due:
+                return
             try:
-                # The timeout doubles as a poll, which keeps workers sharing PostgreSQL live.
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await asyncio.wait_for(self._wake.wait(), min(due, self._nudge_at) - now)
+                return
             except asyncio.TimeoutError:
                 pass
+
+    def _nudge_idle(self) -> None:
+        """Wake the streams that waited their ``idle_seconds`` (one pass per interval)."""
+        now = time.monotonic()
+        if now < self._nudge_at:
+            return
+        self._nudge_at = now + self._nudge_every
+        for subscriber in self.subscribers:
+            subscriber.nudge(now)
 
     async def _read_round(self) -> bool:
         """One read per distinct cursor; True when a read stopped short of the newest point."""

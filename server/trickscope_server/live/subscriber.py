@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -28,14 +29,23 @@ class Subscriber:
     the stream has drained half of the outbox the reader reads again from that cursor. A slow
     client therefore never blocks the others and never loses a point.
 
-    A message costs the stream one wake-up of its task: it waits on a bare future with a timer,
-    not ``asyncio.wait_for`` (which starts a task per call), because every stream of a run takes
-    a message per ingested batch.
+    A message costs the stream one wake-up of its task and nothing else: every stream of a run
+    takes a message per ingested batch, so it waits on a bare future, without a timer of its own
+    (``asyncio.wait_for`` would start a task per wait). A stream that waits ``idle_seconds`` is
+    woken empty-handed by its feed's :meth:`nudge`, so it can send a keepalive or notice that
+    its client left.
     """
 
-    def __init__(self, cursor: int, capacity: int, on_drained: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        cursor: int,
+        capacity: int,
+        on_drained: Callable[[], None],
+        idle_seconds: float = 1.0,
+    ) -> None:
         self.cursor = cursor
         self.capacity = capacity
+        self.idle_seconds = idle_seconds
         self.sent_status = "running"  # a running run needs no status message; others do
         self.sent_health: bytes | None = None
         self.caught_up = False  # the last read from this cursor found nothing newer
@@ -43,6 +53,7 @@ class Subscriber:
         self._outbox: deque[bytes] = deque()
         self._final: bytes | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._waiting_since = 0.0
         self._on_drained = on_drained
 
     @property
@@ -66,8 +77,16 @@ class Subscriber:
         if self._waiter is not None:
             _release(self._waiter)
 
-    async def next(self, timeout: float) -> bytes | None:
-        """The next message, or None after ``timeout`` seconds without one.
+    def nudge(self, now: float) -> None:
+        """Wake the stream empty-handed if it has waited ``idle_seconds`` by ``now``
+        (``time.monotonic()``)."""
+        waiter = self._waiter
+        if waiter is not None and now - self._waiting_since >= self.idle_seconds:
+            _release(waiter)
+
+    async def next(self, timeout: float | None = None) -> bytes | None:
+        """The next message; None when woken without one: after ``timeout`` seconds if given,
+        else by a :meth:`nudge`.
 
         After the final message, every call returns ``b""`` (the stream should end).
         """
@@ -83,13 +102,15 @@ class Subscriber:
                 final, self._final = self._final, b""
                 return final
             if waited:
-                return None  # the timer fired first
+                return None  # timed out or nudged
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, _release, waiter)
+            self._waiting_since = time.monotonic()
+            timer = None if timeout is None else loop.call_later(timeout, _release, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
+                if timer is not None:
+                    timer.cancel()
                 self._waiter = None
             waited = True
