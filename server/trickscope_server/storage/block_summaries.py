@@ -229,9 +229,47 @@ def records_of_series(session: Session, wanted: Mapping[str, Collection[int]]) -
     """{series id: record} of the ``wanted`` series (run id -> series ids) that hold points from
     blocks; a wanted series without block points has no entry.
 
-    Only the wanted records are decoded: each run's row is viewed in place and searched with one
-    ``searchsorted``, however many series the run has.
+    Only the wanted records are decoded. SQLite hands each run's row over in process, viewed in
+    place and searched with one ``searchsorted``; PostgreSQL finds each record where it lies
+    (``position`` of the series id's bytes) and sends only that record, not the run's row.
     """
+    if session.get_bind().dialect.name != "postgresql":
+        return _searched(session, wanted)
+    pairs = [(run_id, int(sid)) for run_id, ids in wanted.items() for sid in ids]
+    out: dict[int, Any] = {}
+    misread: set[str] = set()
+    for start in range(0, len(pairs), _PAIRS_CHUNK):
+        part = pairs[start : start + _PAIRS_CHUNK]
+        params = {
+            "b_runs": [run_id for run_id, _ in part],
+            "b_sids": [sid for _, sid in part],
+            "b_keys": [sid.to_bytes(8, "little", signed=True) for _, sid in part],
+        }
+        for run_id, sid, at, raw in session.connection().exec_driver_sql(_PG_FIND, params):
+            if at and (at - 1) % RECORD.itemsize:
+                misread.add(run_id)  # the id's bytes also occur inside an earlier record
+            elif at:
+                rec = np.frombuffer(raw, dtype=RECORD)[0]
+                if rec["count"] > 0:
+                    out[sid] = rec
+    if misread:
+        out.update(_searched(session, {run_id: wanted[run_id] for run_id in misread}))
+    return out
+
+
+_PAIRS_CHUNK = 1000
+# The record of series ``sid`` starts with its id, little-endian: the first occurrence of those
+# 8 bytes at a record boundary is it (a match inside a record is another field's bytes).
+_PG_FIND = (
+    "SELECT u.run_id, u.sid, position(u.key IN b.records), "
+    f"substring(b.records FROM position(u.key IN b.records) FOR {RECORD.itemsize}) "
+    "FROM unnest(%(b_runs)s::text[], %(b_sids)s::bigint[], %(b_keys)s::bytea[]) "
+    "AS u(run_id, sid, key) JOIN block_summaries AS b ON b.run_id = u.run_id"
+)
+
+
+def _searched(session: Session, wanted: Mapping[str, Collection[int]]) -> dict[int, Any]:
+    """:func:`records_of_series` from the runs' whole rows."""
     out: dict[int, Any] = {}
     runs = [run_id for run_id, ids in wanted.items() if ids]
     for start in range(0, len(runs), _IN_CHUNK):
