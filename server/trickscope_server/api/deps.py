@@ -12,19 +12,21 @@ from trickscope_server.services.limits import INT64_MAX, INT64_MIN
 from trickscope_server.storage import Database
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies are ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a
+# thread hop per dependency per request that costs more than the attribute read it wraps.
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     """The app's database."""
     db: Database = request.app.state.db
     return db
 
 
-def get_broadcaster(request: Request) -> Broadcaster:
+async def get_broadcaster(request: Request) -> Broadcaster:
     """The app's live-update broadcaster."""
     broadcaster: Broadcaster = request.app.state.broadcaster
     return broadcaster

@@ -45,13 +45,14 @@ from trickscope_server.services.ingest_histograms import (
 )
 from trickscope_server.services.runs import check_wire_version
 from trickscope_server.services.summaries import overlapping, resummarise
-from trickscope_server.storage import Database
+from trickscope_server.storage import Database, Session
 from trickscope_server.storage import block_summaries as block_store
 from trickscope_server.storage import blocks as blocks_store
 from trickscope_server.storage import chunks as chunk_store
 from trickscope_server.storage import histograms as histogram_store
 from trickscope_server.storage import points as store
 from trickscope_server.storage import summaries as summary_store
+from trickscope_server.storage.ingest_state import RunState
 from trickscope_wire import BLOCKS_WIRE_VERSION
 
 _MAX_BATCH_ID = 128
@@ -430,6 +431,8 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             session, run_id=run_id, batch_id=batch.batch_id, points=batch.points, now=now
         ):
             raise _Duplicate  # roll back the sequence number taken above: nothing changes
+        # What this process knows of the run since its previous batch (storage/ingest_state.py).
+        state = db.run_states.take(run_id, created_at, seq)
         layers = set(store.run_layers(session, run_id=run_id)) if batch.blocks else set()
         series, blocks = _split_blocks(batch, layers)
         nonempty = [s for s in series if s.steps.size]
@@ -445,10 +448,11 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             np.array([ids[n] for n in b.names], dtype=np.int64) if m is None else m
             for b, m in zip(blocks, cached, strict=True)
         ]
-        if blocks or any(block_store.family_of(s.name) for s in nonempty):
-            families = block_store.load(session, run_id=run_id)
-        else:  # no series of this batch can have points from blocks
-            families = block_store.RunSummaries(run_id, np.zeros(0, dtype=block_store.RECORD))
+        series_ids = [ids[s.name] for s in nonempty]
+        _know_rows(session, run_id, state, series_ids)
+        # No series of the batch can have points from blocks unless it belongs to a family.
+        with_family = bool(blocks) or any(block_store.family_of(s.name) for s in nonempty)
+        families = _families(session, run_id, state, with_family)
         chunks, summaries = _all_summaries(nonempty, ids, run_id, seq)
         # Read before the merge: which series get a step logged again (their summaries are
         # recounted from the points once this batch's points are in).
@@ -456,8 +460,9 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             session,
             run_id=run_id,
             steps=[s.steps for s in nonempty],
-            series_ids=[ids[s.name] for s in nonempty],
+            series_ids=series_ids,
             families=families,
+            row_last=state.row_last,
         )
         _note_rows(families, summaries, nonempty)
         recount += sorted(merge_blocks(session, blocks, members, families))
@@ -466,34 +471,93 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
         blocks_store.insert_blocks(
             session, [block_row(b, run_id, seq, m) for b, m in zip(blocks, members, strict=True)]
         )
+        _rows_merged(state, summaries)
         if recount:
             names = {sid: name for name, sid in ids.items()}
             for block, block_ids in zip(blocks, members, strict=True):
                 names.update(zip(block_ids.tolist(), block.names, strict=True))
-            resummarise(
-                session,
-                run_id=run_id,
-                series={sid: names[sid] for sid in recount},
-                families=families,
+            state.row_last.update(
+                resummarise(
+                    session,
+                    run_id=run_id,
+                    series={sid: names[sid] for sid in recount},
+                    families=families,
+                )
             )
         block_store.save(session, families)
         histogram_store.upsert_histograms(session, histogram_rows(run_id, batch))
-        # Only the series stored as chunks here counted one more chunk each.
-        due = summary_store.series_needing_compaction(
-            session,
-            run_id=run_id,
-            series_ids=list(dict.fromkeys(ids[s.name] for s in nonempty)),
-            bound=COMPACT_AFTER_CHUNKS,
-        )
-        # A family's blocks are compacted through any one member series (services/compact.py).
+        due = _series_due(state, series_ids)
         if blocks:
-            for family in blocks_store.families_due(
-                session, run_id=run_id, bound=COMPACT_AFTER_CHUNKS
-            ):
-                member = blocks_store.first_member(session, run_id=run_id, family=family)
-                due += [] if member is None else [member]
+            due += _family_members_due(session, run_id, state, blocks)
+    if families.records is not _NO_RECORDS:
+        state.records, state.records_stored = families.records, families.stored
+    db.run_states.save(run_id, created_at, seq, state)  # committed: true of the run at seq
     db.series_ids.add(run_id, created_at, ids)  # committed: safe to reuse
     for block, block_ids, known in zip(blocks, members, cached, strict=True):
         if known is None:
             db.series_ids.add_members(run_id, created_at, block.layout, block_ids)
     return IngestOutcome(batch.points, False, list(dict.fromkeys(due)))
+
+
+# Stands for "the run's block summaries were not read" (no series of the batch can have any).
+_NO_RECORDS = np.zeros(0, dtype=block_store.RECORD)
+
+
+def _know_rows(session: Session, run_id: str, state: RunState, series_ids: list[int]) -> None:
+    """Read the row state (last step, chunks pending) of the series the state lacks."""
+    unknown = [sid for sid in dict.fromkeys(series_ids) if sid not in state.row_last]
+    if not unknown:
+        return
+    found = summary_store.row_states(session, run_id=run_id, series_ids=unknown)
+    for sid in unknown:
+        state.row_last[sid], state.pending[sid] = found.get(sid, (None, 0))
+
+
+def _families(
+    session: Session, run_id: str, state: RunState, needed: bool
+) -> block_store.RunSummaries:
+    """The run's block summaries: from the state, else read when the batch needs them."""
+    if state.records is not None:
+        return block_store.RunSummaries(run_id, state.records, stored=state.records_stored)
+    if needed:
+        return block_store.load(session, run_id=run_id)
+    return block_store.RunSummaries(run_id, _NO_RECORDS)
+
+
+def _rows_merged(state: RunState, summaries: list[dict[str, Any]]) -> None:
+    """Count the batch's chunk rows and summary merges into the state (as the rows now hold)."""
+    for row in summaries:
+        sid, last = row["b_id"], row["b_last"]
+        known = state.row_last.get(sid)
+        state.row_last[sid] = last if known is None else max(known, last)
+        state.pending[sid] = state.pending.get(sid, 0) + 1
+
+
+def _series_due(state: RunState, series_ids: list[int]) -> list[int]:
+    """The batch's series with ``COMPACT_AFTER_CHUNKS`` chunks stored since their compaction
+    (counted as due once: compaction starts them from zero)."""
+    due = []
+    for sid in dict.fromkeys(series_ids):
+        if state.pending[sid] >= COMPACT_AFTER_CHUNKS:
+            due.append(sid)
+            state.pending[sid] = 0
+    return due
+
+
+def _family_members_due(
+    session: Session, run_id: str, state: RunState, blocks: list[DecodedBlock]
+) -> list[int]:
+    """A member of each family with ``COMPACT_AFTER_CHUNKS`` blocks stored (a family's blocks are
+    compacted through any one member series, see ``services/compact.py``)."""
+    if state.blocks is None:
+        state.blocks = blocks_store.family_counts(session, run_id=run_id)  # this batch's too
+    else:
+        for block in blocks:
+            state.blocks[block.family] = state.blocks.get(block.family, 0) + 1
+    due = []
+    for family, count in state.blocks.items():
+        if count >= COMPACT_AFTER_CHUNKS:
+            member = blocks_store.first_member(session, run_id=run_id, family=family)
+            due += [] if member is None else [member]
+            state.blocks[family] = 0
+    return due

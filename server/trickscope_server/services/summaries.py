@@ -9,6 +9,7 @@ in the batch's transaction, so the summary always describes the points a read re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,13 @@ def overlapping(
     steps: list[NDArray[np.int64]],
     series_ids: list[int],
     families: RunSummaries,
+    row_last: Mapping[int, int | None] | None = None,
 ) -> list[int]:
     """Ids of the series whose new steps (``steps[i]`` for ``series_ids[i]``) overwrite a stored
     point or repeat within the batch; call before the batch's summaries are merged.
+
+    ``row_last``: the last step of each series' own row (None: no points), when the caller knows
+    them all; otherwise they are read.
 
     A series named twice in one batch is among them: its two columns may share a step, and each
     column's summary is merged as if its steps were new.
@@ -40,7 +45,16 @@ def overlapping(
     firsts, repeats = _firsts_and_repeats(steps)
     low = min(firsts)
     # The last stored step of a series is the later of its row's and its block record's.
-    stored = summary_store.last_steps_from(session, run_id=run_id, low=low, series_ids=series_ids)
+    if row_last is None:
+        stored = summary_store.last_steps_from(
+            session, run_id=run_id, low=low, series_ids=series_ids
+        )
+    else:
+        stored = {}
+        for sid in series_ids:
+            last = row_last[sid]
+            if last is not None and last >= low:
+                stored[sid] = last
     for sid, last in families.last_steps(low).items():
         stored[sid] = max(last, stored.get(sid, last))
     named_twice = len(set(series_ids)) < len(series_ids)
@@ -72,9 +86,10 @@ def _firsts_and_repeats(steps: list[NDArray[np.int64]]) -> tuple[list[int], list
 
 def resummarise(
     session: Session, *, run_id: str, series: dict[int, str], families: RunSummaries
-) -> None:
+) -> dict[int, int]:
     """Recompute these series' summaries ({id: name}) from their stored points (later write
-    wins) into their rows, and empty their block records (the rows now hold everything)."""
+    wins) into their rows, and empty their block records (the rows now hold everything); returns
+    {id: last step} of the rows written."""
     rows = []
     blocks: dict[str, list[block_store.Block]] = {}
     for sid, name in series.items():
@@ -91,7 +106,9 @@ def resummarise(
         if steps.size:
             rows.append(_summary(sid, steps, values))
     summary_store.set_summaries(session, rows)
-    families.recounted({row["b_id"]: row["b_last"] for row in rows})
+    lasts = {row["b_id"]: row["b_last"] for row in rows}
+    families.recounted(lasts)
+    return lasts
 
 
 def _summary(

@@ -42,7 +42,8 @@ def insert_blocks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.connection().execute(_INSERT, list(rows))
 
 
-# Each column bound as one array and unnested: one statement and one parameter per column.
+# Each column bound as one array (in binary, as in storage/chunks.py) and unnested: one statement
+# and one parameter per column.
 _PG_TYPES = {
     "run_id": "text[]",
     "family": "text[]",
@@ -57,7 +58,7 @@ _PG_TYPES = {
 }
 _PG_INSERT = "INSERT INTO blocks ({}) SELECT * FROM unnest({})".format(
     ", ".join(f'"{c}"' for c in _PG_TYPES),
-    ", ".join(f"%(c_{c})s::{kind}" for c, kind in _PG_TYPES.items()),
+    ", ".join(f"%(c_{c})b::{kind}" for c, kind in _PG_TYPES.items()),
 )
 
 
@@ -180,6 +181,15 @@ def families_due(session: Session, *, run_id: str, bound: int) -> list[str]:
     )
     rows = session.connection().execute(stmt, {"b_run": run_id, "b_bound": bound})
     return [str(f) for f in rows.scalars()]
+
+
+def family_counts(session: Session, *, run_id: str) -> dict[str, int]:
+    """{family: blocks stored} of the run's families with blocks."""
+    stmt = (
+        select(_b.family, func.count()).where(_b.run_id == bindparam("b_run")).group_by(_b.family)
+    )
+    rows = session.connection().execute(stmt, {"b_run": run_id})
+    return {str(family): int(count) for family, count in rows}
 
 
 def first_member(session: Session, *, run_id: str, family: str) -> int | None:

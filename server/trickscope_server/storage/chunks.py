@@ -44,6 +44,8 @@ _chunk_values = operator.itemgetter(*_CHUNK_COLUMNS)  # a row dict's values, in 
 
 # PostgreSQL: every row of a batch in one statement, each column bound as one array and unnested
 # (one round trip and one parameter per column, where an executemany binds each row's values).
+# The arrays are sent in binary (``%b``): as text, each bytea would be hex-escaped, then scanned
+# for quoting, on the client and parsed back on the server.
 _PG_CHUNK_TYPES = {
     "run_id": "text[]",
     "series_id": "bigint[]",
@@ -63,7 +65,7 @@ _PG_CHUNK_TYPES = {
 }
 _PG_INSERT_CHUNKS = "INSERT INTO chunks ({}) SELECT * FROM unnest({})".format(
     ", ".join('"' + c + '"' for c in _CHUNK_COLUMNS),
-    ", ".join(f"%(c_{c})s::{_PG_CHUNK_TYPES[c]}" for c in _CHUNK_COLUMNS),
+    ", ".join(f"%(c_{c})b::{_PG_CHUNK_TYPES[c]}" for c in _CHUNK_COLUMNS),
 )
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, exc, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from trickscope_server.storage.ingest_state import RunStateCache
 from trickscope_server.storage.points import SeriesIdCache
 
 MIGRATIONS = "trickscope_server.storage:migrations"
@@ -37,7 +39,41 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # LIFO: the connection just checked in serves the next request, so a busy server keeps a
+    # few hot connections and only the idle ones need the ping below.
+    engine = create_engine(parsed, pool_size=10, max_overflow=20, pool_use_lifo=True)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection unused for longer than this is pinged before use (a database restarted
+# meanwhile then costs a reconnect, not a failed request); one in steady use is not.
+PING_IDLE_SECONDS = 2.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """``pool_pre_ping``, for connections that have been idle only: the agent posts every 0.5 s,
+    and a ping per request was a round trip of its own on every ingest."""
+
+    @event.listens_for(engine, "connect")
+    def connected(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) <= PING_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+            dbapi_connection.rollback()  # the ping's transaction
+        except Exception as error:
+            # The pool discards this connection and checks out another (a fresh one if need be).
+            raise exc.DisconnectionError(f"pooled connection failed its ping: {error}") from error
 
 
 def _upgrade(engine: Engine) -> None:
@@ -66,6 +102,7 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.series_ids = SeriesIdCache()  # for ingest: ids of the series of recent runs
+        self.run_states = RunStateCache()  # for ingest: what it knows of recent runs
 
     @property
     def dialect(self) -> str:

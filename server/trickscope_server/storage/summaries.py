@@ -104,7 +104,7 @@ _PG_UPDATE_SUMMARIES = (
     f"first_nonfinite_step = {_pg_lower('first_nonfinite_step', 'b_nonfinite')}, "
     "pending_chunks = s.pending_chunks + 1 "
     "FROM unnest({}) AS b({}) WHERE s.id = b.b_id".format(
-        ", ".join(f"%({name})s::{kind}" for name, kind in _SUMMARY_COLUMNS),
+        ", ".join(f"%({name})b::{kind}" for name, kind in _SUMMARY_COLUMNS),
         ", ".join(name for name, _ in _SUMMARY_COLUMNS),
     )
 )
@@ -174,6 +174,36 @@ def last_steps_from(
 
 
 _FEW = 256
+
+
+def row_states(
+    session: Session, *, run_id: str, series_ids: Sequence[int]
+) -> dict[int, tuple[int | None, int]]:
+    """{series id: (last step of its row or None, chunks pending compaction)} of these series
+    of the run (ingest's state of a run it has not written lately).
+
+    A few series are looked up by id; many by one pass over the run's series.
+    """
+    if len(series_ids) <= _FEW:
+        out: dict[int, tuple[int | None, int]] = {}
+        for start in range(0, len(series_ids), IN_CHUNK):
+            part = list(series_ids[start : start + IN_CHUNK])
+            stmt = select(_c.id, _c.last_step, _c.pending_chunks).where(_c.id.in_(part))
+            out.update(_row_state(row) for row in session.execute(stmt))
+        return out
+    rows = session.connection().execute(_RUN_ROW_STATES, {"b_run": run_id})
+    wanted = set(series_ids)
+    return dict(_row_state(row) for row in rows if row[0] in wanted)
+
+
+def _row_state(row: Any) -> tuple[int, tuple[int | None, int]]:
+    sid, last, pending = row
+    return int(sid), (None if last is None else int(last), int(pending or 0))
+
+
+_RUN_ROW_STATES = select(_c.id, _c.last_step, _c.pending_chunks).where(
+    _c.run_id == bindparam("b_run")
+)
 
 
 def row_last_steps(session: Session, *, series_ids: Sequence[int]) -> dict[int, int]:
