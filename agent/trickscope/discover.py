@@ -8,6 +8,7 @@ them without the user passing them. Only Python attributes are read, never a dev
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from trickscope._modules import unwrap
 MAX_FRAMES = 30
 _MAX_ATTRS = 64  # attributes looked at per object (a trainer's ``self``)
 _SKIP = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, Tensor, str)
+_SHADOW_ATTRS = ("module", "ema", "shadow")
+_CAMEL = (re.compile(r"([A-Z])([A-Z][a-z])"), re.compile(r"([a-z0-9])([A-Z])"))
 
 
 @dataclass
@@ -48,24 +51,50 @@ def is_scheduler_of(obj: Any, optimizer: torch.optim.Optimizer) -> bool:
 
 
 def is_ema_class(obj: Any) -> bool:
-    """An ``AveragedModel``, timm ``ModelEma*`` or ``tricks.ModelEma`` by type or class name."""
+    """An ``AveragedModel``, timm ``ModelEma*``, ``tricks.ModelEma``, or a hand-written EMA
+    class (its name says EMA, e.g. YOLO's ``ModelEMA``) holding the averaged module."""
     if isinstance(obj, torch.optim.swa_utils.AveragedModel):
         return True
-    return type(obj).__name__.startswith("ModelEma") and isinstance(
-        getattr(obj, "module", None), nn.Module
-    )
+    return names_ema(type(obj).__name__) and shadow_of(obj) is not None
+
+
+def names_ema(name: str) -> bool:
+    """Whether a name has EMA as a word: ``ema``, ``model_ema``, ``emaModel``, ``ModelEMA``,
+    ``ModelEmaV3`` (not ``schema`` or ``theme``)."""
+    for boundary in _CAMEL:  # EMAModel -> EMA_Model, emaModel -> ema_Model
+        name = boundary.sub(r"\1_\2", name)
+    words = re.split(r"[^a-z0-9]+", name.lower())
+    return "ema" in words
+
+
+def shadow_of(obj: Any) -> nn.Module | None:
+    """The module an EMA object averages into: its ``module`` (torch, timm, trickscope) or
+    ``ema``/``shadow`` attribute (hand-written classes)."""
+    for attr in _SHADOW_ATTRS:
+        inner = getattr(obj, attr, None)
+        if isinstance(inner, nn.Module):
+            return inner
+    return None
 
 
 def _signature(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
     return [(n, tuple(p.shape)) for n, p in unwrap(module).named_parameters()]
 
 
-def is_ema_of(obj: Any, model: nn.Module, signature: list[tuple[str, tuple[int, ...]]]) -> bool:
-    """An EMA object whose averaged module's parameter names and shapes are the model's."""
-    if not is_ema_class(obj) or obj is model:
+def is_ema_of(
+    obj: Any, model: nn.Module, signature: list[tuple[str, tuple[int, ...]]], name: str = ""
+) -> bool:
+    """An EMA whose averaged module's parameter names and shapes are the model's: an EMA object,
+    or a plain copy of the model kept in a variable named like one (``ema``, ``model_ema``)."""
+    if obj is model or (isinstance(obj, nn.Module) and unwrap(obj) is unwrap(model)):
         return False
-    inner = getattr(obj, "module", None)
-    return isinstance(inner, nn.Module) and _signature(inner) == signature
+    if is_ema_class(obj):
+        inner = shadow_of(obj)
+    elif isinstance(obj, nn.Module) and names_ema(name):
+        inner = obj
+    else:
+        return False
+    return inner is not None and inner is not model and _signature(inner) == signature
 
 
 def is_scaler(obj: Any) -> bool:
@@ -73,27 +102,28 @@ def is_scaler(obj: Any) -> bool:
     return isinstance(obj, torch.amp.GradScaler)
 
 
-def _candidates(frame: types.FrameType | None, max_frames: int) -> Iterator[Any]:
+def _candidates(frame: types.FrameType | None, max_frames: int) -> Iterator[tuple[str, Any]]:
+    """(name, value) of the frames' locals, a script's globals, and their objects' attributes."""
     seen_globals: set[int] = set()
     depth = 0
     while frame is not None and depth < max_frames:
-        values = list(frame.f_locals.values())
+        values = list(frame.f_locals.items())
         scope = frame.f_globals
         # A script's objects are often module globals; library modules' globals are not looked
         # at (they hold nothing of the user's and are large).
         if scope.get("__name__") == "__main__" and id(scope) not in seen_globals:
             seen_globals.add(id(scope))
-            values.extend(scope.values())
-        for value in values:
-            yield value
+            values.extend(scope.items())
+        for name, value in values:
+            yield str(name), value
             if isinstance(value, _SKIP) or isinstance(value, (nn.Module, torch.optim.Optimizer)):
                 continue
             attrs = getattr(value, "__dict__", None)
             if isinstance(attrs, dict):  # a trainer object holding the scheduler or the EMA
-                for count, attr in enumerate(list(attrs.values())):
+                for count, (attr_name, attr) in enumerate(list(attrs.items())):
                     if count >= _MAX_ATTRS:
                         break
-                    yield attr
+                    yield str(attr_name), attr
         frame = frame.f_back
         depth += 1
 
@@ -111,15 +141,19 @@ def scan(
     """Look through ``frame`` and up to ``max_frames`` callers for the objects wanted."""
     found = Found()
     signature: list[tuple[str, tuple[int, ...]]] | None = None
-    for value in _candidates(frame, max_frames):
+    for name, value in _candidates(frame, max_frames):
         if want_scheduler and found.scheduler is None and is_scheduler_of(value, optimizer):
             found.scheduler = value
         elif want_scaler and found.scaler is None and is_scaler(value):
             found.scaler = value
-        elif want_ema and found.ema is None and is_ema_class(value):
+        elif (
+            want_ema
+            and found.ema is None
+            and (is_ema_class(value) or (isinstance(value, nn.Module) and names_ema(name)))
+        ):
             if signature is None:
                 signature = _signature(model)
-            if is_ema_of(value, model, signature):
+            if is_ema_of(value, model, signature, name):
                 found.ema = value
         if (
             (found.scheduler is not None or not want_scheduler)

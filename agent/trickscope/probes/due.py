@@ -44,8 +44,9 @@ def eps_fractions(
 def ema_values(
     ema: Any, model: nn.Module, step: int
 ) -> tuple[list[tuple[str, Tensor]], list[tuple[str, float]]]:
-    """``ema/distance``, ``ema/norm`` (and ``ema/updates`` when a tensor) as device values, and
-    ``ema/decay`` (and ``ema/updates`` when a Python number) as host numbers."""
+    """``ema/distance``, ``ema/norm``, ``ema/bn_stats_norm`` with ``bn_stats_norm`` (and
+    ``ema/updates`` when a tensor) as device values, and ``ema/decay`` (and ``ema/updates`` when a
+    Python number) as host numbers."""
     device: list[tuple[str, Tensor]] = [("ema/distance", ema_distance(ema, model))]
     shadow = [p.detach() for p in ema_module(ema).parameters() if p.is_floating_point()]
     if shadow:
@@ -54,6 +55,7 @@ def ema_values(
             here = shadow[0].device
             total = torch.linalg.vector_norm(torch.stack([n.to(here) for n in norms]))
         device.append(("ema/norm", total))
+    device.extend(_normalisation_buffers(ema_module(ema), model))
     host: list[tuple[str, float]] = []
     decay, _ = setup.ema_decay(ema, step)
     if decay is not None:
@@ -66,3 +68,29 @@ def ema_values(
     elif isinstance(updates, int) and not isinstance(updates, bool):
         host.append(("ema/updates", float(updates)))
     return device, host
+
+
+def _running_stats(module: nn.Module) -> list[Tensor]:
+    return [
+        buffer.detach()
+        for sub in module.modules()
+        if isinstance(sub, nn.modules.batchnorm._NormBase)
+        for buffer in (sub.running_mean, sub.running_var)
+        if buffer is not None
+    ]
+
+
+def _normalisation_buffers(shadow: nn.Module, model: nn.Module) -> list[tuple[str, Tensor]]:
+    """The norms of the EMA's and the model's BatchNorm running statistics, ``ema/bn_stats_norm``
+    and ``bn_stats_norm``: an EMA that averages only parameters keeps the statistics of the step
+    it was created, so its norm stays put while the model's moves (``ema-stale-batchnorm``)."""
+    found = []
+    for name, module in (("ema/bn_stats_norm", shadow), ("bn_stats_norm", model)):
+        stats = _running_stats(module)
+        if not stats:
+            return []
+        with torch.no_grad():
+            norms = _foreach.norm(stats, dtype=torch.float32)
+            here = stats[0].device
+            found.append((name, torch.linalg.vector_norm(torch.stack([n.to(here) for n in norms]))))
+    return found

@@ -23,14 +23,18 @@ BufferPolicy = Literal["average", "copy"]
 EmaWarmup = Literal["none", "ratio", "power"]
 
 
-def ema_module(obj: nn.Module) -> nn.Module:
+def ema_module(obj: Any) -> nn.Module:
     """The module holding the averaged weights of an EMA object.
 
     Accepts :class:`ModelEma`, timm's ``ModelEmaV3`` (and its older versions),
-    ``torch.optim.swa_utils.AveragedModel``, or a plain module (e.g. a hand-made copy), and unwraps
-    DDP and ``torch.compile``.
+    ``torch.optim.swa_utils.AveragedModel``, a plain module (e.g. a hand-made copy), or an object
+    holding the copy as ``module``, ``ema`` or ``shadow``; unwraps DDP and ``torch.compile``.
     """
     if not isinstance(obj, nn.Module):
+        # A hand-written EMA object holding its copy (YOLO's ``ModelEMA.ema``).
+        for attr in ("module", "ema", "shadow"):
+            if isinstance(getattr(obj, attr, None), nn.Module):
+                return unwrap(getattr(obj, attr))
         raise TypeError(f"expected an EMA module or nn.Module, got {type(obj)!r}")
     inner = getattr(obj, "module", None)
     is_ema_wrapper = isinstance(obj, (ModelEma, torch.optim.swa_utils.AveragedModel)) or (

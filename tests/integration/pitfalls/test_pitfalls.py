@@ -57,6 +57,7 @@ PITFALLS = [
     Pitfall("drop_path_order", frozenset({"drop-path-order"}), "drop-path",
             severities=frozenset({"info", "warning"})),
     Pitfall("loss_divergence", frozenset({"loss-divergence", "nonfinite-loss"}), "loss"),
+    Pitfall("ema_stale_batchnorm", frozenset({"ema-stale-batchnorm"}), "ema"),
     Pitfall("weight_decay_too_strong", frozenset({"weight-decay-too-strong"}),
             "weight-decay-strength"),
     # 0.9**131 < 1e-6: from about step 131 of 300 the LR is negligible against its peak.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 import trickscope
 from tests.helpers import import_or_skip
 from trickscope import discover, setup
-from trickscope.tricks import DropPath, ModelEma
+from trickscope.tricks import DropPath, ModelEma, ema_module
 
 
 class Net(nn.Module):
@@ -142,6 +143,30 @@ def test_timm_style_ema_decay_and_discovery() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     found = discover.scan(discover.caller(0), model, optimizer)
     assert found.ema is ema
+
+
+def test_discovery_finds_hand_written_emas_by_name() -> None:
+    """A copy kept in a variable named like an EMA, and an EMA class holding its copy as
+    ``ema`` (YOLO's ``ModelEMA``); a copy under another name is not an EMA."""
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schema = copy.deepcopy(model)  # noqa: F841 - "ema" inside a word is not a name
+    assert discover.scan(discover.caller(0), model, optimizer).ema is None
+    model_ema = copy.deepcopy(model)
+    assert discover.scan(discover.caller(0), model, optimizer).ema is model_ema
+    assert ema_module(model_ema) is model_ema
+    del model_ema
+
+    class ModelEMA:
+        def __init__(self) -> None:
+            self.ema = copy.deepcopy(model)
+
+    yolo = ModelEMA()
+    assert discover.scan(discover.caller(0), model, optimizer).ema is yolo
+    assert ema_module(yolo) is yolo.ema
+    assert [discover.names_ema(n) for n in ("emaModel", "EMAModel", "my_ema", "theme")] == [
+        True, True, True, False
+    ]  # fmt: skip
 
 
 def test_discovery_finds_scheduler_ema_and_scaler_in_the_calling_frames() -> None:

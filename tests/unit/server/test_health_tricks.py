@@ -73,6 +73,18 @@ def test_an_ema_never_updated() -> None:
     assert [f.check for f in check(run, "ema")] == ["ema-not-updated"]
 
 
+def test_an_ema_whose_batchnorm_statistics_never_move() -> None:
+    run = healthy_run()
+    run.add("bn_stats_norm", [8.0, 9.5, 10.2, 10.4])
+    run.add("ema/bn_stats_norm", [8.0, 9.1, 9.9, 10.3])  # averaged (or copied): moving
+    assert check(run, "ema") == []
+    run.values("ema/bn_stats_norm")[:] = 8.0  # only the parameters are averaged
+    (found,) = check(run, "ema")
+    assert (found.check, found.severity, found.step) == ("ema-stale-batchnorm", "warning", 3)
+    run.values("ema/norm")[:] = 3.0  # not updated at all: that finding says it all
+    assert [f.check for f in check(run, "ema")] == ["ema-not-updated"]
+
+
 def test_an_ema_worse_than_raw_at_the_end_for_any_naming() -> None:
     for ema_name, raw_name, ema, raw in (
         ("eval/acc_ema", "eval/acc_raw", [0.5, 0.8], [0.9, 0.95]),

@@ -1,5 +1,5 @@
-"""EMA of weights: a horizon longer than the run, an average never updated, an EMA that evaluates
-worse than the raw model at the end."""
+"""EMA of weights: a horizon longer than the run, an average never updated, BatchNorm statistics
+frozen at the EMA's creation, an EMA that evaluates worse than the raw model at the end."""
 
 from __future__ import annotations
 
@@ -113,6 +113,31 @@ def _not_updated(view: RunView) -> Finding | None:
     )
 
 
+def _stale_statistics(view: RunView) -> Finding | None:
+    """The EMA's BatchNorm running statistics never move while the model's do: only parameters
+    are averaged, so the averaged weights are evaluated with the statistics of step 0."""
+    steps, shadow = read_finite(view, "ema/bn_stats_norm")
+    _, model = read_finite(view, "bn_stats_norm")
+    if shadow.size < MIN_SAMPLES or model.size < MIN_SAMPLES:
+        return None
+    if shadow.max() != shadow.min() or model.max() == model.min():
+        return None
+    return finding(
+        "ema-stale-batchnorm",
+        "warning",
+        "The EMA model's BatchNorm statistics never change",
+        why=f"Its running means and variances keep the values they had when it was created "
+        f"(norm {shadow[0]:.6g} at every sample, while the model's moved from {model[0]:.6g} to "
+        f"{model[-1]:.6g}): the averaged weights are evaluated with statistics of other weights, "
+        "which can make the EMA look far worse than it is.",
+        remedy="Average or copy the buffers too (AveragedModel(use_buffers=True), timm "
+        "ModelEmaV3, tricks.ModelEma), or run torch.optim.swa_utils.update_bn before evaluating.",
+        step=int(steps[-1]),
+        ema_stats_norm=float(shadow[0]),
+        model_stats_norm=float(model[-1]),
+    )
+
+
 def _worse(view: RunView) -> Finding | None:
     if view.status == "running":
         return None  # at the end means at the end
@@ -154,5 +179,11 @@ def ema(view: RunView) -> Iterable[Finding]:
     if not seen and not pairs(view):
         raise NotApplicable("no EMA model was seen")
     decay = _decay(view)
-    found = [_horizon(view, decay) if decay is not None else None, _not_updated(view), _worse(view)]
+    not_updated = _not_updated(view)
+    found = [
+        _horizon(view, decay) if decay is not None else None,
+        not_updated,
+        _stale_statistics(view) if not_updated is None else None,  # that one says it all
+        _worse(view),
+    ]
     return [f for f in found if f is not None]
