@@ -85,6 +85,16 @@ def test_vanishing_and_spread_gradients_are_reported() -> None:
     assert found["gradient-spread"].layer == "conv.weight"
 
 
+def test_a_bias_cancelled_by_the_batchnorm_after_it_is_not_vanishing() -> None:
+    """Linear → BatchNorm: the bias' gradient is float noise while its weights' is healthy."""
+    run = healthy_run()
+    run.values("grad_norm/conv.bias")[:] = 1e-10
+    assert check(run, "vanishing-gradient") == []
+    run.values("grad_norm/conv.weight")[:] = 1e-9  # the whole layer vanishes: said
+    found = {f.check: f for f in check(run, "vanishing-gradient")}
+    assert found["vanishing-gradient"].evidence["layers"] == ["conv.weight", "conv.bias"]
+
+
 def test_the_deepest_dead_layer_is_named_with_the_step_it_died() -> None:
     run = healthy_run()
     for layer in ("conv.weight", "conv.bias", "norm.weight"):

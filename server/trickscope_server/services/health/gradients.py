@@ -90,6 +90,8 @@ def vanishing(view: RunView) -> Iterable[Finding]:
         end = tail(*view.series(f"grad_norm/{layer}"))
         if end.size:
             medians[layer] = float(np.median(end))
+    for bias in _cancelled_biases(medians):
+        del medians[bias]
     found = []
     tiny = [layer for layer, m in medians.items() if 0 < m < VANISHING_NORM]
     if tiny:
@@ -128,6 +130,20 @@ def vanishing(view: RunView) -> Iterable[Finding]:
                     high_layer=high,
                 )
             )
+    return found
+
+
+def _cancelled_biases(medians: dict[str, float]) -> list[str]:
+    """Biases whose gradient is orders of magnitude below their own layer's weights' (which
+    are not vanishing): a bias right before BatchNorm is cancelled by its mean subtraction, so
+    its gradient is float noise by construction, not a sign of vanishing gradients."""
+    found = []
+    for layer, median in medians.items():
+        if not layer.endswith(".bias"):
+            continue
+        weight = medians.get(layer.removesuffix(".bias") + ".weight")
+        if weight is not None and weight >= VANISHING_NORM and median < DEPTH_SPREAD * weight:
+            found.append(layer)
     return found
 
 
