@@ -144,15 +144,19 @@ def bench_runs_list(url: str, args: argparse.Namespace, store: str) -> list[tupl
                 f"/api/v1/runs?project={project}&metric={stat}%3E0",
             ),
         ]
+        listed = json.loads(client.request("GET", reads[0][1]))["runs"]
+        names = "&".join(f"name={n}" for n in ("loss/train", "train/loss", "loss", "train_loss"))
+        runs = ",".join(run["id"] for run in listed)
+        reads.append(("their sparklines", f"/api/v1/sparklines?runs={runs}&{names}&points=48"))
         rows = []
         for what, path in reads:
             seconds, body = timed(lambda path=path: client.request("GET", path), args.repeats)
-            listed = len(json.loads(body)["runs"])
+            shown = len(json.loads(body)["runs"])
             rows.append(
                 (
                     "trickscope",
                     store,
-                    f"runs list, {args.list_runs} runs × {series:,} series, {what} → {listed} runs",
+                    f"runs list, {args.list_runs} runs × {series:,} series, {what} → {shown} runs",
                     seconds,
                 )
             )

@@ -238,3 +238,14 @@ def test_the_listing_shows_block_series_of_a_run_without_declared_layers(
     assert run["last_step"] == 3
     one = json.loads(urllib.request.urlopen(f"{server.url}/api/v1/runs/undeclared").read())
     assert one["latest"] == run["latest"] and one["summary"] == run["summary"]
+
+
+def test_sparklines_find_a_series_whose_points_are_only_in_blocks(server: LiveServer) -> None:
+    query = urllib.parse.urlencode(
+        [("runs", "blk_hi,row_only,no_series"), ("name", "missing"), ("name", STAT)]
+    )
+    with urllib.request.urlopen(f"{server.url}/api/v1/sparklines?{query}", timeout=10) as response:
+        lines = {line["run_id"]: line for line in json.loads(response.read())["runs"]}
+    assert (lines["blk_hi"]["name"], lines["blk_hi"]["value"]) == (STAT, [9.0, 1.0, 5.0])
+    assert (lines["row_only"]["name"], lines["row_only"]["value"]) == (STAT, [0.0, 4.0])
+    assert lines["no_series"]["name"] is None

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -348,13 +347,10 @@ def read_sparklines(
                 {"loc": ["query", "name"], "msg": f"must be given 1 to {MAX_SPARKLINE_NAMES} times"}
             ],
         )
-    out = []
+    out: list[dict[str, Any]] = []
     with db.reader() as session:
         found = {r.id: r for r in (run_store.get_run(session, run_id) for run_id in ids) if r}
-        by_run: dict[str, dict[str, int]] = defaultdict(dict)
-        for row in run_store.series_of_runs(session, list(found)):
-            if row.count and row.name in wanted:
-                by_run[row.run_id][row.name] = row.id
+        by_run = run_store.series_with_points(session, list(found), wanted)
         for run_id in ids:
             present = by_run.get(run_id, {})
             name = next((n for n in wanted if n in present), None)

@@ -196,6 +196,30 @@ def shown_series(session: Session, runs: Sequence[RunRow]) -> dict[str, list[Ser
     return out
 
 
+def series_with_points(
+    session: Session, run_ids: Sequence[str], names: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """{run id: {name: series id}} of the series of these names that hold points (in their own
+    rows or in blocks), reading only those series."""
+    found: list[tuple[str, int, str, int]] = []
+    for start in range(0, len(run_ids), IN_CHUNK):
+        stmt = select(SeriesRow.run_id, SeriesRow.id, SeriesRow.name, SeriesRow.count).where(
+            SeriesRow.run_id.in_(list(run_ids[start : start + IN_CHUNK])),
+            SeriesRow.name.in_(list(names)),
+        )
+        found.extend(session.execute(stmt).tuples())
+    empty: dict[str, list[int]] = {}
+    for run_id, sid, _, count in found:
+        if not count:
+            empty.setdefault(run_id, []).append(sid)
+    in_blocks = records_of_series(session, empty)
+    out: dict[str, dict[str, int]] = {}
+    for run_id, sid, name, count in found:
+        if count or sid in in_blocks:
+            out.setdefault(run_id, {})[name] = sid
+    return out
+
+
 def _not_per_layer(session: Session, layers: Sequence[str]) -> Any:
     """SQL: the series name is not ``<anything>/<one of layers>`` (``per_layer`` in services).
 
