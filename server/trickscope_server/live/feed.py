@@ -193,10 +193,12 @@ class RunFeed:
 
     def _caught_up(self, members: list[Subscriber], status: str, cursor: int) -> None:
         """These streams have every point up to the newest: tell them a status change."""
+        message: bytes | None = None
         for subscriber in members:
             subscriber.caught_up = True
             if status != subscriber.sent_status:
-                if subscriber.offer(sse_message("status", {"status": status}, cursor)):
+                message = message or sse_message("status", {"status": status}, cursor)
+                if subscriber.offer(message):
                     subscriber.sent_status = status
                     # A final status re-diagnoses at once: some checks judge finished runs.
                     self._health_forced = True
