@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -169,7 +170,11 @@ def shown_series(session: Session, runs: Sequence[RunRow]) -> dict[str, list[Ser
     found: dict[str, list[dict[str, Any]]] = {run.id: [] for run in runs}
     by_layers: dict[tuple[str, ...], list[str]] = {}
     for run in runs:
-        layers = tuple(layer for layer in run.layers or () if isinstance(layer, str))
+        layers = tuple(
+            layer
+            for layer in run.layers or ()
+            if isinstance(layer, str) and not _UNNAMEABLE.search(layer)
+        )
         by_layers.setdefault(layers, []).append(run.id)
     for layers, ids in by_layers.items():
         for start in range(0, len(ids), IN_CHUNK):
@@ -218,6 +223,11 @@ def series_with_points(
         if count or sid in in_blocks:
             out.setdefault(run_id, {})[name] = sid
     return out
+
+
+# A layer declared before the server checked its input may hold text no series name can (NUL, a
+# lone surrogate), which PostgreSQL's jsonb would refuse: it names no series, so it is left out.
+_UNNAMEABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _not_per_layer(session: Session, layers: Sequence[str]) -> Any:
