@@ -13,6 +13,10 @@ Its own optimizer pre and post hooks, registered after the :class:`~trickscope.w
 - post (due steps): dead units, eps dominance and the EMA's distance and norm, one device vector
   in the bulk statistics path; then the forward probes are armed for the next due step, and the
   setup document is refreshed from the calling frames (first steps, then every ``refresh`` steps).
+- sharded models (FSDP2, DTensor): the per-step norms would be collectives on rank 0 alone; the
+  sentinels read their local shards instead, and the merged statistics of due steps
+  (:mod:`trickscope.sharded`, which also reports the dead units) come back as one more vector
+  through the ring for the pre-clip norm and the first non-finite weight or gradient.
 
 Nothing raises into the training loop: failures are counted in ``incidents``.
 """
@@ -30,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from trickscope import _foreach, _host, discover, setup, sharded
+from trickscope import _foreach, _host, discover, setup, shard_merge, sharded
 from trickscope._incidents import Incidents
 from trickscope._modules import unwrap
 from trickscope.probes import batchnorm, drop_path, due, eval_mode, finite, loss_scale, sentinel
@@ -41,6 +45,7 @@ EmitHost = Callable[[int, list[tuple[str, float]]], None]
 Emit = Callable[[int, Sequence[str], Tensor, list[tuple[str, float]]], None]
 
 CLIP_TOLERANCE = 1e-4
+COEFFICIENTS = 16  # sharded: due steps' clip coefficients kept until their merged norms come
 EARLY_REFRESH = 3  # the setup is re-described after each of the first steps
 
 
@@ -60,6 +65,15 @@ class _Meta:
     drop_path: list[str] = field(default_factory=list)  # blocks, three counts each
     eval_drop: list[tuple[str, int]] = field(default_factory=list)  # module, forwards: one count
     host: list[tuple[str, float]] = field(default_factory=list)  # host values measured by probes
+
+
+@dataclass
+class _Merged:
+    """A due step's merged norms (sharded models): the gradients' of ``grads``, then every
+    weight's from before the update."""
+
+    step: int
+    grads: list[int]
 
 
 class Diagnoser:
@@ -92,10 +106,13 @@ class Diagnoser:
         self.names = [n for n, _ in named]
         self._params = [p for _, p in named]
         self._ids = {id(p): n for n, p in named}
-        # Norms of DTensor parameters would be collectives on rank 0 alone: the per-step checks
-        # and due-step probes that read parameters are off for them, and the merged statistics
-        # (trickscope.sharded) report grad_norm/total on due steps.
+        # Norms of DTensor parameters would be collectives on rank 0 alone: the per-step norms
+        # and due-step probes that read parameters are off for them. The merged statistics
+        # (trickscope.sharded) report grad_norm/total and dead units on due steps, and hand
+        # their merged table here for the first non-finite finding and the pre-clip norm; the
+        # clip sentinels read their local shards (clipping scales every element alike).
         self._sharded = sharded.has_dtensors(model)
+        self._coefficients: dict[int, float] = {}  # sharded: clip coefficients of due steps
         self._every = every
         self._hist_every = hist_every
         self._check_every = check_every
@@ -118,13 +135,15 @@ class Diagnoser:
         self._due_count = 0
         self._sent: str | None = None
         self._handles: list[Any] = []
-        picked = [] if self._sharded else sentinel.pick(self.names, self._params)
+        picked = sentinel.pick(self.names, self._params)
         self._sentinels = sentinel.Sentinels([self._params[i] for i in picked], incidents)
         self._loss = loss_scale.LossScaleProbe(model, incidents)
         self._sites = drop_path.find(model)
         self._drop = drop_path.DropPathProbe(self._sites, incidents)
         self._eval_drop = eval_mode.EvalDropPathProbe(self._sites, incidents)
         self._batchnorm = batchnorm.BatchNormProbe(batchnorm.find(model), incidents)
+        if self._sharded and (watcher := sharded.watcher_of(optimizer)) is not None:
+            watcher.listeners.append(self._merged)
         self._discover(frame)
         self._arm(self._next)
         self._handles = [
@@ -303,7 +322,42 @@ class Diagnoser:
 
     def _drain(self) -> None:
         for meta, values in self._ring.poll():
-            self._read(meta, values)
+            if isinstance(meta, _Merged):
+                self._read_merged(meta, values)
+            else:
+                self._read(meta, values)
+
+    def _merged(self, step: int, merged: Tensor, plan: shard_merge.Plan) -> None:
+        """A due step's merged table (rank 0 of a sharded model): its gradient and weight norms
+        go to the host through the ring, as a check vector does."""
+        try:
+            grads = merged[:, shard_merge.GRAD_FIRST].index_select(0, plan.total_params)
+            norms = torch.cat([grads, merged[:, shard_merge.BEFORE_NORM]])
+            if not self._ring.ship(norms.to(torch.float32), _Merged(step, plan.grad_rows)):
+                self._incidents.thin("all check buffers in flight")
+        except Exception as exc:
+            self._incidents.error("diagnosis of merged statistics", exc)
+
+    def _read_merged(self, meta: _Merged, values: list[float]) -> None:
+        """The pre-clip norm and the first non-finite finding from a due step's merged norms:
+        the weights before the step's update, then its gradients, as the per-step check reads
+        them (on due steps only: no other step has a merge)."""
+        grads, weights = values[: len(meta.grads)], values[len(meta.grads) :]
+        coefficient = self._coefficients.pop(meta.step, None)
+        if coefficient is not None and grads:
+            total = math.sqrt(math.fsum(g * g for g in grads))
+            clipped = coefficient < 1.0 - CLIP_TOLERANCE
+            preclip = total / coefficient if clipped else total
+            self._emit_host(meta.step, [("grad_norm/total_preclip", preclip)])
+        if not self._finite:
+            return
+        found = finite.first_nonfinite("weight", meta.step, self.names, weights)
+        if found is None:
+            names = [self.names[i] for i in meta.grads]
+            found = finite.first_nonfinite("gradient", meta.step, names, grads)
+        if found is not None:
+            self._finite = False
+            self._send_finding(found)
 
     def _read(self, meta: _Meta, values: list[float]) -> None:
         """Host work on one check vector: the totals, the probes and the finiteness check."""
@@ -334,6 +388,16 @@ class Diagnoser:
                 clipped = coef < 1.0 - CLIP_TOLERANCE
                 host.append(("grad_norm/total_preclip", total / coef if clipped else total))
                 host.append(("clip/observed", 1.0 if clipped else 0.0))
+        elif self._sharded and k:
+            # No total here (it is merged on due steps): the coefficient alone, kept for the
+            # due step's merged norms (_read_merged), which give the pre-clip total.
+            coef = sentinel.coefficient(befores, afters, scale)
+            if coef is not None:
+                host.append(("clip/observed", 1.0 if coef < 1.0 - CLIP_TOLERANCE else 0.0))
+                if self._due(meta.step):
+                    self._coefficients[meta.step] = coef
+                    while len(self._coefficients) > COEFFICIENTS:
+                        del self._coefficients[next(iter(self._coefficients))]
         if meta.loss_scale:
             value, residual = values[at], values[at + 1]
             at += 2

@@ -4,7 +4,8 @@ Every rank computes the per-layer statistics of its own pieces (:mod:`trickscope
 any tensor); this module turns them into mergeable partials and merges them. Per parameter and
 rank the partials are the element count ``n``, ``Σx² = norm²``, ``Σx = mean·n``, ``M2 =
 std²·(n − 1)``, the zero, NaN and ±Inf counts, ``max |x|``, and for the update ratio
-``‖Δ‖ = ratio·‖w_before‖`` with ``‖w_before‖``. The merge is the parallel formula
+``‖Δ‖ = ratio·‖w_before‖`` with ``‖w_before‖``, and the units (rows along dim 0) counted and
+those whose gradient is all zero (dead units). The merge is the parallel formula
 ``M2 = Σ M2ᵣ + Σ nᵣ (meanᵣ − mean)²`` (no cancellation), sums for the rest, and a maximum for
 ``max |x|``, in float64. A rank whose piece is not its own (a replica, or an empty shard) counts
 zero elements and adds nothing.
@@ -34,7 +35,11 @@ WEIGHT_FIRST = WEIGHT_COUNT + 1  # stats.WEIGHT_STATS follow
 UPDATE_COUNT = WEIGHT_FIRST + len(stats.WEIGHT_STATS)
 UPDATE_RATIO = UPDATE_COUNT + 1
 BEFORE_NORM = UPDATE_RATIO + 1
-COLUMNS = BEFORE_NORM + 1
+# Dead units: the rank's output units (rows along dim 0) counted, and those whose gradient is
+# all zero; summed over the ranks where no row is split between them.
+UNITS = BEFORE_NORM + 1
+DEAD_UNITS = UNITS + 1
+COLUMNS = DEAD_UNITS + 1
 
 _COLUMN_OF = {
     **{stat: GRAD_FIRST + i for i, stat in enumerate(stats.GRAD_STATS)},
@@ -53,6 +58,7 @@ class Plan:
     counts: Tensor  # the table's count columns, (parameters, COLUMNS), zeros elsewhere
     total_index: int  # position of grad_norm/total in the vector, or -1
     total_params: Tensor  # parameters whose gradient norm the total takes
+    grad_rows: list[int]  # the same, on the host
 
 
 def plan(
@@ -89,7 +95,12 @@ def plan(
         return to_device(torch.tensor(values, dtype=torch.int64), device)
 
     return Plan(
-        index(key_index), index(slot_index), to_device(counts, device), total_index, index(grads)
+        index(key_index),
+        index(slot_index),
+        to_device(counts, device),
+        total_index,
+        index(grads),
+        grads,
     )
 
 
@@ -105,7 +116,8 @@ def table(the_plan: Plan, values: Tensor, before_norms: Tensor | None) -> Tensor
 
 def merge(tables: Tensor) -> Tensor:
     """Merged statistics from every rank's table, ``(ranks, parameters, COLUMNS)``: per
-    parameter the columns of :data:`_COLUMN_OF` in table order (count columns left 0)."""
+    parameter the columns of :data:`_COLUMN_OF` in table order (count columns left 0), the
+    norm before the update in ``BEFORE_NORM``, the units and the dead-unit fraction."""
     out = torch.zeros_like(tables[0])
     grad = _merge_moments(tables, GRAD_COUNT, GRAD_FIRST, GRAD_FIRST + 2, GRAD_FIRST + 3)
     n, norm, mean, std = grad
@@ -132,6 +144,13 @@ def merge(tables: Tensor) -> Tensor:
     step = torch.where(own_update, tables[:, :, UPDATE_RATIO] * before, 0.0)
     before = torch.where(own_update, before, 0.0)
     out[:, UPDATE_RATIO] = step.square().sum(0).sqrt() / before.square().sum(0).sqrt()
+    # The whole weights' norms before the update, from the ranks' own pieces.
+    own_weight = tables[:, :, WEIGHT_COUNT] > 0
+    before_all = torch.where(own_weight, tables[:, :, BEFORE_NORM], 0.0)
+    out[:, BEFORE_NORM] = before_all.square().sum(0).sqrt()
+    # Each rank counts only its own units (zeros elsewhere): the sums are the whole parameter's.
+    out[:, UNITS] = tables[:, :, UNITS].sum(0)
+    out[:, DEAD_UNITS] = tables[:, :, DEAD_UNITS].sum(0) / out[:, UNITS]
     return out
 
 

@@ -3,12 +3,16 @@
 A DTensor's norm is a collective: computed on rank 0 alone it hangs, or reports rank 0's shard.
 Here every rank computes the statistics of its local pieces (``to_local()``, the gradients'
 likewise) with the ordinary per-tensor code, on its device, and at each due optimizer step every
-rank takes part in one ``gather`` to rank 0 of a small table of partials (15 float64 per
+rank takes part in one ``gather`` to rank 0 of a small table of partials (17 float64 per
 parameter, :mod:`trickscope.shard_merge`) on the default process group; rank 0 merges them
 into the exact statistics of the whole parameters and emits them under the unsharded module's
 names.
 Histograms take two more small collectives on their steps: the common finite range, then the
-counts binned over it.
+counts binned over it. The same table carries each rank's output units (rows along dim 0) and
+how many of them have an all-zero gradient, summed into ``grad_dead_units/<param>`` where no
+row is split between ranks (:func:`rows_whole`), and the local weight norms from before the
+update; rank 0 hands the merged table to its listeners (the diagnosis: the first non-finite
+weight or gradient, the pre-clip norm).
 
 Which rank counts a piece: a DTensor's shards each count once; a dimension of the mesh on
 which it is replicated counts on its first coordinate only; a plain tensor (a module left out
@@ -30,6 +34,7 @@ import itertools
 import math
 import sys
 import weakref
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +44,7 @@ from torch.utils.hooks import RemovableHandle
 
 from trickscope import _foreach, distributed, shard_merge, stats
 from trickscope._modules import unwrap
+from trickscope.probes import due
 from trickscope.segments import to_device
 from trickscope.watch import EmitHist, Watcher, _Layout
 
@@ -104,6 +110,18 @@ def counts_here(tensor: Tensor, rank: int) -> bool:
     )
 
 
+def rows_whole(tensor: Tensor) -> bool:
+    """Whether no row along dim 0 of ``tensor`` is split between ranks: a plain tensor, or a
+    DTensor sharded on dim 0 only (FSDP2) or replicated. Its per-row counts (dead units) then
+    merge by a sum."""
+    if not is_dtensor(tensor):
+        return True
+    return all(
+        placement.is_replicate() or placement.is_shard(0)
+        for placement in tensor.placements  # type: ignore[attr-defined]
+    )
+
+
 def _stand_in(param: Tensor) -> Tensor:
     """A plain tensor that shares ``param``'s local storage, with the local gradient as its
     ``grad``: what the statistics read in place of a DTensor parameter."""
@@ -154,6 +172,17 @@ class ShardedWatcher(Watcher):
         self._rows = {name: row for row, name in enumerate(self.names)}
         self._device = _collective_device(local(self._shards[0]).device)
         self._own = [counts_here(param, self._rank) for param in self._shards]
+        # Parameters whose dead units merge exactly: ≥2-D, and no row split between ranks (a
+        # row-wise tensor-parallel weight, sharded on dim 1, would need every row's max across
+        # ranks: a collective the size of its rows, not reported).
+        self._unit_rows = [
+            row
+            for row, param in enumerate(self._shards)
+            if param.ndim >= 2 and param.shape[0] > 0 and rows_whole(param)
+        ]
+        self._unit_index: dict[tuple[int, ...], Tensor] = {}
+        # Called on rank 0 with each due step's merged table (trickscope.diagnose listens).
+        self.listeners: list[Callable[[int, Tensor, shard_merge.Plan], None]] = []
         self._plans: dict[tuple[str, ...], shard_merge.Plan] = {}
         self._before: Tensor | None = None
         self._gathered = False
@@ -216,7 +245,9 @@ class ShardedWatcher(Watcher):
             try:
                 self._localise()
                 self._before = None
-                if self._next == self._due_scalars and self._update_ratio:
+                # The weights' norms before the update: the update ratio's denominator, and the
+                # merged norms the diagnosis checks for non-finite weights.
+                if self._next == self._due_scalars:
                     with torch.no_grad():
                         self._before = _norms(self._params, self._params[0].device)
             except Exception as exc:
@@ -258,11 +289,46 @@ class ShardedWatcher(Watcher):
             numels = [param.numel() for param in self._params]
             the_plan = shard_merge.plan(key_list, self._rows, numels, self._own, values.device)
             self._plans[tuple(key_list)] = the_plan
-        merged = self._gather(shard_merge.table(the_plan, values, self._before))
-        if merged is not None and self._primary:
-            self._emit_merged(
-                step, key_list, shard_merge.merged_values(the_plan, values, merged), host
-            )
+        table = shard_merge.table(the_plan, values, self._before)
+        units = [row for row in self._unit_rows if self._params[row].grad is not None]
+        if units:
+            self._count_units(table, units)
+        merged = self._gather(table)
+        if merged is None or not self._primary:
+            return
+        out = shard_merge.merged_values(the_plan, values, merged)
+        if units:
+            key_list += [f"grad_dead_units/{self.names[row]}" for row in units]
+            dead = merged[:, shard_merge.DEAD_UNITS].index_select(0, self._index(units))
+            out = torch.cat([out, dead.to(out.device, torch.float32)])
+        self._emit_merged(step, key_list, out, host)
+        for listener in self.listeners:
+            listener(step, merged, the_plan)
+
+    def _index(self, rows: list[int]) -> Tensor:
+        """``rows`` as an index tensor on the collective's device (cached per list)."""
+        key = tuple(rows)
+        index = self._unit_index.get(key)
+        if index is None:
+            tensor = torch.tensor(rows, dtype=torch.int64)
+            index = self._unit_index[key] = to_device(tensor, self._device)
+        return index
+
+    def _count_units(self, table: Tensor, units: list[int]) -> None:
+        """This rank's units (local rows along dim 0) and dead units of the parameters
+        ``units`` into its table, where they are its own to count (zeros elsewhere)."""
+        mine = [row for row in units if self._own[row]]
+        if not mine:
+            return
+        local_rows = [float(self._params[row].shape[0]) for row in mine]
+        dead = [due.dead_rows(self._params[row].grad) for row in mine]  # type: ignore[arg-type]
+        here = table.device
+        index = self._index(mine).to(here)
+        table[:, shard_merge.UNITS].index_copy_(
+            0, index, to_device(torch.tensor(local_rows, dtype=torch.float64), here)
+        )
+        counts = torch.stack([count.to(here) for count in dead]).to(torch.float64)
+        table[:, shard_merge.DEAD_UNITS].index_copy_(0, index, counts)
 
     def _gather(self, table: Tensor | None) -> Tensor | None:
         """Every rank's table (an empty one where this rank has none) gathered on rank 0, which
@@ -348,6 +414,11 @@ class ShardedWatcher(Watcher):
             ],
             dim=1,
         )
+
+
+def watcher_of(optimizer: torch.optim.Optimizer) -> ShardedWatcher | None:
+    """The sharded watcher last built for ``optimizer``, or ``None``."""
+    return _latest.get(optimizer)
 
 
 def rejoin(optimizer: torch.optim.Optimizer) -> list[RemovableHandle]:

@@ -45,6 +45,8 @@ from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, 
 import trickscope
 from trickscope import sharded
 from trickscope._incidents import Incidents
+from trickscope.diagnose import Diagnoser
+from trickscope.probes import due
 from trickscope.sharded import ShardedWatcher
 from trickscope.watch import Watcher
 
@@ -149,13 +151,34 @@ def compare(case: str, got: Recorder, want: Recorder, mismatches: list[str]) -> 
     return checked
 
 
+def record_dead_units(watcher: Watcher, optimizer: torch.optim.Optimizer, names: set[str],
+                      record: Recorder) -> None:  # fmt: skip
+    """After each step, the dead units of ``names`` as the unsharded diagnosis computes them."""
+
+    def hook(*args: Any) -> None:
+        values = due.dead_units(watcher.names, watcher._params)
+        kept = {key: float(v) for key, v in values if key.partition("/")[2] in names}
+        record.scalars.setdefault(watcher.step, {}).update(kept)
+
+    optimizer.register_step_post_hook(hook)
+
+
 def check(case: str, mismatches: list[str]) -> int:
     model, reference = model_pair(case)
     got, want = Recorder(), Recorder()
     watcher, optimizer = watched(model, got)
     if not isinstance(watcher, ShardedWatcher):
         mismatches.append(f"{case}: a {type(watcher).__name__} watches the sharded model")
+        return 0
     ref_watcher, ref_optimizer = watched(reference, want)
+    # Dead units merge where no row is split between ranks: every ≥2-D weight but a row-wise
+    # tensor-parallel one (sharded on dim 1).
+    units = {watcher.names[row] for row in watcher._unit_rows}
+    matrices = {name for name, p in reference.named_parameters() if p.ndim >= 2}
+    expected = {"2.weight"} if case == "tensor-parallel" else set()
+    if matrices - units != expected:
+        mismatches.append(f"{case}: dead units of {sorted(units)}, not of {sorted(matrices)}")
+    record_dead_units(ref_watcher, ref_optimizer, units, want)
     for step in range(STEPS):
         train(model, optimizer, step, accumulate=case == "accumulation")
         train(reference, ref_optimizer, step, accumulate=case == "accumulation")
@@ -166,6 +189,77 @@ def check(case: str, mismatches: list[str]) -> int:
     if dist.get_rank() != 0:
         return 0
     return compare(case, got, want, mismatches)
+
+
+class Diagnosed:
+    """A watched model with the default diagnosis: its findings and host values by step."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.record = Recorder()
+        self.findings: list[Any] = []
+        self.host: dict[int, dict[str, float]] = {}
+        self.watcher, self.optimizer = watched(model, self.record)
+        self.diagnoser = Diagnoser(
+            model, self.optimizer, every=1, start_step=0, hist_every=0, emit=self.record.emit,
+            emit_host=self.emit_host, send_setup=lambda document: None,
+            send_finding=self.findings.append, incidents=Incidents(),
+        )  # fmt: skip
+
+    def emit_host(self, step: int, values: list[tuple[str, float]]) -> None:
+        self.host.setdefault(step, {}).update(values)
+
+    def train(self, model: nn.Module, step: int, poison: bool) -> None:
+        (x, y), = batches(step, 1)  # fmt: skip
+        if poison:
+            x[0, 0] = math.nan
+        F.mse_loss(model(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.02)  # clips every step
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+
+    def close(self) -> None:
+        self.watcher.close()
+        self.diagnoser.close()
+
+
+def diagnose_alike(mismatches: list[str]) -> int:
+    """The default diagnosis of the sharded model equals the unsharded one's: the clip
+    coefficient (from the sentinels' local shards), the pre-clip norm (from the merged norms),
+    the backward passes, and the first non-finite finding: a weight written Inf between steps,
+    then, in another run, a NaN input that makes every gradient NaN."""
+    checked = 0
+    for fault in ("weight", "gradient"):
+        model, reference = model_pair("full")
+        sharded_run, reference_run = Diagnosed(model), Diagnosed(reference)
+        for step in range(STEPS):
+            if fault == "weight" and step == STEPS - 1:
+                with torch.no_grad():
+                    reference[2].weight[0, 0] = math.inf
+                    if dist.get_rank() == 0:  # rank 0 holds the first rows of the shard
+                        model[2].weight.to_local()[0, 0] = math.inf
+            poison = fault == "gradient" and step == STEPS - 1
+            sharded_run.train(model, step, poison)
+            reference_run.train(reference, step, poison)
+        sharded_run.close()
+        reference_run.close()
+        if dist.get_rank() != 0:
+            continue
+        found = [(f.check, f.step, f.layer) for f in sharded_run.findings]
+        want = [(f.check, f.step, f.layer) for f in reference_run.findings]
+        layer = "2.weight" if fault == "weight" else "0.weight"
+        if found != want or want != [(f"nonfinite-{fault}", STEPS - 1, layer)]:
+            mismatches.append(f"diagnosis, {fault}: findings {found} != {want}")
+        keys = ("clip/observed", "grad_norm/total_preclip", "accum/backward_passes")
+        for step in range(STEPS - 1):  # the last step's gradients are not finite
+            for key in keys:
+                checked += 1
+                a = sharded_run.host.get(step, {}).get(key, math.nan)
+                b = reference_run.host.get(step, {}).get(key, math.inf)
+                if not close(a, b):
+                    mismatches.append(f"diagnosis, {fault}, step {step}, {key}: {a} != {b}")
+            if reference_run.host[step]["clip/observed"] != 1.0:
+                mismatches.append(f"diagnosis, step {step}: no clipping observed to compare")
+    return checked
 
 
 def survive_a_failing_rank(mismatches: list[str]) -> None:
@@ -238,6 +332,7 @@ def main() -> None:
         dist.destroy_process_group()
         return
     checked = sum(check(case, mismatches) for case in ("full", "partial", "accumulation"))
+    checked += diagnose_alike(mismatches)
     survive_a_failing_rank(mismatches)
     run_id, reference = run_job()
     survive_ranks_that_do_not_watch_alike(mismatches)

@@ -23,14 +23,22 @@ def dead_units(names: Sequence[str], params: Sequence[Tensor]) -> list[tuple[str
         grad = param.grad
         if grad is None or grad.ndim < 2 or grad.shape[0] == 0 or grad.is_sparse:
             continue
-        # max |x| per row, a bounded chunk of rows at a time: |x| is a temporary of the chunk's
-        # size, not of the gradient's (an inf-norm along dim 1 needs none, but is ~100× slower
-        # on CPU).
-        matrix = grad.detach().reshape(grad.shape[0], -1)
-        per_chunk = max(1, _foreach.PIECE_ELEMENTS // max(matrix.shape[1], 1))
-        rows = torch.cat([chunk.abs().amax(1) for chunk in matrix.split(per_chunk)])
-        out.append((f"grad_dead_units/{name}", (rows == 0).float().mean()))
+        out.append((f"grad_dead_units/{name}", dead_rows(grad) / grad.shape[0]))
     return out
+
+
+def dead_rows(grad: Tensor) -> Tensor:
+    """How many rows along dim 0 of a ≥2-D (dense) gradient are exactly zero, float32 0-d: the
+    count that merges across ranks by a sum where no row is split between them."""
+    # max |x| per row, a bounded chunk of rows at a time: |x| is a temporary of the chunk's
+    # size, not of the gradient's (an inf-norm along dim 1 needs none, but is ~100× slower on
+    # CPU).
+    if grad.shape[0] == 0:  # an empty shard
+        return torch.zeros((), device=grad.device)
+    matrix = grad.detach().reshape(grad.shape[0], -1)
+    per_chunk = max(1, _foreach.PIECE_ELEMENTS // max(matrix.shape[1], 1))
+    rows = torch.cat([chunk.abs().amax(1) for chunk in matrix.split(per_chunk)])
+    return (rows == 0).sum(dtype=torch.float32)
 
 
 def eps_fractions(

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from trickscope._incidents import Incidents
 from trickscope.probes._hook import Hook
+from trickscope.sharded import local
 
 SENTINELS = 3
 
@@ -72,9 +73,7 @@ class Sentinels:
                 grad = param.grad
                 if grad is not None:
                     with torch.no_grad():
-                        self.before[index] = torch.linalg.vector_norm(
-                            grad.detach(), dtype=torch.float32
-                        )
+                        self.before[index] = _local_norm(grad)
             except Exception as exc:
                 self._incidents.error("clip sentinel", exc)
 
@@ -92,7 +91,7 @@ class Sentinels:
             if before is None or grad is None:
                 continue
             befores.append(before)
-            afters.append(torch.linalg.vector_norm(grad.detach(), dtype=torch.float32))
+            afters.append(_local_norm(grad))
         self.counts = [0] * len(self.params)
         self.before = [None] * len(self.params)
         return passes, befores, afters
@@ -102,6 +101,13 @@ class Sentinels:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def _local_norm(grad: Tensor) -> Tensor:
+    """The L2 norm of this rank's piece of ``grad`` (all of it unless a DTensor, whose norm
+    would be a collective on this rank alone). Clipping scales every element by one
+    coefficient, so the ratio of a piece's norms is the coefficient."""
+    return torch.linalg.vector_norm(local(grad), dtype=torch.float32)
 
 
 def coefficient(

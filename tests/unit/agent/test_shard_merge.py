@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import Tensor
 
 from tests.stats_reference import assert_close, reference_grad, reference_weight
 from trickscope import shard_merge, stats
+from trickscope.probes import due
 
 
 def cut(tensor: Tensor, bounds: list[int]) -> list[Tensor]:
@@ -105,3 +107,45 @@ def test_histograms_over_agreed_edges_sum_to_the_whole_tensors() -> None:
     assert torch.equal(lo.double(), want[:, 0]) and torch.equal(hi.double(), want[:, 1])
     assert torch.equal(counts[:, stats.BINS], want[:, 2])  # NaN and ±Inf
     assert torch.equal(counts[:, : stats.BINS], want[:, 3:])
+
+
+def test_dead_units_and_norms_before_the_update_merge_by_sums() -> None:
+    """A gradient sharded by rows (FSDP2's dim 0, one rank's shard empty, one rank a replica
+    that does not count): the dead units merge to the whole gradient's, and the weights' norms
+    from before the update to the whole weights'."""
+    torch.manual_seed(2)
+    grad = torch.randn(7, 5)
+    grad[[0, 3, 4]] = 0.0
+    weight = torch.randn(7, 5)
+    shards = [(0, 4), (4, 4), (4, 7)]  # rows per rank: rank 1's shard is empty
+    keys = [f"{stat}/p0" for stat in (*stats.GRAD_STATS, *stats.WEIGHT_STATS)]
+    tables = []
+    for rank, (start, stop) in enumerate([*shards, (0, 7)]):
+        own = rank < len(shards)  # the last rank holds a replica: it counts nothing
+        piece, weights = grad[start:stop], weight[start:stop]
+        n = stats.numels([piece])
+        values = torch.cat(
+            [
+                stats.grad_stats([piece], n, fused=False).reshape(-1),
+                stats.weight_stats([piece], n, fused=False).reshape(-1),
+            ]
+        )
+        plan = shard_merge.plan(keys, {"p0": 0}, [piece.numel()], [own], torch.device("cpu"))
+        table = shard_merge.table(plan, values, torch.linalg.vector_norm(weights).reshape(1))
+        if own:
+            table[0, shard_merge.UNITS] = float(stop - start)
+            table[0, shard_merge.DEAD_UNITS] = due.dead_rows(piece)
+        tables.append(table)
+    merged = shard_merge.merge(torch.stack(tables))[0]
+    assert merged[shard_merge.UNITS].item() == 7.0
+    (_, whole), = due.dead_units(["p0"], [grad_of(grad)])  # fmt: skip
+    assert merged[shard_merge.DEAD_UNITS].item() == pytest.approx(whole.item())
+    assert whole.item() == pytest.approx(3 / 7)
+    assert merged[shard_merge.BEFORE_NORM].item() == pytest.approx(weight.norm().item())
+
+
+def grad_of(grad: Tensor) -> Tensor:
+    """A parameter whose gradient is ``grad``."""
+    param = torch.zeros_like(grad, requires_grad=True)
+    param.grad = grad
+    return param
