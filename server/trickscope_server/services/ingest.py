@@ -48,7 +48,6 @@ from trickscope_server.services.summaries import overlapping, resummarise
 from trickscope_server.storage import Database, Session
 from trickscope_server.storage import block_summaries as block_store
 from trickscope_server.storage import blocks as blocks_store
-from trickscope_server.storage import chunks as chunk_store
 from trickscope_server.storage import histograms as histogram_store
 from trickscope_server.storage import points as store
 from trickscope_server.storage import summaries as summary_store
@@ -421,19 +420,24 @@ def _note_rows(
 
 def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) -> IngestOutcome:
     with db.transaction() as session:
-        taken = store.next_seq(session, run_id=run_id, now=now)
-        if taken is None:
+        started = store.start_batch(
+            session,
+            run_id=run_id,
+            batch_id=batch.batch_id,
+            points=batch.points,
+            now=now,
+            layers=bool(batch.blocks),
+        )
+        if started is None:
             raise RunNotFoundError(
                 f"run {run_id!r} does not exist: create it with PUT /api/v1/runs/{run_id} first"
             )
-        seq, created_at = taken
-        if not store.record_batch(
-            session, run_id=run_id, batch_id=batch.batch_id, points=batch.points, now=now
-        ):
+        if not started.fresh:
             raise _Duplicate  # roll back the sequence number taken above: nothing changes
+        seq, created_at = started.seq, started.created_at
         # What this process knows of the run since its previous batch (storage/ingest_state.py).
         state = db.run_states.take(run_id, created_at, seq)
-        layers = set(store.run_layers(session, run_id=run_id)) if batch.blocks else set()
+        layers = set(started.layers)
         series, blocks = _split_blocks(batch, layers)
         nonempty = [s for s in series if s.steps.size]
         cached = [db.series_ids.members(run_id, created_at, b.layout) for b in blocks]
@@ -466,8 +470,7 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
         )
         _note_rows(families, summaries, nonempty)
         recount += sorted(merge_blocks(session, blocks, members, families))
-        chunk_store.insert_chunks(session, chunks)
-        summary_store.update_summaries(session, summaries)
+        summary_store.store_series(session, chunks, summaries)
         blocks_store.insert_blocks(
             session, [block_row(b, run_id, seq, m) for b, m in zip(blocks, members, strict=True)]
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -196,3 +197,59 @@ def run_layers(session: Session, *, run_id: str) -> list[str]:
 
 
 _LAYERS = select(_runs.c.layers).where(_runs.c.id == bindparam("b_run"))
+
+
+@dataclass(frozen=True)
+class BatchStart:
+    """A batch's place in its run: sequence number, the run's ``created_at``, whether the batch
+    id is new (False: a duplicate, to roll back) and the run's layers (when asked for)."""
+
+    seq: int
+    created_at: float
+    fresh: bool
+    layers: list[str]
+
+
+def start_batch(
+    session: Session,
+    *,
+    run_id: str,
+    batch_id: str,
+    points: int,
+    now: float,
+    layers: bool,
+) -> BatchStart | None:
+    """:func:`next_seq`, then :func:`record_batch` and (with ``layers``) :func:`run_layers`;
+    None without the run. On PostgreSQL one statement and one round trip: the batch row is
+    inserted from the run's updated row, so the run's row lock is still taken first."""
+    if session.get_bind().dialect.name != "postgresql":
+        taken = next_seq(session, run_id=run_id, now=now)
+        if taken is None:
+            return None
+        fresh = record_batch(session, run_id=run_id, batch_id=batch_id, points=points, now=now)
+        known = run_layers(session, run_id=run_id) if layers and fresh else []
+        return BatchStart(taken[0], taken[1], fresh, known)
+    values = {"run": run_id, "batch": batch_id, "points": points, "now": now}
+    row = session.connection().exec_driver_sql(_PG_START[layers], values).first()
+    if row is None:
+        return None
+    found = row[3] if layers else None
+    known = [str(layer) for layer in found] if isinstance(found, list) else []
+    return BatchStart(int(row[0]), float(row[1]), bool(row[2]), known)
+
+
+_PG_START_SQL = """
+WITH run AS (
+    UPDATE runs SET last_seq = last_seq + 1, updated_at = %(now)s, last_seen_at = %(now)s
+    WHERE id = %(run)s RETURNING last_seq, created_at{layers}
+), batch AS (
+    INSERT INTO batches (run_id, batch_id, points, received_at)
+    SELECT %(run)s, %(batch)s, %(points)s, %(now)s FROM run
+    ON CONFLICT DO NOTHING RETURNING 1
+)
+SELECT last_seq, created_at, EXISTS (SELECT 1 FROM batch){layers} FROM run
+"""
+_PG_START = {
+    False: _PG_START_SQL.format(layers=""),
+    True: _PG_START_SQL.format(layers=", layers"),
+}

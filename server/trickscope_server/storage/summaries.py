@@ -12,7 +12,13 @@ from typing import Any, cast
 from sqlalchemy import BigInteger, Float, Table, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
-from trickscope_server.storage.chunks import _pg_arrays, _unique_series
+from trickscope_server.storage.chunks import (
+    _CHUNK_COLUMNS,
+    _PG_INSERT_CHUNKS,
+    _pg_arrays,
+    _unique_series,
+    insert_chunks,
+)
 from trickscope_server.storage.models import SeriesRow
 from trickscope_server.storage.runs import IN_CHUNK
 
@@ -122,6 +128,28 @@ def update_summaries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.connection().exec_driver_sql(_PG_UPDATE_SUMMARIES, _pg_arrays(rows, names, ""))
     else:
         session.connection().execute(_UPDATE_SUMMARY, list(rows))
+
+
+# PostgreSQL: a batch's chunk rows and its summary merges in one statement (one round trip).
+_PG_CHUNKS_AND_SUMMARIES = f"WITH stored AS ({_PG_INSERT_CHUNKS}) {_PG_UPDATE_SUMMARIES}"
+
+
+def store_series(
+    session: Session, chunks: Sequence[dict[str, Any]], summaries: Sequence[dict[str, Any]]
+) -> None:
+    """Insert a batch's chunk rows (``storage/chunks.py``) and merge its summaries
+    (:func:`update_summaries`): one statement on PostgreSQL when no series is named twice."""
+    if (
+        chunks
+        and session.get_bind().dialect.name == "postgresql"
+        and _unique_series(chunks, "series_id")
+    ):
+        arrays = _pg_arrays(chunks, _CHUNK_COLUMNS, "c_")
+        arrays.update(_pg_arrays(summaries, [name for name, _ in _SUMMARY_COLUMNS], ""))
+        session.connection().exec_driver_sql(_PG_CHUNKS_AND_SUMMARIES, arrays)
+        return
+    insert_chunks(session, chunks)
+    update_summaries(session, summaries)
 
 
 def series_needing_compaction(
