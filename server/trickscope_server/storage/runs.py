@@ -206,13 +206,13 @@ def series_with_points(
 ) -> dict[str, dict[str, int]]:
     """{run id: {name: series id}} of the series of these names that hold points (in their own
     rows or in blocks), reading only those series."""
-    found: list[tuple[str, int, str, int]] = []
+    found: list[Any] = []  # (run id, series id, name, count) rows
     for start in range(0, len(run_ids), IN_CHUNK):
         stmt = select(SeriesRow.run_id, SeriesRow.id, SeriesRow.name, SeriesRow.count).where(
             SeriesRow.run_id.in_(list(run_ids[start : start + IN_CHUNK])),
             SeriesRow.name.in_(list(names)),
         )
-        found.extend(session.execute(stmt).tuples())
+        found.extend(session.execute(stmt).all())
     empty: dict[str, list[int]] = {}
     for run_id, sid, _, count in found:
         if not count:
