@@ -5,7 +5,8 @@ any tensor); this module turns them into mergeable partials and merges them. Per
 rank the partials are the element count ``n``, ``Σx² = norm²``, ``Σx = mean·n``, ``M2 =
 std²·(n − 1)``, the zero, NaN and ±Inf counts, ``max |x|``, and for the update ratio
 ``‖Δ‖ = ratio·‖w_before‖`` with ``‖w_before‖``, and the units (rows along dim 0) counted and
-those whose gradient is all zero (dead units). The merge is the parallel formula
+those whose gradient is all zero (dead units), and the elements of Adam's ``v̂`` above zero and
+those of them below ``eps²`` (eps dominance). The merge is the parallel formula
 ``M2 = Σ M2ᵣ + Σ nᵣ (meanᵣ − mean)²`` (no cancellation), sums for the rest, and a maximum for
 ``max |x|``, in float64. A rank whose piece is not its own (a replica, or an empty shard) counts
 zero elements and adds nothing.
@@ -39,7 +40,10 @@ BEFORE_NORM = UPDATE_RATIO + 1
 # all zero; summed over the ranks where no row is split between them.
 UNITS = BEFORE_NORM + 1
 DEAD_UNITS = UNITS + 1
-COLUMNS = DEAD_UNITS + 1
+# Eps dominance: the rank's elements with v̂ > 0, and those of them where eps > √v̂.
+EPS_POSITIVE = DEAD_UNITS + 1
+EPS_DOMINATED = EPS_POSITIVE + 1
+COLUMNS = EPS_DOMINATED + 1
 
 _COLUMN_OF = {
     **{stat: GRAD_FIRST + i for i, stat in enumerate(stats.GRAD_STATS)},
@@ -117,7 +121,8 @@ def table(the_plan: Plan, values: Tensor, before_norms: Tensor | None) -> Tensor
 def merge(tables: Tensor) -> Tensor:
     """Merged statistics from every rank's table, ``(ranks, parameters, COLUMNS)``: per
     parameter the columns of :data:`_COLUMN_OF` in table order (count columns left 0), the
-    norm before the update in ``BEFORE_NORM``, the units and the dead-unit fraction."""
+    norm before the update in ``BEFORE_NORM``, the units and the dead-unit fraction, the
+    elements of ``v̂`` above zero and the eps-dominated fraction of them."""
     out = torch.zeros_like(tables[0])
     grad = _merge_moments(tables, GRAD_COUNT, GRAD_FIRST, GRAD_FIRST + 2, GRAD_FIRST + 3)
     n, norm, mean, std = grad
@@ -151,6 +156,8 @@ def merge(tables: Tensor) -> Tensor:
     # Each rank counts only its own units (zeros elsewhere): the sums are the whole parameter's.
     out[:, UNITS] = tables[:, :, UNITS].sum(0)
     out[:, DEAD_UNITS] = tables[:, :, DEAD_UNITS].sum(0) / out[:, UNITS]
+    out[:, EPS_POSITIVE] = tables[:, :, EPS_POSITIVE].sum(0)
+    out[:, EPS_DOMINATED] = tables[:, :, EPS_DOMINATED].sum(0) / out[:, EPS_POSITIVE].clamp_min(1)
     return out
 
 

@@ -3,16 +3,17 @@
 A DTensor's norm is a collective: computed on rank 0 alone it hangs, or reports rank 0's shard.
 Here every rank computes the statistics of its local pieces (``to_local()``, the gradients'
 likewise) with the ordinary per-tensor code, on its device, and at each due optimizer step every
-rank takes part in one ``gather`` to rank 0 of a small table of partials (17 float64 per
+rank takes part in one ``gather`` to rank 0 of a small table of partials (19 float64 per
 parameter, :mod:`trickscope.shard_merge`) on the default process group; rank 0 merges them
 into the exact statistics of the whole parameters and emits them under the unsharded module's
 names.
 Histograms take two more small collectives on their steps: the common finite range, then the
 counts binned over it. The same table carries each rank's output units (rows along dim 0) and
 how many of them have an all-zero gradient, summed into ``grad_dead_units/<param>`` where no
-row is split between ranks (:func:`rows_whole`), and the local weight norms from before the
-update; rank 0 hands the merged table to its listeners (the diagnosis: the first non-finite
-weight or gradient, the pre-clip norm).
+row is split between ranks (:func:`rows_whole`), Adam's ``v̂`` elements above zero and those
+under ``eps²`` (``opt/eps_dominance/<param>``, every ``EPS_EVERY``-th due step), and the local
+weight norms from before the update; rank 0 hands the merged table to its listeners (the
+diagnosis: the first non-finite weight or gradient, the pre-clip norm).
 
 Which rank counts a piece: a DTensor's shards each count once; a dimension of the mesh on
 which it is replicated counts on its first coordinate only; a plain tensor (a module left out
@@ -42,7 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from trickscope import _foreach, distributed, shard_merge, stats
+from trickscope import _foreach, distributed, setup, shard_merge, stats
 from trickscope._modules import unwrap
 from trickscope.probes import due
 from trickscope.segments import to_device
@@ -181,6 +182,11 @@ class ShardedWatcher(Watcher):
             if param.ndim >= 2 and param.shape[0] > 0 and rows_whole(param)
         ]
         self._unit_index: dict[tuple[int, ...], Tensor] = {}
+        # Eps dominance on every EPS_EVERY-th due step, as the unsharded diagnosis: the ranks
+        # count due steps alike (every rank's post hook runs on each).
+        self._adam = setup.optimizer_family(optimizer) == "adam"
+        self._dues = 0
+        self._param_rows = {id(param): row for row, param in enumerate(self._shards)}
         # Called on rank 0 with each due step's merged table (trickscope.diagnose listens).
         self.listeners: list[Callable[[int, Tensor, shard_merge.Plan], None]] = []
         self._plans: dict[tuple[str, ...], shard_merge.Plan] = {}
@@ -259,6 +265,7 @@ class ShardedWatcher(Watcher):
         scalars = step == self._due_scalars
         hist = step == self._due_hist
         self._gathered = self._binned = False
+        self._dues += scalars
         if (scalars or hist) and not self._all_ranks_watch():
             self._pending = None  # nothing to compute: the base hook only moves the cadence on
             scalars = hist = False
@@ -293,14 +300,21 @@ class ShardedWatcher(Watcher):
         units = [row for row in self._unit_rows if self._params[row].grad is not None]
         if units:
             self._count_units(table, units)
+        eps = self._count_eps(table) if self._adam and (self._dues - 1) % due.EPS_EVERY == 0 else []
         merged = self._gather(table)
         if merged is None or not self._primary:
             return
         out = shard_merge.merged_values(the_plan, values, merged)
-        if units:
-            key_list += [f"grad_dead_units/{self.names[row]}" for row in units]
-            dead = merged[:, shard_merge.DEAD_UNITS].index_select(0, self._index(units))
-            out = torch.cat([out, dead.to(out.device, torch.float32)])
+        extra = [
+            (f"grad_dead_units/{self.names[row]}", row, shard_merge.DEAD_UNITS) for row in units
+        ]
+        extra += [(f"opt/eps_dominance/{self.names[row]}", row, shard_merge.EPS_DOMINATED)
+                  for row in eps]  # fmt: skip
+        if extra:
+            key_list += [key for key, _, _ in extra]
+            slots = [row * shard_merge.COLUMNS + column for _, row, column in extra]
+            picked = merged.reshape(-1).index_select(0, self._index(slots).to(merged.device))
+            out = torch.cat([out, picked.to(out.device, torch.float32)])
         self._emit_merged(step, key_list, out, host)
         for listener in self.listeners:
             listener(step, merged, the_plan)
@@ -313,6 +327,20 @@ class ShardedWatcher(Watcher):
             tensor = torch.tensor(rows, dtype=torch.int64)
             index = self._unit_index[key] = to_device(tensor, self._device)
         return index
+
+    def _count_eps(self, table: Tensor) -> list[int]:
+        """This rank's eps-dominance counts into its table (its own pieces; zeros elsewhere);
+        the rows of every parameter with Adam state, which all ranks have alike."""
+        counts = due.eps_counts(self._optimizer, self._param_rows, local)
+        rows = sorted(counts)
+        mine = [row for row in rows if self._own[row]]
+        if mine:
+            here = table.device
+            index = self._index(mine).to(here)
+            for column, which in ((shard_merge.EPS_POSITIVE, 0), (shard_merge.EPS_DOMINATED, 1)):
+                values = torch.stack([counts[row][which].to(here) for row in mine])
+                table[:, column].index_copy_(0, index, values.to(torch.float64))
+        return rows
 
     def _count_units(self, table: Tensor, units: list[int]) -> None:
         """This rank's units (local rows along dim 0) and dead units of the parameters

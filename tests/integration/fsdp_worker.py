@@ -92,8 +92,13 @@ def model_pair(shard: str) -> tuple[nn.Module, nn.Module]:
     return model, reference
 
 
+def adam(model: nn.Module) -> torch.optim.Optimizer:
+    # eps of the gradients' order: eps dominates some elements, not none.
+    return torch.optim.Adam(model.parameters(), lr=0.01, eps=1e-2)
+
+
 def watched(model: nn.Module, record: Recorder) -> tuple[Watcher, torch.optim.Optimizer]:
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    optimizer = adam(model)
     watcher = Watcher(model, optimizer, every=1, start_step=0, emit=record.emit,
                       incidents=Incidents(), hist_every=1, emit_hist=record.emit_hist)  # fmt: skip
     return watcher, optimizer
@@ -151,13 +156,17 @@ def compare(case: str, got: Recorder, want: Recorder, mismatches: list[str]) -> 
     return checked
 
 
-def record_dead_units(watcher: Watcher, optimizer: torch.optim.Optimizer, names: set[str],
-                      record: Recorder) -> None:  # fmt: skip
-    """After each step, the dead units of ``names`` as the unsharded diagnosis computes them."""
+def record_diagnosis(watcher: Watcher, optimizer: torch.optim.Optimizer, names: set[str],
+                     record: Recorder) -> None:  # fmt: skip
+    """After each step, the dead units of ``names`` and, every ``EPS_EVERY`` steps, the eps
+    dominance, as the unsharded diagnosis computes them."""
+    ids = {id(param): name for name, param in zip(watcher.names, watcher._params, strict=True)}
 
     def hook(*args: Any) -> None:
         values = due.dead_units(watcher.names, watcher._params)
         kept = {key: float(v) for key, v in values if key.partition("/")[2] in names}
+        if watcher.step % due.EPS_EVERY == 0:
+            kept.update((key, float(v)) for key, v in due.eps_fractions(optimizer, ids))
         record.scalars.setdefault(watcher.step, {}).update(kept)
 
     optimizer.register_step_post_hook(hook)
@@ -178,7 +187,7 @@ def check(case: str, mismatches: list[str]) -> int:
     expected = {"2.weight"} if case == "tensor-parallel" else set()
     if matrices - units != expected:
         mismatches.append(f"{case}: dead units of {sorted(units)}, not of {sorted(matrices)}")
-    record_dead_units(ref_watcher, ref_optimizer, units, want)
+    record_diagnosis(ref_watcher, ref_optimizer, units, want)
     for step in range(STEPS):
         train(model, optimizer, step, accumulate=case == "accumulation")
         train(reference, ref_optimizer, step, accumulate=case == "accumulation")
@@ -310,7 +319,7 @@ def survive_ranks_that_do_not_watch_alike(mismatches: list[str]) -> None:
 def run_job() -> tuple[str, dict[str, float]]:
     """A watched run on the sharded model; rank 0's unsharded reference of the last step."""
     model, reference = model_pair("full")
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    optimizer = adam(model)
     run = trickscope.init(project="fsdp", flush_secs=0.1)
     run.watch(model, optimizer, every=1, hist_every=2)
     want = Recorder()

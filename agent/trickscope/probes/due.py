@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from trickscope import _foreach, setup
+from trickscope import _foreach, setup, streamed
 from trickscope.tricks.ema import ema_distance, ema_module
 from trickscope.tricks.optim import eps_dominance
 
@@ -47,6 +47,41 @@ def eps_fractions(
     """``opt/eps_dominance/<param>``: among elements with v̂ > 0, the share where eps > √v̂."""
     fractions = eps_dominance(optimizer, names, among_positive=True)
     return [(f"opt/eps_dominance/{name}", value) for name, value in fractions.items()]
+
+
+def eps_counts(
+    optimizer: torch.optim.Optimizer, rows: dict[int, int], local: Callable[[Tensor], Tensor]
+) -> dict[int, tuple[Tensor, Tensor]]:
+    """For eps dominance merged across ranks: per parameter with Adam state (``rows``: ``id`` of
+    a parameter → its row), the elements of this rank's piece (``local``) with ``v̂ > 0``, and
+    those of them where ``eps > √v̂``, as float32 0-d tensors; sums of these over the ranks give
+    :func:`eps_fractions`' fraction. One parameter at a time, a bounded chunk of ``v̂`` at a
+    time (a whole copy would double Adam's state), on every :data:`EPS_EVERY`-th due step."""
+    out: dict[int, tuple[Tensor, Tensor]] = {}
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            betas, eps = group.get("betas"), group.get("eps")
+            if betas is None or eps is None:
+                continue
+            for param in group["params"]:
+                state = optimizer.state.get(param, {})
+                v = state.get("max_exp_avg_sq", state.get("exp_avg_sq"))
+                step = state.get("step")
+                if not isinstance(v, Tensor) or step is None or id(param) not in rows:
+                    continue
+                piece = local(v)
+                steps = torch.as_tensor(step, dtype=torch.float32)
+                inverse = (1.0 / (1.0 - float(betas[1]) ** steps)).to(piece.device)
+                positive = torch.zeros((), device=piece.device)
+                below = torch.zeros((), device=piece.device)
+                for part in streamed.pieces(piece, _foreach.PIECE_ELEMENTS):
+                    v_hat = part * inverse
+                    above_zero = v_hat > 0
+                    positive = positive + above_zero.sum(dtype=torch.float32)
+                    dominated = above_zero & (v_hat < float(eps) ** 2)
+                    below = below + dominated.sum(dtype=torch.float32)
+                out[rows[id(param)]] = (positive, below)
+    return out
 
 
 def ema_values(

@@ -149,3 +149,22 @@ def grad_of(grad: Tensor) -> Tensor:
     param = torch.zeros_like(grad, requires_grad=True)
     param.grad = grad
     return param
+
+
+def test_eps_counts_give_the_eps_dominance_fraction() -> None:
+    """Per parameter, the dominated share of the v̂ > 0 elements, counted a chunk at a time,
+    is the diagnosis' fraction; a parameter left out of ``rows`` is not counted."""
+    torch.manual_seed(4)
+    params = [torch.nn.Parameter(torch.randn(300, 7)), torch.nn.Parameter(torch.randn(5))]
+    optimizer = torch.optim.Adam(params, lr=0.01, eps=0.3)
+    for _ in range(2):
+        params[0].grad = torch.randn(300, 7) * (torch.rand(300, 7) > 0.3)  # zeros: v̂ = 0
+        params[1].grad = torch.randn(5)
+        optimizer.step()
+    ids = {id(params[0]): "a", id(params[1]): "b"}
+    fractions = dict(due.eps_fractions(optimizer, ids))
+    counts = due.eps_counts(optimizer, {id(params[0]): 4}, lambda t: t)
+    assert list(counts) == [4]
+    positive, dominated = counts[4]
+    assert 0 < dominated < positive < 2100
+    assert (dominated / positive).item() == pytest.approx(fractions["opt/eps_dominance/a"].item())
