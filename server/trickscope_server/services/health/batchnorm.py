@@ -15,7 +15,14 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from trickscope_server.services.health.model import Finding, NotApplicable, RunView, finding, rule
+from trickscope_server.services.health.model import (
+    Finding,
+    NotApplicable,
+    RunView,
+    Severity,
+    finding,
+    rule,
+)
 from trickscope_server.services.health.series import read_finite, with_prefix
 
 SMALL = 4  # at most this many samples: BatchNorm's statistics are mostly noise (warning)
@@ -50,7 +57,7 @@ def batchnorm_batch(view: RunView) -> Iterable[Finding]:
     _, passes = read_finite(view, "accum/backward_passes")
     micro = float(np.median(passes)) if passes.size else 1.0
     accumulating = micro > 1
-    severity = "warning" if size <= SMALL else "info"
+    severity: Severity = "warning" if size <= SMALL else "info"
     why = (
         f"{module} normalises each training forward with the mean and variance of {size:g} "
         "samples. Statistics of so few samples are noisy and differ from the running "
