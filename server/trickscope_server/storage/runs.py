@@ -170,11 +170,9 @@ def shown_series(session: Session, runs: Sequence[RunRow]) -> dict[str, list[Ser
     found: dict[str, list[dict[str, Any]]] = {run.id: [] for run in runs}
     by_layers: dict[tuple[str, ...], list[str]] = {}
     for run in runs:
-        layers = tuple(
-            layer
-            for layer in run.layers or ()
-            if isinstance(layer, str) and not _UNNAMEABLE.search(layer)
-        )
+        layers = tuple(layer for layer in run.layers or () if isinstance(layer, str))
+        if _UNNAMEABLE.search("".join(layers)):  # one search per run: thousands of layers
+            layers = tuple(layer for layer in layers if not _UNNAMEABLE.search(layer))
         by_layers.setdefault(layers, []).append(run.id)
     for layers, ids in by_layers.items():
         for start in range(0, len(ids), IN_CHUNK):
