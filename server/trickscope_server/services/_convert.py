@@ -134,6 +134,13 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _strings(value: Any) -> list[str]:
+    # The common case, a wide model's thousands of clean layer names: one scan, not one per name.
+    if (
+        isinstance(value, list)
+        and all(type(item) is str for item in value)
+        and not _SURROGATE.search("".join(value))
+    ):
+        return list(value)
     safe = readable(value)
     return [str(item) for item in safe] if isinstance(safe, list) else []
 
