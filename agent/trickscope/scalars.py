@@ -341,16 +341,7 @@ class ScalarBuffer:
         """
         locked = self._lock.acquire(timeout=wait)
         try:
-            taken = Taken([], self._series, list(self._blocks.values()))
-            self._series, self._blocks, self._block_names = {}, {}, set()
-            self.peak_points = max(self.peak_points, self._count)
-            self._count = 0
-            self._signalled = False
-            if self._overflow is not None and self._overflow_path is not None:
-                self._overflow.close()
-                taken.files.append(self._overflow_path)
-                self._overflow = None
-                self._overflow_path = None
+            taken = self._take_all()
         finally:
             if locked:
                 self._lock.release()
@@ -359,6 +350,29 @@ class ScalarBuffer:
                 _trim(columns)
             for block in taken.blocks:
                 _trim_block(block)
+        return taken
+
+    def try_take(self, wait: float) -> Taken | None:
+        """:meth:`take` if the lock comes free within ``wait`` seconds; else None, nothing
+        taken."""
+        if not self._lock.acquire(timeout=wait):
+            return None
+        try:
+            return self._take_all()
+        finally:
+            self._lock.release()
+
+    def _take_all(self) -> Taken:
+        taken = Taken([], self._series, list(self._blocks.values()))
+        self._series, self._blocks, self._block_names = {}, {}, set()
+        self.peak_points = max(self.peak_points, self._count)
+        self._count = 0
+        self._signalled = False
+        if self._overflow is not None and self._overflow_path is not None:
+            self._overflow.close()
+            taken.files.append(self._overflow_path)
+            self._overflow = None
+            self._overflow_path = None
         return taken
 
 

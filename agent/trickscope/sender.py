@@ -37,7 +37,14 @@ from trickscope.config import AgentConfig
 from trickscope.delivery import Delivery
 from trickscope.journal import Journal, Request
 from trickscope.logged import LoggedBatcher
-from trickscope.scalars import POINT_BYTES, Layout, RowBlock, ScalarBuffer, read_overflow
+from trickscope.scalars import (
+    POINT_BYTES,
+    Layout,
+    RowBlock,
+    ScalarBuffer,
+    Taken,
+    read_overflow,
+)
 from trickscope.transfer import Parcel
 from trickscope_wire import (
     HistogramColumns,
@@ -69,6 +76,8 @@ _LITTLE = sys.byteorder == "little"
 # Seconds ``close`` lets the final take of the logged points wait for the training thread's
 # lock: a signal handler finishing the run may have interrupted that thread holding it.
 _FINAL_TAKE_WAIT = 1.0
+# Seconds between looks at whether ``close`` was called while waiting for that lock.
+_LOCK_SLICE = 0.1
 
 
 @dataclass(eq=False)
@@ -397,7 +406,7 @@ class Sender:
     def _flush_logged(self, take_wait: float) -> None:
         """Logged points in batches of at most ``LOG_BATCH_POINTS``: the overflow files first
         (older), then memory, each series in the order it was logged."""
-        taken = self.scalars.take(take_wait)
+        taken = self._take(take_wait)
         batcher = LoggedBatcher(LOG_BATCH_POINTS, self._enqueue_logged, self._clean)
         for path in taken.files:
             for record in read_overflow(path):
@@ -412,6 +421,21 @@ class Sender:
         for block in taken.blocks:
             batcher.add_block(block)
         batcher.flush()
+
+    def _take(self, wait: float) -> Taken:
+        """The logged points, waiting up to ``wait`` seconds for the training thread's lock
+        (-1: until it is free). Once ``close`` was called, never more than ``_FINAL_TAKE_WAIT``:
+        the thread that called it may hold the lock (a signal handler finishing the run
+        interrupted it inside an append) and waits on this thread."""
+        if wait >= 0:
+            return self.scalars.take(wait)
+        while True:
+            closing = self._deadline is not None
+            taken = self.scalars.try_take(_FINAL_TAKE_WAIT if closing else _LOCK_SLICE)
+            if taken is not None:
+                return taken
+            if closing:
+                return self.scalars.take(0)  # taken all the same, trimmed to whole points
 
     def _enqueue_logged(self, series: list[SeriesColumns]) -> None:
         riding, histograms = self._riding, []

@@ -282,6 +282,30 @@ def test_finish_with_the_server_down_says_so_once_and_is_short(
 # -- SIGTERM -----------------------------------------------------------------------------------
 
 
+def test_finish_from_the_thread_holding_the_logged_points_lock_is_prompt_and_loses_nothing(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """SIGTERM's handler finishes the run on the training thread, which it may have interrupted
+    inside ``run.log`` holding the logged points' lock: the sender must not wait on it for ever
+    (it did until close's join gave up, 3 + http_timeout + 1 s, and the finish never went)."""
+    run = trickscope.init(project="p", url=capture.url, **settings)
+    for step in range(3):
+        run.log({"m": float(step)}, step=step)
+    sender = run.sender
+    assert sender is not None
+    sender.scalars._lock.acquire()  # the interrupted training thread holds it
+    started = time.monotonic()
+    try:
+        run.finish("crashed", timeout=3.0)
+    finally:
+        sender.scalars._lock.release()
+    # About _FINAL_TAKE_WAIT (1 s) after close; a loaded machine adds seconds, never 14.
+    assert time.monotonic() - started < 8.0
+    assert capture.captured.points()["m"] == {0: 0.0, 1: 1.0, 2: 2.0}
+    assert capture.captured.snapshot()[-1][1] == f"/api/v1/runs/{run.id}/finish"
+    assert run.incidents.errors == 0
+
+
 def test_sigterm_handler_is_installed_only_over_the_default_and_removed_on_finish(
     settings: dict[str, Any],
 ) -> None:
