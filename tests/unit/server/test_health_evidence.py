@@ -45,7 +45,19 @@ def test_a_flat_loss_that_moves_a_little_is_no_spike() -> None:
     run = healthy_run()
     run.values("loss/train")[:] = 1.0
     run.values("loss/train")[300:] = 1.0001  # quantised: the history has no spread at all
-    assert check(run, "loss") == []
+    assert [f.check for f in check(run, "loss")] == ["loss-stalled"]  # not a spike
+
+
+def test_a_loss_that_never_falls_is_stalled_even_after_an_early_collapse() -> None:
+    run = healthy_run()
+    rng = np.random.default_rng(5)
+    run.values("loss/train")[:] = 2.3 + 0.1 * rng.standard_normal(400)  # chance level throughout
+    run.values("loss/train")[0] = 2.29
+    run.values("loss/train")[1:3] = [10.8, 18.9]  # too high an LR: a blow-up, then a dead network
+    (found,) = check(run, "loss")
+    assert (found.check, found.severity, found.step) == ("loss-stalled", "warning", 320)
+    run.values("loss/train")[320:] = 2.0  # fell by 13 %: learning, slowly
+    assert [f.check for f in check(run, "loss")] != ["loss-stalled"]
 
 
 def test_no_warmup_says_the_loss_step_that_made_it_a_warning() -> None:

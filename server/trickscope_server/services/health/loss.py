@@ -1,4 +1,5 @@
-"""The loss: single blips that recovered (info) and rises that stayed (divergence, warning).
+"""The loss: single blips that recovered (info), rises that stayed (divergence, warning) and a
+loss that never fell (stalled, warning).
 
 Only finite values are judged here: an Inf/NaN loss is the non-finite check's finding, not a
 spike. Losses may be negative (likelihoods, RL objectives), so rises are measured in the loss's own
@@ -29,6 +30,8 @@ GIVE_BACK = 0.5  # divergence: the end sits above the best level by this share o
 NOISE_RISES = 5.0  # ... and by this many noise units (robust step-to-step spread) ...
 RELATIVE_RISE = 0.05  # ... and by this share of the best level's magnitude
 MIN_SAMPLES = 10
+STALL_SAMPLES = 50  # a loss is judged as stalled only over at least this many samples ...
+STALL_FALL = 0.01  # ... ending less than this share of its start below its first samples
 
 
 def noise(values: NDArray[np.float64]) -> float:
@@ -119,7 +122,36 @@ def _divergence(view: RunView, name: str) -> Finding | None:
     )
 
 
-@rule("loss", "Loss spikes and divergence")
+def _stalled(name: str, steps: NDArray[np.int64], values: NDArray[np.float64]) -> Finding | None:
+    """A non-negative loss (cross-entropy, squared error: minimised towards 0) that ends no
+    lower than where it started: nothing was learned. Losses that go negative are likelihoods or
+    RL objectives, whose flat stretches mean something else."""
+    if values.size < STALL_SAMPLES or values.min() < 0:
+        return None
+    # The first sample is the untrained model's loss; the median of the first few guards against
+    # one lucky batch. A spike right after the start (too high an LR) must not count as the start.
+    start = min(float(values[0]), float(np.median(values[: max(3, values.size // 50)])))
+    tail_start = int(np.searchsorted(steps, steps[0] + (1 - TAIL) * (steps[-1] - steps[0])))
+    end = float(np.median(values[tail_start:]))
+    if start - end > STALL_FALL * abs(start):
+        return None
+    return finding(
+        "loss-stalled",
+        "warning",
+        f"{name} has not fallen in {int(steps[-1] - steps[0])} steps",
+        why=f"It started at {start:.4g} and ends at a median of {end:.4g}: the model is not "
+        "learning. A learning rate far too low (or too high, collapsing the network early), "
+        "gradients that never reach the weights, or labels that do not match the inputs.",
+        remedy="Check the update-ratio and gradient-norm charts, the LR chart, and that one "
+        "small batch can be overfit.",
+        step=int(steps[tail_start]) if tail_start < steps.size else int(steps[-1]),
+        series=name,
+        start=start,
+        end=end,
+    )
+
+
+@rule("loss", "Loss spikes, divergence and a loss that never falls")
 def loss(view: RunView) -> Iterable[Finding]:
     """A sustained rise (warning), else the first single spike that recovered (info)."""
     name = loss_name(view)
@@ -131,6 +163,9 @@ def loss(view: RunView) -> Iterable[Finding]:
     diverged = _divergence(view, name)
     if diverged is not None:
         return [diverged]
+    stalled = _stalled(name, steps, values)
+    if stalled is not None:
+        return [stalled]
     hits = spikes(values)
     if not hits.size:
         return []
