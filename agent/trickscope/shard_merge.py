@@ -118,65 +118,120 @@ def table(the_plan: Plan, values: Tensor, before_norms: Tensor | None) -> Tensor
     return out
 
 
+# The merge in three parts, each a sum (or a maximum) over the ranks, so that it can be done by
+# reductions as well as from gathered tables: the sums, then the spreads about the whole
+# parameter's means (which need the summed counts and sums), then the maxima.
+_N, _SQUARES, _SUM = 0, 1, 2  # gradient: count, Σx², Σx, then zeros, NaN, ±Inf
+_ZEROS, _NAN, _INF = 3, 4, 5
+_W_N, _W_SQUARES, _W_SUM = 6, 7, 8  # weight: count, Σx², Σx
+_STEP, _BEFORE, _BEFORE_ALL = 9, 10, 11  # ‖Δ‖², ‖w_before‖² (of the updated), ‖w_before‖²
+_UNITS, _DEAD, _EPS_POSITIVE, _EPS_DOMINATED = 12, 13, 14, 15
+SUMS = 16
+
+
+def partial_sums(table: Tensor) -> Tensor:
+    """A rank's table (or tables, ``(..., parameters, COLUMNS)``) as the ``SUMS`` columns of
+    partial sums whose totals over the ranks give the merge (zeros where not its own)."""
+    count = table[..., GRAD_COUNT]
+    own = count > 0
+    w_count = table[..., WEIGHT_COUNT]
+    own_weight = w_count > 0
+    own_update = table[..., UPDATE_COUNT] > 0
+    before = table[..., BEFORE_NORM]
+    zero = torch.zeros((), dtype=table.dtype, device=table.device)
+
+    def mine(flag: Tensor, values: Tensor) -> Tensor:
+        return torch.where(flag, values, zero)
+
+    columns = [
+        count,
+        mine(own, table[..., GRAD_FIRST]).square(),
+        mine(own, table[..., GRAD_FIRST + 2] * count),
+        # The rank's zero fraction times its count is an integer (exact below 2²⁴ elements).
+        mine(own, (table[..., GRAD_FIRST + 4] * count).round()),
+        mine(own, table[..., GRAD_FIRST + 5]),
+        mine(own, table[..., GRAD_FIRST + 6]),
+        w_count,
+        mine(own_weight, table[..., WEIGHT_FIRST]).square(),
+        mine(own_weight, table[..., WEIGHT_FIRST + 1] * w_count),
+        mine(own_update, table[..., UPDATE_RATIO] * before).square(),
+        mine(own_update, before).square(),
+        mine(own_weight, before).square(),
+        table[..., UNITS],
+        table[..., DEAD_UNITS],
+        table[..., EPS_POSITIVE],
+        table[..., EPS_DOMINATED],
+    ]
+    return torch.stack(columns, dim=-1)
+
+
+def means(sums: Tensor) -> Tensor:
+    """The whole parameters' gradient and weight means from the summed partials,
+    ``(parameters, 2)``."""
+    return torch.stack([sums[:, _SUM] / sums[:, _N], sums[:, _W_SUM] / sums[:, _W_N]], dim=1)
+
+
+def spreads(table: Tensor, whole_means: Tensor) -> Tensor:
+    """A rank's (or ranks') share of the gradient's and weight's M2 about the whole
+    parameter's means: ``M2ᵣ + nᵣ (meanᵣ − mean)²`` (the parallel formula: no cancellation),
+    ``(..., parameters, 2)``."""
+    out = []
+    for column, (count_column, mean_column, std_column) in enumerate(
+        (
+            (GRAD_COUNT, GRAD_FIRST + 2, GRAD_FIRST + 3),
+            (WEIGHT_COUNT, WEIGHT_FIRST + 1, WEIGHT_FIRST + 2),
+        )
+    ):
+        count = table[..., count_column]
+        within = torch.where(count > 1, table[..., std_column].square() * (count - 1.0), 0.0)
+        apart = count * (table[..., mean_column] - whole_means[:, column]).square()
+        out.append(within + torch.where(count > 0, apart, 0.0))
+    return torch.stack(out, dim=-1)
+
+
+def maxima(table: Tensor) -> Tensor:
+    """A rank's (or ranks') gradient max |x| where its own, else 0, ``(..., parameters)``."""
+    return torch.where(table[..., GRAD_COUNT] > 0, table[..., GRAD_FIRST + 1], 0.0)
+
+
+def finish(sums: Tensor, spread: Tensor, largest: Tensor) -> Tensor:
+    """The merged table (see :func:`merge`) from the totals over the ranks of
+    :func:`partial_sums`, :func:`spreads` and the maximum of :func:`maxima`."""
+    out = torch.zeros(sums.shape[0], COLUMNS, dtype=torch.float64, device=sums.device)
+    mean = means(sums)
+    for column, (n, squares, first) in enumerate(
+        ((_N, _SQUARES, GRAD_FIRST), (_W_N, _W_SQUARES, WEIGHT_FIRST))
+    ):
+        count = sums[:, n]
+        # As Tensor.std: NaN for fewer than two elements, and wherever the mean is not finite.
+        std = torch.where(count > 1, (spread[:, column] / (count - 1.0)).sqrt(), math.nan)
+        std = std + mean[:, column] * 0.0
+        out[:, first] = sums[:, squares].sqrt()
+        at = first + (2 if column == 0 else 1)
+        out[:, at] = mean[:, column]
+        out[:, at + 1] = std
+    nan = sums[:, _NAN]
+    # A maximum may have dropped a NaN on the way (a reduction's order): the count says.
+    out[:, GRAD_FIRST + 1] = torch.where(nan > 0, math.nan, largest)
+    out[:, GRAD_FIRST + 4] = sums[:, _ZEROS] / sums[:, _N]
+    out[:, GRAD_FIRST + 5] = nan
+    out[:, GRAD_FIRST + 6] = sums[:, _INF]
+    out[:, UPDATE_RATIO] = sums[:, _STEP].sqrt() / sums[:, _BEFORE].sqrt()
+    out[:, BEFORE_NORM] = sums[:, _BEFORE_ALL].sqrt()
+    out[:, UNITS] = sums[:, _UNITS]
+    out[:, DEAD_UNITS] = sums[:, _DEAD] / sums[:, _UNITS]
+    out[:, EPS_POSITIVE] = sums[:, _EPS_POSITIVE]
+    out[:, EPS_DOMINATED] = sums[:, _EPS_DOMINATED] / sums[:, _EPS_POSITIVE].clamp_min(1)
+    return out
+
+
 def merge(tables: Tensor) -> Tensor:
     """Merged statistics from every rank's table, ``(ranks, parameters, COLUMNS)``: per
     parameter the columns of :data:`_COLUMN_OF` in table order (count columns left 0), the
     norm before the update in ``BEFORE_NORM``, the units and the dead-unit fraction, the
     elements of ``v̂`` above zero and the eps-dominated fraction of them."""
-    out = torch.zeros_like(tables[0])
-    grad = _merge_moments(tables, GRAD_COUNT, GRAD_FIRST, GRAD_FIRST + 2, GRAD_FIRST + 3)
-    n, norm, mean, std = grad
-    count = tables[:, :, GRAD_COUNT]
-    own = count > 0
-    first = GRAD_FIRST
-    out[:, first] = norm
-    out[:, first + 1] = torch.where(own, tables[:, :, first + 1], 0.0).amax(0)
-    out[:, first + 2] = mean
-    out[:, first + 3] = std
-    # The rank's zero fraction times its count is an integer (exact below 2²⁴ elements a shard).
-    zeros = torch.where(own, (tables[:, :, first + 4] * count).round(), 0.0).sum(0)
-    out[:, first + 4] = zeros / n
-    out[:, first + 5] = torch.where(own, tables[:, :, first + 5], 0.0).sum(0)
-    out[:, first + 6] = torch.where(own, tables[:, :, first + 6], 0.0).sum(0)
-    _, w_norm, w_mean, w_std = _merge_moments(
-        tables, WEIGHT_COUNT, WEIGHT_FIRST, WEIGHT_FIRST + 1, WEIGHT_FIRST + 2
-    )
-    out[:, WEIGHT_FIRST] = w_norm
-    out[:, WEIGHT_FIRST + 1] = w_mean
-    out[:, WEIGHT_FIRST + 2] = w_std
-    own_update = tables[:, :, UPDATE_COUNT] > 0
-    before = tables[:, :, BEFORE_NORM]
-    step = torch.where(own_update, tables[:, :, UPDATE_RATIO] * before, 0.0)
-    before = torch.where(own_update, before, 0.0)
-    out[:, UPDATE_RATIO] = step.square().sum(0).sqrt() / before.square().sum(0).sqrt()
-    # The whole weights' norms before the update, from the ranks' own pieces.
-    own_weight = tables[:, :, WEIGHT_COUNT] > 0
-    before_all = torch.where(own_weight, tables[:, :, BEFORE_NORM], 0.0)
-    out[:, BEFORE_NORM] = before_all.square().sum(0).sqrt()
-    # Each rank counts only its own units (zeros elsewhere): the sums are the whole parameter's.
-    out[:, UNITS] = tables[:, :, UNITS].sum(0)
-    out[:, DEAD_UNITS] = tables[:, :, DEAD_UNITS].sum(0) / out[:, UNITS]
-    out[:, EPS_POSITIVE] = tables[:, :, EPS_POSITIVE].sum(0)
-    out[:, EPS_DOMINATED] = tables[:, :, EPS_DOMINATED].sum(0) / out[:, EPS_POSITIVE].clamp_min(1)
-    return out
-
-
-def _merge_moments(
-    tables: Tensor, count_column: int, norm_column: int, mean_column: int, std_column: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Count, L2 norm, mean and unbiased std of the whole parameter from the ranks' own."""
-    count = tables[:, :, count_column]
-    own = count > 0
-    n = count.sum(0)
-    norm = torch.where(own, tables[:, :, norm_column], 0.0).square().sum(0).sqrt()
-    rank_mean = tables[:, :, mean_column]
-    mean = torch.where(own, rank_mean * count, 0.0).sum(0) / n
-    rank_std = tables[:, :, std_column]
-    m2 = torch.where(count > 1, rank_std.square() * (count - 1.0), 0.0).sum(0)
-    m2 = m2 + torch.where(own, count * (rank_mean - mean).square(), 0.0).sum(0)
-    # As Tensor.std: NaN for fewer than two elements, and wherever the mean is not finite.
-    std = torch.where(n > 1, (m2 / (n - 1.0)).sqrt(), math.nan) + mean * 0.0
-    return n, norm, mean, std
+    sums = partial_sums(tables).sum(0)
+    return finish(sums, spreads(tables, means(sums)).sum(0), maxima(tables).amax(0))
 
 
 def merged_values(the_plan: Plan, values: Tensor, merged: Tensor) -> Tensor:

@@ -4,7 +4,8 @@ A DTensor's norm is a collective: computed on rank 0 alone it hangs, or reports 
 Here every rank computes the statistics of its local pieces (``to_local()``, the gradients'
 likewise) with the ordinary per-tensor code, on its device, and at each due optimizer step every
 rank takes part in one ``gather`` to rank 0 of a small table of partials (19 float64 per
-parameter, :mod:`trickscope.shard_merge`) on the default process group; rank 0 merges them
+parameter, :mod:`trickscope.shard_merge`) on the default process group (from
+:data:`REDUCE_FROM_RANKS` ranks, reductions of the same partials instead); rank 0 merges them
 into the exact statistics of the whole parameters and emits them under the unsharded module's
 names.
 Histograms take two more small collectives on their steps: the common finite range, then the
@@ -48,6 +49,14 @@ from trickscope._modules import unwrap
 from trickscope.probes import due
 from trickscope.segments import to_device
 from trickscope.watch import EmitHist, Watcher, _Layout
+
+# From this many ranks the merge goes by reductions (an all-reduce of SUMS float64 per tensor,
+# then two reductions to rank 0 of 3 per tensor: sizes that do not grow with the ranks) instead
+# of one gather, which brings rank 0 COLUMNS float64 per tensor from every rank (47 MB per due
+# step at 1,024 ranks and 300 tensors). On 2 ranks (gloo, CPU) the gather's one collective
+# takes 3-5 ms against the reductions' 10-11 ms (bench/sharded_merge.py); the crossover at many
+# ranks is not measured here: 64 bounds rank 0's share at ~9 kB per tensor.
+REDUCE_FROM_RANKS = 64
 
 HANDSHAKE_TIMEOUT = timedelta(seconds=30)
 """How long the first due step waits for every rank's watcher to say it is running."""
@@ -369,11 +378,28 @@ class ShardedWatcher(Watcher):
             mine = torch.zeros(rows, shard_merge.COLUMNS, dtype=torch.float64, device=device)
         else:
             mine = table.to(device, non_blocking=True)
-        everyone = [torch.empty_like(mine) for _ in range(self._world)] if self._primary else None
-        torch.distributed.gather(mine, everyone, dst=0)
-        if table is None or everyone is None:
+        if self._world >= REDUCE_FROM_RANKS:
+            merged = self._reduce(mine)
+        else:
+            everyone = [torch.empty_like(mine) for _ in range(self._world)]
+            torch.distributed.gather(mine, everyone if self._primary else None, dst=0)
+            merged = shard_merge.merge(torch.stack(everyone)) if self._primary else None
+        if table is None or merged is None:
             return None
-        return shard_merge.merge(torch.stack(everyone).to(table.device))
+        return merged.to(table.device)
+
+    def _reduce(self, mine: Tensor) -> Tensor | None:
+        """The merge by reductions: what rank 0 receives does not grow with the ranks. The
+        partial sums go to every rank (each needs the whole parameters' means), then the
+        spreads about those means and the maxima to rank 0, which merges; ``None`` elsewhere."""
+        dist = torch.distributed
+        sums = shard_merge.partial_sums(mine)
+        dist.all_reduce(sums)
+        spread = shard_merge.spreads(mine, shard_merge.means(sums))
+        largest = shard_merge.maxima(mine)
+        dist.reduce(spread, dst=0)
+        dist.reduce(largest, dst=0, op=dist.ReduceOp.MAX)
+        return shard_merge.finish(sums, spread, largest) if self._primary else None
 
     def _report_hist(self, layout: _Layout, grad_scale: Tensor | None) -> None:
         keys: list[str] = []

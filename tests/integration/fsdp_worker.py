@@ -16,6 +16,7 @@ same batches: the per-layer statistics and histograms of the two must agree. The
 * a rank whose statistics fail at every step still joins the collectives;
 * a rank that does not watch (its watcher closed), or watches other parameter names, leaves
   rank 0 reporting nothing, not hanging;
+* ``reduce`` on the command line: all of the above with the merge by reductions;
 * ``run``: ``trickscope.init`` and ``run.watch`` on the sharded model, reporting to the server
   in ``TRICKSCOPE_URL`` (only rank 0 keeps a watcher there; the others join the merge through
   their per-rank summary); rank 0 prints its unsharded reference for the test to compare.
@@ -335,6 +336,9 @@ def run_job() -> tuple[str, dict[str, float]]:
 def main() -> None:
     dist.init_process_group("gloo")
     mismatches: list[str] = []
+    if "reduce" in sys.argv[1:]:  # the merge by reductions instead of the gather
+        sharded.REDUCE_FROM_RANKS = dist.get_world_size()
+        sys.argv.remove("reduce")
     if sys.argv[1:]:  # the slow cases named on the command line
         checked = sum(check(case, mismatches) for case in sys.argv[1:])
         sys.stdout.write(json.dumps({"checked": checked, "mismatches": mismatches[:20]}) + "\n")

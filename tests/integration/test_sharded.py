@@ -85,3 +85,13 @@ def test_tensor_parallel_and_hybrid_sharded_statistics_equal_the_unsharded_model
     first, second = launch(2, {"TRICKSCOPE_DISABLED": "1"}, "tensor-parallel", "hybrid")
     assert first["mismatches"] == [] and first["checked"] > 400
     assert second["mismatches"] == []
+
+
+@pytest.mark.slow
+def test_the_merge_by_reductions_equals_the_unsharded_models() -> None:
+    """Past ``REDUCE_FROM_RANKS`` ranks the merge goes by reductions: the same cases as the
+    gather's (with a rank that fails, and ranks that do not watch alike) give the same
+    statistics."""
+    first, second = launch(2, {"TRICKSCOPE_DISABLED": "1"}, "reduce")
+    assert first["mismatches"] == [] and first["checked"] > 600
+    assert second["mismatches"] == []

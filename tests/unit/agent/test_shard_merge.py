@@ -42,8 +42,9 @@ BOUNDS = [[10, 10], [1, 40], [20, 39], [5, 30], [3, 6], [0, 1]]
 RANKS = 3
 
 
-def rank_tables(wholes: list[Tensor], befores: list[Tensor]) -> Tensor:
-    """Each rank's table, from the statistics of its shards as a watcher emits them."""
+def rank_tables(wholes: list[Tensor], befores: list[Tensor]) -> tuple[Tensor, list[str], Tensor]:
+    """The merged values of each rank's table, from the statistics of its shards as a watcher
+    emits them; the keys; the tables."""
     names = {f"p{i}": i for i in range(len(wholes))}
     tables = []
     for rank in range(RANKS):
@@ -75,13 +76,13 @@ def rank_tables(wholes: list[Tensor], befores: list[Tensor]) -> Tensor:
         if rank == 0:
             first_plan, first_values = plan, values
     merged = shard_merge.merge(torch.stack(tables))
-    return shard_merge.merged_values(first_plan, first_values, merged), keys
+    return shard_merge.merged_values(first_plan, first_values, merged), keys, torch.stack(tables)
 
 
 def test_merged_shard_statistics_equal_the_whole_tensors() -> None:
     wholes = whole_tensors()
     befores = [t * 0.9 + 0.01 for t in wholes]
-    values, keys = rank_tables(wholes, befores)
+    values, keys, _ = rank_tables(wholes, befores)
     by_key = dict(zip(keys, values.tolist(), strict=True))
     for i, whole in enumerate(wholes):
         grad = [by_key[f"{stat}/p{i}"] for stat in stats.GRAD_STATS]
@@ -168,3 +169,18 @@ def test_eps_counts_give_the_eps_dominance_fraction() -> None:
     positive, dominated = counts[4]
     assert 0 < dominated < positive < 2100
     assert (dominated / positive).item() == pytest.approx(fractions["opt/eps_dominance/a"].item())
+
+
+def test_the_merge_by_reductions_equals_the_merge_of_gathered_tables() -> None:
+    """Summed partials, then spreads about the whole means, then maxima, each reduced rank by
+    rank in any order (a max reduction may drop a NaN: the count puts it back)."""
+    wholes = whole_tensors()
+    _, _, tables = rank_tables(wholes, [t * 0.9 + 0.01 for t in wholes])
+    gathered = shard_merge.merge(tables)
+    order = [2, 0, 1]
+    sums = sum(shard_merge.partial_sums(tables[rank]) for rank in order)
+    spread = sum(shard_merge.spreads(tables[rank], shard_merge.means(sums)) for rank in order)
+    maxima = [shard_merge.maxima(tables[rank]) for rank in order]
+    largest = torch.stack([torch.where(m.isnan(), 0.0, m) for m in maxima])
+    reduced = shard_merge.finish(sums, spread, largest.amax(0))
+    torch.testing.assert_close(reduced, gathered, equal_nan=True, rtol=1e-12, atol=0)
