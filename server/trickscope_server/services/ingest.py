@@ -446,7 +446,7 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             run_id=run_id,
             names=[s.name for s in nonempty]
             + [n for b, m in zip(blocks, cached, strict=True) if m is None for n in b.names],
-            known=db.series_ids.get(run_id, created_at),
+            cache=(db.series_ids, created_at),
         )
         members = [
             np.array([ids[n] for n in b.names], dtype=np.int64) if m is None else m

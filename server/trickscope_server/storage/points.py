@@ -111,14 +111,24 @@ class SeriesIdCache:
                     layouts.clear()
                 layouts[layout] = ids
 
-    def get(self, run_id: str, created_at: float) -> dict[str, int]:
-        """A copy of the ids known for the run (empty when none)."""
+    def lookup(
+        self, run_id: str, created_at: float, names: Sequence[str]
+    ) -> tuple[dict[str, int], list[str]]:
+        """The known ids of these names (each once), and the names not known."""
+        found: dict[str, int] = {}
+        missing: list[str] = []
         with self._lock:
             known = self._entries.get((run_id, created_at))
-            if known is None:
-                return {}
-            self._entries.move_to_end((run_id, created_at))
-            return dict(known)
+            if known is not None:
+                self._entries.move_to_end((run_id, created_at))
+        get = (known or {}).get
+        for name in dict.fromkeys(names):
+            sid = get(name)
+            if sid is None:
+                missing.append(name)
+            else:
+                found[name] = sid
+        return found, missing
 
     def add(self, run_id: str, created_at: float, ids: dict[str, int]) -> None:
         """Remember committed ids of the run's series."""
@@ -132,22 +142,21 @@ class SeriesIdCache:
 
 
 def ensure_series(
-    session: Session, *, run_id: str, names: Sequence[str], known: dict[str, int] | None = None
+    session: Session,
+    *,
+    run_id: str,
+    names: Sequence[str],
+    cache: tuple[SeriesIdCache, float] | None = None,
 ) -> dict[str, int]:
     """Ids of the run's series with these names, creating the missing ones.
 
-    ``known`` holds ids already known (from :class:`SeriesIdCache`); only the other names are
-    looked up.
+    ``cache``: a :class:`SeriesIdCache` and the run's ``created_at``; only the names it does not
+    know are looked up.
     """
-    known = known or {}
-    ids: dict[str, int] = {}
-    unique = []
-    for name in dict.fromkeys(names):
-        sid = known.get(name)
-        if sid is None:
-            unique.append(name)
-        else:
-            ids[name] = sid
+    if cache is not None:
+        ids, unique = cache[0].lookup(run_id, cache[1], names)
+    else:
+        ids, unique = {}, list(dict.fromkeys(names))
     for start in range(0, len(unique), IN_CHUNK):
         part = unique[start : start + IN_CHUNK]
         found = session.execute(
@@ -188,6 +197,23 @@ def series_run_and_name(session: Session, *, series_id: int) -> tuple[str, str] 
     """(run id, name) of a series, or None when it no longer exists."""
     row = session.execute(select(_c.run_id, _c.name).where(_c.id == series_id)).first()
     return None if row is None else (str(row[0]), str(row[1]))
+
+
+def lock_run(session: Session, *, run_id: str) -> bool:
+    """Take the run's row lock until the transaction ends, as a batch's ``next_seq`` does (on
+    SQLite, where a write transaction excludes every other, nothing to take); False without the
+    run. Compaction takes it first so that it and ingest lock series rows in one order (``FOR
+    NO KEY UPDATE``: what the UPDATE of ``next_seq`` takes; rows referring to the run can still
+    be inserted meanwhile)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    found = session.connection().execute(_LOCK_RUN, {"b_run": run_id}).first()
+    return found is not None
+
+
+_LOCK_RUN = (
+    select(_runs.c.id).where(_runs.c.id == bindparam("b_run")).with_for_update(key_share=True)
+)
 
 
 def run_layers(session: Session, *, run_id: str) -> list[str]:
