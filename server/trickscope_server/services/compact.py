@@ -186,6 +186,11 @@ def _compact_one(db: Database, series_id: int) -> int:
         if found is None:
             return 0  # the run was deleted meanwhile
         run_id, name = found
+        # The run's lock first, as ingest takes it: ingest re-logging a step recounts series
+        # rows that compaction updates too, and rows locked in two orders deadlocked on
+        # PostgreSQL. Ingest of this run waits for the compaction (after its answer was sent).
+        if not store.lock_run(session, run_id=run_id):
+            return 0
         family = family_of(name)
         merged = 0
         if family is not None:
