@@ -400,18 +400,27 @@ def _in_parts(
 ) -> Tensor:
     """The statistics of a block larger than the buffer may grow, which must be loaded (half
     precision on CPU, non-finite values there, the torch ops on CUDA): runs of tensors that fit
-    go through the buffer in turn, and a tensor that does not fit alone is read a chunk at a
-    time (:func:`trickscope.streamed.moments`). Columns as the whole block's."""
+    go through the buffer in turn. A tensor that does not fit alone is cut into pieces of the
+    buffer's size, whose statistics (through the same fast paths) merge into the tensor's
+    (:func:`trickscope.streamed.merge_pieces`); a piece that still does not fit (a slice of a
+    non-contiguous tensor larger than the buffer) is read a chunk at a time
+    (:func:`trickscope.streamed.moments`). Columns as the whole block's."""
     limit = buf.limit or 0
+    stat = grad_stats if counts else weight_stats
     blocks: list[Tensor] = []
     start = 0
     for run in _runs([t.numel() for t in tensors], limit):
         members = tensors[start : start + run]
         if run == 1 and padded(members[0].numel()) > limit:
-            blocks.append(streamed.moments(members[0], counts=counts)[:, None])
+            pieces = streamed.pieces(members[0], max(limit // ROW, 1) * ROW)
+            if len(pieces) > 1 and all(padded(p.numel()) <= limit for p in pieces):
+                block = stat(pieces, numels(pieces), scratch=buf.bind(pieces), fused=fused)
+                sizes = [p.numel() for p in pieces]
+                blocks.append(streamed.merge_pieces(block, sizes, counts=counts)[:, None])
+            else:
+                blocks.append(streamed.moments(members[0], counts=counts)[:, None])
         else:
             part = n.narrow(0, start, run)
-            stat = grad_stats if counts else weight_stats
             blocks.append(stat(members, part, scratch=buf.bind(members), fused=fused))
         start += run
     return torch.cat(blocks, dim=1)

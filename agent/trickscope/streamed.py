@@ -1,6 +1,8 @@
-"""The statistics and the histogram of one tensor larger than the scratch buffer, read a chunk
-at a time: its temporaries (float32 and float64 copies of a chunk, a chunk's bins) stay of the
-chunk's size whatever the tensor's, where a load into the buffer would copy it whole.
+"""The statistics and the histogram of one tensor larger than the scratch buffer, read a piece
+at a time: its temporaries stay of a piece's size whatever the tensor's, where a load into the
+buffer would copy it whole. ``trickscope.stats`` cuts such a tensor into :func:`pieces` of the
+buffer's size, takes their statistics through its usual paths and merges them
+(:func:`merge_pieces`); :func:`moments` reads chunks itself, for a piece that would not fit.
 
 The results are those of :mod:`trickscope.stats` for the same tensor: the scalar statistics in
 the order of ``GRAD_STATS`` or ``WEIGHT_STATS``, float32, accumulated in float64 (the std by the
@@ -77,6 +79,31 @@ def moments(tensor: Tensor, *, counts: bool, chunk: int | None = None) -> Tensor
         zero_frac = (seen - nonzero) / seen if seen else torch.full_like(zero, math.nan)
         columns = [norm, largest, mean, std, zero_frac, nan, inf]
         return torch.stack([c.to(f64) for c in columns]).to(torch.float32)
+
+
+def merge_pieces(block: Tensor, sizes: list[int], *, counts: bool) -> Tensor:
+    """One tensor's statistics from those of its pieces (``block``: one column per piece, rows
+    as ``stats.GRAD_STATS`` with ``counts``, else ``stats.WEIGHT_STATS``; ``sizes``: the
+    pieces' elements), float32, in float64 arithmetic: sums of counts and squares, the mean of
+    the sums, M2 by the parallel formula ``Σ M2ₚ + Σ nₚ (meanₚ − mean)²``, the largest max."""
+    f64 = torch.float64
+    values = block.to(f64)
+    n = torch.tensor(sizes, dtype=f64, device=block.device)
+    total = float(sum(sizes))
+    mean_row, std_row = (2, 3) if counts else (1, 2)
+    norm = values[0].square().sum().sqrt()
+    piece_mean = values[mean_row]
+    mean = (piece_mean * n).sum() / total
+    within = torch.where(n > 1, values[std_row].square() * (n - 1.0), 0.0).sum()
+    m2 = within + (n * (piece_mean - mean).square()).sum()
+    std = (m2 / (total - 1.0)).sqrt() if total > 1 else torch.full_like(mean, math.nan)
+    std = std + mean * 0.0  # NaN wherever the mean is not finite, as Tensor.std gives
+    if not counts:
+        return torch.stack([norm, mean, std]).to(torch.float32)
+    largest = values[1].amax()  # NaN propagates, as max |x| of the tensor says
+    zeros = (values[4] * n).round().sum()  # each piece's zero count is an integer
+    nan, inf = values[5].sum(), values[6].sum()
+    return torch.stack([norm, largest, mean, std, zeros / total, nan, inf]).to(torch.float32)
 
 
 def binned_range(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:

@@ -17,7 +17,7 @@ from trickscope.segments import ROW
 
 def large_tensors(dtype: torch.dtype) -> list[Tensor]:
     """Tensors of several chunks: NaN and ±Inf in one, zeros, a mean that dominates the
-    spread, a channels-last weight (not contiguous), a transposed view."""
+    spread, a channels-last weight (not contiguous), transposed views."""
     generator = torch.Generator().manual_seed(5)
     specials = torch.randn(9000, generator=generator)
     specials[10], specials[4000], specials[8999] = math.nan, math.inf, -math.inf
@@ -31,6 +31,7 @@ def large_tensors(dtype: torch.dtype) -> list[Tensor]:
             torch.zeros(3000),
             conv.to(memory_format=torch.channels_last),
             torch.randn(70, 90, generator=generator).T,
+            torch.randn(5000, 2, generator=generator).T,  # each slice larger than the buffer
             torch.randn(5000, generator=generator) * 1e-3,
         )
     ]
