@@ -64,6 +64,7 @@ class _Meta:
     loss_scale: bool = False  # [scale, residual]
     drop_path: list[str] = field(default_factory=list)  # blocks, three counts each
     eval_drop: list[tuple[str, int]] = field(default_factory=list)  # module, forwards: one count
+    carried: bool = False  # last, a gradient's norm carried over from the previous step
     host: list[tuple[str, float]] = field(default_factory=list)  # host values measured by probes
 
 
@@ -258,6 +259,7 @@ class Diagnoser:
 
     def _check(self, step: int, kwargs: Any) -> None:
         passes, befores, afters = self._sentinels.take()
+        carried = self._sentinels.take_carried()
         last_epoch = getattr(self._scheduler, "last_epoch", None)
         sched_calls = last_epoch if isinstance(last_epoch, int) else None
         meta = _Meta(step, passes, sched_calls)
@@ -304,6 +306,9 @@ class Diagnoser:
                 else:
                     meta.eval_drop.append((module, checked))
                     pieces.append(changed)
+        if carried is not None:
+            meta.carried = True
+            pieces.append(carried)
         if not pieces:
             self._ring_host(meta)
             return
@@ -415,6 +420,11 @@ class Diagnoser:
         for module, checked in meta.eval_drop:
             host.append((f"drop_path/eval_changed/{module}", values[at] / checked))
             at += 1
+        if meta.carried:
+            host.append(("grad/carried_over", 1.0 if values[at] > 0 else 0.0))
+            at += 1
+        elif meta.sentinels:
+            host.append(("grad/carried_over", 0.0))
         host.extend(meta.host)
         self._emit_host(meta.step, host)
         if self._finite:

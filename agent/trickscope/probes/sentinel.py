@@ -1,8 +1,10 @@
-"""Backward passes per step and the clip coefficient, from a few small parameters.
+"""Backward passes per step, the clip coefficient and gradients never zeroed, from a few small
+parameters.
 
 Clipping scales every gradient by one coefficient, so one parameter's gradient norm taken after
 its last backward and again at ``optimizer.step()`` gives it: coefficient = after / before. The
-hooks (``register_post_accumulate_grad_hook``) also count backward passes since the last step.
+hooks (``register_post_accumulate_grad_hook``) also count backward passes since the last step,
+and a gradient still there when a step's first backward begins was never cleared by zero_grad.
 A few small parameters of distinct modules keep that cheap and robust to one of them having no
 gradient.
 """
@@ -51,6 +53,9 @@ class Sentinels:
         self.counts = [0] * len(self.params)
         # The last backward's accumulated gradient norm, a 0-d device tensor (None: no backward).
         self.before: list[Tensor | None] = [None] * len(self.params)
+        # The norm of a gradient the step's first backward found still there, not cleared by
+        # zero_grad since the last step: 0-d device tensors (None: cleared, or no backward yet).
+        self.carried: list[Tensor | None] = [None] * len(self.params)
         self._handles: list[Any] = []
         for index, param in enumerate(self.params):
             self._handles.append(param.register_hook(Hook(self._fresh(index))))
@@ -61,8 +66,17 @@ class Sentinels:
         # (zero_grad(set_to_none=True)) since the last pass, so a new accumulation starts. That
         # also keeps a step a GradScaler skipped from adding its passes to the next one.
         def hook(grad: Tensor) -> None:
-            if self.params[index].grad is None:
+            held = self.params[index].grad
+            if held is None:
                 self.counts[index] = 0
+            elif self.counts[index] == 0 and self.carried[index] is None:
+                # The first backward since the step, and the step's gradient is still there:
+                # zero_grad was not called (its set_to_none=False form leaves a zero norm).
+                try:  # inside the user's backward: nothing may escape
+                    with torch.no_grad():
+                        self.carried[index] = _local_norm(held)
+                except Exception as exc:
+                    self._incidents.error("carried-gradient sentinel", exc)
 
         return hook
 
@@ -95,6 +109,16 @@ class Sentinels:
         self.counts = [0] * len(self.params)
         self.before = [None] * len(self.params)
         return passes, befores, afters
+
+    def take_carried(self) -> Tensor | None:
+        """The largest norm of a gradient carried into this step from the previous one, a 0-d
+        float32 device tensor (0 where zero_grad left zeros), or None when every sentinel's
+        gradient was cleared; resets for the next step."""
+        carried = [c for c in self.carried if c is not None]
+        self.carried = [None] * len(self.params)
+        if not carried:
+            return None
+        return torch.stack([c.to(carried[0].device) for c in carried]).amax()
 
     def close(self) -> None:
         """Remove the hooks."""

@@ -57,6 +57,8 @@ PITFALLS = [
     Pitfall("drop_path_order", frozenset({"drop-path-order"}), "drop-path",
             severities=frozenset({"info", "warning"})),
     Pitfall("loss_divergence", frozenset({"loss-divergence", "nonfinite-loss"}), "loss"),
+    Pitfall("gradients_not_zeroed", frozenset({"gradients-not-zeroed"}), "gradients-not-zeroed",
+            steps=(1, 1), severities=frozenset({"error"})),
     Pitfall("ema_stale_batchnorm", frozenset({"ema-stale-batchnorm"}), "ema"),
     Pitfall("weight_decay_too_strong", frozenset({"weight-decay-too-strong"}),
             "weight-decay-strength"),

@@ -137,6 +137,32 @@ def test_clipping_is_measured_and_the_preclip_norm_recovered(
     assert points["accum/backward_passes"] == {0: 1, 1: 1, 2: 1, 3: 3, 4: 3, 5: 3}
 
 
+def test_gradients_carried_into_the_next_step_are_told_from_cleared_ones(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """zero_grad (to None or to zeros) clears; a loop without it carries every gradient on."""
+    torch.manual_seed(0)
+    model = Mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def steps(count: int, clear: Any) -> None:
+        for _ in range(count):
+            clear()
+            for _ in range(2):  # two micro-batches: the second adds to the first, rightly
+                loss_fn(model(torch.randn(8, 6)), torch.randint(0, 4, (8,))).backward()
+            optimizer.step()
+
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=100)
+        steps(3, lambda: optimizer.zero_grad(set_to_none=True))
+        steps(3, lambda: optimizer.zero_grad(set_to_none=False))
+        steps(3, lambda: None)  # the pitfall
+    assert run.incidents.errors == 0, run.incidents.by_kind
+    carried = capture.captured.points()["grad/carried_over"]
+    assert carried == {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0, 6: 1.0, 7: 1.0, 8: 1.0}
+
+
 def test_preclip_norm_matches_what_clip_grad_norm_returns(
     capture: Any, settings: dict[str, Any]
 ) -> None:

@@ -131,6 +131,11 @@ def _strong_decay(run: Run) -> None:
     run.setup["optimizer"]["groups"][0]["weight_decay"] = 50.0  # lr 1e-3: 5 % a step
 
 
+def _cleared() -> Run:
+    """Gradients measured as cleared by zero_grad before every step's first backward."""
+    return healthy_run().add("grad/carried_over", np.zeros(STEPS))
+
+
 def _stepped_warmup(run: Run) -> None:
     levels = np.repeat([1e-4, 3e-4, 6e-4, 1e-3], 25)
     run.values("lr/group0")[:] = np.concatenate([levels, np.full(STEPS - 100, 1e-3)])
@@ -211,6 +216,11 @@ PAIRS: dict[str, tuple[Callable[[], Run], Callable[[], Run], str]] = {
         healthy_run,
         _with(healthy_run, _set("opt/eps_dominance/head.weight", slice(None), 0.9)),
         "eps-dominates",
+    ),
+    "gradients-not-zeroed": (
+        _cleared,
+        _with(_cleared, _set("grad/carried_over", slice(1, None), 1.0)),
+        "gradients-not-zeroed",
     ),
     "accumulation": (
         _accumulating,

@@ -1,4 +1,5 @@
-"""Gradient accumulation whose loss is not divided by the number of micro-batches.
+"""Gradient accumulation whose loss is not divided by the number of micro-batches, and
+gradients accumulated across optimizer steps because zero_grad is never called.
 
 The agent measures the per-sample scale of ∂loss/∂logits × micro-batch size for a softmax
 cross-entropy output: ≈1 for a mean-reduced loss, ≈1/N when the loss is divided by N
@@ -18,6 +19,7 @@ from trickscope_server.services.health.series import read_finite
 NORM_GROWTH_CORRELATION = 0.8  # log grad norm against log pass count, when the count varies
 NORM_GROWTH_SLOPE = (0.7, 1.3)  # ... with a slope near 1: the norm grows ∝ N
 MIN_SAMPLES = 3
+CARRIED_SHARE = 0.5  # gradients carried into at least this share of the measured steps
 
 
 @rule("accumulation", "Loss divided by the number of accumulation steps")
@@ -86,3 +88,30 @@ def _norm_growth(view: RunView, pass_steps: np.ndarray, passes: np.ndarray) -> f
     if corr < NORM_GROWTH_CORRELATION or not low <= slope <= high:
         return None
     return slope
+
+
+@rule("gradients-not-zeroed", "Gradients cleared between optimizer steps")
+def gradients_not_zeroed(view: RunView) -> Iterable[Finding]:
+    """The step's first backward finds the previous step's gradient still there on most steps:
+    ``zero_grad`` is missing, so every step applies the sum of all gradients so far."""
+    steps, carried = read_finite(view, "grad/carried_over")
+    if carried.size < MIN_SAMPLES:
+        raise NotApplicable("whether gradients carry over between steps was not measured")
+    share = float(carried.mean())
+    if share < CARRIED_SHARE:
+        return []
+    first = int(steps[np.flatnonzero(carried > 0)[0]])
+    return [
+        finding(
+            "gradients-not-zeroed",
+            "error",
+            "Gradients are not cleared between optimizer steps",
+            why=f"On {100 * share:.0f} % of the measured steps, from step {first}, the first "
+            "backward pass added to the previous step's gradient instead of a cleared one: "
+            "each step applies the sum of every gradient so far, a step that keeps growing.",
+            remedy="Call optimizer.zero_grad() once per optimizer step (after step(), or "
+            "before the first backward of the next one).",
+            step=first,
+            share=share,
+        )
+    ]
