@@ -5,10 +5,11 @@
 A writer posts ``--rate`` batches per second to one run (each batch one step of ``--series``
 scalars plus ``sent_at``, the wall time it was sent), first with no viewers, then with
 ``--viewers`` SSE streams open on the run. The viewers run in a separate process so their
-parsing does not share a core's GIL with the writer; each computes its delivery delay from the
-``sent_at`` values it receives. Server CPU is the server process tree's CPU time over each phase.
-SQLite always; PostgreSQL with ``--pg`` (default TRICKSCOPE_BENCH_PG_URL, then
-TRICKSCOPE_TEST_PG_URL).
+parsing does not share a core's GIL with the writer, and read their streams straight off the
+socket (``--viewer-client httpx`` for the heavier client of earlier figures); each computes its
+delivery delay from the ``sent_at`` values it receives. Server CPU is the server process tree's
+CPU time over each phase. SQLite always; PostgreSQL with ``--pg`` (default
+TRICKSCOPE_BENCH_PG_URL, then TRICKSCOPE_TEST_PG_URL).
 """
 
 from __future__ import annotations
