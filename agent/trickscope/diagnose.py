@@ -37,7 +37,16 @@ from torch import Tensor, nn
 from trickscope import _foreach, _host, discover, setup, shard_merge, sharded
 from trickscope._incidents import Incidents
 from trickscope._modules import unwrap
-from trickscope.probes import batchnorm, drop_path, due, eval_mode, finite, loss_scale, sentinel
+from trickscope.probes import (
+    batchnorm,
+    drop_path,
+    due,
+    eval_mode,
+    finite,
+    loss_scale,
+    sentinel,
+    train_mode,
+)
 from trickscope.probes.ring import Ring
 from trickscope_wire import AgentFinding
 
@@ -143,6 +152,7 @@ class Diagnoser:
         self._drop = drop_path.DropPathProbe(self._sites, incidents)
         self._eval_drop = eval_mode.EvalDropPathProbe(self._sites, incidents)
         self._batchnorm = batchnorm.BatchNormProbe(batchnorm.find(model), incidents)
+        self._train_mode = train_mode.TrainModeProbe(model)
         if self._sharded and (watcher := sharded.watcher_of(optimizer)) is not None:
             watcher.listeners.append(self._merged)
         self._discover(frame)
@@ -299,6 +309,7 @@ class Diagnoser:
                 smallest = self._batchnorm.take()
                 if smallest is not None:
                     meta.host.append((f"bn/batch_size/{smallest[0]}", float(smallest[1])))
+                meta.host.extend(self._train_mode.take())
             # Eval forwards happen between steps, due or not: read on the next checked step.
             for module, checked, changed in self._eval_drop.take():
                 if changed is None:

@@ -59,6 +59,9 @@ PITFALLS = [
     Pitfall("loss_divergence", frozenset({"loss-divergence", "nonfinite-loss"}), "loss"),
     Pitfall("gradients_not_zeroed", frozenset({"gradients-not-zeroed"}), "gradients-not-zeroed",
             steps=(1, 1), severities=frozenset({"error"})),
+    # Eval mode from the second epoch (step 40); the first due step after it is 40.
+    Pitfall("training_in_eval_mode", frozenset({"training-in-eval-mode"}), "train-mode",
+            steps=(40, 50)),
     Pitfall("ema_stale_batchnorm", frozenset({"ema-stale-batchnorm"}), "ema"),
     Pitfall("weight_decay_too_strong", frozenset({"weight-decay-too-strong"}),
             "weight-decay-strength"),

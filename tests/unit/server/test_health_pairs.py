@@ -136,6 +136,19 @@ def _cleared() -> Run:
     return healthy_run().add("grad/carried_over", np.zeros(STEPS))
 
 
+def _in_training_mode() -> Run:
+    """Dropout and BatchNorm in training mode on every due step."""
+    steps = np.arange(0, STEPS, 10)
+    run = healthy_run()
+    run.add("mode/dropout_training", np.ones(steps.size), steps)
+    return run.add("mode/batchnorm_training", np.ones(steps.size), steps)
+
+
+def _left_in_eval(run: Run) -> None:
+    for kind in ("dropout", "batchnorm"):
+        run.values(f"mode/{kind}_training")[20:] = 0.0  # model.eval() at step 200, for good
+
+
 def _stepped_warmup(run: Run) -> None:
     levels = np.repeat([1e-4, 3e-4, 6e-4, 1e-3], 25)
     run.values("lr/group0")[:] = np.concatenate([levels, np.full(STEPS - 100, 1e-3)])
@@ -221,6 +234,11 @@ PAIRS: dict[str, tuple[Callable[[], Run], Callable[[], Run], str]] = {
         _cleared,
         _with(_cleared, _set("grad/carried_over", slice(1, None), 1.0)),
         "gradients-not-zeroed",
+    ),
+    "train-mode": (
+        _in_training_mode,
+        _with(_in_training_mode, _left_in_eval),
+        "training-in-eval-mode",
     ),
     "accumulation": (
         _accumulating,
