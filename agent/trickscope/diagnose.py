@@ -172,9 +172,14 @@ class Diagnoser:
         self._drop.close()
         self._eval_drop.close()
         self._batchnorm.close()
+        self._train_mode.close()
         try:
             self._drain()
             self._read_eval_at_close()
+            forwards = self._train_mode.take_forwards()  # an evaluation after the last step
+            if forwards is not None:
+                step = self._next - 1 if self._next > self._start else self._start
+                self._emit_host(step, [("mode/nograd_training_forwards", forwards)])
         except Exception as exc:
             self._incidents.error("diagnosis close", exc)
 

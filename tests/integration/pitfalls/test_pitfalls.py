@@ -62,6 +62,9 @@ PITFALLS = [
     # Eval mode from the second epoch (step 40); the first due step after it is 40.
     Pitfall("training_in_eval_mode", frozenset({"training-in-eval-mode"}), "train-mode",
             steps=(40, 50)),
+    # The first evaluation follows step 39; the next due step reads it (40).
+    Pitfall("evaluation_in_train_mode", frozenset({"evaluation-in-train-mode"}), "eval-mode",
+            steps=(39, 40)),
     Pitfall("ema_stale_batchnorm", frozenset({"ema-stale-batchnorm"}), "ema"),
     Pitfall("weight_decay_too_strong", frozenset({"weight-decay-too-strong"}),
             "weight-decay-strength"),

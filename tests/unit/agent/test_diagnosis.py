@@ -163,6 +163,36 @@ def test_gradients_carried_into_the_next_step_are_told_from_cleared_ones(
     assert carried == {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0, 6: 1.0, 7: 1.0, 8: 1.0}
 
 
+def test_modes_at_the_step_and_evaluations_in_training_mode_are_counted(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """Dropout's mode at each due step; forwards under no_grad in training mode, counted
+    between due steps and, after the last step, at close."""
+    model = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.1), nn.Linear(8, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(8, 6), torch.randint(0, 4, (8,))
+    with trickscope.init(project="p", url=capture.url, **settings) as run:
+        run.watch(model, optimizer, every=2)
+        for step in range(4):
+            if step == 3:
+                model.eval()  # left there: step 3 trains in eval mode (not due)
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            with torch.no_grad():
+                model(x)  # an evaluation in whatever mode the model is in
+        model.train()
+        with torch.no_grad():
+            model(x)
+            model(x)  # after the last step: read at close
+    assert run.incidents.errors == 0, run.incidents.by_kind
+    points = capture.captured.points()
+    assert points["mode/dropout_training"] == {0: 1.0, 2: 1.0}
+    # Step 0's pre-hook sees none, step 2's those after steps 0 and 1; close sees the one after
+    # step 2 and the two after train() (the one after step 3 ran in eval mode).
+    assert points["mode/nograd_training_forwards"] == {0: 0.0, 2: 2.0, 3: 3.0}
+
+
 def test_preclip_norm_matches_what_clip_grad_norm_returns(
     capture: Any, settings: dict[str, Any]
 ) -> None:

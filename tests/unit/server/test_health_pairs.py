@@ -144,6 +144,12 @@ def _in_training_mode() -> Run:
     return run.add("mode/batchnorm_training", np.ones(steps.size), steps)
 
 
+def _evaluated_in_eval_mode() -> Run:
+    """No forward without gradients in training mode between any two due steps."""
+    steps = np.arange(0, STEPS, 10)
+    return healthy_run().add("mode/nograd_training_forwards", np.zeros(steps.size), steps)
+
+
 def _left_in_eval(run: Run) -> None:
     for kind in ("dropout", "batchnorm"):
         run.values(f"mode/{kind}_training")[20:] = 0.0  # model.eval() at step 200, for good
@@ -239,6 +245,11 @@ PAIRS: dict[str, tuple[Callable[[], Run], Callable[[], Run], str]] = {
         _in_training_mode,
         _with(_in_training_mode, _left_in_eval),
         "training-in-eval-mode",
+    ),
+    "eval-mode": (
+        _evaluated_in_eval_mode,
+        _with(_evaluated_in_eval_mode, _set("mode/nograd_training_forwards", 10, 8.0)),
+        "evaluation-in-train-mode",
     ),
     "accumulation": (
         _accumulating,

@@ -1,10 +1,12 @@
-"""Training steps taken with the model in eval mode.
+"""Training steps taken with the model in eval mode, and evaluations run in training mode.
 
 Dropout and DropPath do nothing in eval mode and BatchNorm normalises with frozen running
 statistics. ``model.eval()`` for an evaluation without ``model.train()`` after it leaves the rest
 of the run training that way; the agent reads the modules' ``training`` flags on due steps.
 Frozen BatchNorm from the first step is a fine-tuning recipe, not a mistake; dropout switched
-off from the first step is not.
+off from the first step is not. The other way round, forwards without gradients (an evaluation)
+with the model in training mode score a dropped-out model and feed the evaluation batches into
+BatchNorm's running statistics.
 """
 
 from __future__ import annotations
@@ -68,5 +70,32 @@ def train_mode(view: RunView) -> Iterable[Finding]:
             remedy="Call model.train() before the training steps (after every evaluation).",
             step=step,
             kinds=sorted(k for k, v in found.items() if v is not None),
+        )
+    ]
+
+
+@rule("eval-mode", "Evaluations run in eval mode")
+def eval_mode(view: RunView) -> Iterable[Finding]:
+    """Forwards without gradients while the model (with dropout or BatchNorm) is in training
+    mode: ``torch.no_grad()`` without ``model.eval()``."""
+    steps, counts = read_finite(view, "mode/nograd_training_forwards")
+    if not counts.size:
+        raise NotApplicable("the model has no dropout, DropPath or BatchNorm modules")
+    hits = np.flatnonzero(counts > 0)
+    if not hits.size:
+        return []
+    step = int(steps[hits[0]])
+    return [
+        finding(
+            "evaluation-in-train-mode",
+            "warning",
+            f"The model ran without gradients in training mode ({int(counts.sum())} forwards)",
+            why="A forward under torch.no_grad() is an evaluation, but the model was in training "
+            f"mode (first seen by step {step}): dropout and DropPath still drop, so the scores "
+            "are of a noisier model, and BatchNorm normalises each evaluation batch by itself "
+            "and adds it to its running statistics.",
+            remedy="Call model.eval() before evaluating and model.train() after.",
+            step=step,
+            forwards=int(counts.sum()),
         )
     ]
