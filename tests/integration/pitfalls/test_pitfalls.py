@@ -65,6 +65,7 @@ PITFALLS = [
     # The first evaluation follows step 39; the next due step reads it (40).
     Pitfall("evaluation_in_train_mode", frozenset({"evaluation-in-train-mode"}), "eval-mode",
             steps=(39, 40)),
+    Pitfall("lr_far_too_low", frozenset({"loss-stalled"}), "loss"),
     Pitfall("ema_stale_batchnorm", frozenset({"ema-stale-batchnorm"}), "ema"),
     Pitfall("weight_decay_too_strong", frozenset({"weight-decay-too-strong"}),
             "weight-decay-strength"),

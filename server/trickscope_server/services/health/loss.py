@@ -31,7 +31,7 @@ NOISE_RISES = 5.0  # ... and by this many noise units (robust step-to-step sprea
 RELATIVE_RISE = 0.05  # ... and by this share of the best level's magnitude
 MIN_SAMPLES = 10
 STALL_SAMPLES = 50  # a loss is judged as stalled only over at least this many samples ...
-STALL_FALL = 0.01  # ... ending less than this share of its start below its first samples
+STALL_FALL = 0.01  # ... ending less than this share of its start (or its noise) below it
 
 
 def noise(values: NDArray[np.float64]) -> float:
@@ -133,7 +133,8 @@ def _stalled(name: str, steps: NDArray[np.int64], values: NDArray[np.float64]) -
     start = min(float(values[0]), float(np.median(values[: max(3, values.size // 50)])))
     tail_start = int(np.searchsorted(steps, steps[0] + (1 - TAIL) * (steps[-1] - steps[0])))
     end = float(np.median(values[tail_start:]))
-    if start - end > STALL_FALL * abs(start):
+    # A fall smaller than one batch-to-batch wobble is no fall: a minibatch loss is noisy.
+    if start - end > max(STALL_FALL * abs(start), noise(values)):
         return None
     return finding(
         "loss-stalled",
