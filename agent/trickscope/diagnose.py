@@ -70,7 +70,7 @@ class _Meta:
     sentinels: int = 0  # then befores, then afters
     weights: list[int] = field(default_factory=list)  # param indices of the weight norms
     grads: list[int] = field(default_factory=list)  # param indices of the gradient norms
-    loss_scale: bool = False  # [scale, residual]
+    loss_scale: bool = False  # [scale, residual, probabilities]
     drop_path: list[str] = field(default_factory=list)  # blocks, three counts each
     eval_drop: list[tuple[str, int]] = field(default_factory=list)  # module, forwards: one count
     carried: bool = False  # last, a gradient's norm carried over from the previous step
@@ -420,12 +420,13 @@ class Diagnoser:
                     while len(self._coefficients) > COEFFICIENTS:
                         del self._coefficients[next(iter(self._coefficients))]
         if meta.loss_scale:
-            value, residual = values[at], values[at + 1]
-            at += 2
+            value, residual, probabilities = values[at : at + 3]
+            at += 3
             if scale:
                 value /= scale  # the logits' gradient carried the AMP scale
             if residual < loss_scale.RESIDUAL and value > 0 and math.isfinite(value):
                 host.append(("accum/loss_scale", value))
+                host.append(("loss/softmax_inputs", probabilities))
         for block in meta.drop_path:
             dropped, unresidual, samples = values[at : at + 3]
             at += 3

@@ -66,6 +66,8 @@ PITFALLS = [
     Pitfall("evaluation_in_train_mode", frozenset({"evaluation-in-train-mode"}), "eval-mode",
             steps=(39, 40)),
     Pitfall("lr_far_too_low", frozenset({"loss-stalled"}), "loss"),
+    Pitfall("softmax_twice", frozenset({"cross-entropy-on-probabilities"}), "softmax-twice",
+            severities=frozenset({"error"})),
     Pitfall("ema_stale_batchnorm", frozenset({"ema-stale-batchnorm"}), "ema"),
     Pitfall("weight_decay_too_strong", frozenset({"weight-decay-too-strong"}),
             "weight-decay-strength"),

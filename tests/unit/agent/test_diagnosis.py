@@ -294,8 +294,19 @@ def test_scale_of_recovers_the_reduction_of_cross_entropy() -> None:
     logits = torch.randn(32, 10, requires_grad=True)
     target = torch.randint(0, 10, (32,))
     nn.functional.cross_entropy(logits, target, reduction="sum").backward()
-    value, residual = loss_scale.scale_of(logits, logits.grad).tolist()  # type: ignore[arg-type]
-    assert value == pytest.approx(32.0, rel=1e-4) and residual < 1e-5
+    value, residual, probabilities = loss_scale.scale_of(logits, logits.grad).tolist()  # type: ignore[arg-type]
+    assert value == pytest.approx(32.0, rel=1e-4) and residual < 1e-5 and probabilities == 0
+
+
+def test_cross_entropy_over_softmax_outputs_is_told_from_cross_entropy_over_logits() -> None:
+    target = torch.randint(0, 10, (32,))
+    probabilities = torch.softmax(torch.randn(32, 10), 1).requires_grad_()
+    nn.functional.cross_entropy(probabilities, target).backward()  # a second softmax inside
+    value, residual, twice = loss_scale.scale_of(probabilities, probabilities.grad).tolist()  # type: ignore[arg-type]
+    assert residual < loss_scale.RESIDUAL and twice == 1.0
+    positive = (torch.rand(32, 10) + 0.1).requires_grad_()  # non-negative logits, rows ≠ 1
+    nn.functional.cross_entropy(positive, target).backward()
+    assert loss_scale.scale_of(positive, positive.grad)[2] == 0.0  # type: ignore[arg-type]
 
 
 class Block(nn.Module):

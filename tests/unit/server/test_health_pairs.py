@@ -150,6 +150,12 @@ def _evaluated_in_eval_mode() -> Run:
     return healthy_run().add("mode/nograd_training_forwards", np.zeros(steps.size), steps)
 
 
+def _logits_into_cross_entropy() -> Run:
+    """A softmax cross-entropy measured over the output on every due step, given logits."""
+    steps = np.arange(0, STEPS, 10)
+    return healthy_run().add("loss/softmax_inputs", np.zeros(steps.size), steps)
+
+
 def _left_in_eval(run: Run) -> None:
     for kind in ("dropout", "batchnorm"):
         run.values(f"mode/{kind}_training")[20:] = 0.0  # model.eval() at step 200, for good
@@ -250,6 +256,11 @@ PAIRS: dict[str, tuple[Callable[[], Run], Callable[[], Run], str]] = {
         _evaluated_in_eval_mode,
         _with(_evaluated_in_eval_mode, _set("mode/nograd_training_forwards", 10, 8.0)),
         "evaluation-in-train-mode",
+    ),
+    "softmax-twice": (
+        _logits_into_cross_entropy,
+        _with(_logits_into_cross_entropy, _set("loss/softmax_inputs", slice(None), 1.0)),
+        "cross-entropy-on-probabilities",
     ),
     "accumulation": (
         _accumulating,

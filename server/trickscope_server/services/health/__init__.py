@@ -27,6 +27,7 @@ from trickscope_server.services.health import (  # noqa: F401 - imported to regi
     drop_path_eval,
     batchnorm,
     train_mode,
+    softmax_twice,
     distributed,
 )
 
