@@ -157,6 +157,14 @@ def ensure_series(
         ids, unique = cache[0].lookup(run_id, cache[1], names)
     else:
         ids, unique = {}, list(dict.fromkeys(names))
+    if unique and session.get_bind().dialect.name == "postgresql":
+        # One statement creates the missing and reads the existing; a name another transaction
+        # created meanwhile is in neither (its row is newer than the statement's snapshot) and
+        # is read below.
+        values = {"run": run_id, "names": unique}
+        rows = session.connection().exec_driver_sql(_PG_ENSURE_SERIES, values)
+        ids.update({str(name): int(sid) for name, sid in rows})
+        unique = [name for name in unique if name not in ids]
     for start in range(0, len(unique), IN_CHUNK):
         part = unique[start : start + IN_CHUNK]
         found = session.execute(
@@ -178,6 +186,18 @@ def ensure_series(
             )
             ids.update({name: sid for name, sid in created})
     return ids
+
+
+_PG_ENSURE_SERIES = """
+WITH wanted AS (SELECT unnest(%(names)b::text[]) AS name),
+created AS (
+    INSERT INTO series (run_id, name, count) SELECT %(run)s, name, 0 FROM wanted
+    ON CONFLICT DO NOTHING RETURNING name, id
+)
+SELECT name, id FROM created
+UNION ALL
+SELECT s.name, s.id FROM series AS s JOIN wanted AS w ON s.name = w.name WHERE s.run_id = %(run)s
+"""
 
 
 def get_series(session: Session, *, run_id: str, name: str) -> SeriesRow | None:
