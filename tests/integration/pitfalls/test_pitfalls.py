@@ -68,6 +68,8 @@ PITFALLS = [
     Pitfall("lr_far_too_low", frozenset({"loss-stalled"}), "loss"),
     Pitfall("softmax_twice", frozenset({"cross-entropy-on-probabilities"}), "softmax-twice",
             severities=frozenset({"error"})),
+    Pitfall("init_too_large", frozenset({"init-too-large"}), "init-scale",
+            named("0.weight", "2.weight", "4.weight", "6.weight"), steps=(0, 0)),
     Pitfall("ema_stale_batchnorm", frozenset({"ema-stale-batchnorm"}), "ema"),
     Pitfall("weight_decay_too_strong", frozenset({"weight-decay-too-strong"}),
             "weight-decay-strength"),

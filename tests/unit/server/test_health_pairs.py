@@ -156,6 +156,20 @@ def _logits_into_cross_entropy() -> Run:
     return healthy_run().add("loss/softmax_inputs", np.zeros(steps.size), steps)
 
 
+def _initialised() -> Run:
+    """A conv kernel and a linear layer at He and PyTorch-default scales (gain √2 and 0.58)."""
+    run = healthy_run()
+    shapes = {"conv.weight": ([16, 3, 3, 3], "Conv2d", 27), "head.weight": ([10, 64], "Linear", 64)}
+    gains = {"conv.weight": 2**0.5, "head.weight": 0.58}
+    for param in run.setup["params"]:
+        if param["name"] in shapes:
+            param["shape"], param["module"], fan_in = shapes[param["name"]]
+            run.add(
+                f"weight_std/{param['name']}", np.full(STEPS, gains[param["name"]] / fan_in**0.5)
+            )
+    return run
+
+
 def _left_in_eval(run: Run) -> None:
     for kind in ("dropout", "batchnorm"):
         run.values(f"mode/{kind}_training")[20:] = 0.0  # model.eval() at step 200, for good
@@ -261,6 +275,11 @@ PAIRS: dict[str, tuple[Callable[[], Run], Callable[[], Run], str]] = {
         _logits_into_cross_entropy,
         _with(_logits_into_cross_entropy, _set("loss/softmax_inputs", slice(None), 1.0)),
         "cross-entropy-on-probabilities",
+    ),
+    "init-scale": (
+        _initialised,
+        _with(_initialised, _set("weight_std/head.weight", slice(None), 1.0)),
+        "init-too-large",
     ),
     "accumulation": (
         _accumulating,

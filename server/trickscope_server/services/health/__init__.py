@@ -28,6 +28,7 @@ from trickscope_server.services.health import (  # noqa: F401 - imported to regi
     batchnorm,
     train_mode,
     softmax_twice,
+    init_scale,
     distributed,
 )
 
