@@ -57,6 +57,14 @@ def test_clipping_on_every_step_is_measured_and_named() -> None:
     assert "0.01" in found.detail
 
 
+def test_clipping_always_under_a_grad_scaler_says_to_unscale_first() -> None:
+    run = healthy_run()
+    run.values("clip/observed")[:] = 1.0
+    assert "unscale_" not in check(run, "clipping-always")[0].remedy
+    run.setup["scaler"] = {"class": "GradScaler", "enabled": True}
+    assert "scaler.unscale_(optimizer) before" in check(run, "clipping-always")[0].remedy
+
+
 def test_clipping_is_inferred_from_a_pinned_total_norm() -> None:
     run = healthy_run()
     del run.columns["clip/observed"]

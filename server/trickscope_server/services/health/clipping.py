@@ -26,6 +26,18 @@ FAR_BELOW = 5.0  # a typical pre-clip norm this many times the threshold: far to
 _REMEDY = "Raise the threshold to around the median pre-clip norm, so it catches outliers only."
 
 
+def _remedy(view: RunView) -> str:
+    """The remedy, with AMP's ordering first where a GradScaler scales the loss: gradients
+    clipped before ``scaler.unscale_`` are the scaled ones, clipped on every step."""
+    scaler = setup_doc.section(view, "scaler")
+    if scaler and scaler.get("enabled") is not False:
+        return (
+            "With a GradScaler, call scaler.unscale_(optimizer) before clip_grad_norm_: "
+            "clipping the scaled gradients clips on every step. Otherwise: " + _REMEDY
+        )
+    return _REMEDY
+
+
 def _measured(view: RunView) -> tuple[str, float] | None:
     for name in ("clip/observed", "clip/clipped"):
         if name in view.summaries:
@@ -73,7 +85,7 @@ def clipping(view: RunView) -> Iterable[Finding]:
                 f"Gradients are clipped on {100 * share:.0f}% of recent steps",
                 why=f"The clipping threshold{at} is below the typical gradient norm, so it sets "
                 "the step size instead of catching outliers.",
-                remedy=_REMEDY,
+                remedy=_remedy(view),
                 step=view.summaries[name].last_step,
                 share=share,
                 series=name,
@@ -101,7 +113,7 @@ def clipping(view: RunView) -> Iterable[Finding]:
             why="A norm measured after clipping that never moves from one value is the clipping "
             "threshold: gradients are clipped on nearly every step, so the threshold sets the "
             "step size instead of catching outliers. Inferred from the norm, not measured.",
-            remedy=_REMEDY,
+            remedy=_remedy(view),
             step=view.summaries["grad_norm/total"].last_step,
             share=share,
             pinned_norm=median,
