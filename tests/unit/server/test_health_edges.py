@@ -22,6 +22,19 @@ def test_two_micro_batches_with_an_undivided_loss_are_reported() -> None:
     assert skipped(run, "accumulation") == "one backward pass per optimizer step: no accumulation"
 
 
+def test_accumulation_declared_in_the_config_but_one_pass_per_step_is_not_applied() -> None:
+    run = healthy_run()
+    run.config = {"trainer": {"gradient_accumulation_steps": 4}}  # nested, as integrations do
+    (found,) = check(run, "accumulation")
+    assert (found.check, found.evidence["declared"]) == ("accumulation-not-applied", 4)
+    run.config = {"accum_steps": 1}
+    assert skipped(run, "accumulation") == "one backward pass per optimizer step: no accumulation"
+    run.config = {"accum_steps": 4}
+    run.values("accum/backward_passes")[:] = 4.0  # applied: judged as accumulation
+    run.add("accum/loss_scale", np.full(400, 0.25))
+    assert check(run, "accumulation") == []
+
+
 def test_malformed_stored_agent_findings_are_dropped() -> None:
     run = healthy_run()
     good = {"check": "nonfinite-weight", "severity": "error", "title": "t", "why": "w",

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from trickscope_server.services.health import setup_doc
 from trickscope_server.services.health.model import Finding, NotApplicable, RunView, finding, rule
 from trickscope_server.services.health.series import read_finite
 
@@ -31,6 +32,24 @@ def accumulation(view: RunView) -> Iterable[Finding]:
         raise NotApplicable("backward passes per optimizer step were not measured")
     n = float(np.median(passes))
     if n <= 1 and passes.max() <= 1:
+        declared = setup_doc.declared_accumulation(view)
+        if declared is not None and declared > 1:
+            return [
+                finding(
+                    "accumulation-not-applied",
+                    "warning",
+                    f"The config accumulates {declared} micro-batches, but every step has one",
+                    why=f"It declares {declared} micro-batches per optimizer step, yet each step "
+                    "followed a single backward pass: the optimizer steps on every micro-batch, "
+                    f"with a batch {declared}× smaller (and, if the loss is divided by "
+                    f"{declared}, a learning rate {declared}× smaller) than planned.",
+                    remedy=f"Call optimizer.step() and zero_grad() once every {declared} "
+                    "backward passes, or set the accumulation to 1.",
+                    step=int(pass_steps[0]),
+                    declared=declared,
+                    backward_passes=n,
+                )
+            ]
         raise NotApplicable("one backward pass per optimizer step: no accumulation")
     _, scales = read_finite(view, "accum/loss_scale")
     scales = scales[scales > 0]

@@ -15,6 +15,16 @@ from trickscope_server.services.health.model import RunView
 from trickscope_server.services.health.series import last
 
 _PLANNED_KEYS = ("total_steps", "max_steps", "max_iters", "planned_steps", "num_steps")
+# Lightning's, Hugging Face's and the usual hand-written names for micro-batches per step.
+_ACCUMULATION_KEYS = (
+    "accumulate_grad_batches",
+    "gradient_accumulation_steps",
+    "grad_accum_steps",
+    "grad_accum",
+    "accum_steps",
+    "accumulation_steps",
+    "accumulation",
+)
 
 
 def number(value: Any) -> float | None:
@@ -101,3 +111,21 @@ def planned_steps(view: RunView) -> int | None:
             (p for key in _PLANNED_KEYS if (p := number(view.config.get(key))) is not None), None
         )
     return int(planned) if planned is not None and planned > 0 else None
+
+
+def declared_accumulation(view: RunView) -> int | None:
+    """Micro-batches per optimizer step as the config declares them (looked for up to three
+    levels deep: integrations nest their settings), or None."""
+
+    def find(config: Mapping[str, Any], depth: int) -> int | None:
+        for key in _ACCUMULATION_KEYS:
+            value = number(config.get(key))
+            if value is not None and value >= 1 and value == int(value):
+                return int(value)
+        if depth < 3:
+            for value in config.values():
+                if isinstance(value, Mapping) and (found := find(value, depth + 1)) is not None:
+                    return found
+        return None
+
+    return find(view.config, 1) if isinstance(view.config, Mapping) else None
