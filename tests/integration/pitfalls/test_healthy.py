@@ -12,7 +12,7 @@ from tests.integration.pitfalls._health import check_list_is_well_formed, explai
 # The checks each recipe gives something to check: they must have run, not been skipped.
 HEALTHY: list[tuple[str, dict[str, Any], set[str]]] = [
     ("healthy_vit", {}, {"warmup", "ema", "drop-path", "decay-on-norm-bias", "clipping-always",
-                         "exploding-gradient", "nonfinite"}),
+                         "exploding-gradient", "nonfinite", "drop-path-eval"}),
     ("healthy_mlp", {}, {"accumulation", "clipping-always", "decay-on-norm-bias", "nonfinite"}),
     ("healthy_gpt", {}, {"warmup", "clipping-always", "decay-on-norm-bias", "nonfinite"}),
 ]  # fmt: skip
@@ -39,7 +39,8 @@ def test_healthy_recipe_raises_nothing(
 def test_demo_raises_nothing(pitfall_server: LiveServer, optimizer: str) -> None:
     """The demo's own recipe, at its default length (its EMA horizon needs the run's length)."""
     run_id = train(pitfall_server, "healthy_demo", optimizer=optimizer)
-    must_run = {"warmup", "ema", "drop-path", "accumulation", "clipping-always", "nonfinite"}
+    must_run = {"warmup", "ema", "drop-path", "accumulation", "clipping-always", "nonfinite",
+                "drop-path-eval", "batchnorm"}  # fmt: skip
     if optimizer == "sgd":
         must_run.discard("warmup")  # Adam's second moment: nothing to warm up for SGD
     assert_healthy(pitfall_server, run_id, must_run)
