@@ -29,8 +29,7 @@ class DemoConfig:
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.99)
     eps: float = 1e-8
-    weight_decay: float = 0.05  # AdamW's decoupled decay
-    sgd_weight_decay: float = 5e-4  # SGD's L2 term: it rides in the momentum, ten times stronger
+    weight_decay: float = 0.05
     warmup_steps: int = 40
     min_lr: float = 1e-5
     clip_norm: float = 5.0
@@ -116,8 +115,7 @@ def train(run: trickscope.Run, config: DemoConfig) -> dict[str, float]:
     total_steps = config.epochs * steps_per_epoch
 
     # 1. Weight decay, decoupled (AdamW) or coupled (SGD), never on biases or norm gains.
-    decay = config.sgd_weight_decay if config.optimizer == "sgd" else config.weight_decay
-    groups = tricks.param_groups_weight_decay(model, decay)
+    groups = tricks.param_groups_weight_decay(model, config.weight_decay)
     # 5./6. SGD momentum (Nesterov) or AdamW betas and eps, reporting their hyperparameters.
     if config.optimizer == "sgd":
         optimizer = tricks.build_optimizer(

@@ -129,6 +129,7 @@ def _coupled(run: Run) -> None:
 
 def _strong_decay(run: Run) -> None:
     run.setup["optimizer"]["groups"][0]["weight_decay"] = 50.0  # lr 1e-3: 5 % a step
+    run.values("weight_norm/head.weight")[:] = np.geomspace(1.0, 0.05, STEPS)  # and it shows
 
 
 def _cleared() -> Run:

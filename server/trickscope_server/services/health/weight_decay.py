@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from trickscope_server.services.health import setup_doc
 from trickscope_server.services.health.model import Finding, NotApplicable, RunView, finding, rule
 from trickscope_server.services.health.series import read_finite
@@ -22,6 +24,11 @@ SMALL_COUPLED_DECAY = 1e-3  # SGD-style L2 this small barely moves norm gains or
 # A shrink above this share per step forgets the weights within 200 steps: ten times stronger
 # than the strong end of common recipes (AdamW lr 1e-3 with λ 0.3, SGD lr 0.4 with λ 5e-4).
 STRONG_SHRINK = 5e-3
+# ... and it did: the free weights (not followed by a normalisation) ended below this share of
+# their first norm. A weight a normalisation follows is scale-invariant: decay only raises its
+# effective learning rate (van Laarhoven 2017, https://arxiv.org/abs/1706.05350), so its shrinking
+# is no harm.
+COLLAPSED = 0.5
 
 
 def _decayed_groups(view: RunView) -> dict[int, Mapping[str, Any]]:
@@ -148,9 +155,37 @@ def _shrink_per_step(group: Mapping[str, Any], lr: float, decay: float) -> float
     return None  # Adam's coupled L2 is divided by √v̂: no fixed shrink (adam-coupled-l2)
 
 
+def _free_weights(view: RunView, groups: set[int]) -> list[str]:
+    """Weight matrices in ``groups`` whose next module (in declaration order) is not a
+    normalisation: their scale is their output's scale."""
+    params = [p for p in setup_doc.params(view) if isinstance(p.get("name"), str)]
+    found = []
+    for i, param in enumerate(params):
+        if param.get("kind") != "weight" or param.get("group") not in groups:
+            continue
+        module = str(param["name"]).rpartition(".")[0]
+        following = next(
+            (p for p in params[i + 1 :] if str(p["name"]).rpartition(".")[0] != module), None
+        )
+        if following is None or following.get("kind") != "norm":
+            found.append(str(param["name"]))
+    return found
+
+
+def _shrunk(view: RunView, layers: list[str]) -> float | None:
+    """The median, over ``layers`` with a weight norm, of last norm / first norm."""
+    ratios = []
+    for layer in layers:
+        _, norms = read_finite(view, f"weight_norm/{layer}")
+        if norms.size >= 2 and norms[0] > 0:
+            ratios.append(float(norms[-1] / norms[0]))
+    return float(np.median(ratios)) if ratios else None
+
+
 @rule("weight-decay-strength", "Weight decay strong enough to erase the weights")
 def weight_decay_strength(view: RunView) -> Iterable[Finding]:
-    """Param groups whose decay shrinks the weights by more than STRONG_SHRINK per step."""
+    """Param groups whose decay shrinks the weights by more than STRONG_SHRINK per step, where
+    their free weights (no normalisation after them) did shrink below COLLAPSED of their start."""
     if not setup_doc.groups(view):
         raise NotApplicable("no setup with param groups was declared")
     if setup_doc.family(view) == "adam" and all(
@@ -166,6 +201,10 @@ def weight_decay_strength(view: RunView) -> Iterable[Finding]:
     if not strong:
         return []
     shrink, index, decay, lr = max(strong)
+    free = _free_weights(view, {g for _, g, _, _ in strong})
+    ratio = _shrunk(view, free)
+    if ratio is None or ratio >= COLLAPSED:
+        return []  # normalised weights only, or free ones that held their size
     horizon = 1 / shrink
     return [
         finding(
@@ -173,9 +212,10 @@ def weight_decay_strength(view: RunView) -> Iterable[Finding]:
             "warning",
             f"Weight decay {decay:g} at LR {lr:g} shrinks param group {index}'s weights by "
             f"{100 * shrink:.2g} % a step",
-            why=f"Without gradients the weights would fall to 1/e in {horizon:.0f} steps, so the "
-            "model forgets what it learned that fast: the decay, not the data, sets the weights' "
-            "size, and training stalls at a high loss.",
+            why=f"Without gradients the weights would fall to 1/e in {horizon:.0f} steps, and the "
+            f"weights no normalisation follows did fall, to {100 * ratio:.0f} % of their first "
+            "norm (median): the decay, not the data, sets their size, and the model forgets "
+            "what it learned that fast.",
             remedy="Use a weight decay in the usual range (AdamW 0.01–0.1, SGD 1e-5–5e-4), "
             "keeping lr·weight_decay far below 1e-3 per step.",
             group=index,
@@ -184,5 +224,7 @@ def weight_decay_strength(view: RunView) -> Iterable[Finding]:
             lr=lr,
             shrink_per_step=shrink,
             horizon_steps=horizon,
+            free_weight_norm_ratio=ratio,
+            free_weights=free[:20],
         )
     ]
