@@ -356,6 +356,7 @@ def test_wrapped_models_report_under_the_names_of_the_module_inside(
         for layer in layers
     } | {stats.TOTAL_GRAD_NORM} | {  # the default diagnosis, named alike
         "accum/backward_passes",
+        "grad/carried_over",
         "clip/observed",
         "grad_norm/total_preclip",
         "grad_dead_units/0.weight",
