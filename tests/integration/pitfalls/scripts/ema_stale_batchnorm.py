@@ -8,11 +8,11 @@ import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import trickscope
-from tests.integration.pitfalls.scripts._data import batches, blobs
+from tests.integration.pitfalls.scripts._data import blobs
+from tests.integration.pitfalls.scripts._loop import train_plain
 
 STEPS = 150
 DECAY = 0.95
@@ -25,21 +25,15 @@ def train(url: str, **kw: Any) -> str:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model_ema = copy.deepcopy(model)
     initial = model_ema[1].running_var.clone()
-    with trickscope.init(project="pitfalls", name="ema-stale-batchnorm", url=url, **kw) as run:
-        run.watch(model, optimizer)
-        data = batches(x, y, 64)
-        for step in range(STEPS):
-            xb, yb = next(data)
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():  # the pitfall: parameters() only, no buffers()
-                for averaged, live in zip(model_ema.parameters(), model.parameters(), strict=True):
-                    averaged.lerp_(live, 1 - DECAY)
-            run.log({"loss": loss.detach()}, step=step)
+
+    def average(step: int, run: trickscope.Run) -> None:
+        with torch.no_grad():  # the pitfall: parameters() only, no buffers()
+            for averaged, live in zip(model_ema.parameters(), model.parameters(), strict=True):
+                averaged.lerp_(live, 1 - DECAY)
+
+    run_id = train_plain("ema-stale-batchnorm", model, optimizer, x, y, STEPS, url, average, **kw)
 
     # The pitfall, in plain torch: the copy's statistics never moved, the model's did.
     assert torch.equal(model_ema[1].running_var, initial)
     assert not torch.equal(model[1].running_var, initial)
-    return run.id
+    return run_id

@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-import trickscope
-from tests.integration.pitfalls.scripts._data import batches, blobs
+from tests.integration.pitfalls.scripts._data import blobs
+from tests.integration.pitfalls.scripts._loop import train_plain
 
 STEPS = 300
 
@@ -24,19 +23,12 @@ def train(url: str, **kw: Any) -> str:
     model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
-    with trickscope.init(project="pitfalls", name="lr-decayed-to-zero", url=url, **kw) as run:
-        run.watch(model, optimizer)
-        data = batches(x, y, 64)
-        for step in range(STEPS):
-            xb, yb = next(data)
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()  # the pitfall: per step, with a per-epoch gamma
-            run.log({"loss": loss.detach()}, step=step)
+    # The pitfall: stepped per step, with a per-epoch gamma.
+    run_id = train_plain(
+        "lr-decayed-to-zero", model, optimizer, x, y, STEPS, url, lambda *_: scheduler.step(), **kw
+    )
 
     # The pitfall, in plain torch: the LR is positive but negligible for most of the run.
     lr = optimizer.param_groups[0]["lr"]
     assert 0 < lr < 1e-12
-    return run.id
+    return run_id
