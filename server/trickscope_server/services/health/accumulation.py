@@ -15,7 +15,7 @@ import numpy as np
 
 from trickscope_server.services.health import setup_doc
 from trickscope_server.services.health.model import Finding, NotApplicable, RunView, finding, rule
-from trickscope_server.services.health.series import read_finite
+from trickscope_server.services.health.series import flagged, read_finite
 
 NORM_GROWTH_CORRELATION = 0.8  # log grad norm against log pass count, when the count varies
 NORM_GROWTH_SLOPE = (0.7, 1.3)  # ... with a slope near 1: the norm grows ∝ N
@@ -113,13 +113,15 @@ def _norm_growth(view: RunView, pass_steps: np.ndarray, passes: np.ndarray) -> f
 def gradients_not_zeroed(view: RunView) -> Iterable[Finding]:
     """The step's first backward finds the previous step's gradient still there on most steps:
     ``zero_grad`` is missing, so every step applies the sum of all gradients so far."""
-    steps, carried = read_finite(view, "grad/carried_over")
-    if carried.size < MIN_SAMPLES:
-        raise NotApplicable("whether gradients carry over between steps was not measured")
-    share = float(carried.mean())
-    if share < CARRIED_SHARE:
+    carried = flagged(
+        view,
+        "grad/carried_over",
+        MIN_SAMPLES,
+        "whether gradients carry over between steps was not measured",
+    )
+    if carried is None or carried[0] < CARRIED_SHARE:
         return []
-    first = int(steps[np.flatnonzero(carried > 0)[0]])
+    share, first = carried
     return [
         finding(
             "gradients-not-zeroed",

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from trickscope_server.services.health.model import RunView
+from trickscope_server.services.health.model import NotApplicable, RunView
 
 TAIL = 0.2  # the last fifth of a run is "at the end"
 WINDOW = 50  # samples of recent history for jumps and spikes
@@ -133,3 +133,13 @@ def loss_name(view: RunView) -> str | None:
     """The training loss series, or the first loss-like series."""
     names = loss_names(view)
     return names[0] if names else None
+
+
+def flagged(view: RunView, name: str, min_samples: int, reason: str) -> tuple[float, int] | None:
+    """(share of samples above 0, first such step) of a 0/1 flag series, None when none is set;
+    raises NotApplicable with ``reason`` when it has fewer than ``min_samples`` samples."""
+    steps, flags = read_finite(view, name)
+    if flags.size < min_samples:
+        raise NotApplicable(reason)
+    set_at = np.flatnonzero(flags > 0)
+    return (float(set_at.size / flags.size), int(steps[set_at[0]])) if set_at.size else None

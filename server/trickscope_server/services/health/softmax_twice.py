@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
-
-from trickscope_server.services.health.model import Finding, NotApplicable, RunView, finding, rule
-from trickscope_server.services.health.series import read_finite
+from trickscope_server.services.health.model import Finding, RunView, finding, rule
+from trickscope_server.services.health.series import flagged
 
 PROBABILITY_SHARE = 0.5  # the output was probabilities on at least this share of samples
 
@@ -23,13 +21,15 @@ PROBABILITY_SHARE = 0.5  # the output was probabilities on at least this share o
 def softmax_twice(view: RunView) -> Iterable[Finding]:
     """The model's output rows were probabilities on most due steps where its loss was measured
     as a softmax cross-entropy."""
-    steps, flags = read_finite(view, "loss/softmax_inputs")
-    if not flags.size:
-        raise NotApplicable("no softmax cross-entropy over the model's output was measured")
-    share = float(flags.mean())
-    if share < PROBABILITY_SHARE:
+    probabilities = flagged(
+        view,
+        "loss/softmax_inputs",
+        1,
+        "no softmax cross-entropy over the model's output was measured",
+    )
+    if probabilities is None or probabilities[0] < PROBABILITY_SHARE:
         return []
-    first = int(steps[np.flatnonzero(flags > 0)[0]])
+    share, first = probabilities
     return [
         finding(
             "cross-entropy-on-probabilities",
