@@ -1,6 +1,7 @@
 """The agent's benchmarks run end to end here: bench/gpu_check.py in its CPU smoke mode (the GPU
 run needs CUDA), bench/host_ops.py (no GPU needed), bench/sender.py, one short round of
-bench/agent_overhead.py, a short bench/log_throughput.py and bench/ingest.py's agent mode."""
+bench/agent_overhead.py, a short bench/log_throughput.py, bench/ingest.py's agent mode and
+bench/probe_hooks.py."""
 
 from __future__ import annotations
 
@@ -122,3 +123,15 @@ def test_diagnosis_cost_bench_times_each_part_of_the_agent() -> None:
     for cells in rows:
         diagnosis_ms = float(cells[4].split()[0])
         assert diagnosis_ms > 0, result.stdout  # the hooks ran and were timed
+
+
+def test_probe_hooks_bench_prints_one_row_per_hook() -> None:
+    bench = str(ROOT / "bench" / "probe_hooks.py")
+    result = subprocess.run(
+        [sys.executable, bench, "--calls", "200", "--repeats", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "µs" in line]
+    assert len(rows) == 6, result.stdout
+    assert all(float(row.split("|")[2].split()[0]) > 0 for row in rows), result.stdout
