@@ -70,6 +70,7 @@ PITFALLS = [
             severities=frozenset({"error"})),
     Pitfall("init_too_large", frozenset({"init-too-large"}), "init-scale",
             named("0.weight", "2.weight", "4.weight", "6.weight"), steps=(0, 0)),
+    Pitfall("accumulation_not_applied", frozenset({"accumulation-not-applied"}), "accumulation"),
     Pitfall("ema_stale_batchnorm", frozenset({"ema-stale-batchnorm"}), "ema"),
     Pitfall("weight_decay_too_strong", frozenset({"weight-decay-too-strong"}),
             "weight-decay-strength"),
