@@ -175,11 +175,7 @@ class Diagnoser:
         self._train_mode.close()
         try:
             self._drain()
-            self._read_eval_at_close()
-            forwards = self._train_mode.take_forwards()  # an evaluation after the last step
-            if forwards is not None:
-                step = self._next - 1 if self._next > self._start else self._start
-                self._emit_host(step, [("mode/nograd_training_forwards", forwards)])
+            self._read_at_close()
         except Exception as exc:
             self._incidents.error("diagnosis close", exc)
 
@@ -447,21 +443,22 @@ class Diagnoser:
         if self._finite:
             self._find_nonfinite(meta, weights, grads)
 
-    def _read_eval_at_close(self) -> None:
-        """Eval forwards after the last step (a final evaluation) have no next step to be
-        read with: read them here, after training, with one host copy."""
+    def _read_at_close(self) -> None:
+        """Forwards after the last step (a final evaluation) have no next step to be read
+        with: read them here, at the last step, after training, with one host copy."""
+        host: list[tuple[str, float]] = []
         taken = self._eval_drop.take()
-        if not taken:
-            return
-        step = self._next - 1 if self._next > self._start else self._start
         counts = [changed for _, _, changed in taken if changed is not None]
         # The one sync of this probe, when the hooks are gone: training is over.
         read = _host.read(torch.stack([c.to("cpu") for c in counts])) if counts else []
-        host: list[tuple[str, float]] = []
         for module, checked, changed in taken:
             share = 0.0 if changed is None else read.pop(0) / checked
             host.append((f"drop_path/eval_changed/{module}", share))
-        self._emit_host(step, host)
+        forwards = self._train_mode.take_forwards()
+        if forwards is not None:
+            host.append(("mode/nograd_training_forwards", forwards))
+        if host:
+            self._emit_host(self._next - 1 if self._next > self._start else self._start, host)
 
     def _find_nonfinite(self, meta: _Meta, weights: list[float], grads: list[float]) -> None:
         found = None

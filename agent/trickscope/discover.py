@@ -81,20 +81,23 @@ def _signature(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
     return [(n, tuple(p.shape)) for n, p in unwrap(module).named_parameters()]
 
 
+def averaged_module(obj: Any, name: str = "") -> nn.Module | None:
+    """The module ``obj`` averages into when it looks like an EMA: an EMA object's shadow, or a
+    plain module kept under a name that says EMA (``ema``, ``model_ema``); else None."""
+    if is_ema_class(obj):
+        return shadow_of(obj)
+    return obj if isinstance(obj, nn.Module) and names_ema(name) else None
+
+
 def is_ema_of(
     obj: Any, model: nn.Module, signature: list[tuple[str, tuple[int, ...]]], name: str = ""
 ) -> bool:
     """An EMA whose averaged module's parameter names and shapes are the model's: an EMA object,
     or a plain copy of the model kept in a variable named like one (``ema``, ``model_ema``)."""
-    if obj is model or (isinstance(obj, nn.Module) and unwrap(obj) is unwrap(model)):
+    inner = averaged_module(obj, name)
+    if inner is None or unwrap(inner) is unwrap(model):
         return False
-    if is_ema_class(obj):
-        inner = shadow_of(obj)
-    elif isinstance(obj, nn.Module) and names_ema(name):
-        inner = obj
-    else:
-        return False
-    return inner is not None and inner is not model and _signature(inner) == signature
+    return _signature(inner) == signature
 
 
 def is_scaler(obj: Any) -> bool:
@@ -146,11 +149,7 @@ def scan(
             found.scheduler = value
         elif want_scaler and found.scaler is None and is_scaler(value):
             found.scaler = value
-        elif (
-            want_ema
-            and found.ema is None
-            and (is_ema_class(value) or (isinstance(value, nn.Module) and names_ema(name)))
-        ):
+        elif want_ema and found.ema is None and averaged_module(value, name) is not None:
             if signature is None:
                 signature = _signature(model)
             if is_ema_of(value, model, signature, name):

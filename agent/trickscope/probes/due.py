@@ -90,15 +90,16 @@ def ema_values(
     """``ema/distance``, ``ema/norm``, ``ema/bn_stats_norm`` with ``bn_stats_norm`` (and
     ``ema/updates`` when a tensor) as device values, and ``ema/decay`` (and ``ema/updates`` when a
     Python number) as host numbers."""
+    averaged = ema_module(ema)
     device: list[tuple[str, Tensor]] = [("ema/distance", ema_distance(ema, model))]
-    shadow = [p.detach() for p in ema_module(ema).parameters() if p.is_floating_point()]
+    shadow = [p.detach() for p in averaged.parameters() if p.is_floating_point()]
     if shadow:
         with torch.no_grad():
             norms = _foreach.norm(shadow, dtype=torch.float32)
             here = shadow[0].device
             total = torch.linalg.vector_norm(torch.stack([n.to(here) for n in norms]))
         device.append(("ema/norm", total))
-    device.extend(_normalisation_buffers(ema_module(ema), model))
+    device.extend(_normalisation_buffers(averaged, model))
     host: list[tuple[str, float]] = []
     decay, _ = setup.ema_decay(ema, step)
     if decay is not None:
@@ -127,12 +128,15 @@ def _normalisation_buffers(shadow: nn.Module, model: nn.Module) -> list[tuple[st
     """The norms of the EMA's and the model's BatchNorm running statistics, ``ema/bn_stats_norm``
     and ``bn_stats_norm``: an EMA that averages only parameters keeps the statistics of the step
     it was created, so its norm stays put while the model's moves (``ema-stale-batchnorm``)."""
+    pairs = (
+        ("ema/bn_stats_norm", _running_stats(shadow)),
+        ("bn_stats_norm", _running_stats(model)),
+    )
+    if not all(stats for _, stats in pairs):
+        return []
     found = []
-    for name, module in (("ema/bn_stats_norm", shadow), ("bn_stats_norm", model)):
-        stats = _running_stats(module)
-        if not stats:
-            return []
-        with torch.no_grad():
+    with torch.no_grad():
+        for name, stats in pairs:
             norms = _foreach.norm(stats, dtype=torch.float32)
             here = stats[0].device
             found.append((name, torch.linalg.vector_norm(torch.stack([n.to(here) for n in norms]))))
