@@ -180,53 +180,74 @@ def _merged_rows(
     return rows
 
 
-def _compact_one(db: Database, series_id: int) -> int:
+# Series compacted in one transaction: a batch's due series (a handful of metrics, one member
+# per statistic family) share one run lock, one layout read and one commit; ``compact_run``
+# goes through a run's thousands of series this many at a time, so ingest waits on none long.
+SERIES_PER_TRANSACTION = 256
+
+
+def _compact_group(db: Database, series_ids: list[int]) -> int:
+    """Compact these series (of any runs) in one transaction; chunks merged and blocks turned."""
     with db.transaction() as session:
-        found = store.series_run_and_name(session, series_id=series_id)
-        if found is None:
-            return 0  # the run was deleted meanwhile
-        run_id, name = found
-        # The run's lock first, as ingest takes it: ingest re-logging a step recounts series
-        # rows that compaction updates too, and rows locked in two orders deadlocked on
-        # PostgreSQL. Ingest of this run waits for the compaction (after its answer was sent).
-        if not store.lock_run(session, run_id=run_id):
-            return 0
-        family = family_of(name)
+        found = store.series_runs_and_names(session, series_ids=series_ids)
         merged = 0
-        if family is not None:
-            # First, so that no block of the series lies between the chunks merged below.
+        for run_id in sorted({run for run, _ in found.values()}):
+            # The run's lock first, as ingest takes it: ingest re-logging a step recounts series
+            # rows that compaction updates too, and rows locked in two orders deadlocked on
+            # PostgreSQL. Ingest of this run waits for the compaction (after its answer was sent).
+            if not store.lock_run(session, run_id=run_id):
+                continue  # the run was deleted meanwhile
+            names = {sid: name for sid, (run, name) in found.items() if run == run_id}
+            merged += _compact_run_series(session, run_id=run_id, names=names)
+    return merged
+
+
+def _compact_run_series(session: Session, *, run_id: str, names: dict[int, str]) -> int:
+    """Compact these series of one run: their families' blocks first, then their chunks."""
+    merged = 0
+    # Families first, so that no block of a series lies between the chunks merged below. Most
+    # names with a family part ("grad_norm/total") have no blocks: one query tells which do.
+    families = {family_of(name) for name in names.values()} - {None}
+    if families:
+        stored = block_store.family_counts(session, run_id=run_id)
+        for family in sorted(families & stored.keys()):
             merged += _compact_family(session, run_id=run_id, family=family)
-        groups = plan(chunk_store.series_chunk_layout(session, series_id=series_id))
-        for group in groups:
-            ids = [c[0] for c in group]
-            data = chunk_store.chunk_data(session, ids=ids, times=True)
-            if len(data) != len(ids):
-                raise _Raced
-            row = merge(
-                _parts(data), run_id=run_id, series_id=series_id, seq_lo=min(c[2] for c in group)
-            )
-            if not chunk_store.replace_chunks(session, ids=ids, row=row):
-                raise _Raced
-            merged += len(ids)
-        summary_store.set_pending(session, series_id=series_id, pending=0)
+    layouts = chunk_store.series_chunk_layouts(session, series_ids=list(names))
+    groups = [(sid, group) for sid in names for group in plan(layouts.get(sid, []))]
+    ids = [c[0] for _, group in groups for c in group]
+    if ids:
+        data = {c.id: c for c in chunk_store.chunk_data(session, ids=ids, times=True)}
+        if len(data) != len(ids):
+            raise _Raced
+        rows = []
+        for sid, group in groups:
+            chunks = [data[c[0]] for c in group]
+            seq_lo = min(c[2] for c in group)
+            rows.append(merge(_parts(chunks), run_id=run_id, series_id=sid, seq_lo=seq_lo))
+        if not chunk_store.delete_chunks(session, ids=ids):
+            raise _Raced
+        chunk_store.insert_chunks(session, rows)
+        merged += len(ids)
+    summary_store.reset_pending(session, series_ids=list(names))
     return merged
 
 
 def compact_series(db: Database, *, series_ids: list[int]) -> int:
     """Compact these series (skipping any this process is already compacting); chunks merged."""
+    with _busy_lock:
+        claimed = [sid for sid in dict.fromkeys(series_ids) if sid not in _busy]
+        _busy.update(claimed)
     merged = 0
-    for series_id in series_ids:
+    try:
+        for start in range(0, len(claimed), SERIES_PER_TRANSACTION):
+            group = claimed[start : start + SERIES_PER_TRANSACTION]
+            try:
+                merged += _compact_group(db, group)
+            except _Raced:
+                log.debug("compaction of series %s raced another one; it will retry later", group)
+    finally:
         with _busy_lock:
-            if series_id in _busy:
-                continue
-            _busy.add(series_id)
-        try:
-            merged += _compact_one(db, series_id)
-        except _Raced:
-            log.debug("compaction of series %s raced another one; it will retry later", series_id)
-        finally:
-            with _busy_lock:
-                _busy.discard(series_id)
+            _busy.difference_update(claimed)
     return merged
 
 

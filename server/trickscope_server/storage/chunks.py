@@ -244,23 +244,20 @@ def chunks_between(
     ]
 
 
-def series_chunk_layout(session: Session, *, series_id: int) -> list[tuple[int, int, int, int]]:
-    """(id, seq, seq_lo, count) of every chunk of a series, in ingest order (compaction's plan)."""
-    stmt = select(_k.id, _k.seq, _k.seq_lo, _k.count).where(_k.series_id == series_id)
-    return [
-        (int(i), int(s), int(lo), int(c))
-        for i, s, lo, c in session.execute(stmt.order_by(_k.seq, _k.id))
-    ]
-
-
-def replace_chunks(session: Session, *, ids: Sequence[int], row: dict[str, Any]) -> bool:
-    """Delete the chunks ``ids`` and insert ``row`` in their place; False (and nothing done to
-    the merged row) when another compaction got to any of them first."""
-    result = session.execute(delete(_chunks).where(_k.id.in_(list(ids))))
-    if getattr(result, "rowcount", -1) != len(ids):
-        return False
-    session.execute(insert(_chunks), [row])
-    return True
+def series_chunk_layouts(
+    session: Session, *, series_ids: Sequence[int]
+) -> dict[int, list[tuple[int, int, int, int]]]:
+    """{series id: (id, seq, seq_lo, count) of each of its chunks, in ingest order} for these
+    series (compaction's plan)."""
+    out: dict[int, list[tuple[int, int, int, int]]] = {}
+    for start in range(0, len(series_ids), IN_CHUNK):
+        part = list(series_ids[start : start + IN_CHUNK])
+        stmt = select(_k.series_id, _k.id, _k.seq, _k.seq_lo, _k.count).where(
+            _k.series_id.in_(part)
+        )
+        for sid, i, s, lo, c in session.execute(stmt.order_by(_k.series_id, _k.seq, _k.id)):
+            out.setdefault(int(sid), []).append((int(i), int(s), int(lo), int(c)))
+    return out
 
 
 def chunks_within(

@@ -213,10 +213,16 @@ def series_ids_of_run(session: Session, *, run_id: str) -> list[tuple[int, str]]
     return [(int(i), str(n)) for i, n in session.execute(stmt)]
 
 
-def series_run_and_name(session: Session, *, series_id: int) -> tuple[str, str] | None:
-    """(run id, name) of a series, or None when it no longer exists."""
-    row = session.execute(select(_c.run_id, _c.name).where(_c.id == series_id)).first()
-    return None if row is None else (str(row[0]), str(row[1]))
+def series_runs_and_names(
+    session: Session, *, series_ids: Sequence[int]
+) -> dict[int, tuple[str, str]]:
+    """{series id: (run id, name)} of those of these series that still exist."""
+    out: dict[int, tuple[str, str]] = {}
+    for start in range(0, len(series_ids), IN_CHUNK):
+        part = list(series_ids[start : start + IN_CHUNK])
+        stmt = select(_c.id, _c.run_id, _c.name).where(_c.id.in_(part))
+        out.update((int(i), (str(r), str(n))) for i, r, n in session.execute(stmt))
+    return out
 
 
 def lock_run(session: Session, *, run_id: str) -> bool:

@@ -177,9 +177,17 @@ _NEEDING_COMPACTION = select(_c.id).where(
 )
 
 
-def set_pending(session: Session, *, series_id: int, pending: int) -> None:
-    """Reset the series' count of chunks stored since compaction."""
-    session.execute(update(_series).where(_c.id == series_id).values(pending_chunks=pending))
+def reset_pending(session: Session, *, series_ids: Sequence[int]) -> None:
+    """Reset these series' counts of chunks stored since compaction."""
+    _update_pending(session, series_ids, 0)
+
+
+def _update_pending(session: Session, series_ids: Sequence[int], value: Any) -> None:
+    """Set ``pending_chunks`` to ``value`` (a number or an expression) for these series, one
+    statement per ``IN_CHUNK`` of them."""
+    for start in range(0, len(series_ids), IN_CHUNK):
+        part = list(series_ids[start : start + IN_CHUNK])
+        session.execute(update(_series).where(_c.id.in_(part)).values(pending_chunks=value))
 
 
 def last_steps_from(
@@ -265,14 +273,6 @@ def set_summaries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.connection().execute(_SET_SUMMARY, list(rows))
 
 
-_ADD_PENDING = (
-    update(_series)
-    .where(_c.id == bindparam("b_id", type_=BigInteger))
-    .values(pending_chunks=_c.pending_chunks + 1)
-)
-
-
 def add_pending(session: Session, *, series_ids: Sequence[int]) -> None:
-    """Count one more chunk stored since compaction for each of these series."""
-    if series_ids:
-        session.connection().execute(_ADD_PENDING, [{"b_id": sid} for sid in series_ids])
+    """Count one more chunk stored since compaction for each of these (distinct) series."""
+    _update_pending(session, series_ids, _c.pending_chunks + 1)
