@@ -85,11 +85,13 @@ def create_app(settings: Settings) -> FastAPI:
         auth=app.state.auth,
         hosts=HostPolicy(allowed_hosts=settings.allowed_hosts, bind_host=settings.host),
     )
-    app.include_router(session.router)
-    app.include_router(runs.router)
+    # The agent's routes first: a request is matched against each router in turn (routes of
+    # other routers cost a regex each), and ingest is most of the server's requests.
     app.include_router(ingest.router)
     app.include_router(liveness.router)
+    app.include_router(runs.router)
     app.include_router(events.router)
+    app.include_router(session.router)
     # Pages before the static mount: the Plotly bundle is served with its own caching.
     app.include_router(pages.router)
     app.mount(

@@ -129,6 +129,6 @@ def plotly_js(version: str, settings: SettingsDep) -> FileResponse:
 
 
 @router.get("/healthz", include_in_schema=True, tags=["health"])
-def healthz() -> dict[str, str]:
-    """Liveness probe."""
+async def healthz() -> dict[str, str]:
+    """Liveness probe (on the event loop: no worker thread for a constant)."""
     return {"status": "ok"}
