@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import secrets
@@ -85,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from trickscope_server.app import create_app
+    from trickscope_server.gc_policy import apply_server_gc_policy
     from trickscope_server.security import is_loopback_bind
 
     settings = settings_from_args(args)
@@ -96,11 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if refusal is not None:
         app.state.db.dispose()
         raise CliError(refusal)
-    # What is alive now (the app, SQLAlchemy, FastAPI and their modules, ~100k objects) lives
-    # as long as the server: kept out of the cyclic collector's reach, a full collection no
-    # longer pauses ingest and the live streams for tens of milliseconds to scan it.
-    gc.collect()
-    gc.freeze()
+    # Full collections would pause ingest and the live streams for tens of milliseconds.
+    apply_server_gc_policy()
     print(f"trickscope: dashboard at http://{settings.host}:{settings.port}/", flush=True)
     print(f"trickscope: storing runs in {masked(settings.database_url)}", flush=True)
     if app.state.auth.registry.auth_required:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -13,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from trickscope_server.api import events, ingest, liveness, pages, runs, session
 from trickscope_server.api.problems import install_problem_handlers
 from trickscope_server.config import Settings
+from trickscope_server.gc_policy import apply_server_gc_policy
 from trickscope_server.live import Broadcaster
 from trickscope_server.live.notify import PgRelay
 from trickscope_server.security import (
@@ -105,8 +105,6 @@ def create_app(settings: Settings) -> FastAPI:
 def create_app_from_env() -> FastAPI:
     """The app from ``TRICKSCOPE_*`` variables alone: the factory each uvicorn worker calls."""
     app = create_app(Settings())
-    # As ``serve`` does for one process: what lives as long as the server leaves the cyclic
-    # collector's reach, so full collections stop pausing ingest and the live streams.
-    gc.collect()
-    gc.freeze()
+    # As ``serve`` does for one process: full collections stop pausing ingest and the streams.
+    apply_server_gc_policy()
     return app
