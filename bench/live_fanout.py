@@ -1,14 +1,17 @@
 """Live fan-out: ingest latency, delivery latency and server CPU with many SSE viewers on one run.
 
-    python bench/live_fanout.py [--viewers 200] [--rate 10] [--seconds 20] [--pg URL]
+    python bench/live_fanout.py [--viewers 200] [--rate 10] [--seconds 20] [--rounds 3] [--pg URL]
 
 A writer posts ``--rate`` batches per second to one run (each batch one step of ``--series``
-scalars plus ``sent_at``, the wall time it was sent), first with no viewers, then with
-``--viewers`` SSE streams open on the run. The viewers run in a separate process so their
-parsing does not share a core's GIL with the writer, and read their streams straight off the
-socket (``--viewer-client httpx`` for the heavier client of earlier figures); each computes its
-delivery delay from the ``sent_at`` values it receives. Server CPU is the server process tree's
-CPU time over each phase. SQLite always; PostgreSQL with ``--pg`` (default
+scalars plus ``sent_at``, the wall time it was sent), with no viewers and with ``--viewers`` SSE
+streams open on the run. The two conditions alternate over ``--rounds`` rounds of
+``--seconds / --rounds`` each (a fresh run each time), and each condition's figures pool its
+rounds: on a shared machine a burst of foreign load then lands in one short phase of one
+condition instead of deciding a whole side of the ratio. The viewers run in a separate process
+so their parsing does not share a core's GIL with the writer, and read their streams straight
+off the socket (``--viewer-client httpx`` for the heavier client of earlier figures); each
+computes its delivery delay from the ``sent_at`` values it receives. Server CPU is the server
+process tree's CPU time over the measured phases. SQLite always; PostgreSQL with ``--pg`` (default
 TRICKSCOPE_BENCH_PG_URL, then TRICKSCOPE_TEST_PG_URL).
 """
 
@@ -183,7 +186,8 @@ def view(url: str, path: str, viewers: int, client_kind: str, connected, stop, r
     results.put(asyncio.run(main()))
 
 
-def phase(server: Server, args: argparse.Namespace, viewers: int) -> dict[str, float]:
+def phase(server: Server, args: argparse.Namespace, viewers: int, seconds: float) -> dict:
+    """One phase on a fresh run: raw latencies and delays, exact viewers, CPU seconds."""
     client = Client(server.url)
     run_id = uuid.uuid4().hex
     client.request("PUT", f"/api/v1/runs/{run_id}", dumps(RunCreate(project="bench", name="live")))
@@ -217,33 +221,47 @@ def phase(server: Server, args: argparse.Namespace, viewers: int) -> dict[str, f
         server.url,
         run_id,
         rate=args.rate,
-        seconds=args.seconds,
+        seconds=seconds,
         first_step=step,
         series=args.series,
     )
     elapsed = time.perf_counter() - wall_before
-    cpu = (cpu_seconds(server.process.pid) - cpu_before) / elapsed
-    viewers_cpu = (
-        (cpu_seconds(viewer_process.pid) - viewers_cpu_before) / elapsed if viewer_process else 0.0
-    )
-    achieved = len(latencies) / (time.perf_counter() - wall_before)
+    cpu = cpu_seconds(server.process.pid) - cpu_before
+    viewers_cpu = cpu_seconds(viewer_process.pid) - viewers_cpu_before if viewer_process else 0.0
     delays: list[float] = []
     exact = 0
     if viewer_process is not None:
         time.sleep(2)  # the last batches' delivery
         stop.set()
-        delays, seen = results.get(timeout=args.seconds + 120)
+        delays, seen = results.get(timeout=seconds + 120)
         # Every viewer must have seen every stamped step exactly once, in order.
         exact = sum(steps == list(range(step, last)) for steps in seen)
         viewer_process.join(timeout=30)
     return {
-        "ingest_p50": statistics.median(latencies) * 1000,
-        "ingest_p95": p95(latencies) * 1000,
-        "batches_per_s": achieved,
-        "delivery_p95": p95(delays) if delays else float("nan"),
+        "latencies": latencies,
+        "delays": delays,
         "exact": exact,
+        "elapsed": elapsed,
         "cpu": cpu,
         "viewers_cpu": viewers_cpu,
+    }
+
+
+def pooled(phases: list[dict]) -> dict[str, float]:
+    """A condition's figures over all its rounds: percentiles of the pooled samples, CPU and
+    rates over the summed time, viewers exact in every round."""
+    latencies = [x for p in phases for x in p["latencies"]]
+    delays = [x for p in phases for x in p["delays"]]
+    elapsed = sum(p["elapsed"] for p in phases)
+    return {
+        "ingest_p50": statistics.median(latencies) * 1000,
+        "ingest_p95": p95(latencies) * 1000,
+        "batches_per_s": len(latencies) / elapsed,
+        "delivery_p95": p95(delays) if delays else float("nan"),
+        "exact": min(p["exact"] for p in phases),
+        "cpu": sum(p["cpu"] for p in phases) / elapsed,
+        "viewers_cpu": sum(p["viewers_cpu"] for p in phases) / elapsed,
+        "round_p95": [p95(p["latencies"]) * 1000 for p in phases],
     }
 
 
@@ -251,7 +269,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewers", type=int, default=200)
     parser.add_argument("--rate", type=float, default=10.0, help="ingest batches per second")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="measured seconds of each condition (no viewers, viewers), split over the rounds",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternations of the two conditions (1: one phase each, as before 2026-12-06)",
+    )
     parser.add_argument("--series", type=int, default=20, help="scalars per batch")
     parser.add_argument(
         "--viewer-client",
@@ -268,9 +297,15 @@ def main() -> None:
     )
     parser.add_argument("--store", choices=["both", "sqlite", "postgresql"], default="both")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     machine = f"{platform.platform()}, {os.cpu_count()} cores"
-    print(f"machine: {machine}, Python {platform.python_version()}, viewers: {args.viewer_client}")
+    print(
+        f"machine: {machine}, Python {platform.python_version()}, viewers: {args.viewer_client}, "
+        f"{args.rounds} rounds of {args.seconds / args.rounds:g} s per condition"
+    )
     rows = []
+    seconds = args.seconds / args.rounds
     with tempfile.TemporaryDirectory() as scratch:
         stores = [("sqlite", f"sqlite:///{scratch}/live.db")]
         if args.pg:
@@ -279,8 +314,12 @@ def main() -> None:
         for store, url in stores:
             server = start_trickscope(url)
             try:
-                for viewers in (0, args.viewers):
-                    rows.append((store, viewers, phase(server, args, viewers)))
+                conditions = (0, args.viewers)
+                phases: list[list[dict]] = [[], []]
+                for _ in range(args.rounds):
+                    for viewers, done in zip(conditions, phases, strict=True):
+                        done.append(phase(server, args, viewers, seconds))
+                rows += [(store, v, pooled(p)) for v, p in zip(conditions, phases, strict=True)]
             finally:
                 server.stop()
     print(
@@ -300,6 +339,10 @@ def main() -> None:
             f"| {r['batches_per_s']:.1f} | {delivery} | {seen} | {r['cpu']:.2f} "
             f"| {r['viewers_cpu']:.2f} |"
         )
+    # Each round's own p95, so a reader sees how much one phase alone would have varied.
+    for store, viewers, r in rows:
+        rounds = ", ".join(f"{x:.1f}" for x in r["round_p95"])
+        print(f"{store}, {viewers} viewers: ingest p95 ms per round: {rounds}")
 
 
 if __name__ == "__main__":
