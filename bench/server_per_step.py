@@ -1,0 +1,349 @@
+"""Server CPU per training step, end to end: the real agent training ViT-tiny against a real
+``trickscope serve`` process, at two step rates.
+
+    python bench/server_per_step.py [--backends sqlite postgresql] [--rounds 3]
+                                    [--cpu-steps 20] [--gpu-like-steps 300] [--breakdown]
+
+Per backend, one ``trickscope serve`` subprocess (a SQLite file in a temporary directory, or
+PostgreSQL at ``--pg-url``: ``TRICKSCOPE_TEST_PG_URL`` or the local test database) gets one short
+unmeasured run (first-request costs: imports, statement caches), then its idle CPU rate is
+measured. Each round then trains ``bench/models.py``'s ViT-tiny in this process with the real
+agent as a user would: ``trickscope.init``, ``run.watch(model, optimizer)`` at watch's defaults,
+``run.log({"loss": ...})`` every step, ``run.finish()``; forward, backward and AdamW step, on
+random data, every step. Two step rates, alternated within each round:
+
+- ``cpu``: batch 32 at the model's 64x64 images, the natural CPU workload; a step is longer than
+  the agent's 0.5 s flush, so each step is a request of its own.
+- ``gpu-like``: the same model, agent and defaults at batch 1, the fastest honest step on a CPU;
+  several steps share a flush, as ~10-25 steps do on a GPU.
+
+Measured over the whole run, from ``init`` to ``finish`` returning plus the server going quiet
+again (ingest compacts series after answering): the server process' CPU time (its POSIX CPU
+clock, nanoseconds, every thread, exited ones included) less its idle rate over the same wall
+time; the steps per second of the training loop; the HTTP requests the agent sent (counted in
+this process at ``http.client``, for the server's port only) and the batches the server stored
+(its ``batches`` table). Reported: the median over ``--rounds``, the range of the CPU per step,
+and the CPU per step without the run's own requests (create, layers, setup, finish: once per run
+whatever its length, so a short run overstates them). A run starts with a histogram batch
+(``hist_every=100``): the 20-step ``cpu`` run carries one, five times the long-run share.
+``--breakdown`` adds the server's CPU per request kind: from a request's sending to its
+response's headers, less idle (the rest, e.g. compaction after the answer, is "outside").
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _peers import Server, start_trickscope  # noqa: E402
+
+PG_URL = "postgresql+psycopg://trickscope:trickscope@127.0.0.1:5432/trickscope_test"
+RATES = ("cpu", "gpu-like")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` so far, all its threads, exited ones included.
+
+    Linux's per-process CPU clock (``clock_getcpuclockid``: ``~pid << 3 | CPUCLOCK_SCHED``) has
+    nanosecond resolution; ``/proc/<pid>/stat`` counts in 10 ms ticks, as much as a whole run
+    of the server's work here.
+    """
+    clock = (~pid << 3) | 2
+    return time.clock_gettime(clock)
+
+
+class RequestCounter:
+    """Counts the HTTP requests this process sends to the server, by ``http.client``.
+
+    The agent's sender talks to the server through ``http.client`` only; wrapping its
+    ``request`` counts every request it makes (retries included) without touching the server.
+    Each kind (method and path, the run id left out) also gets the server's CPU time from the
+    request's sending to its response's headers: the handler's share, not the work it leaves
+    for after the answer (compaction), which only the run's total holds.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.pid = 0
+        self.idle = 0.0  # the server's idle CPU rate
+        self.requests = 0
+        self.by_kind: dict[str, list[float]] = {}  # kind -> [count, server CPU seconds]
+        self._lock = threading.Lock()
+        self._request = http.client.HTTPConnection.request
+        self._getresponse = http.client.HTTPConnection.getresponse
+
+    def __enter__(self) -> RequestCounter:
+        counter, request, getresponse = self, self._request, self._getresponse
+
+        def counted_request(
+            conn: http.client.HTTPConnection, method: str, url: str, *a: Any, **k: Any
+        ) -> None:
+            if conn.port == counter.port:
+                kind = request_kind(method, url, k.get("body", a[0] if a else None))
+                sent = (kind, process_cpu_seconds(counter.pid), time.monotonic())
+                conn._bench_sent = sent  # type: ignore[attr-defined]
+                with counter._lock:
+                    counter.requests += 1
+            request(conn, method, url, *a, **k)
+
+        def timed_getresponse(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
+            response = getresponse(conn)
+            sent = conn.__dict__.pop("_bench_sent", None)
+            if sent is not None:
+                kind, cpu, wall = sent
+                spent = process_cpu_seconds(counter.pid) - cpu
+                spent -= counter.idle * (time.monotonic() - wall)
+                with counter._lock:
+                    entry = counter.by_kind.setdefault(kind, [0, 0.0])
+                    entry[0] += 1
+                    entry[1] += spent
+            return response
+
+        http.client.HTTPConnection.request = counted_request  # type: ignore[method-assign]
+        http.client.HTTPConnection.getresponse = timed_getresponse  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        http.client.HTTPConnection.request = self._request  # type: ignore[method-assign]
+        http.client.HTTPConnection.getresponse = self._getresponse  # type: ignore[method-assign]
+
+    def reset(self, server: Server, idle: float) -> None:
+        with self._lock:
+            self.port = int(server.url.rsplit(":", 1)[1])
+            self.pid, self.idle = server.process.pid, idle
+            self.requests, self.by_kind = 0, {}
+
+
+def request_kind(method: str, url: str, body: Any) -> str:
+    """Method and path without the run id; a batch also says what it carries."""
+    path = "/".join("{id}" if len(part) == 32 else part for part in url.split("/"))
+    kind = f"{method} {path}"
+    if isinstance(body, bytes) and path.endswith("/points"):
+        batch = orjson.loads(body)  # never compressed: the server is on this machine
+        carries = [name for name in ("blocks", "histograms") if batch.get(name)]
+        kind += f" ({' + '.join(['series', *carries])})"
+    return kind
+
+
+@dataclass
+class Round:
+    rate: str
+    batch: int
+    steps: int
+    step_seconds: float  # the training loop's wall time per step
+    requests: int
+    batches: int  # stored by the server
+    server_cpu: float  # seconds, idle CPU subtracted
+    by_kind: dict[str, list[float]]  # kind -> [requests, server CPU seconds in them]
+
+
+def stored_batches(db_url: str, run_id: str) -> int:
+    """Batches the server stored for the run, read from its database."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            query = sqlalchemy.text("SELECT count(*) FROM batches WHERE run_id = :run")
+            return int(conn.execute(query, {"run": run_id}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def idle_rate(pid: int, seconds: float) -> float:
+    """The server's CPU seconds per wall second while nobody talks to it."""
+    began, spent = time.monotonic(), process_cpu_seconds(pid)
+    time.sleep(seconds)
+    return (process_cpu_seconds(pid) - spent) / (time.monotonic() - began)
+
+
+def wait_quiet(pid: int, idle: float, window: float = 0.25, timeout: float = 20.0) -> None:
+    """Return once a ``window`` of the server's CPU is no more than idle (plus 1 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        spent = process_cpu_seconds(pid)
+        time.sleep(window)
+        if process_cpu_seconds(pid) - spent <= idle * window + 1e-3:
+            return
+    raise RuntimeError(f"the server stayed busy {timeout:.0f} s after the run finished")
+
+
+def train_round(
+    server: Server, db_url: str, counter: RequestCounter, rate: str, batch: int, steps: int,
+    idle: float,
+) -> Round:  # fmt: skip
+    """Train ViT-tiny for ``steps`` with the agent; the server's CPU over the whole run."""
+    import torch
+    from models import build
+
+    import trickscope
+
+    torch.manual_seed(0)
+    model = build("vit_tiny")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randn(batch, 3, 64, 64), torch.randint(0, 10, (batch,))
+    pid = server.process.pid
+    counter.reset(server, idle)
+    began, spent = time.monotonic(), process_cpu_seconds(pid)
+    run = trickscope.init(project="bench-server-per-step", name=rate, url=server.url, quiet=True)
+    run.watch(model, optimizer)
+    loop_began = time.perf_counter()
+    for step in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        run.log({"loss": loss.detach()}, step=step)
+    loop_seconds = time.perf_counter() - loop_began
+    run.finish(timeout=120)
+    wait_quiet(pid, idle)
+    server_cpu = process_cpu_seconds(pid) - spent - idle * (time.monotonic() - began)
+    requests = counter.requests
+    by_kind = {kind: list(entry) for kind, entry in counter.by_kind.items()}
+    sender = run.sender
+    if run.incidents.errors or (sender is not None and sender.journal_path is not None):
+        raise RuntimeError(f"{rate}: the run lost data ({run.incidents.errors} errors)")
+    batches = stored_batches(db_url, run.id)
+    _delete_run(server.url, run.id)
+    step_seconds = loop_seconds / steps
+    return Round(rate, batch, steps, step_seconds, requests, batches, server_cpu, by_kind)
+
+
+def _delete_run(url: str, run_id: str) -> None:
+    request = urllib.request.Request(f"{url}/api/v1/runs/{run_id}", method="DELETE")
+    with urllib.request.urlopen(request, timeout=60):
+        pass
+
+
+def bench_backend(db_url: str, args: argparse.Namespace) -> dict[str, list[Round]]:
+    """Every round of each step rate on one fresh server."""
+    server = start_trickscope(db_url)
+    rounds: dict[str, list[Round]] = {rate: [] for rate in args.rates}
+    try:
+        with RequestCounter() as counter:
+            # Unmeasured: the server's first requests import and cache what later ones reuse.
+            idle = idle_rate(server.process.pid, args.idle)
+            train_round(server, db_url, counter, "warm-up", 1, 3, idle)
+            idle = idle_rate(server.process.pid, args.idle)
+            for _ in range(args.rounds):
+                for rate in args.rates:
+                    batch = args.cpu_batch if rate == "cpu" else args.gpu_like_batch
+                    steps = args.cpu_steps if rate == "cpu" else args.gpu_like_steps
+                    rounds[rate].append(
+                        train_round(server, db_url, counter, rate, batch, steps, idle)
+                    )
+    finally:
+        server.stop()
+    return rounds
+
+
+# A run's own requests, once per run whatever its length.
+RUN_REQUESTS = ("PUT /api/v1/runs/{id}", "PUT /api/v1/runs/{id}/layers",
+                "PUT /api/v1/runs/{id}/setup", "POST /api/v1/runs/{id}/finish")  # fmt: skip
+
+
+def print_rows(backend: str, rounds: dict[str, list[Round]]) -> None:
+    med = statistics.median
+    for rate, done in rounds.items():
+        per_step = [1000 * r.server_cpu / r.steps for r in done]
+        steady = [
+            1000
+            * (r.server_cpu - sum(r.by_kind.get(kind, (0, 0.0))[1] for kind in RUN_REQUESTS))
+            / r.steps
+            for r in done
+        ]
+        per_request = [1000 * r.server_cpu / r.requests for r in done]
+        print(
+            f"| {backend} | {rate} | {done[0].batch} | {done[0].steps} | "
+            f"{1000 * med(r.step_seconds for r in done):.0f} | "
+            f"{med(1 / r.step_seconds for r in done):.2f} | "
+            f"{med(r.requests / r.steps for r in done):.2f} | "
+            f"{med(r.batches / r.steps for r in done):.2f} | "
+            f"{med(per_step):.3f} | {min(per_step):.3f}–{max(per_step):.3f} | "
+            f"{med(steady):.3f} | {med(per_request):.3f} |",
+            flush=True,
+        )
+
+
+def print_breakdown(results: dict[str, dict[str, list[Round]]]) -> None:
+    """Where each run's server CPU went, per request kind, summed over the rounds."""
+    print("\n| backend | rate | request | per run | server CPU/request (ms) | share of run |")
+    print("|---|---|---|---:|---:|---:|")
+    for backend, rounds in results.items():
+        for rate, done in rounds.items():
+            total = sum(r.server_cpu for r in done)
+            kinds: dict[str, list[float]] = {}
+            for r in done:
+                for kind, (count, cpu) in r.by_kind.items():
+                    entry = kinds.setdefault(kind, [0, 0.0])
+                    entry[0] += count
+                    entry[1] += cpu
+            for kind, (count, cpu) in sorted(kinds.items(), key=lambda item: -item[1][1]):
+                print(
+                    f"| {backend} | {rate} | `{kind}` | {count / len(done):.1f} | "
+                    f"{1000 * cpu / count:.2f} | {cpu / total:.0%} |"
+                )
+            outside = total - sum(cpu for _, cpu in kinds.values())
+            print(f"| {backend} | {rate} | outside requests (compaction, ...) | | | "
+                  f"{outside / total:.0%} |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", nargs="+", default=["sqlite"])
+    parser.add_argument("--pg-url", default=os.environ.get("TRICKSCOPE_TEST_PG_URL", PG_URL))
+    parser.add_argument("--rates", nargs="+", default=list(RATES), choices=list(RATES))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cpu-steps", type=int, default=20)
+    parser.add_argument("--cpu-batch", type=int, default=32)
+    parser.add_argument("--gpu-like-steps", type=int, default=300)
+    parser.add_argument("--gpu-like-batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    parser.add_argument("--idle", type=float, default=2.0, help="seconds of idle CPU measured")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also the server CPU by request kind"
+    )
+    args = parser.parse_args()
+    if args.rounds < 1 or args.cpu_steps < 1 or args.gpu_like_steps < 1:
+        parser.error("--rounds, --cpu-steps and --gpu-like-steps must be at least 1")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(
+        f"ViT-tiny (64x64), real agent at watch's defaults, {args.rounds} rounds, "
+        f"{args.threads} torch thread(s); medians"
+    )
+    print(
+        "| backend | rate | batch | steps | step (ms) | steps/s | requests/step | "
+        "batches/step | server CPU/step (ms) | range (ms) | without run start/finish (ms) | "
+        "server CPU/request (ms) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    results = {}
+    for backend in args.backends:
+        with tempfile.TemporaryDirectory() as scratch:
+            db = f"sqlite:///{scratch}/server.db" if backend == "sqlite" else args.pg_url
+            results[backend] = bench_backend(db, args)
+            print_rows(backend, results[backend])
+    if args.breakdown:
+        print_breakdown(results)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
