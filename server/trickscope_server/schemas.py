@@ -41,6 +41,8 @@ class RunOut(BaseModel):
     # The last request of the run's training process (heartbeats included); None: never seen
     # since the server tracks liveness, so the status is the stored one.
     last_seen_at: str | None = None
+    # In a listing filtered or sorted by series (``metric=``, ``sort=metric:``), also the latest
+    # value of each of those series the run has points of, per-layer ones included.
     latest: dict[str, FloatOrToken | None]
     # From the series summaries kept at ingest (no point is read): the largest last step of the
     # run's non-per-layer series, and each such series' min and max over its finite values.

@@ -152,6 +152,19 @@ def _pages(server: LiveServer, limit: int, **params: object) -> list[str]:
     raise AssertionError("pagination did not end")
 
 
+def _page_runs(server: LiveServer, **params: object) -> list[dict[str, object]]:
+    query = urllib.parse.urlencode({"project": PROJECT, "limit": 50, **params}, doseq=True)
+    with urllib.request.urlopen(f"{server.url}/api/v1/runs?{query}", timeout=10) as response:
+        return list(json.loads(response.read())["runs"])
+
+
+def _token(value: float) -> float | str:
+    """A latest value as the API writes it (non-finite ones as tokens)."""
+    if math.isnan(value):
+        return "NaN"
+    return {INF: "Infinity", -INF: "-Infinity"}.get(value, value)
+
+
 def _present_order(descending: bool) -> list[str]:
     return sorted(LATEST, key=LATEST.__getitem__, reverse=descending)
 
@@ -167,6 +180,41 @@ def test_sorting_by_a_per_layer_statistic_reads_its_block_points(
     assert set(whole[len(LATEST) :]) == MISSING
     for limit in (1, 2, 3):
         assert _pages(server, limit, sort=sort) == whole  # cursors neither repeat nor skip
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_a_listing_sorted_by_a_per_layer_statistic_shows_its_values(
+    server: LiveServer, descending: bool
+) -> None:
+    sort = f"{'-' if descending else ''}metric:{STAT}"
+    runs = _page_runs(server, sort=sort)
+    shown = [(run["id"], run["latest"].get(STAT, "absent")) for run in runs]
+    present = [(run_id, _token(LATEST[run_id])) for run_id in _present_order(descending)]
+    assert shown[: len(LATEST)] == present  # ±Inf as tokens, at the ends
+    # NaN last values are shown exactly, though they sort as missing; a run without the series
+    # shows none.
+    assert dict(shown[len(LATEST) :]) == {"blk_nan": "NaN", "row_nan": "NaN", "no_series": "absent"}
+    ranks = {run_id: rank for rank, run_id in enumerate(SENT)}
+    for run in runs:  # the run-level series stay as they were
+        assert run["latest"]["loss"] == float(ranks[str(run["id"])])
+        assert set(run["latest"]) <= {"loss", STAT}
+        assert run["summary"] == {"loss": {"min": ranks[run["id"]], "max": ranks[run["id"]]}}
+
+
+def test_a_listing_filtered_by_per_layer_statistics_shows_their_values(server: LiveServer) -> None:
+    other = "grad_norm/fc2.weight"  # 1.0 in every block, absent from row-only runs
+    runs = _page_runs(server, metric=[f"{STAT}>1", f"{other}>=1"], sort="name")
+    want = ["blk_hi", "blk_inf", "block_later", "row_later"]
+    assert [run["id"] for run in runs] == want
+    for run in runs:
+        expected = {"loss": float(list(SENT).index(run["id"])), STAT: _token(LATEST[run["id"]])}
+        assert run["latest"] == {**expected, other: 1.0}
+    # Sorted by one series and filtered by another: both shown.
+    runs = _page_runs(server, metric=f"{other}=1", sort=f"-metric:{STAT}", limit=2)
+    assert [(run["id"], run["latest"][STAT], run["latest"][other]) for run in runs] == [
+        ("blk_inf", "Infinity", 1.0),
+        ("blk_hi", 5.0, 1.0),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -94,8 +94,8 @@ export function matches(run, filters) {
     const wanted = parseScalar(filters.config.value);
     if (JSON.stringify(flat[filters.config.key]) !== JSON.stringify(wanted)) return false;
   }
-  // A series the run does not show (a per-layer statistic is not in `latest`) was filtered on by
-  // the server, which reads every series' latest value: its answer stands.
+  // The server filtered on the series too, and its listing carries the series' latest value in
+  // `latest` (per-layer statistics included); a run answered without it stands as answered.
   if (filters.metric && filters.metric.name in (run.latest || {})) {
     const latest = run.latest;
     const value = toNumber(latest[filters.metric.name]);

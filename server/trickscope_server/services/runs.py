@@ -8,6 +8,7 @@ import dataclasses
 import math
 import re
 import time
+from typing import cast
 
 import orjson
 
@@ -81,9 +82,19 @@ def run_out(session: Session, run: RunRow, *, silent_before: float | None = None
     return _run_out(run, store.shown_series(session, [run])[run.id], silent_before)
 
 
-def _run_out(run: RunRow, series: list[SeriesRow], silent_before: float | None) -> RunOut:
-    """``series``: the run's series that are not per-layer (``store.shown_series``)."""
+def _run_out(
+    run: RunRow,
+    series: list[SeriesRow],
+    silent_before: float | None,
+    listed: dict[str, float] | None = None,
+) -> RunOut:
+    """``series``: the run's series that are not per-layer (``store.shown_series``);
+    ``listed``: latest values a listing read (``ListedRun.latest``), shown among ``latest`` too,
+    per-layer ones included, so a table sorted or filtered by a series can show its values."""
     fields = run_out_dict(run, series)
+    if listed:
+        shown = cast(dict[str, object], fields["latest"])
+        shown.update((readable(name), finite_or_token(v)) for name, v in listed.items())
     fields["status"] = liveness.shown_status(run.status, run.last_seen_at, silent_before)
     fields.update(_summary_fields(run, series))
     return RunOut.model_validate(fields)
@@ -394,12 +405,13 @@ def list_runs(
     with db.reader() as session:
         rows = listing.list_runs(session, query, after=after, limit=limit + 1)
         page = rows[:limit]
-        shown = store.shown_series(session, [r for r, _ in page])
-    runs = [_run_out(r, shown[r.id], query.silent_before) for r, _ in page]
+        shown = store.shown_series(session, [item.run for item in page])
+    runs = [
+        _run_out(item.run, shown[item.run.id], query.silent_before, item.latest) for item in page
+    ]
     next_cursor = None
     if len(rows) > limit:
-        last, value = page[-1]
-        next_cursor = _encode_cursor(sort, value, last.id)
+        next_cursor = _encode_cursor(sort, page[-1].sort_value, page[-1].run.id)
     return RunPage(runs=runs, next_cursor=next_cursor)
 
 

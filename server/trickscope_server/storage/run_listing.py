@@ -13,7 +13,7 @@ import json
 import math
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Select, String, and_, case, cast, func, literal, or_, select
@@ -52,14 +52,26 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 Position = tuple[bool, Any, str]  # (sort value missing, sort value, run id)
 
 
+@dataclass(frozen=True)
+class ListedRun:
+    """A run of a listing, with what the listing read of it."""
+
+    run: RunRow
+    sort_value: Any  # its keyset position's value (None: missing)
+    # {name: latest value} of the series the query filters or sorts by that the run has points
+    # of, NaN and ±Inf as stored; per-layer series included, whose values a run's own summary
+    # leaves out. Empty when the query names no series.
+    latest: dict[str, float] = field(default_factory=dict)
+
+
 def list_runs(
     session: Session,
     query: RunQuery,
     *,
     after: Position | None,
     limit: int,
-) -> list[tuple[RunRow, Any]]:
-    """(run, sort value) pairs in the query's order, strictly after the position ``after``.
+) -> list[ListedRun]:
+    """The runs in the query's order, strictly after the position ``after``.
 
     The order is (sort value missing last, sort value, id), so pages are stable and neither
     repeat nor skip a run; ``after`` is (value missing, value, id) of the previous page's last.
@@ -69,7 +81,7 @@ def list_runs(
     if query.sort != "metric" and not query.metrics:
         key = _sort_expr(session, query)
         stmt = _keyset(session, query, _filtered(session, query, select(RunRow, key)), key, after)
-        return [(row, value) for row, value in session.execute(stmt.limit(limit))]
+        return [ListedRun(row, value) for row, value in session.execute(stmt.limit(limit))]
     return _list_by_latest(session, query, after=after, limit=limit)
 
 
@@ -123,7 +135,7 @@ def _keyset(
 
 def _list_by_latest(
     session: Session, query: RunQuery, *, after: Position | None, limit: int
-) -> list[tuple[RunRow, Any]]:
+) -> list[ListedRun]:
     """:func:`list_runs` for a query that filters or sorts by latest values."""
     by_metric = query.sort == "metric"
     filtered = {name for name, _, _ in query.metrics}
@@ -148,16 +160,20 @@ def _list_by_latest(
         wanted[row[0]] = [row[1 + 4 * i] for i in range(len(names)) if row[1 + 4 * i] is not None]
     records = records_of_series(session, wanted)
     ranked: list[tuple[str, Any]] = []
+    latest_of: dict[str, dict[str, float]] = {}
     for row in rows:
-        latest = {
-            name: _latest(*row[1 + 4 * i : 5 + 4 * i], records=records)
-            for i, name in enumerate(names)
-        }
-        if all(_matches(latest[name], op, value) for name, op, value in query.metrics):
-            ranked.append((row[0], latest[query.sort_key[0]] if by_metric else row[-1]))
+        values = [_latest(*row[1 + 4 * i : 5 + 4 * i], records=records) for i in range(len(names))]
+        latest = {name: v for name, v in zip(names, values, strict=True) if v is not None}
+        if all(_matches(latest.get(name), op, bound) for name, op, bound in query.metrics):
+            sort_value = _ranked(latest.get(query.sort_key[0])) if by_metric else row[-1]
+            ranked.append((row[0], sort_value))
+            latest_of[row[0]] = latest
     if by_metric:
         ranked = _in_order(ranked, descending=query.descending, after=after)
-    return _with_runs(session, ranked[:limit])
+    return [
+        ListedRun(run, value, latest_of[run.id])
+        for run, value in _with_runs(session, ranked[:limit])
+    ]
 
 
 def _latest(
@@ -169,20 +185,25 @@ def _latest(
     records: dict[int, Any],
 ) -> float | None:
     """A series' latest value from its row and its block record (the later last step wins, as
-    in ``block_summaries.merged``); None when the run lacks it or the value is NaN (SQLite stores
-    NaN as NULL, so a NULL on a row with points is one too)."""
+    in ``block_summaries.merged``), NaN included; None when the run has no points of it. SQLite
+    stores NaN as NULL, so a NULL on a row with points is NaN."""
     if series_id is None:
         return None
     rec = records.get(series_id)
-    value: float | None
     if rec is not None and (not count or last_step is None or int(rec["last"]) > last_step):
-        value = float(rec["last_value"])
-    else:
-        value = last_value if count else None
+        return float(rec["last_value"])
+    if not count:
+        return None
+    return math.nan if last_value is None else last_value
+
+
+def _ranked(value: float | None) -> float | None:
+    """A latest value as filters and sorts read it: NaN counts as missing."""
     return None if value is None or math.isnan(value) else value
 
 
 def _matches(value: float | None, op: str, bound: float) -> bool:
+    value = _ranked(value)
     return value is not None and _OPS[op](value, bound)
 
 
