@@ -6,7 +6,9 @@ Its own optimizer pre and post hooks, registered after the :class:`~trickscope.w
   the clip sentinels' norms, the AMP scale, and on due steps the loss-scale and DropPath
   measurements, stacked into one vector sent to a pinned :class:`~trickscope.probes.ring.Ring`.
   Vectors whose copy is complete are read on the host (CPU: at once; CUDA: polled) and give
-  ``grad_norm/total``, ``grad_norm/total_preclip``, ``clip/observed``, ``accum/loss_scale``,
+  ``grad_norm/total``, ``grad_norm/total_preclip``, ``clip/observed`` (with the loop's
+  ``clip_grad_norm_`` threshold, where its source shows it: ``clip/threshold`` and, under a
+  GradScaler, ``clip/before_unscale``, :mod:`trickscope.probes.clip_call`), ``accum/loss_scale``,
   ``drop_path/*``, ``bn/batch_size/*`` and, at the first non-finite step, an agent finding.
   Counts of DropPath modules that changed their input in eval mode ride along on the next
   checked step (``drop_path/eval_changed/*``), or are read at close.
@@ -39,6 +41,7 @@ from trickscope._incidents import Incidents
 from trickscope._modules import unwrap
 from trickscope.probes import (
     batchnorm,
+    clip_call,
     drop_path,
     due,
     eval_mode,
@@ -135,6 +138,8 @@ class Diagnoser:
         self._incidents = incidents
         self._given = {"scaler": scaler, "scheduler": scheduler, "ema": ema}
         self._scaler = scaler
+        # The max_norm of the loop's clip_grad_norm_ call, read from its source at discovery.
+        self._clip_threshold: float | None = None
         self._scheduler = scheduler
         self._ema = ema
         self._total_steps = total_steps
@@ -196,6 +201,7 @@ class Diagnoser:
                 self._scheduler = self._given["scheduler"] or found.scheduler or self._scheduler
                 self._ema = self._given["ema"] or found.ema or self._ema
                 self._scaler = self._given["scaler"] or found.scaler or self._scaler
+            self._clip_threshold = clip_call.threshold(frame) or self._clip_threshold
             self._describe()
         except Exception as exc:
             self._incidents.error("setup discovery", exc)
@@ -403,8 +409,10 @@ class Diagnoser:
             coef = sentinel.coefficient(befores, afters, scale)
             if coef is not None:
                 clipped = coef < 1.0 - CLIP_TOLERANCE
-                host.append(("grad_norm/total_preclip", total / coef if clipped else total))
+                preclip = total / coef if clipped else total
+                host.append(("grad_norm/total_preclip", preclip))
                 host.append(("clip/observed", 1.0 if clipped else 0.0))
+                host.extend(self._clip_call(preclip, coef, scale))
         elif self._sharded and k:
             # No total here (it is merged on due steps): the coefficient alone, kept for the
             # due step's merged norms (_read_merged), which give the pre-clip total.
@@ -442,6 +450,21 @@ class Diagnoser:
         self._emit_host(meta.step, host)
         if self._finite:
             self._find_nonfinite(meta, weights, grads)
+
+    def _clip_call(
+        self, preclip: float, coef: float, scale: float | None
+    ) -> list[tuple[str, float]]:
+        """The clip call's threshold, and under a GradScaler whether the call compared the
+        loss-scaled norm with it (``clip/before_unscale``), where the coefficient says so."""
+        threshold = self._clip_threshold
+        if threshold is None:
+            return []
+        host = [("clip/threshold", threshold)]
+        if scale is not None:
+            verdict = clip_call.before_unscale(preclip, coef, threshold, scale)
+            if verdict is not None:
+                host.append(("clip/before_unscale", verdict))
+        return host
 
     def _read_at_close(self) -> None:
         """Forwards after the last step (a final evaluation) have no next step to be read

@@ -54,6 +54,12 @@ PITFALLS = [
     Pitfall("no_gradient", frozenset({"no-gradient"}), "no-gradient",
             named("aux_head.weight", "aux_head.bias")),
     Pitfall("clipping_always", frozenset({"clipping-always"}), "clipping-always"),
+    # Dead code, not a mistake that changes the training: info (the rule's docstring says why).
+    Pitfall("clipping_never", frozenset({"clipping-never"}), "clipping-never",
+            severities=frozenset({"info"})),
+    # Every measured step was clipped against the scaled norm, from the first one.
+    Pitfall("clip_before_unscale", frozenset({"clip-before-unscale"}), "clip-before-unscale",
+            steps=(0, 2), severities=frozenset({"error"})),
     Pitfall("drop_path_order", frozenset({"drop-path-order"}), "drop-path",
             severities=frozenset({"info", "warning"})),
     Pitfall("loss_divergence", frozenset({"loss-divergence", "nonfinite-loss"}), "loss"),

@@ -181,6 +181,24 @@ def _stepped_warmup(run: Run) -> None:
     run.values("lr/group0")[:] = np.concatenate([levels, np.full(STEPS - 100, 1e-3)])
 
 
+def _clipped_rarely(threshold: float = 1.0) -> Run:
+    """clip_grad_norm_ as a safety net: max_norm 1.0 over pre-clip norms of ~0.2, never reached
+    in this run (5x the largest: a net, not dead code)."""
+    run = healthy_run()
+    run.values("clip/observed")[:] = 0.0
+    run.add("grad_norm/total_preclip", run.values("grad_norm/total").copy())
+    run.add("clip/threshold", np.full(STEPS, threshold))
+    return run
+
+
+def _clipped_under_scaler(before_unscale: float = 0.0) -> Run:
+    """Clipping at 1.0 under a GradScaler at 65536, each step's coefficient decided."""
+    run = _clipped_rarely()
+    run.add("amp/scale", np.full(STEPS, 65536.0))
+    run.add("clip/before_unscale", np.full(STEPS, before_unscale))
+    return run
+
+
 def _slow_rank(run: Run) -> None:
     run.values("rank/2/data_time")[:] += 0.1
 
@@ -228,6 +246,16 @@ PAIRS: dict[str, tuple[Callable[[], Run], Callable[[], Run], str]] = {
         healthy_run,
         _with(healthy_run, _set("clip/observed", slice(None), 1.0)),
         "clipping-always",
+    ),
+    "clipping-never": (
+        _clipped_rarely,
+        lambda: _clipped_rarely(threshold=1e4),
+        "clipping-never",
+    ),
+    "clip-before-unscale": (
+        _clipped_under_scaler,
+        lambda: _clipped_under_scaler(before_unscale=1.0),
+        "clip-before-unscale",
     ),
     "warmup": (
         healthy_run,

@@ -1,4 +1,6 @@
-"""Gradient clipping on nearly every step: the threshold has become the step size."""
+"""Gradient clipping on nearly every step (the threshold has become the step size), never (the
+threshold is above every norm), or before ``GradScaler.unscale_`` (the norm compared with the
+threshold carries the loss scale)."""
 
 from __future__ import annotations
 
@@ -70,6 +72,9 @@ def _severity(view: RunView, threshold: float | None) -> tuple[Severity, float |
 def clipping(view: RunView) -> Iterable[Finding]:
     """Measured (clip/observed from the agent, clip/clipped from tricks.clip), else inferred from a
     post-clip total norm pinned at one constant."""
+    before_unscale = _before_unscale_share(view)
+    if before_unscale is not None and before_unscale[0] >= BEFORE_UNSCALE_SHARE:
+        return []  # the cause is the order, not the threshold: clip-before-unscale names it
     threshold = last(view, "clip/threshold")
     at = f" at {threshold:g}" if threshold is not None else ""
     measured = _measured(view)
@@ -119,5 +124,123 @@ def clipping(view: RunView) -> Iterable[Finding]:
             pinned_norm=median,
             series="grad_norm/total",
             inferred=True,
+        )
+    ]
+
+
+NEVER_MARGIN = 100.0  # max_norm this many times the largest pre-clip norm: no norm comes near
+NEVER_MIN_STEPS = 100  # measured steps before "never" means anything
+BEFORE_UNSCALE_SHARE = 0.5  # of the steps whose coefficient decided it
+
+
+def _before_unscale_share(view: RunView) -> tuple[float, int, int] | None:
+    """(share of decided steps clipped against the loss-scaled norm, decided steps, first such
+    step) from ``clip/before_unscale``; ``None`` without the series."""
+    steps, values = read_finite(view, "clip/before_unscale")
+    if not values.size:
+        return None
+    scaled = values > 0.5
+    first = int(steps[scaled][0]) if scaled.any() else -1
+    return float(scaled.mean()), int(values.size), first
+
+
+@rule("clip-before-unscale", "Gradients clipped before GradScaler.unscale_")
+def clip_before_unscale(view: RunView) -> Iterable[Finding]:
+    """The agent compares the measured clip coefficient with the two ``clip_grad_norm_`` could
+    have applied, against the unscaled and the loss-scaled norm (``clip/before_unscale``)."""
+    measured = _before_unscale_share(view)
+    if measured is None:
+        raise NotApplicable(
+            "no clip_grad_norm_ call with a known threshold ran under a GradScaler whose "
+            "scale was above 1"
+        )
+    share, decided, first = measured
+    if share < BEFORE_UNSCALE_SHARE:
+        return []
+    threshold = last(view, "clip/threshold")
+    scale = last(view, "amp/scale")
+    to = ""
+    if threshold is not None and scale:
+        to = f" (about {threshold / scale:.3g} instead of {threshold:g})"
+    return [
+        finding(
+            "clip-before-unscale",
+            "error",
+            f"clip_grad_norm_ compared the loss-scaled gradient norm with max_norm on "
+            f"{100 * share:.0f}% of {decided} measured steps",
+            why="Under a GradScaler the gradients stay multiplied by the loss scale"
+            + (f" ({scale:g})" if scale else "")
+            + " until scaler.unscale_: clipped before it, the norm compared with max_norm is "
+            "the scaled one, so clipping cuts every step to max_norm divided by the scale"
+            f"{to}, or a threshold large enough to pass the scaled norm means nothing. This "
+            "is also why clipping acts on nearly every step: clipping-always defers to this "
+            "finding.",
+            remedy="Call scaler.unscale_(optimizer) after backward and before clip_grad_norm_, "
+            "then scaler.step(optimizer) and scaler.update() as before (scaler.step does not "
+            "unscale twice).",
+            step=first,
+            share=share,
+            decided_steps=decided,
+            threshold=threshold,
+            scale=scale,
+        )
+    ]
+
+
+def _largest_preclip(view: RunView) -> tuple[str, float, float] | None:
+    """(series, largest, median) of the pre-clip norms; a norm never clipped is its own
+    pre-clip norm, so the total serves where no pre-clip series came."""
+    for name in ("grad_norm/total_preclip", "clip/pre_norm", "grad_norm/total"):
+        values = read_finite(view, name)[1]
+        if values.size:
+            return name, float(values.max()), float(np.median(values))
+    return None
+
+
+@rule("clipping-never", "Gradient clipping that never acts")
+def clipping_never(view: RunView) -> Iterable[Finding]:
+    """Info, not a warning: a clip that never acts leaves the training exactly as it would be
+    without it, so nothing in this run is wrong; what is missing is the protection the call was
+    written for. A safety net a few times above the typical norm also rarely acts, which is why
+    this asks for a threshold :data:`NEVER_MARGIN` times the largest pre-clip norm seen, over at
+    least :data:`NEVER_MIN_STEPS` measured steps."""
+    threshold = last(view, "clip/threshold")
+    if threshold is None:
+        raise NotApplicable("no clipping threshold was reported (clip_grad_norm_ not seen)")
+    name = next((n for n in ("clip/observed", "clip/clipped") if n in view.summaries), None)
+    if name is None:
+        raise NotApplicable("whether clipping acted was not measured")
+    steps, clipped = read_finite(view, name)
+    if clipped.size < NEVER_MIN_STEPS:
+        raise NotApplicable(
+            f"clipping was measured on {clipped.size} steps, fewer than {NEVER_MIN_STEPS}"
+        )
+    if (clipped > 0).any():
+        return []
+    norms = _largest_preclip(view)
+    if norms is None:
+        raise NotApplicable("no pre-clip gradient norm to compare the threshold with")
+    series, largest, median = norms
+    if not (largest > 0 and threshold >= NEVER_MARGIN * largest):
+        return []
+    return [
+        finding(
+            "clipping-never",
+            "info",
+            f"Gradient clipping never acted in {clipped.size} steps: max_norm {threshold:g} is "
+            f"{threshold / largest:,.0f}x the largest pre-clip norm ({largest:.3g})",
+            why=f"clip_grad_norm_ runs on every step, but its threshold is far above every "
+            f"gradient norm this run had (median {median:.3g}, largest {largest:.3g}), so it "
+            "never changes a gradient: a spike it was meant to catch would have to be "
+            f"{threshold / largest:,.0f} times the largest norm so far.",
+            remedy=f"Set max_norm to a small multiple of the typical pre-clip norm (around "
+            f"{median:.3g} here; 1-5x catches outliers only), or drop the call if no clipping "
+            "is wanted.",
+            step=int(steps[-1]),
+            threshold=threshold,
+            largest_preclip=largest,
+            median_preclip=median,
+            measured_steps=int(clipped.size),
+            series=series,
         )
     ]
