@@ -9,7 +9,10 @@ those whose gradient is all zero (dead units), and the elements of Adam's ``v̂`
 those of them below ``eps²`` (eps dominance). The merge is the parallel formula
 ``M2 = Σ M2ᵣ + Σ nᵣ (meanᵣ − mean)²`` (no cancellation), sums for the rest, and a maximum for
 ``max |x|``, in float64. A rank whose piece is not its own (a replica, or an empty shard) counts
-zero elements and adds nothing.
+zero elements and adds nothing. Beside them each rank says, per family of statistics, whether
+its share is in its table (``*_DONE``), and the merge sums those flags too: a rank whose
+statistics failed also adds zeros, and only these counts tell its missing share from an empty
+one (:func:`complete`).
 
 Histograms need edges every rank agrees on before it bins: :func:`local_range` gives a rank's
 finite min and max, the ranks reduce them, :func:`agreed_edges` widens them as ``torch.histc``
@@ -43,7 +46,25 @@ DEAD_UNITS = UNITS + 1
 # Eps dominance: the rank's elements with v̂ > 0, and those of them where eps > √v̂.
 EPS_POSITIVE = DEAD_UNITS + 1
 EPS_DOMINATED = EPS_POSITIVE + 1
-COLUMNS = EPS_DOMINATED + 1
+# Whether the rank's share of each family of a row's statistics is in its table: 1 where it
+# computed it, or where it holds nothing of the parameter (not its own to count, or an empty
+# shard: it legitimately adds nothing); 0 where its statistics failed. Summed over the ranks,
+# a statistic is complete where the sum is the world size; elsewhere the merge lacks a share
+# and its value is not reported (:func:`complete`).
+GRAD_DONE = EPS_DOMINATED + 1
+WEIGHT_DONE = GRAD_DONE + 1
+UPDATE_DONE = WEIGHT_DONE + 1  # the update ratio, which needs BEFORE_NORM too
+BEFORE_DONE = UPDATE_DONE + 1
+UNITS_DONE = BEFORE_DONE + 1
+EPS_DONE = UNITS_DONE + 1
+DONES = EPS_DONE - GRAD_DONE + 1
+COLUMNS = EPS_DONE + 1
+
+_DONE_OF = {
+    **{stat: GRAD_DONE for stat in stats.GRAD_STATS},
+    **{stat: WEIGHT_DONE for stat in stats.WEIGHT_STATS},
+    stats.UPDATE_STAT: UPDATE_DONE,
+}
 
 _COLUMN_OF = {
     **{stat: GRAD_FIRST + i for i, stat in enumerate(stats.GRAD_STATS)},
@@ -63,6 +84,10 @@ class Plan:
     total_index: int  # position of grad_norm/total in the vector, or -1
     total_params: Tensor  # parameters whose gradient norm the total takes
     grad_rows: list[int]  # the same, on the host
+    idle: Tensor  # 1.0 for the rows of which this rank holds nothing, (parameters,) float64
+    # Per merged per-parameter value: its position in the emitted vector, its row, and the
+    # DONE column that says whether every rank's share is in it.
+    needs: list[tuple[int, int, int]]
 
 
 def plan(
@@ -73,8 +98,11 @@ def plan(
     key_index: list[int] = []
     slot_index: list[int] = []
     counts = torch.zeros(len(numels), COLUMNS, dtype=torch.float64)
+    idle = [0.0 if own[row] and numels[row] > 0 else 1.0 for row in range(len(numels))]
+    counts[:, GRAD_DONE:] = torch.tensor(idle, dtype=torch.float64)[:, None]
     total_index = -1
     grads: list[int] = []
+    needs: list[tuple[int, int, int]] = []
     for position, key in enumerate(keys):
         if key == stats.TOTAL_GRAD_NORM:
             total_index = position
@@ -87,6 +115,9 @@ def plan(
         key_index.append(position)
         slot_index.append(row * COLUMNS + column)
         count = float(numels[row]) if own[row] else 0.0
+        done = _DONE_OF[stat]
+        counts[row, done] = 1.0  # computed here (a failure leaves no table at all)
+        needs.append((position, row, done))
         if stat == stats.GRAD_STATS[0]:
             counts[row, GRAD_COUNT] = count
             grads.append(row)
@@ -105,6 +136,8 @@ def plan(
         total_index,
         index(grads),
         grads,
+        to_device(torch.tensor(idle, dtype=torch.float64), device),
+        needs,
     )
 
 
@@ -115,6 +148,9 @@ def table(the_plan: Plan, values: Tensor, before_norms: Tensor | None) -> Tensor
     out.view(-1).index_copy_(0, the_plan.slot_index, picked)
     if before_norms is not None:
         out[:, BEFORE_NORM] = before_norms.to(out.device, torch.float64)
+        out[:, BEFORE_DONE] = 1.0
+    else:  # the pre-step hook failed: the update ratio lacks its denominator here
+        out[:, UPDATE_DONE].mul_(the_plan.idle)
     return out
 
 
@@ -126,7 +162,8 @@ _ZEROS, _NAN, _INF = 3, 4, 5
 _W_N, _W_SQUARES, _W_SUM = 6, 7, 8  # weight: count, Σx², Σx
 _STEP, _BEFORE, _BEFORE_ALL = 9, 10, 11  # ‖Δ‖², ‖w_before‖² (of the updated), ‖w_before‖²
 _UNITS, _DEAD, _EPS_POSITIVE, _EPS_DOMINATED = 12, 13, 14, 15
-SUMS = 16
+_DONE = 16  # then the DONES columns, as in the table
+SUMS = _DONE + DONES
 
 
 def partial_sums(table: Tensor) -> Tensor:
@@ -162,7 +199,7 @@ def partial_sums(table: Tensor) -> Tensor:
         table[..., EPS_POSITIVE],
         table[..., EPS_DOMINATED],
     ]
-    return torch.stack(columns, dim=-1)
+    return torch.cat([torch.stack(columns, dim=-1), table[..., GRAD_DONE:]], dim=-1)
 
 
 def means(sums: Tensor) -> Tensor:
@@ -222,6 +259,7 @@ def finish(sums: Tensor, spread: Tensor, largest: Tensor) -> Tensor:
     out[:, DEAD_UNITS] = sums[:, _DEAD] / sums[:, _UNITS]
     out[:, EPS_POSITIVE] = sums[:, _EPS_POSITIVE]
     out[:, EPS_DOMINATED] = sums[:, _EPS_DOMINATED] / sums[:, _EPS_POSITIVE].clamp_min(1)
+    out[:, GRAD_DONE:] = sums[:, _DONE:]
     return out
 
 
@@ -229,7 +267,8 @@ def merge(tables: Tensor) -> Tensor:
     """Merged statistics from every rank's table, ``(ranks, parameters, COLUMNS)``: per
     parameter the columns of :data:`_COLUMN_OF` in table order (count columns left 0), the
     norm before the update in ``BEFORE_NORM``, the units and the dead-unit fraction, the
-    elements of ``v̂`` above zero and the eps-dominated fraction of them."""
+    elements of ``v̂`` above zero and the eps-dominated fraction of them, and in the DONE
+    columns how many ranks' shares each family of statistics holds."""
     sums = partial_sums(tables).sum(0)
     return finish(sums, spreads(tables, means(sums)).sum(0), maxima(tables).amax(0))
 
@@ -244,6 +283,18 @@ def merged_values(the_plan: Plan, values: Tensor, merged: Tensor) -> Tensor:
         norms = merged[:, GRAD_FIRST].index_select(0, the_plan.total_params)
         out[the_plan.total_index] = torch.linalg.vector_norm(norms).to(torch.float32)
     return out
+
+
+def done_counts(merged: Tensor) -> Tensor:
+    """The merged DONE columns (ranks whose share each family of each row holds) as one float32
+    vector, ``(parameters × DONES,)``: what the host reads to drop incomplete statistics."""
+    return merged[:, GRAD_DONE:].reshape(-1).to(torch.float32)
+
+
+def complete(counts: list[float], world: int, row: int, column: int) -> bool:
+    """Whether every one of ``world`` ranks' share of the DONE ``column`` of ``row`` is in the
+    merge, from :func:`done_counts` read on the host."""
+    return counts[row * DONES + column - GRAD_DONE] >= world
 
 
 def local_range(tensors: list[Tensor]) -> Tensor:

@@ -3,7 +3,7 @@
 A DTensor's norm is a collective: computed on rank 0 alone it hangs, or reports rank 0's shard.
 Here every rank computes the statistics of its local pieces (``to_local()``, the gradients'
 likewise) with the ordinary per-tensor code, on its device, and at each due optimizer step every
-rank takes part in one ``gather`` to rank 0 of a small table of partials (19 float64 per
+rank takes part in one ``gather`` to rank 0 of a small table of partials (25 float64 per
 parameter, :mod:`trickscope.shard_merge`) on the default process group (from
 :data:`REDUCE_FROM_RANKS` ranks, reductions of the same partials instead); rank 0 merges them
 into the exact statistics of the whole parameters and emits them under the unsharded module's
@@ -23,10 +23,16 @@ of ``fully_shard``) counts on rank 0, whose value it reports, as under DDP.
 Every rank issues the same collectives in the same order, from the optimizer step hook: the
 watcher runs on every rank (:func:`rejoin` gives the per-rank summary, which every rank keeps,
 the hooks of a watcher its run did not keep), and a due step whose statistics failed on one
-rank still joins the collective with an empty table, so that no rank waits for another. A
-collective without partners would pair with the training's own (and abort it): before the first
-one, every rank's watcher says through the process group's store that its hooks run, and where
-one does not, none of them issues any.
+rank still joins the collective with an empty table, so that no rank waits for another. Each
+table says which of its statistics it holds (a failed rank: only those of parameters of which it
+holds nothing, whose share is empty anyway), and the merge sums those flags: rank 0 reads them
+on the host (a pinned copy read once its event completes, :class:`~trickscope.probes.ring.Ring`)
+and reports no value that lacks a rank's share, counting an incident instead, since a partial
+norm, mean or count would pass for the whole parameter's.
+
+A collective without partners would pair with the training's own (and abort it): before the
+first one, every rank's watcher says through the process group's store that its hooks run, and
+where one does not, none of them issues any.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import math
 import sys
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -47,15 +54,16 @@ from torch.utils.hooks import RemovableHandle
 from trickscope import _foreach, distributed, setup, shard_merge, stats
 from trickscope._modules import unwrap
 from trickscope.probes import due
+from trickscope.probes.ring import Ring
 from trickscope.segments import to_device
 from trickscope.watch import EmitHist, Watcher, _Layout
 
 # From this many ranks the merge goes by reductions (an all-reduce of SUMS float64 per tensor,
 # then two reductions to rank 0 of 3 per tensor: sizes that do not grow with the ranks) instead
-# of one gather, which brings rank 0 COLUMNS float64 per tensor from every rank (47 MB per due
+# of one gather, which brings rank 0 COLUMNS float64 per tensor from every rank (61 MB per due
 # step at 1,024 ranks and 300 tensors). On 2 ranks (gloo, CPU) the gather's one collective
 # takes 3-5 ms against the reductions' 10-11 ms (bench/sharded_merge.py); the crossover at many
-# ranks is not measured here: 64 bounds rank 0's share at ~9 kB per tensor.
+# ranks is not measured here: 64 bounds rank 0's share at ~13 kB per tensor.
 REDUCE_FROM_RANKS = 64
 
 HANDSHAKE_TIMEOUT = timedelta(seconds=30)
@@ -132,6 +140,37 @@ def rows_whole(tensor: Tensor) -> bool:
     )
 
 
+@dataclass
+class _Scalars:
+    """A due step's merged statistics on rank 0, waiting for its DONE counts on the host."""
+
+    step: int
+    keys: list[str]
+    values: Tensor
+    host: list[tuple[str, float]]
+    merged: Tensor
+    plan: shard_merge.Plan
+    needs: _Needs
+
+
+@dataclass
+class _Hists:
+    """A due step's merged histograms on rank 0, waiting for their DONE counts."""
+
+    step: int
+    keys: list[str]
+    block: Tensor
+
+
+@dataclass(frozen=True)
+class _Needs:
+    """What the values of one list of keys rest on: per merged value (position in the vector)
+    its row and DONE column; ``checked``, the same as positions in ``done_counts``."""
+
+    values: list[tuple[int, int, int]]
+    checked: list[int]
+
+
 def _stand_in(param: Tensor) -> Tensor:
     """A plain tensor that shares ``param``'s local storage, with the local gradient as its
     ``grad``: what the statistics read in place of a DTensor parameter."""
@@ -182,6 +221,17 @@ class ShardedWatcher(Watcher):
         self._rows = {name: row for row, name in enumerate(self.names)}
         self._device = _collective_device(local(self._shards[0]).device)
         self._own = [counts_here(param, self._rank) for param in self._shards]
+        # Rows of which this rank holds nothing (not its own to count, or an empty shard): its
+        # share of them is complete even when its statistics fail.
+        self._idle = [
+            not own or local(param).numel() == 0
+            for own, param in zip(self._own, self._shards, strict=True)
+        ]
+        self._idle_rows: Tensor | None = None
+        # Rank 0's merged values wait here until their DONE counts are on the host.
+        self._ring = Ring()
+        self._in_flight = 0
+        self._needs: dict[tuple[str, ...], _Needs] = {}
         # Parameters whose dead units merge exactly: ≥2-D, and no row split between ranks (a
         # row-wise tensor-parallel weight, sharded on dim 1, would need every row's max across
         # ranks: a collective the size of its rows, not reported).
@@ -206,6 +256,16 @@ class ShardedWatcher(Watcher):
         self._announced = False
         self._everyone: bool | None = None  # whether every rank runs its hooks (None: unknown)
         _latest[optimizer] = self
+
+    def close(self) -> None:
+        """Remove the hooks, and report what still waits for its counts (rank 0)."""
+        super().close()
+        try:
+            if self._in_flight and torch.cuda.is_available():
+                torch.cuda.synchronize()  # closing may wait; the hooks never do
+            self._release()
+        except Exception as exc:
+            self._incidents.error("sharded statistics", exc)
 
     def _localise(self) -> None:
         self._params = [_stand_in(param) for param in self._shards]
@@ -253,6 +313,11 @@ class ShardedWatcher(Watcher):
     def _pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if not self._announced:
             self._announce()
+        if self._in_flight:
+            try:
+                self._release()
+            except Exception as exc:
+                self._incidents.error("sharded statistics", exc)
         if self._everyone is False:  # nothing is merged: only count the step, as the base does
             self.step = self._next
             return
@@ -319,14 +384,107 @@ class ShardedWatcher(Watcher):
         ]
         extra += [(f"opt/eps_dominance/{self.names[row]}", row, shard_merge.EPS_DOMINATED)
                   for row in eps]  # fmt: skip
+        base = len(key_list)
         if extra:
             key_list += [key for key, _, _ in extra]
             slots = [row * shard_merge.COLUMNS + column for _, row, column in extra]
             picked = merged.reshape(-1).index_select(0, self._index(slots).to(merged.device))
             out = torch.cat([out, picked.to(out.device, torch.float32)])
-        self._emit_merged(step, key_list, out, host)
-        for listener in self.listeners:
-            listener(step, merged, the_plan)
+        needs = self._needs_of(key_list, the_plan, [(base + i, row, column)
+                               for i, (_, row, column) in enumerate(extra)])  # fmt: skip
+        waiting = _Scalars(step, key_list, out, host, merged, the_plan, needs)
+        self._hold(waiting, shard_merge.done_counts(merged))
+
+    def _needs_of(
+        self, keys: list[str], the_plan: shard_merge.Plan, extra: list[tuple[int, int, int]]
+    ) -> _Needs:
+        """What the values of ``keys`` rest on (cached per list of keys): the plan's merged
+        statistics, the total gradient norm (every gradient norm it takes), and the dead units
+        and eps dominance of ``extra`` (their value columns, mapped to their DONE columns)."""
+        cached = self._needs.get(tuple(keys))
+        if cached is not None:
+            return cached
+        done_of = {shard_merge.DEAD_UNITS: shard_merge.UNITS_DONE,
+                   shard_merge.EPS_DOMINATED: shard_merge.EPS_DONE}  # fmt: skip
+        values = list(the_plan.needs)
+        values += [(position, row, done_of[column]) for position, row, column in extra]
+        if the_plan.total_index >= 0:
+            values += [(the_plan.total_index, row, shard_merge.GRAD_DONE)
+                       for row in the_plan.grad_rows]  # fmt: skip
+        checked = sorted(
+            {row * shard_merge.DONES + column - shard_merge.GRAD_DONE for _, row, column in values}
+        )
+        needs = self._needs[tuple(keys)] = _Needs(values, checked)
+        return needs
+
+    def _hold(self, waiting: _Scalars | _Hists, counts: Tensor) -> None:
+        """Start moving ``counts`` (the merged DONE counts) to the host; ``waiting`` is reported
+        once they are there: at once on the CPU, at a later hook (or ``close``) on CUDA."""
+        if self._ring.ship(counts, waiting):
+            self._in_flight += 1
+        else:
+            self._incidents.thin("all sharded merge checks in flight")
+        self._release()
+
+    def _release(self) -> None:
+        """Report what waited and whose counts are on the host, without what lacks a share."""
+        for waiting, counts in self._ring.poll():
+            self._in_flight -= 1
+            if isinstance(waiting, _Scalars):
+                self._release_scalars(waiting, counts)
+            else:
+                self._release_hists(waiting, counts)
+
+    def _release_scalars(self, waiting: _Scalars, counts: list[float]) -> None:
+        world = self._world
+        needs = waiting.needs
+        step, keys, values = waiting.step, waiting.keys, waiting.values
+        if not all(counts[at] >= world for at in needs.checked):
+            missing = {
+                position
+                for position, row, column in needs.values
+                if not shard_merge.complete(counts, world, row, column)
+            }
+            kept = [position for position in range(len(keys)) if position not in missing]
+            self._incomplete(step, len(missing), len(keys), "statistics")
+            keys = [keys[position] for position in kept]
+            index = torch.tensor(kept, dtype=torch.int64)
+            values = values.index_select(0, to_device(index, values.device))
+        if keys:
+            self._emit_merged(step, keys, values, waiting.host)
+        elif waiting.host and self._emit_host is not None:  # the learning rates still go
+            self._emit_host(step, waiting.host)
+        # The diagnosis reads every gradient norm and every norm before the update.
+        the_plan = waiting.plan
+        whole = all(
+            shard_merge.complete(counts, world, row, shard_merge.GRAD_DONE)
+            for row in the_plan.grad_rows
+        ) and all(
+            shard_merge.complete(counts, world, row, shard_merge.BEFORE_DONE)
+            for row in range(len(self._shards))
+        )
+        if whole:
+            for listener in self.listeners:
+                listener(step, waiting.merged, the_plan)
+
+    def _release_hists(self, waiting: _Hists, counts: list[float]) -> None:
+        keys, block = waiting.keys, waiting.block
+        kept = [index for index, count in enumerate(counts) if count >= self._world]
+        if len(kept) < len(keys):
+            self._incomplete(waiting.step, len(keys) - len(kept), len(keys), "histograms")
+            rows = block.view(len(keys), -1)
+            block = rows.index_select(0, to_device(torch.tensor(kept), block.device))
+            keys = [keys[index] for index in kept]
+        if keys and self._emit_hist_merged is not None:
+            self._emit_hist_merged(waiting.step, keys, self._bins, block.reshape(-1))
+
+    def _incomplete(self, step: int, missing: int, total: int, what: str) -> None:
+        """Count a due step whose merge lacked some rank's share of ``missing`` values."""
+        error = RuntimeError(
+            f"step {step}: {missing} of {total} merged {what} lacked some rank's share (a "
+            "rank's statistics failed: see its log) and were not reported"
+        )
+        self._incidents.error("sharded statistics incomplete", error, traceback=False)
 
     def _index(self, rows: list[int]) -> Tensor:
         """``rows`` as an index tensor on the collective's device (cached per list)."""
@@ -349,6 +507,7 @@ class ShardedWatcher(Watcher):
             for column, which in ((shard_merge.EPS_POSITIVE, 0), (shard_merge.EPS_DOMINATED, 1)):
                 values = torch.stack([counts[row][which].to(here) for row in mine])
                 table[:, column].index_copy_(0, index, values.to(torch.float64))
+            table[:, shard_merge.EPS_DONE].index_fill_(0, index, 1.0)
         return rows
 
     def _count_units(self, table: Tensor, units: list[int]) -> None:
@@ -366,6 +525,7 @@ class ShardedWatcher(Watcher):
         )
         counts = torch.stack([count.to(here) for count in dead]).to(torch.float64)
         table[:, shard_merge.DEAD_UNITS].index_copy_(0, index, counts)
+        table[:, shard_merge.UNITS_DONE].index_fill_(0, index, 1.0)
 
     def _gather(self, table: Tensor | None) -> Tensor | None:
         """Every rank's table (an empty one where this rank has none) gathered on rank 0, which
@@ -374,8 +534,12 @@ class ShardedWatcher(Watcher):
         self._gathered = True
         rows = len(self._shards)
         device = self._device
-        if table is None:  # counts of zero: this rank adds nothing
+        if table is None:  # counts of zero: this rank adds nothing, and says it lacks its share
             mine = torch.zeros(rows, shard_merge.COLUMNS, dtype=torch.float64, device=device)
+            if self._idle_rows is None:
+                idle = torch.tensor(self._idle, dtype=torch.float64)
+                self._idle_rows = to_device(idle, device)
+            mine[:, shard_merge.GRAD_DONE :] = self._idle_rows[:, None]
         else:
             mine = table.to(device, non_blocking=True)
         if self._world >= REDUCE_FROM_RANKS:
@@ -415,28 +579,35 @@ class ShardedWatcher(Watcher):
             keys.append(f"{stats.WEIGHT_HIST}/{name}")
             tensors.append(param)
             rows.append(len(self._params) + row)
-        block = self._bin(tensors, rows, self._bins)
-        if block is None or not self._primary or self._emit_hist_merged is None:
+        binned = self._bin(tensors, rows, self._bins)
+        if binned is None or not self._primary or self._emit_hist_merged is None:
             return
+        block, done = binned
         if isinstance(grad_scale, Tensor) and grads:
             edges = block[:grads, :2] / grad_scale.to(block.device, torch.float64)
             block = torch.cat([torch.cat([edges, block[:grads, 2:]], 1), block[grads:]])
-        self._emit_hist_merged(self.step, keys, self._bins, block.reshape(-1))
+        self._hold(_Hists(self.step, keys, block), done.to(torch.float32))
 
-    def _bin(self, tensors: list[Tensor], rows: list[int], bins: int) -> Tensor | None:
+    def _bin(
+        self, tensors: list[Tensor], rows: list[int], bins: int
+    ) -> tuple[Tensor, Tensor] | None:
         """Histograms of ``tensors`` (table ``rows``: gradients first, then weights) merged over
-        the ranks, as ``stats.histograms`` lays them out; ``None`` without tensors here.
+        the ranks, as ``stats.histograms`` lays them out, and per histogram how many ranks'
+        counts it holds; ``None`` without tensors here.
 
-        Both collectives run whatever fails on this rank (which then adds nothing), so that the
-        other ranks never wait for it; the failure is raised after them."""
+        Both collectives run whatever fails on this rank (which then adds nothing and says so),
+        so that the other ranks never wait for it; the failure is raised after them."""
         self._binned = True
         dist = torch.distributed
         params = len(self._shards)
         device = self._device
         ranges = torch.full((2 * params, 2), math.inf, device=device)
-        counts = torch.zeros(2 * params, bins + 1, dtype=torch.float64, device=device)
+        # Per row: the bins, the NaN/±Inf count, then 1 where this rank's counts are in (or it
+        # holds nothing of the tensor), summed over the ranks as the counts are.
+        counts = torch.zeros(2 * params, bins + 2, dtype=torch.float64, device=device)
         mine = [tensors[i] for i, row in enumerate(rows) if self._own[row % params]]
         own_rows = [row for row in rows if self._own[row % params]]
+        done = [row for row in range(2 * params) if self._idle[row % params]]
         index = to_device(torch.tensor(own_rows, dtype=torch.int64), device)
         failure: Exception | None = None
         try:
@@ -450,24 +621,31 @@ class ShardedWatcher(Watcher):
             if mine and failure is None:
                 here = mine[0].device
                 low, high = lo[index].to(here), hi[index].to(here)
-                counts[index] = shard_merge.local_counts(mine, low, high, bins).to(device)
+                counts[index, : bins + 1] = shard_merge.local_counts(mine, low, high, bins).to(
+                    device
+                )
+            if failure is None:
+                done += own_rows
         except Exception as exc:
             failure = exc
+        if done:
+            counts[to_device(torch.tensor(done, dtype=torch.int64), device), bins + 1] = 1.0
         dist.all_reduce(counts)
         if failure is not None:
             raise failure
         if not tensors:
             return None
         wanted = to_device(torch.tensor(rows, dtype=torch.int64), device)
-        return torch.cat(
+        block = torch.cat(
             [
                 lo.double()[wanted, None],
                 hi.double()[wanted, None],
-                counts[wanted, bins:],
+                counts[wanted, bins : bins + 1],
                 counts[wanted, :bins],
             ],
             dim=1,
         )
+        return block, counts[wanted, bins + 1]
 
 
 def watcher_of(optimizer: torch.optim.Optimizer) -> ShardedWatcher | None:

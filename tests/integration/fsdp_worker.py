@@ -13,7 +13,8 @@ same batches: the per-layer statistics and histograms of the two must agree. The
 * named on the command line instead: ``tensor-parallel``, ``ColwiseParallel`` and
   ``RowwiseParallel`` layers, whose DTensor parameters are sharded on either dimension or
   replicated; ``hybrid``, HSDP on a 2-D mesh (replicated on one dimension, sharded on the other);
-* a rank whose statistics fail at every step still joins the collectives;
+* a rank whose statistics (or its pre-step hook) fail at one step still joins the collectives,
+  and rank 0 reports, at that step, none of the values lacking its share, the others exactly;
 * a rank that does not watch (its watcher closed), or watches other parameter names, leaves
   rank 0 reporting nothing, not hanging;
 * ``reduce`` on the command line: all of the above with the merge by reductions;
@@ -44,7 +45,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 import trickscope
-from trickscope import sharded
+from trickscope import sharded, stats
 from trickscope._incidents import Incidents
 from trickscope.diagnose import Diagnoser
 from trickscope.probes import due
@@ -272,28 +273,92 @@ def diagnose_alike(mismatches: list[str]) -> int:
     return checked
 
 
-def survive_a_failing_rank(mismatches: list[str]) -> None:
-    """Rank 1's statistics and histograms fail at every step: it still joins the collectives,
-    so rank 0 reports every step and nobody hangs."""
-    model, _ = model_pair("full")
-    got = Recorder()
-    watcher, optimizer = watched(model, got)
-    incidents = watcher._incidents
+FAIL_STEP = 1
 
-    def fail(*args: Any) -> None:
-        raise RuntimeError("planted")
 
-    if dist.get_rank() == 1:
-        watcher._report = fail  # type: ignore[method-assign]
-        watcher._report_hist = fail  # type: ignore[method-assign]
-    for step in range(STEPS):
-        train(model, optimizer, step, accumulate=False)
-    watcher.close()
-    if dist.get_rank() == 1 and incidents.errors == 0:
-        mismatches.append("failing rank: no incident recorded")
-    reported = (sorted(got.scalars), sorted(got.hists))
-    if dist.get_rank() == 0 and reported != (list(range(STEPS)), list(range(STEPS))):
-        mismatches.append(f"failing rank: rank 0 reported {sorted(got.scalars)}")
+def held_by_rank_one(model: nn.Module) -> set[str]:
+    """The parameters of which rank 1 (of 2) holds a non-empty piece: FSDP2 cuts dim 0 as
+    ``torch.chunk`` does, rank 1 taking what the first ``ceil(n / 2)`` rows leave."""
+    return {
+        name
+        for name, param in model.named_parameters()
+        if sharded.is_dtensor(param) and param.shape[0] - math.ceil(param.shape[0] / 2) > 0
+    }
+
+
+def lacks_a_share(key: str, held: set[str], fault: str) -> bool:
+    """Whether rank 0 must leave ``key`` out at the failing step: the statistics of the
+    parameters rank 1 holds (the total gradient norm with them), or, where only rank 1's
+    pre-step hook failed, their update ratios (the norms from before the update are missing)."""
+    name = key.rpartition("/")[2]
+    if fault == "pre-step":
+        return key.startswith(f"{stats.UPDATE_STAT}/") and name in held
+    return name in held or key == stats.TOTAL_GRAD_NORM
+
+
+def drop_what_a_failing_rank_misses(mismatches: list[str]) -> int:
+    """At one step rank 1's statistics and histograms fail (or, in another run, its pre-step
+    hook, which reads the norms before the update): it still joins the collectives, nobody
+    hangs or raises, and rank 0 reports no value lacking rank 1's share at that step (counting
+    an incident), the rest (parameters of which rank 1 holds nothing, other steps) exactly as
+    the unsharded copy. Returns the values checked."""
+    checked = 0
+    for case, fault in (("full", "statistics"), ("partial", "statistics"), ("full", "pre-step")):
+        label = f"failing rank 1, {case}, {fault}"
+        model, reference = model_pair(case)
+        got, want = Recorder(), Recorder()
+        watcher, optimizer = watched(model, got)
+        ref_watcher, ref_optimizer = watched(reference, want)
+        record_diagnosis(ref_watcher, ref_optimizer, {watcher.names[r] for r in watcher._unit_rows},
+                         want)  # fmt: skip
+        norms = sharded._norms
+
+        def fail_at(method: Any, step: Any) -> Any:
+            """``method``, raising at the step ``step()`` names: the failing one."""
+
+            def call(*args: Any) -> Any:
+                if step() == FAIL_STEP:
+                    raise RuntimeError("planted")
+                return method(*args)
+
+            return call
+
+        if dist.get_rank() == 1 and fault == "statistics":  # the post hook: at `step`
+            at = (lambda w: lambda: w.step)(watcher)
+            watcher._report = fail_at(watcher._report, at)  # type: ignore[method-assign]
+            watcher._report_hist = fail_at(watcher._report_hist, at)  # type: ignore[method-assign]
+        if dist.get_rank() == 1 and fault == "pre-step":  # before `step` moves on: `_next`
+            sharded._norms = fail_at(norms, (lambda w: lambda: w._next)(watcher))
+        for step in range(STEPS):
+            train(model, optimizer, step, accumulate=False)
+            train(reference, ref_optimizer, step, accumulate=False)
+        watcher.close()
+        ref_watcher.close()
+        sharded._norms = norms
+        incidents = watcher._incidents.by_kind
+        if dist.get_rank() == 1:
+            if sum(incidents.values()) == 0:
+                mismatches.append(f"{label}: rank 1 recorded no incident")
+            continue
+        held = held_by_rank_one(model)
+        if not held or held == set(watcher.names):
+            mismatches.append(f"{label}: rank 1 holds {sorted(held)}: nothing to tell apart")
+        # The reference, less what rank 0 must leave out at the failing step.
+        for table in (want.scalars, want.hists):
+            whole = table[FAIL_STEP]
+            kept = {k: v for k, v in whole.items() if not lacks_a_share(k, held, fault)}
+            dropping = fault == "statistics" or table is want.scalars
+            if dropping and len(kept) == len(whole):
+                mismatches.append(f"{label}: nothing to drop at step {FAIL_STEP}")
+            table[FAIL_STEP] = kept  # type: ignore[assignment]
+        if not want.scalars[FAIL_STEP] or not want.hists[FAIL_STEP]:
+            mismatches.append(f"{label}: nothing left to report at step {FAIL_STEP}")
+        checked += compare(label, got, want, mismatches)
+        # One incident per merge that lacked a share: the statistics', and the histograms'.
+        expected = 2 if fault == "statistics" else 1
+        if incidents.get("sharded statistics incomplete") != expected:
+            mismatches.append(f"{label}: rank 0's incidents {incidents}")
+    return checked
 
 
 def survive_ranks_that_do_not_watch_alike(mismatches: list[str]) -> None:
@@ -346,7 +411,7 @@ def main() -> None:
         return
     checked = sum(check(case, mismatches) for case in ("full", "partial", "accumulation"))
     checked += diagnose_alike(mismatches)
-    survive_a_failing_rank(mismatches)
+    checked += drop_what_a_failing_rank_misses(mismatches)
     run_id, reference = run_job()
     survive_ranks_that_do_not_watch_alike(mismatches)
     dist.barrier()

@@ -184,3 +184,51 @@ def test_the_merge_by_reductions_equals_the_merge_of_gathered_tables() -> None:
     largest = torch.stack([torch.where(m.isnan(), 0.0, m) for m in maxima])
     reduced = shard_merge.finish(sums, spread, largest.amax(0))
     torch.testing.assert_close(reduced, gathered, equal_nan=True, rtol=1e-12, atol=0)
+
+
+def test_the_merge_counts_the_ranks_whose_share_it_holds() -> None:
+    """A rank whose statistics failed joins with an empty table that holds only its empty
+    shares: the statistics of the tensors it holds a piece of lack a share (by the gather's
+    merge and by reductions alike), those of which it holds nothing do not."""
+    wholes = whole_tensors()
+    _, _, tables = rank_tables(wholes, [t * 0.9 + 0.01 for t in wholes])
+    families = (shard_merge.GRAD_DONE, shard_merge.WEIGHT_DONE, shard_merge.UPDATE_DONE,
+                shard_merge.BEFORE_DONE)  # fmt: skip
+
+    def complete(merged: Tensor) -> list[list[bool]]:
+        counts = shard_merge.done_counts(merged).tolist()
+        return [
+            [shard_merge.complete(counts, RANKS, row, column) for column in families]
+            for row in range(len(wholes))
+        ]
+
+    assert complete(shard_merge.merge(tables)) == [[True] * 4] * len(wholes)
+    empty_on_rank_1 = [b[1] == b[0] for b in BOUNDS]
+    assert empty_on_rank_1 == [True, False, False, False, False, False]
+    failed = torch.zeros_like(tables[1])
+    failed[:, shard_merge.GRAD_DONE :] = torch.tensor(empty_on_rank_1, dtype=torch.float64)[:, None]
+    tables[1] = failed
+    want = [[empty] * 4 for empty in empty_on_rank_1]
+    assert complete(shard_merge.merge(tables)) == want
+    sums = shard_merge.partial_sums(tables).sum(0)
+    spread = shard_merge.spreads(tables, shard_merge.means(sums)).sum(0)
+    reduced = shard_merge.finish(sums, spread, shard_merge.maxima(tables).amax(0))
+    assert complete(reduced) == want
+
+
+def test_a_plan_marks_what_a_rank_holds_nothing_of_as_complete() -> None:
+    """Without a gradient here, a parameter's gradient statistics are missing where this rank
+    holds a piece of it, not where its piece is empty or not its own to count; the update ratio
+    also needs the norms from before the update."""
+    keys = [f"{stat}/p{i}" for stat in stats.WEIGHT_STATS for i in range(3)]
+    keys += [f"{stats.UPDATE_STAT}/p{i}" for i in range(3)]
+    names = {f"p{i}": i for i in range(3)}
+    plan = shard_merge.plan(keys, names, [4, 0, 4], [True, True, False], torch.device("cpu"))
+    values = torch.ones(len(keys))
+    table = shard_merge.table(plan, values, torch.ones(3))
+    assert table[:, shard_merge.GRAD_DONE].tolist() == [0.0, 1.0, 1.0]
+    assert table[:, shard_merge.WEIGHT_DONE].tolist() == [1.0, 1.0, 1.0]
+    assert table[:, shard_merge.UPDATE_DONE].tolist() == [1.0, 1.0, 1.0]
+    without_before = shard_merge.table(plan, values, None)
+    assert without_before[:, shard_merge.UPDATE_DONE].tolist() == [0.0, 1.0, 1.0]
+    assert without_before[:, shard_merge.BEFORE_DONE].tolist() == [0.0, 1.0, 1.0]
