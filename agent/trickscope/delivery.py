@@ -224,6 +224,11 @@ class Delivery:
         """Drop the connection."""
         self._connection.close()
 
+    def abort_request(self) -> None:
+        """Cut the request in flight, if any (thread-safe): it fails as in an outage, so it stays
+        queued and ends in the journal."""
+        self._connection.abort()
+
     def _back_off(self, kind: str, message: str, *args: object) -> None:
         self.failures += 1
         self._retry_at = time.monotonic() + backoff(self.failures)

@@ -256,8 +256,13 @@ class Sender:
         self._deadline = time.monotonic() + timeout
         self._inbox.append(_STOP)
         self._wake.set()
-        # The thread may be inside one request when the deadline passes: allow it to end.
-        self._thread.join(max(timeout, 0.0) + self._config.http_timeout + _FINAL_TAKE_WAIT)
+        self._thread.join(max(timeout, 0.0) + _FINAL_TAKE_WAIT)
+        if self._thread.is_alive():
+            # Past the deadline the thread may be waiting on a server that took a request but
+            # does not answer (up to http_timeout; a SIGTERM's grace is short): cut the request,
+            # which then goes to the journal, and give the thread time to journal what is left.
+            self.delivery.abort_request()
+            self._thread.join(self._config.http_timeout)
         atexit.unregister(self.close)
         if self._thread.is_alive():
             logger.warning("trickscope: sender did not stop within %.1f s", timeout)

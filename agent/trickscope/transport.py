@@ -6,6 +6,7 @@ import gzip
 import http.client
 import json
 import random
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -89,6 +90,7 @@ class Connection:
         self.timeout = timeout
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._conn: http.client.HTTPConnection | None = None
+        self._aborted = False
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
         if self._conn is None:
@@ -113,6 +115,8 @@ class Connection:
             headers["Content-Encoding"] = "gzip"
         timeout = self.timeout if timeout is None else max(timeout, 0.05)
         while True:
+            if self._aborted:
+                raise Unavailable(f"{method} {path}: aborted (the run is finishing)")
             reused = self._conn is not None and self._conn.sock is not None
             conn = self._connect(timeout)
             try:
@@ -158,3 +162,18 @@ class Connection:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def abort(self) -> None:
+        """End the request in flight now, from another thread: its :meth:`send` raises
+        :class:`Unavailable` at once instead of waiting out the socket timeout, and so does every
+        later one (a stale-connection resend included)."""
+        self._aborted = True
+        conn = self._conn
+        sock = None if conn is None else conn.sock
+        if sock is None:
+            return
+        try:
+            # Wakes a blocked recv; closing stays with the thread in send, which owns the socket.
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed or never connected: nothing is in flight
