@@ -3,9 +3,11 @@ comes first, refused requests are set aside, heartbeats, the token, SIGTERM and 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import signal
+import threading
 import time
 from array import array
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from trickscope.config import AgentConfig
 from trickscope.journal import Request
 from trickscope.scalars import Columns, Layout, RowBlock, ScalarBuffer, read_overflow
 from trickscope.transfer import Handoff
+from trickscope_wire import decode_f64, decode_i64
 
 UNREACHABLE = "http://127.0.0.1:9"
 
@@ -277,6 +280,47 @@ def test_finish_with_the_server_down_says_so_once_and_is_short(
     waiting = [r for r in caplog.records if "is not answering" in r.getMessage()]
     assert len(waiting) == 1 and "finish_timeout" in waiting[0].getMessage()
     assert all(record.exc_info is None for record in caplog.records)
+
+
+def test_finish_cuts_a_request_the_server_took_but_never_answers_and_journals_it(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """A server that reads a request and then hangs must not hold ``finish`` for the socket's
+    whole ``http_timeout``: past ``finish_timeout`` the request is cut and its points journaled."""
+    release = threading.Event()
+    hung = threading.Event()
+
+    def status(method: str, path: str, body: dict[str, Any]) -> int:
+        if path.endswith("/points"):
+            hung.set()
+            release.wait(60.0)  # took the request; never answers while the test runs
+        return 200
+
+    capture.captured.status = status
+    run = trickscope.init(
+        project="p", url=capture.url, **{**settings, "finish_timeout": 1.0, "http_timeout": 60.0}
+    )
+    try:
+        for step in range(5):
+            run.log({"m": float(step)}, step=step)
+        assert hung.wait(10.0)
+        started = time.monotonic()
+        run.finish()
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    # finish_timeout (1 s) plus the final take's wait, and a loaded machine's seconds; not 60 s.
+    assert elapsed < 10.0
+    sender = run.sender
+    assert sender is not None and sender.journal_path is not None
+    journaled: dict[int, float] = {}
+    for request in journal.read(sender.journal_path):
+        if request.path.endswith("/points"):
+            for series in json.loads(request.body)["series"]:
+                if series["name"] == "m":
+                    steps, values = decode_i64(series["steps"]), decode_f64(series["values"])
+                    journaled.update(zip(steps, values, strict=True))
+    assert journaled == {step: float(step) for step in range(5)}
 
 
 # -- SIGTERM -----------------------------------------------------------------------------------
