@@ -13,11 +13,14 @@ from trickscope_server.services._convert import F64, I64
 from trickscope_server.services._payload import checked_name as _name
 from trickscope_server.services._payload import column as _column
 from trickscope_server.services._payload import fail as _fail
+from trickscope_server.storage.histograms import HistogramValues
 
 if TYPE_CHECKING:
     from trickscope_server.services.ingest import DecodedBatch
 
 MAX_HISTOGRAM_BINS = 4096
+_COLUMNS = ("steps", "lo", "hi", "counts", "nonfinite", "times")
+_SHARED = frozenset({"steps", "times"})  # columns many histograms of a batch repeat
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ def parse_histograms(
         raise _fail(["body", "histograms"], "must be a list of histogram columns")
     out: list[DecodedHistograms] = []
     cells = points
+    # The agent sends every histogram of a flush over one steps and one times column (the same
+    # text): each distinct text is decoded once.
+    shared: dict[str, bytes] = {}
     for i, item in enumerate(raw):
         loc: list[str | int] = ["body", "histograms", i]
         if not isinstance(item, dict):
@@ -54,10 +60,15 @@ def parse_histograms(
             or not 1 <= bins <= MAX_HISTOGRAM_BINS
         ):
             raise _fail([*loc, "bins"], f"must be an integer from 1 to {MAX_HISTOGRAM_BINS}")
-        cols = {
-            key: _column(item.get(key), [*loc, key], name)
-            for key in ("steps", "lo", "hi", "counts", "nonfinite", "times")
-        }
+        cols: dict[str, bytes] = {}
+        for key in _COLUMNS:
+            text = item.get(key)
+            known = shared.get(text) if key in _SHARED and type(text) is str else None
+            if known is None:
+                known = _column(text, [*loc, key], name)
+                if key in _SHARED:
+                    shared[text] = known
+            cols[key] = known
         n = len(cols["steps"]) // 8
         for key in ("lo", "hi", "nonfinite", "times"):
             if len(cols[key]) // 8 != n:
@@ -72,13 +83,6 @@ def parse_histograms(
                 f"batch holds more than the server's limit of {max_points} points and histogram "
                 "bins (TRICKSCOPE_MAX_BATCH_POINTS): send smaller batches"
             )
-        counts = np.frombuffer(cols["counts"], dtype=F64).reshape(n, bins)
-        nonfinite = np.frombuffer(cols["nonfinite"], dtype=F64)
-        times = np.frombuffer(cols["times"], dtype=F64)
-        if not (np.isfinite(counts).all() and np.isfinite(nonfinite).all()):
-            raise _fail([*loc, "counts"], f"histograms {name!r}: counts must be finite")
-        if not np.isfinite(times).all():
-            raise _fail([*loc, "times"], f"histograms {name!r}: times must be finite")
         out.append(
             DecodedHistograms(
                 name=name,
@@ -86,29 +90,56 @@ def parse_histograms(
                 steps=np.frombuffer(cols["steps"], dtype=I64),
                 lo=np.frombuffer(cols["lo"], dtype=F64),
                 hi=np.frombuffer(cols["hi"], dtype=F64),
-                counts=counts,
-                nonfinite=nonfinite,
-                times=times,
+                counts=np.frombuffer(cols["counts"], dtype=F64).reshape(n, bins),
+                nonfinite=np.frombuffer(cols["nonfinite"], dtype=F64),
+                times=np.frombuffer(cols["times"], dtype=F64),
             )
         )
+    _check_finite(out)
     return out
 
 
-def histogram_rows(run_id: str, batch: DecodedBatch) -> list[dict[str, Any]]:
+def _check_finite(histograms: list[DecodedHistograms]) -> None:
+    """Counts and times must be finite: checked over the whole batch at once, then, only on a
+    failure, histogram by histogram to say which."""
+    if not histograms:
+        return
+    counts = np.concatenate(
+        [h.counts.ravel() for h in histograms] + [h.nonfinite for h in histograms]
+    )
+    times = np.concatenate([h.times for h in histograms])
+    if np.isfinite(counts).all() and np.isfinite(times).all():
+        return
+    for i, h in enumerate(histograms):
+        loc: list[str | int] = ["body", "histograms", i]
+        if not (np.isfinite(h.counts).all() and np.isfinite(h.nonfinite).all()):
+            raise _fail([*loc, "counts"], f"histograms {h.name!r}: counts must be finite")
+        if not np.isfinite(h.times).all():
+            raise _fail([*loc, "times"], f"histograms {h.name!r}: times must be finite")
+
+
+def histogram_rows(run_id: str, batch: DecodedBatch) -> list[HistogramValues]:
     """One row per (name, step) of the batch's histograms; the later in the batch wins."""
-    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    rows: dict[tuple[str, int], HistogramValues] = {}
     for h in batch.histograms:
-        for i in range(h.steps.size):
+        steps = h.steps.tolist()
+        lo, hi, nonfinite, times = (
+            h.lo.tolist(),
+            h.hi.tolist(),
+            h.nonfinite.tolist(),
+            h.times.tolist(),
+        )
+        for i, step in enumerate(steps):
             # Later in the batch wins, as a later batch does (one row per (name, step)).
-            rows[(h.name, int(h.steps[i]))] = {
-                "run_id": run_id,
-                "name": h.name,
-                "step": int(h.steps[i]),
-                "bins": h.bins,
-                "lo": float(h.lo[i]),
-                "hi": float(h.hi[i]),
-                "counts": h.counts[i].astype(F64).tobytes(),
-                "nonfinite": float(h.nonfinite[i]),
-                "wall_time": float(h.times[i]),
-            }
+            rows[(h.name, step)] = (
+                run_id,
+                h.name,
+                step,
+                h.bins,
+                lo[i],
+                hi[i],
+                h.counts[i].tobytes(),
+                nonfinite[i],
+                times[i],
+            )
     return list(rows.values())

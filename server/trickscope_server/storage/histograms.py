@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from trickscope_server.storage.models import HistogramRow
@@ -14,22 +13,40 @@ from trickscope_server.storage.runs import IN_CHUNK
 
 _h = cast(Table, HistogramRow.__table__).c
 
+# One histogram row's values: run_id, name, step, bins, lo, hi, counts, nonfinite, wall_time.
+HistogramValues = tuple[str, str, int, int, float, float, bytes, float, float]
 
-def upsert_histograms(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert histograms; a (run, name, step) already stored is replaced (the later write wins)."""
+
+_COLUMNS = ("run_id", "name", "step", "bins", "lo", "hi", "counts", "nonfinite", "wall_time")
+_REPLACED = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[3:])
+_SQLITE_UPSERT = (
+    f"INSERT INTO histograms ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+    f"ON CONFLICT (run_id, name, step) DO UPDATE SET {_REPLACED}"
+)
+# PostgreSQL: every row in one statement, one array per column (binary, as for chunks); the
+# rows must name each (run, name, step) once, as ``ON CONFLICT`` cannot touch a row twice.
+_PG_TYPES = ("text", "text", "bigint", "integer", "float8", "float8", "bytea", "float8", "float8")
+_PG_UPSERT = (
+    f"INSERT INTO histograms ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"%(h_{c})b::{t}[]" for c, t in zip(_COLUMNS, _PG_TYPES, strict=True))
+    + f") ON CONFLICT (run_id, name, step) DO UPDATE SET {_REPLACED}"
+)
+
+
+def upsert_histograms(session: Session, rows: Sequence[HistogramValues]) -> None:
+    """Insert histograms, each (run, name, step) once; one already stored is replaced (the later
+    write wins). ``rows`` hold a row's values in :data:`HistogramValues` order."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    table = cast(Table, HistogramRow.__table__)
-    base: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    stmt = base.on_conflict_do_update(
-        index_elements=["run_id", "name", "step"],
-        set_={
-            col: base.excluded[col]
-            for col in ("bins", "lo", "hi", "counts", "nonfinite", "wall_time")
-        },
-    )
-    session.execute(stmt, list(rows))
+    connection = session.connection()
+    if session.get_bind().dialect.name == "postgresql":
+        columns = zip(*rows, strict=True)
+        connection.exec_driver_sql(
+            _PG_UPSERT, {f"h_{c}": list(v) for c, v in zip(_COLUMNS, columns, strict=True)}
+        )
+    else:
+        # Straight to SQLite's driver: SQLAlchemy's per-value processing was a third of it.
+        connection.exec_driver_sql(_SQLITE_UPSERT, list(rows))
 
 
 def histogram_steps(session: Session, *, run_id: str, name: str) -> list[int]:
