@@ -63,6 +63,7 @@ def test_sender_bench_measures_the_sender_thread() -> None:
     assert len(rows) == 1 and float(rows[0].split("|")[3].split()[0]) > 0, result.stdout
 
 
+@pytest.mark.slow  # 13 s; the data path's own tests check a tight loop loses nothing
 def test_log_throughput_bench_stores_every_point_it_logs() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "log_throughput.py"), "--points", "20000"],
