@@ -57,6 +57,9 @@ PITFALLS = [
     # Dead code, not a mistake that changes the training: info (the rule's docstring says why).
     Pitfall("clipping_never", frozenset({"clipping-never"}), "clipping-never",
             severities=frozenset({"info"})),
+    # The same with the clip call in a helper the loop calls: read through the call.
+    Pitfall("clipping_never_helper", frozenset({"clipping-never"}), "clipping-never",
+            severities=frozenset({"info"})),
     # Every measured step was clipped against the scaled norm, from the first one.
     Pitfall("clip_before_unscale", frozenset({"clip-before-unscale"}), "clip-before-unscale",
             steps=(0, 2), severities=frozenset({"error"})),
