@@ -10,7 +10,8 @@ logged scalars; every 10th step a request of statistic blocks), or ``mlp`` (the 
 ``bench/stats_ingest.py`` at ``every=1``: most requests carry blocks). Then, per backend, a fresh
 ``trickscope serve`` process gets the captured run's requests once (run, layers, setup, every
 batch: series created, state warm), then ``--requests`` copies of the last request of each kind
-(``scalars``: series only; ``blocks``: with statistic blocks), each with its steps moved past
+(``scalars``: series only; ``blocks``: with statistic blocks; ``histograms``: the one that
+carries watch's histograms, every ``hist_every`` steps), each with its steps moved past
 every stored one and a batch id of its own, on one keep-alive connection as the agent sends
 them. Reported: the server process' CPU time (``/proc``) per request, less its idle CPU, the
 median of ``--rounds`` rounds; and ``GET /healthz`` the same way, the floor of any request.
@@ -146,10 +147,13 @@ def measure(db_url: str, requests: list[Request], args: argparse.Namespace) -> d
             if not path.endswith("/finish")
         ]
         batches = [(p, b) for m, p, b in own if p.endswith("/points")]
+        decoded = [(b, orjson.loads(b)) for _, b in batches]
         kinds = {
-            "scalars": [b for _, b in batches if not orjson.loads(b).get("blocks")][-1:],
-            "blocks": [b for _, b in batches if orjson.loads(b).get("blocks")][-1:],
+            "scalars": [b for b, d in decoded if not d.get("blocks") and not d.get("histograms")],
+            "blocks": [b for b, d in decoded if d.get("blocks") and not d.get("histograms")],
+            "histograms": [b for b, d in decoded if d.get("histograms")],
         }
+        kinds = {kind: found[-1:] for kind, found in kinds.items()}
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         for method, path, body in own:
             _send(connection, method, path, body)
