@@ -1,7 +1,7 @@
 """The agent's benchmarks run end to end here: bench/gpu_check.py in its CPU smoke mode (the GPU
 run needs CUDA), bench/host_ops.py (no GPU needed), bench/sender.py, one short round of
-bench/agent_overhead.py, a short bench/log_throughput.py, bench/ingest.py's agent mode and
-bench/probe_hooks.py."""
+bench/agent_overhead.py, a short bench/log_throughput.py, bench/ingest.py's agent mode,
+bench/probe_hooks.py and bench/request_warmth.py."""
 
 from __future__ import annotations
 
@@ -136,3 +136,19 @@ def test_probe_hooks_bench_prints_one_row_per_hook() -> None:
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "µs" in line]
     assert len(rows) == 6, result.stdout
     assert all(float(row.split("|")[2].split()[0]) > 0 for row in rows), result.stdout
+
+
+@pytest.mark.slow
+def test_request_warmth_bench_prints_a_row_per_gap() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "request_warmth.py"), "--rounds", "1",
+         "--requests", "5", "--steps", "3", "--gaps", "0", "0.01"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    rows = [line for line in lines if line.startswith("| ") and " ms |" in line]
+    assert len(rows) == 4, result.stdout  # two gaps, in each of the two tables
+    for row in rows:
+        cells = [cell.strip() for cell in row.split("|")[2:-1]]
+        assert all(float(cell.split("–")[0]) > 0 for cell in cells), row
