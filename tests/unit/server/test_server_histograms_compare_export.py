@@ -61,6 +61,36 @@ def test_histograms_round_trip_thin_evenly_and_a_relogged_step_is_replaced(
     assert client.get("/api/v1/runs/r1/histograms", params={"name": name}).status_code == 404
 
 
+def test_a_batch_naming_a_step_twice_keeps_its_later_histogram_and_nonfinite_edges_come_back(
+    client: TestClient,
+    make_run: Callable[..., dict],  # type: ignore[type-arg]
+) -> None:
+    """One statement writes a batch's histograms (PostgreSQL: one ``unnest``), so the batch's
+    own repeats are resolved before it; edges of a tensor that held NaN or ±Inf are real
+    values of the run."""
+    make_run("r1")
+    name = "grad_hist/fc.weight"
+    twice = [
+        HistogramColumns(
+            name=name,
+            bins=2,
+            steps=encode_i64([5]),
+            lo=encode_f64([lo]),
+            hi=encode_f64([INF]),
+            counts=encode_f64(counts),
+            nonfinite=encode_f64([3.0]),
+            times=encode_f64([1.0]),
+        )
+        for lo, counts in ((-1.0, [1.0, 2.0]), (NAN, [7.0, 8.0]))
+    ]
+    body = dumps(PointBatch(batch_id="b1", series=[], histograms=twice))
+    assert client.post("/api/v1/runs/r1/points", content=body).status_code == 200
+    got = client.get("/api/v1/runs/r1/histograms", params={"name": name}).json()
+    assert got["step"] == [5]
+    assert got["counts"] == [[7.0, 8.0]]  # the later in the batch won
+    assert got["lo"] == ["NaN"] and got["hi"] == ["Infinity"] and got["nonfinite"] == [3.0]
+
+
 def test_malformed_histograms_are_422_problems_naming_the_field(
     client: TestClient,
     make_run: Callable[..., dict],  # type: ignore[type-arg]
