@@ -14,50 +14,42 @@ from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from trickscope_server.storage.models import BatchRow, RunRow, SeriesRow
+from trickscope_server.storage.models import RunRow, SeriesRow
 from trickscope_server.storage.runs import IN_CHUNK, insert_ignore
 
 _series = cast(Table, SeriesRow.__table__)
 _c = _series.c
+_runs = cast(Table, RunRow.__table__)
 
 
 def next_seq(session: Session, *, run_id: str, now: float) -> tuple[int, float] | None:
     """Take the run's next ingest sequence number (and stamp ``updated_at`` and ``last_seen_at``);
-    None without the run.
+    None without the run. SQLite's form (PostgreSQL's is one statement in :func:`start_batch`).
 
     Returns the sequence number and the run's ``created_at``, which tells a run apart from one
     deleted and created again under the same id (see :class:`SeriesIdCache`).
-
-    The UPDATE locks the run's row until the transaction ends, so on PostgreSQL two batches of one
-    run commit in sequence order: a reader that sees sequence ``s`` sees every sequence below it.
     """
-    row = session.connection().execute(_NEXT_SEQ, {"b_run": run_id, "b_now": now}).first()
+    row = session.connection().exec_driver_sql(_SQLITE_NEXT_SEQ, (now, now, run_id)).first()
     return None if row is None else (int(row[0]), float(row[1]))
 
 
-# Statements of every batch, built once: a core statement skips the ORM's bulk-DML planning, and
-# a fixed one hits SQLAlchemy's compiled cache (a small batch spent half its time building them).
-_runs = cast(Table, RunRow.__table__)
-_NEXT_SEQ = (
-    update(_runs)
-    .where(_runs.c.id == bindparam("b_run"))
-    # last_seen_at rides on this UPDATE: liveness costs the ingest path no statement of its own.
-    .values(
-        last_seq=_runs.c.last_seq + 1,
-        updated_at=bindparam("b_now"),
-        last_seen_at=bindparam("b_now"),
-    )
-    .returning(_runs.c.last_seq, _runs.c.created_at)
+# The statements of every batch go straight to the driver: each request is a fresh wake-up of
+# the server, and SQLAlchemy's compile-cache lookup and parameter processing cost more than the
+# statement itself (values are already in the driver's types). last_seen_at rides on the
+# UPDATE: liveness costs the ingest path no statement of its own.
+_SQLITE_NEXT_SEQ = (
+    "UPDATE runs SET last_seq = last_seq + 1, updated_at = ?, last_seen_at = ? WHERE id = ? "
+    "RETURNING last_seq, created_at"
 )
-_batches = cast(Table, BatchRow.__table__)
-_RECORD_BATCH = {
-    dialect: module.insert(_batches).on_conflict_do_nothing().returning(_batches.c.batch_id)
-    for dialect, module in (("sqlite", sqlite), ("postgresql", postgresql))
-}
+# RETURNING rather than rowcount (psycopg reports -1 for it); ON CONFLICT DO NOTHING: two
+# writers may race on one batch, and the loser must not abort its transaction.
+_SQLITE_RECORD_BATCH = (
+    "INSERT INTO batches (run_id, batch_id, points, received_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING RETURNING batch_id"
+)
 
 
 def run_seq(session: Session, *, run_id: str) -> int:
@@ -67,12 +59,10 @@ def run_seq(session: Session, *, run_id: str) -> int:
 
 
 def record_batch(session: Session, *, run_id: str, batch_id: str, points: int, now: float) -> bool:
-    """Record a batch id; False when the run already has it (the batch is a duplicate)."""
-    # RETURNING rather than rowcount: psycopg reports -1 for this statement. ON CONFLICT DO
-    # NOTHING: two workers may race on one batch, and the loser must not abort its transaction.
-    stmt = _RECORD_BATCH[session.get_bind().dialect.name]
-    values = {"run_id": run_id, "batch_id": batch_id, "points": points, "received_at": now}
-    return session.connection().execute(stmt, values).first() is not None
+    """Record a batch id; False when the run already has it (the batch is a duplicate).
+    SQLite's form (PostgreSQL's is part of :func:`start_batch`'s statement)."""
+    values = (run_id, batch_id, points, now)
+    return session.connection().exec_driver_sql(_SQLITE_RECORD_BATCH, values).first() is not None
 
 
 _LAYOUTS_PER_RUN = 256
