@@ -44,8 +44,8 @@ _SQLITE_NEXT_SEQ = (
     "UPDATE runs SET last_seq = last_seq + 1, updated_at = ?, last_seen_at = ? WHERE id = ? "
     "RETURNING last_seq, created_at"
 )
-# RETURNING rather than rowcount (psycopg reports -1 for it); ON CONFLICT DO NOTHING: two
-# writers may race on one batch, and the loser must not abort its transaction.
+# RETURNING tells a new batch id from a duplicate; ON CONFLICT DO NOTHING: two writers may race
+# on one batch, and the loser must not abort its transaction.
 _SQLITE_RECORD_BATCH = (
     "INSERT INTO batches (run_id, batch_id, points, received_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING RETURNING batch_id"

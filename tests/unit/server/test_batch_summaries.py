@@ -41,7 +41,8 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
-@pytest.mark.parametrize("count", [1, 2, 3, 5, 8, 40])
+# Fewer series take the per-series path on both sides: nothing to compare.
+@pytest.mark.parametrize("count", [3, 5, 8, 40])
 def test_a_batch_summarised_together_equals_each_series_summarised_alone(count: int) -> None:
     rng = random.Random(count)
     for _ in range(50):
