@@ -40,7 +40,7 @@ def launch(world_size: int, env: dict[str, str], *args: str) -> list[dict[str, A
     results = []
     for rank, process in enumerate(processes):
         out, err = process.communicate(timeout=240)
-        assert process.returncode == 0, f"rank {rank} failed:\n{err[-4000:]}"
+        assert process.returncode == 0, f"rank {rank} failed:\n{err[-4000:]}\n{out[-1000:]}"
         results.append(json.loads(out.strip().splitlines()[-1]))
     return results
 
