@@ -8,11 +8,13 @@ later without a probe here fails :func:`test_every_route_has_a_probe`.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,10 +210,12 @@ class AuthServer:
 ENV_SECRET = "env-" + "e" * 40
 
 
-@pytest.fixture
-def auth_server(tmp_path: Path) -> Iterator[AuthServer]:
-    """A server with every kind of credential: env token, DB tokens (read, write, revoked)."""
-    db_url = f"sqlite:///{tmp_path / 'trickscope.db'}"
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str | None]]:
+    """A database holding read, write and revoked tokens made with the real command line, and
+    every kind of credential's secret; made once, each test serving its own copy."""
+    path = tmp_path_factory.mktemp("credentials") / "trickscope.db"
+    db_url = f"sqlite:///{path}"
     secrets: dict[str, str | None] = {
         "none": None,
         "wrong": "tsk_" + "x" * 43,
@@ -223,6 +227,19 @@ def auth_server(tmp_path: Path) -> Iterator[AuthServer]:
     }
     revoked = trickscope_cli("token", "revoke", token_id(db_url, "gone"), "--db", db_url)
     assert revoked.returncode == 0, revoked.stderr
+    return path, secrets
+
+
+@pytest.fixture
+def auth_server(
+    tmp_path: Path, credentials: tuple[Path, dict[str, str | None]]
+) -> Iterator[AuthServer]:
+    """A server with every kind of credential: env token, DB tokens (read, write, revoked)."""
+    template, secrets = credentials
+    db_path = tmp_path / "trickscope.db"
+    with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(db_path)) as copy:
+        source.backup(copy)
+    db_url = f"sqlite:///{db_path}"
     server = start_server(
         db_url,
         tmp_path / "server.log",
