@@ -35,10 +35,11 @@ async def get_broadcaster(request: Request) -> Broadcaster:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 BroadcasterDep = Annotated[Broadcaster, Depends(get_broadcaster)]
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 RunId = Annotated[
     str,
     Path(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        pattern=RUN_ID_PATTERN,
         description="Client-chosen run id (the agent uses uuid4().hex).",
     ),
 ]

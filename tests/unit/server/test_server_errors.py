@@ -99,6 +99,19 @@ def test_points_for_an_unknown_run_say_to_create_it_first(client: TestClient) ->
     _assert_problem(response, 404, "PUT /api/v1/runs/nope")
 
 
+@pytest.mark.parametrize("run_id", ["bad$id", "-starts-with-a-dash", "a" * 65, "ends%0A"])
+def test_points_for_a_malformed_run_id_are_422_naming_the_pattern(
+    client: TestClient, run_id: str
+) -> None:
+    """The ingest route checks the run id itself (it skips FastAPI's parameter validation),
+    with the answer every other route gives, a trailing newline included."""
+    body = dumps(point_batch("b1", {"loss": ([1], [1.0])}))
+    got = client.post(f"/api/v1/runs/{run_id}/points", content=body)
+    problem = _assert_problem(got, 422, "path.run_id", "should match pattern")
+    same = client.get(f"/api/v1/runs/{run_id}")  # a route FastAPI validates
+    assert same.status_code == 422 and same.json()["errors"] == problem["errors"]
+
+
 def test_oversized_bodies_are_413_naming_the_limit(
     client: TestClient, make_run: Callable[..., dict]
 ) -> None:
