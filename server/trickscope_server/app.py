@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -25,6 +26,8 @@ from trickscope_server.security import (
 )
 from trickscope_server.security.sessions import session_key
 from trickscope_server.storage import Database
+
+log = logging.getLogger("trickscope_server")
 
 
 def _version() -> str:
@@ -133,7 +136,10 @@ async def _warm_up(app: FastAPI) -> None:
     async def send(_message: Message) -> None:
         pass
 
-    await app.router(scope, receive, send)
+    try:
+        await app.router(scope, receive, send)
+    except Exception:  # only time is at stake: the first request then builds what it needs
+        log.warning("trickscope: warming the routes up at start failed", exc_info=True)
 
 
 def create_app_from_env() -> FastAPI:
