@@ -35,9 +35,7 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +48,7 @@ PG_URL = "postgresql+psycopg://trickscope:trickscope@127.0.0.1:5432/trickscope_t
 WARM_UP_STEPS = 20
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peers import start_trickscope  # noqa: E402
 from _server_cpu import (  # noqa: E402
     RUN_REQUESTS,
     RequestCounter,
@@ -57,28 +56,6 @@ from _server_cpu import (  # noqa: E402
     process_cpu_seconds,
     wait_quiet,
 )
-
-
-def start_server(db_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A ``trickscope serve`` process on a free port, and its URL once it answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trickscope_cli", "serve", "--db", db_url, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1)
-            return process, url
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the trickscope server did not start")
 
 
 def train(url: str, *, layers: int, steps: int, width: int, form: str) -> str:
@@ -132,7 +109,8 @@ _BLOCKS = None  # the agent's own as_blocks, set by main()
 def measure(db_url: str, args: argparse.Namespace, form: str) -> dict[str, float]:
     """One backend: server CPU per step (the whole run, and without the run's own requests)
     and read latencies."""
-    process, url = start_server(db_url)
+    server = start_trickscope(db_url)
+    process, url = server.process, server.url
     try:
         # Unmeasured: the server's first requests import and cache what later ones reuse.
         train(url, layers=args.layers, steps=WARM_UP_STEPS, width=args.width, form=form)
@@ -170,8 +148,7 @@ def measure(db_url: str, args: argparse.Namespace, form: str) -> dict[str, float
             "chart_ms": 1000 * one,
         }
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.stop()
 
 
 STATS = (

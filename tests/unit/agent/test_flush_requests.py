@@ -1,8 +1,10 @@
 """One flush's logged points and watch's statistics share a request unless a series is in
-both, when watch's go first, on their own, so that each series keeps its order."""
+both, when watch's go first, on their own, so that each series keeps its order; statistics past
+the point cap go before their flush interval."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import torch
@@ -67,3 +69,30 @@ def test_a_flush_of_logged_points_and_statistics_is_one_request(
     points = capture.captured.points()
     assert points["loss"] == {0: 0.0, 1: 1.0, 2: 2.0}
     assert set(points["update_ratio/weight"]) == {0, 1, 2}
+
+
+def _block_points(request: dict[str, Any]) -> int:
+    """Statistic values a points request carries in its blocks (layers x steps each)."""
+    return sum(len(b["layers"]) * len(base64.b64decode(b["steps"])) // 8 for b in request["blocks"])
+
+
+def test_statistics_past_the_point_cap_go_before_their_flush_interval(
+    capture: Any, settings: dict[str, Any], monkeypatch: Any
+) -> None:
+    """A wide model at a high step rate: watch's statistics go once ``FLUSH_POINTS`` of them
+    wait, long before ``stats_flush_secs``, and a request holds the cap and one step at most."""
+    cap = 60
+    monkeypatch.setattr(trickscope.sender, "FLUSH_POINTS", cap)
+    run, model, optimizer = _watched_run(capture, settings, hist_every=0)
+    _train(run, model, optimizer, capture)  # steps 0-2
+    for _ in range(9):
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).sum().backward()
+        optimizer.step()
+    # Within the minute of both flush intervals: only the cap can have sent them.
+    wait_until(lambda: any(r["blocks"] for r in _points_requests(capture)), what="a block batch")
+    run.finish()
+    batches = [r for r in _points_requests(capture) if r["blocks"]]
+    per_step = sum(len(b["layers"]) for b in batches[0]["blocks"])  # every statistic is due
+    sizes = [_block_points(r) for r in batches]
+    assert len(sizes) >= 2 and max(sizes) < cap + per_step, (sizes, per_step)
