@@ -119,3 +119,9 @@ def wait_quiet(pid: int, idle: float, window: float = 0.25, timeout: float = 20.
 # A run's own requests, once per run whatever its length.
 RUN_REQUESTS = ("PUT /api/v1/runs/{id}", "PUT /api/v1/runs/{id}/layers",
                 "PUT /api/v1/runs/{id}/setup", "POST /api/v1/runs/{id}/finish")  # fmt: skip
+
+
+def run_requests_cpu(by_kind: dict[str, list[float]]) -> float:
+    """Server CPU seconds a run spent in its own requests (:data:`RUN_REQUESTS`), from a
+    :class:`RequestCounter`'s ``by_kind``."""
+    return sum(by_kind.get(kind, [0, 0.0])[1] for kind in RUN_REQUESTS)

@@ -47,10 +47,10 @@ sys.path.insert(0, str(HERE))
 
 from _peers import Server, start_trickscope  # noqa: E402
 from _server_cpu import (  # noqa: E402
-    RUN_REQUESTS,
     RequestCounter,
     idle_rate,
     process_cpu_seconds,
+    run_requests_cpu,
     wait_quiet,
 )
 
@@ -156,12 +156,7 @@ def print_rows(backend: str, rounds: dict[str, list[Round]]) -> None:
     med = statistics.median
     for rate, done in rounds.items():
         per_step = [1000 * r.server_cpu / r.steps for r in done]
-        steady = [
-            1000
-            * (r.server_cpu - sum(r.by_kind.get(kind, (0, 0.0))[1] for kind in RUN_REQUESTS))
-            / r.steps
-            for r in done
-        ]
+        steady = [1000 * (r.server_cpu - run_requests_cpu(r.by_kind)) / r.steps for r in done]
         per_request = [1000 * r.server_cpu / r.requests for r in done]
         print(
             f"| {backend} | {rate} | {done[0].batch} | {done[0].steps} | "

@@ -50,10 +50,10 @@ WARM_UP_STEPS = 20
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import start_trickscope  # noqa: E402
 from _server_cpu import (  # noqa: E402
-    RUN_REQUESTS,
     RequestCounter,
     idle_rate,
     process_cpu_seconds,
+    run_requests_cpu,
     wait_quiet,
 )
 
@@ -123,7 +123,7 @@ def measure(db_url: str, args: argparse.Namespace, form: str) -> dict[str, float
             wait_quiet(process.pid, idle)
             wall = time.monotonic() - began
             busy = process_cpu_seconds(process.pid) - cpu - idle * wall
-            own = sum(counter.by_kind.get(kind, [0, 0.0])[1] for kind in RUN_REQUESTS)
+            own = run_requests_cpu(counter.by_kind)
         base = f"{url}/api/v1/runs/{urllib.parse.quote(run_id)}"
         names = [s["name"] for s in read_json(f"{base}/series")["series"]]
         per_layer = [n for n in names if "/" in n and not n.startswith(("rank/", "global/"))]
