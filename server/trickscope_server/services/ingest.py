@@ -352,11 +352,13 @@ def _split_blocks(
 ) -> tuple[list[DecodedSeries], list[DecodedBlock]]:
     """The batch's series and the blocks stored as blocks.
 
-    Only a run's per-layer statistics (members named ``<statistic>/<declared layer>``) are stored
-    as blocks; other members (``train/loss`` logged with ``run.log``, ``grad_norm/total``) join
-    the series and keep their summaries in their rows, where the runs table sorts and filters by
-    a metric's last value. A block that cannot be stored as one (a step repeated, a member also
-    named elsewhere in the batch) joins the series whole.
+    Only a run's per-layer statistics are stored as blocks: members named
+    ``<statistic>/<declared layer>``, or ``<statistic>/<measure>/<declared layer>`` (the
+    optimizer's ``opt/eps_dominance/<layer>``). Other members (``train/loss`` logged with
+    ``run.log``, ``grad_norm/total``) join the series and keep their summaries in their rows,
+    where the runs table sorts and filters by a metric's last value. A block that cannot be
+    stored as one (a step repeated, a member also named elsewhere in the batch) joins the series
+    whole.
     """
     if not batch.blocks:
         return batch.series, []
@@ -372,15 +374,24 @@ def _split_blocks(
         ):
             series.extend(_as_series(block, range(len(block.names))))
             continue
-        in_layers = layers.issuperset(block.layout[1])
-        if not in_layers:
-            keep = [i for i, layer in enumerate(block.layout[1]) if layer in layers]
-            others = [i for i, layer in enumerate(block.layout[1]) if layer not in layers]
+        if not layers.issuperset(block.layout[1]):
+            per_layer = [_of_a_layer(member, layers) for member in block.layout[1]]
+            keep = [i for i, yes in enumerate(per_layer) if yes]
+            others = [i for i, yes in enumerate(per_layer) if not yes]
             series.extend(_as_series(block, others))
             block = sub_block(block, keep) if keep else None
         if block is not None:
             blocks.append(block)
     return series, blocks
+
+
+def _of_a_layer(member: str, layers: set[str]) -> bool:
+    """Whether a block member (the name after its statistic) is a declared layer, or a
+    measure of one (``eps_dominance/<layer>``)."""
+    if member in layers:
+        return True
+    measure, sep, layer = member.partition("/")
+    return bool(measure and sep) and layer in layers
 
 
 def _as_series(block: DecodedBlock, rows: Sequence[int]) -> list[DecodedSeries]:

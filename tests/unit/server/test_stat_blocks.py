@@ -333,3 +333,40 @@ def test_logged_metrics_sent_as_a_block_sort_the_runs_table_by_their_last_value(
     assert [r["id"] for r in page["runs"]] == ["b", "c", "a"]
     below = client.get("/api/v1/runs", params={"metric": "train/loss<2.5"}).json()
     assert sorted(r["id"] for r in below["runs"]) == ["b", "c"]
+
+
+def test_a_measure_of_each_layer_is_stored_as_a_block_and_reads_back_exactly(
+    client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    """``opt/eps_dominance/<layer>`` (a statistic with a measure before the layer) is stored as a
+    block of family ``opt``; a member whose layer was not declared keeps its own row."""
+    make_run("r5")
+    client.put("/api/v1/runs/r5/layers", json={"layers": LAYERS})
+    sent: Points = {}
+    members = [f"eps_dominance/{layer}" for layer in LAYERS] + ["eps_dominance/not_a_layer"]
+    for i, steps in enumerate(([0, 50], [100, 150])):
+        values = np.random.default_rng(i).random(size=(len(members), len(steps)))
+        values[2, 0] = NAN
+        block = StatBlock(
+            "opt",
+            members,
+            encode_i64(steps),
+            encode_f64([1e9 + s for s in steps]),
+            [encode_f64(row.tolist()) for row in values],
+        )
+        batch = PointBatch(f"b{i}", [], wire_version=BLOCKS_WIRE_VERSION, blocks=[block])
+        response = client.post("/api/v1/runs/r5/points", content=dumps(batch))
+        assert response.status_code == 200, response.text
+        for member, row in zip(members, values.tolist(), strict=True):
+            sent.setdefault(f"opt/{member}", {}).update(zip(steps, row, strict=True))
+    with client.app.state.db.reader() as session:  # type: ignore[attr-defined]
+        assert session.execute(_COUNT_BLOCKS, {"r": "r5"}).scalar_one() == 2
+    summaries = {s["name"]: s for s in client.get("/api/v1/runs/r5/series").json()["series"]}
+    for name, points in sent.items():
+        steps = sorted(points)
+        body = client.get("/api/v1/runs/r5/points", params={"name": name}).json()
+        assert body["step"] == steps, name
+        assert _same(body["value"], [points[s] for s in steps]), name
+        assert summaries[name]["count"] == len(steps), name
+        assert _same([summaries[name]["last_value"]], [points[steps[-1]]]), name
+    assert summaries[f"opt/eps_dominance/{LAYERS[2]}"]["first_nonfinite_step"] == 0
