@@ -15,6 +15,9 @@ from torch import Tensor
 
 from trickscope_wire import (
     BLOCKS_WIRE_VERSION,
+    HISTOGRAM_BLOCKS_WIRE_VERSION,
+    WIRE_VERSION,
+    HistogramBlock,
     HistogramColumns,
     PointBatch,
     SeriesColumns,
@@ -113,8 +116,25 @@ def as_blocks(batch: PointBatch) -> PointBatch:
         batch_id=batch.batch_id,
         series=[s for s in batch.series if id(s) not in in_blocks],
         histograms=batch.histograms,
-        wire_version=BLOCKS_WIRE_VERSION,
+        wire_version=max(batch.wire_version, BLOCKS_WIRE_VERSION),
         blocks=blocks,
+        histogram_blocks=batch.histogram_blocks,
+    )
+
+
+def point_batch(
+    batch_id: str,
+    series: list[SeriesColumns],
+    histograms: list[HistogramColumns],
+    histogram_blocks: list[HistogramBlock],
+) -> PointBatch:
+    """A point batch declaring the wire version its histogram blocks need."""
+    return PointBatch(
+        batch_id=batch_id,
+        series=series,
+        histograms=histograms,
+        wire_version=HISTOGRAM_BLOCKS_WIRE_VERSION if histogram_blocks else WIRE_VERSION,
+        histogram_blocks=histogram_blocks,
     )
 
 
@@ -143,6 +163,49 @@ class HistogramBuffer:
             nonfinite=encode_f64(self.nonfinite),
             times=encode_f64(self.times),
         )
+
+
+def histogram_payloads(
+    buffers: dict[str, HistogramBuffer], clean: Callable[[str], str]
+) -> tuple[list[HistogramColumns], list[HistogramBlock]]:
+    """Buffered histograms for the wire. The layers of a family (``grad_hist/<layer>``) with one
+    bin count, logged at the same steps and times (``watch``'s of a flush), go as one
+    :class:`HistogramBlock`: the server decodes a handful of columns instead of six for each
+    histogram. The others go as one :class:`HistogramColumns` each."""
+    singles: list[HistogramColumns] = []
+    groups: dict[tuple[str, int, tuple[int, ...], tuple[float, ...]], dict[str, HistogramBuffer]]
+    groups = {}
+    for key, hist in buffers.items():
+        name = clean(key)
+        family, sep, layer = name.partition("/")
+        group = groups.setdefault((family, hist.bins, tuple(hist.steps), tuple(hist.times)), {})
+        if not (sep and family and layer) or layer in group:
+            singles.append(hist.columns(name))  # a name cleaned into another's stays apart
+        else:
+            group[layer] = hist
+    blocks = []
+    for (family, bins, steps, times), members in groups.items():
+        if len(members) < 2:
+            singles.extend(hist.columns(f"{family}/{layer}") for layer, hist in members.items())
+            continue
+        columns = {key: array("d") for key in ("lo", "hi", "nonfinite", "counts")}
+        for hist in members.values():
+            columns["lo"].extend(hist.lo)
+            columns["hi"].extend(hist.hi)
+            columns["nonfinite"].extend(hist.nonfinite)
+            columns["counts"].extend(hist.counts)
+        packed = {key: b64_column(column) for key, column in columns.items()}
+        blocks.append(
+            HistogramBlock(
+                family=family,
+                layers=list(members),
+                bins=bins,
+                steps=encode_i64(steps),
+                times=encode_f64(times),
+                **packed,
+            )
+        )
+    return singles, blocks
 
 
 def b64_column(column: array[Any]) -> str:

@@ -32,7 +32,14 @@ from typing import Any
 
 from trickscope._incidents import Incidents
 from trickscope._sanitize import MAX_SERIES_CHARS, clean_text
-from trickscope.batches import HistogramBuffer, StatRows, encode_points, packed_rows
+from trickscope.batches import (
+    HistogramBuffer,
+    StatRows,
+    encode_points,
+    histogram_payloads,
+    packed_rows,
+    point_batch,
+)
 from trickscope.config import AgentConfig
 from trickscope.delivery import Delivery
 from trickscope.journal import Journal, Request
@@ -47,8 +54,8 @@ from trickscope.scalars import (
 )
 from trickscope.transfer import Parcel
 from trickscope_wire import (
+    HistogramBlock,
     HistogramColumns,
-    PointBatch,
     SeriesColumns,
     encode_f64,
     encode_i64,
@@ -108,6 +115,7 @@ class _Riding:
 
     series: list[SeriesColumns]
     histograms: list[HistogramColumns]
+    histogram_blocks: list[HistogramBlock]
     points: int
 
 
@@ -397,11 +405,11 @@ class Sender:
             # batches below are weighed against max_buffer_bytes; sent with the first of them
             # (one request instead of two: the server's cost is mostly per request).
             rows = list(self._rows.values())
+            histograms, histogram_blocks = histogram_payloads(self._histograms, self._clean)
             self._riding = _Riding(
                 series=self._series_columns(rows),
-                histograms=[
-                    hist.columns(self._clean(name)) for name, hist in self._histograms.items()
-                ],
+                histograms=histograms,
+                histogram_blocks=histogram_blocks,
                 points=self._pending_points,
             )
             self._pending_points = 0
@@ -447,7 +455,9 @@ class Sender:
                 return self.scalars.take(0)  # taken all the same, trimmed to whole points
 
     def _enqueue_logged(self, series: list[SeriesColumns]) -> None:
-        riding, histograms = self._riding, []
+        riding = self._riding
+        histograms: list[HistogramColumns] = []
+        histogram_blocks: list[HistogramBlock] = []
         if riding is not None:
             points = sum(len(s.values) for s in series) * 3 // 32  # base64 of 8-byte values
             names = {s.name for s in riding.series}
@@ -456,17 +466,18 @@ class Sender:
             ):
                 self._riding = None
                 series, histograms = riding.series + series, riding.histograms
+                histogram_blocks = riding.histogram_blocks
             else:  # too large together, or a series in both: watch's batch first, as before
                 self._send_riding()
-        batch = PointBatch(batch_id=uuid.uuid4().hex, series=series, histograms=histograms)
+        batch = point_batch(uuid.uuid4().hex, series, histograms, histogram_blocks)
         self._enqueue(Request("POST", self._points_path, encode_points(batch)))
 
     def _send_riding(self) -> None:
         """Send watch's flushed statistics and histograms on their own, if still held."""
         riding, self._riding = self._riding, None
         if riding is not None:
-            batch = PointBatch(
-                batch_id=uuid.uuid4().hex, series=riding.series, histograms=riding.histograms
+            batch = point_batch(
+                uuid.uuid4().hex, riding.series, riding.histograms, riding.histogram_blocks
             )
             self._enqueue(Request("POST", self._points_path, encode_points(batch)))
 

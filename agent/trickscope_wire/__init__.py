@@ -17,9 +17,11 @@ from trickscope_wire.columns import (
 )
 from trickscope_wire.payloads import (
     BLOCKS_WIRE_VERSION,
+    HISTOGRAM_BLOCKS_WIRE_VERSION,
     WIRE_VERSION,
     AgentFinding,
     FindingsDeclare,
+    HistogramBlock,
     HistogramColumns,
     LayersDeclare,
     PointBatch,
@@ -34,9 +36,11 @@ from trickscope_wire.payloads import (
 
 __all__ = [
     "BLOCKS_WIRE_VERSION",
+    "HISTOGRAM_BLOCKS_WIRE_VERSION",
     "WIRE_VERSION",
     "AgentFinding",
     "FindingsDeclare",
+    "HistogramBlock",
     "HistogramColumns",
     "LayersDeclare",
     "PointBatch",

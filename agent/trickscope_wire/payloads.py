@@ -19,6 +19,11 @@ BLOCKS_WIRE_VERSION = 2
 """The version a ``PointBatch`` carrying ``blocks`` declares, so that a server that predates
 blocks refuses the batch (the agent keeps it) rather than store it without them."""
 
+HISTOGRAM_BLOCKS_WIRE_VERSION = 3
+"""The version a ``PointBatch`` carrying ``histogram_blocks`` declares (blocks allowed too), so
+that a server that predates them refuses the batch (the agent keeps it) rather than store it
+without its histograms."""
+
 RUN_STATUSES = ("running", "finished", "failed", "crashed")
 FINAL_STATUSES = ("finished", "failed", "crashed")
 
@@ -80,14 +85,37 @@ class StatBlock:
 
 
 @dataclass(frozen=True)
+class HistogramBlock:
+    """Histograms of many layers over the same steps: ``family/<layer>`` for each of ``layers``,
+    all with ``bins`` bins, sent as one block instead of one ``HistogramColumns`` each.
+
+    ``lo``, ``hi`` and ``nonfinite`` hold one value per (layer, step), row-major; ``counts``
+    holds ``bins`` per (layer, step), row-major (layer, step, bin).
+    """
+
+    family: str  # e.g. "grad_hist", without "/"
+    layers: list[str]
+    bins: int
+    steps: str  # encode_i64, shared by every layer
+    times: str  # encode_f64, shared by every layer
+    lo: str  # encode_f64, len(layers) * len(steps)
+    hi: str  # encode_f64, len(layers) * len(steps)
+    nonfinite: str  # encode_f64, len(layers) * len(steps)
+    counts: str  # encode_f64, len(layers) * len(steps) * bins
+
+
+@dataclass(frozen=True)
 class PointBatch:
     """``POST /api/v1/runs/{run_id}/points``: one transaction on the server."""
 
     batch_id: str
     series: list[SeriesColumns]
     histograms: list[HistogramColumns] = field(default_factory=list)
-    wire_version: int = WIRE_VERSION  # BLOCKS_WIRE_VERSION when ``blocks`` is not empty
+    # BLOCKS_WIRE_VERSION when ``blocks`` is not empty, HISTOGRAM_BLOCKS_WIRE_VERSION when
+    # ``histogram_blocks`` is not empty.
+    wire_version: int = WIRE_VERSION
     blocks: list[StatBlock] = field(default_factory=list)
+    histogram_blocks: list[HistogramBlock] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

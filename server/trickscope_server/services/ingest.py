@@ -39,8 +39,10 @@ from trickscope_server.services.ingest_blocks import (
     sub_block,
 )
 from trickscope_server.services.ingest_histograms import (
+    DecodedHistogramBlock,
     DecodedHistograms,
     histogram_rows,
+    parse_histogram_blocks,
     parse_histograms,
 )
 from trickscope_server.services.runs import check_wire_version
@@ -52,10 +54,15 @@ from trickscope_server.storage import histograms as histogram_store
 from trickscope_server.storage import points as store
 from trickscope_server.storage import summaries as summary_store
 from trickscope_server.storage.ingest_state import RunState
-from trickscope_wire import BLOCKS_WIRE_VERSION
+from trickscope_wire import BLOCKS_WIRE_VERSION, HISTOGRAM_BLOCKS_WIRE_VERSION, WIRE_VERSION
 
 _MAX_BATCH_ID = 128
 _MAX_NAME = 512
+# A point batch may use any version of the points wire (blocks came with 2, histogram blocks
+# with 3); other payloads speak WIRE_VERSION.
+_POINTS_WIRE_VERSIONS = frozenset(
+    {WIRE_VERSION, BLOCKS_WIRE_VERSION, HISTOGRAM_BLOCKS_WIRE_VERSION}
+)
 
 # A series with this many chunks stored since its last compaction gets compacted after the batch
 # that crossed the bound is acknowledged (the agent flushes logged points every 0.5 s: ~30 s of
@@ -88,6 +95,7 @@ class DecodedBatch:
     points: int
     histograms: list[DecodedHistograms] = dataclasses.field(default_factory=list)
     blocks: list[DecodedBlock] = dataclasses.field(default_factory=list)
+    histogram_blocks: list[DecodedHistogramBlock] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ def parse_batch(body: bytes, *, max_points: int, max_name: int = _MAX_NAME) -> D
     if not isinstance(data, dict):
         raise _fail(["body"], f"must be a JSON object, got {type(data).__name__}")
     version = data.get("wire_version", 1)
-    if not (version == BLOCKS_WIRE_VERSION and type(version) is int):
+    if not (type(version) is int and version in _POINTS_WIRE_VERSIONS):
         check_wire_version(version)
     batch_id = _name(data.get("batch_id"), ["body", "batch_id"], _MAX_BATCH_ID)
     raw_series = data.get("series")
@@ -202,8 +210,19 @@ def parse_batch(body: bytes, *, max_points: int, max_name: int = _MAX_NAME) -> D
     histograms = parse_histograms(
         data.get("histograms", []), points=points, max_points=max_points, max_name=max_name
     )
+    histogram_blocks, _ = parse_histogram_blocks(
+        data.get("histogram_blocks", []),
+        points=points + sum(h.counts.size for h in histograms),
+        max_points=max_points,
+        max_name=max_name,
+    )
     return DecodedBatch(
-        batch_id=batch_id, series=decoded, points=points, histograms=histograms, blocks=blocks
+        batch_id=batch_id,
+        series=decoded,
+        points=points,
+        histograms=histograms,
+        blocks=blocks,
+        histogram_blocks=histogram_blocks,
     )
 
 

@@ -58,7 +58,7 @@ _KNOWN_LAYOUTS: dict[
 _KNOWN_LAYOUTS_MAX = 1024
 
 
-def _member_names(
+def member_names(
     family: str, layers: list[Any], loc: list[str | int], max_name: int
 ) -> tuple[list[str], tuple[str, tuple[str, ...]]]:
     """``family/<layer>`` for each layer, each checked, none twice; and the layout's key."""
@@ -127,7 +127,7 @@ def parse_blocks(
                 f"batch holds more than the server's limit of {max_points} points "
                 "(TRICKSCOPE_MAX_BATCH_POINTS): send smaller batches"
             )
-        names, layout = _member_names(family, layers, loc, max_name)
+        names, layout = member_names(family, layers, loc, max_name)
         values = _rows(rows, loc, names, len(steps))
         step_array = np.frombuffer(steps, dtype=I64)
         out.append(

@@ -13,6 +13,7 @@ from trickscope_server.services._convert import F64, I64
 from trickscope_server.services._payload import checked_name as _name
 from trickscope_server.services._payload import column as _column
 from trickscope_server.services._payload import fail as _fail
+from trickscope_server.services.ingest_blocks import member_names
 from trickscope_server.storage.histograms import HistogramValues
 
 if TYPE_CHECKING:
@@ -37,6 +38,93 @@ class DecodedHistograms:
     times: NDArray[np.float64]
 
 
+@dataclass(frozen=True)
+class DecodedHistogramBlock:
+    """Histograms of many layers (``names``) over the same steps, as arrays."""
+
+    names: list[str]
+    bins: int
+    steps: NDArray[np.int64]
+    times: NDArray[np.float64]
+    lo: NDArray[np.float64]  # (len(names), len(steps))
+    hi: NDArray[np.float64]
+    nonfinite: NDArray[np.float64]
+    counts: bytes  # (len(names), len(steps), bins) float64, row-major
+
+
+def _bins(value: Any, loc: list[str | int]) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 1 <= value <= MAX_HISTOGRAM_BINS
+    ):
+        raise _fail([*loc, "bins"], f"must be an integer from 1 to {MAX_HISTOGRAM_BINS}")
+    return value
+
+
+def _too_many(max_points: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"batch holds more than the server's limit of {max_points} points and histogram "
+        "bins (TRICKSCOPE_MAX_BATCH_POINTS): send smaller batches"
+    )
+
+
+def parse_histogram_blocks(
+    raw: Any, *, points: int, max_points: int, max_name: int
+) -> tuple[list[DecodedHistogramBlock], int]:
+    """Validate a batch's ``histogram_blocks`` and decode them (``points``: the batch's so far);
+    returns them and the batch's count of points and bins."""
+    if not isinstance(raw, list):
+        raise _fail(["body", "histogram_blocks"], "must be a list of histogram blocks")
+    out: list[DecodedHistogramBlock] = []
+    for i, item in enumerate(raw):
+        loc: list[str | int] = ["body", "histogram_blocks", i]
+        if not isinstance(item, dict):
+            raise _fail(loc, f"must be an object, got {type(item).__name__}")
+        family = _name(item.get("family"), [*loc, "family"], max_name)
+        if "/" in family:
+            raise _fail([*loc, "family"], "must be a histogram family name without '/'")
+        layers = item.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise _fail([*loc, "layers"], f"block {family!r}: must be a non-empty list of layers")
+        names, _ = member_names(family, layers, loc, max_name)
+        bins = _bins(item.get("bins"), loc)
+        cols = {key: _column(item.get(key), [*loc, key], family) for key in _COLUMNS}
+        steps = len(cols["steps"]) // 8
+        cells = len(names) * steps
+        if len(cols["times"]) // 8 != steps:
+            raise _fail([*loc, "times"], f"block {family!r}: needs {steps} values, one per step")
+        for key in ("lo", "hi", "nonfinite"):
+            if len(cols[key]) // 8 != cells:
+                raise _fail([*loc, key], f"block {family!r}: needs {cells} values (layers x steps)")
+        if len(cols["counts"]) // 8 != cells * bins:
+            raise _fail(
+                [*loc, "counts"],
+                f"block {family!r}: needs {cells * bins} counts (layers x steps x bins)",
+            )
+        points += cells * bins
+        if points > max_points:
+            raise _too_many(max_points)
+        shape = (len(names), steps)
+        block = DecodedHistogramBlock(
+            names=names,
+            bins=bins,
+            steps=np.frombuffer(cols["steps"], dtype=I64),
+            times=np.frombuffer(cols["times"], dtype=F64),
+            lo=np.frombuffer(cols["lo"], dtype=F64).reshape(shape),
+            hi=np.frombuffer(cols["hi"], dtype=F64).reshape(shape),
+            nonfinite=np.frombuffer(cols["nonfinite"], dtype=F64).reshape(shape),
+            counts=cols["counts"],
+        )
+        counts = np.frombuffer(block.counts, dtype=F64)
+        if not (np.isfinite(counts).all() and np.isfinite(block.nonfinite).all()):
+            raise _fail([*loc, "counts"], f"block {family!r}: counts must be finite")
+        if not np.isfinite(block.times).all():
+            raise _fail([*loc, "times"], f"block {family!r}: times must be finite")
+        out.append(block)
+    return out, points
+
+
 def parse_histograms(
     raw: Any, *, points: int, max_points: int, max_name: int
 ) -> list[DecodedHistograms]:
@@ -53,13 +141,7 @@ def parse_histograms(
         if not isinstance(item, dict):
             raise _fail(loc, f"must be an object, got {type(item).__name__}")
         name = _name(item.get("name"), [*loc, "name"], max_name)
-        bins = item.get("bins")
-        if (
-            isinstance(bins, bool)
-            or not isinstance(bins, int)
-            or not 1 <= bins <= MAX_HISTOGRAM_BINS
-        ):
-            raise _fail([*loc, "bins"], f"must be an integer from 1 to {MAX_HISTOGRAM_BINS}")
+        bins = _bins(item.get("bins"), loc)
         cols: dict[str, bytes] = {}
         for key in _COLUMNS:
             text = item.get(key)
@@ -79,10 +161,7 @@ def parse_histograms(
             )
         cells += n * bins
         if cells > max_points:
-            raise PayloadTooLargeError(
-                f"batch holds more than the server's limit of {max_points} points and histogram "
-                "bins (TRICKSCOPE_MAX_BATCH_POINTS): send smaller batches"
-            )
+            raise _too_many(max_points)
         out.append(
             DecodedHistograms(
                 name=name,
@@ -119,7 +198,8 @@ def _check_finite(histograms: list[DecodedHistograms]) -> None:
 
 
 def histogram_rows(run_id: str, batch: DecodedBatch) -> list[HistogramValues]:
-    """One row per (name, step) of the batch's histograms; the later in the batch wins."""
+    """One row per (name, step) of the batch's histograms, the blocks' after the per-name
+    form's; the later in the batch wins."""
     rows: dict[tuple[str, int], HistogramValues] = {}
     for h in batch.histograms:
         steps = h.steps.tolist()
@@ -142,4 +222,23 @@ def histogram_rows(run_id: str, batch: DecodedBatch) -> list[HistogramValues]:
                 nonfinite[i],
                 times[i],
             )
+    for block in batch.histogram_blocks:
+        steps, times = block.steps.tolist(), block.times.tolist()
+        lo, hi, nonfinite = block.lo.tolist(), block.hi.tolist(), block.nonfinite.tolist()
+        width, counts = block.bins * 8, block.counts
+        at = 0
+        for row, name in enumerate(block.names):
+            for j, step in enumerate(steps):
+                rows[(name, step)] = (
+                    run_id,
+                    name,
+                    step,
+                    block.bins,
+                    lo[row][j],
+                    hi[row][j],
+                    counts[at : at + width],
+                    nonfinite[row][j],
+                    times[j],
+                )
+                at += width
     return list(rows.values())

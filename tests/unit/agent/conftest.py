@@ -63,6 +63,17 @@ class Captured:
                     for i, step in enumerate(steps):
                         row = list(counts[i * bins : (i + 1) * bins])
                         series[step] = (lo[i], hi[i], nonfinite[i], row)
+                # watch's histograms of a flush arrive as blocks: (layer, step) row-major.
+                for block in body.get("histogram_blocks", []):
+                    bins, steps = block["bins"], decode_i64(block["steps"])
+                    lo, hi = decode_f64(block["lo"]), decode_f64(block["hi"])
+                    nonfinite, counts = decode_f64(block["nonfinite"]), decode_f64(block["counts"])
+                    for row, layer in enumerate(block["layers"]):
+                        series = out.setdefault(f"{block['family']}/{layer}", {})
+                        for j, step in enumerate(steps):
+                            at = row * len(steps) + j
+                            cells = list(counts[at * bins : (at + 1) * bins])
+                            series[step] = (lo[at], hi[at], nonfinite[at], cells)
         return out
 
 

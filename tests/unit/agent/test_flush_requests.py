@@ -12,6 +12,7 @@ from torch import nn
 
 import trickscope
 from tests.helpers import wait_until
+from trickscope_wire import HISTOGRAM_BLOCKS_WIRE_VERSION
 
 
 def _points_requests(capture: Any) -> list[dict[str, Any]]:
@@ -65,7 +66,8 @@ def test_a_flush_of_logged_points_and_statistics_is_one_request(
     _train(run, model, optimizer, capture)
     run.finish()
     (request,) = _points_requests(capture)
-    assert request["blocks"] and request["histograms"]
+    assert request["blocks"] and request["histogram_blocks"]
+    assert request["wire_version"] == HISTOGRAM_BLOCKS_WIRE_VERSION
     points = capture.captured.points()
     assert points["loss"] == {0: 0.0, 1: 1.0, 2: 2.0}
     assert set(points["update_ratio/weight"]) == {0, 1, 2}
