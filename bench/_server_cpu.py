@@ -94,6 +94,8 @@ def request_kind(method: str, url: str, body: Any) -> str:
     if isinstance(body, bytes) and path.endswith("/points"):
         batch = orjson.loads(body)  # never compressed: the server is on this machine
         carries = [name for name in ("blocks", "histograms") if batch.get(name)]
+        if batch.get("histogram_blocks") and "histograms" not in carries:
+            carries.append("histograms")  # the same histograms, in the block form
         kind += f" ({' + '.join(['series', *carries])})"
     return kind
 

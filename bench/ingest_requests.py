@@ -120,12 +120,22 @@ def capture(model: str, steps: int, scratch: str) -> list[Request]:
     return seen
 
 
+def _has_histograms(batch: dict[str, Any]) -> bool:
+    return bool(batch.get("histograms") or batch.get("histogram_blocks"))
+
+
 def _moved(body: bytes, by: int, batch_id: str) -> bytes:
     """The batch with every steps column moved by ``by`` and a new batch id."""
     data = orjson.loads(body)
     data["batch_id"] = batch_id
     done: dict[str, str] = {}
-    for item in [*data.get("series", []), *data.get("blocks", []), *data.get("histograms", [])]:
+    items = [
+        *data.get("series", []),
+        *data.get("blocks", []),
+        *data.get("histograms", []),
+        *data.get("histogram_blocks", []),
+    ]
+    for item in items:
         text = item.get("steps")
         if isinstance(text, str):
             if text not in done:
@@ -149,9 +159,9 @@ def measure(db_url: str, requests: list[Request], args: argparse.Namespace) -> d
         batches = [(p, b) for m, p, b in own if p.endswith("/points")]
         decoded = [(b, orjson.loads(b)) for _, b in batches]
         kinds = {
-            "scalars": [b for b, d in decoded if not d.get("blocks") and not d.get("histograms")],
-            "blocks": [b for b, d in decoded if d.get("blocks") and not d.get("histograms")],
-            "histograms": [b for b, d in decoded if d.get("histograms")],
+            "scalars": [b for b, d in decoded if not d.get("blocks") and not _has_histograms(d)],
+            "blocks": [b for b, d in decoded if d.get("blocks") and not _has_histograms(d)],
+            "histograms": [b for b, d in decoded if _has_histograms(d)],
         }
         kinds = {kind: found[-1:] for kind, found in kinds.items()}
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
