@@ -18,6 +18,7 @@ from trickscope_server.config import Settings
 from trickscope_server.live import Broadcaster
 from trickscope_server.schemas import IngestResult
 from trickscope_server.services import compact, ingest
+from trickscope_server.services.ingest_histograms import MAX_HISTOGRAM_BINS
 from trickscope_server.storage import Database
 
 _RUN_ID = re.compile(RUN_ID_PATTERN)
@@ -47,31 +48,67 @@ class IngestRoute(CheckedRoute):
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=IngestRoute)
 
+_COLUMN = {"type": "string", "format": "byte"}  # base64 of little-endian int64 / float64
+_NAME = {"type": "string", "minLength": 1}
+_LAYERS = {"type": "array", "items": _NAME}
+_BINS = {"type": "integer", "minimum": 1, "maximum": MAX_HISTOGRAM_BINS}
+
+
+def _objects(**properties: Any) -> dict[str, Any]:
+    """A list of objects, each with every one of ``properties``."""
+    item = {"type": "object", "required": list(properties), "properties": properties}
+    return {"type": "array", "items": item}
+
+
 _BATCH_DOC = {
     "requestBody": {
         "required": True,
-        "description": "trickscope_wire.PointBatch: base64 little-endian int64/float64 columns.",
+        "description": "trickscope_wire.PointBatch (docs/architecture.md, Wire format): packed "
+        "columns, base64 of little-endian int64 steps and float64 values, NaN and ±Inf exact.",
         "content": {
             "application/json": {
                 "schema": {
                     "type": "object",
                     "required": ["batch_id", "series"],
                     "properties": {
-                        "wire_version": {"type": "integer"},
-                        "batch_id": {"type": "string"},
-                        "series": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["name", "steps", "values", "times"],
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "steps": {"type": "string", "format": "byte"},
-                                    "values": {"type": "string", "format": "byte"},
-                                    "times": {"type": "string", "format": "byte"},
-                                },
-                            },
+                        "wire_version": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 3,
+                            "description": "1; 2 with blocks; 3 with histogram_blocks",
                         },
+                        "batch_id": _NAME,
+                        "series": _objects(
+                            name=_NAME, steps=_COLUMN, values=_COLUMN, times=_COLUMN
+                        ),
+                        "blocks": _objects(
+                            family=_NAME,
+                            layers=_LAYERS,
+                            steps=_COLUMN,
+                            times=_COLUMN,
+                            values={"type": "array", "items": _COLUMN},
+                        ),
+                        "histograms": _objects(
+                            name=_NAME,
+                            bins=_BINS,
+                            steps=_COLUMN,
+                            lo=_COLUMN,
+                            hi=_COLUMN,
+                            counts=_COLUMN,
+                            nonfinite=_COLUMN,
+                            times=_COLUMN,
+                        ),
+                        "histogram_blocks": _objects(
+                            family=_NAME,
+                            layers=_LAYERS,
+                            bins=_BINS,
+                            steps=_COLUMN,
+                            times=_COLUMN,
+                            lo=_COLUMN,
+                            hi=_COLUMN,
+                            nonfinite=_COLUMN,
+                            counts=_COLUMN,
+                        ),
                     },
                 }
             }

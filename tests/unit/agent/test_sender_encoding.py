@@ -10,13 +10,23 @@ import sys
 import pytest
 import torch
 
-from trickscope.batches import as_blocks, encode_points, packed_rows
+from trickscope.batches import (
+    HistogramBuffer,
+    as_blocks,
+    encode_points,
+    histogram_payloads,
+    packed_rows,
+    point_batch,
+)
 from trickscope_wire import (
     BLOCKS_WIRE_VERSION,
+    HISTOGRAM_BLOCKS_WIRE_VERSION,
+    WIRE_VERSION,
     HistogramColumns,
     PointBatch,
     SeriesColumns,
     decode_f64,
+    decode_i64,
     dumps,
     encode_f64,
     encode_i64,
@@ -83,3 +93,49 @@ def test_a_batch_through_orjson_is_the_json_the_wire_encoder_writes() -> None:
     (block,) = sent["blocks"]
     assert block["family"] == "grad_norm" and block["layers"] == ["w", "层.\nweight"]
     assert block["values"] == [s.values for s in batch.series]
+
+
+def _buffer(bins: int, steps: list[int], seed: float) -> HistogramBuffer:
+    hist = HistogramBuffer(bins)
+    for k, step in enumerate(steps):
+        hist.steps.append(step)
+        hist.times.append(100.0 + step)
+        hist.lo.append(-seed - k)
+        hist.hi.append(math.inf if k else seed)
+        hist.nonfinite.append(float(k))
+        hist.counts.extend(seed * 10 + k * bins + b for b in range(bins))
+    return hist
+
+
+def test_a_familys_histograms_over_the_same_steps_go_as_one_block_the_others_one_by_one() -> None:
+    buffers = {
+        "grad_hist/a": _buffer(3, [0, 10], 1.0),
+        "grad_hist/b": _buffer(3, [0, 10], 2.0),
+        "grad_hist/c": _buffer(3, [10], 3.0),  # other steps: on its own
+        "grad_hist/d": _buffer(5, [0, 10], 4.0),  # other bins: on its own
+        "weight_hist/a": _buffer(3, [0, 10], 5.0),
+        "weight_hist/long name": _buffer(3, [0, 10], 6.0),
+        "plain": _buffer(3, [0, 10], 7.0),  # no family
+        "grad_hist/bx": _buffer(3, [0, 10], 8.0),  # cleaned into grad_hist/b below
+    }
+    clean = {"grad_hist/bx": "grad_hist/b"}
+    singles, blocks = histogram_payloads(buffers, lambda name: clean.get(name, name))
+    assert sorted(h.name for h in singles) == ["grad_hist/b", "grad_hist/c", "grad_hist/d", "plain"]
+    assert [(b.family, b.layers, b.bins) for b in blocks] == [
+        ("grad_hist", ["a", "b"], 3),
+        ("weight_hist", ["a", "long name"], 3),
+    ]
+    for block in blocks:
+        for row, layer in enumerate(block.layers):
+            member = buffers[f"{block.family}/{layer}"]
+            assert list(decode_i64(block.steps)) == member.steps
+            assert list(decode_f64(block.times)) == member.times
+            for key in ("lo", "hi", "nonfinite"):
+                values = list(decode_f64(getattr(block, key)))
+                assert values[row * 2 : row * 2 + 2] == getattr(member, key), key
+            counts = list(decode_f64(block.counts))
+            assert counts[row * 6 : row * 6 + 6] == member.counts
+    batch = point_batch("b1", [], singles, blocks)
+    assert batch.wire_version == HISTOGRAM_BLOCKS_WIRE_VERSION
+    assert point_batch("b2", [], singles, []).wire_version == WIRE_VERSION
+    assert json.loads(encode_points(batch))["wire_version"] == HISTOGRAM_BLOCKS_WIRE_VERSION
