@@ -210,7 +210,7 @@ def parse_batch(body: bytes, *, max_points: int, max_name: int = _MAX_NAME) -> D
     histograms = parse_histograms(
         data.get("histograms", []), points=points, max_points=max_points, max_name=max_name
     )
-    histogram_blocks, _ = parse_histogram_blocks(
+    histogram_blocks = parse_histogram_blocks(
         data.get("histogram_blocks", []),
         points=points + sum(h.counts.size for h in histograms),
         max_points=max_points,

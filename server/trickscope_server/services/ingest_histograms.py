@@ -71,9 +71,9 @@ def _too_many(max_points: int) -> PayloadTooLargeError:
 
 def parse_histogram_blocks(
     raw: Any, *, points: int, max_points: int, max_name: int
-) -> tuple[list[DecodedHistogramBlock], int]:
-    """Validate a batch's ``histogram_blocks`` and decode them (``points``: the batch's so far);
-    returns them and the batch's count of points and bins."""
+) -> list[DecodedHistogramBlock]:
+    """Validate a batch's ``histogram_blocks`` and decode them (``points``: the batch's points
+    and bins so far)."""
     if not isinstance(raw, list):
         raise _fail(["body", "histogram_blocks"], "must be a list of histogram blocks")
     out: list[DecodedHistogramBlock] = []
@@ -122,7 +122,7 @@ def parse_histogram_blocks(
         if not np.isfinite(block.times).all():
             raise _fail([*loc, "times"], f"block {family!r}: times must be finite")
         out.append(block)
-    return out, points
+    return out
 
 
 def parse_histograms(
