@@ -50,6 +50,7 @@ from trickscope_server.services.summaries import overlapping, resummarise
 from trickscope_server.storage import Database, Session
 from trickscope_server.storage import block_summaries as block_store
 from trickscope_server.storage import blocks as blocks_store
+from trickscope_server.storage import histogram_blocks as histogram_block_store
 from trickscope_server.storage import histograms as histogram_store
 from trickscope_server.storage import points as store
 from trickscope_server.storage import summaries as summary_store
@@ -519,6 +520,9 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             )
         block_store.save(session, families)
         histogram_store.upsert_histograms(session, histogram_rows(run_id, batch))
+        histogram_block_store.insert_blocks(
+            session, run_id=run_id, seq=seq, blocks=[b.stored() for b in batch.histogram_blocks]
+        )
         due = _series_due(state, series_ids)
         if blocks:
             due += _family_members_due(session, run_id, state, blocks)

@@ -14,6 +14,7 @@ from trickscope_server.services._payload import checked_name as _name
 from trickscope_server.services._payload import column as _column
 from trickscope_server.services._payload import fail as _fail
 from trickscope_server.services.ingest_blocks import member_names
+from trickscope_server.storage.histogram_blocks import NewBlock
 from trickscope_server.storage.histograms import HistogramValues
 
 if TYPE_CHECKING:
@@ -40,16 +41,29 @@ class DecodedHistograms:
 
 @dataclass(frozen=True)
 class DecodedHistogramBlock:
-    """Histograms of many layers (``names``) over the same steps, as arrays."""
+    """Histograms of many layers over the same steps: the raw columns, checked."""
 
-    names: list[str]
+    family: str
+    layers: tuple[str, ...]
     bins: int
     steps: NDArray[np.int64]
-    times: NDArray[np.float64]
-    lo: NDArray[np.float64]  # (len(names), len(steps))
-    hi: NDArray[np.float64]
-    nonfinite: NDArray[np.float64]
-    counts: bytes  # (len(names), len(steps), bins) float64, row-major
+    columns: dict[str, bytes]  # steps, times, lo, hi, nonfinite, counts: little-endian 8-byte
+
+    def stored(self) -> NewBlock:
+        """The block as the store takes it."""
+        cols = self.columns
+        return NewBlock(
+            family=self.family,
+            layers=self.layers,
+            bins=self.bins,
+            steps=self.steps.tolist(),
+            steps_raw=cols["steps"],
+            times=cols["times"],
+            lo=cols["lo"],
+            hi=cols["hi"],
+            nonfinite=cols["nonfinite"],
+            counts=cols["counts"],
+        )
 
 
 def _bins(value: Any, loc: list[str | int]) -> int:
@@ -87,7 +101,7 @@ def parse_histogram_blocks(
         layers = item.get("layers")
         if not isinstance(layers, list) or not layers:
             raise _fail([*loc, "layers"], f"block {family!r}: must be a non-empty list of layers")
-        names, _ = member_names(family, layers, loc, max_name)
+        names, (_, layer_names) = member_names(family, layers, loc, max_name)
         bins = _bins(item.get("bins"), loc)
         cols = {key: _column(item.get(key), [*loc, key], family) for key in _COLUMNS}
         steps = len(cols["steps"]) // 8
@@ -105,23 +119,14 @@ def parse_histogram_blocks(
         points += cells * bins
         if points > max_points:
             raise _too_many(max_points)
-        shape = (len(names), steps)
-        block = DecodedHistogramBlock(
-            names=names,
-            bins=bins,
-            steps=np.frombuffer(cols["steps"], dtype=I64),
-            times=np.frombuffer(cols["times"], dtype=F64),
-            lo=np.frombuffer(cols["lo"], dtype=F64).reshape(shape),
-            hi=np.frombuffer(cols["hi"], dtype=F64).reshape(shape),
-            nonfinite=np.frombuffer(cols["nonfinite"], dtype=F64).reshape(shape),
-            counts=cols["counts"],
-        )
-        counts = np.frombuffer(block.counts, dtype=F64)
-        if not (np.isfinite(counts).all() and np.isfinite(block.nonfinite).all()):
+        counts = np.frombuffer(cols["counts"], dtype=F64)
+        nonfinite = np.frombuffer(cols["nonfinite"], dtype=F64)
+        if not (np.isfinite(counts).all() and np.isfinite(nonfinite).all()):
             raise _fail([*loc, "counts"], f"block {family!r}: counts must be finite")
-        if not np.isfinite(block.times).all():
+        if not np.isfinite(np.frombuffer(cols["times"], dtype=F64)).all():
             raise _fail([*loc, "times"], f"block {family!r}: times must be finite")
-        out.append(block)
+        steps_array = np.frombuffer(cols["steps"], dtype=I64)
+        out.append(DecodedHistogramBlock(family, layer_names, bins, steps_array, cols))
     return out
 
 
@@ -198,8 +203,8 @@ def _check_finite(histograms: list[DecodedHistograms]) -> None:
 
 
 def histogram_rows(run_id: str, batch: DecodedBatch) -> list[HistogramValues]:
-    """One row per (name, step) of the batch's histograms, the blocks' after the per-name
-    form's; the later in the batch wins."""
+    """One row per (name, step) of the batch's histograms in the per-name form; the later in the
+    batch wins (its blocks are stored after these rows, and win over them)."""
     rows: dict[tuple[str, int], HistogramValues] = {}
     for h in batch.histograms:
         steps = h.steps.tolist()
@@ -222,23 +227,4 @@ def histogram_rows(run_id: str, batch: DecodedBatch) -> list[HistogramValues]:
                 nonfinite[i],
                 times[i],
             )
-    for block in batch.histogram_blocks:
-        steps, times = block.steps.tolist(), block.times.tolist()
-        lo, hi, nonfinite = block.lo.tolist(), block.hi.tolist(), block.nonfinite.tolist()
-        width, counts = block.bins * 8, block.counts
-        at = 0
-        for row, name in enumerate(block.names):
-            for j, step in enumerate(steps):
-                rows[(name, step)] = (
-                    run_id,
-                    name,
-                    step,
-                    block.bins,
-                    lo[row][j],
-                    hi[row][j],
-                    counts[at : at + width],
-                    nonfinite[row][j],
-                    times[j],
-                )
-                at += width
     return list(rows.values())

@@ -1,13 +1,16 @@
-"""Histograms: one row per (run, name, step), a re-logged one replaced."""
+"""Histograms: one row per (run, name, step), a re-logged one replaced; and reads that merge
+them with the histogram blocks (``storage/histogram_blocks.py``), where most of them are."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import cast
 
+import numpy as np
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
+from trickscope_server.storage import histogram_blocks as block_store
 from trickscope_server.storage.models import HistogramRow
 from trickscope_server.storage.runs import IN_CHUNK
 
@@ -50,31 +53,54 @@ def upsert_histograms(session: Session, rows: Sequence[HistogramValues]) -> None
 
 
 def histogram_steps(session: Session, *, run_id: str, name: str) -> list[int]:
-    """Steps of the run's histograms named ``name``, ascending."""
-    stmt = select(_h.step).where(_h.run_id == run_id, _h.name == name).order_by(_h.step)
-    return [int(s) for s in session.execute(stmt).scalars()]
+    """Steps of the run's histograms named ``name``, ascending, in either form."""
+    stmt = select(_h.step).where(_h.run_id == run_id, _h.name == name)
+    steps = {int(s) for s in session.execute(stmt).scalars()}
+    rows = block_store.layer_rows(session, run_id=run_id, name=name)
+    for raw in block_store.block_steps(session, run_id=run_id, layout_ids=rows):
+        steps.update(np.frombuffer(raw, dtype="<i8").tolist())
+    return sorted(steps)
+
+
+HistogramRead = tuple[int, int, float | None, float | None, bytes, float]
 
 
 def histogram_rows(
     session: Session, *, run_id: str, name: str, steps: Iterable[int]
-) -> list[tuple[int, int, float | None, float | None, bytes, float]]:
-    """(step, bins, lo, hi, counts, nonfinite) of the run's ``name`` histograms at ``steps``."""
-    wanted = list(steps)
-    out: list[tuple[int, int, float | None, float | None, bytes, float]] = []
+) -> list[HistogramRead]:
+    """(step, bins, lo, hi, counts, nonfinite) of the run's ``name`` histograms at ``steps``, in
+    either form: a row is a later write than any block with its step, and of two blocks the
+    later one wins."""
+    wanted = sorted(set(steps))
+    found: dict[int, HistogramRead] = {}
+    layer_rows = block_store.layer_rows(session, run_id=run_id, name=name)
+    if wanted and layer_rows:
+        want = set(wanted)
+        for cut in block_store.layer_slices(
+            session, run_id=run_id, rows=layer_rows, low=wanted[0], high=wanted[-1]
+        ):
+            width = cut.bins * 8
+            block_steps = np.frombuffer(cut.steps, dtype="<i8").tolist()
+            lo, hi = np.frombuffer(cut.lo, "<f8").tolist(), np.frombuffer(cut.hi, "<f8").tolist()
+            nonfinite = np.frombuffer(cut.nonfinite, "<f8").tolist()
+            for j, step in enumerate(block_steps):
+                if step in want:
+                    counts = cut.counts[j * width : (j + 1) * width]
+                    found[step] = (step, cut.bins, lo[j], hi[j], counts, nonfinite[j])
     for start in range(0, len(wanted), IN_CHUNK):
         part = wanted[start : start + IN_CHUNK]
         stmt = select(_h.step, _h.bins, _h.lo, _h.hi, _h.counts, _h.nonfinite).where(
             _h.run_id == run_id, _h.name == name, _h.step.in_(part)
         )
-        out.extend(
-            (int(st), int(b), lo, hi, bytes(c), float(n))
-            for st, b, lo, hi, c, n in session.execute(stmt)
-        )
-    out.sort(key=lambda r: r[0])
-    return out
+        for st, b, lo_edge, hi_edge, c, n in session.execute(stmt):
+            found[int(st)] = (int(st), int(b), lo_edge, hi_edge, bytes(c), float(n))
+    return [found[step] for step in sorted(found)]
 
 
 def histogram_names(session: Session, *, run_id: str) -> list[str]:
-    """Distinct histogram names of the run."""
-    stmt = select(_h.name).where(_h.run_id == run_id).distinct().order_by(_h.name)
-    return [str(n) for n in session.execute(stmt).scalars()]
+    """Distinct histogram names of the run, in either form."""
+    stmt = select(_h.name).where(_h.run_id == run_id).distinct()
+    names = {str(n) for n in session.execute(stmt).scalars()}
+    for _, family, layers in block_store.layouts(session, run_id=run_id):
+        names.update(f"{family}/{layer}" for layer in layers)
+    return sorted(names)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -196,6 +197,59 @@ class HistogramRow(Base):
 
     __table_args__ = (
         UniqueConstraint("run_id", "name", "step", name="uq_histograms_run_name_step"),
+    )
+
+
+class HistogramLayoutRow(Base):
+    """The layers of a run's histogram blocks of one family, stored once per distinct list (a
+    run sends the same layers in every flush)."""
+
+    __tablename__ = "histogram_layouts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    family: Mapped[str] = mapped_column(String(512))
+    digest: Mapped[str] = mapped_column(String(64))  # SHA-256 (hex) of ``layers``
+    layers: Mapped[str] = mapped_column(Text)  # JSON list of layer names, in block row order
+
+    __table_args__ = (
+        UniqueConstraint(
+            "run_id", "family", "digest", name="uq_histogram_layouts_run_family_digest"
+        ),
+    )
+
+
+class HistogramBlockRow(Base):
+    """Histograms of one family's layers (``grad_hist/<layer>``) over one batch's steps: one row
+    instead of one per (layer, step). ``lo``, ``hi`` and ``nonfinite`` are row-major (layer,
+    step) float64; ``counts`` row-major (layer, step, bin) float64, so one layer's histograms are
+    one contiguous slice of each column, read with ``substr``.
+
+    A (name, step) stored here and as a ``histograms`` row: the row is the later write (storing
+    a block deletes the rows it covers); of two blocks, the later ``(seq, id)``.
+    """
+
+    __tablename__ = "histogram_blocks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    layout_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("histogram_layouts.id", ondelete="CASCADE")
+    )
+    seq: Mapped[int] = mapped_column(BigInteger)  # the ingest sequence of its batch
+    step_min: Mapped[int] = mapped_column(BigInteger)
+    step_max: Mapped[int] = mapped_column(BigInteger)
+    steps_count: Mapped[int] = mapped_column(Integer)
+    bins: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian int64
+    times: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float64, Unix seconds
+    lo: Mapped[bytes] = mapped_column(LargeBinary)
+    hi: Mapped[bytes] = mapped_column(LargeBinary)
+    nonfinite: Mapped[bytes] = mapped_column(LargeBinary)
+    counts: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_histogram_blocks_run_layout_step", "run_id", "layout_id", "step_min"),
     )
 
 

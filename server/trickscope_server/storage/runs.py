@@ -31,6 +31,8 @@ from trickscope_server.storage.models import (
     BlockRow,
     BlockSummaryRow,
     ChunkRow,
+    HistogramBlockRow,
+    HistogramLayoutRow,
     HistogramRow,
     RunRow,
     SeriesRow,
@@ -251,6 +253,8 @@ def delete_run(session: Session, run_id: str) -> bool:
     session.execute(delete(BlockRow).where(BlockRow.run_id == run_id))
     session.execute(delete(BlockSummaryRow).where(BlockSummaryRow.run_id == run_id))
     session.execute(delete(HistogramRow).where(HistogramRow.run_id == run_id))
+    session.execute(delete(HistogramBlockRow).where(HistogramBlockRow.run_id == run_id))
+    session.execute(delete(HistogramLayoutRow).where(HistogramLayoutRow.run_id == run_id))
     session.execute(delete(BatchRow).where(BatchRow.run_id == run_id))
     session.execute(delete(SeriesRow).where(SeriesRow.run_id == run_id))
     result = session.execute(delete(RunRow).where(RunRow.id == run_id))

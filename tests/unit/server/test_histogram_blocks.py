@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from trickscope_wire import (
     HISTOGRAM_BLOCKS_WIRE_VERSION,
@@ -188,3 +189,93 @@ def test_histogram_blocks_count_toward_the_batch_limit_and_need_their_wire_versi
     response = client.post("/api/v1/runs/r1/points", json=newer)
     assert response.status_code == 400
     assert "wire version" in response.json()["detail"]
+
+
+def _one(name: str, step: int, bins: int, fill: float) -> bytes:
+    """A per-name batch of one histogram of ``name`` at ``step``, every count ``fill``."""
+    columns = HistogramColumns(
+        name=name,
+        bins=bins,
+        steps=encode_i64([step]),
+        lo=encode_f64([-fill]),
+        hi=encode_f64([fill]),
+        counts=encode_f64([fill] * bins),
+        nonfinite=encode_f64([0.0]),
+        times=encode_f64([1.0]),
+    )
+    return dumps(PointBatch(f"one-{name}-{step}-{fill}", [], histograms=[columns]))
+
+
+def _filled(batch_id: str, steps: list[int], fill: float) -> bytes:
+    arrays = _arrays(steps, 0)
+    arrays["counts"][:] = fill
+    return _block_body(batch_id, steps, arrays)
+
+
+def test_the_later_write_of_a_step_wins_whichever_form_each_write_took(
+    client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    make_run("r1")
+    name = "grad_hist/conv.weight"
+
+    def post(body: bytes) -> None:
+        response = client.post("/api/v1/runs/r1/points", content=body)
+        assert response.status_code == 200, response.text
+
+    post(_one(name, 1, BINS, 1.0))  # per name, then a block over the same step: the block
+    post(_filled("blk-a", [1, 2, 3], 2.0))
+    post(_one(name, 2, BINS, 3.0))  # a block, then per name: the row
+    post(_filled("blk-b", [3], 4.0))  # a block, then a block: the later
+    post(_one("grad_hist/only.rows", 5, 2, 5.0))  # a name never in a block
+    got = client.get("/api/v1/runs/r1/histograms", params={"name": name}).json()
+    assert got["step"] == [1, 2, 3]
+    assert [row[0] for row in got["counts"]] == [2.0, 3.0, 4.0]
+    assert got["hi"][1] == 3.0
+    names = client.get("/api/v1/runs/r1/histograms/names").json()["names"]
+    assert names == sorted([*(f"grad_hist/{layer}" for layer in LAYERS), "grad_hist/only.rows"])
+
+
+def test_deleting_a_run_deletes_its_histogram_blocks_and_layouts(
+    app: Any, client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    make_run("r1")
+    make_run("keep")
+    for run_id in ("r1", "keep"):
+        body = _block_body(f"b-{run_id}", [0], _arrays([0], 1))
+        assert client.post(f"/api/v1/runs/{run_id}/points", content=body).status_code == 200
+    assert client.delete("/api/v1/runs/r1").status_code == 204
+    with app.state.db.reader() as session:
+        for table in ("histogram_blocks", "histogram_layouts"):
+            runs = session.execute(text(f"SELECT DISTINCT run_id FROM {table}")).scalars().all()
+            assert runs == ["keep"], table
+    make_run("r1")
+    assert client.get("/api/v1/runs/r1/histograms/names").json() == {"names": []}
+    kept = client.get("/api/v1/runs/keep/histograms", params={"name": "grad_hist/fc.weight"})
+    assert kept.json()["step"] == [0]
+
+
+def test_layers_named_in_any_script_come_back_from_the_block_layout(
+    client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    make_run("r1")
+    layers = ["层.weight", 'quote".bias', "new\nline", "slash/inside"]
+    block = HistogramBlock(
+        family="weight_hist",
+        layers=layers,
+        bins=1,
+        steps=encode_i64([7]),
+        times=encode_f64([1.0]),
+        lo=encode_f64([0.0] * 4),
+        hi=encode_f64([1.0] * 4),
+        nonfinite=encode_f64([0.0] * 4),
+        counts=encode_f64([1.0, 2.0, 3.0, 4.0]),
+    )
+    batch = PointBatch(
+        "b", [], wire_version=HISTOGRAM_BLOCKS_WIRE_VERSION, histogram_blocks=[block]
+    )
+    assert client.post("/api/v1/runs/r1/points", content=dumps(batch)).status_code == 200
+    names = client.get("/api/v1/runs/r1/histograms/names").json()["names"]
+    assert names == sorted(f"weight_hist/{layer}" for layer in layers)
+    for i, layer in enumerate(layers):
+        got = client.get("/api/v1/runs/r1/histograms", params={"name": f"weight_hist/{layer}"})
+        assert got.json()["counts"] == [[float(i + 1)]], layer

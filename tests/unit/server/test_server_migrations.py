@@ -18,6 +18,8 @@ from trickscope_server.storage.database import MIGRATIONS, make_engine
 from trickscope_server.storage.models import Base
 from trickscope_wire import (
     BLOCKS_WIRE_VERSION,
+    HISTOGRAM_BLOCKS_WIRE_VERSION,
+    HistogramBlock,
     PointBatch,
     StatBlock,
     dumps,
@@ -40,7 +42,7 @@ def test_upgrading_twice_is_a_no_op_and_matches_the_models(db_url: str) -> None:
             after = {t: inspect(connection).get_columns(t) for t in Base.metadata.tables}
             assert MigrationContext.configure(connection).get_current_revision() == version
             diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-        assert version == "0006"
+        assert version == "0007"
         assert repr(before) == repr(after)
         assert diff == []
     finally:
@@ -138,5 +140,62 @@ def test_per_series_chunks_of_a_0005_database_read_the_same_after_the_upgrade_be
             }
             heat = client.get("/api/v1/runs/old/heatmap", params={"stat": "grad_norm"}).json()
             assert heat["z"] == [[1.5, "NaN", -2.0, 4.0]]
+    finally:
+        app.state.db.dispose()
+
+
+def test_histogram_rows_of_a_0006_database_read_the_same_after_the_upgrade_beside_blocks(
+    db_url: str, settings: Settings
+) -> None:
+    _at_revision(db_url, "0006")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO runs (id, project, name, status, config, tags, system, layers, "
+                    "ranks, setup, agent_findings, created_at, updated_at, last_seq) VALUES "
+                    "('old', 'p', 'old', 'finished', '{}', '[]', '{}', '[\"w\"]', '{}', '{}', "
+                    "'{}', 1.0, 1.0, 1)"
+                )
+            )
+            for step in (0, 100):
+                connection.execute(
+                    text(
+                        "INSERT INTO histograms (run_id, name, step, bins, lo, hi, counts, "
+                        "nonfinite, wall_time) VALUES ('old', 'grad_hist/w', :step, 2, -1.0, "
+                        "1.0, :counts, 0.0, 9.0)"
+                    ),
+                    {"step": step, "counts": np.array([step, 1.0], "<f8").tobytes()},
+                )
+    finally:
+        engine.dispose()
+    app = create_app(settings)  # upgrades to head
+    try:
+        with TestClient(app, headers={"Content-Type": "application/json"}) as client:
+            url = "/api/v1/runs/old/histograms"
+            body = client.get(url, params={"name": "grad_hist/w"}).json()
+            assert (body["step"], body["counts"]) == ([0, 100], [[0.0, 1.0], [100.0, 1.0]])
+            block = HistogramBlock(
+                family="grad_hist",
+                layers=["w"],
+                bins=2,
+                steps=encode_i64([100, 200]),
+                times=encode_f64([9.5, 9.6]),
+                lo=encode_f64([-2.0, -2.0]),
+                hi=encode_f64([2.0, 2.0]),
+                nonfinite=encode_f64([0.0, 0.0]),
+                counts=encode_f64([7.0, 8.0, 9.0, 10.0]),
+            )
+            batch = PointBatch(
+                "b", [], wire_version=HISTOGRAM_BLOCKS_WIRE_VERSION, histogram_blocks=[block]
+            )
+            assert client.post("/api/v1/runs/old/points", content=dumps(batch)).status_code == 200
+            body = client.get(url, params={"name": "grad_hist/w"}).json()
+            assert body["step"] == [0, 100, 200]
+            assert body["counts"] == [[0.0, 1.0], [7.0, 8.0], [9.0, 10.0]]
+            assert body["lo"] == [-1.0, -2.0, -2.0]
+            names = client.get("/api/v1/runs/old/histograms/names").json()
+            assert names == {"names": ["grad_hist/w"]}
     finally:
         app.state.db.dispose()
