@@ -19,6 +19,7 @@ from sqlalchemy import Table, bindparam, delete, exists, func, insert, literal, 
 from sqlalchemy.orm import Session
 
 from trickscope_server.storage.models import HistogramBlockRow, HistogramLayoutRow, HistogramRow
+from trickscope_server.storage.runs import IN_CHUNK
 
 _b = cast(Table, HistogramBlockRow.__table__).c
 _l = cast(Table, HistogramLayoutRow.__table__).c
@@ -68,13 +69,16 @@ def insert_blocks(session: Session, *, run_id: str, seq: int, blocks: Sequence[N
     ]
     if rows:
         session.execute(insert(HistogramBlockRow), rows)
+    # Most runs have no per-name rows at all: one index probe says so.
     if session.execute(select(exists().where(_h.run_id == run_id))).scalar():
         for block in blocks:
-            if block.steps:
-                names = [f"{block.family}/{layer}" for layer in block.layers]
+            names = [f"{block.family}/{layer}" for layer in block.layers]
+            for start in range(0, len(names) if block.steps else 0, IN_CHUNK):
                 session.execute(
                     delete(HistogramRow).where(
-                        _h.run_id == run_id, _h.name.in_(names), _h.step.in_(block.steps)
+                        _h.run_id == run_id,
+                        _h.name.in_(names[start : start + IN_CHUNK]),
+                        _h.step.in_(sorted(set(block.steps))),
                     )
                 )
 
