@@ -1,8 +1,9 @@
 """Server CPU per training step, end to end: the real agent training ViT-tiny against a real
-``trickscope serve`` process, at two step rates.
+``trickscope serve`` process, at three step rates.
 
     python bench/server_per_step.py [--backends sqlite postgresql] [--rounds 3]
-                                    [--cpu-steps 20] [--gpu-like-steps 300] [--breakdown]
+                                    [--cpu-steps 20] [--gpu-like-steps 300]
+                                    [--optimizer-only-steps 1000] [--breakdown]
 
 Per backend, one ``trickscope serve`` subprocess (a SQLite file in a temporary directory, or
 PostgreSQL at ``--pg-url``: ``TRICKSCOPE_TEST_PG_URL`` or the local test database) gets one short
@@ -10,12 +11,17 @@ unmeasured run (first-request costs: imports, statement caches), then its idle C
 measured. Each round then trains ``bench/models.py``'s ViT-tiny in this process with the real
 agent as a user would: ``trickscope.init``, ``run.watch(model, optimizer)`` at watch's defaults,
 ``run.log({"loss": ...})`` every step, ``run.finish()``; forward, backward and AdamW step, on
-random data, every step. Two step rates, alternated within each round:
+random data, every step. Three step rates, alternated within each round:
 
 - ``cpu``: batch 32 at the model's 64x64 images, the natural CPU workload; a step is longer than
   the agent's 0.5 s flush, so each step is a request of its own.
-- ``gpu-like``: the same model, agent and defaults at batch 1, the fastest honest step on a CPU;
+- ``gpu-like``: the same model, agent and defaults at batch 1, the fastest full step on a CPU;
   several steps share a flush, as ~10-25 steps do on a GPU.
+- ``optimizer-only``: the same model, agent and defaults, but each step is the AdamW step alone
+  on gradients set once (random, no forward or backward): ~15-20 ms, the pace of a ViT-tiny step
+  on a GPU, so the requests are the ones a GPU run sends (a 0.5 s flush holds ~30 steps). Only
+  the step rate is borrowed: the gradients, weights and statistics the agent reads are real
+  tensors of the model, and every request is the real agent's.
 
 Measured over the whole run, from ``init`` to ``finish`` returning plus the server going quiet
 again (ingest compacts series after answering): the server process' CPU time (its POSIX CPU
@@ -55,7 +61,7 @@ from _server_cpu import (  # noqa: E402
 )
 
 PG_URL = "postgresql+psycopg://trickscope:trickscope@127.0.0.1:5432/trickscope_test"
-RATES = ("cpu", "gpu-like")
+RATES = ("cpu", "gpu-like", "optimizer-only")
 
 
 @dataclass
@@ -97,6 +103,11 @@ def train_round(
     model = build("vit_tiny")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x, y = torch.randn(batch, 3, 64, 64), torch.randint(0, 10, (batch,))
+    full_steps = rate != "optimizer-only"
+    if not full_steps:
+        loss = torch.nn.functional.cross_entropy(model(x), y).detach()
+        for param in model.parameters():
+            param.grad = torch.randn_like(param) * 1e-3
     pid = server.process.pid
     counter.reset(server.url, pid, idle)
     began, spent = time.monotonic(), process_cpu_seconds(pid)
@@ -104,9 +115,10 @@ def train_round(
     run.watch(model, optimizer)
     loop_began = time.perf_counter()
     for step in range(steps):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if full_steps:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         optimizer.step()
         run.log({"loss": loss.detach()}, step=step)
     loop_seconds = time.perf_counter() - loop_began
@@ -143,7 +155,11 @@ def bench_backend(db_url: str, args: argparse.Namespace) -> dict[str, list[Round
             for _ in range(args.rounds):
                 for rate in args.rates:
                     batch = args.cpu_batch if rate == "cpu" else args.gpu_like_batch
-                    steps = args.cpu_steps if rate == "cpu" else args.gpu_like_steps
+                    steps = {
+                        "cpu": args.cpu_steps,
+                        "gpu-like": args.gpu_like_steps,
+                        "optimizer-only": args.optimizer_only_steps,
+                    }[rate]
                     rounds[rate].append(
                         train_round(server, db_url, counter, rate, batch, steps, idle)
                     )
@@ -203,14 +219,15 @@ def main() -> None:
     parser.add_argument("--cpu-batch", type=int, default=32)
     parser.add_argument("--gpu-like-steps", type=int, default=300)
     parser.add_argument("--gpu-like-batch", type=int, default=1)
+    parser.add_argument("--optimizer-only-steps", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--idle", type=float, default=2.0, help="seconds of idle CPU measured")
     parser.add_argument(
         "--breakdown", action="store_true", help="also the server CPU by request kind"
     )
     args = parser.parse_args()
-    if args.rounds < 1 or args.cpu_steps < 1 or args.gpu_like_steps < 1:
-        parser.error("--rounds, --cpu-steps and --gpu-like-steps must be at least 1")
+    if min(args.rounds, args.cpu_steps, args.gpu_like_steps, args.optimizer_only_steps) < 1:
+        parser.error("--rounds and every --*-steps must be at least 1")
     import torch
 
     torch.set_num_threads(args.threads)

@@ -1,5 +1,5 @@
 """bench/server_per_step.py end to end with tiny settings: a real server, the real agent training
-ViT-tiny at both step rates, one table row per rate with finite, positive numbers."""
+ViT-tiny at each step rate, one table row per rate with finite, positive numbers."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def test_server_per_step_bench_prints_one_row_per_step_rate_with_positive_costs(
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "server_per_step.py"), "--rounds", "1",
-         "--cpu-steps", "2", "--cpu-batch", "4", "--gpu-like-steps", "12", "--idle", "0.5",
-         "--breakdown"],
+         "--cpu-steps", "2", "--cpu-batch", "4", "--gpu-like-steps", "12",
+         "--optimizer-only-steps", "30", "--idle", "0.5", "--breakdown"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -29,9 +29,13 @@ def test_server_per_step_bench_prints_one_row_per_step_rate_with_positive_costs(
     rows = [line.split("|")[1:-1] for line in tables[0].splitlines() if line.startswith("| ")]
     header = [cell.strip() for cell in rows[0]]
     by_rate = {cells[1].strip(): [cell.strip() for cell in cells] for cells in rows[1:]}
-    assert set(by_rate) == {"cpu", "gpu-like"}, result.stdout
+    assert set(by_rate) == {"cpu", "gpu-like", "optimizer-only"}, result.stdout
     column = {name: index for index, name in enumerate(header)}
-    for rate, batch, steps in (("cpu", "4", "2"), ("gpu-like", "1", "12")):
+    for rate, batch, steps in (
+        ("cpu", "4", "2"),
+        ("gpu-like", "1", "12"),
+        ("optimizer-only", "1", "30"),
+    ):
         cells = by_rate[rate]
         assert cells[0] == "sqlite" and cells[2] == batch and cells[3] == steps, cells
         for name in ("step (ms)", "steps/s", "requests/step", "batches/step",
