@@ -52,6 +52,10 @@ _COLUMN = {"type": "string", "format": "byte"}  # base64 of little-endian int64 
 _NAME = {"type": "string", "minLength": 1}
 _LAYERS = {"type": "array", "items": _NAME}
 _BINS = {"type": "integer", "minimum": 1, "maximum": MAX_HISTOGRAM_BINS}
+# The fields a per-name histogram entry and a histogram block share.
+_HISTOGRAM_COLUMNS = {"bins": _BINS} | {
+    key: _COLUMN for key in ("steps", "times", "lo", "hi", "nonfinite", "counts")
+}
 
 
 def _objects(**properties: Any) -> dict[str, Any]:
@@ -88,26 +92,9 @@ _BATCH_DOC = {
                             times=_COLUMN,
                             values={"type": "array", "items": _COLUMN},
                         ),
-                        "histograms": _objects(
-                            name=_NAME,
-                            bins=_BINS,
-                            steps=_COLUMN,
-                            lo=_COLUMN,
-                            hi=_COLUMN,
-                            counts=_COLUMN,
-                            nonfinite=_COLUMN,
-                            times=_COLUMN,
-                        ),
+                        "histograms": _objects(name=_NAME, **_HISTOGRAM_COLUMNS),
                         "histogram_blocks": _objects(
-                            family=_NAME,
-                            layers=_LAYERS,
-                            bins=_BINS,
-                            steps=_COLUMN,
-                            times=_COLUMN,
-                            lo=_COLUMN,
-                            hi=_COLUMN,
-                            nonfinite=_COLUMN,
-                            counts=_COLUMN,
+                            family=_NAME, layers=_LAYERS, **_HISTOGRAM_COLUMNS
                         ),
                     },
                 }

@@ -76,6 +76,14 @@ def _at_revision(url: str, revision: str) -> None:
         engine.dispose()
 
 
+# Run "old", declared layer "w", as an older revision's schema holds it.
+_OLD_RUN = text(
+    "INSERT INTO runs (id, project, name, status, config, tags, system, layers, ranks, setup, "
+    "agent_findings, created_at, updated_at, last_seq) VALUES ('old', 'p', 'old', 'finished', "
+    "'{}', '[]', '{}', '[\"w\"]', '{}', '{}', '{}', 1.0, 1.0, 1)"
+)
+
+
 def test_per_series_chunks_of_a_0005_database_read_the_same_after_the_upgrade_beside_blocks(
     db_url: str, settings: Settings
 ) -> None:
@@ -84,14 +92,7 @@ def test_per_series_chunks_of_a_0005_database_read_the_same_after_the_upgrade_be
     steps, values = [0, 1, 2], [1.5, float("nan"), -2.0]
     try:
         with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO runs (id, project, name, status, config, tags, system, layers, "
-                    "ranks, setup, agent_findings, created_at, updated_at, last_seq) VALUES "
-                    "('old', 'p', 'old', 'finished', '{}', '[]', '{}', '[\"w\"]', '{}', '{}', "
-                    "'{}', 1.0, 1.0, 1)"
-                )
-            )
+            connection.execute(_OLD_RUN)
             connection.execute(
                 text(
                     "INSERT INTO series (run_id, name, count, first_step, last_step, last_value, "
@@ -151,14 +152,7 @@ def test_histogram_rows_of_a_0006_database_read_the_same_after_the_upgrade_besid
     engine = make_engine(db_url)
     try:
         with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO runs (id, project, name, status, config, tags, system, layers, "
-                    "ranks, setup, agent_findings, created_at, updated_at, last_seq) VALUES "
-                    "('old', 'p', 'old', 'finished', '{}', '[]', '{}', '[\"w\"]', '{}', '{}', "
-                    "'{}', 1.0, 1.0, 1)"
-                )
-            )
+            connection.execute(_OLD_RUN)
             for step in (0, 100):
                 connection.execute(
                     text(
