@@ -505,10 +505,20 @@ class Sender:
                     )
                 else:
                     series.append(SeriesColumns(name, packed_steps, row, packed_times))
-        series.extend(
-            SeriesColumns(name, encode_i64(steps), encode_f64(values), encode_f64(times))
-            for name, (steps, values, times) in merged.items()
-        )
+        # Step order, and one steps and one times column per distinct pair: merged members of a
+        # statistic (grad_dead_units/<layer> in the due steps with and without eps_dominance)
+        # then still share their columns and go as one block, not one unordered series each.
+        shared: dict[tuple[tuple[int, ...], tuple[float, ...]], tuple[str, str]] = {}
+        for name, (steps, values, times) in merged.items():
+            order = sorted(range(len(steps)), key=steps.__getitem__)  # stable: repeats keep order
+            steps = [steps[i] for i in order]
+            times = [times[i] for i in order]
+            key = (tuple(steps), tuple(times))
+            columns = shared.get(key)
+            if columns is None:
+                columns = shared[key] = (encode_i64(steps), encode_f64(times))
+            values = [values[i] for i in order]
+            series.append(SeriesColumns(name, columns[0], encode_f64(values), columns[1]))
         return series
 
     def _enqueue(self, request: Request) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from trickscope_server.services._series_read import series_columns
 from trickscope_server.storage import blocks as block_store
+from trickscope_server.storage import chunks as chunk_store
 from trickscope_server.storage import summaries as summary_store
 from trickscope_server.storage.block_summaries import RunSummaries, family_of
 
@@ -60,12 +61,43 @@ def overlapping(
     named_twice = len(set(series_ids)) < len(series_ids)
     out: dict[int, None] = {}
     seen: set[int] = set()
-    for sid, first, repeat in zip(series_ids, firsts, repeats, strict=True):
+    behind: dict[int, NDArray[np.int64]] = {}  # reach back among the row's own points only
+    for sid, column, first, repeat in zip(series_ids, steps, firsts, repeats, strict=True):
         last = stored.get(sid)
-        if repeat or (last is not None and first <= last) or (named_twice and sid in seen):
+        if repeat or (named_twice and sid in seen):
             out[sid] = None
+        elif last is not None and first <= last:
+            behind[sid] = column
         seen.add(sid)
+    out.update(dict.fromkeys(_overwritten(session, behind, families)))
     return list(out)
+
+
+def _overwritten(
+    session: Session, behind: dict[int, NDArray[np.int64]], families: RunSummaries
+) -> list[int]:
+    """Those of the series whose new steps reach back into their stored ones that log a stored
+    step again. Two cadences arrive out of order as a rule (``watch`` sends a due step's
+    ``grad_norm/total`` seconds after the logged scalars of the steps past it): steps that are
+    new, only earlier, merge exactly and need no recount, which would read the series' whole
+    history. Stored steps are looked up in the series' own chunks; a series that ever had points
+    in blocks (it has a block record) is recounted as before."""
+    if not behind:
+        return []
+    ids = np.fromiter(behind, dtype=np.int64, count=len(behind))
+    in_rows_only = set(families.unknown(ids).tolist())
+    out = [sid for sid in behind if sid not in in_rows_only]
+    checked = [sid for sid in behind if sid in in_rows_only]
+    if checked:
+        low = min(int(behind[sid].min()) for sid in checked)
+        stored = chunk_store.steps_from(session, series_ids=checked, low=low)
+        for sid in checked:
+            new = behind[sid]
+            if any(
+                np.isin(new, np.frombuffer(raw, dtype="<i8")).any() for raw in stored.get(sid, [])
+            ):
+                out.append(sid)
+    return out
 
 
 def _firsts_and_repeats(steps: list[NDArray[np.int64]]) -> tuple[list[int], list[bool]]:

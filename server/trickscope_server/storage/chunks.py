@@ -202,6 +202,19 @@ def series_chunk_data(
     ]
 
 
+def steps_from(session: Session, *, series_ids: Sequence[int], low: int) -> dict[int, list[bytes]]:
+    """{series id: the packed steps of each of its chunks that reach ``low`` or above}."""
+    out: dict[int, list[bytes]] = {}
+    ids = list(series_ids)
+    for start in range(0, len(ids), IN_CHUNK):
+        stmt = select(_k.series_id, _k.steps).where(
+            _k.series_id.in_(ids[start : start + IN_CHUNK]), _k.step_max >= low
+        )
+        for sid, steps in session.execute(stmt):
+            out.setdefault(int(sid), []).append(bytes(steps))
+    return out
+
+
 def prefixed_chunks(
     session: Session, *, run_id: str, prefix: str
 ) -> list[tuple[str, bytes, bytes, int, int]]:

@@ -13,7 +13,7 @@ from torch import nn
 
 import trickscope
 from trickscope.run import json_safe
-from trickscope_wire import decode_f64, encode_f64
+from trickscope_wire import decode_f64, decode_i64, encode_f64
 
 
 class Net(nn.Module):
@@ -293,3 +293,11 @@ def test_statistics_of_a_layer_whose_gradient_comes_and_goes_arrive_whole(
     for body in batches:  # no series twice in one batch
         in_batch = [series["name"] for series in body["series"]]
         assert len(in_batch) == len(set(in_batch))
+    # Series of both layouts still go as blocks, in step order (the server stores them as one).
+    blocks = [block for body in batches for block in body.get("blocks", [])]
+    (weights,) = [block for block in blocks if block["family"] == "weight_norm"]
+    assert {"trunk.weight", "branch.weight"} <= set(weights["layers"])
+    assert list(decode_i64(weights["steps"])) == list(range(6))
+    for block in blocks:
+        steps = list(decode_i64(block["steps"]))
+        assert steps == sorted(set(steps)), block["family"]
