@@ -75,6 +75,19 @@ def test_log_throughput_bench_stores_every_point_it_logs() -> None:
     assert float(cells[1]) > 0 and cells[-1] == "20,000 / 20,000", row
 
 
+def test_late_steps_bench_measures_a_late_batch_both_ways() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "late_steps.py"), "--sizes", "20", "60"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    rows = [line.split("|")[1:-1] for line in lines if line[:3] in ("| 1", "| 2")]
+    assert [row[0].strip() for row in rows] == ["1,080", "2,160"], result.stdout
+    for row in rows:
+        assert all(float(cell.split()[0]) > 0 for cell in row[1:]), row
+
+
 def test_ingest_bench_agent_mode_reads_back_every_point_it_logs() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "ingest.py"), "--agent", "--keys", "40",
