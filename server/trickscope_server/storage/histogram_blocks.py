@@ -2,9 +2,8 @@
 of the batch's steps, with the layers listed once per run in ``histogram_layouts``.
 
 A flush of ``watch``'s histograms is 2 families x ~150 layers: as rows of one histogram each that
-was ~300 index entries and rows per flush, ~3 ms of a SQLite transaction; as blocks it is two
-rows. Reads slice one layer's part of each column in SQL (``substr``), so they fetch that
-layer's bytes, not the block's.
+was ~300 rows and index entries per flush; as blocks it is two rows. Reads slice one layer's
+part of each column in SQL (``substr``), so they fetch that layer's bytes, not the block's.
 """
 
 from __future__ import annotations
