@@ -178,11 +178,12 @@ def histogram_payloads(
     for key, hist in buffers.items():
         name = clean(key)
         family, sep, layer = name.partition("/")
-        group = groups.setdefault((family, hist.bins, tuple(hist.steps), tuple(hist.times)), {})
-        if not (sep and family and layer) or layer in group:
-            singles.append(hist.columns(name))  # a name cleaned into another's stays apart
-        else:
-            group[layer] = hist
+        if sep and family and layer:
+            group = groups.setdefault((family, hist.bins, tuple(hist.steps), tuple(hist.times)), {})
+            if layer not in group:  # a name cleaned into another's stays apart
+                group[layer] = hist
+                continue
+        singles.append(hist.columns(name))
     blocks = []
     for (family, bins, steps, times), members in groups.items():
         if len(members) < 2:
