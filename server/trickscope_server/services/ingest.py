@@ -55,6 +55,7 @@ from trickscope_server.storage import histograms as histogram_store
 from trickscope_server.storage import points as store
 from trickscope_server.storage import summaries as summary_store
 from trickscope_server.storage.ingest_state import RunState
+from trickscope_server.storage.transaction import WriteTransaction
 from trickscope_wire import BLOCKS_WIRE_VERSION, HISTOGRAM_BLOCKS_WIRE_VERSION, WIRE_VERSION
 
 _MAX_BATCH_ID = 128
@@ -450,9 +451,9 @@ def _note_rows(
 
 
 def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) -> IngestOutcome:
-    with db.transaction() as session:
+    with db.write() as tx:
         started = store.start_batch(
-            session,
+            tx,
             run_id=run_id,
             batch_id=batch.batch_id,
             points=batch.points,
@@ -473,7 +474,7 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
         nonempty = [s for s in series if s.steps.size]
         cached = [db.series_ids.members(run_id, created_at, b.layout) for b in blocks]
         ids = store.ensure_series(
-            session,
+            tx,
             run_id=run_id,
             names=[s.name for s in nonempty]
             + [n for b, m in zip(blocks, cached, strict=True) if m is None for n in b.names],
@@ -484,15 +485,15 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             for b, m in zip(blocks, cached, strict=True)
         ]
         series_ids = [ids[s.name] for s in nonempty]
-        _know_rows(session, run_id, state, series_ids)
+        _know_rows(tx, run_id, state, series_ids)
         # No series of the batch can have points from blocks unless it belongs to a family.
         with_family = bool(blocks) or any(block_store.family_of(s.name) for s in nonempty)
-        families = _families(session, run_id, state, with_family)
+        families = _families(tx, run_id, state, with_family)
         chunks, summaries = _all_summaries(nonempty, ids, run_id, seq)
         # Read before the merge: which series get a step logged again (their summaries are
         # recounted from the points once this batch's points are in).
         recount = overlapping(
-            session,
+            tx,
             run_id=run_id,
             steps=[s.steps for s in nonempty],
             series_ids=series_ids,
@@ -500,11 +501,11 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             row_last=state.row_last,
         )
         _note_rows(families, summaries, nonempty)
-        recount += sorted(merge_blocks(session, blocks, members, families))
-        summary_store.store_series(session, chunks, summaries)
-        blocks_store.insert_blocks(
-            session, [block_row(b, run_id, seq, m) for b, m in zip(blocks, members, strict=True)]
-        )
+        if blocks:
+            recount += sorted(merge_blocks(tx.session, blocks, members, families))
+            rows = [block_row(b, run_id, seq, m) for b, m in zip(blocks, members, strict=True)]
+            blocks_store.insert_blocks(tx.session, rows)
+        summary_store.store_series(tx, chunks, summaries)
         _rows_merged(state, summaries)
         if recount:
             names = {sid: name for name, sid in ids.items()}
@@ -512,20 +513,22 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
                 names.update(zip(block_ids.tolist(), block.names, strict=True))
             state.row_last.update(
                 resummarise(
-                    session,
+                    tx.session,
                     run_id=run_id,
                     series={sid: names[sid] for sid in recount},
                     families=families,
                 )
             )
-        block_store.save(session, families)
-        histogram_store.upsert_histograms(session, histogram_rows(run_id, batch))
-        histogram_block_store.insert_blocks(
-            session, run_id=run_id, seq=seq, blocks=[b.stored() for b in batch.histogram_blocks]
-        )
+        if families.dirty:
+            block_store.save(tx.session, families)
+        if batch.histograms:
+            histogram_store.upsert_histograms(tx.session, histogram_rows(run_id, batch))
+        if batch.histogram_blocks:
+            stored = [b.stored() for b in batch.histogram_blocks]
+            histogram_block_store.insert_blocks(tx.session, run_id=run_id, seq=seq, blocks=stored)
         due = _series_due(state, series_ids)
         if blocks:
-            due += _family_members_due(session, run_id, state, blocks)
+            due += _family_members_due(tx.session, run_id, state, blocks)
     if families.records is not _NO_RECORDS:
         state.records, state.records_stored = families.records, families.stored
     db.run_states.save(run_id, created_at, seq, state)  # committed: true of the run at seq
@@ -540,24 +543,24 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
 _NO_RECORDS = np.zeros(0, dtype=block_store.RECORD)
 
 
-def _know_rows(session: Session, run_id: str, state: RunState, series_ids: list[int]) -> None:
+def _know_rows(tx: WriteTransaction, run_id: str, state: RunState, series_ids: list[int]) -> None:
     """Read the row state (last step, chunks pending) of the series the state lacks."""
     unknown = [sid for sid in dict.fromkeys(series_ids) if sid not in state.row_last]
     if not unknown:
         return
-    found = summary_store.row_states(session, run_id=run_id, series_ids=unknown)
+    found = summary_store.row_states(tx.session, run_id=run_id, series_ids=unknown)
     for sid in unknown:
         state.row_last[sid], state.pending[sid] = found.get(sid, (None, 0))
 
 
 def _families(
-    session: Session, run_id: str, state: RunState, needed: bool
+    tx: WriteTransaction, run_id: str, state: RunState, needed: bool
 ) -> block_store.RunSummaries:
     """The run's block summaries: from the state, else read when the batch needs them."""
     if state.records is not None:
         return block_store.RunSummaries(run_id, state.records, stored=state.records_stored)
     if needed:
-        return block_store.load(session, run_id=run_id)
+        return block_store.load(tx.session, run_id=run_id)
     return block_store.RunSummaries(run_id, _NO_RECORDS)
 
 

@@ -21,10 +21,11 @@ from trickscope_server.storage import blocks as block_store
 from trickscope_server.storage import chunks as chunk_store
 from trickscope_server.storage import summaries as summary_store
 from trickscope_server.storage.block_summaries import RunSummaries, family_of
+from trickscope_server.storage.transaction import WriteTransaction
 
 
 def overlapping(
-    session: Session,
+    tx: WriteTransaction,
     *,
     run_id: str,
     steps: list[NDArray[np.int64]],
@@ -48,7 +49,7 @@ def overlapping(
     # The last stored step of a series is the later of its row's and its block record's.
     if row_last is None:
         stored = summary_store.last_steps_from(
-            session, run_id=run_id, low=low, series_ids=series_ids
+            tx.session, run_id=run_id, low=low, series_ids=series_ids
         )
     else:
         stored = {}
@@ -69,7 +70,8 @@ def overlapping(
         elif last is not None and first <= last:
             behind[sid] = column
         seen.add(sid)
-    out.update(dict.fromkeys(_overwritten(session, behind, families)))
+    if behind:
+        out.update(dict.fromkeys(_overwritten(tx.session, behind, families)))
     return list(out)
 
 
@@ -82,8 +84,6 @@ def _overwritten(
     new, only earlier, merge exactly and need no recount, which would read the series' whole
     history. Stored steps are looked up in the series' own chunks; a series that ever had points
     in blocks (it has a block record) is recounted as before."""
-    if not behind:
-        return []
     ids = np.fromiter(behind, dtype=np.int64, count=len(behind))
     in_rows_only = set(families.unknown(ids).tolist())
     out = [sid for sid in behind if sid not in in_rows_only]

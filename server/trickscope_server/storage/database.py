@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trickscope_server.storage.ingest_state import RunStateCache
 from trickscope_server.storage.points import SeriesIdCache
+from trickscope_server.storage.transaction import WriteTransaction
 
 MIGRATIONS = "trickscope_server.storage:migrations"
 
@@ -118,6 +119,17 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write(self) -> Iterator[WriteTransaction]:
+        """An ingest's write transaction (see ``storage/transaction.py``): committed on success,
+        rolled back on error."""
+        with self.engine.begin() as connection:
+            transaction = WriteTransaction(connection)
+            try:
+                yield transaction
+            finally:
+                transaction.close()
 
     @contextmanager
     def reader(self) -> Iterator[Session]:

@@ -19,27 +19,26 @@ from sqlalchemy.orm import Session
 
 from trickscope_server.storage.models import RunRow, SeriesRow
 from trickscope_server.storage.runs import IN_CHUNK, insert_ignore
+from trickscope_server.storage.transaction import WriteTransaction
 
 _series = cast(Table, SeriesRow.__table__)
 _c = _series.c
 _runs = cast(Table, RunRow.__table__)
 
 
-def next_seq(session: Session, *, run_id: str, now: float) -> tuple[int, float] | None:
+def next_seq(tx: WriteTransaction, *, run_id: str, now: float) -> tuple[int, float] | None:
     """Take the run's next ingest sequence number (and stamp ``updated_at`` and ``last_seen_at``);
     None without the run. SQLite's form (PostgreSQL's is one statement in :func:`start_batch`).
 
     Returns the sequence number and the run's ``created_at``, which tells a run apart from one
     deleted and created again under the same id (see :class:`SeriesIdCache`).
     """
-    row = session.connection().exec_driver_sql(_SQLITE_NEXT_SEQ, (now, now, run_id)).first()
+    row = tx.execute(_SQLITE_NEXT_SEQ, (now, now, run_id)).fetchone()
     return None if row is None else (int(row[0]), float(row[1]))
 
 
-# The statements of every batch go straight to the driver: each request is a fresh wake-up of
-# the server, and SQLAlchemy's compile-cache lookup and parameter processing cost more than the
-# statement itself (values are already in the driver's types). last_seen_at rides on the
-# UPDATE: liveness costs the ingest path no statement of its own.
+# The statements of every batch go straight to the driver (storage/transaction.py). last_seen_at
+# rides on the UPDATE: liveness costs the ingest path no statement of its own.
 _SQLITE_NEXT_SEQ = (
     "UPDATE runs SET last_seq = last_seq + 1, updated_at = ?, last_seen_at = ? WHERE id = ? "
     "RETURNING last_seq, created_at"
@@ -58,11 +57,13 @@ def run_seq(session: Session, *, run_id: str) -> int:
     return int(value or 0)
 
 
-def record_batch(session: Session, *, run_id: str, batch_id: str, points: int, now: float) -> bool:
+def record_batch(
+    tx: WriteTransaction, *, run_id: str, batch_id: str, points: int, now: float
+) -> bool:
     """Record a batch id; False when the run already has it (the batch is a duplicate).
     SQLite's form (PostgreSQL's is part of :func:`start_batch`'s statement)."""
     values = (run_id, batch_id, points, now)
-    return session.connection().exec_driver_sql(_SQLITE_RECORD_BATCH, values).first() is not None
+    return tx.execute(_SQLITE_RECORD_BATCH, values).fetchone() is not None
 
 
 _LAYOUTS_PER_RUN = 256
@@ -132,7 +133,7 @@ class SeriesIdCache:
 
 
 def ensure_series(
-    session: Session,
+    tx: WriteTransaction,
     *,
     run_id: str,
     names: Sequence[str],
@@ -147,14 +148,21 @@ def ensure_series(
         ids, unique = cache[0].lookup(run_id, cache[1], names)
     else:
         ids, unique = {}, list(dict.fromkeys(names))
-    if unique and session.get_bind().dialect.name == "postgresql":
+    if unique and tx.dialect == "postgresql":
         # One statement creates the missing and reads the existing; a name another transaction
         # created meanwhile is in neither (its row is newer than the statement's snapshot) and
         # is read below.
         values = {"run": run_id, "names": unique}
-        rows = session.connection().exec_driver_sql(_PG_ENSURE_SERIES, values)
+        rows = tx.execute(_PG_ENSURE_SERIES, values).fetchall()
         ids.update({str(name): int(sid) for name, sid in rows})
         unique = [name for name in unique if name not in ids]
+    if unique:
+        _create_series(tx.session, run_id, unique, ids)
+    return ids
+
+
+def _create_series(session: Session, run_id: str, unique: list[str], ids: dict[str, int]) -> None:
+    """Add to ``ids`` those of ``unique`` (names of the run's series), created if missing."""
     for start in range(0, len(unique), IN_CHUNK):
         part = unique[start : start + IN_CHUNK]
         found = session.execute(
@@ -175,7 +183,6 @@ def ensure_series(
                 )
             )
             ids.update({name: sid for name, sid in created})
-    return ids
 
 
 _PG_ENSURE_SERIES = """
@@ -253,7 +260,7 @@ class BatchStart:
 
 
 def start_batch(
-    session: Session,
+    tx: WriteTransaction,
     *,
     run_id: str,
     batch_id: str,
@@ -264,15 +271,15 @@ def start_batch(
     """:func:`next_seq`, then :func:`record_batch` and (with ``layers``) :func:`run_layers`;
     None without the run. On PostgreSQL one statement and one round trip: the batch row is
     inserted from the run's updated row, so the run's row lock is still taken first."""
-    if session.get_bind().dialect.name != "postgresql":
-        taken = next_seq(session, run_id=run_id, now=now)
+    if tx.dialect != "postgresql":
+        taken = next_seq(tx, run_id=run_id, now=now)
         if taken is None:
             return None
-        fresh = record_batch(session, run_id=run_id, batch_id=batch_id, points=points, now=now)
-        known = run_layers(session, run_id=run_id) if layers and fresh else []
+        fresh = record_batch(tx, run_id=run_id, batch_id=batch_id, points=points, now=now)
+        known = run_layers(tx.session, run_id=run_id) if layers and fresh else []
         return BatchStart(taken[0], taken[1], fresh, known)
     values = {"run": run_id, "batch": batch_id, "points": points, "now": now}
-    row = session.connection().exec_driver_sql(_PG_START[layers], values).first()
+    row = tx.execute(_PG_START[layers], values).fetchone()
     if row is None:
         return None
     found = row[3] if layers else None

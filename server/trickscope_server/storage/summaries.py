@@ -15,12 +15,15 @@ from sqlalchemy.orm import Session
 from trickscope_server.storage.chunks import (
     _CHUNK_COLUMNS,
     _PG_INSERT_CHUNKS,
+    _SQLITE_INSERT_CHUNKS,
+    _chunk_values,
     _pg_arrays,
     _unique_series,
     insert_chunks,
 )
 from trickscope_server.storage.models import SeriesRow
 from trickscope_server.storage.runs import IN_CHUNK
+from trickscope_server.storage.transaction import WriteTransaction
 
 _series = cast(Table, SeriesRow.__table__)
 
@@ -135,21 +138,22 @@ _PG_CHUNKS_AND_SUMMARIES = f"WITH stored AS ({_PG_INSERT_CHUNKS}) {_PG_UPDATE_SU
 
 
 def store_series(
-    session: Session, chunks: Sequence[dict[str, Any]], summaries: Sequence[dict[str, Any]]
+    tx: WriteTransaction, chunks: Sequence[dict[str, Any]], summaries: Sequence[dict[str, Any]]
 ) -> None:
     """Insert a batch's chunk rows (``storage/chunks.py``) and merge its summaries
     (:func:`update_summaries`): one statement on PostgreSQL when no series is named twice."""
-    if (
-        chunks
-        and session.get_bind().dialect.name == "postgresql"
-        and _unique_series(chunks, "series_id")
-    ):
+    if not chunks:
+        return
+    if tx.dialect == "sqlite":
+        tx.executemany(_SQLITE_INSERT_CHUNKS, [_chunk_values(row) for row in chunks])
+        tx.executemany(_SQLITE_UPDATE_SUMMARY, summaries)
+    elif tx.dialect == "postgresql" and _unique_series(chunks, "series_id"):
         arrays = _pg_arrays(chunks, _CHUNK_COLUMNS, "c_")
         arrays.update(_pg_arrays(summaries, [name for name, _ in _SUMMARY_COLUMNS], ""))
-        session.connection().exec_driver_sql(_PG_CHUNKS_AND_SUMMARIES, arrays)
-        return
-    insert_chunks(session, chunks)
-    update_summaries(session, summaries)
+        tx.execute(_PG_CHUNKS_AND_SUMMARIES, arrays)
+    else:
+        insert_chunks(tx.session, chunks)
+        update_summaries(tx.session, summaries)
 
 
 def series_needing_compaction(
