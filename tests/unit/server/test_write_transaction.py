@@ -13,7 +13,6 @@ from sqlalchemy import select, update
 
 from trickscope_server.services import ingest
 from trickscope_server.storage import Database, RunRow
-
 from trickscope_wire import dumps
 
 from .conftest import point_batch
@@ -33,9 +32,7 @@ def _rename(db: Database, run_id: str, *, fail: bool) -> None:
 
 def _name_and_project(db: Database, run_id: str) -> tuple[str, str]:
     with db.reader() as session:
-        row = session.execute(
-            select(RunRow.name, RunRow.project).where(RunRow.id == run_id)
-        ).one()
+        row = session.execute(select(RunRow.name, RunRow.project).where(RunRow.id == run_id)).one()
     return str(row[0]), str(row[1])
 
 
