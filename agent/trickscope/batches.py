@@ -22,6 +22,8 @@ from trickscope_wire import (
     PointBatch,
     SeriesColumns,
     StatBlock,
+    decode_f64,
+    decode_i64,
     dumps,
     encode_f64,
     encode_f64_rows,
@@ -120,6 +122,40 @@ def as_blocks(batch: PointBatch) -> PointBatch:
         blocks=blocks,
         histogram_blocks=batch.histogram_blocks,
     )
+
+
+def joined_series(first: list[SeriesColumns], then: list[SeriesColumns]) -> list[SeriesColumns]:
+    """Two lists of series as one batch's: a name found more than once becomes one series.
+
+    ``watch``'s statistics ride with the logged points of the same flush, and both carry
+    ``grad_norm/total`` (a due step's from the statistics, the other steps' from the per-step
+    check): sent as one series, the two need one request, where the same name twice in a batch
+    would take the server's slow paths. The merged points are in step order; of two at one
+    step, the one from ``then`` stays later, so it wins as it would have, sent after. Series
+    named once are kept as they are: their shared column objects still make blocks
+    (:func:`as_blocks`).
+    """
+    named: dict[str, list[SeriesColumns]] = {}
+    for series in (*first, *then):
+        named.setdefault(series.name, []).append(series)
+    out = []
+    for name, parts in named.items():
+        if len(parts) == 1:
+            out.append(parts[0])
+            continue
+        steps = [step for part in parts for step in decode_i64(part.steps)]
+        values = [value for part in parts for value in decode_f64(part.values)]
+        times = [wall for part in parts for wall in decode_f64(part.times)]
+        order = sorted(range(len(steps)), key=steps.__getitem__)  # stable: ``then`` stays later
+        out.append(
+            SeriesColumns(
+                name,
+                encode_i64(steps[i] for i in order),
+                encode_f64(values[i] for i in order),
+                encode_f64(times[i] for i in order),
+            )
+        )
+    return out
 
 
 def point_batch(

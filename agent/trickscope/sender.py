@@ -37,6 +37,7 @@ from trickscope.batches import (
     StatRows,
     encode_points,
     histogram_payloads,
+    joined_series,
     packed_rows,
     point_batch,
 )
@@ -460,14 +461,11 @@ class Sender:
         histogram_blocks: list[HistogramBlock] = []
         if riding is not None:
             points = sum(len(s.values) for s in series) * 3 // 32  # base64 of 8-byte values
-            names = {s.name for s in riding.series}
-            if riding.points + points <= LOG_BATCH_POINTS and names.isdisjoint(
-                s.name for s in series
-            ):
+            if riding.points + points <= LOG_BATCH_POINTS:
                 self._riding = None
-                series, histograms = riding.series + series, riding.histograms
+                series, histograms = joined_series(riding.series, series), riding.histograms
                 histogram_blocks = riding.histogram_blocks
-            else:  # too large together, or a series in both: watch's batch first, as before
+            else:  # too large together: watch's batch first, on its own
                 self._send_riding()
         batch = point_batch(uuid.uuid4().hex, series, histograms, histogram_blocks)
         self._enqueue(Request("POST", self._points_path, encode_points(batch)))

@@ -1,6 +1,6 @@
-"""One flush's logged points and watch's statistics share a request unless a series is in
-both, when watch's go first, on their own, so that each series keeps its order; statistics past
-the point cap go before their flush interval."""
+"""One flush's logged points and watch's statistics share a request, a series in both joined
+into one that keeps the order it was logged in; statistics past the point cap go before their
+flush interval."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 import trickscope
 from tests.helpers import wait_until
-from trickscope_wire import HISTOGRAM_BLOCKS_WIRE_VERSION
+from trickscope_wire import HISTOGRAM_BLOCKS_WIRE_VERSION, decode_f64, decode_i64
 
 
 def _points_requests(capture: Any) -> list[dict[str, Any]]:
@@ -44,16 +44,19 @@ def _train(
         run.log({"loss": float(step)}, step=step)
 
 
-def test_a_series_both_watched_and_logged_keeps_its_order_across_two_requests(
+def test_a_series_both_watched_and_logged_is_joined_in_one_request_and_keeps_its_order(
     capture: Any, settings: dict[str, Any]
 ) -> None:
     run, model, optimizer = _watched_run(capture, settings, hist_every=0)
     _train(run, model, optimizer, capture)
     run.log({"grad_norm/weight": 99.0}, step=1)  # logged after watch's value of step 1
     run.finish()
-    requests = _points_requests(capture)
-    assert len(requests) == 2
-    assert requests[0]["blocks"] and not any(s["name"] == "loss" for s in requests[0]["series"])
+    (request,) = _points_requests(capture)
+    assert request["blocks"] and any(s["name"] == "loss" for s in request["series"])
+    (joined,) = [s for s in request["series"] if s["name"] == "grad_norm/weight"]
+    steps = list(decode_i64(joined["steps"]))
+    assert steps == [0, 1, 1, 2]  # watch's step 1, then the logged one: the later wins
+    assert list(decode_f64(joined["values"]))[2] == 99.0
     points = capture.captured.points()
     assert points["grad_norm/weight"][1] == 99.0 and set(points["grad_norm/weight"]) == {0, 1, 2}
     assert points["loss"] == {0: 0.0, 1: 1.0, 2: 2.0}

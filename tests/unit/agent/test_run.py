@@ -301,3 +301,34 @@ def test_statistics_of_a_layer_whose_gradient_comes_and_goes_arrive_whole(
     for block in blocks:
         steps = list(decode_i64(block["steps"]))
         assert steps == sorted(set(steps)), block["family"]
+
+
+def test_statistics_and_logged_points_of_one_flush_go_in_one_request(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """Both carry ``grad_norm/total`` (due steps from the statistics, the others from the
+    per-step check): joined into one series, they still make one request, with every step of
+    the total once and in order."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    slow = {**settings, "flush_secs": 60.0, "stats_flush_secs": 60.0}  # all goes at finish
+    run = trickscope.init(project="p", url=capture.url, **slow)
+    run.watch(model, optimizer, every=2, hist_every=0)
+    for step in range(6):
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        run.log({"loss": loss.detach()}, step=step)
+    run.finish()
+    batches = [body for _, path, body in capture.captured.snapshot() if path.endswith("/points")]
+    (batch,) = batches
+    assert {block["family"] for block in batch["blocks"]} >= {"grad_norm", "weight_norm"}
+    names = [series["name"] for series in batch["series"]]
+    assert len(names) == len(set(names))
+    (total,) = [series for series in batch["series"] if series["name"] == "grad_norm/total"]
+    assert list(decode_i64(total["steps"])) == list(range(6))
+    assert all(math.isfinite(v) and v > 0 for v in decode_f64(total["values"]))
+    points = capture.captured.points()
+    assert set(points["loss"]) == set(range(6))
+    assert set(points["grad_norm/0.weight"]) == {0, 2, 4}

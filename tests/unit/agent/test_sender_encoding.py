@@ -15,6 +15,7 @@ from trickscope.batches import (
     as_blocks,
     encode_points,
     histogram_payloads,
+    joined_series,
     packed_rows,
     point_batch,
 )
@@ -139,3 +140,40 @@ def test_a_familys_histograms_over_the_same_steps_go_as_one_block_the_others_one
     assert batch.wire_version == HISTOGRAM_BLOCKS_WIRE_VERSION
     assert point_batch("b2", [], singles, []).wire_version == WIRE_VERSION
     assert json.loads(encode_points(batch))["wire_version"] == HISTOGRAM_BLOCKS_WIRE_VERSION
+
+
+def test_series_named_in_both_flushes_are_joined_in_step_order_and_the_later_wins() -> None:
+    steps, times = encode_i64([4, 8]), encode_f64([40.0, 80.0])
+    stats = [
+        SeriesColumns("grad_norm/total", steps, encode_f64([0.4, math.nan]), times),
+        SeriesColumns("grad_norm/fc.weight", steps, encode_f64([1.0, 2.0]), times),
+        SeriesColumns("grad_norm/fc.bias", steps, encode_f64([3.0, 4.0]), times),
+    ]
+    logged = [
+        SeriesColumns(
+            "grad_norm/total",
+            encode_i64([5, 6, 7, 8, 9]),
+            encode_f64([0.5, 0.6, math.inf, 0.8, 0.9]),
+            encode_f64([50.0, 60.0, 70.0, 80.5, 90.0]),
+        ),
+        SeriesColumns("loss", encode_i64([9]), encode_f64([-1.0]), encode_f64([90.0])),
+    ]
+    joined = joined_series(stats, logged)
+    assert [s.name for s in joined] == [
+        "grad_norm/total",
+        "grad_norm/fc.weight",
+        "grad_norm/fc.bias",
+        "loss",
+    ]
+    total = joined[0]
+    assert list(decode_i64(total.steps)) == [4, 5, 6, 7, 8, 8, 9]
+    # Step 8 is in both: the statistics' NaN first, the logged 0.8 after it (the later wins).
+    values = [repr(v) for v in decode_f64(total.values)]
+    assert values == ["0.4", "0.5", "0.6", "inf", "nan", "0.8", "0.9"]
+    assert list(decode_f64(total.times)) == [40.0, 50.0, 60.0, 70.0, 80.0, 80.5, 90.0]
+    # Named once: the very objects, so the statistics' shared columns still make a block.
+    assert joined[1] is stats[1] and joined[2] is stats[2] and joined[3] is logged[1]
+    batch = as_blocks(point_batch("b", joined, [], []))
+    assert [b.family for b in batch.blocks] == ["grad_norm"]
+    assert batch.blocks[0].layers == ["fc.weight", "fc.bias"]
+    assert [s.name for s in batch.series] == ["grad_norm/total", "loss"]
