@@ -8,6 +8,7 @@ and stored as the very bytes that arrived, so there is no per-point Python work.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import zlib
 from collections.abc import Sequence
@@ -46,7 +47,7 @@ from trickscope_server.services.ingest_histograms import (
     parse_histograms,
 )
 from trickscope_server.services.runs import check_wire_version
-from trickscope_server.services.summaries import overlapping, resummarise
+from trickscope_server.services.summaries import PLAIN_POINTS, overlapping, resummarise
 from trickscope_server.storage import Database, Session
 from trickscope_server.storage import block_summaries as block_store
 from trickscope_server.storage import blocks as blocks_store
@@ -299,6 +300,30 @@ def _summaries(
     )
 
 
+def _plain_summaries(
+    series: DecodedSeries, run_id: str, series_id: int, seq: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`_summaries` in plain Python, for a few points (see ``PLAIN_POINTS``)."""
+    steps, values = series.steps.tolist(), series.values.tolist()
+    last = max(steps)
+    latest = len(steps) - 1 - steps[::-1].index(last)  # of equal steps, the later wins
+    finite = [v for v in values if math.isfinite(v)]
+    nonfinite = [step for step, v in zip(steps, values, strict=True) if not math.isfinite(v)]
+    return _rows(
+        series,
+        run_id,
+        series_id,
+        seq,
+        first=min(steps),
+        last=last,
+        count=len(steps),
+        vmin=min(finite) if finite else None,
+        vmax=max(finite) if finite else None,
+        last_value=values[latest],
+        nonfinite=min(nonfinite) if nonfinite else None,
+    )
+
+
 def _all_summaries(
     series: list[DecodedSeries], ids: dict[str, int], run_id: str, seq: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -309,6 +334,9 @@ def _all_summaries(
     series; the others take the per-series path. A NaN in one layer's statistics, the case a user
     is investigating, leaves the rest of the batch on the fast path.
     """
+    if sum(s.steps.size for s in series) <= PLAIN_POINTS:
+        pairs = [_plain_summaries(s, run_id, ids[s.name], seq) for s in series]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
     if len(series) < 3:  # from three series on, one pass over the batch costs less
         pairs = [_summaries(s, run_id, ids[s.name], seq) for s in series]
         return [p[0] for p in pairs], [p[1] for p in pairs]

@@ -23,6 +23,11 @@ from trickscope_server.storage import summaries as summary_store
 from trickscope_server.storage.block_summaries import RunSummaries, family_of
 from trickscope_server.storage.transaction import WriteTransaction
 
+# A batch of at most this many points is looked at in plain Python: numpy's cost per call, not
+# per point, is what the few logged scalars of a flush pay (on a server woken every 0.5 s, the
+# per-call cost is far above a warm loop's).
+PLAIN_POINTS = 256
+
 
 def overlapping(
     tx: WriteTransaction,
@@ -57,7 +62,7 @@ def overlapping(
             last = row_last[sid]
             if last is not None and last >= low:
                 stored[sid] = last
-    for sid, last in families.last_steps(low).items():
+    for sid, last in families.last_steps(low, of=series_ids).items():
         stored[sid] = max(last, stored.get(sid, last))
     named_twice = len(set(series_ids)) < len(series_ids)
     out: dict[int, None] = {}
@@ -101,7 +106,12 @@ def _overwritten(
 
 
 def _firsts_and_repeats(steps: list[NDArray[np.int64]]) -> tuple[list[int], list[bool]]:
-    """Each column's lowest step, and whether it holds a step twice (vectorised over columns)."""
+    """Each column's lowest step, and whether it holds a step twice (vectorised over columns,
+    or in plain Python for a few points)."""
+    if sum(column.size for column in steps) <= PLAIN_POINTS:
+        columns = [column.tolist() for column in steps]
+        firsts = [min(column) for column in columns]
+        return firsts, [len(set(column)) < len(column) for column in columns]
     sizes = np.fromiter((s.size for s in steps), dtype=np.intp, count=len(steps))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     joined = np.concatenate(steps)

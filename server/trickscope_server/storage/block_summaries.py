@@ -13,8 +13,9 @@ reading the series table.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,6 +41,8 @@ RECORD = np.dtype(
 )
 NO_STEP = np.iinfo(np.int64).max
 NO_ROW = np.iinfo(np.int64).min
+# Up to this many series ids are looked up one by one (binary search) rather than with arrays.
+_FEW = 16
 
 _table = cast(Table, BlockSummaryRow.__table__)
 _IN_CHUNK = 500  # run ids per IN list (see storage/runs.IN_CHUNK; imported there, so not here)
@@ -65,9 +68,17 @@ class RunSummaries:
     stored: bool = False  # the run has a row already
     dirty: bool = False
 
-    def last_steps(self, low: int) -> dict[int, int]:
-        """{series id: last step} of the series whose records reach ``low`` or above."""
+    def last_steps(self, low: int, *, of: Sequence[int] | None = None) -> dict[int, int]:
+        """{series id: last step} of the series (all, or those ``of``) whose records reach
+        ``low`` or above."""
         recs = self.records
+        if of is not None and len(of) <= _FEW:  # a few logged series: no array work at all
+            out = {}
+            for sid in of:
+                at = self._position(sid)
+                if at is not None and recs["count"][at] > 0 and recs["last"][at] >= low:
+                    out[sid] = int(recs["last"][at])
+            return out
         hit = recs[(recs["count"] > 0) & (recs["last"] >= low)]
         return dict(zip(hit["id"].tolist(), hit["last"].tolist(), strict=True))
 
@@ -125,6 +136,14 @@ class RunSummaries:
     def rows_written(self, lasts: dict[int, int]) -> None:
         """Series that got points in their own rows ({id: last step}): later blocks must see
         those steps as stored."""
+        if len(lasts) <= _FEW:  # the few logged series of a flush: no array work at all
+            row_last = self.records["row_last"]
+            for sid, last in lasts.items():
+                at = self._position(sid)
+                if at is not None:
+                    row_last[at] = max(int(row_last[at]), last)
+                    self.dirty = True
+            return
         where, hit = self._find(lasts)
         if where.size:
             new = np.fromiter(lasts.values(), dtype=np.int64, count=len(lasts))[hit]
@@ -143,6 +162,12 @@ class RunSummaries:
             recs["nonfinite"][where] = NO_STEP
             recs["row_last"][where] = np.fromiter(lasts.values(), dtype=np.int64)[hit]
             self.dirty = True
+
+    def _position(self, series_id: int) -> int | None:
+        """Where the series' record is (records are sorted by id), or None without one."""
+        known = self.records["id"]
+        at = bisect.bisect_left(known, series_id)
+        return at if at < known.size and known[at] == series_id else None
 
     def _find(self, lasts: dict[int, int]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
         known = self.records["id"]
