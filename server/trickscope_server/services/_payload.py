@@ -5,6 +5,8 @@ from __future__ import annotations
 import binascii
 from typing import Any
 
+import pybase64
+
 from trickscope_server.errors import InvalidPayloadError
 from trickscope_server.services.limits import unstorable_text
 
@@ -15,13 +17,26 @@ def fail(loc: list[str | int], msg: str) -> InvalidPayloadError:
     return InvalidPayloadError(f"{where}: {msg}", errors=[{"loc": loc, "msg": msg}])
 
 
+def b64decode(text: str) -> bytes:
+    """Strict base64, as ``binascii.a2b_base64(text, strict_mode=True)`` takes and refuses it.
+
+    The columns of a statistics flush are ~0.5 MB of base64 a request: SIMD decoding
+    (``pybase64``) takes a fifth of ``binascii``'s time on them. What it refuses is decoded
+    again by ``binascii``, whose errors say what is wrong (``Incorrect padding``) and which
+    also takes the excess padding ``pybase64`` refuses.
+    """
+    try:
+        return pybase64.b64decode(text, validate=True)
+    except ValueError:
+        return binascii.a2b_base64(text, strict_mode=True)
+
+
 def column(text: Any, loc: list[str | int], name: str) -> bytes:
     """A packed column: base64 of whole little-endian 8-byte values."""
     if not isinstance(text, str):
         raise fail(loc, f"series {name!r}: must be a base64 string, got {type(text).__name__}")
     try:
-        # Strict mode validates in C what ``b64decode(validate=True)`` checks with a regex.
-        raw = binascii.a2b_base64(text, strict_mode=True)
+        raw = b64decode(text)
     except (binascii.Error, ValueError) as exc:
         raise fail(loc, f"series {name!r}: not valid base64 ({exc})") from None
     if len(raw) % 8:
