@@ -4,6 +4,7 @@ PostgreSQL alike, and reads that survive rows stored before these checks existed
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from sqlalchemy import insert
 from tests.unit.server.conftest import point_batch
 from trickscope_server.app import create_app
 from trickscope_server.config import Settings
+from trickscope_server.services._payload import b64decode
 from trickscope_server.storage import RunRow
 from trickscope_wire import dumps
 
@@ -385,3 +387,33 @@ def test_hand_made_cursors_are_refused_or_answered(
     assert response.status_code == status, response.text
     if status == 422:
         assert_refused(response, ["query", "cursor"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "AAAAAAAA8D8=",
+        "YWJj",
+        "YWJj====",  # excess padding: binascii's strict mode takes it
+        "abc",  # no padding
+        "ab=c",
+        "====",
+        "YW Jj",
+        "YWJj\n",
+        "ÿÿÿÿ",
+        "YW-_",  # the URL-safe alphabet
+    ],
+)
+def test_base64_columns_are_taken_and_refused_as_binascii_strict_mode_does(text: str) -> None:
+    """The fast decoder changes no answer: what it refuses, binascii decides, with its own
+    message (``Incorrect padding``, ...)."""
+    try:
+        expected: bytes | str = binascii.a2b_base64(text, strict_mode=True)
+    except ValueError as exc:
+        expected = str(exc)
+    try:
+        got: bytes | str = b64decode(text)
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected
