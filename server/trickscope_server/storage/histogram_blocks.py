@@ -20,9 +20,20 @@ from sqlalchemy.orm import Session
 from trickscope_server.storage.models import HistogramBlockRow, HistogramLayoutRow, HistogramRow
 from trickscope_server.storage.runs import IN_CHUNK
 
-_b = cast(Table, HistogramBlockRow.__table__).c
+_blocks = cast(Table, HistogramBlockRow.__table__)
+_b = _blocks.c
 _l = cast(Table, HistogramLayoutRow.__table__).c
 _h = cast(Table, HistogramRow.__table__).c
+
+# Built once: a statistics flush stores its histogram blocks every few seconds, and building
+# (and cache-keying) these expressions per call cost more than running them.
+_INSERT_BLOCKS = insert(_blocks)
+_FIND_LAYOUT = select(_l.id).where(
+    _l.run_id == bindparam("b_run"),
+    _l.family == bindparam("b_family"),
+    _l.digest == bindparam("b_digest"),
+)
+_HAS_PER_NAME_ROWS = select(exists().where(_h.run_id == bindparam("b_run")))
 
 
 @dataclass(frozen=True)
@@ -66,10 +77,11 @@ def insert_blocks(session: Session, *, run_id: str, seq: int, blocks: Sequence[N
         for block in blocks
         if block.steps
     ]
+    connection = session.connection()
     if rows:
-        session.execute(insert(HistogramBlockRow), rows)
+        connection.execute(_INSERT_BLOCKS, rows)
     # Most runs have no per-name rows at all: one index probe says so.
-    if session.execute(select(exists().where(_h.run_id == run_id))).scalar():
+    if connection.execute(_HAS_PER_NAME_ROWS, {"b_run": run_id}).scalar():
         for block in blocks:
             names = [f"{block.family}/{layer}" for layer in block.layers]
             for start in range(0, len(names) if block.steps else 0, IN_CHUNK):
@@ -86,8 +98,9 @@ def _layout_id(session: Session, run_id: str, family: str, layers: tuple[str, ..
     """The id of the run's layout of ``family`` with these layers, stored on first use."""
     text = json.dumps(list(layers), ensure_ascii=False, separators=(",", ":"))
     digest = hashlib.sha256(text.encode()).hexdigest()
-    find = select(_l.id).where(_l.run_id == run_id, _l.family == family, _l.digest == digest)
-    found = session.execute(find).scalar()
+    key = {"b_run": run_id, "b_family": family, "b_digest": digest}
+    connection = session.connection()
+    found = connection.execute(_FIND_LAYOUT, key).scalar()
     if found is None:
         # The run's row lock (taken first by every batch) serialises two workers here.
         session.execute(
@@ -95,7 +108,7 @@ def _layout_id(session: Session, run_id: str, family: str, layers: tuple[str, ..
                 run_id=run_id, family=family, digest=digest, layers=text
             )
         )
-        found = session.execute(find).scalar_one()
+        found = connection.execute(_FIND_LAYOUT, key).scalar_one()
     return int(found)
 
 

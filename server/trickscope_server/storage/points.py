@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
@@ -239,13 +240,12 @@ _LOCK_RUN = (
 )
 
 
-def run_layers(session: Session, *, run_id: str) -> list[str]:
-    """The run's declared layers (parameter names in model order)."""
-    value = session.connection().execute(_LAYERS, {"b_run": run_id}).scalar()
+def run_layers(tx: WriteTransaction, *, run_id: str) -> list[str]:
+    """The run's declared layers (parameter names in model order). SQLite's form (PostgreSQL
+    reads them in :func:`start_batch`'s statement)."""
+    row = tx.execute("SELECT layers FROM runs WHERE id = ?", (run_id,)).fetchone()
+    value = orjson.loads(row[0]) if row is not None and row[0] is not None else None
     return [str(layer) for layer in value] if isinstance(value, list) else []
-
-
-_LAYERS = select(_runs.c.layers).where(_runs.c.id == bindparam("b_run"))
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,7 @@ def start_batch(
         if taken is None:
             return None
         fresh = record_batch(tx, run_id=run_id, batch_id=batch_id, points=points, now=now)
-        known = run_layers(tx.session, run_id=run_id) if layers and fresh else []
+        known = run_layers(tx, run_id=run_id) if layers and fresh else []
         return BatchStart(taken[0], taken[1], fresh, known)
     values = {"run": run_id, "batch": batch_id, "points": points, "now": now}
     row = tx.execute(_PG_START[layers], values).fetchone()
