@@ -13,8 +13,9 @@ batch: series created, state warm), then ``--requests`` copies of the last reque
 (``scalars``: series only; ``blocks``: with statistic blocks; ``histograms``: the one that
 carries watch's histograms, every ``hist_every`` steps), each with its steps moved past
 every stored one and a batch id of its own, on one keep-alive connection as the agent sends
-them. Reported: the server process' CPU time (``/proc``) per request, less its idle CPU, the
-median of ``--rounds`` rounds; and ``GET /healthz`` the same way, the floor of any request.
+them. Reported: the server process' CPU time (its POSIX CPU clock, nanoseconds, as in
+``bench/server_per_step.py``) per request, less its idle CPU, the median of ``--rounds``
+rounds; and ``GET /healthz`` the same way, the floor of any request.
 """
 
 from __future__ import annotations
@@ -37,14 +38,11 @@ import numpy as np
 import orjson
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _server_cpu import process_cpu_seconds  # noqa: E402
+
 PG_URL = "postgresql+psycopg://trickscope:trickscope@127.0.0.1:5432/trickscope_test"
 Request = tuple[str, str, bytes]  # method, path, body
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -168,9 +166,9 @@ def measure(db_url: str, requests: list[Request], args: argparse.Namespace) -> d
         for method, path, body in own:
             _send(connection, method, path, body)
         time.sleep(1.0)
-        began, spent = time.monotonic(), cpu_seconds(process.pid)
+        began, spent = time.monotonic(), process_cpu_seconds(process.pid)
         time.sleep(args.idle)
-        idle = (cpu_seconds(process.pid) - spent) / (time.monotonic() - began)
+        idle = (process_cpu_seconds(process.pid) - spent) / (time.monotonic() - began)
         out = {}
         moved = 10**9
         targets = {"healthz": [("GET", "/healthz", b"")] * args.requests}
@@ -185,12 +183,12 @@ def measure(db_url: str, requests: list[Request], args: argparse.Namespace) -> d
             per_round = len(sends) // args.rounds
             results = []
             for r in range(args.rounds):
-                began, spent = time.monotonic(), cpu_seconds(process.pid)
+                began, spent = time.monotonic(), process_cpu_seconds(process.pid)
                 for method, path, body in sends[r * per_round : (r + 1) * per_round]:
                     _send(connection, method, path, body or None)
                     time.sleep(args.gap)  # not back to back: the agent flushes every 0.5 s
                 wall = time.monotonic() - began
-                used = cpu_seconds(process.pid) - spent - idle * wall
+                used = process_cpu_seconds(process.pid) - spent - idle * wall
                 results.append(1000 * used / per_round)
             out[kind] = statistics.median(results)
         return out
