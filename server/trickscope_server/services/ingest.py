@@ -8,7 +8,6 @@ and stored as the very bytes that arrived, so there is no per-point Python work.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import zlib
 from collections.abc import Sequence
@@ -25,12 +24,12 @@ from trickscope_server.errors import (
     RunNotFoundError,
     UnsupportedEncodingError,
 )
-from trickscope_server.services._chunks import DIGEST_MIN, digest
 from trickscope_server.services._convert import F64, I64
 from trickscope_server.services._payload import STORABLE_NAMES
 from trickscope_server.services._payload import checked_name as _name
 from trickscope_server.services._payload import column as _column
 from trickscope_server.services._payload import fail as _fail
+from trickscope_server.services.batch_summaries import batch_summaries
 from trickscope_server.services.ingest_blocks import (
     DecodedBlock,
     block_row,
@@ -47,7 +46,7 @@ from trickscope_server.services.ingest_histograms import (
     parse_histograms,
 )
 from trickscope_server.services.runs import check_wire_version
-from trickscope_server.services.summaries import PLAIN_POINTS, overlapping, resummarise
+from trickscope_server.services.summaries import overlapping, resummarise
 from trickscope_server.storage import Database, Session
 from trickscope_server.storage import block_summaries as block_store
 from trickscope_server.storage import blocks as blocks_store
@@ -229,156 +228,6 @@ def parse_batch(body: bytes, *, max_points: int, max_name: int = _MAX_NAME) -> D
     )
 
 
-def _rows(
-    series: DecodedSeries,
-    run_id: str,
-    series_id: int,
-    seq: int,
-    *,
-    first: int,
-    last: int,
-    count: int,
-    vmin: float | None,
-    vmax: float | None,
-    last_value: float,
-    nonfinite: int | None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A series' chunk row and its summary row, from its extent and extremes."""
-    dig = digest(series.steps, series.values) if count >= DIGEST_MIN else None
-    chunk = {
-        "run_id": run_id,
-        "series_id": series_id,
-        "step_min": first,
-        "step_max": last,
-        "count": count,
-        "vmin": vmin,
-        "vmax": vmax,
-        "steps": series.steps_raw,
-        "values": series.values_raw,
-        "times": series.times_raw,
-        "seq": seq,
-        "seq_lo": seq,
-        "origins": None,
-        "dsteps": None if dig is None else dig[0],
-        "dvalues": None if dig is None else dig[1],
-    }
-    summary = {
-        "b_id": series_id,
-        "b_count": count,
-        "b_first": first,
-        "b_last": last,
-        "b_last_value": last_value,
-        "b_min": vmin,
-        "b_max": vmax,
-        "b_nonfinite": nonfinite,
-    }
-    return chunk, summary
-
-
-def _summaries(
-    series: DecodedSeries, run_id: str, series_id: int, seq: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """:func:`_rows` of any series: non-finite values, steps in any order."""
-    steps, values = series.steps, series.values
-    finite = np.isfinite(values)
-    has_finite = bool(finite.any())
-    nonfinite_steps = steps[~finite]
-    # The last value is the one at the highest step; of equal steps, the later position wins.
-    latest = steps.size - 1 - int(np.argmax(steps[::-1]))
-    return _rows(
-        series,
-        run_id,
-        series_id,
-        seq,
-        first=int(steps.min()),
-        last=int(steps.max()),
-        count=int(steps.size),
-        vmin=float(values[finite].min()) if has_finite else None,
-        vmax=float(values[finite].max()) if has_finite else None,
-        last_value=float(values[latest]),
-        nonfinite=int(nonfinite_steps.min()) if nonfinite_steps.size else None,
-    )
-
-
-def _plain_summaries(
-    series: DecodedSeries, run_id: str, series_id: int, seq: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """:func:`_summaries` in plain Python, for a few points (see ``PLAIN_POINTS``)."""
-    steps, values = series.steps.tolist(), series.values.tolist()
-    last = max(steps)
-    latest = len(steps) - 1 - steps[::-1].index(last)  # of equal steps, the later wins
-    finite = [v for v in values if math.isfinite(v)]
-    nonfinite = [step for step, v in zip(steps, values, strict=True) if not math.isfinite(v)]
-    return _rows(
-        series,
-        run_id,
-        series_id,
-        seq,
-        first=min(steps),
-        last=last,
-        count=len(steps),
-        vmin=min(finite) if finite else None,
-        vmax=max(finite) if finite else None,
-        last_value=values[latest],
-        nonfinite=min(nonfinite) if nonfinite else None,
-    )
-
-
-def _all_summaries(
-    series: list[DecodedSeries], ids: dict[str, int], run_id: str, seq: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Chunk rows and summary rows of a batch's series.
-
-    The common series (finite values, strictly increasing steps) are summarised with one
-    ``reduceat`` per statistic over all of them at once instead of a dozen small numpy calls per
-    series; the others take the per-series path. A NaN in one layer's statistics, the case a user
-    is investigating, leaves the rest of the batch on the fast path.
-    """
-    if sum(s.steps.size for s in series) <= PLAIN_POINTS:
-        pairs = [_plain_summaries(s, run_id, ids[s.name], seq) for s in series]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-    if len(series) < 3:  # from three series on, one pass over the batch costs less
-        pairs = [_summaries(s, run_id, ids[s.name], seq) for s in series]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-    sizes = np.fromiter((s.steps.size for s in series), dtype=np.intp, count=len(series))
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    steps = np.concatenate([s.steps for s in series])
-    values = np.concatenate([s.values for s in series])
-    irregular_point = ~np.isfinite(values)
-    step_back = np.diff(steps) <= 0
-    step_back[starts[1:] - 1] = False  # a series boundary is not a step back
-    irregular_point[1:] |= step_back
-    irregular = np.logical_or.reduceat(irregular_point, starts).tolist()
-    ends = starts + sizes - 1
-    first_steps = steps[starts].tolist()
-    last_steps = steps[ends].tolist()
-    last_values = values[ends].tolist()
-    vmins = np.minimum.reduceat(values, starts).tolist()
-    vmaxs = np.maximum.reduceat(values, starts).tolist()
-    counts = sizes.tolist()
-    chunks, summaries = [], []
-    for i, s in enumerate(series):
-        if irregular[i]:
-            chunk, summary = _summaries(s, run_id, ids[s.name], seq)
-        else:
-            chunk, summary = _rows(
-                s,
-                run_id,
-                ids[s.name],
-                seq,
-                first=first_steps[i],
-                last=last_steps[i],
-                count=counts[i],
-                vmin=vmins[i],
-                vmax=vmaxs[i],
-                last_value=last_values[i],
-                nonfinite=None,
-            )
-        chunks.append(chunk)
-        summaries.append(summary)
-    return chunks, summaries
-
-
 def ingest_batch(db: Database, *, run_id: str, batch: DecodedBatch) -> IngestOutcome:
     """Store a batch in one transaction, acknowledged only after the commit.
 
@@ -517,7 +366,7 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
         # No series of the batch can have points from blocks unless it belongs to a family.
         with_family = bool(blocks) or any(block_store.family_of(s.name) for s in nonempty)
         families = _families(tx, run_id, state, with_family)
-        chunks, summaries = _all_summaries(nonempty, ids, run_id, seq)
+        chunks, summaries = batch_summaries(nonempty, ids, run_id, seq)
         # Read before the merge: which series get a step logged again (their summaries are
         # recounted from the points once this batch's points are in).
         recount = overlapping(

@@ -10,12 +10,12 @@ import random
 import numpy as np
 import pytest
 
-from trickscope_server.services.ingest import (
-    DecodedSeries,
-    _all_summaries,
-    _plain_summaries,
-    _summaries,
+from trickscope_server.services.batch_summaries import (
+    batch_summaries,
+    plain_summary,
+    series_summary,
 )
+from trickscope_server.services.ingest import DecodedSeries
 from trickscope_server.services.summaries import PLAIN_POINTS, _firsts_and_repeats
 from trickscope_server.storage.block_summaries import NO_ROW, RECORD, RunSummaries
 
@@ -56,9 +56,9 @@ def test_a_batch_summarised_together_equals_each_series_summarised_alone(count: 
     for _ in range(50):
         series = [_series(f"s{i}", rng) for i in range(count)]
         ids = {s.name: i + 1 for i, s in enumerate(series)}
-        chunks, summaries = _all_summaries(series, ids, "run", 7)
+        chunks, summaries = batch_summaries(series, ids, "run", 7)
         for s, chunk, summary in zip(series, chunks, summaries, strict=True):
-            alone_chunk, alone_summary = _summaries(s, "run", ids[s.name], 7)
+            alone_chunk, alone_summary = series_summary(s, "run", ids[s.name], 7)
             for key in alone_chunk.keys() | chunk.keys():
                 assert _same(chunk[key], alone_chunk[key]), (key, s.steps, s.values)
             for key in alone_summary.keys() | summary.keys():
@@ -75,7 +75,7 @@ def test_plain_python_summaries_equal_numpy_ones() -> None:
     rng = random.Random(5)
     for i in range(2000):
         s = _series(f"s{i}", rng)
-        _assert_same_rows(_plain_summaries(s, "run", 3, 9), _summaries(s, "run", 3, 9), s)
+        _assert_same_rows(plain_summary(s, "run", 3, 9), series_summary(s, "run", 3, 9), s)
 
 
 def test_a_batch_past_the_plain_bound_is_summarised_the_same() -> None:
@@ -83,9 +83,9 @@ def test_a_batch_past_the_plain_bound_is_summarised_the_same() -> None:
     series = [_series(f"s{i}", rng) for i in range(PLAIN_POINTS)]
     assert sum(s.steps.size for s in series) > PLAIN_POINTS
     ids = {s.name: i for i, s in enumerate(series)}
-    chunks, summaries = _all_summaries(series, ids, "run", 2)
+    chunks, summaries = batch_summaries(series, ids, "run", 2)
     for s, chunk, summary in zip(series, chunks, summaries, strict=True):
-        _assert_same_rows((chunk, summary), _summaries(s, "run", ids[s.name], 2), s)
+        _assert_same_rows((chunk, summary), series_summary(s, "run", ids[s.name], 2), s)
 
 
 def test_firsts_and_repeats_are_the_same_in_plain_python_and_vectorised() -> None:
