@@ -3,7 +3,7 @@
 
     python bench/server_per_step.py [--backends sqlite postgresql] [--rounds 3]
                                     [--cpu-steps 20] [--gpu-like-steps 300]
-                                    [--optimizer-only-steps 1000] [--breakdown]
+                                    [--optimizer-only-steps 1000] [--breakdown] [--followed]
 
 Per backend, one ``trickscope serve`` subprocess (a SQLite file in a temporary directory, or
 PostgreSQL at ``--pg-url``: ``TRICKSCOPE_TEST_PG_URL`` or the local test database) gets one short
@@ -34,16 +34,24 @@ whatever its length, so a short run overstates them). A run starts with a histog
 (``hist_every=100``): the 20-step ``cpu`` run carries one, five times the long-run share.
 ``--breakdown`` adds the server's CPU per request kind: from a request's sending to its
 response's headers, less idle (the rest, e.g. compaction after the answer, is "outside").
+
+By default nobody follows the runs live, so the agent sends its logged points every
+``unfollowed_flush_secs`` (2 s). ``--followed`` holds a live stream on each run while it trains,
+as an open run page does: the agent then sends every ``flush_secs`` (0.5 s), and the server's CPU
+includes the stream's reads and messages.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +97,54 @@ def stored_batches(db_url: str, run_id: str) -> int:
         engine.dispose()
 
 
+class LiveViewer:
+    """A live stream held on a run, as an open run page holds one: waits for the run to exist,
+    then reads the stream until closed. Raw sockets, so the request counter does not see it."""
+
+    def __init__(self, url: str, run_id: str) -> None:
+        self._address = urllib.request.urlparse(url).netloc.split(":")
+        self._url, self._run_id = url, run_id
+        self._socket: socket.socket | None = None
+        self._closed = threading.Event()
+        self.received = 0  # bytes of the stream read
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        run = f"{self._url}/api/v1/runs/{self._run_id}"
+        while not self._closed.is_set():
+            try:
+                with urllib.request.urlopen(urllib.request.Request(run), timeout=10):
+                    break
+            except urllib.error.HTTPError:
+                time.sleep(0.05)  # the agent's first request has not created the run yet
+        host, port = self._address[0], int(self._address[1])
+        with socket.create_connection((host, port)) as sock:
+            self._socket = sock
+            request = f"GET /api/v1/runs/{self._run_id}/events HTTP/1.1\r\nHost: {host}\r\n\r\n"
+            sock.sendall(request.encode())
+            while not self._closed.is_set():
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.received += len(data)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(10)
+
+
 def train_round(
     server: Server, db_url: str, counter: RequestCounter, rate: str, batch: int, steps: int,
-    idle: float,
+    idle: float, followed: bool = False,
 ) -> Round:  # fmt: skip
     """Train ViT-tiny for ``steps`` with the agent; the server's CPU over the whole run."""
     import torch
@@ -112,6 +165,7 @@ def train_round(
     counter.reset(server.url, pid, idle)
     began, spent = time.monotonic(), process_cpu_seconds(pid)
     run = trickscope.init(project="bench-server-per-step", name=rate, url=server.url, quiet=True)
+    viewer = LiveViewer(server.url, run.id) if followed else None
     run.watch(model, optimizer)
     loop_began = time.perf_counter()
     for step in range(steps):
@@ -123,6 +177,10 @@ def train_round(
         run.log({"loss": loss.detach()}, step=step)
     loop_seconds = time.perf_counter() - loop_began
     run.finish(timeout=120)
+    if viewer is not None:
+        viewer.close()
+        if not viewer.received:
+            raise RuntimeError(f"{rate}: the live stream received nothing")
     wait_quiet(pid, idle)
     server_cpu = process_cpu_seconds(pid) - spent - idle * (time.monotonic() - began)
     requests = counter.requests
@@ -161,7 +219,9 @@ def bench_backend(db_url: str, args: argparse.Namespace) -> dict[str, list[Round
                         "optimizer-only": args.optimizer_only_steps,
                     }[rate]
                     rounds[rate].append(
-                        train_round(server, db_url, counter, rate, batch, steps, idle)
+                        train_round(
+                            server, db_url, counter, rate, batch, steps, idle, args.followed
+                        )
                     )
     finally:
         server.stop()
@@ -225,6 +285,9 @@ def main() -> None:
     parser.add_argument(
         "--breakdown", action="store_true", help="also the server CPU by request kind"
     )
+    parser.add_argument(
+        "--followed", action="store_true", help="hold a live stream on each run, as a run page"
+    )
     args = parser.parse_args()
     if min(args.rounds, args.cpu_steps, args.gpu_like_steps, args.optimizer_only_steps) < 1:
         parser.error("--rounds and every --*-steps must be at least 1")
@@ -233,7 +296,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(
         f"ViT-tiny (64x64), real agent at watch's defaults, {args.rounds} rounds, "
-        f"{args.threads} torch thread(s); medians"
+        f"{args.threads} torch thread(s), "
+        f"{'a live stream on each run' if args.followed else 'nobody following live'}; medians"
     )
     print(
         "| backend | rate | batch | steps | step (ms) | steps/s | requests/step | "

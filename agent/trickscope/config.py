@@ -92,7 +92,12 @@ class AgentConfig:
         quiet: Do not log the run's URL when it starts (``TRICKSCOPE_QUIET``).
         journal_dir: Where unsent requests spill (``TRICKSCOPE_JOURNAL_DIR``).
         flush_secs: Longest time a logged point (``log``, the learning rate) waits before it is
-            sent: what the live charts' latency is made of.
+            sent while someone follows the run live (a dashboard or a client's stream): what
+            the live charts' latency is made of.
+        unfollowed_flush_secs: The same while nobody follows the run live, as each point
+            batch's answer says (never shorter than ``flush_secs``). Fewer, larger requests cost
+            the server, and a laptop's shared cores, less; a stream that opens brings the fast
+            cadence back from the next flush.
         stats_flush_secs: Longest time a per-layer statistic or histogram from ``watch`` waits.
             They come in the thousands per step, and the server's work grows with the number of
             series per request far more than with their points: sending them in larger, rarer
@@ -124,6 +129,7 @@ class AgentConfig:
     quiet: bool = False
     journal_dir: Path = Path(".")
     flush_secs: float = 0.5
+    unfollowed_flush_secs: float = 2.0
     stats_flush_secs: float = 5.0
     max_buffer_bytes: int = 64 * 2**20
     log_buffer_bytes: int = 16 * 2**20
@@ -144,6 +150,7 @@ class AgentConfig:
             raise TypeError(f"compress={self.compress!r} must be True, False or None")
         positive = {
             "flush_secs": self.flush_secs,
+            "unfollowed_flush_secs": self.unfollowed_flush_secs,
             "stats_flush_secs": self.stats_flush_secs,
             "max_buffer_bytes": self.max_buffer_bytes,
             "log_buffer_bytes": self.log_buffer_bytes,
@@ -199,6 +206,7 @@ def _from_text(name: str, variable: str, text: str) -> Any:
         return _parse_number(variable, text, int)
     if name in (
         "flush_secs",
+        "unfollowed_flush_secs",
         "stats_flush_secs",
         "http_timeout",
         "finish_timeout",

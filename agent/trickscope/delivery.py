@@ -13,6 +13,7 @@ Everything here runs on the sender thread; nothing blocks the training thread.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
@@ -27,6 +28,17 @@ from trickscope.transport import Connection, Rejected, Unavailable, backoff
 logger = logging.getLogger("trickscope")
 
 _HEARTBEAT_BODY = b"{}"
+_POINTS = "/points"
+
+
+def followed(answer: bytes) -> bool:
+    """Whether a point batch's answer says someone follows the run live; True when it does not
+    say (a server older than the field), which keeps the fast cadence."""
+    try:
+        said = json.loads(answer).get("followed", True)
+    except (ValueError, AttributeError):
+        return True
+    return said if isinstance(said, bool) else True
 
 
 class Delivery:
@@ -74,6 +86,9 @@ class Delivery:
         self._poison_failures = 0  # consecutive 500s of the request at the head
         self._retry_at = 0.0
         self._accepted_any = False  # the server took a request of this run: it exists
+        # Whether someone follows the run live, as the last point batch's answer said; True
+        # until one says otherwise (and always from a server that does not say).
+        self.followed = True
         self._last_contact = time.monotonic()
 
     @property
@@ -163,6 +178,8 @@ class Delivery:
                     self.failures + 1,
                 )
                 return
+            if request.path.endswith(_POINTS):
+                self.followed = followed(self._connection.answer)
             self._awaits_run = False
             self._accepted_any = True
             self._last_contact = time.monotonic()

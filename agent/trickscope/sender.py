@@ -9,10 +9,11 @@ step, are thinned when more than ``queue_size`` of them wait, and counted as
 ``agent/thinned_samples``.
 
 The sender thread waits on each sample's device copy, flushes logged points every
-``flush_secs`` and the per-layer statistics every ``stats_flush_secs`` (or sooner once enough
-points wait), and hands the requests, in order, to its :class:`~trickscope.delivery.Delivery`
-(outbox, journal spill, back-off, dead letters, heartbeats). The run's creation is the first
-request of all: nothing can reach the server before its run.
+``flush_secs`` (``unfollowed_flush_secs`` while the server says nobody follows the run live) and
+the per-layer statistics every ``stats_flush_secs`` (or sooner once enough points wait), and
+hands the requests, in order, to its :class:`~trickscope.delivery.Delivery` (outbox, journal
+spill, back-off, dead letters, heartbeats). The run's creation is the first request of all:
+nothing can reach the server before its run.
 """
 
 from __future__ import annotations
@@ -284,11 +285,14 @@ class Sender:
 
     def _main(self) -> None:
         config = self._config
-        now = time.monotonic()
-        next_flush = now + config.flush_secs
-        next_bulk = now + config.stats_flush_secs
+        last_flush = time.monotonic()
+        next_bulk = last_flush + config.stats_flush_secs
         while True:
             now = time.monotonic()
+            # From the last flush, at the cadence the server's last answer called for: a
+            # stream that starts following the run brings the next flush forward.
+            interval = self.flush_interval()
+            next_flush = last_flush + interval
             wake = min(now + 0.5, next_flush)  # logged points arrive without waking the thread
             if self._histograms or self._rows:
                 wake = min(wake, next_bulk)
@@ -304,20 +308,28 @@ class Sender:
                 if self._pending_points >= self._flush_points or now >= next_bulk:
                     self._flush()
                     next_bulk = now + config.stats_flush_secs
-                    next_flush = now + config.flush_secs
+                    last_flush = now
                 elif now >= next_flush or self.scalars.count >= self._log_wake:
                     # watch's statistics due within one more flush interval go now, with the
                     # logged points: one request where two would follow each other closely
-                    early = next_bulk - now <= config.flush_secs
+                    early = next_bulk - now <= interval
                     self._flush(bulk=early)
                     if early:
                         next_bulk = now + config.stats_flush_secs
-                    next_flush = now + config.flush_secs
+                    last_flush = now
                 self.delivery.deliver()
                 self.delivery.heartbeat()
             except Exception as exc:  # the sender must outlive any single bad item
                 self._incidents.error("sender", exc)
         self._shutdown()
+
+    def flush_interval(self) -> float:
+        """Seconds between flushes of logged points: ``flush_secs`` while someone follows the run
+        live (or the server does not say), else ``unfollowed_flush_secs``, never shorter."""
+        config = self._config
+        if self.delivery.followed:
+            return config.flush_secs
+        return max(config.flush_secs, config.unfollowed_flush_secs)
 
     def _drain(self) -> bool:
         """Handle what the inbox holds now; True once the stop sentinel was reached."""

@@ -91,6 +91,7 @@ class Connection:
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._conn: http.client.HTTPConnection | None = None
         self._aborted = False
+        self.answer = b""  # the body of the last answer that was a success (2xx)
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
         if self._conn is None:
@@ -137,6 +138,7 @@ class Connection:
             self.close()
         status = response.status
         if 200 <= status < 300:
+            self.answer = answer
             return status
         detail = problem_detail(answer)
         if status in _RETRYABLE:

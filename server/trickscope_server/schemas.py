@@ -152,10 +152,13 @@ class Heatmap(BaseModel):
 
 
 class IngestResult(BaseModel):
-    """The answer to a point batch."""
+    """The answer to a point batch. ``followed``: someone follows the run live (a dashboard or a
+    client's stream), so its points are worth sending at once; the agent sends every
+    ``flush_secs`` then, and every ``unfollowed_flush_secs`` otherwise."""
 
     accepted: int
     duplicate: bool
+    followed: bool = False
 
 
 class FindingOut(BaseModel):

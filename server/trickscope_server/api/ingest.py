@@ -134,6 +134,9 @@ async def post_points(run_id: RunId, request: Request) -> OrjsonResponse:
         if outcome.compact
         else None
     )
-    return OrjsonResponse(
-        {"accepted": outcome.accepted, "duplicate": outcome.duplicate}, background=background
-    )
+    answer = {
+        "accepted": outcome.accepted,
+        "duplicate": outcome.duplicate,
+        "followed": outcome.followed,
+    }
+    return OrjsonResponse(answer, background=background)

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from trickscope_server.errors import RunNotFoundError
 from trickscope_server.live.subscriber import Subscriber, sse_message
-from trickscope_server.services import events, health
+from trickscope_server.services import events, health, liveness
 from trickscope_server.storage import Database
 
 # Chunks per page: bounds one message's size when a stream resumes far behind.
@@ -27,6 +27,11 @@ STREAMS_PER_TURN = 16
 # Ends a stream whose reader failed: the browser's EventSource reconnects after a second with
 # its Last-Event-ID, so nothing is skipped.
 RECONNECT = b"retry: 1000\n\n"
+# A run with streams is marked followed this far ahead, renewed well before it lapses: ingest
+# answers then tell the agent to send at its fast cadence (services/liveness.py). After the last
+# stream leaves, the agent slows down within FOLLOW_SECONDS.
+FOLLOW_SECONDS = 30.0
+FOLLOW_RENEW_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,7 @@ class RunFeed:
         self._task: asyncio.Task[None] | None = None
         self._nudge_every = float("inf")
         self._nudge_at = -float("inf")
+        self._follow_renew_at = -float("inf")
 
     def join(self, after: int, idle_seconds: float = 1.0) -> Subscriber:
         """A new subscriber from cursor ``after``, nudged after ``idle_seconds`` without a
@@ -107,6 +113,7 @@ class RunFeed:
 
     async def _follow(self) -> None:
         while self.subscribers:
+            await self._mark_followed()
             # Cleared before reading, so a commit landing during the read still wakes us.
             self._wake.clear()
             more = await self._read_round()
@@ -118,7 +125,7 @@ class RunFeed:
         """Until a wake-up, the next poll or a health diagnosis falls due, nudging idle streams
         meanwhile."""
         # The poll keeps workers sharing PostgreSQL live when a notification is lost.
-        due = time.monotonic() + self.poll_seconds
+        due = min(time.monotonic() + self.poll_seconds, self._follow_renew_at)
         if self._health_due:
             due = min(due, self._health_at + self.health_seconds)
         while True:
@@ -131,6 +138,20 @@ class RunFeed:
                 return
             except asyncio.TimeoutError:
                 pass
+
+    async def _mark_followed(self) -> None:
+        """Mark the run followed when the mark is due for renewal. A failure (the database
+        busy past its timeout) costs the agent's fast cadence, never the streams."""
+        now = time.monotonic()
+        if now < self._follow_renew_at:
+            return
+        self._follow_renew_at = now + FOLLOW_RENEW_SECONDS
+        try:
+            await run_in_threadpool(
+                liveness.mark_followed, self.db, run_id=self.run_id, seconds=FOLLOW_SECONDS
+            )
+        except Exception as exc:
+            log.warning("could not mark run %s as followed live: %s", self.run_id, exc)
 
     def _nudge_idle(self) -> None:
         """Wake the streams that waited their ``idle_seconds`` (one pass per interval)."""

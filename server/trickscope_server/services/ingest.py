@@ -102,11 +102,13 @@ class DecodedBatch:
 
 @dataclass(frozen=True)
 class IngestOutcome:
-    """What a stored batch did: points accepted, duplicate or not, series due for compaction."""
+    """What a stored batch did: points accepted, duplicate or not, series due for compaction,
+    and whether someone follows the run live (the agent's cue to send at its fast cadence)."""
 
     accepted: int
     duplicate: bool
     compact: list[int]
+    followed: bool = False
 
 
 def decompress(body: bytes, *, encoding: str | None, max_bytes: int) -> bytes:
@@ -237,12 +239,16 @@ def ingest_batch(db: Database, *, run_id: str, batch: DecodedBatch) -> IngestOut
     now = time.time()
     try:
         return _store_batch(db, run_id=run_id, batch=batch, now=now)
-    except _Duplicate:
-        return IngestOutcome(0, True, [])
+    except _Duplicate as duplicate:
+        return IngestOutcome(0, True, [], duplicate.followed)
 
 
 class _Duplicate(Exception):
     """Raised inside the transaction to roll it back: the batch was stored before."""
+
+    def __init__(self, followed: bool) -> None:
+        super().__init__()
+        self.followed = followed
 
 
 def _split_blocks(
@@ -341,8 +347,9 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             raise RunNotFoundError(
                 f"run {run_id!r} does not exist: create it with PUT /api/v1/runs/{run_id} first"
             )
+        followed = started.followed(now)
         if not started.fresh:
-            raise _Duplicate  # roll back the sequence number taken above: nothing changes
+            raise _Duplicate(followed)  # roll back the sequence number taken: nothing changes
         seq, created_at = started.seq, started.created_at
         # What this process knows of the run since its previous batch (storage/ingest_state.py).
         state = db.run_states.take(run_id, created_at, seq)
@@ -413,7 +420,7 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
     for block, block_ids, known in zip(blocks, members, cached, strict=True):
         if known is None:
             db.series_ids.add_members(run_id, created_at, block.layout, block_ids)
-    return IngestOutcome(batch.points, False, list(dict.fromkeys(due)))
+    return IngestOutcome(batch.points, False, list(dict.fromkeys(due)), followed)
 
 
 # Stands for "the run's block summaries were not read" (no series of the batch can have any).

@@ -10,6 +10,9 @@ agent's heartbeat) stamps ``runs.last_seen_at``. The status shown is derived at 
 Nothing is written when a run goes silent, so a late request (a batch retried after a network
 outage, a heartbeat after a long pause) makes it ``running`` again by itself. SQL listings use
 the same rule (``storage.runs.shown_status``) so filters, sorting and paging agree with it.
+
+The other way round, a live stream tells the agent someone follows its run:
+``runs.followed_until``, renewed while the stream lasts, rides back on each ingest answer.
 """
 
 from __future__ import annotations
@@ -41,3 +44,10 @@ def heartbeat(db: Database, *, run_id: str) -> None:
             raise RunNotFoundError(
                 f"run {run_id!r} does not exist: create it with PUT /api/v1/runs/{run_id} first"
             )
+
+
+def mark_followed(db: Database, *, run_id: str, seconds: float) -> None:
+    """Record that a live stream follows the run for the next ``seconds`` (renewed while it
+    lasts): ingest answers then say ``followed`` and the agent sends at its fast cadence."""
+    with db.transaction() as session:
+        store.mark_followed(session, run_id=run_id, until=time.time() + seconds)

@@ -60,6 +60,10 @@ class RunRow(Base):
     # When the agent was last heard from (any request for this run, heartbeats included): a
     # ``running`` run silent past the grace period reads as ``crashed``. NULL: no agent since.
     last_seen_at: Mapped[float | None] = mapped_column(Float)
+    # Until when someone follows the run live (a dashboard's or a client's stream, in any
+    # worker): each ingest answer says so, and the agent sends logged points at its fast
+    # cadence only while it holds. NULL: never followed.
+    followed_until: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_runs_created", "created_at", "id"),)
 

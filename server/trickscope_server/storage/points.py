@@ -27,22 +27,25 @@ _c = _series.c
 _runs = cast(Table, RunRow.__table__)
 
 
-def next_seq(tx: WriteTransaction, *, run_id: str, now: float) -> tuple[int, float] | None:
+def next_seq(
+    tx: WriteTransaction, *, run_id: str, now: float
+) -> tuple[int, float, float | None] | None:
     """Take the run's next ingest sequence number (and stamp ``updated_at`` and ``last_seen_at``);
     None without the run. SQLite's form (PostgreSQL's is one statement in :func:`start_batch`).
 
-    Returns the sequence number and the run's ``created_at``, which tells a run apart from one
-    deleted and created again under the same id (see :class:`SeriesIdCache`).
+    Returns the sequence number, the run's ``created_at``, which tells a run apart from one
+    deleted and created again under the same id (see :class:`SeriesIdCache`), and its
+    ``followed_until``.
     """
     row = tx.execute(_SQLITE_NEXT_SEQ, (now, now, run_id)).fetchone()
-    return None if row is None else (int(row[0]), float(row[1]))
+    return None if row is None else (int(row[0]), float(row[1]), row[2])
 
 
 # The statements of every batch go straight to the driver (storage/transaction.py). last_seen_at
 # rides on the UPDATE: liveness costs the ingest path no statement of its own.
 _SQLITE_NEXT_SEQ = (
     "UPDATE runs SET last_seq = last_seq + 1, updated_at = ?, last_seen_at = ? WHERE id = ? "
-    "RETURNING last_seq, created_at"
+    "RETURNING last_seq, created_at, followed_until"
 )
 # RETURNING tells a new batch id from a duplicate; ON CONFLICT DO NOTHING: two writers may race
 # on one batch, and the loser must not abort its transaction.
@@ -251,12 +254,18 @@ def run_layers(tx: WriteTransaction, *, run_id: str) -> list[str]:
 @dataclass(frozen=True)
 class BatchStart:
     """A batch's place in its run: sequence number, the run's ``created_at``, whether the batch
-    id is new (False: a duplicate, to roll back) and the run's layers (when asked for)."""
+    id is new (False: a duplicate, to roll back), the run's layers (when asked for) and until
+    when it is followed live (``runs.followed_until``)."""
 
     seq: int
     created_at: float
     fresh: bool
     layers: list[str]
+    followed_until: float | None = None
+
+    def followed(self, now: float) -> bool:
+        """Whether someone follows the run live at ``now``."""
+        return self.followed_until is not None and self.followed_until > now
 
 
 def start_batch(
@@ -277,26 +286,26 @@ def start_batch(
             return None
         fresh = record_batch(tx, run_id=run_id, batch_id=batch_id, points=points, now=now)
         known = run_layers(tx, run_id=run_id) if layers and fresh else []
-        return BatchStart(taken[0], taken[1], fresh, known)
+        return BatchStart(taken[0], taken[1], fresh, known, taken[2])
     values = {"run": run_id, "batch": batch_id, "points": points, "now": now}
     row = tx.execute(_PG_START[layers], values).fetchone()
     if row is None:
         return None
-    found = row[3] if layers else None
+    found = row[4] if layers else None
     known = [str(layer) for layer in found] if isinstance(found, list) else []
-    return BatchStart(int(row[0]), float(row[1]), bool(row[2]), known)
+    return BatchStart(int(row[0]), float(row[1]), bool(row[2]), known, row[3])
 
 
 _PG_START_SQL = """
 WITH run AS (
     UPDATE runs SET last_seq = last_seq + 1, updated_at = %(now)s, last_seen_at = %(now)s
-    WHERE id = %(run)s RETURNING last_seq, created_at{layers}
+    WHERE id = %(run)s RETURNING last_seq, created_at, followed_until{layers}
 ), batch AS (
     INSERT INTO batches (run_id, batch_id, points, received_at)
     SELECT %(run)s, %(batch)s, %(points)s, %(now)s FROM run
     ON CONFLICT DO NOTHING RETURNING 1
 )
-SELECT last_seq, created_at, EXISTS (SELECT 1 FROM batch){layers} FROM run
+SELECT last_seq, created_at, EXISTS (SELECT 1 FROM batch), followed_until{layers} FROM run
 """
 _PG_START = {
     False: _PG_START_SQL.format(layers=""),

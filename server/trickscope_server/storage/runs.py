@@ -66,6 +66,12 @@ def mark_seen(session: Session, *, run_id: str, now: float) -> bool:
     return row is not None
 
 
+def mark_followed(session: Session, *, run_id: str, until: float) -> None:
+    """Extend the run's ``followed_until`` to ``until``; never shortens it, since another worker
+    may hold a stream of the run with a later mark."""
+    session.connection().execute(_MARK_FOLLOWED, {"b_run": run_id, "b_until": until})
+
+
 def _silent(silent_before: float) -> Any:
     return and_(RunRow.status == "running", RunRow.last_seen_at < silent_before)
 
@@ -95,6 +101,14 @@ _TOUCH_RUN = (
     update(_runs)
     .where(_runs.c.id == bindparam("b_run"))
     .values(updated_at=bindparam("b_now"), last_seen_at=bindparam("b_now"))
+)
+_MARK_FOLLOWED = (
+    update(_runs)
+    .where(
+        _runs.c.id == bindparam("b_run"),
+        or_(_runs.c.followed_until.is_(None), _runs.c.followed_until < bindparam("b_until")),
+    )
+    .values(followed_until=bindparam("b_until"))
 )
 _MARK_SEEN = (
     update(_runs)

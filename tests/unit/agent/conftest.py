@@ -25,6 +25,7 @@ class Captured:
     gzipped: int = 0
     # The status to answer each request with (default 200); answers >= 400 are not recorded.
     status: Callable[[str, str, dict[str, Any]], int] = lambda method, path, body: 200
+    answer: bytes = b"{}"  # the body of every success answer
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> list[tuple[str, str, dict[str, Any]]]:
@@ -98,7 +99,7 @@ class CaptureServer:
                     with captured.lock:
                         captured.requests.append((self.command, self.path, body))
                         captured.headers.append(dict(self.headers.items()))
-                answer = b"{}" if status < 400 else b'{"detail": "refused by the test"}'
+                answer = captured.answer if status < 400 else b'{"detail": "refused by the test"}'
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))

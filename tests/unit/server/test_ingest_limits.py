@@ -163,7 +163,7 @@ def test_a_block_member_also_sent_as_a_series_keeps_both_columns(
         blocks=[_block(["a", "b"], [1, 2]), _block(["a", "b"], [1, 2], family="update_ratio")],
     )
     answer = client.post("/api/v1/runs/r1/points", content=dumps(batch))
-    assert answer.json() == {"accepted": 9, "duplicate": False}
+    assert answer.json() == {"accepted": 9, "duplicate": False, "followed": False}
     for name, values in (
         ("grad_norm/a", [1.0, 2.0, 30.0]),
         ("grad_norm/b", [2.0, 3.0]),
@@ -198,7 +198,7 @@ def test_an_empty_block_is_accepted_and_stores_nothing(
     make_run("r1")
     assert client.put("/api/v1/runs/r1/layers", json={"layers": ["a"]}).status_code == 200
     answer = client.post("/api/v1/runs/r1/points", content=_blocks_body(_block(["a"], [])))
-    assert answer.json() == {"accepted": 0, "duplicate": False}
+    assert answer.json() == {"accepted": 0, "duplicate": False, "followed": False}
     assert client.get("/api/v1/runs/r1/series").json() == {"series": []}
     with app.state.db.reader() as session:
         assert session.scalar(text("SELECT count(*) FROM blocks")) == 0

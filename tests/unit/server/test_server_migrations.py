@@ -42,7 +42,7 @@ def test_upgrading_twice_is_a_no_op_and_matches_the_models(db_url: str) -> None:
             after = {t: inspect(connection).get_columns(t) for t in Base.metadata.tables}
             assert MigrationContext.configure(connection).get_current_revision() == version
             diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-        assert version == "0007"
+        assert version == "0008"
         assert repr(before) == repr(after)
         assert diff == []
     finally:

@@ -32,7 +32,7 @@ def test_points_round_trip_exactly_with_non_finite_values(
     make_run("r1")
     values = [0.1, NAN, INF, -INF, -0.0, 1e308, 5e-324]
     answer = post_batch("r1", "b1", {"loss": (list(range(7)), values)})
-    assert answer == {"accepted": 7, "duplicate": False}
+    assert answer == {"accepted": 7, "duplicate": False, "followed": False}
     body = _points(client, "r1", "loss", wall_time="true")
     assert body["step"] == list(range(7))
     assert body["value"] == [0.1, "NaN", "Infinity", "-Infinity", -0.0, 1e308, 5e-324]
@@ -66,6 +66,7 @@ def test_a_resent_batch_changes_nothing(
     assert post_batch("r1", "b1", {"loss": ([1, 2], [1.0, 2.0])}) == {
         "accepted": 0,
         "duplicate": True,
+        "followed": False,
     }
     after = (_points(client, "r1", "loss"), client.get("/api/v1/runs/r1/series").json())
     assert before == after
@@ -191,7 +192,7 @@ def test_gzip_bodies_are_accepted(client: TestClient, make_run: Callable[..., di
         "/api/v1/runs/r1/points", content=body, headers={"Content-Encoding": "gzip"}
     )
     assert response.status_code == 200, response.text
-    assert response.json() == {"accepted": 2, "duplicate": False}
+    assert response.json() == {"accepted": 2, "duplicate": False, "followed": False}
     assert _points(client, "r1", "loss")["value"] == [1.0, "NaN"]
 
 
@@ -204,7 +205,7 @@ def test_an_empty_series_is_accepted_and_stores_nothing(
         series=[SeriesColumns(name="x", steps=encode_i64([]), values=encode_f64([]), times="")],
     )
     response = client.post("/api/v1/runs/r1/points", content=dumps(batch))
-    assert response.json() == {"accepted": 0, "duplicate": False}
+    assert response.json() == {"accepted": 0, "duplicate": False, "followed": False}
     assert client.get("/api/v1/runs/r1/series").json() == {"series": []}
 
 

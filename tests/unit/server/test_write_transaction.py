@@ -79,7 +79,7 @@ def test_a_batch_that_fails_midway_leaves_nothing_and_its_retry_is_stored(
         "/api/v1/runs/r1/points", content=body, headers={"content-type": "application/json"}
     )
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"accepted": 3, "duplicate": False}
+    assert answer.json() == {"accepted": 3, "duplicate": False, "followed": False}
     (series,) = client.get("/api/v1/runs/r1/series").json()["series"]
     assert (series["name"], series["count"], series["first_nonfinite_step"]) == ("loss", 3, 2)
     points = client.get("/api/v1/runs/r1/points", params={"name": "loss"}).json()

@@ -1,0 +1,79 @@
+"""The real agent against real servers: while nobody follows its run it sends at its slow
+cadence; a live stream on the run, held by this server or by another process on the same
+PostgreSQL database, brings the fast cadence back; every point arrives either way."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import trickscope
+from tests.helpers import LiveServer, postgres_url, start_server, stop_server, wait_until
+from tests.unit.server.conftest import _pg_schema_url
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LiveServer, ...]]:
+    """SQLite: one server, agent and stream on it. PostgreSQL: two processes on one database,
+    the agent on the first and the stream on the second."""
+    if request.param == "sqlite":
+        server = start_server(f"sqlite:///{tmp_path / 'one.db'}", tmp_path / "one.log")
+        try:
+            yield server, server
+        finally:
+            stop_server(server)
+        return
+    for url in _pg_schema_url(postgres_url() or ""):
+        first = start_server(url, tmp_path / "first.log")
+        try:
+            second = start_server(url, tmp_path / "second.log")
+            try:
+                yield first, second
+            finally:
+                stop_server(second)
+        finally:
+            stop_server(first)
+
+
+def test_a_live_stream_on_any_server_brings_the_agent_back_to_its_fast_cadence(
+    servers: tuple[LiveServer, LiveServer], tmp_path: Path
+) -> None:
+    ingest, viewer = servers
+    run = trickscope.init(
+        project="p",
+        url=ingest.url,
+        journal_dir=tmp_path / "journal",
+        flush_secs=0.05,
+        unfollowed_flush_secs=0.3,
+        quiet=True,
+    )
+    delivery = run.sender.delivery  # type: ignore[union-attr]
+    step = 0
+
+    def log_then(predicate: object) -> bool:
+        nonlocal step
+        run.log({"loss": float(step)}, step=step)
+        step += 1
+        return bool(predicate())  # type: ignore[operator]
+
+    # Nobody follows the run: the first answer says so and the agent slows down.
+    wait_until(lambda: log_then(lambda: not delivery.followed), what="an unfollowed answer")
+    assert run.sender.flush_interval() == 0.3  # type: ignore[union-attr]
+    with httpx.Client(base_url=viewer.url, timeout=10) as client:
+        with client.stream("GET", f"/api/v1/runs/{run.id}/events") as stream:
+            assert stream.status_code == 200
+            wait_until(lambda: log_then(lambda: delivery.followed), what="a followed answer")
+            assert run.sender.flush_interval() == 0.05  # type: ignore[union-attr]
+    run.finish()
+    url = f"{ingest.url}/api/v1/runs/{run.id}/points?name=loss&points=100000"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        stored = json.loads(response.read())
+    assert stored["step"] == list(range(step)) and not stored["downsampled"]
+    assert "Traceback" not in ingest.log() + viewer.log()
