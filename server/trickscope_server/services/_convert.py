@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from trickscope_server.errors import InvalidPayloadError
 from trickscope_server.storage import RunRow, SeriesRow
+from trickscope_server.storage.runs import StoredSeries
 from trickscope_wire import finite_or_token
 
 I64 = np.dtype("<i8")
@@ -80,7 +81,7 @@ def concat(parts: list[bytes], dtype: np.dtype) -> NDArray:  # type: ignore[type
     return np.frombuffer(b"".join(parts), dtype=dtype)
 
 
-def stored_last_value(row: SeriesRow) -> float | str | None:
+def stored_last_value(row: SeriesRow | StoredSeries) -> float | str | None:
     """The series' last value as JSON; SQLite stores NaN as NULL, so NULL with points is NaN."""
     if row.last_value is None:
         return "NaN" if row.count else None

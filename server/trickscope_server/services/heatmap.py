@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,11 @@ class LayerGrid:
     filled: NDArray[np.bool_]  # (layers, steps): False where a layer has no point
     downsampled: bool
 
+    @cached_property
+    def rows(self) -> dict[str, int]:
+        """{layer: its row}."""
+        return {layer: i for i, layer in enumerate(self.layers)}
+
 
 def load_layer_grid(
     session: Session, *, run_id: str, stat: str, declared: list[str], points: int
@@ -60,6 +66,8 @@ def load_layer_grid(
     """Every ``<stat>/<layer>`` series of a run in one query, bucketed to ``points`` steps.
 
     A bucket keeps the value of largest magnitude (non-finite first), so a spike survives.
+    ``stat`` may hold a ``/`` (``opt/eps_dominance``): its blocks are those of the family named
+    by its first part, as ingest stores them.
     """
     prefix = stat + "/"
     aggregates = _NOT_LAYERS - set(declared)  # a model may name a parameter "total"
@@ -73,10 +81,13 @@ def load_layer_grid(
             parts[layer].append(
                 (seq, chunk_id, np.frombuffer(steps_raw, I64), np.frombuffer(values_raw, F64))
             )
-    blocks = block_store.family_blocks(session, run_id=run_id, family=stat)
+    family = stat.partition("/")[0]
+    blocks = block_store.family_blocks(session, run_id=run_id, family=family)
     if blocks:
-        names = block_store.names_of_family(session, run_id=run_id, family=stat)
-        layers = {sid: name[len(prefix) :] for sid, name in names.items()}
+        names = block_store.names_of_family(session, run_id=run_id, family=family)
+        layers = {
+            sid: name[len(prefix) :] for sid, name in names.items() if name.startswith(prefix)
+        }
         for block in blocks:
             for row, sid in enumerate(block.members.tolist()):
                 layer = layers.get(sid)

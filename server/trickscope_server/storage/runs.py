@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -23,7 +24,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from trickscope_server.storage.block_summaries import merged, records_of_series
 from trickscope_server.storage.models import (
@@ -137,31 +137,49 @@ def insert_run_if_absent(session: Session, values: dict[str, Any]) -> bool:
     return session.execute(stmt).first() is not None
 
 
-def series_of_runs(session: Session, run_ids: Sequence[str]) -> list[SeriesRow]:
+@dataclass(slots=True)
+class StoredSeries:
+    """A series' row with its summary merged with its block record: a plain copy, so reading a
+    wide run's thousands of series costs no ORM objects."""
+
+    run_id: str
+    id: int
+    name: str
+    count: int
+    first_step: int | None
+    last_step: int | None
+    last_value: float | None
+    min_value: float | None
+    max_value: float | None
+    first_nonfinite_step: int | None
+
+
+def series_of_runs(session: Session, run_ids: Sequence[str]) -> list[StoredSeries]:
     """Every series (with its summary) of the given runs, ordered by run and name.
 
-    The summaries are merged with the records of the points the series received in blocks, set
-    as loaded state: a reader's session never writes them back.
+    The summaries are merged with the records of the points the series received in blocks.
     """
-    rows: list[SeriesRow] = []
+    found: list[dict[str, Any]] = []
     for start in range(0, len(run_ids), IN_CHUNK):
         part = list(run_ids[start : start + IN_CHUNK])
         stmt = (
-            select(SeriesRow)
+            select(*_SHOWN_COLUMNS)
             .where(SeriesRow.run_id.in_(part))
             .order_by(SeriesRow.run_id, SeriesRow.name)
         )
-        rows.extend(session.scalars(stmt))
+        found.extend(dict(row) for row in session.execute(stmt).mappings())
     wanted: dict[str, list[int]] = {}
-    for row in rows:
-        wanted.setdefault(row.run_id, []).append(row.id)
+    for fields in found:
+        wanted.setdefault(fields["run_id"], []).append(fields["id"])
     records = records_of_series(session, wanted)
-    for row in rows:
-        rec = records.get(row.id)
+    out = []
+    for fields in found:
+        rec = records.get(fields["id"])
         if rec is not None:
-            for key, value in merged({k: getattr(row, k) for k in SUMMARY_FIELDS}, rec).items():
-                set_committed_value(row, key, value)
-    return rows
+            fields.update(merged(fields, rec))
+        fields["count"] = fields["count"] or 0
+        out.append(StoredSeries(**fields))
+    return out
 
 
 SUMMARY_FIELDS = (

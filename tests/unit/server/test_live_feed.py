@@ -138,3 +138,40 @@ def test_streams_closed_by_their_clients_leave_and_the_reader_stops(
         for stream in streams:
             stream.__exit__(None, None, None)
     wait_until(lambda: live.feed("r") is None, timeout=5, what="the reader to stop")
+
+
+@pytest.mark.parametrize(("share", "spaced"), [(1.0, False), (1e-9, True)])
+def test_a_costly_diagnosis_is_spaced_so_a_followed_run_takes_a_bounded_share_of_a_core(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch, share: float, spaced: bool
+) -> None:
+    """Every diagnosis costs some CPU: against a share of 1e-9 of a core the next one is due
+    ages later, so the points that follow bring no new diagnosis; against a whole core they
+    are diagnosed every ``health_seconds`` as before."""
+    monkeypatch.setattr(feed, "HEALTH_CPU_SHARE", share)
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    live = Broadcaster(app.state.db, poll_seconds=30.0, health_seconds=0.05)
+
+    async def scenario() -> tuple[int, float]:
+        async with live.subscribe("r", 0) as subscriber:
+            run_feed = live.feed("r")
+            assert run_feed is not None
+            for step in range(6):
+                await _publish_and_store(app, live, "r", step)
+                assert await _points(subscriber) == [step]
+                await asyncio.sleep(0.1)  # past health_seconds: a diagnosis is due
+            return diagnoses, run_feed.health_every
+
+    diagnoses = 0
+    report = feed.health.health_report
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal diagnoses
+        diagnoses += 1
+        return report(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(feed.health, "health_report", counted)
+    done, every = run_async(scenario)
+    if spaced:
+        assert done == 1 and every > 3600  # the stream's first diagnosis only
+    else:
+        assert done >= 4 and every == 0.05

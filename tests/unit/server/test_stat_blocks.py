@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from trickscope_server.services import compact, query
 from trickscope_server.services._chunks import Part, merge, merge_stacked
+from trickscope_server.services.heatmap import load_layer_grid
 from trickscope_wire import (
     BLOCKS_WIRE_VERSION,
     PointBatch,
@@ -370,3 +371,42 @@ def test_a_measure_of_each_layer_is_stored_as_a_block_and_reads_back_exactly(
         assert summaries[name]["count"] == len(steps), name
         assert _same([summaries[name]["last_value"]], [points[steps[-1]]]), name
     assert summaries[f"opt/eps_dominance/{LAYERS[2]}"]["first_nonfinite_step"] == 0
+
+
+def test_a_measure_of_each_layer_reads_as_one_grid_as_health_reads_it(
+    client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    """``opt/eps_dominance`` read as a layer grid (one query, as the health view reads it) holds
+    exactly the family ``opt`` members of that measure, equal to each series read on its own."""
+    make_run("r6")
+    client.put("/api/v1/runs/r6/layers", json={"layers": LAYERS})
+    members = [f"eps_dominance/{layer}" for layer in LAYERS] + [f"other/{LAYERS[0]}"]
+    values = np.random.default_rng(3).random(size=(len(members), 2))
+    values[1, 1] = INF
+    block = StatBlock(
+        "opt",
+        members,
+        encode_i64([0, 50]),
+        encode_f64([1e9, 1e9 + 50]),
+        [encode_f64(row.tolist()) for row in values],
+    )
+    batch = PointBatch("b0", [], wire_version=BLOCKS_WIRE_VERSION, blocks=[block])
+    assert client.post("/api/v1/runs/r6/points", content=dumps(batch)).status_code == 200
+    db = client.app.state.db  # type: ignore[attr-defined]
+    with db.reader() as session:
+        grid = load_layer_grid(
+            session, run_id="r6", stat="opt/eps_dominance", declared=LAYERS, points=2000
+        )
+        assert grid.layers == LAYERS  # not "other/...", a measure of the same family
+        for layer in LAYERS:
+            name = f"opt/eps_dominance/{layer}"
+            series_id = session.execute(
+                text("SELECT id FROM series WHERE run_id = 'r6' AND name = :n"), {"n": name}
+            ).scalar_one()
+            steps, want = query.load_series(
+                session, run_id="r6", name=name, series_id=series_id, cursor=10**9, points=2000
+            )
+            row = grid.rows[layer]
+            assert grid.steps[grid.filled[row]].tolist() == steps.tolist() == [0, 50]
+            got = grid.cells[row][grid.filled[row]]
+            assert got.tobytes() == want.tobytes() == values[LAYERS.index(layer)].tobytes()

@@ -15,9 +15,10 @@ from trickscope_server.services.health.updates import update_ratio_band
 from trickscope_server.services.heatmap import LayerGrid, load_layer_grid
 from trickscope_server.services.query import load_series
 from trickscope_server.services.runs import require_run
-from trickscope_server.storage import Database, RunRow, SeriesRow, Session
+from trickscope_server.storage import Database, RunRow, Session
 from trickscope_server.storage import points as points_store
 from trickscope_server.storage import runs as run_store
+from trickscope_server.storage.runs import StoredSeries
 
 HEALTH_POINTS = 2000  # per series: enough for windows of WINDOW samples, extremes kept
 
@@ -25,7 +26,9 @@ HEALTH_POINTS = 2000  # per series: enough for windows of WINDOW samples, extrem
 class StoredRun:
     """A :class:`RunView` over the database, valid while its session is open."""
 
-    def __init__(self, session: Session, run: RunRow, rows: list[SeriesRow], cursor: int) -> None:
+    def __init__(
+        self, session: Session, run: RunRow, rows: list[StoredSeries], cursor: int
+    ) -> None:
         self.session = session
         self.run = run
         self.status = run.status
@@ -52,7 +55,10 @@ class StoredRun:
     def series(self, name: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """Steps and values of a series, downsampled to HEALTH_POINTS keeping extremes."""
         stat, _, layer = name.partition("/")
-        if layer in self._layer_set:
+        if layer not in self._layer_set:
+            # A deeper prefix of one series a layer (opt/eps_dominance/<layer>): a grid too.
+            stat, _, layer = name.rpartition("/")
+        if stat and layer in self._layer_set:
             # Per-layer series come a statistic at a time, all layers in one query.
             grid = self._grids.get(stat)
             if grid is None:
@@ -63,7 +69,9 @@ class StoredRun:
                     declared=list(self.layers),
                     points=HEALTH_POINTS,
                 )
-            row = grid.layers.index(layer)
+            if layer not in grid.rows:  # a series without points
+                return np.empty(0, np.int64), np.empty(0, np.float64)
+            row = grid.rows[layer]
             filled = grid.filled[row]
             return grid.steps[filled], grid.cells[row][filled]
         return load_series(
