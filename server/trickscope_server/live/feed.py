@@ -30,9 +30,6 @@ RECONNECT = b"retry: 1000\n\n"
 # A run with streams is marked followed this far ahead, renewed well before it lapses: ingest
 # answers then tell the agent to send at its fast cadence (services/liveness.py). After the last
 # stream leaves, the agent slows down within FOLLOW_SECONDS.
-# The most of one core a followed run's diagnoses may take: a wide run's diagnosis costs tens of
-# milliseconds or more, so it is spaced past health_seconds until it fits.
-HEALTH_CPU_SHARE = 0.02
 FOLLOW_SECONDS = 30.0
 FOLLOW_RENEW_SECONDS = 10.0
 
@@ -61,7 +58,6 @@ class RunFeed:
         self.run_id = run_id
         self.poll_seconds = poll_seconds
         self.health_seconds = health_seconds
-        self.health_every = health_seconds  # grows past it with what a diagnosis costs
         self.grace_seconds = grace_seconds
         self.subscribers: set[Subscriber] = set()
         self.reads = 0  # storage reads so far (for benches and tests)
@@ -131,7 +127,7 @@ class RunFeed:
         # The poll keeps workers sharing PostgreSQL live when a notification is lost.
         due = min(time.monotonic() + self.poll_seconds, self._follow_renew_at)
         if self._health_due:
-            due = min(due, self._health_at + self.health_every)
+            due = min(due, self._health_at + self.health_seconds)
         while True:
             self._nudge_idle()
             now = time.monotonic()
@@ -233,13 +229,14 @@ class RunFeed:
         caught-up subscriber whose last report differs."""
         now = time.monotonic()
         forced = self._health_forced
-        if forced or (self._health_due and now - self._health_at >= self.health_every):
+        if forced or (self._health_due and now - self._health_at >= self.health_seconds):
             self._health_due, self._health_forced, self._health_at = False, False, now
             try:
-                report, spent = await run_in_threadpool(_timed_report, self.db, self.run_id)
+                report: Any = await run_in_threadpool(
+                    health.health_report, self.db, run_id=self.run_id
+                )
             except RunNotFoundError:
                 return  # deleted meanwhile: the next read says so
-            self.health_every = max(self.health_seconds, spent / HEALTH_CPU_SHARE)
             self._health = orjson.dumps(report)
         if self._health is None:
             return
@@ -249,10 +246,3 @@ class RunFeed:
                 message = message or b"event: health\ndata: " + self._health + b"\n\n"
                 if subscriber.offer(message):
                     subscriber.sent_health = self._health
-
-
-def _timed_report(db: Database, run_id: str) -> tuple[dict[str, Any], float]:
-    """The run's health report and the CPU seconds it took this thread."""
-    began = time.thread_time()
-    report = health.health_report(db, run_id=run_id)
-    return report, time.thread_time() - began
