@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from trickscope_server.errors import InvalidPayloadError
-from trickscope_server.storage import RunRow, SeriesRow
+from trickscope_server.storage import RunRow
 from trickscope_server.storage.runs import StoredSeries
 from trickscope_wire import finite_or_token
 
@@ -81,7 +81,7 @@ def concat(parts: list[bytes], dtype: np.dtype) -> NDArray:  # type: ignore[type
     return np.frombuffer(b"".join(parts), dtype=dtype)
 
 
-def stored_last_value(row: SeriesRow | StoredSeries) -> float | str | None:
+def stored_last_value(row: StoredSeries) -> float | str | None:
     """The series' last value as JSON; SQLite stores NaN as NULL, so NULL with points is NaN."""
     if row.last_value is None:
         return "NaN" if row.count else None
@@ -101,7 +101,7 @@ def finite_or_none(value: float | None) -> float | None:
     return value
 
 
-def run_out_dict(run: RunRow, series: list[SeriesRow]) -> dict[str, object]:
+def run_out_dict(run: RunRow, series: list[StoredSeries]) -> dict[str, object]:
     """The ``RunOut`` fields of a run and its series summaries."""
     layers = set(run.layers)
     latest = {

@@ -33,9 +33,10 @@ from trickscope_server.services.limits import (
     check_unix,
     unstorable_text,
 )
-from trickscope_server.storage import Database, RunRow, SeriesRow, Session
+from trickscope_server.storage import Database, RunRow, Session
 from trickscope_server.storage import run_listing as listing
 from trickscope_server.storage import runs as store
+from trickscope_server.storage.runs import StoredSeries
 from trickscope_wire import (
     WIRE_VERSION,
     LayersDeclare,
@@ -84,7 +85,7 @@ def run_out(session: Session, run: RunRow, *, silent_before: float | None = None
 
 def _run_out(
     run: RunRow,
-    series: list[SeriesRow],
+    series: list[StoredSeries],
     silent_before: float | None,
     listed: dict[str, float] | None = None,
 ) -> RunOut:
@@ -100,7 +101,7 @@ def _run_out(
     return RunOut.model_validate(fields)
 
 
-def _summary_fields(run: RunRow, series: list[SeriesRow]) -> dict[str, object]:
+def _summary_fields(run: RunRow, series: list[StoredSeries]) -> dict[str, object]:
     """``last_step`` and ``summary`` of a run, from the summaries its series keep at ingest.
 
     Per-layer series are left out, as in ``latest``: a runs table shows run-level numbers.

@@ -171,15 +171,7 @@ def series_of_runs(session: Session, run_ids: Sequence[str]) -> list[StoredSerie
     wanted: dict[str, list[int]] = {}
     for fields in found:
         wanted.setdefault(fields["run_id"], []).append(fields["id"])
-    records = records_of_series(session, wanted)
-    out = []
-    for fields in found:
-        rec = records.get(fields["id"])
-        if rec is not None:
-            fields.update(merged(fields, rec))
-        fields["count"] = fields["count"] or 0
-        out.append(StoredSeries(**fields))
-    return out
+    return _stored(found, records_of_series(session, wanted))
 
 
 SUMMARY_FIELDS = (
@@ -194,12 +186,12 @@ SUMMARY_FIELDS = (
 _SHOWN_COLUMNS = [getattr(SeriesRow, f) for f in ("run_id", "id", "name", *SUMMARY_FIELDS)]
 
 
-def shown_series(session: Session, runs: Sequence[RunRow]) -> dict[str, list[SeriesRow]]:
+def shown_series(session: Session, runs: Sequence[RunRow]) -> dict[str, list[StoredSeries]]:
     """{run id: its series that are not per-layer (``<stat>/<declared layer>``)}, each with its
     summary merged with its block record: what a runs listing shows.
 
     The per-layer series (thousands in a wide model) are left out in SQL, and only the shown
-    series' block records are decoded. The rows returned are detached copies, never written back.
+    series' block records are decoded.
     """
     found: dict[str, list[dict[str, Any]]] = {run.id: [] for run in runs}
     by_layers: dict[tuple[str, ...], list[str]] = {}
@@ -222,14 +214,18 @@ def shown_series(session: Session, runs: Sequence[RunRow]) -> dict[str, list[Ser
     records = records_of_series(
         session, {run_id: [r["id"] for r in rows] for run_id, rows in found.items()}
     )
-    out: dict[str, list[SeriesRow]] = {}
-    for run_id, rows in found.items():
-        out[run_id] = []
-        for fields in rows:
-            rec = records.get(fields["id"])
-            if rec is not None:
-                fields.update(merged(fields, rec))
-            out[run_id].append(SeriesRow(**fields))
+    return {run_id: _stored(rows, records) for run_id, rows in found.items()}
+
+
+def _stored(found: list[dict[str, Any]], records: dict[int, Any]) -> list[StoredSeries]:
+    """The series' rows as found, each summary merged with its block record (if any)."""
+    out = []
+    for fields in found:
+        rec = records.get(fields["id"])
+        if rec is not None:
+            fields.update(merged(fields, rec))
+        fields["count"] = fields["count"] or 0
+        out.append(StoredSeries(**fields))
     return out
 
 
