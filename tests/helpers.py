@@ -12,7 +12,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -146,6 +147,21 @@ def stop_server(server: LiveServer) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait(timeout=10)
+
+
+@contextmanager
+def two_servers(database_url: str, logs: Path) -> Iterator[tuple[LiveServer, LiveServer]]:
+    """Two ``trickscope serve`` processes on one database, logging to ``logs/first.log`` and
+    ``logs/second.log``; both stopped on exit."""
+    first = start_server(database_url, logs / "first.log")
+    try:
+        second = start_server(database_url, logs / "second.log")
+        try:
+            yield first, second
+        finally:
+            stop_server(second)
+    finally:
+        stop_server(first)
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:

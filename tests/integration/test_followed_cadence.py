@@ -13,7 +13,14 @@ import httpx
 import pytest
 
 import trickscope
-from tests.helpers import LiveServer, postgres_url, start_server, stop_server, wait_until
+from tests.helpers import (
+    LiveServer,
+    postgres_url,
+    start_server,
+    stop_server,
+    two_servers,
+    wait_until,
+)
 from tests.unit.server.conftest import _pg_schema_url
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,15 +38,8 @@ def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Li
             stop_server(server)
         return
     for url in _pg_schema_url(postgres_url() or ""):
-        first = start_server(url, tmp_path / "first.log")
-        try:
-            second = start_server(url, tmp_path / "second.log")
-            try:
-                yield first, second
-            finally:
-                stop_server(second)
-        finally:
-            stop_server(first)
+        with two_servers(url, tmp_path) as both:
+            yield both
 
 
 def test_a_live_stream_on_any_server_brings_the_agent_back_to_its_fast_cadence(

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.helpers import LiveServer, postgres_url, start_server, stop_server
+from tests.helpers import LiveServer, postgres_url, two_servers
 from tests.unit.server.conftest import _pg_schema_url
 from tests.unit.server.test_ingest_state import Send, two_writers_scenario
 
@@ -20,17 +20,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-def two_servers(tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer]]:
+def servers(tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer]]:
     for url in _pg_schema_url(postgres_url() or ""):
-        first = start_server(url, tmp_path / "first.log")
-        try:
-            second = start_server(url, tmp_path / "second.log")
-            try:
-                yield first, second
-            finally:
-                stop_server(second)
-        finally:
-            stop_server(first)
+        with two_servers(url, tmp_path) as both:
+            yield both
 
 
 def _sender(server: LiveServer) -> Send:
@@ -47,8 +40,8 @@ def _sender(server: LiveServer) -> Send:
 
 
 def test_two_server_processes_writing_one_run_in_turns_keep_it_exact(
-    two_servers: tuple[LiveServer, LiveServer],
+    servers: tuple[LiveServer, LiveServer],
 ) -> None:
-    first, second = two_servers
+    first, second = servers
     two_writers_scenario(_sender(first), _sender(second), "r1")
     assert "Traceback" not in first.log() + second.log()
