@@ -325,11 +325,9 @@ class Sender:
 
     def flush_interval(self) -> float:
         """Seconds between flushes of logged points: ``flush_secs`` while someone follows the run
-        live (or the server does not say), else ``unfollowed_flush_secs``, never shorter."""
+        live (or the server does not say), else ``unfollowed_flush_secs``."""
         config = self._config
-        if self.delivery.followed:
-            return config.flush_secs
-        return max(config.flush_secs, config.unfollowed_flush_secs)
+        return config.flush_secs if self.delivery.followed else config.unfollowed_interval
 
     def _drain(self) -> bool:
         """Handle what the inbox holds now; True once the stop sentinel was reached."""

@@ -86,9 +86,27 @@ def test_a_run_flushes_at_flush_secs_when_its_server_does_not_say(
     assert sorted(capture.captured.points()["loss"]) == list(range(step))
 
 
+@pytest.mark.parametrize(
+    ("flush_secs", "unfollowed_flush_secs", "interval"),
+    [
+        (0.5, None, 2.0),  # the defaults
+        (0.02, None, 0.08),  # a script that asked for a short wait keeps one
+        (1.0, None, 2.0),  # four times, at most 2 s
+        (5.0, None, 5.0),  # never shorter than flush_secs
+        (0.1, 3.0, 3.0),  # as set
+        (1.0, 0.5, 1.0),  # as set, never shorter than flush_secs
+    ],
+)
+def test_the_unfollowed_cadence_follows_flush_secs_unless_it_is_set(
+    flush_secs: float, unfollowed_flush_secs: float | None, interval: float
+) -> None:
+    config = AgentConfig(flush_secs=flush_secs, unfollowed_flush_secs=unfollowed_flush_secs)
+    assert config.unfollowed_interval == interval
+
+
 def test_the_unfollowed_cadence_is_a_checked_setting_with_its_variable() -> None:
     config = AgentConfig.from_env({"TRICKSCOPE_UNFOLLOWED_FLUSH_SECS": "3.5"})
     assert config.unfollowed_flush_secs == 3.5
-    assert AgentConfig().unfollowed_flush_secs == 2.0
-    with pytest.raises(ValueError, match="unfollowed_flush_secs=0"):
-        AgentConfig(unfollowed_flush_secs=0)
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="unfollowed_flush_secs="):
+            AgentConfig(unfollowed_flush_secs=bad)
