@@ -54,21 +54,21 @@ def test_the_sender_flushes_rarely_while_nobody_follows_and_often_once_someone_d
 ) -> None:
     capture.captured.answer = NOBODY
     run = trickscope.init(
-        project="p", url=capture.url, **settings | {"flush_secs": 0.05}, unfollowed_flush_secs=0.8
+        project="p", url=capture.url, **settings | {"flush_secs": 0.03}, unfollowed_flush_secs=0.6
     )
-    step = _log_for(run, 0.5, 0)  # the first flush goes at the fast cadence, and is answered
+    step = _log_for(run, 0.3, 0)  # the first flush goes at the fast cadence, and is answered
     unfollowed_from = _points_requests(capture)
     assert unfollowed_from >= 1
-    step = _log_for(run, 2.4, step)
-    # At 0.8 s, ~3 flushes; at the fast cadence it would have been ~48.
+    step = _log_for(run, 1.8, step)
+    # At 0.6 s, ~3 flushes; at the fast cadence it would have been ~60.
     slow = _points_requests(capture) - unfollowed_from
     assert 1 <= slow <= 6, slow
 
     capture.captured.answer = SOMEBODY  # a stream opened: the next answer says so
     followed_from = _points_requests(capture)
-    step = _log_for(run, 2.0, step)
+    step = _log_for(run, 1.5, step)
     fast = _points_requests(capture) - followed_from
-    # One more slow flush at most (≤ 0.8 s), then one every 0.05 s: ~24 or more.
+    # One more slow flush at most (≤ 0.6 s), then one every 0.03 s: ~30 or more.
     assert fast >= 10, fast
     run.finish()
     assert sorted(capture.captured.points()["loss"]) == list(range(step))
@@ -78,10 +78,10 @@ def test_a_run_flushes_at_flush_secs_when_its_server_does_not_say(
     capture: Any, settings: dict[str, Any]
 ) -> None:
     run = trickscope.init(
-        project="p", url=capture.url, **settings | {"flush_secs": 0.05}, unfollowed_flush_secs=5.0
+        project="p", url=capture.url, **settings | {"flush_secs": 0.03}, unfollowed_flush_secs=5.0
     )
-    step = _log_for(run, 1.5, 0)
-    assert _points_requests(capture) >= 8  # every 0.05 s: ~30
+    step = _log_for(run, 1.0, 0)
+    assert _points_requests(capture) >= 8  # every 0.03 s: ~30
     run.finish()
     assert sorted(capture.captured.points()["loss"]) == list(range(step))
 
