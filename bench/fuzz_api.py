@@ -28,10 +28,8 @@ import psycopg
 from sqlalchemy import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.fuzzing import fuzz_api  # noqa: E402
+from tests.fuzzing import SERVER_ENV, fuzz_api  # noqa: E402
 from tests.helpers import start_server, stop_server  # noqa: E402
-
-SERVER_ENV = {"TRICKSCOPE_SSE_KEEPALIVE_SECONDS": "0.2", "TRICKSCOPE_SSE_POLL_SECONDS": "0.1"}
 
 
 def _pg_schema(url: str) -> tuple[str, str]:

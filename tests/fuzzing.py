@@ -30,6 +30,13 @@ from trickscope_wire import (
 )
 
 SEEDED_RUN = "fuzz-seeded"
+# The fuzzed server's settings: live streams answer quickly, so a fuzzed stream is checked past
+# its headers at once, and a fuzzed wait for a follower is held a moment, not up to a minute.
+SERVER_ENV = {
+    "TRICKSCOPE_SSE_KEEPALIVE_SECONDS": "0.2",
+    "TRICKSCOPE_SSE_POLL_SECONDS": "0.1",
+    "TRICKSCOPE_FOLLOW_WAIT_SECONDS": "0.2",
+}
 JSON = {"Content-Type": "application/json"}
 
 

@@ -100,8 +100,8 @@ class AgentConfig:
             batch's answer says; never shorter than ``flush_secs``. By default four times
             ``flush_secs``, at most 2 s: 2 s at the default 0.5 s, and a script that asked for a
             short ``flush_secs`` keeps a short wait. Fewer, larger requests cost the server, and
-            a laptop's shared cores, less; a stream that opens brings the fast cadence back from
-            the next flush.
+            a laptop's shared cores, less. Meanwhile the agent holds a request the server answers
+            when a stream opens on the run, which brings the fast cadence back at once.
         stats_flush_secs: Longest time a per-layer statistic or histogram from ``watch`` waits.
             They come in the thousands per step, and the server's work grows with the number of
             series per request far more than with their points: sending them in larger, rarer

@@ -44,6 +44,7 @@ from trickscope.batches import (
 )
 from trickscope.config import AgentConfig
 from trickscope.delivery import Delivery
+from trickscope.follow import FollowWatch
 from trickscope.journal import Journal, Request
 from trickscope.logged import LoggedBatcher
 from trickscope.scalars import (
@@ -157,6 +158,17 @@ class Sender:
         self.delivery = Delivery(
             config, run_id, incidents, journal_stem=stem, awaits_run=rank != 0, first=first
         )
+        # Rank 0 alone waits for a live follower (one held request per run, not per rank); the
+        # wait starts once an answer says nobody follows the run (a server that knows of it).
+        self.follow_watch: FollowWatch | None = None
+        self._follower_came = False  # set by the follow watch: flush at once, then go fast
+        if rank == 0 and not config.offline:
+            self.follow_watch = FollowWatch(
+                config,
+                run_id,
+                is_followed=lambda: self.delivery.followed,
+                on_followed=self._followed,
+            )
         # Woken at half the logged points' memory at most, so that a tight loop is sent, not
         # spilled, while the sender keeps up.
         self._log_wake = max(1, min(LOG_WAKE_POINTS, config.log_buffer_bytes // POINT_BYTES // 2))
@@ -305,11 +317,13 @@ class Sender:
                 if self._drain():
                     break
                 now = time.monotonic()
+                # A follower just came (the follow watch): what is held goes now.
+                follower, self._follower_came = self._follower_came, False
                 if self._pending_points >= self._flush_points or now >= next_bulk:
                     self._flush()
                     next_bulk = now + config.stats_flush_secs
                     last_flush = now
-                elif now >= next_flush or self.scalars.count >= self._log_wake:
+                elif now >= next_flush or self.scalars.count >= self._log_wake or follower:
                     # watch's statistics due within one more flush interval go now, with the
                     # logged points: one request where two would follow each other closely
                     early = next_bulk - now <= interval
@@ -319,6 +333,8 @@ class Sender:
                     last_flush = now
                 self.delivery.deliver()
                 self.delivery.heartbeat()
+                if not self.delivery.followed and self.follow_watch is not None:
+                    self.follow_watch.start()
             except Exception as exc:  # the sender must outlive any single bad item
                 self._incidents.error("sender", exc)
         self._shutdown()
@@ -328,6 +344,13 @@ class Sender:
         live (or the server does not say), else ``unfollowed_flush_secs``."""
         config = self._config
         return config.flush_secs if self.delivery.followed else config.unfollowed_interval
+
+    def _followed(self) -> None:
+        """Someone started following the run (the follow watch's thread): send what is held
+        now, and at the fast cadence from here on."""
+        self.delivery.followed = True
+        self._follower_came = True
+        self._wake.set()
 
     def _drain(self) -> bool:
         """Handle what the inbox holds now; True once the stop sentinel was reached."""
@@ -533,6 +556,8 @@ class Sender:
         self.delivery.put(request, held_bytes=self._pending_points * _POINT_BYTES)
 
     def _shutdown(self) -> None:
+        if self.follow_watch is not None:
+            self.follow_watch.close()
         try:
             while self._inbox:  # what arrived before the stop sentinel, or after it
                 self._drain()

@@ -161,6 +161,13 @@ class IngestResult(BaseModel):
     followed: bool = False
 
 
+class FollowedOut(BaseModel):
+    """Whether someone follows the run live: a stream of its points (a dashboard's run page, a
+    client's ``follow``) is open in some worker."""
+
+    followed: bool
+
+
 class FindingOut(BaseModel):
     """One health finding: what went wrong, where and when, why it matters, what to try."""
 

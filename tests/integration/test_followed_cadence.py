@@ -1,10 +1,12 @@
 """The real agent against real servers: while nobody follows its run it sends at its slow
 cadence; a live stream on the run, held by this server or by another process on the same
-PostgreSQL database, brings the fast cadence back; every point arrives either way."""
+PostgreSQL database, brings the fast cadence back at once (the agent's held wait for a follower
+is answered), not at the next slow flush; every point arrives either way."""
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +53,8 @@ def test_a_live_stream_on_any_server_brings_the_agent_back_to_its_fast_cadence(
         url=ingest.url,
         journal_dir=tmp_path / "journal",
         flush_secs=0.05,
-        unfollowed_flush_secs=0.3,
+        unfollowed_flush_secs=60,
+        stats_flush_secs=60,  # which would otherwise flush the logged points too, every 5 s
         quiet=True,
     )
     delivery = run.sender.delivery  # type: ignore[union-attr]
@@ -63,13 +66,18 @@ def test_a_live_stream_on_any_server_brings_the_agent_back_to_its_fast_cadence(
         step += 1
         return bool(predicate())  # type: ignore[operator]
 
-    # Nobody follows the run: the first answer says so and the agent slows down.
+    # Nobody follows the run: the first answer says so, the agent slows down and waits.
     wait_until(lambda: log_then(lambda: not delivery.followed), what="an unfollowed answer")
-    assert run.sender.flush_interval() == 0.3  # type: ignore[union-attr]
+    assert run.sender.flush_interval() == 60  # type: ignore[union-attr]
+    sent = run.sender.delivered  # type: ignore[union-attr]
     with httpx.Client(base_url=viewer.url, timeout=10) as client:
         with client.stream("GET", f"/api/v1/runs/{run.id}/events") as stream:
             assert stream.status_code == 200
-            wait_until(lambda: log_then(lambda: delivery.followed), what="a followed answer")
+            opened = time.monotonic()
+            # Within the test's 10 s, far under the slow cadence's 60 s: the wait was answered.
+            wait_until(lambda: log_then(lambda: delivery.followed), what="the follower")
+            wait_until(lambda: run.sender.delivered > sent, what="the held points sent")  # type: ignore[union-attr]
+            assert time.monotonic() - opened < 10
             assert run.sender.flush_interval() == 0.05  # type: ignore[union-attr]
     run.finish()
     url = f"{ingest.url}/api/v1/runs/{run.id}/points?name=loss&points=100000"

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzzing import fuzz_api
+from tests.fuzzing import SERVER_ENV, fuzz_api
 from tests.helpers import postgres_url, start_server, stop_server
 from tests.unit.server.conftest import _pg_schema_url
 from trickscope_server.app import create_app
 from trickscope_server.config import Settings
 
 EXAMPLES = int(os.environ.get("TRICKSCOPE_FUZZ_EXAMPLES", "20"))
-# Live streams answer quickly, so a fuzzed stream is checked past its headers at once.
-SERVER_ENV = {"TRICKSCOPE_SSE_KEEPALIVE_SECONDS": "0.2", "TRICKSCOPE_SSE_POLL_SECONDS": "0.1"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -1,14 +1,19 @@
-"""The heartbeat: a training process that has nothing else to send says it is still alive."""
+"""The training process's side of liveness: its heartbeat, and its wait for a live follower."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Query, Response
+from fastapi.concurrency import run_in_threadpool
 
-from trickscope_server.api.deps import DatabaseDep, RunId
+from trickscope_server.api.deps import BroadcasterDep, DatabaseDep, RunId, SettingsDep
 from trickscope_server.api.encoding import DecodingRoute
+from trickscope_server.schemas import FollowedOut
 from trickscope_server.services import liveness
+
+# The longest wait a request may ask for; the server's follow_wait_seconds may cut it shorter.
+MAX_FOLLOW_WAIT_SECONDS = 60.0
 
 router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=DecodingRoute)
 
@@ -35,3 +40,36 @@ def post_heartbeat(
     """
     liveness.heartbeat(db, run_id=run_id)
     return Response(status_code=204)
+
+
+@router.get(
+    "/runs/{run_id}/followed",
+    response_model=FollowedOut,
+    responses={404: {"description": "No run with this id (a problem document)."}},
+)
+async def get_followed(
+    run_id: RunId,
+    db: DatabaseDep,
+    live: BroadcasterDep,
+    settings: SettingsDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_FOLLOW_WAIT_SECONDS,
+            description="Seconds to hold the answer while nobody follows the run (0: answer now).",
+        ),
+    ] = 0.0,
+) -> FollowedOut:
+    """Whether someone follows the run live; with ``wait``, the answer is held until someone
+    does (a dashboard opens the run's page, in any worker) or ``wait`` seconds pass (at most the
+    server's ``follow_wait_seconds``).
+
+    The agent holds this request while its run is not followed and it sends at its slow cadence
+    (``unfollowed_flush_secs``), so that a page that opens gets live points at once.
+    """
+    async with live.follow_wait(run_id) as wait_followed:
+        followed = await run_in_threadpool(liveness.is_followed, db, run_id=run_id)
+        if not followed and wait > 0:
+            followed = await wait_followed(min(wait, settings.follow_wait_seconds))
+    return FollowedOut(followed=followed)

@@ -4,12 +4,16 @@ A wake-up is only a hint that something changed: readers always read storage fro
 subscribers' cursors, so a lost or coalesced notification costs at most one poll interval.
 Across worker processes the hint travels by PostgreSQL ``NOTIFY`` (see ``notify.py``), and the
 poll remains the fallback.
+
+The other way round, a training process may wait for its run to be followed
+(``GET /runs/{id}/followed?wait=``): a run's first stream in a process marks the run followed in
+the database, then wakes the waits here and, by ``NOTIFY``, in the other workers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from trickscope_server.live.feed import CHUNKS_PER_MESSAGE, RunFeed
@@ -38,6 +42,9 @@ class Broadcaster:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Called with the run id after a local publish: tells the other workers (NOTIFY).
         self.forward: Callable[[str], None] | None = None
+        # Called with the run id when a stream here starts following it: tells the others.
+        self.forward_followed: Callable[[str], None] | None = None
+        self._follow_waits: dict[str, set[asyncio.Event]] = {}
 
     @asynccontextmanager
     async def subscribe(
@@ -54,6 +61,7 @@ class Broadcaster:
                 poll_seconds=self.poll_seconds,
                 health_seconds=self.health_seconds,
                 grace_seconds=self.grace_seconds,
+                on_followed=lambda: self.followed(run_id),
             )
             self._feeds[run_id] = feed
         subscriber = feed.join(after, idle_seconds)
@@ -83,6 +91,55 @@ class Broadcaster:
         self.wake(run_id)
         if self.forward is not None:
             self.forward(run_id)
+
+    @asynccontextmanager
+    async def follow_wait(self, run_id: str) -> AsyncIterator[Callable[[float], Awaitable[bool]]]:
+        """Wait for the run to be followed: the block gets ``wait(seconds)``, True once a stream
+        here or in another worker starts following the run, False after ``seconds``.
+
+        The wait is registered on entry: read the run's ``followed_until`` inside the block,
+        after which no start of a stream can be missed (a stream's reader stores the mark
+        before it wakes the waits).
+        """
+        self._loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        self._follow_waits.setdefault(run_id, set()).add(event)
+
+        async def wait(seconds: float) -> bool:
+            try:
+                await asyncio.wait_for(event.wait(), seconds)
+            except asyncio.TimeoutError:
+                return False
+            return True
+
+        try:
+            yield wait
+        finally:
+            waits = self._follow_waits.get(run_id)
+            if waits is not None:
+                waits.discard(event)
+                if not waits:
+                    del self._follow_waits[run_id]
+
+    def followed(self, run_id: str) -> None:
+        """A stream here started following the run: wake the waits here and in other workers."""
+        self.wake_follow_waits(run_id)
+        if self.forward_followed is not None:
+            self.forward_followed(run_id)
+
+    def wake_follow_waits(self, run_id: str) -> None:
+        """End this process's waits for the run to be followed. Safe from any thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._end_follow_waits, run_id)
+        except RuntimeError:
+            pass  # the loop has closed
+
+    def _end_follow_waits(self, run_id: str) -> None:
+        for event in self._follow_waits.pop(run_id, ()):
+            event.set()
 
     def feed(self, run_id: str) -> RunFeed | None:
         """The run's reader in this process, if any (for tests and diagnostics)."""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -53,6 +54,7 @@ class RunFeed:
         poll_seconds: float,
         health_seconds: float,
         grace_seconds: float | None,
+        on_followed: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.run_id = run_id
@@ -71,6 +73,8 @@ class RunFeed:
         self._nudge_every = float("inf")
         self._nudge_at = -float("inf")
         self._follow_renew_at = -float("inf")
+        # Told once the run is first marked followed: a waiting agent then hears of it.
+        self._on_followed = on_followed
 
     def join(self, after: int, idle_seconds: float = 1.0) -> Subscriber:
         """A new subscriber from cursor ``after``, nudged after ``idle_seconds`` without a
@@ -152,6 +156,12 @@ class RunFeed:
             )
         except Exception as exc:
             log.warning("could not mark run %s as followed live: %s", self.run_id, exc)
+            return
+        # After the mark is stored, not before: an agent's wait that starts between the two
+        # then finds the mark when it reads it (see Broadcaster.wait_followed).
+        on_followed, self._on_followed = self._on_followed, None
+        if on_followed is not None:
+            on_followed()
 
     def _nudge_idle(self) -> None:
         """Wake the streams that waited their ``idle_seconds`` (one pass per interval)."""

@@ -2,7 +2,9 @@
 
 Each process NOTIFYs ``trickscope_live`` with ``<pid>:<run id>`` after a commit (from a sender
 thread, so ingest never waits on it) and LISTENs on a connection of its own. A notification lost
-to a reconnect costs one poll interval: readers poll anyway.
+to a reconnect costs one poll interval: readers poll anyway. ``<pid>:+<run id>`` says a stream
+started following the run (``+`` is not a run id's character): it ends the agents' waits for
+that (``GET /runs/{id}/followed``), which otherwise find the database's mark when they next ask.
 
 A process alone on its database sends none: each one's NOTIFY woke its own listener (which
 ignores it) and cost a round trip on the sender's connection, at every batch of a single-process
@@ -25,6 +27,7 @@ from sqlalchemy.engine import make_url
 from trickscope_server.live import Broadcaster
 
 CHANNEL = "trickscope_live"
+FOLLOWED = "+"  # before a run id in a notification: a stream started following the run
 # How long a word from another process (a notification, or its lock) counts as its presence.
 PEER_CHECK_SECONDS = 2.0
 _RETRY_SECONDS = 1.0
@@ -81,27 +84,33 @@ class PgRelay:
     def start(self) -> None:
         """Start the sender and listener threads and route the broadcaster's publishes here."""
         self._broadcaster.forward = self.forward
+        self._broadcaster.forward_followed = self.forward_followed
         for thread in self._threads:
             thread.start()
 
     def close(self) -> None:
         """Stop both threads: the sender's last NOTIFY ends the listener's wait."""
         self._broadcaster.forward = None
+        self._broadcaster.forward_followed = None
         self._stop.set()
         self._has_work.set()
         for thread in self._threads:
             thread.join(timeout=3)
 
     def forward(self, run_id: str) -> None:
-        """Queue a NOTIFY for the run; many publishes before the send coalesce into one. Alone
-        (lately checked, nothing heard from another process since), nothing: not even the
-        sender thread is woken."""
+        """Queue a NOTIFY for the run (or another word after the process tag); many publishes
+        before the send coalesce into one. Alone (lately checked, nothing heard from another
+        process since), nothing: not even the sender thread is woken."""
         now = time.monotonic()
         if now - self._alone_at <= PEER_CHECK_SECONDS and self._peer_seen < self._alone_at:
             return
         with self._lock:
             self._pending.add(run_id)
         self._has_work.set()
+
+    def forward_followed(self, run_id: str) -> None:
+        """Queue a NOTIFY that a stream here started following the run (as :meth:`forward`)."""
+        self.forward(FOLLOWED + run_id)
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
@@ -152,7 +161,9 @@ class PgRelay:
                                 continue
                             self._peer_seen = time.monotonic()
                             _, _, run_id = note.payload.partition(":")
-                            if run_id:
+                            if run_id.startswith(FOLLOWED):
+                                self._broadcaster.wake_follow_waits(run_id[len(FOLLOWED) :])
+                            elif run_id:
                                 self._broadcaster.wake(run_id)
             except psycopg.Error as exc:
                 log.warning("live notifications: listening failed (%s); retrying", exc)

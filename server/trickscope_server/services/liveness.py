@@ -41,9 +41,17 @@ def heartbeat(db: Database, *, run_id: str) -> None:
     """Record that the run's training process is alive; a 404 problem for an unknown run."""
     with db.transaction() as session:
         if not store.mark_seen(session, run_id=run_id, now=time.time()):
-            raise RunNotFoundError(
-                f"run {run_id!r} does not exist: create it with PUT /api/v1/runs/{run_id} first"
-            )
+            raise _no_run(run_id)
+
+
+def is_followed(db: Database, *, run_id: str) -> bool:
+    """Whether a live stream follows the run now (in any worker); a 404 problem for an unknown
+    run."""
+    with db.reader() as session:
+        until = store.followed_until(session, run_id=run_id)
+    if until is None:
+        raise _no_run(run_id)
+    return until > time.time()
 
 
 def mark_followed(db: Database, *, run_id: str, seconds: float) -> None:
@@ -51,3 +59,9 @@ def mark_followed(db: Database, *, run_id: str, seconds: float) -> None:
     lasts): ingest answers then say ``followed`` and the agent sends at its fast cadence."""
     with db.transaction() as session:
         store.mark_followed(session, run_id=run_id, until=time.time() + seconds)
+
+
+def _no_run(run_id: str) -> RunNotFoundError:
+    return RunNotFoundError(
+        f"run {run_id!r} does not exist: create it with PUT /api/v1/runs/{run_id} first"
+    )

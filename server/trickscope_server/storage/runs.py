@@ -72,6 +72,13 @@ def mark_followed(session: Session, *, run_id: str, until: float) -> None:
     session.connection().execute(_MARK_FOLLOWED, {"b_run": run_id, "b_until": until})
 
 
+def followed_until(session: Session, *, run_id: str) -> float | None:
+    """The Unix time until which the run is followed live (0 if it never was), or None when
+    there is no such run."""
+    row = session.connection().execute(_FOLLOWED_UNTIL, {"b_run": run_id}).first()
+    return None if row is None else float(row[0] or 0.0)
+
+
 def _silent(silent_before: float) -> Any:
     return and_(RunRow.status == "running", RunRow.last_seen_at < silent_before)
 
@@ -110,6 +117,7 @@ _MARK_FOLLOWED = (
     )
     .values(followed_until=bindparam("b_until"))
 )
+_FOLLOWED_UNTIL = select(_runs.c.followed_until).where(_runs.c.id == bindparam("b_run"))
 _MARK_SEEN = (
     update(_runs)
     .where(_runs.c.id == bindparam("b_run"))

@@ -26,6 +26,10 @@ class Captured:
     # The status to answer each request with (default 200); answers >= 400 are not recorded.
     status: Callable[[str, str, dict[str, Any]], int] = lambda method, path, body: 200
     answer: bytes = b"{}"  # the body of every success answer
+    # Answers a GET (the agent's wait for a live follower) and may block as the server holds
+    # it; None: GET is answered 404.
+    on_get: Callable[[str], bytes] | None = None
+    gets: list[str] = field(default_factory=list)  # the paths of the GETs received
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> list[tuple[str, str, dict[str, Any]]]:
@@ -107,6 +111,16 @@ class CaptureServer:
                 self.wfile.write(answer)
 
             do_PUT = do_POST = _record
+
+            def do_GET(self) -> None:
+                captured.gets.append(self.path)
+                on_get = captured.on_get
+                answer = b'{"detail": "no such route"}' if on_get is None else on_get(self.path)
+                self.send_response(404 if on_get is None else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -1,16 +1,20 @@
 """Logged points go every ``flush_secs`` while the server says someone follows the run live, and
-every ``unfollowed_flush_secs`` while it says nobody does; nothing is lost either way."""
+every ``unfollowed_flush_secs`` while it says nobody does; nothing is lost either way. Meanwhile
+the agent holds a wait for a follower, which brings the fast cadence back as soon as one comes."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import pytest
 
 import trickscope
+from tests.unit.agent.conftest import _wait_for
 from trickscope.config import AgentConfig
 from trickscope.delivery import followed
+from trickscope.follow import WAIT_SECONDS
 
 NOBODY = b'{"accepted": 1, "duplicate": false, "followed": false}'
 SOMEBODY = b'{"accepted": 1, "duplicate": false, "followed": true}'
@@ -110,3 +114,73 @@ def test_the_unfollowed_cadence_is_a_checked_setting_with_its_variable() -> None
     for bad in (0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="unfollowed_flush_secs="):
             AgentConfig(unfollowed_flush_secs=bad)
+
+
+def test_a_follower_that_arrives_is_heard_of_at_once_not_at_the_next_slow_flush(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    capture.captured.answer = NOBODY
+    arrived = threading.Event()
+
+    def held(path: str) -> bytes:  # as the server holds the wait until a stream opens
+        arrived.wait(timeout=30)
+        return b'{"followed": true}' if arrived.is_set() else b'{"followed": false}'
+
+    capture.captured.on_get = held
+    run = trickscope.init(
+        project="p", url=capture.url, **settings | {"flush_secs": 0.03}, unfollowed_flush_secs=30
+    )
+    step = _log_for(run, 0.3, 0)  # the first flush is answered: nobody follows
+    _wait_for(lambda: bool(capture.captured.gets))  # and the agent waits for a follower
+    assert capture.captured.gets[0] == f"/api/v1/runs/{run.id}/followed?wait={WAIT_SECONDS:g}"
+    before = _points_requests(capture)
+    step = _log_for(run, 0.5, step)
+    assert _points_requests(capture) == before  # held: the slow cadence is 30 s
+
+    capture.captured.answer = SOMEBODY
+    arrived.set()  # a page opened
+    opened = time.monotonic()
+    _wait_for(lambda: _points_requests(capture) > before)
+    assert time.monotonic() - opened < 2  # at once, not in up to 30 s
+    step = _log_for(run, 0.5, step)
+    assert _points_requests(capture) - before >= 5  # and at the fast cadence from there
+    run.finish()
+    assert sorted(capture.captured.points()["loss"]) == list(range(step))
+    assert len(capture.captured.gets) == 1  # followed since: no request held
+
+
+def test_a_server_without_the_wait_leaves_the_cadence_to_the_answers(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    capture.captured.answer = NOBODY  # GET answered 404: an older server
+    run = trickscope.init(
+        project="p", url=capture.url, **settings | {"flush_secs": 0.03}, unfollowed_flush_secs=0.2
+    )
+    step = _log_for(run, 1.0, 0)
+    assert len(capture.captured.gets) == 1  # tried once, then left alone
+    assert run.sender.follow_watch is not None  # type: ignore[union-attr]
+    capture.captured.answer = SOMEBODY
+    step = _log_for(run, 0.6, step)
+    assert run.sender.flush_interval() == 0.03  # type: ignore[union-attr]
+    run.finish()
+    assert sorted(capture.captured.points()["loss"]) == list(range(step))
+
+
+def test_finishing_cuts_a_held_wait_at_once(capture: Any, settings: dict[str, Any]) -> None:
+    capture.captured.answer = NOBODY
+    never = threading.Event()
+
+    def held(path: str) -> bytes:  # nobody comes while the run lasts
+        never.wait(30)
+        return b'{"followed": false}'
+
+    capture.captured.on_get = held
+    run = trickscope.init(project="p", url=capture.url, **settings, unfollowed_flush_secs=30)
+    run.log({"loss": 1.0}, step=0)
+    _wait_for(lambda: bool(capture.captured.gets))
+    started = time.monotonic()
+    run.finish()
+    assert time.monotonic() - started < 5
+    watch = run.sender.follow_watch  # type: ignore[union-attr]
+    assert watch is not None and not watch._thread.is_alive()
+    never.set()

@@ -1,15 +1,18 @@
 """A run with a live stream is marked followed, and each point batch's answer says so: the
 agent's cue to send at its fast cadence. The mark is renewed while a stream lasts and lapses
-after the last one leaves."""
+after the last one leaves. An agent that waits for a follower (``GET /followed?wait=``) is
+answered as soon as a stream opens."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from tests.helpers import run_async, wait_until
@@ -105,3 +108,62 @@ def test_the_reader_renews_the_mark_while_it_has_streams_and_stops_after_the_las
             await asyncio.sleep(0.05)
 
     run_async(scenario)
+
+
+def _wait_followed(server: str, run_id: str, wait: float) -> tuple[object, float]:
+    """GET /followed?wait=…: the answer (or the status of a refusal) and the seconds it took."""
+    started = time.monotonic()
+    with httpx.Client(base_url=server, timeout=wait + 10) as client:
+        response = client.get(f"/api/v1/runs/{run_id}/followed", params={"wait": wait})
+    answer = response.json() if response.status_code == 200 else response.status_code
+    return answer, time.monotonic() - started
+
+
+def test_a_wait_for_a_follower_ends_as_soon_as_a_stream_opens(
+    app: FastAPI,
+    base_url: str,  # noqa: F811
+) -> None:
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    answers: list[tuple[object, float]] = []
+    waiter = threading.Thread(target=lambda: answers.append(_wait_followed(base_url, "r", 30)))
+    waiter.start()
+    wait_until(lambda: app.state.broadcaster._follow_waits, what="the wait to be held")
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        with client.stream("GET", "/api/v1/runs/r/events") as stream:
+            assert stream.status_code == 200
+            waiter.join(timeout=20)
+    assert answers and answers[0][0] == {"followed": True}
+    assert answers[0][1] < 10  # the stream ended it, not its 30 s
+    # Followed now: answered at once, however long the wait asked for.
+    assert _wait_followed(base_url, "r", 30)[0] == {"followed": True}
+    assert not app.state.broadcaster._follow_waits  # every wait was let go
+
+
+def test_a_wait_nobody_ends_says_not_followed_after_its_seconds(
+    app: FastAPI,
+    base_url: str,  # noqa: F811
+) -> None:
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    answer, took = _wait_followed(base_url, "r", 0.4)
+    assert answer == {"followed": False} and took >= 0.4
+    answer, took = _wait_followed(base_url, "r", 0)
+    assert answer == {"followed": False} and took < 5
+    assert not app.state.broadcaster._follow_waits
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("wait=-1", 422), ("wait=61", 422), ("wait=nan", 422), ("wait=soon", 422), ("", 404)],
+)
+def test_a_wait_for_an_unknown_run_or_out_of_bounds_is_a_problem(
+    app: FastAPI,
+    client: TestClient,
+    query: str,
+    status: int,
+) -> None:
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    run_id = "gone" if status == 404 else "r"
+    response = client.get(f"/api/v1/runs/{run_id}/followed?{query}")
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert not app.state.broadcaster._follow_waits

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
+from tests.helpers import run_async
 from trickscope_server.live import Broadcaster
 from trickscope_server.live import notify as notify_module
 from trickscope_server.live.notify import PgRelay, libpq_url
@@ -104,3 +105,31 @@ def test_a_process_alone_sends_nothing_and_another_one_is_told_each_run(
             second.close()
         first.close()
         first_db.dispose()
+
+
+def test_a_stream_that_starts_following_a_run_ends_the_waits_for_it_in_other_processes(
+    pg_url: str,
+) -> None:
+    channel = f"t_{uuid.uuid4().hex[:16]}"
+    first, _, first_db = _relay(pg_url, channel, "first")
+    second, woken, second_db = _relay(pg_url, channel, "second")
+
+    async def wait_in_second() -> tuple[bool, bool]:
+        async with woken.follow_wait("other") as other, woken.follow_wait("r") as wait:
+            stop = time.monotonic() + 5
+            while time.monotonic() < stop:
+                first.forward_followed("r")  # told once the second process is heard of
+                if await wait(0.1):
+                    return True, await other(0.2)
+            return False, False
+
+    try:
+        ended, other_ended = run_async(wait_in_second)
+        assert ended, "the other process's stream did not end the wait"
+        assert not other_ended  # only the followed run's waits end
+        assert woken.woken == []  # nor is it taken for new points of a run
+    finally:
+        second.close()
+        first.close()
+        first_db.dispose()
+        second_db.dispose()

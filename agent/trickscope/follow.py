@@ -1,0 +1,104 @@
+"""The wait for a live follower: while nobody follows the run, the agent sends at its slow
+cadence and holds a request that the server answers the moment someone starts following.
+
+``GET /api/v1/runs/<id>/followed?wait=<s>`` is held by the server until a live stream of the run
+opens (a dashboard's run page, a client's ``follow``, in any of its workers) or ``wait`` seconds
+pass. The sender then hears of a new viewer at once, not at its next slow flush, and sends what
+it holds straight away. One such request per ``WAIT_SECONDS`` is all it costs the server.
+
+Runs on a thread of its own; it never raises, and a server without the route (an older one)
+ends it quietly, leaving the point batches' answers as the only word on following.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+
+from trickscope.config import AgentConfig
+from trickscope.transport import Connection, Rejected, Unavailable, backoff
+
+logger = logging.getLogger("trickscope")
+
+WAIT_SECONDS = 50.0  # under the server's 60 s cap, and under most proxies' idle timeouts
+_LOOK_SECONDS = 1.0  # while the run is followed: how often the thread checks whether it still is
+
+
+class FollowWatch:
+    """Waits, on its own thread, for someone to follow the run live.
+
+    Args:
+        config: The agent's settings (URL, token, timeouts).
+        run_id: The run to watch.
+        is_followed: Whether the sender already knows the run is followed (its last answer
+            said so): no request is held meanwhile.
+        on_followed: Called (from this thread) when the server says someone follows the run.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        run_id: str,
+        *,
+        is_followed: Callable[[], bool],
+        on_followed: Callable[[], None],
+    ) -> None:
+        self._path = f"/api/v1/runs/{run_id}/followed?wait={WAIT_SECONDS:g}"
+        self._connection = Connection(
+            config.url, timeout=WAIT_SECONDS + config.http_timeout, token=config.token
+        )
+        self._is_followed = is_followed
+        self._on_followed = on_followed
+        self._stop = threading.Event()
+        self.answers = 0  # answers received (for tests and diagnostics)
+        self._thread = threading.Thread(target=self._main, name="trickscope-follow", daemon=True)
+
+    def start(self) -> None:
+        """Start waiting; later calls do nothing."""
+        if self._thread.ident is None and not self._stop.is_set():
+            self._thread.start()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop: the request held, if any, is cut at once."""
+        self._stop.set()
+        self._connection.abort()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _main(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            if self._is_followed():
+                self._stop.wait(_LOOK_SECONDS)
+                continue
+            try:
+                self._connection.send("GET", self._path, b"")
+            except Rejected as exc:
+                # No such route (an older server) or run: nothing to wait for; the answers to
+                # point batches still set the cadence.
+                logger.debug("trickscope: not waiting for live followers: %s", exc)
+                return
+            except Unavailable:
+                if self._stop.is_set():
+                    return
+                failures += 1
+                self._stop.wait(backoff(failures, base=1.0, cap=30.0))
+                continue
+            except Exception as exc:  # a thread of the agent must never die loudly
+                logger.debug("trickscope: waiting for live followers failed: %s", exc)
+                return
+            failures = 0
+            self.answers += 1
+            if _said_followed(self._connection.answer) and not self._stop.is_set():
+                self._on_followed()
+        self._connection.close()
+
+
+def _said_followed(answer: bytes) -> bool:
+    try:
+        said = json.loads(answer).get("followed")
+    except (ValueError, AttributeError):
+        return False
+    return said is True
