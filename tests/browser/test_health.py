@@ -270,31 +270,35 @@ def test_panel_refreshes_while_the_run_is_live(dashboard, client):
     assert int(page.get_attribute("#health", "data-refreshes")) > before
     assert page.evaluate("() => document.getElementById('chart-heatmap') === window.__heatmap")
 
-    # More points, same findings: the panel reads again but keeps its rows (same nodes).
+    # More points, same findings: the stream's next diagnosis says so (or pushes a report
+    # whose details moved on); the panel keeps its rows (same nodes) and reads nothing itself.
+    reads = (
+        "() => { const d = document.getElementById('health').dataset; "
+        "return Number(d.refreshes) - Number(d.pushes || 0); }"
+    )  # answers less pushed reports
+    heard = (
+        "() => { const d = document.getElementById('health').dataset; "
+        "return Number(d.pushes || 0) + Number(d.unchanged || 0); }"
+    )  # what the stream said about health
     page.evaluate("() => { window.__row = document.querySelector('#health li.finding'); }")
-    count = int(page.get_attribute("#health", "data-refreshes"))
-    client.post_points(
-        run_id,
-        {
-            "loss": (steps(5, n + 5), [1.0] * 5),
-            "grad_norm/conv1.weight": (steps(5, n + 5), [0.5] * 5),
-            "grad_norm/fc.weight": (steps(5, n + 5), [math.nan] * 5),
-        },
-    )
-    page.wait_for_function(
-        "n => Number(document.getElementById('health').dataset.refreshes) > n",
-        arg=count,
-        timeout=20_000,
-    )
+    said, count = page.evaluate(heard), page.evaluate(reads)
+    for first in (n + 5, n + 10, n + 15):  # past the page's 5 s: a read would have come by now
+        client.post_points(
+            run_id,
+            {
+                "loss": (steps(5, first), [1.0] * 5),
+                "grad_norm/conv1.weight": (steps(5, first), [0.5] * 5),
+                "grad_norm/fc.weight": (steps(5, first), [math.nan] * 5),
+            },
+        )
+        page.wait_for_function(f"() => ({heard})() > {said}", timeout=20_000)
+        said = page.evaluate(heard)
+    assert page.evaluate(reads) == count
     assert page.evaluate("() => document.querySelector('#health li.finding') === window.__row")
 
     # The run ends: the panel reads once more at once, not on its 5 s timer. With the page's
     # clock stopped no timer can fire, so only the end itself can bring that read, however
     # long a loaded machine takes to deliver it.
-    reads = (
-        "() => { const d = document.getElementById('health').dataset; "
-        "return Number(d.refreshes) - Number(d.pushes || 0); }"
-    )  # answers less pushed reports
     page.clock.pause_at(page.evaluate("() => Date.now()") + 1)
     count = page.evaluate(reads)
     client.finish(run_id)

@@ -25,12 +25,14 @@ function okText(checks) {
  * the panel's list and nothing else on the page.
  *
  * accept(report) renders a report the live stream pushed; it supersedes any read in flight and
- * postpones the next scheduled one, so polling only fills in where no push comes.
+ * postpones the next scheduled one, so polling only fills in where no push comes. unchanged()
+ * hears that the stream's latest diagnosis found the report shown: it postpones the next read
+ * just the same, so a page on a live run whose findings hold reads nothing itself.
  * onReport(findings, report) hears every report rendered (the page marks the findings on its
  * charts and shades the bands the rules judge by).
  *
- * The root carries data-state (loading | ok | findings | error), data-count and data-refreshes
- * (answers received, read or pushed) for tests.
+ * The root carries data-state (loading | ok | findings | error), data-count, data-refreshes
+ * (answers received, read or pushed), data-pushes and data-unchanged for tests.
  */
 export class HealthPanel {
   constructor(root, runId, { actionOf, ready, canFetch, onReport }) {
@@ -91,6 +93,17 @@ export class HealthPanel {
     this.root.dataset.refreshes = String(this.refreshes);
     this.root.dataset.pushes = String(Number(this.root.dataset.pushes || 0) + 1);
     this.render(report);
+  }
+
+  /** The stream diagnosed the run again and found the report it last pushed: nothing to read. */
+  unchanged() {
+    if (this.stopped) return;
+    this.lastFetch = Date.now();
+    if (this.timer) {
+      window.clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.root.dataset.unchanged = String(Number(this.root.dataset.unchanged || 0) + 1);
   }
 
   schedule() {

@@ -11,11 +11,16 @@ const REOPEN_MS = 2000;
  * Open the run's event stream after `cursor` (the ingest sequence the REST reads saw).
  * Handlers: onPoints({series, status}), onStatus(status), onHealth(report) (the server's health
  * report, pushed when it changes; servers that never send one leave the page to poll),
+ * onHealthUnchanged() (the server diagnosed the run again and found what it last pushed),
  * onState("live"|"reconnecting"|"closed").
  * Returns {close(), drop(), lastId()}: drop() closes the connection and resumes from the last id,
  * as a network drop would (used by tests and by the page when the browser gives up).
  */
-export function openLive(runId, cursor, { onPoints, onStatus, onHealth, onState }) {
+export function openLive(
+  runId,
+  cursor,
+  { onPoints, onStatus, onHealth, onHealthUnchanged, onState },
+) {
   let lastId = cursor;
   let source = null;
   let closed = false;
@@ -64,6 +69,9 @@ export function openLive(runId, cursor, { onPoints, onStatus, onHealth, onState 
       if (source !== current) return;
       const data = parse(event);
       if (onHealth && data && typeof data === "object") onHealth(data);
+    });
+    current.addEventListener("health-unchanged", () => {
+      if (source === current && onHealthUnchanged) onHealthUnchanged();
     });
   }
 

@@ -236,6 +236,7 @@ async function load() {
     },
     onStatus: (status) => onStatus(state, status),
     onHealth: (report) => state.health.accept(report),
+    onHealthUnchanged: () => state.health.unchanged(),
     onState: (text) => {
       setLiveState(text === "closed" && !state.live ? "ended" : text);
       if (text === "live") state.health.resume();

@@ -28,6 +28,8 @@ STREAMS_PER_TURN = 16
 # Ends a stream whose reader failed: the browser's EventSource reconnects after a second with
 # its Last-Event-ID, so nothing is skipped.
 RECONNECT = b"retry: 1000\n\n"
+# After a diagnosis that found what a stream was last sent: its report is current as of now.
+HEALTH_UNCHANGED = b"event: health-unchanged\ndata: {}\n\n"
 # A run with streams is marked followed this far ahead, renewed well before it lapses: ingest
 # answers then tell the agent to send at its fast cadence (services/liveness.py). After the last
 # stream leaves, the agent slows down within FOLLOW_SECONDS.
@@ -236,9 +238,11 @@ class RunFeed:
 
     async def _push_health(self) -> None:
         """Diagnose when due (at most every interval, or at once when forced) and tell each
-        caught-up subscriber whose last report differs."""
+        caught-up subscriber whose last report differs; one whose report still holds hears so
+        in a word (``health-unchanged``), which keeps its page from reading ``/health`` itself."""
         now = time.monotonic()
         forced = self._health_forced
+        diagnosed = False
         if forced or (self._health_due and now - self._health_at >= self.health_seconds):
             self._health_due, self._health_forced, self._health_at = False, False, now
             try:
@@ -248,11 +252,16 @@ class RunFeed:
             except RunNotFoundError:
                 return  # deleted meanwhile: the next read says so
             self._health = orjson.dumps(report)
+            diagnosed = True
         if self._health is None:
             return
         message: bytes | None = None
         for subscriber in self.subscribers:
-            if subscriber.caught_up and subscriber.sent_health != self._health:
+            if not subscriber.caught_up:
+                continue
+            if subscriber.sent_health != self._health:
                 message = message or b"event: health\ndata: " + self._health + b"\n\n"
                 if subscriber.offer(message):
                     subscriber.sent_health = self._health
+            elif diagnosed:
+                subscriber.offer(HEALTH_UNCHANGED)

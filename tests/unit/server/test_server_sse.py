@@ -142,3 +142,26 @@ def test_health_is_pushed_when_the_findings_change(base_url: str) -> None:
                 assert api.post("/api/v1/runs/h1/points", content=dumps(batch)).status_code == 200
                 found = _next_health(events).data["findings"]
                 assert [(f["check"], f["step"]) for f in found] == [("nonfinite-loss", 5)]
+
+
+def test_a_diagnosis_that_finds_the_same_report_says_so_in_a_word(base_url: str) -> None:
+    timeout = httpx.Timeout(10.0)
+    with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as api:
+        assert api.put("/api/v1/runs/h2", json={"project": "p", "name": "n"}).status_code == 200
+        with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as sse:
+            with sse.stream("GET", "/api/v1/runs/h2/events") as stream:
+                events = _events(stream)
+                assert _next_health(events).data["findings"] == []
+                steps = list(range(24))
+                loss = [1.0 / (1 + step) for step in steps]  # a healthy, falling loss
+                batch = point_batch("b1", {"loss/train": (steps[:12], loss[:12])})
+                assert api.post("/api/v1/runs/h2/points", content=dumps(batch)).status_code == 200
+                assert _next_health(events).data["checks"]  # the loss's checks ran: a new report
+                batch = point_batch("b2", {"loss/train": (steps[12:], loss[12:])})
+                assert api.post("/api/v1/runs/h2/points", content=dumps(batch)).status_code == 200
+                # Diagnosed again after the new points: the same report, so only a word of it.
+                deadline = time.monotonic() + 15
+                while (event := next(events)).event != "health-unchanged":
+                    assert event.event != "health", "an unchanged report was sent again"
+                    assert time.monotonic() < deadline, "no word of the diagnosis"
+                assert event.id is None and event.data == {}
