@@ -122,6 +122,7 @@ PROBES: dict[tuple[str, str], Probe] = {
     ),
     ("POST", "/api/v1/runs/{run_id}/points"): Probe("/api/v1/runs/{run}/points", 200, b"batch"),
     ("POST", "/api/v1/runs/{run_id}/heartbeat"): Probe("/api/v1/runs/{run}/heartbeat", 204, b"{}"),
+    ("GET", "/api/v1/runs/{run_id}/followed"): Probe("/api/v1/runs/{run}/followed?wait=0", 200),
     ("POST", "/api/v1/runs/{run_id}/finish"): Probe(
         "/api/v1/runs/{run}/finish", 200, b'{"status": "finished"}'
     ),
