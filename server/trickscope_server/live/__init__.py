@@ -73,13 +73,7 @@ class Broadcaster:
 
     def wake(self, run_id: str) -> None:
         """Wake the run's reader in this process, if it has one. Safe from any thread."""
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            loop.call_soon_threadsafe(self._wake_on_loop, run_id)
-        except RuntimeError:
-            pass  # the loop has closed
+        self._call_on_loop(self._wake_on_loop, run_id)
 
     def _wake_on_loop(self, run_id: str) -> None:
         feed = self._feeds.get(run_id)
@@ -129,17 +123,21 @@ class Broadcaster:
 
     def wake_follow_waits(self, run_id: str) -> None:
         """End this process's waits for the run to be followed. Safe from any thread."""
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            loop.call_soon_threadsafe(self._end_follow_waits, run_id)
-        except RuntimeError:
-            pass  # the loop has closed
+        self._call_on_loop(self._end_follow_waits, run_id)
 
     def _end_follow_waits(self, run_id: str) -> None:
         for event in self._follow_waits.pop(run_id, ()):
             event.set()
+
+    def _call_on_loop(self, callback: Callable[[str], None], run_id: str) -> None:
+        """``callback(run_id)`` on this process's event loop, if it has one that still runs."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(callback, run_id)
+        except RuntimeError:
+            pass  # the loop has closed
 
     def feed(self, run_id: str) -> RunFeed | None:
         """The run's reader in this process, if any (for tests and diagnostics)."""
