@@ -35,7 +35,7 @@ SEEDED_RUN = "fuzz-seeded"
 SERVER_ENV = {
     "TRICKSCOPE_SSE_KEEPALIVE_SECONDS": "0.2",
     "TRICKSCOPE_SSE_POLL_SECONDS": "0.1",
-    "TRICKSCOPE_FOLLOW_WAIT_SECONDS": "0.2",
+    "TRICKSCOPE_FOLLOW_WAIT_SECONDS": "0.02",
 }
 JSON = {"Content-Type": "application/json"}
 
