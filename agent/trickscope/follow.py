@@ -52,7 +52,6 @@ class FollowWatch:
         self._is_followed = is_followed
         self._on_followed = on_followed
         self._stop = threading.Event()
-        self.answers = 0  # answers received (for tests and diagnostics)
         self._thread = threading.Thread(target=self._main, name="trickscope-follow", daemon=True)
 
     def start(self) -> None:
@@ -90,7 +89,6 @@ class FollowWatch:
                 logger.debug("trickscope: waiting for live followers failed: %s", exc)
                 return
             failures = 0
-            self.answers += 1
             if _said_followed(self._connection.answer) and not self._stop.is_set():
                 self._on_followed()
         self._connection.close()

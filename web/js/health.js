@@ -80,13 +80,9 @@ export class HealthPanel {
   /** A report pushed by the live stream: as fresh as a read, so the next read waits a period. */
   async accept(report) {
     if (this.stopped || !report || typeof report !== "object") return;
-    this.lastFetch = Date.now();
+    this.postpone();
     this.seq += 1;
     const seq = this.seq;
-    if (this.timer) {
-      window.clearTimeout(this.timer);
-      this.timer = null;
-    }
     await this.ready;
     if (this.stopped || seq !== this.seq) return;
     this.refreshes += 1;
@@ -98,12 +94,17 @@ export class HealthPanel {
   /** The stream diagnosed the run again and found the report it last pushed: nothing to read. */
   unchanged() {
     if (this.stopped) return;
+    this.postpone();
+    this.root.dataset.unchanged = String(Number(this.root.dataset.unchanged || 0) + 1);
+  }
+
+  /** The stream spoke for the server: the next read waits a whole period from now. */
+  postpone() {
     this.lastFetch = Date.now();
     if (this.timer) {
       window.clearTimeout(this.timer);
       this.timer = null;
     }
-    this.root.dataset.unchanged = String(Number(this.root.dataset.unchanged || 0) + 1);
   }
 
   schedule() {

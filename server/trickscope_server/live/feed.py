@@ -160,7 +160,7 @@ class RunFeed:
             log.warning("could not mark run %s as followed live: %s", self.run_id, exc)
             return
         # After the mark is stored, not before: an agent's wait that starts between the two
-        # then finds the mark when it reads it (see Broadcaster.wait_followed).
+        # then finds the mark when it reads it (see Broadcaster.follow_wait).
         on_followed, self._on_followed = self._on_followed, None
         if on_followed is not None:
             on_followed()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -127,41 +128,48 @@ def _next_health(events: Iterator[Event]) -> Event:
             return event
 
 
-def test_health_is_pushed_when_the_findings_change(base_url: str) -> None:
+@contextmanager
+def _health_stream(
+    base_url: str, run_id: str
+) -> Iterator[tuple[Callable[..., None], Iterator[Event]]]:
+    """A new run with its event stream open and its first health report read: a function that
+    posts a batch of ``loss/train``, and the stream's events from there."""
     timeout = httpx.Timeout(10.0)
     with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as api:
-        assert api.put("/api/v1/runs/h1", json={"project": "p", "name": "n"}).status_code == 200
+        assert (
+            api.put(f"/api/v1/runs/{run_id}", json={"project": "p", "name": "n"}).status_code == 200
+        )
+
+        def post(batch_id: str, steps: list[int], values: list[float]) -> None:
+            batch = point_batch(batch_id, {"loss/train": (steps, values)})
+            response = api.post(f"/api/v1/runs/{run_id}/points", content=dumps(batch))
+            assert response.status_code == 200
+
         with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as sse:
-            with sse.stream("GET", "/api/v1/runs/h1/events") as stream:
+            with sse.stream("GET", f"/api/v1/runs/{run_id}/events") as stream:
                 events = _events(stream)
                 first = _next_health(events)
                 assert first.data["findings"] == [] and first.data["checks"]
-                steps = list(range(10))
-                values = [1.0] * 5 + [float("nan")] * 5
-                batch = point_batch("b1", {"loss/train": (steps, values)})
-                assert api.post("/api/v1/runs/h1/points", content=dumps(batch)).status_code == 200
-                found = _next_health(events).data["findings"]
-                assert [(f["check"], f["step"]) for f in found] == [("nonfinite-loss", 5)]
+                yield post, events
+
+
+def test_health_is_pushed_when_the_findings_change(base_url: str) -> None:
+    with _health_stream(base_url, "h1") as (post, events):
+        post("b1", list(range(10)), [1.0] * 5 + [float("nan")] * 5)
+        found = _next_health(events).data["findings"]
+        assert [(f["check"], f["step"]) for f in found] == [("nonfinite-loss", 5)]
 
 
 def test_a_diagnosis_that_finds_the_same_report_says_so_in_a_word(base_url: str) -> None:
-    timeout = httpx.Timeout(10.0)
-    with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as api:
-        assert api.put("/api/v1/runs/h2", json={"project": "p", "name": "n"}).status_code == 200
-        with httpx.Client(base_url=base_url, timeout=timeout, headers=JSON) as sse:
-            with sse.stream("GET", "/api/v1/runs/h2/events") as stream:
-                events = _events(stream)
-                assert _next_health(events).data["findings"] == []
-                steps = list(range(24))
-                loss = [1.0 / (1 + step) for step in steps]  # a healthy, falling loss
-                batch = point_batch("b1", {"loss/train": (steps[:12], loss[:12])})
-                assert api.post("/api/v1/runs/h2/points", content=dumps(batch)).status_code == 200
-                assert _next_health(events).data["checks"]  # the loss's checks ran: a new report
-                batch = point_batch("b2", {"loss/train": (steps[12:], loss[12:])})
-                assert api.post("/api/v1/runs/h2/points", content=dumps(batch)).status_code == 200
-                # Diagnosed again after the new points: the same report, so only a word of it.
-                deadline = time.monotonic() + 15
-                while (event := next(events)).event != "health-unchanged":
-                    assert event.event != "health", "an unchanged report was sent again"
-                    assert time.monotonic() < deadline, "no word of the diagnosis"
-                assert event.id is None and event.data == {}
+    with _health_stream(base_url, "h2") as (post, events):
+        steps = list(range(24))
+        loss = [1.0 / (1 + step) for step in steps]  # a healthy, falling loss
+        post("b1", steps[:12], loss[:12])
+        assert _next_health(events).data["checks"]  # the loss's checks ran: a new report
+        post("b2", steps[12:], loss[12:])
+        # Diagnosed again after the new points: the same report, so only a word of it.
+        deadline = time.monotonic() + 15
+        while (event := next(events)).event != "health-unchanged":
+            assert event.event != "health", "an unchanged report was sent again"
+            assert time.monotonic() < deadline, "no word of the diagnosis"
+        assert event.id is None and event.data == {}
