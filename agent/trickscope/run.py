@@ -461,7 +461,8 @@ class Run:
         timeout = self.agent.finish_timeout if timeout is None else timeout
         if self._primary:  # rank 0 speaks for the job
             body = dumps(RunFinish(status=status, ended_at=time.time()))
-            self._sender.request(Request("POST", f"/api/v1/runs/{self.id}/finish", body), timeout)
+            finish = Request("POST", f"/api/v1/runs/{self.id}/finish", body)
+            self._sender.request(finish, timeout, after_points=True)
         self._sender.close(timeout)
 
     def _close_hooks(self) -> None:

@@ -112,6 +112,13 @@ class Sample:
     layout: Layout | None = None
 
 
+@dataclass(frozen=True)
+class _AfterPoints:
+    """A control request that must reach the server after everything logged before it."""
+
+    request: Request
+
+
 @dataclass
 class _Riding:
     """``watch``'s part of a flush, encoded: sent with the flush's first logged batch."""
@@ -265,13 +272,17 @@ class Sender:
         """Record host numbers of one step (never dropped; see :class:`ScalarBuffer`)."""
         self.scalars.add(step, wall, items)
 
-    def request(self, request: Request, timeout: float = 5.0) -> None:
-        """Queue a control request (layers, setup, findings, finish), in order with the samples.
+    def request(
+        self, request: Request, timeout: float = 5.0, *, after_points: bool = False
+    ) -> None:
+        """Queue a control request (layers, setup, findings, finish). It goes ahead of the points
+        held for the next flush (a mid-run setup or finding costs the server no extra point
+        request), or, with ``after_points`` (the run's ``finish``), after all logged before it.
 
         Never blocks (``timeout`` is kept for callers written when it could).
         """
         del timeout
-        self._inbox.append(request)
+        self._inbox.append(_AfterPoints(request) if after_points else request)
         self._wake.set()
 
     def close(self, timeout: float | None = None) -> None:
@@ -364,8 +375,10 @@ class Sender:
                     if self._pending_points >= self._flush_points:
                         self._flush()  # bounds a batch, and the memory of buffered points
                 elif isinstance(item, Request):
-                    self._flush()
                     self._enqueue(item)
+                elif isinstance(item, _AfterPoints):
+                    self._flush()
+                    self._enqueue(item.request)
             except Exception as exc:  # one bad sample must not take the others with it
                 self._incidents.error("sender", exc)
         return False

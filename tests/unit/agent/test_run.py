@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -301,6 +302,27 @@ def test_statistics_of_a_layer_whose_gradient_comes_and_goes_arrive_whole(
     for block in blocks:
         steps = list(decode_i64(block["steps"]))
         assert steps == sorted(set(steps)), block["family"]
+
+
+def test_a_control_request_mid_run_does_not_send_the_held_points_early(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """A config update (like a setup or a finding) goes ahead of the points held for the next
+    flush, which then make one request; ``finish`` goes after everything logged before it."""
+    slow = {**settings, "flush_secs": 60.0, "stats_flush_secs": 60.0}
+    run = trickscope.init(project="p", url=capture.url, **slow)
+    run.log({"loss": 1.0}, step=0)
+    time.sleep(0.2)  # the sender has woken for nothing since (its longest sleep is 0.5 s)
+    run.update_config({"lr": 0.1})
+    time.sleep(0.6)  # and has certainly handled the update
+    run.log({"loss": 0.5}, step=1)
+    run.finish()
+    requests = [(method, path) for method, path, _ in capture.captured.snapshot()]
+    points = [i for i, (_, path) in enumerate(requests) if path.endswith("/points")]
+    (finish,) = [i for i, (_, path) in enumerate(requests) if path.endswith("/finish")]
+    assert len(points) == 1 and points[0] < finish
+    assert requests.count(("PUT", f"/api/v1/runs/{run.id}")) == 2  # created, then updated
+    assert capture.captured.points()["loss"] == {0: 1.0, 1: 0.5}
 
 
 def test_statistics_and_logged_points_of_one_flush_go_in_one_request(
