@@ -8,11 +8,12 @@ import ctypes
 import sys
 from array import array
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor
 
+from trickscope.scalars import matrix_bytes, write_rows
 from trickscope_wire import (
     BLOCKS_WIRE_VERSION,
     HISTOGRAM_BLOCKS_WIRE_VERSION,
@@ -48,13 +49,22 @@ class StatRows:
     so per value Python work here would slow it.
     """
 
-    __slots__ = ("keys", "steps", "times", "rows")
+    __slots__ = ("keys", "steps", "times", "rows", "kept")
 
     def __init__(self, keys: tuple[str, ...]) -> None:
         self.keys = keys
         self.steps: list[int] = []
         self.times: list[float] = []
         self.rows: list[Tensor] = []
+        self.kept = 0  # rows already copied to the sender's hold file
+
+    def keep(self, file: BinaryIO) -> None:
+        """Append the rows not copied yet to ``file``, as an overflow record."""
+        if self.kept < len(self.rows):
+            matrix = torch.stack(self.rows[self.kept :]).to(torch.float64).contiguous()
+            steps, times = array("q", self.steps[self.kept :]), array("d", self.times[self.kept :])
+            write_rows(file, self.keys, steps, times, matrix_bytes(matrix))
+            self.kept = len(self.rows)
 
     def add(self, step: int, wall: float, values: Tensor) -> None:
         self.steps.append(step)

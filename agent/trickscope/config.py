@@ -14,8 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-# The longest default wait of a logged point while nobody follows the run live (seconds).
-UNFOLLOWED_FLUSH_MAX = 2.0
+# The default wait of a logged point while nobody follows the run live: this many times
+# flush_secs, at most UNFOLLOWED_FLUSH_MAX seconds.
+UNFOLLOWED_FLUSHES = 120
+UNFOLLOWED_FLUSH_MAX = 60.0
 _TRUE = ("1", "true", "yes")
 _FALSE = ("0", "false", "no")
 
@@ -97,12 +99,16 @@ class AgentConfig:
             sent while someone follows the run live (a dashboard or a client's stream): what
             the live charts' latency is made of.
         unfollowed_flush_secs: The same while nobody follows the run live, as each point
-            batch's answer says; never shorter than ``flush_secs``. By default four times
-            ``flush_secs``, at most 2 s: 2 s at the default 0.5 s, and a script that asked for a
-            short ``flush_secs`` keeps a short wait. Fewer, larger requests cost the server, and
-            a laptop's shared cores, less. Meanwhile the agent holds a request the server answers
-            when a stream opens on the run, which brings the fast cadence back at once.
-        stats_flush_secs: Longest time a per-layer statistic or histogram from ``watch`` waits.
+            batch's answer says; never shorter than ``flush_secs``. By default 120 times
+            ``flush_secs``, at most 60 s: 60 s at the default 0.5 s, and a script that asked for
+            a short ``flush_secs`` keeps a shorter wait. Fewer, larger requests cost the server,
+            and a laptop's shared cores, less. Meanwhile the agent holds a request the server
+            answers when a stream opens on the run, which brings the fast cadence back at once,
+            and copies what it holds to a file in ``journal_dir`` every ``flush_secs``, which
+            ``trickscope sync`` sends if the process is killed (:mod:`trickscope.held`).
+        stats_flush_secs: Longest time a per-layer statistic or histogram from ``watch`` waits
+            while someone follows the run live; while nobody does, the statistics wait as long
+            as the logged points (histograms, not copied to disk, keep this wait).
             They come in the thousands per step, and the server's work grows with the number of
             series per request far more than with their points: sending them in larger, rarer
             batches keeps that work off a CPU the training shares.
@@ -178,7 +184,9 @@ class AgentConfig:
     def unfollowed_interval(self) -> float:
         """Seconds between flushes of logged points while nobody follows the run live."""
         if self.unfollowed_flush_secs is None:
-            return max(self.flush_secs, min(4 * self.flush_secs, UNFOLLOWED_FLUSH_MAX))
+            return max(
+                self.flush_secs, min(UNFOLLOWED_FLUSHES * self.flush_secs, UNFOLLOWED_FLUSH_MAX)
+            )
         return max(self.flush_secs, self.unfollowed_flush_secs)
 
     @classmethod

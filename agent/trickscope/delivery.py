@@ -96,6 +96,11 @@ class Delivery:
         """Whether requests wait, in memory or in the journal."""
         return bool(self._outbox) or self.journal.pending
 
+    @property
+    def unsent_in_memory(self) -> bool:
+        """Whether requests wait in memory (not delivered, and not in the journal either)."""
+        return bool(self._outbox)
+
     def due(self, now: float) -> float | None:
         """The monotonic time the sender thread should next wake for delivery or a heartbeat,
         ``None`` when delivery needs no wake-up (offline, or nothing to send and no run yet)."""

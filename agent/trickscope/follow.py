@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from trickscope.config import AgentConfig
@@ -53,6 +54,16 @@ class FollowWatch:
         self._on_followed = on_followed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="trickscope-follow", daemon=True)
+        self._answered = False  # the server answered a wait: it knows the route
+        self._waiting_since: float | None = None  # monotonic start of the wait held now
+        self._longest = WAIT_SECONDS + config.http_timeout
+
+    @property
+    def vouches(self) -> bool:
+        """Whether the wait held now tells the server the run is alive (the server stamps its
+        ``last_seen_at`` when a wait starts): no heartbeat is needed meanwhile."""
+        since = self._waiting_since
+        return self._answered and since is not None and time.monotonic() - since < self._longest
 
     def start(self) -> None:
         """Start waiting; later calls do nothing."""
@@ -67,11 +78,19 @@ class FollowWatch:
             self._thread.join(timeout)
 
     def _main(self) -> None:
+        try:
+            self._wait_for_followers()
+        finally:
+            self._waiting_since = None  # no wait held: heartbeats again
+
+    def _wait_for_followers(self) -> None:
         failures = 0
         while not self._stop.is_set():
             if self._is_followed():
+                self._waiting_since = None
                 self._stop.wait(_LOOK_SECONDS)
                 continue
+            self._waiting_since = time.monotonic()
             try:
                 self._connection.send("GET", self._path, b"")
             except Rejected as exc:
@@ -80,6 +99,7 @@ class FollowWatch:
                 logger.debug("trickscope: not waiting for live followers: %s", exc)
                 return
             except Unavailable:
+                self._waiting_since = None
                 if self._stop.is_set():
                     return
                 failures += 1
@@ -89,6 +109,7 @@ class FollowWatch:
                 logger.debug("trickscope: waiting for live followers failed: %s", exc)
                 return
             failures = 0
+            self._answered = True
             if _said_followed(self._connection.answer) and not self._stop.is_set():
                 self._on_followed()
         self._connection.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -157,8 +157,20 @@ def upload(
         Unavailable: the server did not answer (or answered 502/503/504/429) after ``retries``
             attempts; earlier requests stay delivered, so uploading again is safe.
     """
+    return upload_requests(read(journal_path), connection, set_aside=set_aside, retries=retries)
+
+
+def upload_requests(
+    requests: Iterable[Request],
+    connection: Connection,
+    *,
+    set_aside: Journal,
+    retries: int = 3,
+) -> Upload:
+    """:func:`upload` of requests from anywhere (a dead process's hold file: see
+    :mod:`trickscope.held`)."""
     result = Upload()
-    for request in read(journal_path):
+    for request in requests:
         try:
             connection.send_with_retries(request.method, request.path, request.body, retries)
             result.sent += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from trickscope.batches import b64_column, packed_rows
-from trickscope.scalars import Columns, RowBlock
+from trickscope.scalars import Columns, RowBlock, slice_columns
 from trickscope_wire import SeriesColumns
 
 
@@ -47,7 +47,7 @@ class LoggedBatcher:
         while start < total:
             take = min(self._limit - self._count, total - start)
             whole = start == 0 and take == total
-            piece = columns if whole else _slice(columns, start, start + take)
+            piece = columns if whole else slice_columns(columns, start, start + take)
             held = self._series.get(name)
             if held is None:
                 self._series[name] = piece
@@ -104,7 +104,3 @@ class LoggedBatcher:
         series.extend(self._encoded)
         self._series, self._encoded, self._encoded_names, self._count = {}, [], set(), 0
         self._emit(series)
-
-
-def _slice(columns: Columns, start: int, stop: int) -> Columns:
-    return Columns(columns.steps[start:stop], columns.values[start:stop], columns.times[start:stop])

@@ -25,10 +25,11 @@ steps and times columns and the ``rows x width`` values, row by row.
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 import threading
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -149,7 +150,7 @@ class ScalarBuffer:
 
     Args:
         max_bytes: Memory for points not taken yet; past it they go to an overflow file.
-        overflow_dir: Where overflow files are written, named ``<stem>.overflow.<n>``.
+        overflow_dir: Where overflow files are written, named ``<stem>.overflow.<pid>.<n>``.
         stem: The run's file stem (its id, with the rank for ranks other than 0).
         flush_points: Points at which ``on_full`` is called once, to wake the sender early.
         on_full: Called (on the appending thread) when ``flush_points`` are waiting.
@@ -180,6 +181,9 @@ class ScalarBuffer:
         self._overflow_files = 0
         self.spilled_points = 0  # points ever written to overflow files
         self.peak_points = 0  # most points held in memory at once
+        # How much of each series and row block held is already copied to disk (see ``keep``).
+        self._kept_series: dict[str, int] = {}
+        self._kept_rows: dict[Layout, int] = {}
 
     @property
     def count(self) -> int:
@@ -289,10 +293,13 @@ class ScalarBuffer:
         """Turn every row block into per-series columns (lock held): a name about to be
         appended elsewhere keeps its earlier points ahead of the new ones."""
         for block in self._blocks.values():
+            kept = self._kept_rows.pop(block.layout, 0)
             for name, columns in block.columns():
                 held = self._series.get(name)
                 if held is None:
                     self._series[name] = columns
+                    if kept:
+                        self._kept_series[name] = kept
                 else:
                     held.extend(columns)
         self._blocks = {}
@@ -303,26 +310,15 @@ class ScalarBuffer:
         if self._overflow is None:
             self._overflow_dir.mkdir(parents=True, exist_ok=True)
             self._overflow_files += 1
-            path = self._overflow_dir / f"{self._stem}.overflow.{self._overflow_files}"
+            name = owned_file_name(self._stem, "overflow", self._overflow_files)
+            path = self._overflow_dir / name
             self._overflow = open(path, "ab")
             self._overflow_path = path
         file = self._overflow
         for name, columns in self._series.items():
-            encoded = name.encode("utf-8", "surrogatepass")
-            file.write(_HEADER.pack(_SERIES, len(encoded), len(columns)))
-            file.write(encoded)
-            columns.steps.tofile(file)
-            columns.values.tofile(file)
-            columns.times.tofile(file)
+            write_series(file, name, columns)
         for block in self._blocks.values():
-            file.write(_HEADER.pack(_BLOCK, len(block.layout), block.rows))
-            for name in block.layout.names:
-                encoded = name.encode("utf-8", "surrogatepass")
-                file.write(_NAME.pack(len(encoded)))
-                file.write(encoded)
-            block.steps.tofile(file)
-            block.times.tofile(file)
-            block.values.tofile(file)
+            write_rows(file, block.layout.names, block.steps, block.times, block.values)
         file.flush()
         self.peak_points = max(self.peak_points, self._count)
         self.spilled_points += self._count
@@ -330,6 +326,37 @@ class ScalarBuffer:
         self._blocks = {}
         self._block_names = set()
         self._count = 0
+        self._kept_series, self._kept_rows = {}, {}
+
+    def keep(self, file: BinaryIO) -> int:
+        """Append to ``file``, in the overflow format, a copy of the points logged since the
+        last ``keep``, take or spill; they stay held here. Returns the points written.
+
+        The sender holds logged points for a long while when nobody follows the run: this copy
+        is what a killed process leaves behind, for ``trickscope sync`` to send.
+        """
+        written = 0
+        with self._lock:
+            for name, columns in self._series.items():
+                kept = self._kept_series.get(name, 0)
+                if kept < len(columns):
+                    write_series(file, name, slice_columns(columns, kept, len(columns)))
+                    written += len(columns) - kept
+                    self._kept_series[name] = len(columns)
+            for layout, block in self._blocks.items():
+                kept = self._kept_rows.get(layout, 0)
+                if kept < block.rows:
+                    width = len(layout)
+                    write_rows(
+                        file,
+                        layout.names,
+                        block.steps[kept:],
+                        block.times[kept:],
+                        block.values[kept * width :],
+                    )
+                    written += (block.rows - kept) * width
+                    self._kept_rows[layout] = block.rows
+        return written
 
     def take(self, wait: float = -1) -> Taken:
         """Everything logged so far (see :class:`Taken`).
@@ -365,6 +392,7 @@ class ScalarBuffer:
     def _take_all(self) -> Taken:
         taken = Taken([], self._series, list(self._blocks.values()))
         self._series, self._blocks, self._block_names = {}, {}, set()
+        self._kept_series, self._kept_rows = {}, {}
         self.peak_points = max(self.peak_points, self._count)
         self._count = 0
         self._signalled = False
@@ -374,6 +402,49 @@ class ScalarBuffer:
             self._overflow = None
             self._overflow_path = None
         return taken
+
+
+def owned_file_name(stem: str, kind: str, number: int) -> str:
+    """``<stem>.<kind>.<pid>.<number>``: a file of this process (``trickscope sync`` leaves a
+    live process's files alone; see :mod:`trickscope.held`)."""
+    return f"{stem}.{kind}.{os.getpid()}.{number}"
+
+
+def write_series(file: BinaryIO, name: str, columns: Columns) -> None:
+    """One series' points as an overflow record."""
+    encoded = name.encode("utf-8", "surrogatepass")
+    file.write(_HEADER.pack(_SERIES, len(encoded), len(columns)))
+    file.write(encoded)
+    columns.steps.tofile(file)
+    columns.values.tofile(file)
+    columns.times.tofile(file)
+
+
+def write_rows(
+    file: BinaryIO,
+    names: Sequence[str],
+    steps: array[int],
+    times: array[float],
+    values: array[float] | bytes,
+) -> None:
+    """Rows of ``names`` (one step, one time and ``len(names)`` float64 values each, the rows
+    back to back) as an overflow record."""
+    file.write(_HEADER.pack(_BLOCK, len(names), len(steps)))
+    for name in names:
+        encoded = name.encode("utf-8", "surrogatepass")
+        file.write(_NAME.pack(len(encoded)))
+        file.write(encoded)
+    steps.tofile(file)
+    times.tofile(file)
+    if isinstance(values, bytes):
+        file.write(values)
+    else:
+        values.tofile(file)
+
+
+def slice_columns(columns: Columns, start: int, stop: int) -> Columns:
+    """Points ``start:stop`` of a series (a copy)."""
+    return Columns(columns.steps[start:stop], columns.values[start:stop], columns.times[start:stop])
 
 
 def _trim(columns: Columns) -> None:

@@ -9,16 +9,19 @@ step, are thinned when more than ``queue_size`` of them wait, and counted as
 ``agent/thinned_samples``.
 
 The sender thread waits on each sample's device copy, flushes logged points every
-``flush_secs`` (``unfollowed_flush_secs`` while the server says nobody follows the run live) and
-the per-layer statistics every ``stats_flush_secs`` (or sooner once enough points wait), and
-hands the requests, in order, to its :class:`~trickscope.delivery.Delivery` (outbox, journal
-spill, back-off, dead letters, heartbeats). The run's creation is the first request of all:
+``flush_secs`` and the per-layer statistics every ``stats_flush_secs`` (or sooner once enough
+points wait); while the server says nobody follows the run live, both every
+``unfollowed_flush_secs``, with a copy on disk of what it holds every ``flush_secs``
+(:mod:`trickscope.held`). It hands the requests, in order, to its
+:class:`~trickscope.delivery.Delivery` (outbox, journal spill, back-off, dead letters,
+heartbeats). The run's creation is the first request of all:
 nothing can reach the server before its run.
 """
 
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import sys
 import threading
@@ -45,6 +48,7 @@ from trickscope.batches import (
 from trickscope.config import AgentConfig
 from trickscope.delivery import Delivery
 from trickscope.follow import FollowWatch
+from trickscope.held import HoldFiles
 from trickscope.journal import Journal, Request
 from trickscope.logged import LoggedBatcher
 from trickscope.scalars import (
@@ -191,6 +195,10 @@ class Sender:
         # watch's per-layer statistics, as rows: flushed every stats_flush_secs, like histograms
         self._rows: dict[tuple[str, ...], StatRows] = {}
         self._pending_points = 0  # in both
+        # When the oldest of watch's statistics and histograms held arrived (None: none held).
+        self._bulk_since: float | None = None
+        # A copy on disk of what is held while nobody follows the run (see trickscope.held).
+        self._hold = HoldFiles(config.journal_dir, stem)
         # watch's flushed statistics and histograms, encoded, waiting for the flush's first
         # batch of logged points to go in one request with it (see ``_flush``)
         self._riding: _Riding | None = None
@@ -308,17 +316,21 @@ class Sender:
 
     def _main(self) -> None:
         config = self._config
-        last_flush = time.monotonic()
-        next_bulk = last_flush + config.stats_flush_secs
+        last_flush = last_keep = time.monotonic()
         while True:
             now = time.monotonic()
             # From the last flush, at the cadence the server's last answer called for: a
             # stream that starts following the run brings the next flush forward.
             interval = self.flush_interval()
             next_flush = last_flush + interval
+            # Held longer than flush_secs (nobody follows the run): copied to disk that often.
+            holding = interval > config.flush_secs
             wake = min(now + 0.5, next_flush)  # logged points arrive without waking the thread
-            if self._histograms or self._rows:
+            next_bulk = self._bulk_deadline(interval)
+            if next_bulk is not None:
                 wake = min(wake, next_bulk)
+            if holding:
+                wake = min(wake, last_keep + config.flush_secs)
             due = self.delivery.due(now)  # (re)delivery, or a heartbeat
             if due is not None:
                 wake = min(wake, due)
@@ -330,25 +342,49 @@ class Sender:
                 now = time.monotonic()
                 # A follower just came (the follow watch): what is held goes now.
                 follower, self._follower_came = self._follower_came, False
-                if self._pending_points >= self._flush_points or now >= next_bulk:
+                next_bulk = self._bulk_deadline(interval)
+                bulk_due = next_bulk is not None and now >= next_bulk
+                if self._pending_points >= self._flush_points or bulk_due:
                     self._flush()
-                    next_bulk = now + config.stats_flush_secs
                     last_flush = now
                 elif now >= next_flush or self.scalars.count >= self._log_wake or follower:
                     # watch's statistics due within one more flush interval go now, with the
                     # logged points: one request where two would follow each other closely
-                    early = next_bulk - now <= interval
-                    self._flush(bulk=early)
-                    if early:
-                        next_bulk = now + config.stats_flush_secs
+                    self._flush(bulk=next_bulk is not None and next_bulk - now <= interval)
                     last_flush = now
+                elif holding and now >= last_keep + config.flush_secs:
+                    self._keep()
+                    last_keep = now
                 self.delivery.deliver()
-                self.delivery.heartbeat()
+                if not self.delivery.unsent_in_memory:
+                    self._hold.settle()  # their points were delivered, or journaled
+                if self.follow_watch is None or not self.follow_watch.vouches:
+                    self.delivery.heartbeat()
                 if not self.delivery.followed and self.follow_watch is not None:
                     self.follow_watch.start()
             except Exception as exc:  # the sender must outlive any single bad item
                 self._incidents.error("sender", exc)
         self._shutdown()
+
+    def _bulk_deadline(self, interval: float) -> float | None:
+        """When watch's statistics and histograms held must go (None: none held): within
+        ``stats_flush_secs`` of the oldest, or, while the logged points are held longer (nobody
+        follows the run) and copied to disk meanwhile, as long as they are. Histograms, which
+        are not copied, keep the shorter wait."""
+        if self._bulk_since is None:
+            return None
+        wait = self._config.stats_flush_secs
+        if not self._histograms:
+            wait = max(wait, interval)
+        return self._bulk_since + wait
+
+    def _keep(self) -> None:
+        """Copy to the hold file what was logged, and watch's statistics, since the last copy."""
+        records = io.BytesIO()
+        self.scalars.keep(records)
+        for rows in self._rows.values():
+            rows.keep(records)
+        self._hold.append(records)
 
     def flush_interval(self) -> float:
         """Seconds between flushes of logged points: ``flush_secs`` while someone follows the run
@@ -414,6 +450,8 @@ class Sender:
                     )
         if sample.host:
             self.scalars.add(sample.step, sample.time, sample.host)
+        if self._bulk_since is None and (self._rows or self._histograms):
+            self._bulk_since = time.monotonic()
 
     def _add_histograms(self, sample: Sample, values: list[float]) -> None:
         width = sample.bins + 3
@@ -462,10 +500,16 @@ class Sender:
             self._pending_points = 0
             self._rows.clear()
             self._histograms.clear()
+            self._bulk_since = None
         try:
             self._flush_logged(take_wait)
         finally:
             self._send_riding()
+        # The hold file's points are in requests now (statistics still held are copied again
+        # into the next one).
+        self._hold.close()
+        for rows in self._rows.values():
+            rows.kept = 0
 
     def _flush_logged(self, take_wait: float) -> None:
         """Logged points in batches of at most ``LOG_BATCH_POINTS``: the overflow files first
@@ -577,6 +621,7 @@ class Sender:
             self._flush(take_wait=_FINAL_TAKE_WAIT)
             deadline = self._deadline if self._deadline is not None else time.monotonic()
             self.journal_path, self.dead_letter_path = self.delivery.finish(deadline)
+            self._hold.settle()  # everything was delivered or journaled
         except Exception as exc:
             self._incidents.error("sender shutdown", exc)
         finally:

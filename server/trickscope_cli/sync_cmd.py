@@ -1,10 +1,16 @@
-"""``trickscope sync``: upload runs recorded offline (the agent's journal) to a server.
+"""``trickscope sync``: upload runs recorded offline (the agent's journal) to a server, and the
+points a killed training process left on disk.
 
 A journal that was uploaded whole is deleted: the server holds its requests. A request the
 server refuses (a 4xx answer, or a 500 every time) does not stop the others: it is set aside in
 the journal's dead-letter file (``<run id>.dead.jsonl``), and the command says what the server
 answered and exits with 1. Dead-letter files (the agent's or this command's) are replayed only
 when named: what the server refused once is retried once its cause is fixed, not at every sync.
+
+Beside its journal, the agent keeps on disk what it holds between slow flushes (hold files,
+``<run>.held.<pid>.<n>``) and logged points past its memory bound (``<run>.overflow.<pid>.<n>``):
+its own to send while it runs. A folder's files of a process that is gone are sent as point
+batches and deleted; those of a live process are left to it.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "sync",
         help="upload journals written while the server was unreachable",
-        description="Replay the agent's on-disk journal(s) to a server. Uploads are idempotent: "
-        "syncing twice stores every point once. A journal uploaded whole is deleted; requests "
-        "the server refuses are set aside in <run>.dead.jsonl, replayed when named.",
+        description="Replay the agent's on-disk journal(s) to a server, and send the points a "
+        "killed training process held on disk (<run>.held.<pid>.<n>, <run>.overflow.<pid>.<n>; "
+        "a live process's are left to it). Uploads are idempotent: syncing twice stores every "
+        "point once. A file uploaded whole is deleted; requests the server refuses are set "
+        "aside in <run>.dead.jsonl, replayed when named.",
         epilog="examples:\n"
         "  trickscope sync ~/.cache/trickscope/journal --url http://127.0.0.1:8000\n"
         "  trickscope sync RUN_ID.dead.jsonl     retry what the server refused once",
@@ -48,11 +56,24 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("no server given: pass --url or set TRICKSCOPE_URL")
     token = args.token or os.environ.get("TRICKSCOPE_TOKEN") or None
     files, skipped = journal_files(args.journal)
+    held, live = held_files(args.journal)
     refused = False
-    with progress_bar(sum(map(request_count, files)), desc="sync", unit="req") as bar:
+    total = sum(map(request_count, files)) + len(held)
+    with progress_bar(total, desc="sync", unit="req") as bar:
         for path in files:
             bar.set_description(f"sync {path.name}")
             refused |= _sync_one(path, url, token, bar)
+        for orphan in held:  # after the journals: the run's creation may be in one
+            bar.set_description(f"sync {orphan.path.name}")
+            refused |= _sync_orphan(orphan, url, token, bar)
+    if live:
+        names = ", ".join(str(path) for path in live)
+        print(
+            f"trickscope: left {len(live)} file(s) of running processes alone ({names}): "
+            "they send their points themselves",
+            file=sys.stderr,
+            flush=True,
+        )
     if skipped:
         names = ", ".join(str(path) for path in skipped)
         print(
@@ -126,6 +147,58 @@ def _sync_one(path: Path, url: str, token: str | None, bar: Any) -> bool:
     return bool(result.set_aside)
 
 
+def _sync_orphan(orphan: Any, url: str, token: str | None, bar: Any) -> bool:
+    """Send a dead process's hold or overflow file; True when the server refused some of it."""
+    from trickscope.held import orphan_requests
+    from trickscope.journal import Journal, dead_letter_path, upload_requests
+    from trickscope.transport import Connection, Unavailable
+
+    dead = dead_letter_path(orphan.path.with_name(f"{orphan.run_id}.jsonl"))
+    set_aside = Journal(dead)
+    try:
+        connection = Connection(url, timeout=30.0, token=token)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        result = upload_requests(orphan_requests(orphan), connection, set_aside=set_aside)
+    except Unavailable as exc:
+        set_aside.close()
+        raise CliError(f"could not send {orphan.path}: {exc}; it is kept") from None
+    finally:
+        connection.close()
+    set_aside.close()
+    orphan.path.unlink(missing_ok=True)
+    bar.update(1)
+    bar.write(f"trickscope: synced {orphan.path} ({result.sent} requests)")
+    if result.set_aside:
+        bar.write(
+            f"trickscope: the server refused {result.set_aside} request(s) of {orphan.path}; "
+            f"the first: {result.first_refusal}. They are set aside in {dead}",
+            file=sys.stderr,
+        )
+    return bool(result.set_aside)
+
+
+def held_files(paths: list[Path]) -> tuple[list[Any], list[Path]]:
+    """The hold and overflow files in the folders named (or named themselves) whose process is
+    gone, and those of processes still running."""
+    from trickscope.held import Orphan
+
+    found: list[Path] = []
+    for path in paths:
+        found.extend(sorted(path.iterdir()) if path.is_dir() else [path])
+    orphans, live = [], []
+    for file in found:
+        orphan = Orphan.of(file)
+        if orphan is None or not file.is_file():
+            continue
+        if orphan.owner_alive:
+            live.append(file)
+        else:
+            orphans.append(orphan)
+    return orphans, live
+
+
 def journal_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     """The journal files named, with each folder standing for the ``*.jsonl`` files inside it,
     and the dead-letter files of those folders, which are left alone.
@@ -133,6 +206,8 @@ def journal_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     Rank 0's journal of a distributed run (``<id>.jsonl``) goes before the other ranks'
     (``<id>.rank<r>.jsonl``): it creates the run their points belong to.
     """
+    from trickscope.held import Orphan
+
     files: list[Path] = []
     skipped: list[Path] = []
     for path in paths:
@@ -140,7 +215,8 @@ def journal_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
             for file in sorted(path.glob("*.jsonl")):
                 (skipped if file.name.endswith(_DEAD_SUFFIX) else files).append(file)
         elif path.exists():
-            files.append(path)
+            if Orphan.of(path) is None:  # a hold or overflow file goes by held_files
+                files.append(path)
         else:
             raise CliError(f"no such journal: {path}")
     return sorted(files, key=lambda file: ".rank" in file.name), skipped

@@ -145,3 +145,69 @@ def test_one_flush_of_logged_scalars_and_statistics_is_one_request_stored_exactl
     stat = get_json(f"{base}/points?" + urllib.parse.urlencode({"name": name}))
     assert stat["step"] == decode_i64(block["steps"]).tolist()
     assert stat["value"] == decode_f64(block["values"][0]).tolist()
+
+
+KILLED_SCRIPT = """
+import sys, time
+import torch
+from torch import nn
+import trickscope
+
+run = trickscope.init(project="held", url=sys.argv[1], journal_dir=sys.argv[2], flush_secs=0.1)
+print(run.id, flush=True)
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+run.watch(model, optimizer, every=1, hist_every=0)
+step = 0
+while True:
+    optimizer.zero_grad(set_to_none=True)
+    loss = model(torch.randn(16, 4)).pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    run.log({"loss": loss.detach()}, step=step)
+    print(step, flush=True)
+    step += 1
+    time.sleep(0.02)
+"""
+
+
+def test_sync_sends_what_a_training_process_killed_while_unfollowed_held(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """Nobody follows the run, so the agent holds its points (12 s at ``flush_secs=0.1``),
+    copying them to disk every 0.1 s. A SIGKILL leaves the copies; sync sends them: the run has
+    every step up to a fraction of a second before the kill, logged points and statistics."""
+    script = tmp_path / "train.py"
+    script.write_text(KILLED_SCRIPT)
+    journal_dir = tmp_path / "journal"
+    process = subprocess.Popen(
+        [sys.executable, str(script), live_server.url, str(journal_dir)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        run_id = process.stdout.readline().strip()
+        while int(process.stdout.readline()) < 80:
+            pass
+        process.kill()
+        last = max(int(line) for line in process.stdout.read().split() or ["0"])
+    finally:
+        process.kill()
+        process.wait()
+    base = f"{live_server.url}/api/v1/runs/{run_id}/points?points=100000&name="
+    held_on_disk = sorted(journal_dir.glob(f"{run_id}.held.*"))
+    assert held_on_disk
+    before = get_json(base + "loss")["total"]
+    assert before < 40  # held, not sent: the first flush's few steps at most
+
+    result = sync(str(journal_dir), "--url", live_server.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not list(journal_dir.glob("*.held.*"))
+    # ~0.1 s of steps (~4) may not have been copied yet when the process died.
+    for name in ("loss", "grad_norm/0.weight", "weight_norm/2.bias"):
+        steps = get_json(base + urllib.parse.quote(name, safe=""))["step"]
+        assert steps == list(range(len(steps))), name
+        assert len(steps) >= last - 10, (name, len(steps), last)
+    result = sync(str(journal_dir), "--url", live_server.url)  # nothing left: a no-op
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -49,3 +49,12 @@ Budget = Annotated[
     int,
     Query(ge=INT64_MIN, le=INT64_MAX, description="Points to return at most (3 to the cap)."),
 ]
+
+
+def note_reader(run_id: RunId, request: Request) -> None:
+    """A read of one run's data counts as following the run live (see
+    :mod:`trickscope_server.live.read_follows`); it never fails the read."""
+    request.app.state.read_follows.looked(run_id)
+
+
+FOLLOWING_READER = Depends(note_reader)

@@ -66,10 +66,13 @@ async def get_followed(
     server's ``follow_wait_seconds``).
 
     The agent holds this request while its run is not followed and it sends at its slow cadence
-    (``unfollowed_flush_secs``), so that a page that opens gets live points at once.
+    (``unfollowed_flush_secs``), so that a page that opens gets live points at once. A wait
+    (``wait`` > 0) stamps the run as seen, like a heartbeat: the agent sends none while it holds
+    one.
     """
     async with live.follow_wait(run_id) as wait_followed:
-        followed = await run_in_threadpool(liveness.is_followed, db, run_id=run_id)
+        # A held wait is the training process's: it also says the run is alive.
+        followed = await run_in_threadpool(liveness.is_followed, db, run_id=run_id, seen=wait > 0)
         if not followed and wait > 0:
             followed = await wait_followed(min(wait, settings.follow_wait_seconds))
     return FollowedOut(followed=followed)

@@ -7,7 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
-from trickscope_server.api.deps import Budget, DatabaseDep, RunId, SettingsDep, Step
+from trickscope_server.api.deps import (
+    FOLLOWING_READER,
+    Budget,
+    DatabaseDep,
+    RunId,
+    SettingsDep,
+    Step,
+)
 from trickscope_server.api.encoding import DecodingRoute
 from trickscope_server.api.responses import OrjsonResponse
 from trickscope_server.schemas import (
@@ -90,7 +97,7 @@ def post_finish(run_id: RunId, payload: RunFinish, db: DatabaseDep) -> RunOut:
     return runs.finish_run(db, run_id=run_id, payload=payload)
 
 
-@router.get("/runs/{run_id}/health", response_model=HealthReport)
+@router.get("/runs/{run_id}/health", response_model=HealthReport, dependencies=[FOLLOWING_READER])
 def get_health(run_id: RunId, db: DatabaseDep) -> Response:
     """Trick-aware health findings (first NaN layer, exploding gradients, warmup, EMA, ...)."""
     return OrjsonResponse(health.health_report(db, run_id=run_id))
@@ -155,7 +162,7 @@ def get_series(run_id: RunId, db: DatabaseDep) -> SeriesList:
     return runs.list_series(db, run_id=run_id)
 
 
-@router.get("/runs/{run_id}/points", response_model=SeriesPoints)
+@router.get("/runs/{run_id}/points", response_model=SeriesPoints, dependencies=[FOLLOWING_READER])
 def get_points(
     run_id: RunId,
     db: DatabaseDep,
@@ -180,7 +187,7 @@ def get_points(
     return OrjsonResponse(body)
 
 
-@router.get("/runs/{run_id}/histograms", response_model=Histograms)
+@router.get("/runs/{run_id}/histograms", response_model=Histograms, dependencies=[FOLLOWING_READER])
 def get_histograms(
     run_id: RunId,
     db: DatabaseDep,
@@ -243,7 +250,7 @@ def get_sparklines(
     return OrjsonResponse(body)
 
 
-@router.get("/runs/{run_id}/heatmap", response_model=Heatmap)
+@router.get("/runs/{run_id}/heatmap", response_model=Heatmap, dependencies=[FOLLOWING_READER])
 def get_heatmap(
     run_id: RunId,
     db: DatabaseDep,

@@ -1,7 +1,8 @@
 """Run liveness: a ``running`` run that has gone silent is shown as ``crashed``.
 
-Every accepted request for a run (its creation, point batches, declarations, ``finish`` and the
-agent's heartbeat) stamps ``runs.last_seen_at``. The status shown is derived at read time:
+Every accepted request for a run (its creation, point batches, declarations, ``finish``, the
+agent's heartbeat and its wait for a live follower) stamps ``runs.last_seen_at``. The status
+shown is derived at read time:
 
 - ``running`` stored and last seen more than the grace period ago: ``crashed``;
 - anything else: the stored status. A run never seen (stored before liveness existed) keeps its
@@ -44,11 +45,16 @@ def heartbeat(db: Database, *, run_id: str) -> None:
             raise _no_run(run_id)
 
 
-def is_followed(db: Database, *, run_id: str) -> bool:
+def is_followed(db: Database, *, run_id: str, seen: bool = False) -> bool:
     """Whether a live stream follows the run now (in any worker); a 404 problem for an unknown
-    run."""
-    with db.reader() as session:
-        until = store.followed_until(session, run_id=run_id)
+    run. ``seen``: the training process asks (its wait for a follower), which also stamps the
+    run's ``last_seen_at``, as a heartbeat would."""
+    if seen:
+        with db.transaction() as session:
+            until = store.seen_followed_until(session, run_id=run_id, now=time.time())
+    else:
+        with db.reader() as session:
+            until = store.followed_until(session, run_id=run_id)
     if until is None:
         raise _no_run(run_id)
     return until > time.time()
@@ -59,6 +65,13 @@ def mark_followed(db: Database, *, run_id: str, seconds: float) -> None:
     lasts): ingest answers then say ``followed`` and the agent sends at its fast cadence."""
     with db.transaction() as session:
         store.mark_followed(session, run_id=run_id, until=time.time() + seconds)
+
+
+def mark_running_followed(db: Database, *, run_id: str, seconds: float) -> bool:
+    """:func:`mark_followed` for a run still ``running`` (a reader of a finished run's data
+    follows nothing); False when it is not, or there is no such run."""
+    with db.transaction() as session:
+        return store.mark_running_followed(session, run_id=run_id, until=time.time() + seconds)
 
 
 def _no_run(run_id: str) -> RunNotFoundError:

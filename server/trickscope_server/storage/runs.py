@@ -72,6 +72,22 @@ def mark_followed(session: Session, *, run_id: str, until: float) -> None:
     session.connection().execute(_MARK_FOLLOWED, {"b_run": run_id, "b_until": until})
 
 
+def seen_followed_until(session: Session, *, run_id: str, now: float) -> float | None:
+    """:func:`mark_seen` and :func:`followed_until` in one statement."""
+    row = session.connection().execute(_SEEN_FOLLOWED, {"b_run": run_id, "b_now": now}).first()
+    return None if row is None else float(row[0] or 0.0)
+
+
+def mark_running_followed(session: Session, *, run_id: str, until: float) -> bool:
+    """:func:`mark_followed` if the run's stored status is ``running``; True when it is (the
+    mark may have been later already)."""
+    running = session.connection().execute(_IS_RUNNING, {"b_run": run_id}).first()
+    if running is None:
+        return False
+    mark_followed(session, run_id=run_id, until=until)
+    return True
+
+
 def followed_until(session: Session, *, run_id: str) -> float | None:
     """The Unix time until which the run is followed live (0 if it never was), or None when
     there is no such run."""
@@ -117,12 +133,21 @@ _MARK_FOLLOWED = (
     )
     .values(followed_until=bindparam("b_until"))
 )
+_IS_RUNNING = select(_runs.c.id).where(
+    _runs.c.id == bindparam("b_run"), _runs.c.status == "running"
+)
 _FOLLOWED_UNTIL = select(_runs.c.followed_until).where(_runs.c.id == bindparam("b_run"))
 _MARK_SEEN = (
     update(_runs)
     .where(_runs.c.id == bindparam("b_run"))
     .values(last_seen_at=bindparam("b_now"))
     .returning(_runs.c.id)
+)
+_SEEN_FOLLOWED = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("b_run"))
+    .values(last_seen_at=bindparam("b_now"))
+    .returning(_runs.c.followed_until)
 )
 
 

@@ -93,10 +93,11 @@ def test_a_run_flushes_at_flush_secs_when_its_server_does_not_say(
 @pytest.mark.parametrize(
     ("flush_secs", "unfollowed_flush_secs", "interval"),
     [
-        (0.5, None, 2.0),  # the defaults
-        (0.02, None, 0.08),  # a script that asked for a short wait keeps one
-        (1.0, None, 2.0),  # four times, at most 2 s
-        (5.0, None, 5.0),  # never shorter than flush_secs
+        (0.5, None, 60.0),  # the defaults
+        (0.02, None, 2.4),  # a script that asked for a short wait keeps a shorter one
+        (0.1, None, 12.0),  # 120 times flush_secs
+        (1.0, None, 60.0),  # at most 60 s
+        (90.0, None, 90.0),  # never shorter than flush_secs
         (0.1, 3.0, 3.0),  # as set
         (1.0, 0.5, 1.0),  # as set, never shorter than flush_secs
     ],
@@ -184,3 +185,33 @@ def test_finishing_cuts_a_held_wait_at_once(capture: Any, settings: dict[str, An
     watch = run.sender.follow_watch  # type: ignore[union-attr]
     assert watch is not None and not watch._thread.is_alive()
     never.set()
+
+
+def _heartbeats(capture: Any) -> int:
+    return sum(path.endswith("/heartbeat") for _, path, _ in capture.captured.snapshot())
+
+
+def test_no_heartbeat_goes_while_a_wait_for_a_follower_says_the_run_is_alive(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """The server stamps a run seen when a wait starts: heartbeats would only repeat it. Once
+    the waits end (here: a server without the route), heartbeats come back."""
+    capture.captured.answer = NOBODY
+
+    def held(path: str) -> bytes:
+        time.sleep(0.2)
+        return b'{"followed": false}'
+
+    capture.captured.on_get = held
+    run = trickscope.init(
+        project="p", url=capture.url, **settings, unfollowed_flush_secs=30, heartbeat_secs=0.2
+    )
+    run.log({"loss": 1.0}, step=0)
+    _wait_for(lambda: len(capture.captured.gets) >= 2)  # a wait answered, the next one held
+    time.sleep(0.1)
+    before = _heartbeats(capture)
+    time.sleep(1.2)  # six heartbeat periods
+    assert _heartbeats(capture) == before
+    capture.captured.on_get = None  # the next wait is refused: the watch ends
+    _wait_for(lambda: _heartbeats(capture) >= before + 2)
+    run.finish()

@@ -22,7 +22,7 @@ from trickscope_server.live import Broadcaster, feed
 from trickscope_server.services import runs
 from trickscope_server.storage import RunRow
 from trickscope_server.storage import runs as run_store
-from trickscope_wire import RunCreate, dumps
+from trickscope_wire import RunCreate, RunFinish, dumps
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -149,6 +149,51 @@ def test_a_wait_nobody_ends_says_not_followed_after_its_seconds(
     answer, took = _wait_followed(base_url, "r", 0)
     assert answer == {"followed": False} and took < 5
     assert not app.state.broadcaster._follow_waits
+
+
+def test_a_read_of_a_running_runs_data_counts_as_following_it_and_ends_the_wait(
+    app: FastAPI,
+    base_url: str,  # noqa: F811
+) -> None:
+    """A script polling ``/points`` has no stream: its reads bring the agent's fast cadence."""
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    answers: list[tuple[object, float]] = []
+    waiter = threading.Thread(target=lambda: answers.append(_wait_followed(base_url, "r", 30)))
+    waiter.start()
+    wait_until(lambda: app.state.broadcaster._follow_waits, what="the wait to be held")
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        client.get("/api/v1/runs/r/points", params={"name": "loss"})
+    waiter.join(timeout=20)
+    assert answers and answers[0][0] == {"followed": True} and answers[0][1] < 10
+    assert (_followed_until(app, "r") or 0) > time.time() + 20
+
+    runs.upsert_run(app.state.db, run_id="done", payload=RunCreate(project="p", name="n"))
+    runs.finish_run(app.state.db, run_id="done", payload=RunFinish(status="finished"))
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        for route in ("points?name=loss", "health", "heatmap?family=grad_norm", "histograms"):
+            client.get(f"/api/v1/runs/done/{route}")
+    assert not _followed_until(app, "done")  # nothing to follow in a finished run
+
+
+def _last_seen(app: FastAPI, run_id: str) -> float | None:
+    with app.state.db.reader() as session:
+        value: float | None = session.scalar(select(RunRow.last_seen_at).where(RunRow.id == run_id))
+    return value
+
+
+def test_a_wait_says_the_run_is_alive_as_a_heartbeat_does_and_a_plain_look_does_not(
+    app: FastAPI,
+    base_url: str,  # noqa: F811
+) -> None:
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    with app.state.db.transaction() as session:
+        session.execute(update(RunRow).where(RunRow.id == "r").values(last_seen_at=1.0))
+    assert _wait_followed(base_url, "r", 0)[0] == {"followed": False}
+    assert _last_seen(app, "r") == 1.0  # a look (wait=0) is anyone's: it stamps nothing
+    started = time.time()
+    assert _wait_followed(base_url, "r", 0.1)[0] == {"followed": False}
+    seen = _last_seen(app, "r")
+    assert seen is not None and started - 1 <= seen <= time.time()
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def test_a_resent_batch_changes_nothing(
     assert post_batch("r1", "b1", {"loss": ([1, 2], [1.0, 2.0])}) == {
         "accepted": 0,
         "duplicate": True,
-        "followed": False,
+        "followed": True,  # its points were just read
     }
     after = (_points(client, "r1", "loss"), client.get("/api/v1/runs/r1/series").json())
     assert before == after

@@ -1,0 +1,152 @@
+"""A copy on disk of the points the sender holds, and the recovery of what a dead process left.
+
+While nobody follows a run live, the sender sends every ``unfollowed_flush_secs`` (60 s by
+default): fewer, larger requests, which is most of what the run costs the server. What it holds
+meanwhile is not only in memory: every ``flush_secs`` it appends what was logged since (the
+logged points and ``watch``'s per-layer statistics) to a hold file ``<stem>.held.<pid>.<n>`` in
+``journal_dir``, in the overflow format of :mod:`trickscope.scalars`. A killed process (SIGKILL,
+the OOM killer) so loses at most ``flush_secs`` of points, as it would sending every
+``flush_secs``. A hold file is deleted once the requests made of its points left memory: the
+server took them, or they are in the run's journal.
+
+Overflow files (``<stem>.overflow.<pid>.<n>``: logged points past the memory bound, read back by
+the sender) and hold files carry the id of the process that wrote them. ``trickscope sync``
+sends those whose process is gone (:func:`orphan_requests`); a live process's are its own.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from trickscope._sanitize import MAX_SERIES_CHARS, clean_text
+from trickscope.batches import encode_points, point_batch
+from trickscope.journal import Request
+from trickscope.logged import LoggedBatcher
+from trickscope.scalars import RowBlock, owned_file_name, read_overflow
+from trickscope_wire import SeriesColumns
+
+HELD = "held"
+_NAME = re.compile(r"^(?P<stem>.+)\.(?P<kind>held|overflow)\.(?P<pid>\d+)\.(?P<n>\d+)$")
+_RANK = re.compile(r"\.rank\d+$")
+# Points per recovered request: the sender's own batch size (``sender.LOG_BATCH_POINTS``).
+_BATCH_POINTS = 200_000
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A hold or overflow file, by its name: the run it belongs to and the process that wrote
+    it."""
+
+    path: Path
+    run_id: str
+    pid: int
+
+    @classmethod
+    def of(cls, path: Path) -> Orphan | None:
+        """The file's owner, or None when the name is not a hold or overflow file's."""
+        match = _NAME.match(path.name)
+        if match is None:
+            return None
+        return cls(path, _RANK.sub("", match["stem"]), int(match["pid"]))
+
+    @property
+    def owner_alive(self) -> bool:
+        """Whether the process that wrote the file still runs (on this machine)."""
+        if self.pid == os.getpid():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process: alive
+            return True
+        return True
+
+
+def orphan_requests(orphan: Orphan) -> Iterator[Request]:
+    """The point batches that send a hold or overflow file's points to the server, in the order
+    they were logged. Batch ids derive from the file's name, so that sending them again (an
+    interrupted sync) stores every point once."""
+    path = f"/api/v1/runs/{orphan.run_id}/points"
+    batches: list[list[SeriesColumns]] = []
+    names: dict[str, str] = {}
+
+    def clean(name: str) -> str:
+        cleaned = names.get(name)
+        if cleaned is None:
+            cleaned = names[name] = clean_text(name, MAX_SERIES_CHARS)
+        return cleaned
+
+    batcher = LoggedBatcher(_BATCH_POINTS, batches.append, clean)
+    number = 0
+    for record in read_overflow(orphan.path):
+        if isinstance(record, RowBlock):
+            batcher.add_block(record)
+        else:
+            batcher.add(*record)
+        while batches:  # one batch's columns in memory at a time
+            yield _request(path, orphan.path.name, number, batches.pop(0))
+            number += 1
+    batcher.flush()
+    for series in batches:
+        yield _request(path, orphan.path.name, number, series)
+        number += 1
+
+
+def _request(path: str, file: str, number: int, series: list[SeriesColumns]) -> Request:
+    batch_id = uuid.uuid5(uuid.NAMESPACE_URL, f"trickscope-held:{file}:{number}").hex
+    return Request("POST", path, encode_points(point_batch(batch_id, series, [], [])))
+
+
+class HoldFiles:
+    """This process's hold files of one run (or rank): the one being written, and those whose
+    points went into requests that may still be in memory.
+
+    Args:
+        directory: ``journal_dir``.
+        stem: The run's file stem (its id, with the rank for ranks other than 0).
+    """
+
+    def __init__(self, directory: Path, stem: str) -> None:
+        self._directory = directory
+        self._stem = stem
+        self._file: BinaryIO | None = None
+        self._path: Path | None = None
+        self._count = 0
+        self._settling: list[Path] = []
+
+    def append(self, records: io.BytesIO) -> None:
+        """Append overflow records (nothing when empty), flushed to the OS: a killed process's
+        points are then on disk, not in its memory."""
+        data = records.getbuffer()
+        if not data.nbytes:
+            return
+        if self._file is None:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            self._count += 1
+            self._path = self._directory / owned_file_name(self._stem, HELD, self._count)
+            self._file = open(self._path, "ab")
+        self._file.write(data)
+        self._file.flush()
+
+    def close(self) -> None:
+        """Everything held was made into requests: the file is done, to be deleted by
+        :meth:`settle` once those requests left memory."""
+        if self._file is not None and self._path is not None:
+            self._file.close()
+            self._settling.append(self._path)
+        self._file = self._path = None
+
+    def settle(self) -> None:
+        """Delete the closed files: the requests made of their points were delivered or
+        journaled."""
+        for path in self._settling:
+            path.unlink(missing_ok=True)
+        self._settling.clear()
