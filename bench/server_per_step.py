@@ -35,10 +35,10 @@ whatever its length, so a short run overstates them). A run starts with a histog
 ``--breakdown`` adds the server's CPU per request kind: from a request's sending to its
 response's headers, less idle (the rest, e.g. compaction after the answer, is "outside").
 
-By default nobody follows the runs live, so the agent sends its logged points every
-``unfollowed_flush_secs`` (2 s). ``--followed`` holds a live stream on each run while it trains,
-as an open run page does: the agent then sends every ``flush_secs`` (0.5 s), and the server's CPU
-includes the stream's reads and messages.
+By default nobody follows the runs live, so the agent sends its logged points and statistics
+every ``unfollowed_flush_secs`` (60 s; histograms within 5 s). ``--followed`` holds a live stream
+on each run while it trains, as an open run page does: the agent then sends every ``flush_secs``
+(0.5 s), and the server's CPU includes the stream's reads and messages.
 """
 
 from __future__ import annotations

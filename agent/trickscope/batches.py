@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 import torch
 from torch import Tensor
 
-from trickscope.scalars import matrix_bytes, write_rows
+from trickscope.scalars import HistogramRows, matrix_bytes, write_rows
 from trickscope_wire import (
     BLOCKS_WIRE_VERSION,
     HISTOGRAM_BLOCKS_WIRE_VERSION,
@@ -187,7 +187,7 @@ def point_batch(
 class HistogramBuffer:
     """Buffered histograms of one series, column by column."""
 
-    __slots__ = ("bins", "steps", "lo", "hi", "counts", "nonfinite", "times")
+    __slots__ = ("bins", "steps", "lo", "hi", "counts", "nonfinite", "times", "kept")
 
     def __init__(self, bins: int) -> None:
         self.bins = bins
@@ -197,6 +197,32 @@ class HistogramBuffer:
         self.counts: list[float] = []
         self.nonfinite: list[float] = []
         self.times: list[float] = []
+        self.kept = 0  # steps already copied to the sender's hold file
+
+    def keep(self, file: BinaryIO, name: str) -> None:
+        """Append the steps not copied yet to ``file``, as an overflow record."""
+        start = self.kept
+        if start < len(self.steps):
+            HistogramRows(
+                name,
+                self.bins,
+                array("q", self.steps[start:]),
+                array("d", self.times[start:]),
+                array("d", self.lo[start:]),
+                array("d", self.hi[start:]),
+                array("d", self.nonfinite[start:]),
+                array("d", self.counts[start * self.bins :]),
+            ).write(file)
+            self.kept = len(self.steps)
+
+    def extend(self, rows: HistogramRows) -> None:
+        """Append a hold file's record of this series."""
+        self.steps.extend(rows.steps)
+        self.times.extend(rows.times)
+        self.lo.extend(rows.lo)
+        self.hi.extend(rows.hi)
+        self.nonfinite.extend(rows.nonfinite)
+        self.counts.extend(rows.counts)
 
     def columns(self, name: str) -> HistogramColumns:
         return HistogramColumns(

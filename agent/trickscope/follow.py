@@ -54,7 +54,6 @@ class FollowWatch:
         self._on_followed = on_followed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="trickscope-follow", daemon=True)
-        self._answered = False  # the server answered a wait: it knows the route
         self._waiting_since: float | None = None  # monotonic start of the wait held now
         self._longest = WAIT_SECONDS + config.http_timeout
 
@@ -63,7 +62,7 @@ class FollowWatch:
         """Whether the wait held now tells the server the run is alive (the server stamps its
         ``last_seen_at`` when a wait starts): no heartbeat is needed meanwhile."""
         since = self._waiting_since
-        return self._answered and since is not None and time.monotonic() - since < self._longest
+        return since is not None and time.monotonic() - since < self._longest
 
     def start(self) -> None:
         """Start waiting; later calls do nothing."""
@@ -109,7 +108,6 @@ class FollowWatch:
                 logger.debug("trickscope: waiting for live followers failed: %s", exc)
                 return
             failures = 0
-            self._answered = True
             if _said_followed(self._connection.answer) and not self._stop.is_set():
                 self._on_followed()
         self._connection.close()

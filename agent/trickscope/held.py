@@ -3,9 +3,10 @@
 While nobody follows a run live, the sender sends every ``unfollowed_flush_secs`` (60 s by
 default): fewer, larger requests, which is most of what the run costs the server. What it holds
 meanwhile is not only in memory: every ``flush_secs`` it appends what was logged since (the
-logged points and ``watch``'s per-layer statistics) to a hold file ``<stem>.held.<pid>.<n>`` in
-``journal_dir``, in the overflow format of :mod:`trickscope.scalars`. A killed process (SIGKILL,
-the OOM killer) so loses at most ``flush_secs`` of points, as it would sending every
+logged points and ``watch``'s per-layer statistics and histograms) to a hold file
+``<stem>.held.<pid>.<n>`` in ``journal_dir``, in the overflow format of
+:mod:`trickscope.scalars` (with a record kind of its own for histograms). A killed process
+(SIGKILL, the OOM killer) so loses at most ``flush_secs`` of points, as it would sending every
 ``flush_secs``. A hold file is deleted once the requests made of its points left memory: the
 server took them, or they are in the run's journal.
 
@@ -20,16 +21,16 @@ import io
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from trickscope._sanitize import MAX_SERIES_CHARS, clean_text
-from trickscope.batches import encode_points, point_batch
+from trickscope.batches import HistogramBuffer, encode_points, histogram_payloads, point_batch
 from trickscope.journal import Request
 from trickscope.logged import LoggedBatcher
-from trickscope.scalars import RowBlock, owned_file_name, read_overflow
+from trickscope.scalars import HistogramRows, RowBlock, owned_file_name, read_overflow
 from trickscope_wire import SeriesColumns
 
 HELD = "held"
@@ -85,9 +86,21 @@ def orphan_requests(orphan: Orphan) -> Iterator[Request]:
         return cleaned
 
     batcher = LoggedBatcher(_BATCH_POINTS, batches.append, clean)
+    # A hold period's histograms (the sender flushes past its bound on what it holds): sent
+    # together at the end, as the sender would have, in blocks by family.
+    histograms: dict[str, HistogramBuffer] = {}
     number = 0
     for record in read_overflow(orphan.path):
-        if isinstance(record, RowBlock):
+        if isinstance(record, HistogramRows):
+            held = histograms.get(record.name)
+            if held is not None and held.bins != record.bins:  # the bin count changed: apart
+                yield _request(path, orphan.path.name, number, [], histograms, clean)
+                number += 1
+                histograms, held = {}, None
+            if held is None:
+                held = histograms[record.name] = HistogramBuffer(record.bins)
+            held.extend(record)
+        elif isinstance(record, RowBlock):
             batcher.add_block(record)
         else:
             batcher.add(*record)
@@ -98,11 +111,21 @@ def orphan_requests(orphan: Orphan) -> Iterator[Request]:
     for series in batches:
         yield _request(path, orphan.path.name, number, series)
         number += 1
+    if histograms:
+        yield _request(path, orphan.path.name, number, [], histograms, clean)
 
 
-def _request(path: str, file: str, number: int, series: list[SeriesColumns]) -> Request:
+def _request(
+    path: str,
+    file: str,
+    number: int,
+    series: list[SeriesColumns],
+    histograms: dict[str, HistogramBuffer] | None = None,
+    clean: Callable[[str], str] = str,
+) -> Request:
     batch_id = uuid.uuid5(uuid.NAMESPACE_URL, f"trickscope-held:{file}:{number}").hex
-    return Request("POST", path, encode_points(point_batch(batch_id, series, [], [])))
+    singles, blocks = histogram_payloads(histograms or {}, clean)
+    return Request("POST", path, encode_points(point_batch(batch_id, series, singles, blocks)))
 
 
 class HoldFiles:

@@ -39,7 +39,8 @@ import torch
 POINT_BYTES = 24  # int64 step, float64 value, float64 time
 _HEADER = struct.Struct("<BII")
 _NAME = struct.Struct("<I")
-_SERIES, _BLOCK = 0, 1
+_HIST = struct.Struct("<I")
+_SERIES, _BLOCK, _HISTOGRAMS = 0, 1, 2
 
 
 @dataclass
@@ -458,9 +459,56 @@ def _trim_block(block: RowBlock) -> None:
     del block.steps[rows:], block.times[rows:], block.values[rows * len(block.layout) :]
 
 
-def read_overflow(path: Path) -> Iterator[tuple[str, Columns] | RowBlock]:
+@dataclass
+class HistogramRows:
+    """Histograms of one series, as the sender's hold file keeps them (never in the overflow
+    files of logged points): per step a time, the range, the non-finite count and ``bins``
+    counts, the counts of all steps back to back."""
+
+    name: str
+    bins: int
+    steps: array[int]
+    times: array[float]
+    lo: array[float]
+    hi: array[float]
+    nonfinite: array[float]
+    counts: array[float]
+
+    def write(self, file: BinaryIO) -> None:
+        """This as an overflow record: ``<u8 2, u32 name bytes, u32 rows>``, ``<u32 bins>``, the
+        name, then the steps, times, lo, hi and non-finite columns and the counts."""
+        encoded = self.name.encode("utf-8", "surrogatepass")
+        file.write(_HEADER.pack(_HISTOGRAMS, len(encoded), len(self.steps)))
+        file.write(_HIST.pack(self.bins))
+        file.write(encoded)
+        for column in (self.steps, self.times, self.lo, self.hi, self.nonfinite, self.counts):
+            column.tofile(file)
+
+
+def _read_histograms(file: BinaryIO, size: int, rows: int) -> HistogramRows:
+    raw = file.read(_HIST.size)
+    if len(raw) < _HIST.size:
+        raise _CutShort()
+    (bins,) = _HIST.unpack(raw)
+    name = file.read(size).decode("utf-8", "surrogatepass")
+    record = HistogramRows(name, bins, array("q"), *(array("d") for _ in range(5)))
+    try:
+        for column in (record.steps, record.times, record.lo, record.hi, record.nonfinite):
+            column.fromfile(file, rows)
+        record.counts.fromfile(file, rows * bins)
+    except EOFError:  # cut short: the process died while writing it; its whole steps are kept
+        whole = min(len(record.nonfinite), len(record.counts) // max(1, bins))
+        for column in (record.steps, record.times, record.lo, record.hi, record.nonfinite):
+            del column[whole:]
+        del record.counts[whole * bins :]
+        raise _CutShort(record if whole else None) from None
+    return record
+
+
+def read_overflow(path: Path) -> Iterator[tuple[str, Columns] | RowBlock | HistogramRows]:
     """The records of an overflow file, in the order they were written: a series' columns as
-    ``(name, columns)``, a layout's rows as a :class:`RowBlock`."""
+    ``(name, columns)``, a layout's rows as a :class:`RowBlock`, a hold file's histograms as
+    :class:`HistogramRows`."""
     with open(path, "rb") as file:
         while True:
             header = file.read(_HEADER.size)
@@ -470,6 +518,9 @@ def read_overflow(path: Path) -> Iterator[tuple[str, Columns] | RowBlock]:
             try:
                 if kind == _BLOCK:
                     yield _read_block(file, size, count)
+                    continue
+                if kind == _HISTOGRAMS:
+                    yield _read_histograms(file, size, count)
                     continue
                 name = file.read(size).decode("utf-8", "surrogatepass")
                 columns = Columns.empty()
@@ -484,13 +535,15 @@ def read_overflow(path: Path) -> Iterator[tuple[str, Columns] | RowBlock]:
                     return
                 yield name, columns
             except _CutShort as cut:
-                if cut.block is not None and cut.block.rows:
+                if isinstance(cut.block, HistogramRows) or (
+                    cut.block is not None and cut.block.rows
+                ):
                     yield cut.block
                 return
 
 
 class _CutShort(Exception):
-    def __init__(self, block: RowBlock | None = None) -> None:
+    def __init__(self, block: RowBlock | HistogramRows | None = None) -> None:
         self.block = block
 
 

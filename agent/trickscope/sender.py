@@ -369,21 +369,20 @@ class Sender:
     def _bulk_deadline(self, interval: float) -> float | None:
         """When watch's statistics and histograms held must go (None: none held): within
         ``stats_flush_secs`` of the oldest, or, while the logged points are held longer (nobody
-        follows the run) and copied to disk meanwhile, as long as they are. Histograms, which
-        are not copied, keep the shorter wait."""
+        follows the run) and copied to disk meanwhile, as long as they are."""
         if self._bulk_since is None:
             return None
-        wait = self._config.stats_flush_secs
-        if not self._histograms:
-            wait = max(wait, interval)
-        return self._bulk_since + wait
+        return self._bulk_since + max(self._config.stats_flush_secs, interval)
 
     def _keep(self) -> None:
-        """Copy to the hold file what was logged, and watch's statistics, since the last copy."""
+        """Copy to the hold file what was logged, and watch's statistics and histograms, since
+        the last copy."""
         records = io.BytesIO()
         self.scalars.keep(records)
         for rows in self._rows.values():
             rows.keep(records)
+        for name, hist in self._histograms.items():
+            hist.keep(records, name)
         self._hold.append(records)
 
     def flush_interval(self) -> float:
@@ -510,6 +509,8 @@ class Sender:
         self._hold.close()
         for rows in self._rows.values():
             rows.kept = 0
+        for hist in self._histograms.values():
+            hist.kept = 0
 
     def _flush_logged(self, take_wait: float) -> None:
         """Logged points in batches of at most ``LOG_BATCH_POINTS``: the overflow files first
@@ -520,7 +521,7 @@ class Sender:
             for record in read_overflow(path):
                 if isinstance(record, RowBlock):
                     batcher.add_block(record)
-                else:
+                elif isinstance(record, tuple):  # (a hold file's histograms are never here)
                     batcher.add(*record)
             batcher.flush()  # journaled or queued before the file goes
             path.unlink(missing_ok=True)

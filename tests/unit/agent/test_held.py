@@ -18,14 +18,17 @@ from torch import nn
 import trickscope
 from tests.unit.agent.test_follow_cadence import NOBODY
 from trickscope.held import Orphan, orphan_requests
-from trickscope.scalars import Layout, RowBlock, ScalarBuffer, read_overflow
+from trickscope.batches import HistogramBuffer
+from trickscope.scalars import HistogramRows, Layout, RowBlock, ScalarBuffer, read_overflow
 from trickscope_wire import decode_f64, decode_i64
 
 
 def _points(records: list[Any]) -> dict[str, list[tuple[int, float]]]:
     out: dict[str, list[tuple[int, float]]] = {}
     for record in records:
-        if isinstance(record, RowBlock):
+        if isinstance(record, HistogramRows):
+            out.setdefault(record.name, []).extend((step, 0.0) for step in record.steps)
+        elif isinstance(record, RowBlock):
             for name, columns in record.columns():
                 out.setdefault(name, []).extend(zip(columns.steps, columns.values, strict=True))
         else:
@@ -61,7 +64,7 @@ def test_keep_copies_what_was_logged_since_the_last_copy_once(tmp_path: Path) ->
 def _train(run: trickscope.Run, steps: int) -> None:
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    run.watch(model, optimizer, every=1, hist_every=0)
+    run.watch(model, optimizer, every=1, hist_every=10)
     for step in range(steps):
         optimizer.zero_grad(set_to_none=True)
         loss = model(torch.randn(8, 4)).pow(2).mean()
@@ -93,12 +96,15 @@ def test_while_nobody_follows_the_run_what_is_held_is_on_disk_and_goes_in_one_re
     copied = _points(list(read_overflow(held)))
     assert sorted(step for step, _ in copied["loss"]) == list(range(30))
     assert sorted(step for step, _ in copied["grad_norm/0.weight"]) == list(range(30))
-    # No points were sent meanwhile: the statistics wait as long as the logged points (6 s).
+    assert sorted(step for step, _ in copied["grad_hist/0.weight"]) == [0, 10, 20]
+    # No points were sent meanwhile: the statistics and histograms wait as long as the logged
+    # points (6 s).
     assert not any(path.endswith("/points") for _, path, _ in capture.captured.snapshot()[before:])
     run.finish()
     points = capture.captured.points()
     assert set(points["loss"]) == set(range(-1, 30))
     assert set(points["grad_norm/0.weight"]) == set(range(30))
+    assert set(capture.captured.histograms()["grad_hist/0.weight"]) == {0, 10, 20}
     requests = [path for _, path, _ in capture.captured.snapshot()[before:]]
     assert sum(path.endswith("/points") for path in requests) == 1
     assert not _held_files(journal)  # delivered: the copies are gone
@@ -119,14 +125,28 @@ def test_a_dead_process_hold_file_becomes_point_batches_that_sync_can_send_twice
         buffer.add(step, float(step), [("loss", step / 2), ("lr", 0.1)])
         buffer.add_row(grads, step, 1.0, array("d", [1.0, 2.0]))
     path = tmp_path / f"run1.rank2.held.{_dead_pid()}.1"
+    hists = {name: HistogramBuffer(2) for name in ("grad_hist/a", "grad_hist/b")}
+    for hist in hists.values():
+        hist.steps += [0, 4]
+        hist.times += [1.0, 2.0]
+        hist.lo += [-1.0, -2.0]
+        hist.hi += [1.0, 2.0]
+        hist.nonfinite += [0.0, 1.0]
+        hist.counts += [3.0, 5.0, 7.0, 1.0]
     with path.open("ab") as file:
         buffer.keep(file)
+        for name, hist in hists.items():
+            hist.keep(file, name)
+        file.write(b"\x02\x05")  # a record cut short by the kill: ignored
     orphan = Orphan.of(path)
     assert orphan is not None and orphan.run_id == "run1" and not orphan.owner_alive
     batches = [json.loads(request.body) for request in orphan_requests(orphan)]
     again = [json.loads(request.body) for request in orphan_requests(orphan)]
     assert [b["batch_id"] for b in batches] == [b["batch_id"] for b in again]  # idempotent
-    (batch,) = batches
+    batch, histograms = batches
+    (hist_block,) = histograms["histogram_blocks"]
+    assert hist_block["family"] == "grad_hist" and hist_block["layers"] == ["a", "b"]
+    assert list(decode_f64(hist_block["counts"])) == [3.0, 5.0, 7.0, 1.0] * 2
     series = {s["name"]: s for s in batch["series"]}
     assert list(decode_i64(series["loss"]["steps"])) == list(range(5))
     assert list(decode_f64(series["loss"]["values"])) == [0.0, 0.5, 1.0, 1.5, 2.0]
