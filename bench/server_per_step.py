@@ -36,7 +36,7 @@ whatever its length, so a short run overstates them). A run starts with a histog
 response's headers, less idle (the rest, e.g. compaction after the answer, is "outside").
 
 By default nobody follows the runs live, so the agent sends its logged points and statistics
-every ``unfollowed_flush_secs`` (60 s; histograms within 5 s). ``--followed`` holds a live stream
+every ``unfollowed_flush_secs`` (60 s), histograms too. ``--followed`` holds a live stream
 on each run while it trains, as an open run page does: the agent then sends every ``flush_secs``
 (0.5 s), and the server's CPU includes the stream's reads and messages.
 """

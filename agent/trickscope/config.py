@@ -107,8 +107,8 @@ class AgentConfig:
             and copies what it holds to a file in ``journal_dir`` every ``flush_secs``, which
             ``trickscope sync`` sends if the process is killed (:mod:`trickscope.held`).
         stats_flush_secs: Longest time a per-layer statistic or histogram from ``watch`` waits
-            while someone follows the run live; while nobody does, the statistics wait as long
-            as the logged points (histograms, not copied to disk, keep this wait).
+            while someone follows the run live; while nobody does, they wait as long
+            as the logged points.
             They come in the thousands per step, and the server's work grows with the number of
             series per request far more than with their points: sending them in larger, rarer
             batches keeps that work off a CPU the training shares.

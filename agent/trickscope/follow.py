@@ -4,7 +4,9 @@ cadence and holds a request that the server answers the moment someone starts fo
 ``GET /api/v1/runs/<id>/followed?wait=<s>`` is held by the server until a live stream of the run
 opens (a dashboard's run page, a client's ``follow``, in any of its workers) or ``wait`` seconds
 pass. The sender then hears of a new viewer at once, not at its next slow flush, and sends what
-it holds straight away. One such request per ``WAIT_SECONDS`` is all it costs the server.
+it holds straight away. A wait lasts ``heartbeat_secs`` (30 s) at most, and the server stamps the
+run seen when one starts: the waits are the run's heartbeat while they last, and one such
+request per ``heartbeat_secs`` is all they cost the server.
 
 Runs on a thread of its own; it never raises, and a server without the route (an older one)
 ends it quietly, leaving the point batches' answers as the only word on following.
@@ -23,7 +25,7 @@ from trickscope.transport import Connection, Rejected, Unavailable, backoff
 
 logger = logging.getLogger("trickscope")
 
-WAIT_SECONDS = 50.0  # under the server's 60 s cap, and under most proxies' idle timeouts
+WAIT_SECONDS = 50.0  # the longest wait: under the server's 60 s cap and most proxies' idle timeouts
 _LOOK_SECONDS = 1.0  # while the run is followed: how often the thread checks whether it still is
 
 
@@ -46,21 +48,24 @@ class FollowWatch:
         is_followed: Callable[[], bool],
         on_followed: Callable[[], None],
     ) -> None:
-        self._path = f"/api/v1/runs/{run_id}/followed?wait={WAIT_SECONDS:g}"
+        wait = min(WAIT_SECONDS, config.heartbeat_secs)
+        self._path = f"/api/v1/runs/{run_id}/followed?wait={wait:g}"
         self._connection = Connection(
-            config.url, timeout=WAIT_SECONDS + config.http_timeout, token=config.token
+            config.url, timeout=wait + config.http_timeout, token=config.token
         )
         self._is_followed = is_followed
         self._on_followed = on_followed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="trickscope-follow", daemon=True)
         self._waiting_since: float | None = None  # monotonic start of the wait held now
-        self._longest = WAIT_SECONDS + config.http_timeout
+        # A wait held longer than asked (a slow server) no longer says the run is alive.
+        self._longest = wait + min(1.0, config.http_timeout)
 
     @property
     def vouches(self) -> bool:
         """Whether the wait held now tells the server the run is alive (the server stamps its
-        ``last_seen_at`` when a wait starts): no heartbeat is needed meanwhile."""
+        ``last_seen_at`` when a wait starts, every ``heartbeat_secs`` at most): no heartbeat is
+        needed meanwhile."""
         since = self._waiting_since
         return since is not None and time.monotonic() - since < self._longest
 

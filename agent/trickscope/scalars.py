@@ -19,7 +19,10 @@ overflow files back, oldest first, before what is still in memory.
 Overflow records, native byte order, names in UTF-8 with surrogates passed through:
 ``<u8 0, u32 name bytes, u32 points>``, the name, then the steps, values and times columns; or
 ``<u8 1, u32 width, u32 rows>``, ``width`` times ``<u32 name bytes>`` and the name, then the
-steps and times columns and the ``rows x width`` values, row by row.
+steps and times columns and the ``rows x width`` values, row by row. The sender's hold files
+(:mod:`trickscope.held`) use the same records, and one more for histograms
+(:class:`HistogramRows`). :meth:`ScalarBuffer.keep` copies what was logged since its last call
+into such a file, leaving it held.
 """
 
 from __future__ import annotations

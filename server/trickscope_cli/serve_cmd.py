@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -83,6 +84,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from trickscope_cli.quiet_server import QuietServer
     from trickscope_server.app import create_app
     from trickscope_server.gc_policy import apply_server_gc_policy
     from trickscope_server.security import is_loopback_bind
@@ -118,16 +120,21 @@ def run(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
         return 0
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
-    return 0
+    server = QuietServer(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else STARTUP_FAILURE
 
 
+# uvicorn's exit status when the server could not start (the port taken, for one).
+STARTUP_FAILURE = 3
 # Live streams never finish on their own: on SIGTERM, requests get this long to complete, then
 # the open streams are closed (browsers reconnect with Last-Event-ID and miss nothing).
 SHUTDOWN_GRACE_SECONDS = 3

@@ -66,23 +66,19 @@ def run(args: argparse.Namespace) -> int:
         for orphan in held:  # after the journals: the run's creation may be in one
             bar.set_description(f"sync {orphan.path.name}")
             refused |= _sync_orphan(orphan, url, token, bar)
-    if live:
-        names = ", ".join(str(path) for path in live)
-        print(
-            f"trickscope: left {len(live)} file(s) of running processes alone ({names}): "
-            "they send their points themselves",
-            file=sys.stderr,
-            flush=True,
-        )
-    if skipped:
-        names = ", ".join(str(path) for path in skipped)
-        print(
-            f"trickscope: left {len(skipped)} dead-letter file(s) alone ({names}): they hold "
-            "requests the server refused before; name one to retry it",
-            file=sys.stderr,
-            flush=True,
-        )
+    _left_alone(live, "file(s) of running processes", "they send their points themselves")
+    _left_alone(
+        skipped,
+        "dead-letter file(s)",
+        "they hold requests the server refused before; name one to retry it",
+    )
     return 1 if refused else 0
+
+
+def _left_alone(paths: list[Path], what: str, why: str) -> None:
+    if paths:
+        names = ", ".join(str(path) for path in paths)
+        print(f"trickscope: left {len(paths)} {what} alone ({names}): {why}", file=sys.stderr)
 
 
 def request_count(path: Path) -> int:

@@ -133,7 +133,8 @@ def test_a_follower_that_arrives_is_heard_of_at_once_not_at_the_next_slow_flush(
     )
     step = _log_for(run, 0.3, 0)  # the first flush is answered: nobody follows
     _wait_for(lambda: bool(capture.captured.gets))  # and the agent waits for a follower
-    assert capture.captured.gets[0] == f"/api/v1/runs/{run.id}/followed?wait={WAIT_SECONDS:g}"
+    wait = min(WAIT_SECONDS, AgentConfig().heartbeat_secs)  # a wait is a heartbeat too
+    assert capture.captured.gets[0] == f"/api/v1/runs/{run.id}/followed?wait={wait:g}"
     before = _points_requests(capture)
     step = _log_for(run, 0.5, step)
     assert _points_requests(capture) == before  # held: the slow cadence is 30 s

@@ -17,8 +17,8 @@ from torch import nn
 
 import trickscope
 from tests.unit.agent.test_follow_cadence import NOBODY
-from trickscope.held import Orphan, orphan_requests
 from trickscope.batches import HistogramBuffer
+from trickscope.held import Orphan, orphan_requests
 from trickscope.scalars import HistogramRows, Layout, RowBlock, ScalarBuffer, read_overflow
 from trickscope_wire import decode_f64, decode_i64
 
