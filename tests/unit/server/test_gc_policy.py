@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from trickscope_cli import serve_cmd
+from trickscope_cli.quiet_server import QuietServer
 from trickscope_server import gc_policy
 
 SERVER_THRESHOLDS = (700, 10, 100)
@@ -71,10 +71,11 @@ def test_serve_applies_the_policy_before_serving(
 ) -> None:
     served: dict[str, Any] = {}
 
-    def serve(app: Any, **options: Any) -> None:  # uvicorn's event loop would block the test
+    def serve(server: QuietServer, sockets: Any = None) -> None:  # its loop would block the test
         served.update(thresholds=gc.get_threshold(), frozen=gc.get_freeze_count())
+        server.started = True
 
-    monkeypatch.setattr(uvicorn, "run", serve)
+    monkeypatch.setattr(QuietServer, "run", serve)
     args = argparse.Namespace(
         database_url=f"sqlite:///{tmp_path / 'serve.db'}", host=None, port=8123, log_level="error"
     )
