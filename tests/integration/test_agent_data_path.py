@@ -242,34 +242,31 @@ def test_requests_refused_for_a_missing_token_are_set_aside_then_synced_with_it(
         stop_server(server)
 
 
-def _route_answers(url: str) -> int:
-    request = urllib.request.Request(
-        url, data=b"{}", method="POST", headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
-def test_an_idle_run_sends_heartbeats_that_the_server_takes(
+def test_an_idle_run_tells_the_server_it_is_alive_without_journaling_anything(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
+    """Nobody follows the run, so its heartbeats are the waits for a follower, one per
+    ``heartbeat_secs``, which the server stamps as it would a heartbeat."""
     run = trickscope.init(project="beat", url=live_server.url, journal_dir=str(tmp_path),
                           heartbeat_secs=0.3)  # fmt: skip
     run.log({"loss": 1.0}, step=0)
     sender = run.sender
     assert sender is not None
-    wait_until(lambda: sender.heartbeats_sent >= 3, timeout=20, what="three heartbeats")
-    route = _route_answers(f"{live_server.url}/api/v1/runs/{run.id}/heartbeat")
+    seen: set[str] = set()
+
+    def seen_again() -> bool:
+        try:
+            seen.add(get_json(f"{live_server.url}/api/v1/runs/{run.id}")["last_seen_at"])
+        except urllib.error.HTTPError:  # not created yet
+            return False
+        return len(seen) >= 4
+
+    wait_until(seen_again, timeout=20, what="the run seen again and again")
+    watch = sender.follow_watch
+    assert watch is not None and watch.vouches  # a wait is held: it stands for the heartbeat
     run.finish()
     assert run.incidents.errors == 0 and sender.dead_lettered == 0
-    assert not list(tmp_path.glob("*.jsonl"))  # heartbeats are never journaled
-    if route == 204:  # the server's route (built alongside) takes them
-        assert sender.heartbeats == sender.heartbeats_sent
-    else:
-        assert route == 404
+    assert not list(tmp_path.glob("*.jsonl"))  # neither waits nor heartbeats are journaled
 
 
 SCRIPT = textwrap.dedent(
