@@ -60,8 +60,6 @@ class Orphan:
     @property
     def owner_alive(self) -> bool:
         """Whether the process that wrote the file still runs (on this machine)."""
-        if self.pid == os.getpid():
-            return True
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:

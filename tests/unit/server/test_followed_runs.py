@@ -119,21 +119,22 @@ def _wait_followed(server: str, run_id: str, wait: float) -> tuple[object, float
     return answer, time.monotonic() - started
 
 
-def _held_wait(app: FastAPI, server: str, answers: list[tuple[object, float]]) -> threading.Thread:
-    """Run "r" created, and a 30 s wait for a follower held on it, its answer into ``answers``."""
+def _held_wait(app: FastAPI, server: str) -> tuple[threading.Thread, list[tuple[object, float]]]:
+    """Run "r" created, and a 30 s wait for a follower held on it: the waiting thread, and the
+    list its answer goes into."""
     runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    answers: list[tuple[object, float]] = []
     waiter = threading.Thread(target=lambda: answers.append(_wait_followed(server, "r", 30)))
     waiter.start()
     wait_until(lambda: app.state.broadcaster._follow_waits, what="the wait to be held")
-    return waiter
+    return waiter, answers
 
 
 def test_a_wait_for_a_follower_ends_as_soon_as_a_stream_opens(
     app: FastAPI,
     base_url: str,  # noqa: F811
 ) -> None:
-    answers: list[tuple[object, float]] = []
-    waiter = _held_wait(app, base_url, answers)
+    waiter, answers = _held_wait(app, base_url)
     with httpx.Client(base_url=base_url, timeout=10) as client:
         with client.stream("GET", "/api/v1/runs/r/events") as stream:
             assert stream.status_code == 200
@@ -162,8 +163,7 @@ def test_a_read_of_a_running_runs_data_counts_as_following_it_and_ends_the_wait(
     base_url: str,  # noqa: F811
 ) -> None:
     """A script polling ``/points`` has no stream: its reads bring the agent's fast cadence."""
-    answers: list[tuple[object, float]] = []
-    waiter = _held_wait(app, base_url, answers)
+    waiter, answers = _held_wait(app, base_url)
     with httpx.Client(base_url=base_url, timeout=10) as client:
         client.get("/api/v1/runs/r/points", params={"name": "loss"})
     waiter.join(timeout=20)
