@@ -124,7 +124,8 @@ class AgentConfig:
         token: Sent as ``Authorization: Bearer <token>`` on every request
             (``TRICKSCOPE_TOKEN``); ``None`` for a server that runs open.
         heartbeat_secs: A run that sent nothing else for this long sends a heartbeat, so the
-            server can tell a quiet run from a dead one.
+            server can tell a quiet run from a dead one; none goes while a wait for a live
+            follower is held, which the server stamps as the run's heartbeat.
         dead_letter_after: Attempts after which a request the server keeps failing with 500 is
             set aside in ``<run id>.dead.jsonl`` (a request it refuses, 4xx, at once), so it
             cannot hold up the run's other data.

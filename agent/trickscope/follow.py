@@ -4,9 +4,12 @@ cadence and holds a request that the server answers the moment someone starts fo
 ``GET /api/v1/runs/<id>/followed?wait=<s>`` is held by the server until a live stream of the run
 opens (a dashboard's run page, a client's ``follow``, in any of its workers) or ``wait`` seconds
 pass. The sender then hears of a new viewer at once, not at its next slow flush, and sends what
-it holds straight away. A wait lasts ``heartbeat_secs`` (30 s) at most, and the server stamps the
-run seen when one starts: the waits are the run's heartbeat while they last, and one such
-request per ``heartbeat_secs`` is all they cost the server.
+it holds straight away. The agent asks for a 10-minute wait, and the server holds it as long as
+its ``follow_wait_seconds`` allows (10 minutes by default), sending a space now and then for the
+proxies in between and stamping the run seen whenever nothing else did for a while: the waits
+are the run's heartbeat while they last, and one request per wait is all they cost the server.
+A server from before long waits refuses them (422): the agent then asks for ``heartbeat_secs``
+(at most 50 s), and such a server stamps the run when each wait starts.
 
 Runs on a thread of its own; it never raises, and a server without the route (an older one)
 ends it quietly, leaving the point batches' answers as the only word on following.
@@ -25,7 +28,10 @@ from trickscope.transport import Connection, Rejected, Unavailable, backoff
 
 logger = logging.getLogger("trickscope")
 
-WAIT_SECONDS = 50.0  # the longest wait: under the server's 60 s cap and most proxies' idle timeouts
+WAIT_SECONDS = 600.0  # the wait asked for; the server may hold it shorter
+# The longest wait a server from before long waits accepts: under its 60 s cap and most proxies'
+# idle timeouts (it sends nothing while it holds the wait).
+SHORT_WAIT_SECONDS = 50.0
 _LOOK_SECONDS = 1.0  # while the run is followed: how often the thread checks whether it still is
 
 
@@ -48,24 +54,30 @@ class FollowWatch:
         is_followed: Callable[[], bool],
         on_followed: Callable[[], None],
     ) -> None:
-        wait = min(WAIT_SECONDS, config.heartbeat_secs)
-        self._path = f"/api/v1/runs/{run_id}/followed?wait={wait:g}"
-        self._connection = Connection(
-            config.url, timeout=wait + config.http_timeout, token=config.token
-        )
+        self._run_id = run_id
+        self._config = config
+        self._connection = Connection(config.url, timeout=config.http_timeout, token=config.token)
         self._is_followed = is_followed
         self._on_followed = on_followed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="trickscope-follow", daemon=True)
         self._waiting_since: float | None = None  # monotonic start of the wait held now
+        self._ask(WAIT_SECONDS)
+
+    def _ask(self, wait: float) -> None:
+        """Ask for waits of ``wait`` seconds from now on."""
+        config = self._config
+        self._wait = wait
+        self._path = f"/api/v1/runs/{self._run_id}/followed?wait={wait:g}"
+        self._connection.timeout = wait + config.http_timeout
         # A wait held longer than asked (a slow server) no longer says the run is alive.
         self._longest = wait + min(1.0, config.http_timeout)
 
     @property
     def vouches(self) -> bool:
         """Whether the wait held now tells the server the run is alive (the server stamps its
-        ``last_seen_at`` when a wait starts, every ``heartbeat_secs`` at most): no heartbeat is
-        needed meanwhile."""
+        ``last_seen_at`` when a wait starts and, a server with long waits, while it holds one):
+        no heartbeat is needed meanwhile."""
         since = self._waiting_since
         return since is not None and time.monotonic() - since < self._longest
 
@@ -98,6 +110,11 @@ class FollowWatch:
             try:
                 self._connection.send("GET", self._path, b"")
             except Rejected as exc:
+                if exc.status == 422 and self._wait > SHORT_WAIT_SECONDS:
+                    # A server from before long waits: ask what it accepts, as often as a
+                    # heartbeat, since it stamps the run only when a wait starts.
+                    self._ask(min(SHORT_WAIT_SECONDS, self._config.heartbeat_secs))
+                    continue
                 # No such route (an older server) or run: nothing to wait for; the answers to
                 # point batches still set the cadence.
                 logger.debug("trickscope: not waiting for live followers: %s", exc)

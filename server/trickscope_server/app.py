@@ -19,6 +19,7 @@ from trickscope_server.gc_policy import apply_server_gc_policy
 from trickscope_server.live import Broadcaster
 from trickscope_server.live.notify import PgRelay
 from trickscope_server.live.read_follows import ReadFollows
+from trickscope_server.live.seen import SeenStamps
 from trickscope_server.security import (
     Authenticator,
     HostPolicy,
@@ -79,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.db = db
     app.state.broadcaster = broadcaster
     app.state.read_follows = ReadFollows(db, broadcaster)
+    app.state.seen_stamps = SeenStamps(forget_after=settings.liveness_grace_seconds)
     install_problem_handlers(app)
     registry = TokenRegistry(
         db, env_token=settings.env_token(), ttl_seconds=settings.token_cache_seconds

@@ -59,8 +59,10 @@ class Settings(BaseSettings):
     # A live stream re-diagnoses its run at most this often, and only after new data arrived.
     sse_health_seconds: float = Field(default=3.0, gt=0)
     # The longest an agent's wait for a live follower (``GET /runs/{id}/followed?wait=``) is
-    # held: keep it under the idle timeout of a proxy in front of the server.
-    follow_wait_seconds: float = Field(default=60.0, gt=0, le=60)
+    # held. A long wait sends a space every follow_keepalive_seconds (at most a third of the
+    # liveness grace): keep that under the idle timeout of a proxy in front of the server.
+    follow_wait_seconds: float = Field(default=600.0, gt=0, le=3600)
+    follow_keepalive_seconds: float = Field(default=40.0, gt=0)
     # A ``running`` run with no request for this long reads as ``crashed`` (the agent sends a
     # heartbeat every 30 s when idle, so the default tolerates three missed ones and a slow step).
     liveness_grace_seconds: float = Field(default=120.0, gt=0)

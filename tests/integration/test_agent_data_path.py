@@ -18,6 +18,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -27,6 +29,7 @@ import trickscope
 from tests.helpers import LiveServer, start_server, stop_server, wait_until
 from trickscope import journal
 from trickscope.journal import Request
+from trickscope.transport import Connection
 from trickscope_wire import encode_f64, encode_i64
 
 MILLION = 1_000_000
@@ -242,31 +245,47 @@ def test_requests_refused_for_a_missing_token_are_set_aside_then_synced_with_it(
         stop_server(server)
 
 
-def test_an_idle_run_tells_the_server_it_is_alive_without_journaling_anything(
-    live_server: LiveServer, tmp_path: Path
-) -> None:
-    """Nobody follows the run, so its heartbeats are the waits for a follower, one per
-    ``heartbeat_secs``, which the server stamps as it would a heartbeat."""
-    run = trickscope.init(project="beat", url=live_server.url, journal_dir=str(tmp_path),
-                          heartbeat_secs=0.3)  # fmt: skip
-    run.log({"loss": 1.0}, step=0)
-    sender = run.sender
-    assert sender is not None
-    seen: set[str] = set()
+def test_an_idle_run_stays_alive_on_its_long_wait_for_a_follower_alone(tmp_path: Path) -> None:
+    """Nobody follows the run and it sends nothing: its one long wait for a follower keeps it
+    alive, the server stamping it seen while it holds the wait, through many graces. No
+    heartbeat goes, no second wait, and nothing is journaled."""
+    server = start_server(f"sqlite:///{tmp_path / 'ts.db'}", tmp_path / "server.log",
+                          env={"TRICKSCOPE_LIVENESS_GRACE_SECONDS": "1.5"})  # fmt: skip
+    sent: list[str] = []
+    send = Connection.send
 
-    def seen_again() -> bool:
-        try:
-            seen.add(get_json(f"{live_server.url}/api/v1/runs/{run.id}")["last_seen_at"])
-        except urllib.error.HTTPError:  # not created yet
-            return False
-        return len(seen) >= 4
+    def counted(self: Connection, method: str, path: str, body: bytes, **kw: Any) -> int:
+        sent.append(path.split("/")[-1])
+        return send(self, method, path, body, **kw)
 
-    wait_until(seen_again, timeout=20, what="the run seen again and again")
-    watch = sender.follow_watch
-    assert watch is not None and watch.vouches  # a wait is held: it stands for the heartbeat
-    run.finish()
+    try:
+        with mock.patch.object(Connection, "send", counted):
+            run = trickscope.init(project="beat", url=server.url, journal_dir=str(tmp_path))
+            run.log({"loss": 1.0}, step=0)
+            sender = run.sender
+            assert sender is not None
+            seen: set[str] = set()
+
+            def seen_again() -> bool:
+                try:
+                    answer = get_json(f"{server.url}/api/v1/runs/{run.id}")
+                except urllib.error.HTTPError:  # not created yet
+                    return False
+                assert answer["status"] == "running", answer  # never unseen past the grace
+                seen.add(answer["last_seen_at"])
+                return len(seen) >= 6
+
+            wait_until(seen_again, timeout=30, interval=0.1, what="the run seen again and again")
+            watch = sender.follow_watch
+            assert watch is not None and watch.vouches  # the wait held stands for heartbeats
+            waits = [path for path in sent if path.startswith("followed")]
+            assert waits == ["followed?wait=600"], sent
+            assert "heartbeat" not in sent
+            run.finish()
+    finally:
+        stop_server(server)
     assert run.incidents.errors == 0 and sender.dead_lettered == 0
-    assert not list(tmp_path.glob("*.jsonl"))  # neither waits nor heartbeats are journaled
+    assert not list(tmp_path.glob("*.jsonl"))  # neither the wait nor anything else is journaled
 
 
 SCRIPT = textwrap.dedent(

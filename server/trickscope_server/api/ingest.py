@@ -128,6 +128,7 @@ async def post_points(run_id: RunId, request: Request) -> OrjsonResponse:
     )
     if not outcome.duplicate:
         live.publish(run_id)  # after the commit, so listeners find the points
+        state.seen_stamps.note(run_id)  # the batch stamped the run seen
     # Compaction runs after the answer is sent, so it never delays an acknowledgement.
     background = (
         BackgroundTask(compact.compact_series, db, series_ids=outcome.compact)

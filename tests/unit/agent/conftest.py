@@ -26,9 +26,9 @@ class Captured:
     # The status to answer each request with (default 200); answers >= 400 are not recorded.
     status: Callable[[str, str, dict[str, Any]], int] = lambda method, path, body: 200
     answer: bytes = b"{}"  # the body of every success answer
-    # Answers a GET (the agent's wait for a live follower) and may block as the server holds
-    # it; None: GET is answered 404.
-    on_get: Callable[[str], bytes] | None = None
+    # Answers a GET (the agent's wait for a live follower), with 200 or the status it gives,
+    # and may block as the server holds it; None: GET is answered 404.
+    on_get: Callable[[str], bytes | tuple[int, bytes]] | None = None
     gets: list[str] = field(default_factory=list)  # the paths of the GETs received
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -115,8 +115,10 @@ class CaptureServer:
             def do_GET(self) -> None:
                 captured.gets.append(self.path)
                 on_get = captured.on_get
-                answer = b'{"detail": "no such route"}' if on_get is None else on_get(self.path)
-                self.send_response(404 if on_get is None else 200)
+                unknown = (404, b'{"detail": "no such route"}')
+                answer = unknown if on_get is None else on_get(self.path)
+                status, answer = answer if isinstance(answer, tuple) else (200, answer)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()

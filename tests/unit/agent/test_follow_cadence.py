@@ -14,7 +14,7 @@ import trickscope
 from tests.unit.agent.conftest import _wait_for
 from trickscope.config import AgentConfig
 from trickscope.delivery import followed
-from trickscope.follow import WAIT_SECONDS
+from trickscope.follow import SHORT_WAIT_SECONDS, WAIT_SECONDS
 
 NOBODY = b'{"accepted": 1, "duplicate": false, "followed": false}'
 SOMEBODY = b'{"accepted": 1, "duplicate": false, "followed": true}'
@@ -133,8 +133,7 @@ def test_a_follower_that_arrives_is_heard_of_at_once_not_at_the_next_slow_flush(
     )
     step = _log_for(run, 0.3, 0)  # the first flush is answered: nobody follows
     _wait_for(lambda: bool(capture.captured.gets))  # and the agent waits for a follower
-    wait = min(WAIT_SECONDS, AgentConfig().heartbeat_secs)  # a wait is a heartbeat too
-    assert capture.captured.gets[0] == f"/api/v1/runs/{run.id}/followed?wait={wait:g}"
+    assert capture.captured.gets[0] == f"/api/v1/runs/{run.id}/followed?wait={WAIT_SECONDS:g}"
     before = _points_requests(capture)
     step = _log_for(run, 0.5, step)
     assert _points_requests(capture) == before  # held: the slow cadence is 30 s
@@ -149,6 +148,32 @@ def test_a_follower_that_arrives_is_heard_of_at_once_not_at_the_next_slow_flush(
     run.finish()
     assert sorted(capture.captured.points()["loss"]) == list(range(step))
     assert len(capture.captured.gets) == 1  # followed since: no request held
+
+
+def test_a_server_that_refuses_a_long_wait_gets_waits_as_long_as_a_heartbeat(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """A server from before long waits refuses ``wait`` over 60 s (422) and stamps the run only
+    when a wait starts: the agent then asks for ``heartbeat_secs`` (at most 50 s)."""
+    capture.captured.answer = NOBODY
+
+    def older_server(path: str) -> tuple[int, bytes]:
+        if float(path.rsplit("=", 1)[1]) > 60:
+            return 422, b'{"detail": "wait: Input should be less than or equal to 60"}'
+        time.sleep(0.1)
+        return 200, b'{"followed": false}'
+
+    capture.captured.on_get = older_server
+    run = trickscope.init(
+        project="p", url=capture.url, **settings, unfollowed_flush_secs=30, heartbeat_secs=0.2
+    )
+    run.log({"loss": 1.0}, step=0)
+    _wait_for(lambda: len(capture.captured.gets) >= 3)
+    run.finish()
+    waits = [path.rsplit("=", 1)[1] for path in capture.captured.gets]
+    assert waits[0] == f"{WAIT_SECONDS:g}" and set(waits[1:]) == {"0.2"}, waits
+    assert SHORT_WAIT_SECONDS < 60 < WAIT_SECONDS
+    assert run.incidents.errors == 0
 
 
 def test_a_server_without_the_wait_leaves_the_cadence_to_the_answers(

@@ -6,8 +6,10 @@ answered as soon as a stream opens."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
+from unittest import mock
 
 import httpx
 import pytest
@@ -19,7 +21,8 @@ from tests.helpers import run_async, wait_until
 from tests.unit.server.conftest import JSON, point_batch
 from tests.unit.server.test_server_sse import base_url  # noqa: F401 (fixture)
 from trickscope_server.live import Broadcaster, feed
-from trickscope_server.services import runs
+from trickscope_server.live import seen as seen_module
+from trickscope_server.services import liveness, runs
 from trickscope_server.storage import RunRow
 from trickscope_server.storage import runs as run_store
 from trickscope_wire import RunCreate, RunFinish, dumps
@@ -201,7 +204,7 @@ def test_a_wait_says_the_run_is_alive_as_a_heartbeat_does_and_a_plain_look_does_
 
 @pytest.mark.parametrize(
     ("query", "status"),
-    [("wait=-1", 422), ("wait=61", 422), ("wait=nan", 422), ("wait=soon", 422), ("", 404)],
+    [("wait=-1", 422), ("wait=3601", 422), ("wait=nan", 422), ("wait=soon", 422), ("", 404)],
 )
 def test_a_wait_for_an_unknown_run_or_out_of_bounds_is_a_problem(
     app: FastAPI,
@@ -215,3 +218,113 @@ def test_a_wait_for_an_unknown_run_or_out_of_bounds_is_a_problem(
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert not app.state.broadcaster._follow_waits
+
+
+def _long_waits(app: FastAPI, *, keepalive: float, grace: float) -> None:
+    app.state.settings = app.state.settings.model_copy(
+        update={"follow_keepalive_seconds": keepalive, "liveness_grace_seconds": grace}
+    )
+
+
+def _held_long(server: str, run_id: str, wait: float, chunks: list[tuple[float, bytes]]) -> None:
+    """A long wait read as it arrives: (monotonic time, bytes) of each chunk into ``chunks``."""
+    with httpx.Client(base_url=server, timeout=wait + 10) as client:
+        url = f"/api/v1/runs/{run_id}/followed"
+        with client.stream("GET", url, params={"wait": wait}) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/json"
+            chunks.append((time.monotonic(), b""))  # the headers came at once
+            for chunk in response.iter_raw():
+                chunks.append((time.monotonic(), chunk))
+
+
+def test_a_long_wait_keeps_its_connection_busy_and_its_run_alive_until_a_follower_comes(
+    app: FastAPI,
+    base_url: str,  # noqa: F811
+) -> None:
+    """A wait longer than ``follow_keepalive_seconds`` sends a space every keep-alive (a proxy
+    sees a busy connection) and stamps the run seen while nothing else does, so that the run
+    never reads crashed; a follower ends it with the JSON answer."""
+    _long_waits(app, keepalive=0.2, grace=0.9)
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    chunks: list[tuple[float, bytes]] = []
+    started = time.monotonic()
+    waiter = threading.Thread(target=_held_long, args=(base_url, "r", 600, chunks))
+    waiter.start()
+    stamps: set[float] = set()
+    while time.monotonic() - started < 2.0:  # more than two graces
+        seen = _last_seen(app, "r")
+        assert seen is not None and time.time() - seen < 0.9, "the run went unseen a grace"
+        stamps.add(seen)
+        time.sleep(0.05)
+    assert len(stamps) >= 4  # stamped while held, with no request from the agent
+    app.state.broadcaster.followed("r")  # a page opened
+    waiter.join(timeout=10)
+    body = b"".join(chunk for _, chunk in chunks)
+    assert chunks[0][0] - started < 0.5  # the headers came at once
+    assert body.strip() == b'{"followed":true}' and set(body[: body.index(b"{")]) == {ord(" ")}
+    assert 6 <= body.index(b"{") <= 14  # a space per 0.2 s keep-alive, over ~2 s
+    assert json.loads(body) == {"followed": True}
+    assert not app.state.broadcaster._follow_waits
+
+
+def test_a_long_wait_costs_no_stamp_while_the_runs_batches_stamp_it(
+    app: FastAPI,
+    base_url: str,  # noqa: F811
+) -> None:
+    """The run's point batches stamp it seen: the wait adds no write while they come."""
+    _long_waits(app, keepalive=0.2, grace=0.9)
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    stamped: list[str] = []
+    heartbeat = liveness.heartbeat
+
+    def counted(db: object, *, run_id: str) -> None:
+        stamped.append(run_id)
+        heartbeat(db, run_id=run_id)  # type: ignore[arg-type]
+
+    chunks: list[tuple[float, bytes]] = []
+    with mock.patch.object(liveness, "heartbeat", counted):
+        waiter = threading.Thread(target=_held_long, args=(base_url, "r", 1.5, chunks))
+        waiter.start()
+        with httpx.Client(base_url=base_url, timeout=10, headers=JSON) as client:
+            for step in range(20):
+                _post(client, "r", f"b{step}", step)
+                time.sleep(0.07)
+        waiter.join(timeout=10)
+    body = b"".join(chunk for _, chunk in chunks)
+    assert json.loads(body) == {"followed": False} and body.startswith(b" ")
+    assert stamped == []
+
+
+def test_a_long_wait_on_a_run_deleted_meanwhile_ends_not_followed(
+    app: FastAPI,
+    base_url: str,  # noqa: F811
+) -> None:
+    _long_waits(app, keepalive=0.1, grace=30)
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    chunks: list[tuple[float, bytes]] = []
+    waiter = threading.Thread(target=_held_long, args=(base_url, "r", 600, chunks))
+    waiter.start()
+    wait_until(lambda: len(chunks) >= 2, what="a keep-alive space")
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        assert client.delete("/api/v1/runs/r").status_code in (200, 204)
+    waiter.join(timeout=10)
+    assert not waiter.is_alive()
+    assert json.loads(b"".join(chunk for _, chunk in chunks)) == {"followed": False}
+
+
+def test_seen_stamps_know_this_process_stamps_and_forget_the_old_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(seen_module.time, "monotonic", lambda: clock[0])
+    stamps = seen_module.SeenStamps(forget_after=10)
+    assert stamps.age("r") == float("inf")
+    stamps.note("r")
+    clock[0] += 4
+    assert stamps.age("r") == 4
+    stamps.note("other")
+    clock[0] += 7  # "r" is 11 s old, past forget_after: the next note prunes it
+    stamps.note("third")
+    assert stamps.age("r") == float("inf") and stamps.age("other") == 7
+    assert set(stamps._stamped) == {"other", "third"}
