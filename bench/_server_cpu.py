@@ -39,6 +39,7 @@ class RequestCounter:
         self.idle = 0.0  # the server's idle CPU rate
         self.requests = 0
         self.by_kind: dict[str, list[float]] = {}  # kind -> [count, server CPU seconds]
+        self.blocks_seen = False  # a batch of per-layer statistics was sent since reset
         self._lock = threading.Lock()
         self._request = http.client.HTTPConnection.request
         self._getresponse = http.client.HTTPConnection.getresponse
@@ -51,6 +52,9 @@ class RequestCounter:
         ) -> None:
             if conn.port == counter.port:
                 kind = request_kind(method, url, k.get("body", a[0] if a else None))
+                if "blocks" in kind and not counter.blocks_seen:
+                    counter.blocks_seen = True
+                    kind += FIRST_BLOCKS
                 sent = (kind, process_cpu_seconds(counter.pid), time.monotonic())
                 conn._bench_sent = sent  # type: ignore[attr-defined]
                 with counter._lock:
@@ -85,6 +89,7 @@ class RequestCounter:
             self.port = int(url.rsplit(":", 1)[1])
             self.pid, self.idle = pid, idle
             self.requests, self.by_kind = 0, {}
+            self.blocks_seen = False
 
 
 def request_kind(method: str, url: str, body: Any) -> str:
@@ -123,7 +128,13 @@ RUN_REQUESTS = ("PUT /api/v1/runs/{id}", "PUT /api/v1/runs/{id}/layers",
                 "PUT /api/v1/runs/{id}/setup", "POST /api/v1/runs/{id}/finish")  # fmt: skip
 
 
-def run_requests_cpu(by_kind: dict[str, list[float]]) -> float:
+# Marks the run's first batch of per-layer statistics, which also creates their series.
+FIRST_BLOCKS = " [first: creates the per-layer series]"
+
+
+def run_requests_cpu(by_kind: dict[str, list[float]], *, first_blocks: bool = False) -> float:
     """Server CPU seconds a run spent in its own requests (:data:`RUN_REQUESTS`), from a
-    :class:`RequestCounter`'s ``by_kind``."""
-    return sum(by_kind.get(kind, [0, 0.0])[1] for kind in RUN_REQUESTS)
+    :class:`RequestCounter`'s ``by_kind``; with ``first_blocks``, its first batch of per-layer
+    statistics too, which creates their series (once per run as well)."""
+    once = [kind for kind in by_kind if first_blocks and kind.endswith(FIRST_BLOCKS)]
+    return sum(by_kind.get(kind, [0, 0.0])[1] for kind in (*RUN_REQUESTS, *once))

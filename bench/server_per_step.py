@@ -26,14 +26,18 @@ random data, every step. Three step rates, alternated within each round:
 Measured over the whole run, from ``init`` to ``finish`` returning plus the server going quiet
 again (ingest compacts series after answering): the server process' CPU time (its POSIX CPU
 clock, nanoseconds, every thread, exited ones included) less its idle rate over the same wall
-time; the steps per second of the training loop; the HTTP requests the agent sent (counted in
-this process at ``http.client``, for the server's port only) and the batches the server stored
-(its ``batches`` table). Reported: the median over ``--rounds``, the range of the CPU per step,
-and the CPU per step without the run's own requests (create, layers, setup, finish: once per run
-whatever its length, so a short run overstates them). A run starts with a histogram batch
-(``hist_every=100``): the 20-step ``cpu`` run carries one, five times the long-run share.
-``--breakdown`` adds the server's CPU per request kind: from a request's sending to its
-response's headers, less idle (the rest, e.g. compaction after the answer, is "outside").
+time, the idle rate being the mean of ``--idle`` seconds measured before and after each round
+(the box drifts over a long round, and at a CPU's pace the idle CPU is most of the server's);
+the steps per second of the training loop; the HTTP requests the agent sent (counted in this
+process at ``http.client``, for the server's port only) and the batches the server stored (its
+``batches`` table). Reported: the median over ``--rounds``, the range of the CPU per step, and
+the steady cost, per step and per second of training: the run's CPU without its own requests
+(create, layers, setup, finish, and its first batch of per-layer statistics, which creates their
+1,650 series: once per run whatever its length, so a short run overstates them). A run starts
+with a histogram batch (``hist_every=100``): the 20-step ``cpu`` run carries one, five times the
+long-run share. ``--breakdown`` adds the server's CPU per request kind: from a request's sending
+to its response's headers, less idle (the rest, e.g. compaction after the answer, is
+"outside"; a wait for a follower, held while other requests come, counts theirs too).
 
 By default nobody follows the runs live, so the agent sends its logged points and statistics
 every ``unfollowed_flush_secs`` (60 s), histograms too. ``--followed`` holds a live stream
@@ -81,6 +85,7 @@ class Round:
     requests: int
     batches: int  # stored by the server
     server_cpu: float  # seconds, idle CPU subtracted
+    wall_seconds: float  # from init to the server going quiet after finish
     by_kind: dict[str, list[float]]  # kind -> [requests, server CPU seconds in them]
 
 
@@ -182,7 +187,8 @@ def train_round(
         if not viewer.received:
             raise RuntimeError(f"{rate}: the live stream received nothing")
     wait_quiet(pid, idle)
-    server_cpu = process_cpu_seconds(pid) - spent - idle * (time.monotonic() - began)
+    wall = time.monotonic() - began
+    server_cpu = process_cpu_seconds(pid) - spent - idle * wall
     requests = counter.requests
     by_kind = {kind: list(entry) for kind, entry in counter.by_kind.items()}
     sender = run.sender
@@ -191,7 +197,7 @@ def train_round(
     batches = stored_batches(db_url, run.id)
     _delete_run(server.url, run.id)
     step_seconds = loop_seconds / steps
-    return Round(rate, batch, steps, step_seconds, requests, batches, server_cpu, by_kind)
+    return Round(rate, batch, steps, step_seconds, requests, batches, server_cpu, wall, by_kind)
 
 
 def _delete_run(url: str, run_id: str) -> None:
@@ -218,11 +224,15 @@ def bench_backend(db_url: str, args: argparse.Namespace) -> dict[str, list[Round
                         "gpu-like": args.gpu_like_steps,
                         "optimizer-only": args.optimizer_only_steps,
                     }[rate]
-                    rounds[rate].append(
-                        train_round(
-                            server, db_url, counter, rate, batch, steps, idle, args.followed
-                        )
+                    done = train_round(
+                        server, db_url, counter, rate, batch, steps, idle, args.followed
                     )
+                    # The idle rate is measured on both sides of each round: the mean of the
+                    # two is subtracted, which follows the box's drift over a long run.
+                    after = idle_rate(server.process.pid, args.idle)
+                    done.server_cpu -= (after - idle) / 2 * done.wall_seconds
+                    rounds[rate].append(done)
+                    idle = after
     finally:
         server.stop()
     return rounds
@@ -232,8 +242,11 @@ def print_rows(backend: str, rounds: dict[str, list[Round]]) -> None:
     med = statistics.median
     for rate, done in rounds.items():
         per_step = [1000 * r.server_cpu / r.steps for r in done]
-        steady = [1000 * (r.server_cpu - run_requests_cpu(r.by_kind)) / r.steps for r in done]
-        per_request = [1000 * r.server_cpu / r.requests for r in done]
+        steady_cpu = [r.server_cpu - run_requests_cpu(r.by_kind, first_blocks=True) for r in done]
+        steady = [1000 * cpu / r.steps for cpu, r in zip(steady_cpu, done, strict=True)]
+        per_second = [
+            1000 * cpu / (r.steps * r.step_seconds) for cpu, r in zip(steady_cpu, done, strict=True)
+        ]
         print(
             f"| {backend} | {rate} | {done[0].batch} | {done[0].steps} | "
             f"{1000 * med(r.step_seconds for r in done):.0f} | "
@@ -241,7 +254,7 @@ def print_rows(backend: str, rounds: dict[str, list[Round]]) -> None:
             f"{med(r.requests / r.steps for r in done):.2f} | "
             f"{med(r.batches / r.steps for r in done):.2f} | "
             f"{med(per_step):.3f} | {min(per_step):.3f}–{max(per_step):.3f} | "
-            f"{med(steady):.3f} | {med(per_request):.3f} |",
+            f"{med(steady):.3f} | {min(steady):.3f}–{max(steady):.3f} | {med(per_second):.3f} |",
             flush=True,
         )
 
@@ -301,10 +314,10 @@ def main() -> None:
     )
     print(
         "| backend | rate | batch | steps | step (ms) | steps/s | requests/step | "
-        "batches/step | server CPU/step (ms) | range (ms) | without run start/finish (ms) | "
-        "server CPU/request (ms) |"
+        "batches/step | server CPU/step (ms) | range (ms) | steady, per step (ms) | range (ms) | "
+        "steady, per second of training (ms/s) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     results = {}
     for backend in args.backends:
         with tempfile.TemporaryDirectory() as scratch:
