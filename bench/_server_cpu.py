@@ -39,7 +39,7 @@ class RequestCounter:
         self.idle = 0.0  # the server's idle CPU rate
         self.requests = 0
         self.by_kind: dict[str, list[float]] = {}  # kind -> [count, server CPU seconds]
-        self.blocks_seen = False  # a batch of per-layer statistics was sent since reset
+        self.first_blocks: Any = None  # the body of the run's first per-layer statistics batch
         self._lock = threading.Lock()
         self._request = http.client.HTTPConnection.request
         self._getresponse = http.client.HTTPConnection.getresponse
@@ -51,10 +51,12 @@ class RequestCounter:
             conn: http.client.HTTPConnection, method: str, url: str, *a: Any, **k: Any
         ) -> None:
             if conn.port == counter.port:
-                kind = request_kind(method, url, k.get("body", a[0] if a else None))
-                if "blocks" in kind and not counter.blocks_seen:
-                    counter.blocks_seen = True
-                    kind += FIRST_BLOCKS
+                body = k.get("body", a[0] if a else None)
+                kind = request_kind(method, url, body)
+                if "blocks" in kind and counter.first_blocks is None:
+                    counter.first_blocks = body
+                if body is not None and body is counter.first_blocks:
+                    kind += FIRST_BLOCKS  # a resend on a new connection is the same body
                 sent = (kind, process_cpu_seconds(counter.pid), time.monotonic())
                 conn._bench_sent = sent  # type: ignore[attr-defined]
                 with counter._lock:
@@ -89,7 +91,7 @@ class RequestCounter:
             self.port = int(url.rsplit(":", 1)[1])
             self.pid, self.idle = pid, idle
             self.requests, self.by_kind = 0, {}
-            self.blocks_seen = False
+            self.first_blocks = None
 
 
 def request_kind(method: str, url: str, body: Any) -> str:
