@@ -220,10 +220,19 @@ def test_a_wait_for_an_unknown_run_or_out_of_bounds_is_a_problem(
     assert not app.state.broadcaster._follow_waits
 
 
-def _long_waits(app: FastAPI, *, keepalive: float, grace: float) -> None:
+def _long_wait(
+    app: FastAPI, server: str, wait: float, *, keepalive: float, grace: float
+) -> tuple[threading.Thread, list[tuple[float, bytes]]]:
+    """Run "r" created on a server with these keep-alive and grace seconds, and a wait of
+    ``wait`` seconds held on it: the waiting thread, and the chunks of its answer."""
     app.state.settings = app.state.settings.model_copy(
         update={"follow_keepalive_seconds": keepalive, "liveness_grace_seconds": grace}
     )
+    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
+    chunks: list[tuple[float, bytes]] = []
+    waiter = threading.Thread(target=_held_long, args=(server, "r", wait, chunks))
+    waiter.start()
+    return waiter, chunks
 
 
 def _held_long(server: str, run_id: str, wait: float, chunks: list[tuple[float, bytes]]) -> None:
@@ -245,12 +254,8 @@ def test_a_long_wait_keeps_its_connection_busy_and_its_run_alive_until_a_followe
     """A wait longer than ``follow_keepalive_seconds`` sends a space every keep-alive (a proxy
     sees a busy connection) and stamps the run seen while nothing else does, so that the run
     never reads crashed; a follower ends it with the JSON answer."""
-    _long_waits(app, keepalive=0.2, grace=0.9)
-    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
-    chunks: list[tuple[float, bytes]] = []
     started = time.monotonic()
-    waiter = threading.Thread(target=_held_long, args=(base_url, "r", 600, chunks))
-    waiter.start()
+    waiter, chunks = _long_wait(app, base_url, 600, keepalive=0.2, grace=0.9)
     stamps: set[float] = set()
     while time.monotonic() - started < 2.0:  # more than two graces
         seen = _last_seen(app, "r")
@@ -273,8 +278,6 @@ def test_a_long_wait_costs_no_stamp_while_the_runs_batches_stamp_it(
     base_url: str,  # noqa: F811
 ) -> None:
     """The run's point batches stamp it seen: the wait adds no write while they come."""
-    _long_waits(app, keepalive=0.2, grace=0.9)
-    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
     stamped: list[str] = []
     heartbeat = liveness.heartbeat
 
@@ -282,10 +285,8 @@ def test_a_long_wait_costs_no_stamp_while_the_runs_batches_stamp_it(
         stamped.append(run_id)
         heartbeat(db, run_id=run_id)  # type: ignore[arg-type]
 
-    chunks: list[tuple[float, bytes]] = []
     with mock.patch.object(liveness, "heartbeat", counted):
-        waiter = threading.Thread(target=_held_long, args=(base_url, "r", 1.5, chunks))
-        waiter.start()
+        waiter, chunks = _long_wait(app, base_url, 1.5, keepalive=0.2, grace=0.9)
         with httpx.Client(base_url=base_url, timeout=10, headers=JSON) as client:
             for step in range(20):
                 _post(client, "r", f"b{step}", step)
@@ -300,11 +301,7 @@ def test_a_long_wait_on_a_run_deleted_meanwhile_ends_not_followed(
     app: FastAPI,
     base_url: str,  # noqa: F811
 ) -> None:
-    _long_waits(app, keepalive=0.1, grace=30)
-    runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
-    chunks: list[tuple[float, bytes]] = []
-    waiter = threading.Thread(target=_held_long, args=(base_url, "r", 600, chunks))
-    waiter.start()
+    waiter, chunks = _long_wait(app, base_url, 600, keepalive=0.1, grace=30)
     wait_until(lambda: len(chunks) >= 2, what="a keep-alive space")
     with httpx.Client(base_url=base_url, timeout=10) as client:
         assert client.delete("/api/v1/runs/r").status_code in (200, 204)
