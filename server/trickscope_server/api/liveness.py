@@ -82,12 +82,13 @@ async def get_followed(
     The agent holds this request while its run is not followed and it sends at its slow cadence
     (``unfollowed_flush_secs``), so that a page that opens gets live points at once. A wait
     (``wait`` > 0) says the run is alive, like a heartbeat: the server stamps it seen when the
-    wait starts and, while it is held, whenever nothing else stamped it for a third of
-    ``liveness_grace_seconds``; the agent sends no heartbeat meanwhile.
+    wait starts and, while it is held, at each keep-alive when nothing else stamped it since the
+    last one; the agent sends no heartbeat meanwhile.
 
-    A wait longer than ``follow_keepalive_seconds`` is answered at once with its headers, then a
-    space every ``follow_keepalive_seconds`` (so that no proxy's idle timeout cuts it), then the
-    JSON document: leading whitespace, which every JSON parser skips.
+    A wait longer than a keep-alive (``follow_keepalive_seconds``, at most a third of
+    ``liveness_grace_seconds``) is answered at once with its headers, then a space every
+    keep-alive (so that no proxy's idle timeout cuts it), then the JSON document: leading
+    whitespace, which every JSON parser skips.
     """
     seen: SeenStamps = request.app.state.seen_stamps
     held = AsyncExitStack()

@@ -2,9 +2,9 @@
 run only when nothing else did.
 
 A run's ``last_seen_at`` is stamped by its point batches, its heartbeats and the start of its
-agent's wait for a follower. A wait may now be held for minutes (see ``api/liveness.py``), so it
-re-stamps the run while it is held, but only when this process has not stamped it for a while:
-an unfollowed run's once-a-minute batch usually has, and the wait then costs no database write.
+agent's wait for a follower. A wait may be held for minutes (see ``api/liveness.py``), so it
+re-stamps the run at its keep-alives, but only when this process has not stamped it for a
+keep-alive: while the run's batches come at least that often, the wait writes nothing.
 """
 
 from __future__ import annotations
