@@ -4,6 +4,7 @@ with their encodings for the wire (logged points are batched in :mod:`trickscope
 from __future__ import annotations
 
 import base64
+import binascii
 import ctypes
 import sys
 from array import array
@@ -15,8 +16,8 @@ from torch import Tensor
 
 from trickscope.scalars import HistogramRows, matrix_bytes, write_rows
 from trickscope_wire import (
-    BLOCKS_WIRE_VERSION,
     HISTOGRAM_BLOCKS_WIRE_VERSION,
+    MATRIX_BLOCKS_WIRE_VERSION,
     WIRE_VERSION,
     HistogramBlock,
     HistogramColumns,
@@ -100,7 +101,8 @@ def encode_points(batch: PointBatch) -> bytes:
 def as_blocks(batch: PointBatch) -> PointBatch:
     """The batch with each group of ``family/<layer>`` series that share one steps and one times
     column object (``watch``'s statistics of a flush: encoded once per group of keys) sent as one
-    :class:`StatBlock`; the server then stores and summarises a statistic's layers at once.
+    :class:`StatBlock`, its layers' values as one column; the server then decodes one column
+    per statistic, and stores and summarises its layers at once.
 
     Columns are matched by identity, not by content: series logged one by one keep the
     per-series form even when their steps happen to match.
@@ -116,7 +118,7 @@ def as_blocks(batch: PointBatch) -> PointBatch:
             layers=[s.name[len(family) + 1 :] for s in members],
             steps=members[0].steps,
             times=members[0].times,
-            values=[s.values for s in members],
+            values=joined_column([s.values for s in members]),
         )
         for (_, _, family), members in groups.items()
         if len(members) > 1
@@ -128,10 +130,18 @@ def as_blocks(batch: PointBatch) -> PointBatch:
         batch_id=batch.batch_id,
         series=[s for s in batch.series if id(s) not in in_blocks],
         histograms=batch.histograms,
-        wire_version=max(batch.wire_version, BLOCKS_WIRE_VERSION),
+        wire_version=max(batch.wire_version, MATRIX_BLOCKS_WIRE_VERSION),
         blocks=blocks,
         histogram_blocks=batch.histogram_blocks,
     )
+
+
+def joined_column(columns: list[str]) -> str:
+    """Packed columns as one: their values one after the other (base64 cannot be joined as text
+    where a column's bytes are not a multiple of 3)."""
+    decode = binascii.a2b_base64
+    raw = b"".join([decode(column) for column in columns])
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")
 
 
 def joined_series(first: list[SeriesColumns], then: list[SeriesColumns]) -> list[SeriesColumns]:

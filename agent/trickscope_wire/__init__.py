@@ -18,6 +18,7 @@ from trickscope_wire.columns import (
 from trickscope_wire.payloads import (
     BLOCKS_WIRE_VERSION,
     HISTOGRAM_BLOCKS_WIRE_VERSION,
+    MATRIX_BLOCKS_WIRE_VERSION,
     WIRE_VERSION,
     AgentFinding,
     FindingsDeclare,
@@ -37,6 +38,7 @@ from trickscope_wire.payloads import (
 __all__ = [
     "BLOCKS_WIRE_VERSION",
     "HISTOGRAM_BLOCKS_WIRE_VERSION",
+    "MATRIX_BLOCKS_WIRE_VERSION",
     "WIRE_VERSION",
     "AgentFinding",
     "FindingsDeclare",

@@ -24,6 +24,11 @@ HISTOGRAM_BLOCKS_WIRE_VERSION = 3
 that a server that predates them refuses the batch (the agent keeps it) rather than store it
 without its histograms."""
 
+MATRIX_BLOCKS_WIRE_VERSION = 4
+"""The version a ``PointBatch`` declares when a :class:`StatBlock`'s values are one column of
+every layer's values (histogram blocks allowed too), so that a server that takes only a column
+per layer refuses the batch (the agent keeps it) rather than misread it."""
+
 RUN_STATUSES = ("running", "finished", "failed", "crashed")
 FINAL_STATUSES = ("finished", "failed", "crashed")
 
@@ -74,14 +79,16 @@ class StatBlock:
     """One statistic of many layers over the same steps: series ``family/<layer>`` for each of
     ``layers``, sent as one block instead of one ``SeriesColumns`` each.
 
-    ``values[i]`` is layer ``i``'s column (``encode_f64``, one value per step).
+    ``values`` is one ``encode_f64`` column of ``len(layers) * len(steps)`` values, row-major
+    (layer, step), declared with ``MATRIX_BLOCKS_WIRE_VERSION``; or, as wire versions 2 and 3
+    send it, a list holding layer ``i``'s column (one value per step) at ``i``.
     """
 
     family: str  # the statistic, without "/"
     layers: list[str]
     steps: str  # encode_i64, shared by every layer
     times: str  # encode_f64, shared by every layer
-    values: list[str]
+    values: str | list[str]
 
 
 @dataclass(frozen=True)
@@ -111,8 +118,9 @@ class PointBatch:
     batch_id: str
     series: list[SeriesColumns]
     histograms: list[HistogramColumns] = field(default_factory=list)
-    # BLOCKS_WIRE_VERSION when ``blocks`` is not empty, HISTOGRAM_BLOCKS_WIRE_VERSION when
-    # ``histogram_blocks`` is not empty.
+    # BLOCKS_WIRE_VERSION when ``blocks`` is not empty (MATRIX_BLOCKS_WIRE_VERSION when their
+    # values are one column each), HISTOGRAM_BLOCKS_WIRE_VERSION when ``histogram_blocks`` is
+    # not empty.
     wire_version: int = WIRE_VERSION
     blocks: list[StatBlock] = field(default_factory=list)
     histogram_blocks: list[HistogramBlock] = field(default_factory=list)

@@ -78,8 +78,9 @@ _BATCH_DOC = {
                         "wire_version": {
                             "type": "integer",
                             "minimum": 1,
-                            "maximum": 3,
-                            "description": "1; 2 with blocks; 3 with histogram_blocks",
+                            "maximum": 4,
+                            "description": "1; 2 with blocks; 3 with histogram_blocks; 4 with "
+                            "a block's values as one column",
                         },
                         "batch_id": _NAME,
                         "series": _objects(
@@ -90,7 +91,11 @@ _BATCH_DOC = {
                             layers=_LAYERS,
                             steps=_COLUMN,
                             times=_COLUMN,
-                            values={"type": "array", "items": _COLUMN},
+                            values={
+                                "description": "one column of every layer's values, "
+                                "row-major (wire version 4), or a column per layer",
+                                "oneOf": [_COLUMN, {"type": "array", "items": _COLUMN}],
+                            },
                         ),
                         "histograms": _objects(name=_NAME, **_HISTOGRAM_COLUMNS),
                         "histogram_blocks": _objects(

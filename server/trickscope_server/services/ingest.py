@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +33,9 @@ from trickscope_server.services.batch_summaries import batch_summaries
 from trickscope_server.services.ingest_blocks import (
     DecodedBlock,
     block_row,
+    increasing_steps,
     merge_blocks,
     parse_blocks,
-    storable_as_block,
     sub_block,
 )
 from trickscope_server.services.ingest_histograms import (
@@ -47,7 +47,7 @@ from trickscope_server.services.ingest_histograms import (
 )
 from trickscope_server.services.runs import check_wire_version
 from trickscope_server.services.summaries import overlapping, resummarise
-from trickscope_server.storage import Database, Session
+from trickscope_server.storage import Database
 from trickscope_server.storage import block_summaries as block_store
 from trickscope_server.storage import blocks as blocks_store
 from trickscope_server.storage import histogram_blocks as histogram_block_store
@@ -56,14 +56,19 @@ from trickscope_server.storage import points as store
 from trickscope_server.storage import summaries as summary_store
 from trickscope_server.storage.ingest_state import RunState
 from trickscope_server.storage.transaction import WriteTransaction
-from trickscope_wire import BLOCKS_WIRE_VERSION, HISTOGRAM_BLOCKS_WIRE_VERSION, WIRE_VERSION
+from trickscope_wire import (
+    BLOCKS_WIRE_VERSION,
+    HISTOGRAM_BLOCKS_WIRE_VERSION,
+    MATRIX_BLOCKS_WIRE_VERSION,
+    WIRE_VERSION,
+)
 
 _MAX_BATCH_ID = 128
 _MAX_NAME = 512
 # A point batch may use any version of the points wire (blocks came with 2, histogram blocks
-# with 3); other payloads speak WIRE_VERSION.
+# with 3, a block's values as one column with 4); other payloads speak WIRE_VERSION.
 _POINTS_WIRE_VERSIONS = frozenset(
-    {WIRE_VERSION, BLOCKS_WIRE_VERSION, HISTOGRAM_BLOCKS_WIRE_VERSION}
+    {WIRE_VERSION, BLOCKS_WIRE_VERSION, HISTOGRAM_BLOCKS_WIRE_VERSION, MATRIX_BLOCKS_WIRE_VERSION}
 )
 
 # A series with this many chunks stored since its last compaction gets compacted after the batch
@@ -252,7 +257,7 @@ class _Duplicate(Exception):
 
 
 def _split_blocks(
-    batch: DecodedBatch, layers: set[str]
+    batch: DecodedBatch, layers: frozenset[str]
 ) -> tuple[list[DecodedSeries], list[DecodedBlock]]:
     """The batch's series and the blocks stored as blocks.
 
@@ -266,30 +271,73 @@ def _split_blocks(
     """
     if not batch.blocks:
         return batch.series, []
-    counts: dict[str, int] = {}
-    names = [s.name for s in batch.series] + [n for b in batch.blocks for n in b.names]
-    if len(set(names)) < len(names):  # rare: count who is named twice
-        for name in names:
-            counts[name] = counts.get(name, 0) + 1
+    twice = _named_twice(batch)
+    increasing: dict[bytes, bool] = {}  # a flush's blocks share their steps
     series, blocks = list(batch.series), []
     for block in batch.blocks:
-        if not storable_as_block(block) or (
-            counts and any(counts.get(n, 1) > 1 for n in block.names)
-        ):
+        storable = increasing.get(block.steps_raw)
+        if storable is None:
+            storable = increasing[block.steps_raw] = increasing_steps(block.steps)
+        if not storable or not block.names or (twice and not twice.isdisjoint(block.names)):
             series.extend(_as_series(block, range(len(block.names))))
             continue
         if not layers.issuperset(block.layout[1]):
-            per_layer = [_of_a_layer(member, layers) for member in block.layout[1]]
-            keep = [i for i, yes in enumerate(per_layer) if yes]
-            others = [i for i, yes in enumerate(per_layer) if not yes]
-            series.extend(_as_series(block, others))
-            block = sub_block(block, keep) if keep else None
+            keep, others = _layer_rows(block.layout, layers)
+            if others:  # else every member is a measure of a layer: the block as it is
+                series.extend(_as_series(block, others))
+                block = sub_block(block, keep) if keep else None
         if block is not None:
             blocks.append(block)
     return series, blocks
 
 
-def _of_a_layer(member: str, layers: set[str]) -> bool:
+def _named_twice(batch: DecodedBatch) -> set[str]:
+    """The names the batch holds more than once. A block member's name starts with its
+    statistic, so only a statistic sent in two blocks, or a member also sent as a series, needs
+    the names counted: rare (``grad_norm/total`` rides beside the ``grad_norm`` block, but is
+    not one of its members)."""
+    by_family: dict[str, DecodedBlock] = {}
+    clash = False
+    for block in batch.blocks:
+        clash = clash or by_family.setdefault(block.family, block) is not block
+    for s in batch.series:
+        family, _, member = s.name.partition("/")
+        block = by_family.get(family)
+        clash = clash or (block is not None and member in block.layout[1])
+    if not clash:
+        return set()
+    counts: dict[str, int] = {}
+    for name in [s.name for s in batch.series] + [n for b in batch.blocks for n in b.names]:
+        counts[name] = counts.get(name, 0) + 1
+    return {name for name, count in counts.items() if count > 1}
+
+
+# The rows of a block layout that are a run's layers or measures of one (kept in the block) and
+# the others, by (layout, layers): a run sends the same layouts in every flush. Cleared when full.
+_LAYER_ROWS: dict[tuple[Hashable, frozenset[str]], tuple[list[int], list[int]]] = {}
+_LAYER_ROWS_MAX = 256
+
+
+def _layer_rows(
+    layout: tuple[str, tuple[str, ...]], layers: frozenset[str]
+) -> tuple[list[int], list[int]]:
+    """The rows of ``layout``'s members that name a layer (or a measure of one), and the
+    others."""
+    key = (layout, layers)
+    known = _LAYER_ROWS.get(key)
+    if known is None:
+        of_a_layer = [_of_a_layer(member, layers) for member in layout[1]]
+        known = (
+            [i for i, yes in enumerate(of_a_layer) if yes],
+            [i for i, yes in enumerate(of_a_layer) if not yes],
+        )
+        if len(_LAYER_ROWS) >= _LAYER_ROWS_MAX:
+            _LAYER_ROWS.clear()
+        _LAYER_ROWS[key] = known
+    return known
+
+
+def _of_a_layer(member: str, layers: frozenset[str]) -> bool:
     """Whether a block member (the name after its statistic) is a declared layer, or a
     measure of one (``eps_dominance/<layer>``)."""
     if member in layers:
@@ -353,7 +401,7 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
         seq, created_at = started.seq, started.created_at
         # What this process knows of the run since its previous batch (storage/ingest_state.py).
         state = db.run_states.take(run_id, created_at, seq)
-        layers = set(started.layers)
+        layers = frozenset(started.layers)
         series, blocks = _split_blocks(batch, layers)
         nonempty = [s for s in series if s.steps.size]
         cached = [db.series_ids.members(run_id, created_at, b.layout) for b in blocks]
@@ -386,9 +434,9 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
         )
         _note_rows(families, summaries, nonempty)
         if blocks:
-            recount += sorted(merge_blocks(tx.session, blocks, members, families))
+            recount += sorted(merge_blocks(tx, blocks, members, families))
             rows = [block_row(b, run_id, seq, m) for b, m in zip(blocks, members, strict=True)]
-            blocks_store.insert_blocks(tx.session, rows)
+            blocks_store.insert_blocks(tx, rows)
         summary_store.store_series(tx, chunks, summaries)
         _rows_merged(state, summaries)
         if recount:
@@ -404,7 +452,7 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
                 )
             )
         if families.dirty:
-            block_store.save(tx.session, families)
+            block_store.save(tx, families)
         if batch.histograms:
             histogram_store.upsert_histograms(tx.session, histogram_rows(run_id, batch))
         if batch.histogram_blocks:
@@ -412,7 +460,7 @@ def _store_batch(db: Database, *, run_id: str, batch: DecodedBatch, now: float) 
             histogram_block_store.insert_blocks(tx.session, run_id=run_id, seq=seq, blocks=stored)
         due = _series_due(state, series_ids)
         if blocks:
-            due += _family_members_due(tx.session, run_id, state, blocks)
+            due += _family_members_due(tx, run_id, state, blocks)
     if families.records is not _NO_RECORDS:
         state.records, state.records_stored = families.records, families.stored
     db.run_states.save(run_id, created_at, seq, state)  # committed: true of the run at seq
@@ -469,19 +517,19 @@ def _series_due(state: RunState, series_ids: list[int]) -> list[int]:
 
 
 def _family_members_due(
-    session: Session, run_id: str, state: RunState, blocks: list[DecodedBlock]
+    tx: WriteTransaction, run_id: str, state: RunState, blocks: list[DecodedBlock]
 ) -> list[int]:
     """A member of each family with ``COMPACT_AFTER_CHUNKS`` blocks stored (a family's blocks are
     compacted through any one member series, see ``services/compact.py``)."""
     if state.blocks is None:
-        state.blocks = blocks_store.family_counts(session, run_id=run_id)  # this batch's too
+        state.blocks = blocks_store.family_counts(tx.session, run_id=run_id)  # this batch's too
     else:
         for block in blocks:
             state.blocks[block.family] = state.blocks.get(block.family, 0) + 1
     due = []
     for family, count in state.blocks.items():
         if count >= COMPACT_AFTER_CHUNKS:
-            member = blocks_store.first_member(session, run_id=run_id, family=family)
+            member = blocks_store.first_member(tx.session, run_id=run_id, family=family)
             due += [] if member is None else [member]
             state.blocks[family] = 0
     return due

@@ -1,9 +1,10 @@
 """The block form of a batch: one statistic of many layers as one members x steps matrix.
 
-``watch`` sends each flush's per-layer statistics as blocks (wire version 2): one column per
-statistic instead of one per series, so the server decodes a dozen columns instead of thousands,
-stores one row per block (``storage/blocks.py``) and summarises all members with a few array
-operations (``storage/block_summaries.py``).
+``watch`` sends each flush's per-layer statistics as blocks: one block per statistic instead of
+one series per layer, so the server stores one row per block (``storage/blocks.py``) and
+summarises all members with a few array operations (``storage/block_summaries.py``). A block's
+values are one column of every layer's values, row-major (wire version 4: one base64 decode per
+statistic); the agents of wire versions 2 and 3 send a column per layer, still taken.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from typing import Any
 import numpy as np
 import pybase64
 from numpy.typing import NDArray
-from sqlalchemy.orm import Session
 
 from trickscope_server.errors import PayloadTooLargeError
 from trickscope_server.services._convert import F64, I64
 from trickscope_server.services._payload import b64decode, checked_name, column, fail
 from trickscope_server.storage import summaries as summary_store
 from trickscope_server.storage.block_summaries import RunSummaries
+from trickscope_server.storage.transaction import WriteTransaction
 
 
 @dataclass(slots=True)
@@ -101,6 +102,22 @@ def _rows(rows: list[Any], loc: list[str | int], names: list[str], size: int) ->
     )
 
 
+def _matrix(text: str, loc: list[str | int], family: str, members: int, size: int) -> bytes:
+    """The block's values sent as one column (wire version 4): ``members`` rows of ``size``
+    bytes, row-major."""
+    try:
+        raw = b64decode(text)
+    except (binascii.Error, ValueError) as exc:
+        raise fail([*loc, "values"], f"block {family!r}: not valid base64 ({exc})") from None
+    if len(raw) != members * size:
+        raise fail(
+            [*loc, "values"],
+            f"block {family!r}: {len(raw)} bytes, its {members} layers x {size // 8} steps "
+            f"need {members * size}",
+        )
+    return raw
+
+
 def parse_blocks(
     raw: Any, *, points: int, max_points: int, max_name: int
 ) -> tuple[list[DecodedBlock], int]:
@@ -116,8 +133,14 @@ def parse_blocks(
         if "/" in family:
             raise fail([*loc, "family"], "must be a statistic name without '/'")
         layers, rows = item.get("layers"), item.get("values")
-        if not isinstance(layers, list) or not isinstance(rows, list) or len(layers) != len(rows):
-            raise fail(loc, f"block {family!r}: layers and values must be lists of equal length")
+        if not isinstance(layers, list) or not (
+            type(rows) is str or (isinstance(rows, list) and len(layers) == len(rows))
+        ):
+            raise fail(
+                loc,
+                f"block {family!r}: layers must be a list, and values one column of every "
+                "layer's values or a list of one column per layer",
+            )
         steps = column(item.get("steps"), [*loc, "steps"], family)
         times = column(item.get("times"), [*loc, "times"], family)
         if len(steps) != len(times):
@@ -129,7 +152,10 @@ def parse_blocks(
                 "(TRICKSCOPE_MAX_BATCH_POINTS): send smaller batches"
             )
         names, layout = member_names(family, layers, loc, max_name)
-        values = _rows(rows, loc, names, len(steps))
+        if type(rows) is str:
+            values = _matrix(rows, loc, family, len(names), len(steps))
+        else:
+            values = _rows(rows, loc, names, len(steps))
         step_array = np.frombuffer(steps, dtype=I64)
         out.append(
             DecodedBlock(
@@ -146,11 +172,10 @@ def parse_blocks(
     return out, points
 
 
-def storable_as_block(block: DecodedBlock) -> bool:
-    """Whether a block can be stored as one: it has points and strictly increasing steps (a
-    block that repeats a step is stored series by series, whose summaries handle repeats)."""
-    steps = block.steps
-    return bool(steps.size and block.names and np.all(steps[1:] > steps[:-1]))
+def increasing_steps(steps: NDArray[np.int64]) -> bool:
+    """Whether a block's steps can be stored as one block: some, strictly increasing (a block
+    that repeats a step is stored series by series, whose summaries handle repeats)."""
+    return bool(steps.size and np.all(steps[1:] > steps[:-1]))
 
 
 def sub_block(block: DecodedBlock, rows: list[int]) -> DecodedBlock:
@@ -188,7 +213,7 @@ def block_row(
 
 
 def merge_blocks(
-    session: Session,
+    tx: WriteTransaction,
     blocks: list[DecodedBlock],
     members: list[NDArray[np.int64]],
     summaries: RunSummaries,
@@ -207,7 +232,7 @@ def merge_blocks(
         values = np.concatenate([blocks[i].values for i in group])
         new = summaries.unknown(ids)
         # A member's first block: its row may hold points already (an older agent's).
-        rows = summary_store.row_last_steps(session, series_ids=new.tolist()) if new.size else {}
+        rows = summary_store.row_last_steps(tx.session, series_ids=new.tolist()) if new.size else {}
         again = summaries.merge(ids, blocks[group[0]].steps, values, rows)
         recount.update(again.tolist())
     return recount

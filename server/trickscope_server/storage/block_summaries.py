@@ -21,10 +21,11 @@ from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from trickscope_server.storage.models import BlockSummaryRow
+from trickscope_server.storage.transaction import WriteTransaction
 
 RECORD = np.dtype(
     [
@@ -113,23 +114,26 @@ class RunSummaries:
         again = stored >= first
         if again.any():
             where, values = where[~again], values[~again]
-        finite = np.isfinite(values)
         empty = recs["count"][where] == 0
         recs["first"][where] = np.where(empty, first, np.minimum(recs["first"][where], first))
         recs["count"][where] += steps.size
         # Not recounted: every new step lies after the series' stored ones.
         recs["last"][where] = int(steps[-1])
         recs["last_value"][where] = values[:, -1]
-        with np.errstate(invalid="ignore"):
-            low = np.where(finite, values, np.inf).min(axis=1)
-            high = np.where(finite, values, -np.inf).max(axis=1)
-        low[np.isinf(low)] = np.nan  # no finite value in the block
-        high[np.isinf(high)] = np.nan
+        finite = np.isfinite(values)
+        if finite.all():  # the common case: nothing to mask, no first non-finite step to find
+            low, high = values.min(axis=1), values.max(axis=1)
+        else:
+            with np.errstate(invalid="ignore"):
+                low = np.where(finite, values, np.inf).min(axis=1)
+                high = np.where(finite, values, -np.inf).max(axis=1)
+            low[np.isinf(low)] = np.nan  # no finite value in the block
+            high[np.isinf(high)] = np.nan
+            bad = ~finite
+            new_bad = np.where(bad.any(axis=1), steps[np.argmax(bad, axis=1)], NO_STEP)
+            recs["nonfinite"][where] = np.minimum(recs["nonfinite"][where], new_bad)
         recs["vmin"][where] = np.fmin(recs["vmin"][where], low)
         recs["vmax"][where] = np.fmax(recs["vmax"][where], high)
-        bad = ~finite
-        new_bad = np.where(bad.any(axis=1), steps[np.argmax(bad, axis=1)], NO_STEP)
-        recs["nonfinite"][where] = np.minimum(recs["nonfinite"][where], new_bad)
         self.dirty = True
         return members[again]
 
@@ -200,20 +204,27 @@ def load(session: Session, *, run_id: str) -> RunSummaries:
 
 
 _LOAD = select(_t.records).where(_t.run_id == bindparam("b_run"))
-_UPDATE = (
-    update(_table).where(_t.run_id == bindparam("b_run")).values(records=bindparam("b_records"))
-)
+# By dialect, in the driver's parameter style: (update, insert), both taking (records, run id).
+_SAVE = {
+    "sqlite": (
+        "UPDATE block_summaries SET records = ? WHERE run_id = ?",
+        "INSERT INTO block_summaries (records, run_id) VALUES (?, ?)",
+    ),
+    "postgresql": (
+        "UPDATE block_summaries SET records = %s WHERE run_id = %s",
+        "INSERT INTO block_summaries (records, run_id) VALUES (%s, %s)",
+    ),
+}
 
 
-def save(session: Session, summaries: RunSummaries) -> None:
-    """Write the records back, if a batch changed them."""
+def save(tx: WriteTransaction, summaries: RunSummaries) -> None:
+    """Write the records back, if a batch changed them (straight to the driver, see
+    ``storage/transaction.py``)."""
     if not summaries.dirty:
         return
-    raw = summaries.records.tobytes()
-    if summaries.stored:
-        session.connection().execute(_UPDATE, {"b_run": summaries.run_id, "b_records": raw})
-    else:
-        session.connection().execute(insert(_table), {"run_id": summaries.run_id, "records": raw})
+    update_sql, insert_sql = _SAVE[tx.dialect]
+    values = (summaries.records.tobytes(), summaries.run_id)
+    tx.execute(update_sql if summaries.stored else insert_sql, values)
     summaries.stored, summaries.dirty = True, False
 
 

@@ -13,11 +13,12 @@ from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Table, bindparam, delete, func, insert, select
+from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from trickscope_server.storage.models import BlockRow, SeriesRow
 from trickscope_server.storage.runs import IN_CHUNK
+from trickscope_server.storage.transaction import WriteTransaction
 
 I64 = np.dtype("<i8")
 F64 = np.dtype("<f8")
@@ -27,19 +28,19 @@ _b = _blocks.c
 _s = cast(Table, SeriesRow.__table__).c
 
 
-def insert_blocks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert block rows (keys are the ``blocks`` columns but ``id``) in one statement.
+def insert_blocks(tx: WriteTransaction, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert block rows (keys are the ``blocks`` columns but ``id``), straight to the driver
+    (``storage/transaction.py``).
 
-    PostgreSQL gets one multi-row ``VALUES`` (one round trip, where an executemany sends each
-    row); SQLite's executemany is already in process.
+    PostgreSQL gets one statement of column arrays (one round trip, where an executemany sends
+    each row); SQLite's executemany is already in process.
     """
     if not rows:
         return
-    if session.get_bind().dialect.name == "postgresql" and len(rows) > 1:
-        arrays = {f"c_{c}": [row[c] for row in rows] for c in _PG_TYPES}
-        session.connection().exec_driver_sql(_PG_INSERT, arrays)
+    if tx.dialect == "postgresql":
+        tx.execute(_PG_INSERT, {f"c_{c}": [row[c] for row in rows] for c in _PG_TYPES})
     else:
-        session.connection().execute(_INSERT, list(rows))
+        tx.executemany(_SQLITE_INSERT, [tuple(row[c] for c in _PG_TYPES) for row in rows])
 
 
 # Each column bound as one array (in binary, as in storage/chunks.py) and unnested: one statement
@@ -61,8 +62,9 @@ _PG_INSERT = "INSERT INTO blocks ({}) SELECT * FROM unnest({})".format(
     ", ".join(f"%(c_{c})b::{kind}" for c, kind in _PG_TYPES.items()),
 )
 
-
-_INSERT = insert(_blocks)
+_SQLITE_INSERT = "INSERT INTO blocks ({}) VALUES ({})".format(
+    ", ".join(f'"{c}"' for c in _PG_TYPES), ", ".join("?" for _ in _PG_TYPES)
+)
 
 
 @dataclass(frozen=True)

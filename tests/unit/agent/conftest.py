@@ -45,13 +45,15 @@ class Captured:
                     steps = decode_i64(series["steps"])
                     values = decode_f64(series["values"])
                     out.setdefault(series["name"], {}).update(zip(steps, values, strict=True))
-                # watch's statistics arrive as blocks: one column per layer over shared steps.
+                # watch's statistics arrive as blocks: one column of every layer's values
+                # over shared steps, layer by layer.
                 for block in body.get("blocks", []):
                     steps = decode_i64(block["steps"])
-                    for layer, column in zip(block["layers"], block["values"], strict=True):
+                    values = decode_f64(block["values"])
+                    for i, layer in enumerate(block["layers"]):
+                        row = values[i * len(steps) : (i + 1) * len(steps)]
                         name = f"{block['family']}/{layer}"
-                        values = decode_f64(column)
-                        out.setdefault(name, {}).update(zip(steps, values, strict=True))
+                        out.setdefault(name, {}).update(zip(steps, row, strict=True))
         return out
 
     def histograms(self) -> dict[str, dict[int, tuple[float, float, float, list[float]]]]:

@@ -12,7 +12,7 @@ from torch import nn
 
 import trickscope
 from tests.helpers import wait_until
-from trickscope_wire import HISTOGRAM_BLOCKS_WIRE_VERSION, decode_f64, decode_i64
+from trickscope_wire import MATRIX_BLOCKS_WIRE_VERSION, decode_f64, decode_i64
 
 
 def _points_requests(capture: Any) -> list[dict[str, Any]]:
@@ -70,7 +70,7 @@ def test_a_flush_of_logged_points_and_statistics_is_one_request(
     run.finish()
     (request,) = _points_requests(capture)
     assert request["blocks"] and request["histogram_blocks"]
-    assert request["wire_version"] == HISTOGRAM_BLOCKS_WIRE_VERSION
+    assert request["wire_version"] == MATRIX_BLOCKS_WIRE_VERSION  # with histogram blocks too
     points = capture.captured.points()
     assert points["loss"] == {0: 0.0, 1: 1.0, 2: 2.0}
     assert set(points["update_ratio/weight"]) == {0, 1, 2}

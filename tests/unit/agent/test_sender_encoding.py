@@ -15,13 +15,14 @@ from trickscope.batches import (
     as_blocks,
     encode_points,
     histogram_payloads,
+    joined_column,
     joined_series,
     packed_rows,
     point_batch,
 )
 from trickscope_wire import (
-    BLOCKS_WIRE_VERSION,
     HISTOGRAM_BLOCKS_WIRE_VERSION,
+    MATRIX_BLOCKS_WIRE_VERSION,
     WIRE_VERSION,
     HistogramColumns,
     PointBatch,
@@ -88,12 +89,23 @@ def test_a_batch_through_orjson_is_the_json_the_wire_encoder_writes() -> None:
     body = encode_points(batch)
     assert json.loads(body) == json.loads(dumps(as_blocks(batch)))
     assert b"\n" not in body
-    # The two layers share their steps and times objects: one block, in the blocks' version.
+    # The two layers share their steps and times objects: one block, its values one column
+    # (layer by layer), in the version that says so.
     sent = json.loads(body)
-    assert sent["series"] == [] and sent["wire_version"] == BLOCKS_WIRE_VERSION
+    assert sent["series"] == [] and sent["wire_version"] == MATRIX_BLOCKS_WIRE_VERSION
     (block,) = sent["blocks"]
     assert block["family"] == "grad_norm" and block["layers"] == ["w", "层.\nweight"]
-    assert block["values"] == [s.values for s in batch.series]
+    values = list(decode_f64(block["values"]))
+    assert math.isnan(values[0]) and values[1:] == [2.0, 1.0, 2.0]
+
+
+def test_columns_join_into_one_whatever_their_padding() -> None:
+    """Columns of 1 and 2 values (base64 with padding inside the joined bytes) and an empty
+    one join into the column of their values, NaN and infinities exact."""
+    columns = [encode_f64([1.0]), encode_f64([math.nan, -math.inf]), encode_f64([]), "AAAAAAAA8D8="]
+    joined = list(decode_f64(joined_column(columns)))
+    assert joined[0] == 1.0 and math.isnan(joined[1]) and joined[2:] == [-math.inf, 1.0]
+    assert joined_column([]) == ""
 
 
 def _buffer(bins: int, steps: list[int], seed: float) -> HistogramBuffer:

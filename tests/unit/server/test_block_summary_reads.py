@@ -31,10 +31,10 @@ def test_records_are_found_by_id_even_where_the_ids_bytes_occur_earlier(
     # inside earlier records before their own. Series 44 has an emptied record (count 0).
     recs = _records([(41, 42, 5, 1.5), (42, 1, 43, -2.0), (43, 3, 9, float("inf")), (44, 0, 0, 0)])
     db = app.state.db
-    with db.transaction() as session:
-        block_summaries.save(session, RunSummaries("r", recs, dirty=True))
+    with db.write() as tx:
+        block_summaries.save(tx, RunSummaries("r", recs, dirty=True))
         other = _records([(42, 7, 7, 7.0)])  # same id in another run: never mixed up
-        block_summaries.save(session, RunSummaries("other", other, dirty=True))
+        block_summaries.save(tx, RunSummaries("other", other, dirty=True))
     with db.reader() as session:
         found = block_summaries.records_of_series(
             session, {"r": [43, 42, 41, 44, 45], "absent": [1]}

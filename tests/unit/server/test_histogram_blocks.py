@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from trickscope_wire import (
     HISTOGRAM_BLOCKS_WIRE_VERSION,
+    MATRIX_BLOCKS_WIRE_VERSION,
     HistogramBlock,
     HistogramColumns,
     PointBatch,
@@ -185,7 +186,7 @@ def test_histogram_blocks_count_toward_the_batch_limit_and_need_their_wire_versi
     assert response.status_code == 413, response.text
     good = {"wire_version": 3, "batch_id": "y", "series": [], "histogram_blocks": [_good()]}
     assert client.post("/api/v1/runs/r1/points", json=good).status_code == 200
-    newer = {**good, "batch_id": "z", "wire_version": HISTOGRAM_BLOCKS_WIRE_VERSION + 1}
+    newer = {**good, "batch_id": "z", "wire_version": MATRIX_BLOCKS_WIRE_VERSION + 1}
     response = client.post("/api/v1/runs/r1/points", json=newer)
     assert response.status_code == 400
     assert "wire version" in response.json()["detail"]

@@ -115,19 +115,32 @@ def test_a_block_row_with_a_character_outside_base64_is_422_naming_the_row() -> 
     assert "'grad_norm/b'" in caught.value.detail and "base64" in caught.value.detail
 
 
-def test_block_values_keep_non_finite_values_and_their_layer_order() -> None:
+@pytest.mark.parametrize("form", ["one column", "a column per layer"])
+def test_block_values_keep_non_finite_values_and_their_layer_order(form: str) -> None:
     values = [[float("nan"), 1.0], [float("inf"), -0.0], [-float("inf"), 5e-324]]
     rows = [encode_f64(row) for row in values]
-    batch = parse_batch(_blocks_body(_block(["x", "y", "z"], [3, 9], rows)), max_points=100)
-    block = batch.blocks[0]
-    assert block.names == ["grad_norm/x", "grad_norm/y", "grad_norm/z"]
-    assert block.values.tobytes() == np.array(values, dtype=np.float64).tobytes()
+    block = _block(["x", "y", "z"], [3, 9], rows)
+    if form == "one column":
+        block = dataclasses.replace(block, values=encode_f64([v for row in values for v in row]))
+    batch = parse_batch(_blocks_body(block), max_points=100)
+    parsed = batch.blocks[0]
+    assert parsed.names == ["grad_norm/x", "grad_norm/y", "grad_norm/z"]
+    assert parsed.values.tobytes() == np.array(values, dtype=np.float64).tobytes()
 
 
 @pytest.mark.parametrize(
     ("change", "loc", "needle"),
     [
-        ({"values": [encode_f64([1.0])]}, ["body", "blocks", 0], "layers and values"),
+        ({"values": [encode_f64([1.0])]}, ["body", "blocks", 0], "a list of one column per"),
+        ({"values": 5}, ["body", "blocks", 0], "one column of every layer's values"),
+        ({"layers": "ab"}, ["body", "blocks", 0], "layers must be a list"),
+        # One column (wire version 4) of the wrong size, or not base64.
+        (
+            {"values": encode_f64([1.0, 2.0, 3.0])},
+            ["body", "blocks", 0, "values"],
+            "24 bytes, its 2 layers x 2 steps need 32",
+        ),
+        ({"values": "AAA!"}, ["body", "blocks", 0, "values"], "not valid base64"),
         ({"layers": ["a", "a"]}, ["body", "blocks", 0, "layers"], "a layer is named twice"),
         ({"times": encode_f64([0.0])}, ["body", "blocks", 0], "steps and times differ"),
         ({"family": "grad/norm"}, ["body", "blocks", 0, "family"], "without '/'"),

@@ -20,6 +20,7 @@ from trickscope_server.services._chunks import Part, merge, merge_stacked
 from trickscope_server.services.heatmap import load_layer_grid
 from trickscope_wire import (
     BLOCKS_WIRE_VERSION,
+    MATRIX_BLOCKS_WIRE_VERSION,
     PointBatch,
     SeriesColumns,
     StatBlock,
@@ -49,8 +50,12 @@ def _values(steps: list[int], seed: int) -> np.ndarray:
 def _post_blocks(
     client: TestClient, run_id: str, batch_id: str, steps: list[int], seed: int, sent: Points
 ) -> dict[str, object]:
-    """POST one block per statistic over ``steps``; record what was sent in ``sent``."""
+    """POST one block per statistic over ``steps``; record what was sent in ``sent``.
+
+    An even ``seed`` sends each block's values as one column (wire version 4), an odd one as a
+    column per layer (versions 2 and 3), so a run's batches mix both as agents of either do."""
     blocks = []
+    one_column = seed % 2 == 0
     for k, stat in enumerate(STATS):
         values = _values(steps, seed + k)
         blocks.append(
@@ -59,14 +64,15 @@ def _post_blocks(
                 layers=LAYERS,
                 steps=encode_i64(steps),
                 times=encode_f64([1e9 + s for s in steps]),
-                values=[encode_f64(row.tolist()) for row in values],
+                values=encode_f64(values.ravel().tolist())
+                if one_column
+                else [encode_f64(row.tolist()) for row in values],
             )
         )
         for layer, row in zip(LAYERS, values.tolist(), strict=True):
             sent.setdefault(f"{stat}/{layer}", {}).update(zip(steps, row, strict=True))
-    batch = PointBatch(
-        batch_id=batch_id, series=[], wire_version=BLOCKS_WIRE_VERSION, blocks=blocks
-    )
+    version = MATRIX_BLOCKS_WIRE_VERSION if one_column else BLOCKS_WIRE_VERSION
+    batch = PointBatch(batch_id=batch_id, series=[], wire_version=version, blocks=blocks)
     response = client.post(f"/api/v1/runs/{run_id}/points", content=dumps(batch))
     assert response.status_code == 200, response.text
     answer: dict[str, object] = response.json()
@@ -238,6 +244,42 @@ def test_a_series_named_in_a_block_and_on_its_own_in_one_batch_keeps_both_column
         s for s in client.get("/api/v1/runs/r2/series").json()["series"] if s["name"] == repeated
     ]
     assert (summary["count"], summary["last_value"]) == (1, 2.0)
+
+
+def test_a_statistic_in_two_blocks_of_a_batch_goes_series_by_series_a_total_beside_it_not(
+    app: FastAPI, client: TestClient, make_run: Callable[..., dict]
+) -> None:
+    """Two blocks of one statistic sharing a member store every point series by series; a
+    series of the statistic that is no member (``grad_norm/total``) leaves its block a block."""
+    make_run("r3")
+    client.put("/api/v1/runs/r3/layers", json={"layers": LAYERS})
+    total = SeriesColumns("grad_norm/total", encode_i64([1]), encode_f64([9.0]), encode_f64([1.0]))
+
+    def block(layers: list[str], steps: list[int], first: float) -> StatBlock:
+        values = [first + i for i in range(len(layers) * len(steps))]
+        times = encode_f64([float(s) for s in steps])
+        return StatBlock("grad_norm", layers, encode_i64(steps), times, encode_f64(values))
+
+    two = [block(LAYERS[:2], [1, 2], 1.0), block(LAYERS[1:3], [3], 10.0)]
+    batch = PointBatch("b1", [total], wire_version=MATRIX_BLOCKS_WIRE_VERSION, blocks=two)
+    assert client.post("/api/v1/runs/r3/points", content=dumps(batch)).status_code == 200
+    with app.state.db.reader() as session:
+        assert session.execute(_COUNT_BLOCKS, {"r": "r3"}).scalar() == 0
+
+    def read(layer: str) -> tuple[list[int], list[float]]:
+        body = client.get("/api/v1/runs/r3/points", params={"name": layer}).json()
+        return body["step"], body["value"]
+
+    assert read("grad_norm/" + LAYERS[0]) == ([1, 2], [1.0, 2.0])
+    assert read("grad_norm/" + LAYERS[1]) == ([1, 2, 3], [3.0, 4.0, 10.0])
+    assert read("grad_norm/" + LAYERS[2]) == ([3], [11.0])
+    alone = block(LAYERS[:2], [4, 5], 20.0)
+    batch = PointBatch("b2", [total], wire_version=MATRIX_BLOCKS_WIRE_VERSION, blocks=[alone])
+    assert client.post("/api/v1/runs/r3/points", content=dumps(batch)).status_code == 200
+    with app.state.db.reader() as session:
+        assert session.execute(_COUNT_BLOCKS, {"r": "r3"}).scalar() == 1
+    assert read("grad_norm/" + LAYERS[1]) == ([1, 2, 3, 4, 5], [3.0, 4.0, 10.0, 22.0, 23.0])
+    assert read("grad_norm/total") == ([1], [9.0])
 
 
 _MALFORMED: list[dict[str, object]] = [
