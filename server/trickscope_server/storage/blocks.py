@@ -38,14 +38,15 @@ def insert_blocks(tx: WriteTransaction, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     if tx.dialect == "postgresql":
-        tx.execute(_PG_INSERT, {f"c_{c}": [row[c] for row in rows] for c in _PG_TYPES})
+        tx.execute(_PG_INSERT, {f"c_{c}": [row[c] for row in rows] for c in _INSERTED})
     else:
-        tx.executemany(_SQLITE_INSERT, [tuple(row[c] for c in _PG_TYPES) for row in rows])
+        tx.executemany(_SQLITE_INSERT, [tuple(row[c] for c in _INSERTED) for row in rows])
 
 
-# Each column bound as one array (in binary, as in storage/chunks.py) and unnested: one statement
+# The inserted columns, in both statements' order, with their PostgreSQL array types: there each
+# column is bound as one array (in binary, as in storage/chunks.py) and unnested, one statement
 # and one parameter per column.
-_PG_TYPES = {
+_INSERTED = {
     "run_id": "text[]",
     "family": "text[]",
     "seq": "bigint[]",
@@ -58,12 +59,12 @@ _PG_TYPES = {
     "values": "bytea[]",
 }
 _PG_INSERT = "INSERT INTO blocks ({}) SELECT * FROM unnest({})".format(
-    ", ".join(f'"{c}"' for c in _PG_TYPES),
-    ", ".join(f"%(c_{c})b::{kind}" for c, kind in _PG_TYPES.items()),
+    ", ".join(f'"{c}"' for c in _INSERTED),
+    ", ".join(f"%(c_{c})b::{kind}" for c, kind in _INSERTED.items()),
 )
 
 _SQLITE_INSERT = "INSERT INTO blocks ({}) VALUES ({})".format(
-    ", ".join(f'"{c}"' for c in _PG_TYPES), ", ".join("?" for _ in _PG_TYPES)
+    ", ".join(f'"{c}"' for c in _INSERTED), ", ".join("?" for _ in _INSERTED)
 )
 
 
