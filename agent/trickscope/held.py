@@ -11,8 +11,10 @@ logged points and ``watch``'s per-layer statistics and histograms) to a hold fil
 server took them, or they are in the run's journal.
 
 Overflow files (``<stem>.overflow.<pid>.<n>``: logged points past the memory bound, read back by
-the sender) and hold files carry the id of the process that wrote them. ``trickscope sync``
-sends those whose process is gone (:func:`orphan_requests`); a live process's are its own.
+the sender) and hold files carry the id of the process that wrote them, which also holds a lock
+on them while they are its own (:mod:`trickscope._ownership`). ``trickscope sync``, and any run
+that starts later with the same ``journal_dir`` (:mod:`trickscope.leftovers`), send those whose
+process is gone (:func:`send_orphan`); a live process's are its own.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from trickscope import _ownership
 from trickscope._sanitize import MAX_SERIES_CHARS, clean_text
 from trickscope.batches import HistogramBuffer, encode_points, histogram_payloads, point_batch
-from trickscope.journal import Request
+from trickscope.journal import Journal, Request, Upload, dead_letter_path, upload_requests
 from trickscope.logged import LoggedBatcher
 from trickscope.scalars import HistogramRows, RowBlock, owned_file_name, read_overflow
+from trickscope.transport import Connection
 from trickscope_wire import SeriesColumns
 
 HELD = "held"
@@ -59,14 +63,45 @@ class Orphan:
 
     @property
     def owner_alive(self) -> bool:
-        """Whether the process that wrote the file still runs (on this machine)."""
+        """Whether the process that wrote the file still runs: on this machine by its pid, on
+        any machine sharing the folder by its lock (another process sending it counts too)."""
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
-            return False
+            return _ownership.held_elsewhere(self.path)
         except PermissionError:  # someone else's process: alive
             return True
         return True
+
+    @property
+    def dead_letter(self) -> Path:
+        """Where the requests the server refuses are set aside: the run's dead-letter file."""
+        return dead_letter_path(self.path.with_name(f"{self.run_id}.jsonl"))
+
+
+def send_orphan(orphan: Orphan, connection: Connection) -> Upload | None:
+    """Send a dead process's hold or overflow file as point batches, then delete it.
+
+    Requests the server refuses are set aside in :attr:`Orphan.dead_letter`. Returns None, and
+    sends nothing, when another process holds the file (its writer on another machine, or
+    another process sending it).
+
+    Raises:
+        Unavailable: The server could not be reached; the file is kept.
+    """
+    claimed = _ownership.claim(orphan.path)
+    if claimed is None:
+        return None
+    try:
+        set_aside = Journal(orphan.dead_letter)
+        try:
+            result = upload_requests(orphan_requests(orphan), connection, set_aside=set_aside)
+        finally:
+            set_aside.close()
+        orphan.path.unlink(missing_ok=True)
+        return result
+    finally:
+        claimed.close()
 
 
 def orphan_requests(orphan: Orphan) -> Iterator[Request]:
@@ -141,7 +176,8 @@ class HoldFiles:
         self._file: BinaryIO | None = None
         self._path: Path | None = None
         self._count = 0
-        self._settling: list[Path] = []
+        # Closed files still open: their lock says they are this process's until deleted.
+        self._settling: list[tuple[Path, BinaryIO]] = []
 
     def append(self, records: io.BytesIO) -> None:
         """Append overflow records (nothing when empty), flushed to the OS: a killed process's
@@ -154,6 +190,7 @@ class HoldFiles:
             self._count += 1
             self._path = self._directory / owned_file_name(self._stem, HELD, self._count)
             self._file = open(self._path, "ab")
+            _ownership.hold(self._file)
         self._file.write(data)
         self._file.flush()
 
@@ -161,13 +198,14 @@ class HoldFiles:
         """Everything held was made into requests: the file is done, to be deleted by
         :meth:`settle` once those requests left memory."""
         if self._file is not None and self._path is not None:
-            self._file.close()
-            self._settling.append(self._path)
+            self._file.flush()
+            self._settling.append((self._path, self._file))
         self._file = self._path = None
 
     def settle(self) -> None:
         """Delete the closed files: the requests made of their points were delivered or
         journaled."""
-        for path in self._settling:
+        for path, file in self._settling:
             path.unlink(missing_ok=True)
+            file.close()
         self._settling.clear()

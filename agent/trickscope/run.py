@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from trickscope import leftovers
 from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 from trickscope._sanitize import (
@@ -157,6 +158,8 @@ class Run:
         self._sender = Sender(
             agent, self.id, self.incidents, rank=0 if rank is None else rank.rank, first=first
         )
+        # What killed processes left in journal_dir: sent or named, once per process.
+        leftovers.start(agent, run_id=self.id)
         atexit.register(self._at_exit)
         watch_sigterm(id(self), self.finish)
         if self._primary and not agent.quiet:

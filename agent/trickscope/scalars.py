@@ -39,6 +39,8 @@ from typing import BinaryIO
 
 import torch
 
+from trickscope import _ownership
+
 POINT_BYTES = 24  # int64 step, float64 value, float64 time
 _HEADER = struct.Struct("<BII")
 _NAME = struct.Struct("<I")
@@ -317,6 +319,7 @@ class ScalarBuffer:
             name = owned_file_name(self._stem, "overflow", self._overflow_files)
             path = self._overflow_dir / name
             self._overflow = open(path, "ab")
+            _ownership.hold(self._overflow)  # until it is closed, to be read back and deleted
             self._overflow_path = path
         file = self._overflow
         for name, columns in self._series.items():

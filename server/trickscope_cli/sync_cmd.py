@@ -145,31 +145,28 @@ def _sync_one(path: Path, url: str, token: str | None, bar: Any) -> bool:
 
 def _sync_orphan(orphan: Any, url: str, token: str | None, bar: Any) -> bool:
     """Send a dead process's hold or overflow file; True when the server refused some of it."""
-    from trickscope.held import orphan_requests
-    from trickscope.journal import Journal, dead_letter_path, upload_requests
+    from trickscope.held import send_orphan
     from trickscope.transport import Connection, Unavailable
 
-    dead = dead_letter_path(orphan.path.with_name(f"{orphan.run_id}.jsonl"))
-    set_aside = Journal(dead)
     try:
         connection = Connection(url, timeout=30.0, token=token)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:
-        result = upload_requests(orphan_requests(orphan), connection, set_aside=set_aside)
+        result = send_orphan(orphan, connection)
     except Unavailable as exc:
-        set_aside.close()
         raise CliError(f"could not send {orphan.path}: {exc}; it is kept") from None
     finally:
         connection.close()
-    set_aside.close()
-    orphan.path.unlink(missing_ok=True)
     bar.update(1)
+    if result is None:
+        bar.write(f"trickscope: left {orphan.path} alone: another process holds it")
+        return False
     bar.write(f"trickscope: synced {orphan.path} ({result.sent} requests)")
     if result.set_aside:
         bar.write(
             f"trickscope: the server refused {result.set_aside} request(s) of {orphan.path}; "
-            f"the first: {result.first_refusal}. They are set aside in {dead}",
+            f"the first: {result.first_refusal}. They are set aside in {orphan.dead_letter}",
             file=sys.stderr,
         )
     return bool(result.set_aside)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import pytest
 import torch
 
 import trickscope
@@ -173,20 +175,15 @@ while True:
 """
 
 
-def test_sync_sends_what_a_training_process_killed_while_unfollowed_held(
-    live_server: LiveServer, tmp_path: Path
-) -> None:
-    """Nobody follows the run, so the agent holds its points (12 s at ``flush_secs=0.1``),
-    copying them to disk every 0.1 s. A SIGKILL leaves the copies; sync sends them: the run has
-    every step up to a fraction of a second before the kill: logged points, statistics and
-    histograms."""
+def _train_then_kill(url: str, tmp_path: Path) -> tuple[str, int, Path]:
+    """Run :data:`KILLED_SCRIPT` until step 80, SIGKILL it: its run id, the last step it
+    logged, and its journal folder."""
     script = tmp_path / "train.py"
     script.write_text(KILLED_SCRIPT)
     journal_dir = tmp_path / "journal"
     process = subprocess.Popen(
-        [sys.executable, str(script), live_server.url, str(journal_dir)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, str(script), url, str(journal_dir)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout is not None
         run_id = process.stdout.readline().strip()
@@ -198,6 +195,29 @@ def test_sync_sends_what_a_training_process_killed_while_unfollowed_held(
     finally:
         process.kill()
         process.wait()
+    return run_id, last, journal_dir
+
+
+def _assert_every_step_up_to_the_kill(url: str, run_id: str, last: int) -> None:
+    base = f"{url}/api/v1/runs/{run_id}/points?points=100000&name="
+    # ~0.1 s of steps (~4) may not have been copied yet when the process died.
+    for name in ("loss", "grad_norm/0.weight", "weight_norm/2.bias"):
+        steps = get_json(base + urllib.parse.quote(name, safe=""))["step"]
+        assert steps == list(range(len(steps))), name
+        assert len(steps) >= last - 10, (name, len(steps), last)
+    histograms = f"{url}/api/v1/runs/{run_id}/histograms?name=grad_hist%2F0.weight"
+    due = list(range(0, last + 1, 20))
+    assert get_json(histograms)["step"] in (due, due[:-1])
+
+
+def test_sync_sends_what_a_training_process_killed_while_unfollowed_held(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """Nobody follows the run, so the agent holds its points (12 s at ``flush_secs=0.1``),
+    copying them to disk every 0.1 s. A SIGKILL leaves the copies; sync sends them: the run has
+    every step up to a fraction of a second before the kill: logged points, statistics and
+    histograms."""
+    run_id, last, journal_dir = _train_then_kill(live_server.url, tmp_path)
     base = f"{live_server.url}/api/v1/runs/{run_id}/points?points=100000&name="
     held_on_disk = sorted(journal_dir.glob(f"{run_id}.held.*"))
     assert held_on_disk
@@ -207,11 +227,33 @@ def test_sync_sends_what_a_training_process_killed_while_unfollowed_held(
     result = sync(str(journal_dir), "--url", live_server.url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not list(journal_dir.glob("*.held.*"))
-    # ~0.1 s of steps (~4) may not have been copied yet when the process died.
-    for name in ("loss", "grad_norm/0.weight", "weight_norm/2.bias"):
-        steps = get_json(base + urllib.parse.quote(name, safe=""))["step"]
-        assert steps == list(range(len(steps))), name
-        assert len(steps) >= last - 10, (name, len(steps), last)
-    histograms = f"{live_server.url}/api/v1/runs/{run_id}/histograms?name=grad_hist%2F0.weight"
-    due = list(range(0, last + 1, 20))
-    assert get_json(histograms)["step"] in (due, due[:-1])
+    _assert_every_step_up_to_the_kill(live_server.url, run_id, last)
+
+
+def test_the_next_run_sends_what_a_killed_process_held_and_names_what_it_cannot(
+    live_server: LiveServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No sync: the next run started with the same journal folder sends the killed run's hold
+    files itself, in a thread of its own, and deletes them. A dead process's file of a run
+    this server never had, and a journal of requests no server took, stay on disk, named in
+    one warning with the command that sends them."""
+    run_id, last, journal_dir = _train_then_kill(live_server.url, tmp_path)
+    (held, *_) = sorted(journal_dir.glob(f"{run_id}.held.*"))
+    pid = held.name.split(".")[-2]
+    foreign = journal_dir / f"{'f' * 32}.held.{pid}.1"  # another server's run
+    shutil.copy(held, foreign)
+    offline = journal_dir / f"{'e' * 32}.jsonl"
+    offline.write_text("")
+    caplog.set_level(logging.INFO, logger="trickscope")
+
+    run = trickscope.init(project="next", url=live_server.url, journal_dir=str(journal_dir))
+    try:
+        wait_until(lambda: not list(journal_dir.glob(f"{run_id}.held.*")), timeout=60, what="sent")
+        _assert_every_step_up_to_the_kill(live_server.url, run_id, last)
+        wait_until(lambda: "trickscope sync" in caplog.text, timeout=10, what="the warning")
+    finally:
+        run.finish()
+    assert foreign.exists() and offline.exists()
+    (warning,) = [r.getMessage() for r in caplog.records if "trickscope sync" in r.getMessage()]
+    assert "2 file(s)" in warning and foreign.name in warning and offline.name in warning
+    assert f"sent the points of run {run_id}" in caplog.text
