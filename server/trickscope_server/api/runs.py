@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from trickscope_server.api.deps import (
@@ -214,6 +214,7 @@ def get_histogram_names(run_id: RunId, db: DatabaseDep) -> HistogramNames:
 
 @router.get("/compare/series", response_model=CompareSeries)
 def get_compare_series(
+    request: Request,
     db: DatabaseDep,
     settings: SettingsDep,
     runs_: Annotated[str, Query(alias="runs", min_length=1, max_length=4096)],
@@ -222,16 +223,23 @@ def get_compare_series(
     end: Step | None = None,
     points: Budget | None = None,
 ) -> Response:
-    """One series of several runs (``runs=a,b,...``), each downsampled to ``points``."""
+    """One series of several runs (``runs=a,b,...``), each downsampled to ``points``.
+
+    Like a read of one run's data, it counts as following each running run it names: their
+    agents send what they hold, and keep their fast cadence while the comparison is read."""
+    run_ids = list(dict.fromkeys(r.strip() for r in runs_.split(",")))
     body = query.read_compare(
         db,
-        run_ids=[r.strip() for r in runs_.split(",")],
+        run_ids=run_ids,
         name=name,
         start=start,
         end=end,
         points=points if points is not None else settings.default_points,
         max_points=settings.max_points,
     )
+    for run_id in run_ids:  # all found: an unknown one was a 404 above
+        if run_id:
+            request.app.state.read_follows.looked(run_id)
     return OrjsonResponse(body)
 
 

@@ -2,7 +2,8 @@
 
 While nobody follows a run, its agent holds its points for up to a minute (see the agent's
 ``unfollowed_flush_secs``). A script that polls ``/points`` or ``/health`` without a stream would
-then see points that old. So a read of one run's data marks the run followed, at most once per
+then see points that old. So a read of a run's data (one run's, or a comparison's, for each run
+it names) marks the run followed, at most once per
 :data:`~trickscope_server.live.feed.FOLLOW_RENEW_SECONDS` per run in this process, and ends the
 agent's wait for a follower (here and in other workers): the agent sends what it holds at once,
 and at its fast cadence while the reads go on. The read itself answers with what is stored.

@@ -181,6 +181,24 @@ def test_a_read_of_a_running_runs_data_counts_as_following_it_and_ends_the_wait(
     assert not _followed_until(app, "done")  # nothing to follow in a finished run
 
 
+def test_a_comparison_counts_as_following_each_running_run_it_reads_and_a_refused_one_not(
+    app: FastAPI,
+    base_url: str,  # noqa: F811
+) -> None:
+    runs.upsert_run(app.state.db, run_id="other", payload=RunCreate(project="p", name="o"))
+    waiter, answers = _held_wait(app, base_url)
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        refused = client.get("/api/v1/compare/series", params={"runs": "r,nope", "name": "loss"})
+        assert refused.status_code == 404  # an unknown run: nothing read, nothing marked
+        assert not _followed_until(app, "r")
+        read = client.get("/api/v1/compare/series", params={"runs": "r,other", "name": "loss"})
+        assert read.status_code == 200, read.text
+    waiter.join(timeout=20)
+    assert answers and answers[0][0] == {"followed": True} and answers[0][1] < 10
+    for run_id in ("r", "other"):
+        assert (_followed_until(app, run_id) or 0) > time.time() + 20
+
+
 def _last_seen(app: FastAPI, run_id: str) -> float | None:
     with app.state.db.reader() as session:
         value: float | None = session.scalar(select(RunRow.last_seen_at).where(RunRow.id == run_id))
