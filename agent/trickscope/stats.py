@@ -1,7 +1,8 @@
 """Per-layer statistics and histograms, computed as device ops without reading back to the host.
 
 (On CPU, where a tensor is host memory and a read waits for nothing, the per-tensor path reads a
-few of its own per-tensor results to skip whole passes: see :func:`_on_host`.)
+few of its own per-tensor results to skip whole passes, through :mod:`trickscope._host`: see
+:func:`_known_finite`.)
 
 Every function takes tensors of one (device, dtype) group and returns float32 results, one column
 per tensor. The scalar statistics work in a :class:`Scratch`: one float32 flat buffer per group,
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trickscope import _foreach, row_kernels, streamed
+from trickscope import _foreach, _host, row_kernels, streamed
 from trickscope.segments import ROW, RowLayout, padded, to_device
 
 GRAD_STATS = (
@@ -241,7 +242,7 @@ def _finite_std(sources: list[Tensor], l2: Tensor, mean: Tensor, n: Tensor) -> T
     mean_energy = n.double() * mean.double().square()
     std = ((energy - mean_energy).clamp_min(0.0) / (n.double() - 1.0)).sqrt().to(torch.float32)
     exact = (mean_energy > ONE_PASS_MEAN_SHARE * energy) & (n > 1)
-    rest = [i for i, flag in enumerate(_on_host(exact)) if flag]
+    rest = [i for i, flag in enumerate(_host.read(exact)) if flag]
     if rest:
         std[rest] = torch.stack([torch.std(sources[i]) for i in rest])
     return torch.where(n > 1, std, math.nan)
@@ -443,16 +444,7 @@ def _runs(sizes: list[int], limit: int) -> list[int]:
 
 def _known_finite(values: Tensor) -> bool:
     """Whether ``values`` are on the CPU and all finite; ``False``, unread, on any device."""
-    return values.device.type == "cpu" and all(_on_host(torch.isfinite(values)))
-
-
-def _on_host(values: Tensor) -> list[bool]:
-    """The values of a CPU tensor as a list. It lives in host memory, so the read waits for no
-    device: the agent's one kind of host read, for the CPU's per-tensor path only."""
-    if values.device.type != "cpu":
-        raise ValueError(f"reading a {values.device} tensor on the host would sync the device")
-    flags: list[bool] = values.tolist()
-    return flags
+    return values.device.type == "cpu" and all(_host.read(torch.isfinite(values)))
 
 
 def _absmax(tensors: list[Tensor]) -> Tensor:

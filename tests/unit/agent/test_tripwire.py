@@ -24,7 +24,7 @@ _AGENT_DIR = os.path.dirname(trickscope.__file__) + os.sep
 
 # The one host read the agent makes on purpose: of CPU tensors only, which live in host memory
 # (it says False, unread, for any other device). Every other read by agent code trips.
-_HOST_READS = {("stats.py", "_on_host"), ("_host.py", "read")}
+_HOST_READS = {("_host.py", "read")}
 
 
 def _called_from_agent(tensor: torch.Tensor) -> bool:
