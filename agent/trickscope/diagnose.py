@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from trickscope import _foreach, _host, discover, setup, shard_merge, sharded
+from trickscope import _foreach, _host, discover, dtensors, setup, shard_merge, sharded
 from trickscope._incidents import Incidents
 from trickscope._modules import unwrap
 from trickscope.probes import (
@@ -124,7 +124,7 @@ class Diagnoser:
         # (trickscope.sharded) report grad_norm/total and dead units on due steps, and hand
         # their merged table here for the first non-finite finding and the pre-clip norm; the
         # clip sentinels read their local shards (clipping scales every element alike).
-        self._sharded = sharded.has_dtensors(model)
+        self._sharded = dtensors.has_dtensors(model)
         self._coefficients: dict[int, float] = {}  # sharded: clip coefficients of due steps
         self._every = every
         self._hist_every = hist_every

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.profiler import record_function
 
-from trickscope import _foreach, sharded
+from trickscope import _foreach, dtensors, sharded
 from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 
@@ -67,8 +67,8 @@ class RankSummary:
         incidents: Incidents,
     ) -> None:
         params = list(model.parameters())
-        self._params: list[Tensor] = [p for p in params if sharded.replicated(p)]
-        self._device = sharded.local(params[0]).device
+        self._params: list[Tensor] = [p for p in params if dtensors.replicated(p)]
+        self._device = dtensors.local(params[0]).device
         self._every = check_int("every", every, 1)
         self._prefix = f"rank/{rank}/"
         self._emit = emit
@@ -124,7 +124,7 @@ class RankSummary:
         prefix = self._prefix
         keys: list[str] = []
         values: list[Tensor] = []
-        grads = [sharded.local(p.grad) for p in self._params if p.grad is not None]
+        grads = [dtensors.local(p.grad) for p in self._params if p.grad is not None]
         if grads:
             norm = total_norm(grads, self._device)
             if isinstance(grad_scale, Tensor):  # a fused AMP step leaves the gradients scaled
@@ -133,7 +133,7 @@ class RankSummary:
             values.append(norm)
         if self._params:
             keys.append(prefix + "weight_norm")
-            values.append(total_norm([sharded.local(p) for p in self._params], self._device))
+            values.append(total_norm([dtensors.local(p) for p in self._params], self._device))
         host = [
             (prefix + name, mean.take())
             for name, mean in (("step_time", self._step_time), ("data_time", self._data_time))

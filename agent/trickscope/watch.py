@@ -34,6 +34,7 @@ from trickscope._checks import check_int
 from trickscope._incidents import Incidents
 from trickscope._modules import unwrap
 from trickscope.config import scratch_bytes as default_scratch_bytes
+from trickscope.dtensors import has_dtensors
 from trickscope.probes.amp_skips import SkippedSteps
 from trickscope.update_sample import SAMPLE_ELEMENTS, UpdateSample
 
@@ -81,11 +82,10 @@ class Watcher:
 
     def __new__(cls, model: nn.Module, *args: Any, **kwargs: Any) -> Watcher:
         # DTensor parameters (FSDP2, tensor parallel): every rank's shards, merged.
-        if cls is Watcher and isinstance(model, nn.Module):
-            from trickscope import sharded
+        if cls is Watcher and isinstance(model, nn.Module) and has_dtensors(model):
+            from trickscope.sharded import ShardedWatcher  # it builds on this module
 
-            if sharded.has_dtensors(model):
-                return super().__new__(sharded.ShardedWatcher)
+            return super().__new__(ShardedWatcher)
         return super().__new__(cls)
 
     def __init__(

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from trickscope._incidents import Incidents
+from trickscope.dtensors import local
 from trickscope.probes._hook import Hook
-from trickscope.sharded import local
 
 SENTINELS = 3
 
