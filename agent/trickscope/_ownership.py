@@ -6,7 +6,8 @@ between machines (a home directory on NFS) needs more: the writer holds a shared
 each of its files until it is done with them, and a process that sends a dead writer's file
 first takes an exclusive one, which fails while the writer, or another sender, holds the file.
 Linux emulates ``flock`` on NFS with byte-range locks the NFS server arbitrates, so the lock is
-seen from every machine. Where ``fcntl`` does not exist (Windows) only the pid is checked.
+seen from every machine (the tests take it from another process; no NFS mount is tested). Where
+``fcntl`` does not exist (Windows) only the pid is checked.
 """
 
 from __future__ import annotations
