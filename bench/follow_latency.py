@@ -4,7 +4,7 @@
 
 Per backend, one ``trickscope serve`` process (a SQLite file in a temporary directory, or
 PostgreSQL at ``--pg-url``). Each trial, the real agent at its defaults logs a point every 10 ms
-(``flush_secs`` 0.5 s; 60 s while nobody follows the run); once the server's answers say
+(``flush_secs`` 0.5 s; 5 minutes while nobody follows the run); once the server's answers say
 nobody follows the run, and after a random 0-2 s more, a live stream opens on the run, as a run
 page does. Measured: from the stream's request until it has brought
 the last point logged before it opened. Two arms, alternated trial by trial:
@@ -12,8 +12,8 @@ the last point logged before it opened. Two arms, alternated trial by trial:
 - ``wait for a follower``: the agent as shipped, holding ``GET /runs/{id}/followed?wait=``, which
   the server answers when the stream opens;
 - ``answers only``: the same agent with that wait switched off, hearing of the stream from the
-  answer to its next slow flush, every 2 s (the default before the wait; at 60 s this arm
-  would take half a minute on average).
+  answer to its next slow flush, every 2 s (the default before the wait; at 300 s this arm
+  would take two and a half minutes on average).
 
 Reported: median, p90 and the worst trial per arm, in milliseconds.
 """
@@ -68,7 +68,7 @@ def trial(url: str, journal: Path, *, waits: bool) -> float:
         FollowWatch.start = lambda self: None  # type: ignore[method-assign]
     try:
         # Without the wait the agent hears of the stream from its next flush's answer: at the
-        # 60 s default, half a minute on average; 2 s (the default before the wait) is shown.
+        # 300 s default, 150 s on average; 2 s (the default before the wait) is shown.
         slow = {} if waits else {"unfollowed_flush_secs": ANSWERS_ONLY_FLUSH_SECS}
         run = trickscope.init(project="latency", url=url, journal_dir=journal, quiet=True, **slow)
         return _trial(run, url)

@@ -40,7 +40,7 @@ to its response's headers, less idle (the rest, e.g. compaction after the answer
 "outside"; a wait for a follower, held while other requests come, counts theirs too).
 
 By default nobody follows the runs live, so the agent sends its logged points and statistics
-every ``unfollowed_flush_secs`` (60 s), histograms too. ``--followed`` holds a live stream
+every ``unfollowed_flush_secs`` (300 s), histograms too. ``--followed`` holds a live stream
 on each run while it trains, as an open run page does: the agent then sends every ``flush_secs``
 (0.5 s), and the server's CPU includes the stream's reads and messages.
 """

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 DEFAULT_URL = "http://127.0.0.1:8000"
 # The default wait of a logged point while nobody follows the run live: this many times
 # flush_secs, at most UNFOLLOWED_FLUSH_MAX seconds.
-UNFOLLOWED_FLUSHES = 120
-UNFOLLOWED_FLUSH_MAX = 60.0
+UNFOLLOWED_FLUSHES = 600
+UNFOLLOWED_FLUSH_MAX = 300.0
 _TRUE = ("1", "true", "yes")
 _FALSE = ("0", "false", "no")
 
@@ -99,13 +99,17 @@ class AgentConfig:
             sent while someone follows the run live (a dashboard or a client's stream): what
             the live charts' latency is made of.
         unfollowed_flush_secs: The same while nobody follows the run live, as each point
-            batch's answer says; never shorter than ``flush_secs``. By default 120 times
-            ``flush_secs``, at most 60 s: 60 s at the default 0.5 s, and a script that asked for
-            a short ``flush_secs`` keeps a shorter wait. Fewer, larger requests cost the server,
-            and a laptop's shared cores, less. Meanwhile the agent holds a request the server
-            answers when a stream opens on the run, which brings the fast cadence back at once,
-            and copies what it holds to a file in ``journal_dir`` every ``flush_secs``, which
-            ``trickscope sync`` sends if the process is killed (:mod:`trickscope.held`).
+            batch's answer says; never shorter than ``flush_secs``. By default 600 times
+            ``flush_secs``, at most 300 s: 5 minutes at the default 0.5 s, and a script that
+            asked for a short ``flush_secs`` keeps a shorter wait. Fewer, larger requests cost
+            the server, and a laptop's shared cores, less: on a CPU, whose ViT-tiny step takes
+            seconds, a request a minute cost the server more than the step's 0.2 ms budget.
+            Nobody sees the points meanwhile without asking for them: the agent holds a request
+            the server answers when a stream opens on the run (or a REST read of its data),
+            which brings the fast cadence back at once, or when the runs list shows the run,
+            which has the agent send what it holds; and it copies what it holds to a file in
+            ``journal_dir`` every ``flush_secs``, which the next run or ``trickscope sync``
+            sends if the process is killed (:mod:`trickscope.held`).
         stats_flush_secs: Longest time a per-layer statistic or histogram from ``watch`` waits
             while someone follows the run live; while nobody does, they wait as long
             as the logged points.

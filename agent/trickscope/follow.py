@@ -4,12 +4,14 @@ cadence and holds a request that the server answers the moment someone starts fo
 ``GET /api/v1/runs/<id>/followed?wait=<s>`` is held by the server until a live stream of the run
 opens (a dashboard's run page, a client's ``follow``, in any of its workers) or ``wait`` seconds
 pass. The sender then hears of a new viewer at once, not at its next slow flush, and sends what
-it holds straight away. The agent asks for a 10-minute wait, and the server holds it as long as
-its ``follow_wait_seconds`` allows (10 minutes by default), sending a space now and then for the
-proxies in between and stamping the run seen whenever nothing else did for a while: the waits
-are the run's heartbeat while they last, and one request per wait is all they cost the server.
-A server from before long waits refuses them (422): the agent then asks for ``heartbeat_secs``
-(at most 50 s), and such a server stamps the run when each wait starts.
+it holds straight away. A glance ends the wait too (the runs list shows the run: ``glanced``):
+the sender then sends what it holds once and keeps its slow cadence. The agent asks for a
+10-minute wait, and the server holds it as long as its ``follow_wait_seconds`` allows (10
+minutes by default), sending a space now and then for the proxies in between and stamping the
+run seen whenever nothing else did for a while: the waits are the run's heartbeat while they
+last, and one request per wait is all they cost the server. A server from before long waits
+refuses them (422): the agent then asks for ``heartbeat_secs`` (at most 50 s), and such a
+server stamps the run when each wait starts.
 
 Runs on a thread of its own; it never raises, and a server without the route (an older one)
 ends it quietly, leaving the point batches' answers as the only word on following.
@@ -44,6 +46,8 @@ class FollowWatch:
         is_followed: Whether the sender already knows the run is followed (its last answer
             said so): no request is held meanwhile.
         on_followed: Called (from this thread) when the server says someone follows the run.
+        on_glanced: Called (from this thread) when the server says someone glanced at the run
+            without following it.
     """
 
     def __init__(
@@ -53,12 +57,14 @@ class FollowWatch:
         *,
         is_followed: Callable[[], bool],
         on_followed: Callable[[], None],
+        on_glanced: Callable[[], None] = lambda: None,
     ) -> None:
         self._run_id = run_id
         self._config = config
         self._connection = Connection(config.url, timeout=config.http_timeout, token=config.token)
         self._is_followed = is_followed
         self._on_followed = on_followed
+        self._on_glanced = on_glanced
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="trickscope-follow", daemon=True)
         self._waiting_since: float | None = None  # monotonic start of the wait held now
@@ -130,14 +136,20 @@ class FollowWatch:
                 logger.debug("trickscope: waiting for live followers failed: %s", exc)
                 return
             failures = 0
-            if _said_followed(self._connection.answer) and not self._stop.is_set():
+            said = _said(self._connection.answer)
+            if self._stop.is_set():
+                break
+            if said.get("followed") is True:
                 self._on_followed()
+            elif said.get("glanced") is True:
+                self._on_glanced()
         self._connection.close()
 
 
-def _said_followed(answer: bytes) -> bool:
+def _said(answer: bytes) -> dict[str, object]:
+    """The wait's answer, or nothing if it is not a JSON object."""
     try:
-        said = json.loads(answer).get("followed")
-    except (ValueError, AttributeError):
-        return False
-    return said is True
+        said = json.loads(answer)
+    except ValueError:
+        return {}
+    return said if isinstance(said, dict) else {}

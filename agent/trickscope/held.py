@@ -1,6 +1,6 @@
 """A copy on disk of the points the sender holds, and the recovery of what a dead process left.
 
-While nobody follows a run live, the sender sends every ``unfollowed_flush_secs`` (60 s by
+While nobody follows a run live, the sender sends every ``unfollowed_flush_secs`` (5 minutes by
 default): fewer, larger requests, which is most of what the run costs the server. What it holds
 meanwhile is not only in memory: every ``flush_secs`` it appends what was logged since (the
 logged points and ``watch``'s per-layer statistics and histograms) to a hold file

@@ -173,12 +173,14 @@ class Sender:
         # wait starts once an answer says nobody follows the run (a server that knows of it).
         self.follow_watch: FollowWatch | None = None
         self._follower_came = False  # set by the follow watch: flush at once, then go fast
+        self._glance_came = False  # set by the follow watch: flush at once, stay slow
         if rank == 0 and not config.offline:
             self.follow_watch = FollowWatch(
                 config,
                 run_id,
                 is_followed=lambda: self.delivery.followed,
                 on_followed=self._followed,
+                on_glanced=self._glanced,
             )
         # Woken at half the logged points' memory at most, so that a tight loop is sent, not
         # spilled, while the sender keeps up.
@@ -340,11 +342,12 @@ class Sender:
                 if self._drain():
                     break
                 now = time.monotonic()
-                # A follower just came (the follow watch): what is held goes now.
+                # A follower just came, or a glance (the follow watch): what is held goes now.
                 follower, self._follower_came = self._follower_came, False
+                glance, self._glance_came = self._glance_came, False
                 next_bulk = self._bulk_deadline(interval)
                 bulk_due = next_bulk is not None and now >= next_bulk
-                if self._pending_points >= self._flush_points or bulk_due:
+                if self._pending_points >= self._flush_points or bulk_due or glance:
                     self._flush()
                     last_flush = now
                 elif now >= next_flush or self.scalars.count >= self._log_wake or follower:
@@ -396,6 +399,12 @@ class Sender:
         now, and at the fast cadence from here on."""
         self.delivery.followed = True
         self._follower_came = True
+        self._wake.set()
+
+    def _glanced(self) -> None:
+        """Someone glanced at the run without following it (the runs list; the follow watch's
+        thread): send what is held now, statistics too, and keep the slow cadence."""
+        self._glance_came = True
         self._wake.set()
 
     def _drain(self) -> bool:

@@ -166,6 +166,11 @@ class FollowedOut(BaseModel):
     client's ``follow``) is open in some worker."""
 
     followed: bool
+    glanced: bool = Field(
+        default=False,
+        description="A held wait only: someone glanced at the run without following it (the "
+        "runs list showed it). The agent sends what it holds now and keeps its slow cadence.",
+    )
 
 
 class FindingOut(BaseModel):

@@ -1,7 +1,8 @@
 """The real agent against real servers: while nobody follows its run it sends at its slow
 cadence; a live stream on the run, held by this server or by another process on the same
 PostgreSQL database, brings the fast cadence back at once (the agent's held wait for a follower
-is answered), not at the next slow flush; every point arrives either way."""
+is answered), not at the next slow flush; a runs list that shows the run, on either server, has
+the agent send what it holds once and keep its slow cadence; every point arrives either way."""
 
 from __future__ import annotations
 
@@ -84,4 +85,46 @@ def test_a_live_stream_on_any_server_brings_the_agent_back_to_its_fast_cadence(
     with urllib.request.urlopen(url, timeout=10) as response:
         stored = json.loads(response.read())
     assert stored["step"] == list(range(step)) and not stored["downsampled"]
+    assert "Traceback" not in ingest.log() + viewer.log()
+
+
+def test_the_runs_list_on_any_server_has_the_agent_send_what_it_holds_and_stay_slow(
+    servers: tuple[LiveServer, LiveServer], tmp_path: Path
+) -> None:
+    ingest, viewer = servers
+    run = trickscope.init(
+        project="p",
+        url=ingest.url,
+        journal_dir=tmp_path / "journal",
+        flush_secs=0.05,
+        unfollowed_flush_secs=60,
+        stats_flush_secs=60,
+        quiet=True,
+    )
+    delivery = run.sender.delivery  # type: ignore[union-attr]
+    run.log({"loss": 0.0}, step=0)
+    wait_until(lambda: not delivery.followed, what="an unfollowed answer")
+    watch = run.sender.follow_watch  # type: ignore[union-attr]
+    wait_until(lambda: watch is not None and watch.vouches, what="the wait for a follower")
+    for step in range(1, 20):
+        run.log({"loss": float(step)}, step=step)
+
+    def last_step() -> int | None:
+        listed = httpx.get(f"{viewer.url}/api/v1/runs", params={"project": "p"}, timeout=10)
+        assert listed.status_code == 200, listed.text
+        (shown,) = [r for r in listed.json()["runs"] if r["id"] == run.id]
+        assert shown["status"] == "running"
+        return shown["last_step"]  # type: ignore[no-any-return]
+
+    assert last_step() != 19  # held: the slow cadence is 60 s; the list glanced at the run
+    opened = time.monotonic()
+    # Within the test's 10 s, far under the slow cadence's 60 s: a refreshed list shows it.
+    wait_until(lambda: last_step() == 19, what="the held points sent")
+    assert time.monotonic() - opened < 10
+    assert not delivery.followed and run.sender.flush_interval() == 60  # type: ignore[union-attr]
+    run.finish()
+    url = f"{ingest.url}/api/v1/runs/{run.id}/points?name=loss&points=100000"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        stored = json.loads(response.read())
+    assert stored["step"] == list(range(20)) and not stored["downsampled"]
     assert "Traceback" not in ingest.log() + viewer.log()

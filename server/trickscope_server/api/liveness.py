@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from trickscope_server.api.deps import BroadcasterDep, DatabaseDep, RunId, SettingsDep
 from trickscope_server.api.encoding import DecodingRoute
 from trickscope_server.errors import RunNotFoundError
+from trickscope_server.live import WaitEnd
 from trickscope_server.live.seen import SeenStamps
 from trickscope_server.schemas import FollowedOut
 from trickscope_server.services import liveness
@@ -76,7 +77,8 @@ async def get_followed(
     ] = 0.0,
 ) -> Response | FollowedOut:
     """Whether someone follows the run live; with ``wait``, the answer is held until someone
-    does (a dashboard opens the run's page, in any worker) or ``wait`` seconds pass (at most the
+    does (a dashboard opens the run's page, in any worker), someone glances at the run (the runs
+    list shows it: ``glanced``, send what is held now) or ``wait`` seconds pass (at most the
     server's ``follow_wait_seconds``).
 
     The agent holds this request while its run is not followed and it sends at its slow cadence
@@ -104,10 +106,12 @@ async def get_followed(
     hold = min(wait, settings.follow_wait_seconds)
     tick = min(settings.follow_keepalive_seconds, settings.liveness_grace_seconds / 3)
     if followed or hold <= tick:
+        end = None
         async with held:
             if not followed and hold > 0:
-                followed = await wait_followed(hold)
-        return FollowedOut(followed=followed)
+                end = await wait_followed(hold)
+        return FollowedOut(followed=followed or end is WaitEnd.FOLLOWED,
+                           glanced=end is WaitEnd.GLANCED)  # fmt: skip
     answer = _held_answer(held, wait_followed, hold=hold, tick=tick, run_id=run_id, db=db,
                           seen=seen)  # fmt: skip
     return StreamingResponse(answer, media_type="application/json")
@@ -115,7 +119,7 @@ async def get_followed(
 
 async def _held_answer(
     held: AsyncExitStack,
-    wait_followed: Callable[[float], Awaitable[bool]],
+    wait_followed: Callable[[float], Awaitable[WaitEnd | None]],
     *,
     hold: float,
     tick: float,
@@ -129,10 +133,10 @@ async def _held_answer(
     a third of the grace left for a slow agent."""
     async with held:
         ends = time.monotonic() + hold
-        followed = False
+        end = None
         while (left := ends - time.monotonic()) > 0:
-            if await wait_followed(min(tick, left)):
-                followed = True
+            end = await wait_followed(min(tick, left))
+            if end is not None:
                 break
             yield b" "
             if seen.age(run_id) >= tick:
@@ -144,4 +148,5 @@ async def _held_answer(
                     log.warning("could not stamp run %s seen during its wait: %s", run_id, exc)
                 else:
                     seen.note(run_id)
-        yield orjson.dumps({"followed": followed})
+        answer = FollowedOut(followed=end is WaitEnd.FOLLOWED, glanced=end is WaitEnd.GLANCED)
+        yield orjson.dumps(answer.model_dump())

@@ -105,6 +105,7 @@ def get_health(run_id: RunId, db: DatabaseDep) -> Response:
 
 @router.get("/runs", response_model=RunPage)
 def get_runs(
+    request: Request,
     db: DatabaseDep,
     settings: SettingsDep,
     project: str | None = None,
@@ -125,8 +126,12 @@ def get_runs(
     ``status`` is running, finished, failed or crashed. A running run that sent no request for
     ``liveness_grace_seconds`` (default 120) is listed, filtered and sorted as crashed until it
     is heard from again.
+
+    Each running run listed is glanced at: its agent, if it holds points while nobody follows
+    the run, sends them now (at most every 10 s), so a list refreshed every few seconds shows
+    fresh progress without following every run it shows.
     """
-    return runs.list_runs(
+    page = runs.list_runs(
         db,
         project=project,
         status=status,
@@ -138,6 +143,8 @@ def get_runs(
         sort=sort,
         grace_seconds=settings.liveness_grace_seconds,
     )
+    request.app.state.read_follows.glanced(run.id for run in page.runs if run.status == "running")
+    return page
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)

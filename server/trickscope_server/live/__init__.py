@@ -7,12 +7,15 @@ poll remains the fallback.
 
 The other way round, a training process may wait for its run to be followed
 (``GET /runs/{id}/followed?wait=``): a run's first stream in a process marks the run followed in
-the database, then wakes the waits here and, by ``NOTIFY``, in the other workers.
+the database, then wakes the waits here and, by ``NOTIFY``, in the other workers. A glance (the
+runs list showing a running run) ends the waits too, asking for what the agent holds once,
+without following the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -20,7 +23,31 @@ from trickscope_server.live.feed import CHUNKS_PER_MESSAGE, RunFeed
 from trickscope_server.live.subscriber import Subscriber, sse_message
 from trickscope_server.storage import Database
 
-__all__ = ["CHUNKS_PER_MESSAGE", "Broadcaster", "RunFeed", "Subscriber", "sse_message"]
+__all__ = [
+    "CHUNKS_PER_MESSAGE",
+    "Broadcaster",
+    "RunFeed",
+    "Subscriber",
+    "WaitEnd",
+    "sse_message",
+]
+
+
+class WaitEnd(enum.Enum):
+    """Why a wait for a follower ended before its time."""
+
+    FOLLOWED = "followed"  # a stream started following the run: the agent goes fast
+    GLANCED = "glanced"  # a reader glanced at the run: the agent sends what it holds, once
+
+
+class _FollowWait:
+    """One held wait: its event, and why it was set."""
+
+    __slots__ = ("end", "event")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.end: WaitEnd | None = None
 
 
 class Broadcaster:
@@ -42,9 +69,11 @@ class Broadcaster:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Called with the run id after a local publish: tells the other workers (NOTIFY).
         self.forward: Callable[[str], None] | None = None
-        # Called with the run id when a stream here starts following it: tells the others.
+        # Called with the run id when a stream here starts following it, or a reader here
+        # glances at it: tells the others.
         self.forward_followed: Callable[[str], None] | None = None
-        self._follow_waits: dict[str, set[asyncio.Event]] = {}
+        self.forward_glanced: Callable[[str], None] | None = None
+        self._follow_waits: dict[str, set[_FollowWait]] = {}
 
     @asynccontextmanager
     async def subscribe(
@@ -87,31 +116,34 @@ class Broadcaster:
             self.forward(run_id)
 
     @asynccontextmanager
-    async def follow_wait(self, run_id: str) -> AsyncIterator[Callable[[float], Awaitable[bool]]]:
-        """Wait for the run to be followed: the block gets ``wait(seconds)``, True once a stream
-        here or in another worker starts following the run, False after ``seconds``.
+    async def follow_wait(
+        self, run_id: str
+    ) -> AsyncIterator[Callable[[float], Awaitable[WaitEnd | None]]]:
+        """Wait for the run to be followed: the block gets ``wait(seconds)``, which returns
+        :attr:`WaitEnd.FOLLOWED` once a stream here or in another worker starts following the
+        run, :attr:`WaitEnd.GLANCED` once a reader glances at it, None after ``seconds``.
 
         The wait is registered on entry: read the run's ``followed_until`` inside the block,
         after which no start of a stream can be missed (a stream's reader stores the mark
         before it wakes the waits).
         """
         self._loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-        self._follow_waits.setdefault(run_id, set()).add(event)
+        held = _FollowWait()
+        self._follow_waits.setdefault(run_id, set()).add(held)
 
-        async def wait(seconds: float) -> bool:
+        async def wait(seconds: float) -> WaitEnd | None:
             try:
-                await asyncio.wait_for(event.wait(), seconds)
+                await asyncio.wait_for(held.event.wait(), seconds)
             except asyncio.TimeoutError:
-                return False
-            return True
+                return None
+            return held.end
 
         try:
             yield wait
         finally:
             waits = self._follow_waits.get(run_id)
             if waits is not None:
-                waits.discard(event)
+                waits.discard(held)
                 if not waits:
                     del self._follow_waits[run_id]
 
@@ -121,21 +153,31 @@ class Broadcaster:
         if self.forward_followed is not None:
             self.forward_followed(run_id)
 
-    def wake_follow_waits(self, run_id: str) -> None:
-        """End this process's waits for the run to be followed. Safe from any thread."""
-        self._call_on_loop(self._end_follow_waits, run_id)
+    def glanced(self, run_id: str) -> None:
+        """A reader here glanced at the run (the runs list): end the waits for it here and in
+        other workers, each agent then sending what it holds, without following the run."""
+        self.wake_follow_waits(run_id, WaitEnd.GLANCED)
+        if self.forward_glanced is not None:
+            self.forward_glanced(run_id)
 
-    def _end_follow_waits(self, run_id: str) -> None:
-        for event in self._follow_waits.pop(run_id, ()):
-            event.set()
+    def wake_follow_waits(self, run_id: str, end: WaitEnd = WaitEnd.FOLLOWED) -> None:
+        """End this process's waits for the run, saying why. Safe from any thread."""
+        self._call_on_loop(self._end_follow_waits, run_id, end)
 
-    def _call_on_loop(self, callback: Callable[[str], None], run_id: str) -> None:
-        """``callback(run_id)`` on this process's event loop, if it has one that still runs."""
+    def _end_follow_waits(self, run_id: str, end: WaitEnd) -> None:
+        # Popped: a wait ends once. A glance that beats a follower's wake-up is answered as a
+        # glance; the agent's next wait then reads the follower's mark and is answered at once.
+        for held in self._follow_waits.pop(run_id, ()):
+            held.end = end
+            held.event.set()
+
+    def _call_on_loop(self, callback: Callable[..., None], *args: object) -> None:
+        """``callback(*args)`` on this process's event loop, if it has one that still runs."""
         loop = self._loop
         if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(callback, run_id)
+            loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:
             pass  # the loop has closed
 

@@ -5,6 +5,7 @@ thread, so ingest never waits on it) and LISTENs on a connection of its own. A n
 to a reconnect costs one poll interval: readers poll anyway. ``<pid>:+<run id>`` says a stream
 started following the run (``+`` is not a run id's character): it ends the agents' waits for
 that (``GET /runs/{id}/followed``), which otherwise find the database's mark when they next ask.
+``<pid>:?<run id>`` says a reader glanced at the run: it ends them asking for what is held.
 
 A process alone on its database sends none: each one's NOTIFY woke its own listener (which
 ignores it) and cost a round trip on the sender's connection, at every batch of a single-process
@@ -25,10 +26,11 @@ import zlib
 import psycopg
 from sqlalchemy.engine import make_url
 
-from trickscope_server.live import Broadcaster
+from trickscope_server.live import Broadcaster, WaitEnd
 
 CHANNEL = "trickscope_live"
 FOLLOWED = "+"  # before a run id in a notification: a stream started following the run
+GLANCED = "?"  # before a run id in a notification: a reader glanced at the run
 # How long a word from another process (a notification, or its lock) counts as its presence.
 PEER_CHECK_SECONDS = 2.0
 _RETRY_SECONDS = 1.0
@@ -87,6 +89,7 @@ class PgRelay:
         """Start the sender and listener threads and route the broadcaster's publishes here."""
         self._broadcaster.forward = self.forward
         self._broadcaster.forward_followed = self.forward_followed
+        self._broadcaster.forward_glanced = self.forward_glanced
         for thread in self._threads:
             thread.start()
 
@@ -94,6 +97,7 @@ class PgRelay:
         """Stop both threads: the sender's last NOTIFY ends the listener's wait."""
         self._broadcaster.forward = None
         self._broadcaster.forward_followed = None
+        self._broadcaster.forward_glanced = None
         self._stop.set()
         self._has_work.set()
         for thread in self._threads:
@@ -113,6 +117,10 @@ class PgRelay:
     def forward_followed(self, run_id: str) -> None:
         """Queue a NOTIFY that a stream here started following the run (as :meth:`forward`)."""
         self.forward(FOLLOWED + run_id)
+
+    def forward_glanced(self, run_id: str) -> None:
+        """Queue a NOTIFY that a reader here glanced at the run (as :meth:`forward`)."""
+        self.forward(GLANCED + run_id)
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
@@ -168,6 +176,9 @@ class PgRelay:
                             _, _, run_id = note.payload.partition(":")
                             if run_id.startswith(FOLLOWED):
                                 self._broadcaster.wake_follow_waits(run_id[len(FOLLOWED) :])
+                            elif run_id.startswith(GLANCED):
+                                glanced = run_id[len(GLANCED) :]
+                                self._broadcaster.wake_follow_waits(glanced, WaitEnd.GLANCED)
                             elif run_id:
                                 self._broadcaster.wake(run_id)
             except psycopg.Error as exc:

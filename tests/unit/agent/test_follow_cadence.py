@@ -93,11 +93,11 @@ def test_a_run_flushes_at_flush_secs_when_its_server_does_not_say(
 @pytest.mark.parametrize(
     ("flush_secs", "unfollowed_flush_secs", "interval"),
     [
-        (0.5, None, 60.0),  # the defaults
-        (0.02, None, 2.4),  # a script that asked for a short wait keeps a shorter one
-        (0.1, None, 12.0),  # 120 times flush_secs
-        (1.0, None, 60.0),  # at most 60 s
-        (90.0, None, 90.0),  # never shorter than flush_secs
+        (0.5, None, 300.0),  # the defaults
+        (0.02, None, 12.0),  # a script that asked for a short wait keeps a shorter one
+        (0.1, None, 60.0),  # 600 times flush_secs
+        (1.0, None, 300.0),  # at most 300 s
+        (400.0, None, 400.0),  # never shorter than flush_secs
         (0.1, 3.0, 3.0),  # as set
         (1.0, 0.5, 1.0),  # as set, never shorter than flush_secs
     ],
@@ -148,6 +148,48 @@ def test_a_follower_that_arrives_is_heard_of_at_once_not_at_the_next_slow_flush(
     run.finish()
     assert sorted(capture.captured.points()["loss"]) == list(range(step))
     assert len(capture.captured.gets) == 1  # followed since: no request held
+
+
+def test_a_glance_has_the_held_points_sent_at_once_and_the_cadence_stay_slow(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """The runs list showed the run: the wait ends with ``glanced``, the agent sends what it
+    holds, statistics and histograms included, and waits again at its slow cadence."""
+    capture.captured.answer = NOBODY
+    glance = threading.Event()
+    never = threading.Event()
+
+    def held(path: str) -> bytes:  # the first wait ends with a glance, the next ones are held
+        if len(capture.captured.gets) == 1:
+            glance.wait(timeout=30)
+            return b'{"followed": false, "glanced": true}'
+        never.wait(timeout=30)
+        return b'{"followed": false, "glanced": false}'
+
+    capture.captured.on_get = held
+    run = trickscope.init(
+        project="p", url=capture.url, **settings | {"flush_secs": 0.03}, unfollowed_flush_secs=30
+    )
+    step = _log_for(run, 0.3, 0)  # the first flush is answered: nobody follows
+    _wait_for(lambda: bool(capture.captured.gets))
+    step = _log_for(run, 0.3, step)
+    before = _points_requests(capture)
+    sent_before = sorted(capture.captured.points()["loss"])
+    assert sent_before[-1] < step - 1  # the last steps are held
+
+    glance.set()
+    glanced = time.monotonic()
+    _wait_for(lambda: _points_requests(capture) > before)
+    assert time.monotonic() - glanced < 2  # at once, not in up to 30 s
+    assert sorted(capture.captured.points()["loss"])[-1] >= step - 1  # with what was held
+    _wait_for(lambda: len(capture.captured.gets) == 2)  # waiting again
+    after = _points_requests(capture)
+    step = _log_for(run, 0.5, step)
+    assert _points_requests(capture) == after  # still the slow cadence
+    assert not run.sender.delivery.followed  # type: ignore[union-attr]
+    never.set()
+    run.finish()
+    assert sorted(capture.captured.points()["loss"]) == list(range(step))
 
 
 def test_a_server_that_refuses_a_long_wait_gets_waits_as_long_as_a_heartbeat(

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from tests.helpers import run_async, wait_until
 from tests.unit.server.conftest import JSON, point_batch
 from tests.unit.server.test_server_sse import base_url  # noqa: F401 (fixture)
-from trickscope_server.live import Broadcaster, feed
+from trickscope_server.live import Broadcaster, feed, read_follows
 from trickscope_server.live import seen as seen_module
 from trickscope_server.services import liveness, runs
 from trickscope_server.storage import RunRow
@@ -142,10 +142,10 @@ def test_a_wait_for_a_follower_ends_as_soon_as_a_stream_opens(
         with client.stream("GET", "/api/v1/runs/r/events") as stream:
             assert stream.status_code == 200
             waiter.join(timeout=20)
-    assert answers and answers[0][0] == {"followed": True}
+    assert answers and answers[0][0] == {"followed": True, "glanced": False}
     assert answers[0][1] < 10  # the stream ended it, not its 30 s
     # Followed now: answered at once, however long the wait asked for.
-    assert _wait_followed(base_url, "r", 30)[0] == {"followed": True}
+    assert _wait_followed(base_url, "r", 30)[0] == {"followed": True, "glanced": False}
     assert not app.state.broadcaster._follow_waits  # every wait was let go
 
 
@@ -155,9 +155,9 @@ def test_a_wait_nobody_ends_says_not_followed_after_its_seconds(
 ) -> None:
     runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
     answer, took = _wait_followed(base_url, "r", 0.4)
-    assert answer == {"followed": False} and took >= 0.4
+    assert answer == {"followed": False, "glanced": False} and took >= 0.4
     answer, took = _wait_followed(base_url, "r", 0)
-    assert answer == {"followed": False} and took < 5
+    assert answer == {"followed": False, "glanced": False} and took < 5
     assert not app.state.broadcaster._follow_waits
 
 
@@ -170,7 +170,7 @@ def test_a_read_of_a_running_runs_data_counts_as_following_it_and_ends_the_wait(
     with httpx.Client(base_url=base_url, timeout=10) as client:
         client.get("/api/v1/runs/r/points", params={"name": "loss"})
     waiter.join(timeout=20)
-    assert answers and answers[0][0] == {"followed": True} and answers[0][1] < 10
+    assert answers and answers[0][0] == {"followed": True, "glanced": False} and answers[0][1] < 10
     assert (_followed_until(app, "r") or 0) > time.time() + 20
 
     runs.upsert_run(app.state.db, run_id="done", payload=RunCreate(project="p", name="n"))
@@ -194,9 +194,47 @@ def test_a_comparison_counts_as_following_each_running_run_it_reads_and_a_refuse
         read = client.get("/api/v1/compare/series", params={"runs": "r,other", "name": "loss"})
         assert read.status_code == 200, read.text
     waiter.join(timeout=20)
-    assert answers and answers[0][0] == {"followed": True} and answers[0][1] < 10
+    assert answers and answers[0][0] == {"followed": True, "glanced": False} and answers[0][1] < 10
     for run_id in ("r", "other"):
         assert (_followed_until(app, run_id) or 0) > time.time() + 20
+
+
+def test_the_runs_list_glances_at_the_running_runs_it_shows_without_following_them(
+    app: FastAPI,
+    base_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Listed, a running run's wait ends with ``glanced`` (its agent sends what it holds), at
+    most once per GLANCE_RENEW_SECONDS; the run is not marked followed, a finished one is left
+    alone, and no database write is made for it."""
+    monkeypatch.setattr(read_follows, "GLANCE_RENEW_SECONDS", 1.5)
+    runs.upsert_run(app.state.db, run_id="done", payload=RunCreate(project="p", name="d"))
+    runs.finish_run(app.state.db, run_id="done", payload=RunFinish(status="finished"))
+    waiter, answers = _held_wait(app, base_url)
+    broadcaster = app.state.broadcaster
+    with (
+        mock.patch.object(broadcaster, "glanced", wraps=broadcaster.glanced) as glanced,
+        httpx.Client(base_url=base_url, timeout=10) as client,
+    ):
+        listed = client.get("/api/v1/runs")
+        assert listed.status_code == 200, listed.text
+        assert {run["id"] for run in listed.json()["runs"]} == {"r", "done"}
+        waiter.join(timeout=20)
+        assert answers and answers[0][0] == {"followed": False, "glanced": True}
+        assert answers[0][1] < 10  # the list ended it, not its 30 s
+        assert glanced.call_args_list == [mock.call("r")]  # the running run alone
+        assert not _followed_until(app, "r")  # a glance is not following
+
+        # Listed again within the renewal: the next wait is left alone.
+        waiter, answers = _held_wait(app, base_url)
+        assert client.get("/api/v1/runs").status_code == 200
+        time.sleep(0.3)
+        assert waiter.is_alive() and glanced.call_count == 1
+        time.sleep(1.5)
+        assert client.get("/api/v1/runs").status_code == 200  # past it: glanced again
+        waiter.join(timeout=20)
+        assert answers and answers[0][0] == {"followed": False, "glanced": True}
+        assert glanced.call_count == 2
 
 
 def _last_seen(app: FastAPI, run_id: str) -> float | None:
@@ -212,10 +250,10 @@ def test_a_wait_says_the_run_is_alive_as_a_heartbeat_does_and_a_plain_look_does_
     runs.upsert_run(app.state.db, run_id="r", payload=RunCreate(project="p", name="n"))
     with app.state.db.transaction() as session:
         session.execute(update(RunRow).where(RunRow.id == "r").values(last_seen_at=1.0))
-    assert _wait_followed(base_url, "r", 0)[0] == {"followed": False}
+    assert _wait_followed(base_url, "r", 0)[0] == {"followed": False, "glanced": False}
     assert _last_seen(app, "r") == 1.0  # a look (wait=0) is anyone's: it stamps nothing
     started = time.time()
-    assert _wait_followed(base_url, "r", 0.1)[0] == {"followed": False}
+    assert _wait_followed(base_url, "r", 0.1)[0] == {"followed": False, "glanced": False}
     seen = _last_seen(app, "r")
     assert seen is not None and started - 1 <= seen <= time.time()
 
@@ -285,9 +323,10 @@ def test_a_long_wait_keeps_its_connection_busy_and_its_run_alive_until_a_followe
     waiter.join(timeout=10)
     body = b"".join(chunk for _, chunk in chunks)
     assert chunks[0][0] - started < 0.5  # the headers came at once
-    assert body.strip() == b'{"followed":true}' and set(body[: body.index(b"{")]) == {ord(" ")}
+    assert body.strip() == b'{"followed":true,"glanced":false}'
+    assert set(body[: body.index(b"{")]) == {ord(" ")}
     assert 6 <= body.index(b"{") <= 14  # a space per 0.2 s keep-alive, over ~2 s
-    assert json.loads(body) == {"followed": True}
+    assert json.loads(body) == {"followed": True, "glanced": False}
     assert not app.state.broadcaster._follow_waits
 
 
@@ -311,7 +350,7 @@ def test_a_long_wait_costs_no_stamp_while_the_runs_batches_stamp_it(
                 time.sleep(0.07)
         waiter.join(timeout=10)
     body = b"".join(chunk for _, chunk in chunks)
-    assert json.loads(body) == {"followed": False} and body.startswith(b" ")
+    assert json.loads(body) == {"followed": False, "glanced": False} and body.startswith(b" ")
     assert stamped == []
 
 
@@ -325,7 +364,10 @@ def test_a_long_wait_on_a_run_deleted_meanwhile_ends_not_followed(
         assert client.delete("/api/v1/runs/r").status_code in (200, 204)
     waiter.join(timeout=10)
     assert not waiter.is_alive()
-    assert json.loads(b"".join(chunk for _, chunk in chunks)) == {"followed": False}
+    assert json.loads(b"".join(chunk for _, chunk in chunks)) == {
+        "followed": False,
+        "glanced": False,
+    }
 
 
 def test_seen_stamps_know_this_process_stamps_and_forget_the_old_ones(
