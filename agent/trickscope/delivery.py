@@ -101,14 +101,17 @@ class Delivery:
         """Whether requests wait in memory (not delivered, and not in the journal either)."""
         return bool(self._outbox)
 
-    def due(self, now: float) -> float | None:
-        """The monotonic time the sender thread should next wake for delivery or a heartbeat,
-        ``None`` when delivery needs no wake-up (offline, or nothing to send and no run yet)."""
+    def due(self, now: float, *, heartbeats: bool = True) -> float | None:
+        """The monotonic time the sender thread should next wake for delivery or, if
+        ``heartbeats``, a heartbeat; ``None`` when delivery needs no wake-up (offline, or nothing
+        to send and no run yet or no heartbeat wanted: a held wait for a follower vouches for
+        the run, and a heartbeat time long past would wake the thread at once, again and again).
+        """
         if self._config.offline:
             return None
         if self.backlog:
             return max(self._retry_at, now)
-        if self._accepted_any:
+        if self._accepted_any and heartbeats:
             return self._last_contact + self._config.heartbeat_secs
         return None
 

@@ -333,7 +333,8 @@ class Sender:
                 wake = min(wake, next_bulk)
             if holding:
                 wake = min(wake, last_keep + config.flush_secs)
-            due = self.delivery.due(now)  # (re)delivery, or a heartbeat
+            vouched = self.follow_watch is not None and self.follow_watch.vouches
+            due = self.delivery.due(now, heartbeats=not vouched)  # (re)delivery, or a heartbeat
             if due is not None:
                 wake = min(wake, due)
             self._wake.wait(max(0.0, wake - now))

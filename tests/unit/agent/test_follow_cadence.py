@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -282,4 +283,37 @@ def test_no_heartbeat_goes_while_a_wait_for_a_follower_says_the_run_is_alive(
     assert _heartbeats(capture) == before
     capture.captured.on_get = None  # the next wait is refused: the watch ends
     _wait_for(lambda: _heartbeats(capture) >= before + 2)
+    run.finish()
+
+
+def test_the_sender_sleeps_while_a_held_wait_stands_for_the_heartbeats(
+    capture: Any, settings: dict[str, Any]
+) -> None:
+    """Past ``heartbeat_secs`` without a request, a heartbeat would be due; a held wait makes it
+    needless, and the sender must then sleep, not wake at once for it again and again: that
+    spin held the GIL and slowed a CPU training loop several times over."""
+    capture.captured.answer = NOBODY
+    never = threading.Event()
+
+    def held(path: str) -> bytes:  # nobody comes while the run lasts
+        never.wait(30)
+        return b'{"followed": false}'
+
+    capture.captured.on_get = held
+    run = trickscope.init(
+        project="p",
+        url=capture.url,
+        **settings | {"flush_secs": 0.25},
+        unfollowed_flush_secs=30,
+        heartbeat_secs=0.2,
+    )
+    run.log({"loss": 1.0}, step=0)
+    _wait_for(lambda: bool(capture.captured.gets))  # the wait is held
+    sender = run.sender
+    assert sender is not None
+    time.sleep(0.5)  # past heartbeat_secs since the last request
+    with mock.patch.object(sender.delivery, "due", wraps=sender.delivery.due) as due:
+        time.sleep(1.0)
+    assert due.call_count <= 10  # a wake-up per 0.5 s, and per flush_secs' copy: ~4
+    never.set()
     run.finish()
