@@ -286,34 +286,49 @@ def test_no_heartbeat_goes_while_a_wait_for_a_follower_says_the_run_is_alive(
     run.finish()
 
 
-def test_the_sender_sleeps_while_a_held_wait_stands_for_the_heartbeats(
-    capture: Any, settings: dict[str, Any]
+@pytest.mark.parametrize(
+    "state", ["followed", "held wait", "no wait route", "server refuses", "offline"]
+)
+def test_the_sender_sleeps_between_its_wake_ups_in_every_state(
+    capture: Any, settings: dict[str, Any], state: str
 ) -> None:
-    """Past ``heartbeat_secs`` without a request, a heartbeat would be due; a held wait makes it
-    needless, and the sender must then sleep, not wake at once for it again and again: that
-    spin held the GIL and slowed a CPU training loop several times over."""
-    capture.captured.answer = NOBODY
+    """Whatever the run's state, the sender thread wakes a few times a second at most. Past
+    ``heartbeat_secs`` without a request, with a held wait standing for the heartbeats, it once
+    woke at once again and again (~50,000 times a second), holding the GIL: a CPU training
+    loop ran several times slower."""
+    refusing = threading.Event()
     never = threading.Event()
+    capture.captured.answer = SOMEBODY if state == "followed" else NOBODY
+    capture.captured.status = lambda method, path, body: 503 if refusing.is_set() else 200
 
     def held(path: str) -> bytes:  # nobody comes while the run lasts
         never.wait(30)
         return b'{"followed": false}'
 
-    capture.captured.on_get = held
+    if state == "held wait":
+        capture.captured.on_get = held
     run = trickscope.init(
         project="p",
         url=capture.url,
         **settings | {"flush_secs": 0.25},
         unfollowed_flush_secs=30,
         heartbeat_secs=0.2,
+        offline=state == "offline",
     )
-    run.log({"loss": 1.0}, step=0)
-    _wait_for(lambda: bool(capture.captured.gets))  # the wait is held
     sender = run.sender
     assert sender is not None
+    run.log({"loss": 1.0}, step=0)
+    if state != "offline":
+        _wait_for(lambda: sender.delivered > 0)
+    if state == "server refuses":
+        refusing.set()
+        run.log({"loss": 2.0}, step=1)
+        _wait_for(lambda: sender.delivery.failures > 0)
     time.sleep(0.5)  # past heartbeat_secs since the last request
     with mock.patch.object(sender.delivery, "due", wraps=sender.delivery.due) as due:
         time.sleep(1.0)
-    assert due.call_count <= 10  # a wake-up per 0.5 s, and per flush_secs' copy: ~4
+    # A wake-up per 0.5 s, per flush_secs' copy to disk, per heartbeat or retry: ~4-8.
+    assert due.call_count <= 15, f"{due.call_count} wake-ups in a second"
     never.set()
+    refusing.clear()
     run.finish()
