@@ -45,19 +45,36 @@ def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Li
             yield both
 
 
-def test_a_live_stream_on_any_server_brings_the_agent_back_to_its_fast_cadence(
-    servers: tuple[LiveServer, LiveServer], tmp_path: Path
-) -> None:
-    ingest, viewer = servers
-    run = trickscope.init(
+def _slow_when_unfollowed(server: LiveServer, tmp_path: Path) -> trickscope.Run:
+    """A run on ``server`` that sends every 0.05 s while followed, every 60 s otherwise."""
+    return trickscope.init(
         project="p",
-        url=ingest.url,
+        url=server.url,
         journal_dir=tmp_path / "journal",
         flush_secs=0.05,
         unfollowed_flush_secs=60,
         stats_flush_secs=60,  # which would otherwise flush the logged points too, every 5 s
         quiet=True,
     )
+
+
+def _finish_with_every_step(
+    run: trickscope.Run, steps: int, ingest: LiveServer, viewer: LiveServer
+) -> None:
+    """Finish the run; every one of its ``steps`` is stored, and neither server failed."""
+    run.finish()
+    url = f"{ingest.url}/api/v1/runs/{run.id}/points?name=loss&points=100000"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        stored = json.loads(response.read())
+    assert stored["step"] == list(range(steps)) and not stored["downsampled"]
+    assert "Traceback" not in ingest.log() + viewer.log()
+
+
+def test_a_live_stream_on_any_server_brings_the_agent_back_to_its_fast_cadence(
+    servers: tuple[LiveServer, LiveServer], tmp_path: Path
+) -> None:
+    ingest, viewer = servers
+    run = _slow_when_unfollowed(ingest, tmp_path)
     delivery = run.sender.delivery  # type: ignore[union-attr]
     step = 0
 
@@ -80,27 +97,14 @@ def test_a_live_stream_on_any_server_brings_the_agent_back_to_its_fast_cadence(
             wait_until(lambda: run.sender.delivered > sent, what="the held points sent")  # type: ignore[union-attr]
             assert time.monotonic() - opened < 10
             assert run.sender.flush_interval() == 0.05  # type: ignore[union-attr]
-    run.finish()
-    url = f"{ingest.url}/api/v1/runs/{run.id}/points?name=loss&points=100000"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        stored = json.loads(response.read())
-    assert stored["step"] == list(range(step)) and not stored["downsampled"]
-    assert "Traceback" not in ingest.log() + viewer.log()
+    _finish_with_every_step(run, step, ingest, viewer)
 
 
 def test_the_runs_list_on_any_server_has_the_agent_send_what_it_holds_and_stay_slow(
     servers: tuple[LiveServer, LiveServer], tmp_path: Path
 ) -> None:
     ingest, viewer = servers
-    run = trickscope.init(
-        project="p",
-        url=ingest.url,
-        journal_dir=tmp_path / "journal",
-        flush_secs=0.05,
-        unfollowed_flush_secs=60,
-        stats_flush_secs=60,
-        quiet=True,
-    )
+    run = _slow_when_unfollowed(ingest, tmp_path)
     delivery = run.sender.delivery  # type: ignore[union-attr]
     run.log({"loss": 0.0}, step=0)
     wait_until(lambda: not delivery.followed, what="an unfollowed answer")
@@ -122,9 +126,4 @@ def test_the_runs_list_on_any_server_has_the_agent_send_what_it_holds_and_stay_s
     wait_until(lambda: last_step() == 19, what="the held points sent")
     assert time.monotonic() - opened < 10
     assert not delivery.followed and run.sender.flush_interval() == 60  # type: ignore[union-attr]
-    run.finish()
-    url = f"{ingest.url}/api/v1/runs/{run.id}/points?name=loss&points=100000"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        stored = json.loads(response.read())
-    assert stored["step"] == list(range(20)) and not stored["downsampled"]
-    assert "Traceback" not in ingest.log() + viewer.log()
+    _finish_with_every_step(run, 20, ingest, viewer)

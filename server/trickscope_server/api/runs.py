@@ -148,12 +148,16 @@ def get_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: RunId, db: DatabaseDep, settings: SettingsDep) -> RunOut:
+def get_run(run_id: RunId, request: Request, db: DatabaseDep, settings: SettingsDep) -> RunOut:
     """One run with the latest value of each of its (non-per-layer) series.
 
-    A running run that sent no request for ``liveness_grace_seconds`` reads as crashed.
+    A running run that sent no request for ``liveness_grace_seconds`` reads as crashed. A
+    running run is glanced at, as the runs list does: its agent sends what it holds now.
     """
-    return runs.get_run(db, run_id=run_id, grace_seconds=settings.liveness_grace_seconds)
+    run = runs.get_run(db, run_id=run_id, grace_seconds=settings.liveness_grace_seconds)
+    if run.status == "running":
+        request.app.state.read_follows.glanced([run_id])
+    return run
 
 
 @router.delete("/runs/{run_id}", status_code=204, response_class=Response)

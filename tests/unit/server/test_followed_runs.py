@@ -199,14 +199,14 @@ def test_a_comparison_counts_as_following_each_running_run_it_reads_and_a_refuse
         assert (_followed_until(app, run_id) or 0) > time.time() + 20
 
 
-def test_the_runs_list_glances_at_the_running_runs_it_shows_without_following_them(
+def test_the_runs_list_and_a_runs_record_glance_at_running_runs_without_following_them(
     app: FastAPI,
     base_url: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Listed, a running run's wait ends with ``glanced`` (its agent sends what it holds), at
-    most once per GLANCE_RENEW_SECONDS; the run is not marked followed, a finished one is left
-    alone, and no database write is made for it."""
+    """Listed, or read by id, a running run's wait ends with ``glanced`` (its agent sends what
+    it holds), at most once per GLANCE_RENEW_SECONDS; the run is not marked followed, and a
+    finished one is left alone."""
     monkeypatch.setattr(read_follows, "GLANCE_RENEW_SECONDS", 1.5)
     runs.upsert_run(app.state.db, run_id="done", payload=RunCreate(project="p", name="d"))
     runs.finish_run(app.state.db, run_id="done", payload=RunFinish(status="finished"))
@@ -235,6 +235,15 @@ def test_the_runs_list_glances_at_the_running_runs_it_shows_without_following_th
         waiter.join(timeout=20)
         assert answers and answers[0][0] == {"followed": False, "glanced": True}
         assert glanced.call_count == 2
+
+        # One run's own page of the API shows its progress too: a glance, not a follow.
+        time.sleep(1.5)
+        waiter, answers = _held_wait(app, base_url)
+        assert client.get("/api/v1/runs/done").status_code == 200  # finished: left alone
+        assert client.get("/api/v1/runs/r").status_code == 200
+        waiter.join(timeout=20)
+        assert answers and answers[0][0] == {"followed": False, "glanced": True}
+        assert glanced.call_count == 3 and not _followed_until(app, "r")
 
 
 def _last_seen(app: FastAPI, run_id: str) -> float | None:

@@ -107,54 +107,32 @@ def test_a_process_alone_sends_nothing_and_another_one_is_told_each_run(
         first_db.dispose()
 
 
-def test_a_stream_that_starts_following_a_run_ends_the_waits_for_it_in_other_processes(
-    pg_url: str,
+@pytest.mark.parametrize(
+    ("word", "end"),
+    [("forward_followed", WaitEnd.FOLLOWED), ("forward_glanced", WaitEnd.GLANCED)],
+    ids=["a stream that starts following", "a glance"],
+)
+def test_a_word_on_a_run_ends_the_waits_for_it_in_other_processes_saying_why(
+    pg_url: str, word: str, end: WaitEnd
 ) -> None:
     channel = f"t_{uuid.uuid4().hex[:16]}"
     first, _, first_db = _relay(pg_url, channel, "first")
     second, woken, second_db = _relay(pg_url, channel, "second")
+    tell: Callable[[str], None] = getattr(first, word)
 
     async def wait_in_second() -> tuple[WaitEnd | None, WaitEnd | None]:
         async with woken.follow_wait("other") as other, woken.follow_wait("r") as wait:
             stop = time.monotonic() + 5
             while time.monotonic() < stop:
-                first.forward_followed("r")  # told once the second process is heard of
-                if (end := await wait(0.1)) is not None:
-                    return end, await other(0.2)
+                tell("r")  # told once the second process is heard of
+                if (ended := await wait(0.1)) is not None:
+                    return ended, await other(0.2)
             return None, None
 
     try:
-        end, other_end = run_async(wait_in_second)
-        assert end is WaitEnd.FOLLOWED, "the other process's stream did not end the wait"
-        assert other_end is None  # only the followed run's waits end
-        assert woken.woken == []  # nor is it taken for new points of a run
-    finally:
-        second.close()
-        first.close()
-        first_db.dispose()
-        second_db.dispose()
-
-
-def test_a_glance_at_a_run_ends_the_waits_for_it_in_other_processes_as_a_glance(
-    pg_url: str,
-) -> None:
-    channel = f"t_{uuid.uuid4().hex[:16]}"
-    first, _, first_db = _relay(pg_url, channel, "first")
-    second, woken, second_db = _relay(pg_url, channel, "second")
-
-    async def wait_in_second() -> tuple[WaitEnd | None, WaitEnd | None]:
-        async with woken.follow_wait("other") as other, woken.follow_wait("r") as wait:
-            stop = time.monotonic() + 5
-            while time.monotonic() < stop:
-                first.forward_glanced("r")  # told once the second process is heard of
-                if (end := await wait(0.1)) is not None:
-                    return end, await other(0.2)
-            return None, None
-
-    try:
-        end, other_end = run_async(wait_in_second)
-        assert end is WaitEnd.GLANCED, "the other process's glance did not end the wait"
-        assert other_end is None  # only the glanced run's waits end
+        ended, other_ended = run_async(wait_in_second)
+        assert ended is end, "the other process's word did not end the wait"
+        assert other_ended is None  # only that run's waits end
         assert woken.woken == []  # nor is it taken for new points of a run
     finally:
         second.close()
