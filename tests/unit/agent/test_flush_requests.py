@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -101,3 +102,24 @@ def test_statistics_past_the_point_cap_go_before_their_flush_interval(
     per_step = sum(len(b["layers"]) for b in batches[0]["blocks"])  # every statistic is due
     sizes = [_block_points(r) for r in batches]
     assert len(sizes) >= 2 and max(sizes) < cap + per_step, (sizes, per_step)
+
+
+@pytest.mark.parametrize(("ride_along", "requests"), [(50_000, 1), (10, 2)])
+def test_a_full_statistics_batch_takes_a_few_logged_points_along_and_not_many(
+    capture: Any, settings: dict[str, Any], monkeypatch: Any, ride_along: int, requests: int
+) -> None:
+    """Statistics that fill a request on their own (at a GPU's pace they reach the cap before
+    the flush interval) still carry the flush's few logged points, which would otherwise cost
+    a request of their own; past ``RIDE_ALONG_POINTS`` logged points go apart, the statistics
+    first."""
+    # The flush holds 72 statistic values and 18 logged points (the loss, watch's scalars): a
+    # request's 50 points are under the statistics alone, over the logged points alone.
+    monkeypatch.setattr(trickscope.sender, "LOG_BATCH_POINTS", 50)
+    monkeypatch.setattr(trickscope.sender, "RIDE_ALONG_POINTS", ride_along)
+    run, model, optimizer = _watched_run(capture, settings, hist_every=0)
+    _train(run, model, optimizer, capture)
+    run.finish()
+    sent = _points_requests(capture)
+    assert len(sent) == requests, [sorted(r) for r in sent]
+    assert sent[0]["blocks"]  # the statistics first
+    assert capture.captured.points()["loss"] == {0: 0.0, 1: 1.0, 2: 2.0}
