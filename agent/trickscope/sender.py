@@ -338,8 +338,8 @@ class Sender:
                 wake = min(wake, next_bulk)
             if holding:
                 wake = min(wake, last_keep + config.flush_secs)
-            vouched = self.follow_watch is not None and self.follow_watch.vouches
-            due = self.delivery.due(now, heartbeats=not vouched)  # (re)delivery, or a heartbeat
+            # (Re)delivery, or a heartbeat when no held wait stands for it
+            due = self.delivery.due(now, heartbeats=self._heartbeats_wanted())
             if due is not None:
                 wake = min(wake, due)
             self._wake.wait(max(0.0, wake - now))
@@ -367,13 +367,17 @@ class Sender:
                 self.delivery.deliver()
                 if not self.delivery.unsent_in_memory:
                     self._hold.settle()  # their points were delivered, or journaled
-                if self.follow_watch is None or not self.follow_watch.vouches:
+                if self._heartbeats_wanted():
                     self.delivery.heartbeat()
                 if not self.delivery.followed and self.follow_watch is not None:
                     self.follow_watch.start()
             except Exception as exc:  # the sender must outlive any single bad item
                 self._incidents.error("sender", exc)
         self._shutdown()
+
+    def _heartbeats_wanted(self) -> bool:
+        """Whether the run needs heartbeats: no held wait for a follower vouches for it."""
+        return self.follow_watch is None or not self.follow_watch.vouches
 
     def _bulk_deadline(self, interval: float) -> float | None:
         """When watch's statistics and histograms held must go (None: none held): within
